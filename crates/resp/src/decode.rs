@@ -1,0 +1,562 @@
+//! Incremental decoding. Every function looks at the bytes received so far
+//! and answers `Ok(None)` when a frame is not complete yet, so callers just
+//! read more and call again. Limits are enforced before anything is
+//! allocated, and aggregates are measured with an explicit stack, so a deep
+//! or huge frame costs neither stack nor memory.
+
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+
+use crate::frame::Frame;
+use crate::limits::Limits;
+
+/// Why a byte stream is not valid RESP. The text follows Redis's own
+/// wording where Redis has one, so clients see familiar errors.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// An array header that is not a number, or over the limit.
+    #[error("Protocol error: invalid multibulk length")]
+    InvalidMultibulkLength,
+    /// A bulk header that is not a number.
+    #[error("Protocol error: invalid bulk length")]
+    InvalidBulkLength,
+    /// A bulk string longer than the configured maximum.
+    #[error("Protocol error: bulk length {len} exceeds limits.proto_max_bulk_len ({max} bytes)")]
+    BulkTooLong {
+        /// Announced length.
+        len: u64,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// An array with more elements than allowed.
+    #[error("Protocol error: {len} elements exceed the limit of {max}")]
+    ArrayTooLong {
+        /// Announced count.
+        len: u64,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// Aggregates nested deeper than allowed.
+    #[error("Protocol error: nesting deeper than limits.max_nesting ({0})")]
+    TooDeep(usize),
+    /// A command element that is not a bulk string.
+    #[error("Protocol error: expected '$', got '{0}'")]
+    ExpectedBulk(char),
+    /// An inline command (or a header line) longer than allowed.
+    #[error("Protocol error: too big inline request")]
+    InlineTooLong,
+    /// Inline command with an open quote.
+    #[error("Protocol error: unbalanced quotes in request")]
+    UnbalancedQuotes,
+    /// A byte that starts no RESP type.
+    #[error("Protocol error: unknown type byte 0x{0:02x}")]
+    UnknownType(u8),
+    /// A bulk string not followed by CRLF.
+    #[error("Protocol error: bulk string not terminated by CRLF")]
+    MissingCrlf,
+    /// An integer, double or boolean whose text does not parse.
+    #[error("Protocol error: invalid {0} value")]
+    InvalidValue(&'static str),
+}
+
+/// A client command as received: its arguments and the exact multibulk
+/// encoding, so the proxy can forward it without re-encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Arguments, the command name first. Never empty.
+    pub args: Vec<Bytes>,
+    /// The command as a RESP multibulk (inline commands are re-encoded).
+    pub raw: Bytes,
+}
+
+/// Finds the CRLF-terminated line starting at `pos`. Returns the line (without
+/// CRLF) and the position after it.
+#[inline]
+fn line_at(buf: &[u8], pos: usize, max: usize) -> Result<Option<(&[u8], usize)>, ProtocolError> {
+    let rest = &buf[pos..];
+    match memchr_crlf(rest) {
+        Some(i) => {
+            if i > max {
+                return Err(ProtocolError::InlineTooLong);
+            }
+            Ok(Some((&rest[..i], pos + i + 2)))
+        }
+        None if rest.len() > max + 1 => Err(ProtocolError::InlineTooLong),
+        None => Ok(None),
+    }
+}
+
+#[inline]
+fn memchr_crlf(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < b.len() {
+        match b[i + 1..].iter().position(|&c| c == b'\n') {
+            None => return None,
+            Some(j) => {
+                let nl = i + 1 + j;
+                if b[nl - 1] == b'\r' {
+                    return Some(nl - 1);
+                }
+                i = nl;
+            }
+        }
+    }
+    None
+}
+
+/// Parses a signed decimal as RESP writes it: no sign on zero-padded
+/// forms, no spaces.
+#[inline]
+fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?;
+        n = if neg {
+            n.checked_sub((c - b'0') as i64)?
+        } else {
+            n.checked_add((c - b'0') as i64)?
+        };
+    }
+    Some(n)
+}
+
+fn blob_len(line: &[u8], limits: &Limits, allow_null: bool) -> Result<Option<usize>, ProtocolError> {
+    let n = parse_i64(line).ok_or(ProtocolError::InvalidBulkLength)?;
+    if n == -1 && allow_null {
+        return Ok(None);
+    }
+    if n < 0 {
+        return Err(ProtocolError::InvalidBulkLength);
+    }
+    if n as u64 > limits.max_bulk_len as u64 {
+        return Err(ProtocolError::BulkTooLong { len: n as u64, max: limits.max_bulk_len });
+    }
+    Ok(Some(n as usize))
+}
+
+fn agg_len(line: &[u8], limits: &Limits, allow_null: bool) -> Result<Option<usize>, ProtocolError> {
+    let n = parse_i64(line).ok_or(ProtocolError::InvalidMultibulkLength)?;
+    if n == -1 && allow_null {
+        return Ok(None);
+    }
+    if n < 0 {
+        return Err(ProtocolError::InvalidMultibulkLength);
+    }
+    if n as u64 > limits.max_array_len as u64 {
+        return Err(ProtocolError::ArrayTooLong { len: n as u64, max: limits.max_array_len });
+    }
+    Ok(Some(n as usize))
+}
+
+/// Measures the complete frame at the start of `buf`: `Ok(Some(len))` when
+/// all `len` bytes are there, `Ok(None)` when more are needed. Allocates
+/// only the nesting stack, so replies can be forwarded as raw bytes.
+pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolError> {
+    let mut pos = 0usize;
+    // Remaining children of each open aggregate.
+    let mut stack: Vec<usize> = Vec::new();
+    loop {
+        if pos >= buf.len() {
+            return Ok(None);
+        }
+        let tag = buf[pos];
+        let Some((line, next)) = line_at(buf, pos + 1, limits.max_inline_len)? else {
+            return Ok(None);
+        };
+        pos = next;
+        let mut children = 0usize;
+        match tag {
+            b'+' | b'-' | b'_' | b'#' | b',' | b'(' => {}
+            b':' => {
+                parse_i64(line).ok_or(ProtocolError::InvalidValue("integer"))?;
+            }
+            b'$' | b'!' | b'=' => {
+                if let Some(n) = blob_len(line, limits, tag == b'$')? {
+                    if buf.len() < pos + n + 2 {
+                        return Ok(None);
+                    }
+                    if &buf[pos + n..pos + n + 2] != b"\r\n" {
+                        return Err(ProtocolError::MissingCrlf);
+                    }
+                    pos += n + 2;
+                }
+            }
+            b'*' | b'~' | b'>' => {
+                children = agg_len(line, limits, tag == b'*')?.unwrap_or(0);
+            }
+            b'%' => children = agg_len(line, limits, false)?.unwrap_or(0) * 2,
+            b'|' => children = agg_len(line, limits, false)?.unwrap_or(0) * 2 + 1,
+            other => return Err(ProtocolError::UnknownType(other)),
+        }
+        if children > 0 {
+            if stack.len() >= limits.max_nesting {
+                return Err(ProtocolError::TooDeep(limits.max_nesting));
+            }
+            stack.push(children);
+            continue;
+        }
+        // One item done: close every aggregate it completes.
+        loop {
+            match stack.last_mut() {
+                None => return Ok(Some(pos)),
+                Some(top) => {
+                    *top -= 1;
+                    if *top > 0 {
+                        break;
+                    }
+                    stack.pop();
+                }
+            }
+        }
+    }
+}
+
+/// Decodes the complete frame at the start of `buf`, returning it with the
+/// number of bytes it took, or `Ok(None)` when more bytes are needed.
+pub fn parse_frame(buf: &[u8], limits: &Limits) -> Result<Option<(Frame, usize)>, ProtocolError> {
+    let Some(len) = frame_len(buf, limits)? else {
+        return Ok(None);
+    };
+    // `frame_len` validated structure, lengths and depth, so the recursive
+    // build below is bounded by `max_nesting` and cannot run out of input.
+    let bytes = Bytes::copy_from_slice(&buf[..len]);
+    let mut pos = 0;
+    let frame = build(&bytes, &mut pos)?;
+    Ok(Some((frame, len)))
+}
+
+fn build(b: &Bytes, pos: &mut usize) -> Result<Frame, ProtocolError> {
+    let tag = b[*pos];
+    let (line, next) = line_at(b, *pos + 1, usize::MAX - 2)?.ok_or(ProtocolError::MissingCrlf)?;
+    let line_start = *pos + 1;
+    let line_len = line.len();
+    *pos = next;
+    let text = || b.slice(line_start..line_start + line_len);
+    let count = |line: &[u8]| parse_i64(line).unwrap_or(0).max(0) as usize;
+    Ok(match tag {
+        b'+' => Frame::Simple(text()),
+        b'-' => Frame::Error(text()),
+        b':' => Frame::Integer(parse_i64(line).ok_or(ProtocolError::InvalidValue("integer"))?),
+        b'_' => Frame::Null,
+        b'#' => match line {
+            b"t" => Frame::Boolean(true),
+            b"f" => Frame::Boolean(false),
+            _ => return Err(ProtocolError::InvalidValue("boolean")),
+        },
+        b',' => Frame::Double(text()),
+        b'(' => Frame::BigNumber(text()),
+        b'$' | b'!' | b'=' => {
+            let n = parse_i64(line).unwrap_or(-1);
+            if n < 0 {
+                Frame::NullBulk
+            } else {
+                let n = n as usize;
+                let data = b.slice(*pos..*pos + n);
+                *pos += n + 2;
+                match tag {
+                    b'$' => Frame::Bulk(data),
+                    b'!' => Frame::BulkError(data),
+                    _ => Frame::Verbatim(data),
+                }
+            }
+        }
+        b'*' | b'~' | b'>' => {
+            if parse_i64(line) == Some(-1) {
+                return Ok(Frame::NullArray);
+            }
+            let n = count(line);
+            let mut items = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                items.push(build(b, pos)?);
+            }
+            match tag {
+                b'*' => Frame::Array(items),
+                b'~' => Frame::Set(items),
+                _ => Frame::Push(items),
+            }
+        }
+        b'%' | b'|' => {
+            let n = count(line);
+            let mut pairs = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                let k = build(b, pos)?;
+                let v = build(b, pos)?;
+                pairs.push((k, v));
+            }
+            if tag == b'%' {
+                Frame::Map(pairs)
+            } else {
+                Frame::Attribute(pairs, Box::new(build(b, pos)?))
+            }
+        }
+        other => return Err(ProtocolError::UnknownType(other)),
+    })
+}
+
+/// Takes one client command off the front of `buf`: a multibulk of bulk
+/// strings, or an inline command line. Empty commands (`*0`, blank lines)
+/// are consumed and skipped, as Redis does. Returns `Ok(None)` when the
+/// command is not complete yet; `buf` is then left untouched.
+pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, ProtocolError> {
+    loop {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let parsed = if buf[0] == b'*' {
+            parse_multibulk(buf, limits)?
+        } else {
+            parse_inline(buf, limits)?
+        };
+        match parsed {
+            Parsed::Incomplete => return Ok(None),
+            Parsed::Empty => continue,
+            Parsed::Done(req) => return Ok(Some(req)),
+        }
+    }
+}
+
+enum Parsed {
+    Incomplete,
+    Empty,
+    Done(Request),
+}
+
+fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, ProtocolError> {
+    // Header lines of a request are short; anything longer is garbage.
+    const MAX_HEADER: usize = 32;
+    let Some((line, mut pos)) = line_at(buf, 1, MAX_HEADER)? else {
+        return Ok(Parsed::Incomplete);
+    };
+    let n = parse_i64(line).ok_or(ProtocolError::InvalidMultibulkLength)?;
+    if n <= 0 {
+        let _ = buf.split_to(pos);
+        return Ok(Parsed::Empty);
+    }
+    if n as u64 > limits.max_array_len as u64 {
+        return Err(ProtocolError::ArrayTooLong { len: n as u64, max: limits.max_array_len });
+    }
+    let n = n as usize;
+    let mut spans = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        if pos >= buf.len() {
+            return Ok(Parsed::Incomplete);
+        }
+        if buf[pos] != b'$' {
+            return Err(ProtocolError::ExpectedBulk(buf[pos] as char));
+        }
+        let Some((line, next)) = line_at(buf, pos + 1, MAX_HEADER)? else {
+            return Ok(Parsed::Incomplete);
+        };
+        let len = blob_len(line, limits, false)?.unwrap_or(0);
+        if buf.len() < next + len + 2 {
+            return Ok(Parsed::Incomplete);
+        }
+        if &buf[next + len..next + len + 2] != b"\r\n" {
+            return Err(ProtocolError::MissingCrlf);
+        }
+        spans.push((next, len));
+        pos = next + len + 2;
+    }
+    let raw = buf.split_to(pos).freeze();
+    let args = spans.into_iter().map(|(s, l)| raw.slice(s..s + l)).collect();
+    Ok(Parsed::Done(Request { args, raw }))
+}
+
+fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, ProtocolError> {
+    let Some(nl) = buf.iter().position(|&c| c == b'\n') else {
+        if buf.len() > limits.max_inline_len {
+            return Err(ProtocolError::InlineTooLong);
+        }
+        return Ok(Parsed::Incomplete);
+    };
+    if nl > limits.max_inline_len {
+        return Err(ProtocolError::InlineTooLong);
+    }
+    let line = buf.split_to(nl + 1);
+    let mut text = &line[..nl];
+    if text.last() == Some(&b'\r') {
+        text = &text[..text.len() - 1];
+    }
+    let args = split_inline(text)?;
+    if args.is_empty() {
+        return Ok(Parsed::Empty);
+    }
+    let mut raw = BytesMut::new();
+    crate::frame::encode_command(&mut raw, &args);
+    Ok(Parsed::Done(Request { args, raw: raw.freeze() }))
+}
+
+/// Splits an inline command the way `redis-cli` and Redis do: whitespace
+/// separated, with "double quotes" (C escapes, `\xHH`) and 'single quotes'.
+pub fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    let n = line.len();
+    loop {
+        while i < n && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= n {
+            return Ok(args);
+        }
+        let mut cur = Vec::new();
+        let mut in_dq = false;
+        let mut in_sq = false;
+        loop {
+            if in_dq {
+                if i >= n {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                }
+                let c = line[i];
+                if c == b'\\' && i + 3 < n && line[i + 1] == b'x' && is_hex(line[i + 2]) && is_hex(line[i + 3]) {
+                    cur.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
+                    i += 3;
+                } else if c == b'\\' && i + 1 < n {
+                    i += 1;
+                    cur.push(match line[i] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        other => other,
+                    });
+                } else if c == b'"' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return Err(ProtocolError::UnbalancedQuotes);
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    cur.push(c);
+                }
+            } else if in_sq {
+                if i >= n {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                }
+                let c = line[i];
+                if c == b'\\' && i + 1 < n && line[i + 1] == b'\'' {
+                    i += 1;
+                    cur.push(b'\'');
+                } else if c == b'\'' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return Err(ProtocolError::UnbalancedQuotes);
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    cur.push(c);
+                }
+            } else {
+                if i >= n {
+                    break;
+                }
+                match line[i] {
+                    c if c.is_ascii_whitespace() => break,
+                    b'"' => in_dq = true,
+                    b'\'' => in_sq = true,
+                    c => cur.push(c),
+                }
+            }
+            i += 1;
+        }
+        args.push(Bytes::from(cur));
+    }
+}
+
+fn is_hex(c: u8) -> bool {
+    c.is_ascii_hexdigit()
+}
+
+fn hex(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => c - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lim() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn incomplete_frames_ask_for_more_at_every_cut() {
+        let full = b"*3\r\n$3\r\nSET\r\n%1\r\n+a\r\n:1\r\n$-1\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(frame_len(&full[..cut], &lim()), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(frame_len(full, &lim()), Ok(Some(full.len())));
+    }
+
+    #[test]
+    fn nesting_beyond_limit_is_refused_without_recursion() {
+        let deep = "*1\r\n".repeat(100_000);
+        assert_eq!(frame_len(deep.as_bytes(), &lim()), Err(ProtocolError::TooDeep(128)));
+    }
+
+    #[test]
+    fn oversized_bulk_is_refused_before_its_bytes_arrive() {
+        let l = Limits { max_bulk_len: 10, ..lim() };
+        let mut b = BytesMut::from(&b"*1\r\n$11\r\n"[..]);
+        assert_eq!(
+            parse_request(&mut b, &l),
+            Err(ProtocolError::BulkTooLong { len: 11, max: 10 })
+        );
+    }
+
+    #[test]
+    fn request_parses_multibulk_and_keeps_raw() {
+        let mut b = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPI"[..]);
+        let r = parse_request(&mut b, &lim()).unwrap().unwrap();
+        assert_eq!(r.args, vec![Bytes::from("GET"), Bytes::from("k")]);
+        assert_eq!(&r.raw[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(parse_request(&mut b, &lim()), Ok(None));
+        assert_eq!(&b[..], b"*1\r\n$4\r\nPI");
+    }
+
+    #[test]
+    fn inline_commands_split_like_redis() {
+        let mut b = BytesMut::from(&b"\r\nset k \"a b\\x41\\n\" 'it\\'s'\r\n"[..]);
+        let r = parse_request(&mut b, &lim()).unwrap().unwrap();
+        assert_eq!(
+            r.args,
+            vec![Bytes::from("set"), Bytes::from("k"), Bytes::from("a bA\n"), Bytes::from("it's")]
+        );
+        let mut bad = BytesMut::from(&b"set \"k\r\n"[..]);
+        assert_eq!(parse_request(&mut bad, &lim()), Err(ProtocolError::UnbalancedQuotes));
+    }
+
+    #[test]
+    fn non_bulk_argument_is_a_protocol_error() {
+        let mut b = BytesMut::from(&b"*1\r\n:1\r\n"[..]);
+        assert_eq!(parse_request(&mut b, &lim()), Err(ProtocolError::ExpectedBulk(':')));
+    }
+
+    #[test]
+    fn garbage_header_is_invalid_multibulk_length() {
+        let mut b = BytesMut::from(&b"*x\r\n"[..]);
+        assert_eq!(parse_request(&mut b, &lim()), Err(ProtocolError::InvalidMultibulkLength));
+    }
+
+    #[test]
+    fn overlong_inline_line_is_refused() {
+        let mut b = BytesMut::from(vec![b'a'; 70_000].as_slice());
+        assert_eq!(parse_request(&mut b, &lim()), Err(ProtocolError::InlineTooLong));
+    }
+}

@@ -1,0 +1,205 @@
+//! One RESP value, RESP2 and RESP3, and its encoding.
+//!
+//! Doubles keep their wire text so that encode ∘ decode is the identity
+//! (`1e3` and `1000` are different bytes for the same number).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// A RESP2 or RESP3 value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// `+text`
+    Simple(Bytes),
+    /// `-ERR text` (the whole line after `-`)
+    Error(Bytes),
+    /// `:123`
+    Integer(i64),
+    /// `$3\r\nfoo`
+    Bulk(Bytes),
+    /// RESP2 null bulk string `$-1`
+    NullBulk,
+    /// RESP2 null array `*-1`
+    NullArray,
+    /// `*N`
+    Array(Vec<Frame>),
+    /// RESP3 `_`
+    Null,
+    /// RESP3 `#t` / `#f`
+    Boolean(bool),
+    /// RESP3 `,1.5` kept as its wire text
+    Double(Bytes),
+    /// RESP3 `(123…`
+    BigNumber(Bytes),
+    /// RESP3 `!N` blob error
+    BulkError(Bytes),
+    /// RESP3 `=N` verbatim string, payload including the `txt:` prefix
+    Verbatim(Bytes),
+    /// RESP3 `%N`
+    Map(Vec<(Frame, Frame)>),
+    /// RESP3 `~N`
+    Set(Vec<Frame>),
+    /// RESP3 `>N` out-of-band push (pub/sub, invalidation)
+    Push(Vec<Frame>),
+    /// RESP3 `|N` attributes, followed on the wire by the value they describe
+    Attribute(Vec<(Frame, Frame)>, Box<Frame>),
+}
+
+impl Frame {
+    /// A simple string from static text, e.g. `Frame::simple("OK")`.
+    pub fn simple(s: &'static str) -> Frame {
+        Frame::Simple(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// An error reply; `msg` is the whole line, first word included
+    /// (`"ERR unknown command"`).
+    pub fn error(msg: impl Into<String>) -> Frame {
+        Frame::Error(Bytes::from(msg.into()))
+    }
+
+    /// A bulk string copied from anything byte-like.
+    pub fn bulk(b: impl AsRef<[u8]>) -> Frame {
+        Frame::Bulk(Bytes::copy_from_slice(b.as_ref()))
+    }
+
+    /// An array of bulk strings, the shape of every client command.
+    pub fn command<I, B>(args: I) -> Frame
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        Frame::Array(args.into_iter().map(Frame::bulk).collect())
+    }
+
+    /// True for `Error` and `BulkError`.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Frame::Error(_) | Frame::BulkError(_))
+    }
+
+    /// The text of an error reply, if this is one.
+    pub fn error_text(&self) -> Option<&[u8]> {
+        match self {
+            Frame::Error(b) | Frame::BulkError(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a simple, bulk or verbatim string.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Frame::Simple(b) | Frame::Bulk(b) | Frame::Verbatim(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Appends the wire encoding of this frame to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Frame::Simple(b) => line(out, b'+', b),
+            Frame::Error(b) => line(out, b'-', b),
+            Frame::Integer(i) => {
+                out.put_u8(b':');
+                put_int(out, *i);
+                out.put_slice(b"\r\n");
+            }
+            Frame::Bulk(b) => blob(out, b'$', b),
+            Frame::NullBulk => out.put_slice(b"$-1\r\n"),
+            Frame::NullArray => out.put_slice(b"*-1\r\n"),
+            Frame::Array(items) => {
+                header(out, b'*', items.len());
+                items.iter().for_each(|f| f.encode(out));
+            }
+            Frame::Null => out.put_slice(b"_\r\n"),
+            Frame::Boolean(v) => out.put_slice(if *v { b"#t\r\n" } else { b"#f\r\n" }),
+            Frame::Double(b) => line(out, b',', b),
+            Frame::BigNumber(b) => line(out, b'(', b),
+            Frame::BulkError(b) => blob(out, b'!', b),
+            Frame::Verbatim(b) => blob(out, b'=', b),
+            Frame::Map(pairs) => pairs_out(out, b'%', pairs),
+            Frame::Set(items) => {
+                header(out, b'~', items.len());
+                items.iter().for_each(|f| f.encode(out));
+            }
+            Frame::Push(items) => {
+                header(out, b'>', items.len());
+                items.iter().for_each(|f| f.encode(out));
+            }
+            Frame::Attribute(pairs, value) => {
+                pairs_out(out, b'|', pairs);
+                value.encode(out);
+            }
+        }
+    }
+
+    /// The wire encoding as a fresh buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out.freeze()
+    }
+}
+
+fn line(out: &mut BytesMut, tag: u8, b: &[u8]) {
+    out.reserve(b.len() + 3);
+    out.put_u8(tag);
+    out.put_slice(b);
+    out.put_slice(b"\r\n");
+}
+
+fn blob(out: &mut BytesMut, tag: u8, b: &[u8]) {
+    out.reserve(b.len() + 16);
+    header(out, tag, b.len());
+    out.put_slice(b);
+    out.put_slice(b"\r\n");
+}
+
+fn pairs_out(out: &mut BytesMut, tag: u8, pairs: &[(Frame, Frame)]) {
+    header(out, tag, pairs.len());
+    for (k, v) in pairs {
+        k.encode(out);
+        v.encode(out);
+    }
+}
+
+/// Writes `tag`, the decimal length and CRLF.
+pub(crate) fn header(out: &mut BytesMut, tag: u8, len: usize) {
+    out.put_u8(tag);
+    put_int(out, len as i64);
+    out.put_slice(b"\r\n");
+}
+
+fn put_int(out: &mut BytesMut, i: i64) {
+    out.put_slice(itoa::Buffer::new().format(i).as_bytes());
+}
+
+/// Encodes a command (array of bulk strings) straight from its arguments,
+/// without building a [`Frame`].
+pub fn encode_command<B: AsRef<[u8]>>(out: &mut BytesMut, args: &[B]) {
+    header(out, b'*', args.len());
+    for a in args {
+        blob(out, b'$', a.as_ref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_encode_in_decimal_including_extremes() {
+        for (i, s) in [
+            (0i64, ":0\r\n"),
+            (-1, ":-1\r\n"),
+            (i64::MAX, ":9223372036854775807\r\n"),
+            (i64::MIN, ":-9223372036854775808\r\n"),
+        ] {
+            assert_eq!(Frame::Integer(i).to_bytes(), Bytes::from(s));
+        }
+    }
+
+    #[test]
+    fn command_encodes_as_array_of_bulks() {
+        let mut out = BytesMut::new();
+        encode_command(&mut out, &["SET", "k", ""]);
+        assert_eq!(&out[..], b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
+    }
+}

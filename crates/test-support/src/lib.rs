@@ -1,0 +1,222 @@
+//! Test fixtures: real `redis-server` processes on free ports, and the
+//! faults tests inflict on them (SIGKILL, SIGSTOP/SIGCONT, restart on the
+//! same port and data, unwritable persistence dir).
+//!
+//! Only for tests (`[dev-dependencies]`); nothing here is mocked.
+//!
+//! # Layout
+//! - [`RedisServer`]: one `redis-server` child process.
+//! - [`free_port`]: a loopback port nobody listens on.
+//! - [`wait_for`]: poll a condition until it holds or a deadline passes.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// Polls `cond` every few milliseconds until it is true; panics with `what`
+/// after `timeout`. For conditions that have no event to await (another
+/// process's state), never as a stand-in for one that has.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A `redis-server` child on a free loopback port, with its own data dir.
+/// Killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` with no persistence; `extra` are more
+    /// `--option value` arguments (e.g. `["--requirepass", "s3cret"]`).
+    pub fn start(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        let mut s = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts with the default test options and no extras.
+    pub fn new() -> RedisServer {
+        RedisServer::start(&[])
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--logfile", "redis.log"])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("spawn redis-server (is redis-server installed? scripts/test.sh installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(&format!("redis-server on port {port} to accept connections"), Duration::from_secs(10), || {
+            self.raw_ping()
+        });
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Its working directory (persistence files, `redis.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Path of its log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// OS process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let ok = Command::new("kill").args([sig, &pid.to_string()]).status().map(|s| s.success());
+            assert!(matches!(ok, Ok(true)), "kill {sig} {pid} failed");
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Starts it again on the same port with the same dir and options
+    /// (after [`kill`](Self::kill)).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// True while `PING` answers `+PONG` (or `-NOAUTH`, which proves it is up).
+    pub fn raw_ping(&self) -> bool {
+        match self.cmd_raw(&["PING"]) {
+            Ok(reply) => reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"),
+            Err(_) => false,
+        }
+    }
+
+    /// Sends one command on a fresh connection and returns the first line
+    /// of the reply (for bulk replies, the payload). Enough for fixtures
+    /// (`CONFIG SET`, `DBSIZE`, `CLIENT LIST`); tests use real clients for
+    /// anything more.
+    pub fn cmd_raw(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+        }
+        s.write_all(out.as_bytes())?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        if let Some(len) = line.strip_prefix('$') {
+            let n: i64 = len.trim().parse().unwrap_or(-1);
+            if n < 0 {
+                return Ok(String::new());
+            }
+            let mut buf = vec![0; n as usize + 2];
+            r.read_exact(&mut buf)?;
+            buf.truncate(n as usize);
+            return Ok(String::from_utf8_lossy(&buf).into_owned());
+        }
+        Ok(line.trim_end().to_string())
+    }
+
+    /// Runs a command and panics unless it succeeds; returns the reply text.
+    pub fn cmd(&self, args: &[&str]) -> String {
+        let r = self.cmd_raw(args).unwrap_or_else(|e| panic!("{args:?} on redis {}: {e}", self.port));
+        assert!(!r.starts_with('-'), "{args:?} on redis {} failed: {r}", self.port);
+        r
+    }
+}
+
+impl Default for RedisServer {
+    fn default() -> Self {
+        RedisServer::new()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // SIGKILL also ends a stopped process; resuming first is harmless.
+        self.resume();
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_starts_pauses_and_restarts_on_the_same_port() {
+        let mut r = RedisServer::new();
+        assert_eq!(r.cmd(&["SET", "k", "v"]), "+OK");
+        assert_eq!(r.cmd(&["GET", "k"]), "v");
+        let port = r.port();
+        r.restart();
+        assert_eq!(r.port(), port);
+        assert!(r.raw_ping());
+    }
+}
