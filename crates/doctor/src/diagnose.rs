@@ -1,0 +1,430 @@
+//! Running a diagnosis: connect (diagnosing the connection itself when
+//! that fails), gather one [`Snapshot`] with bounded reads, then run
+//! every check on it.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use resp::Frame;
+use tokio::time::Instant;
+
+use crate::checks::checks;
+use crate::conn::{text, Conn, ConnError};
+use crate::host::HostFacts;
+use crate::report::Report;
+use crate::snapshot::{parse_client_list, parse_info, LatencyEvent, SampledKey, SlowEntry, Snapshot};
+use crate::target::{Target, UrlError};
+use crate::thresholds::Thresholds;
+use crate::unreachable;
+
+/// Whole diagnosis budget (DESIGN: bounded, default 10 s).
+pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Budget for resolving and connecting.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Budget for one command's reply.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Keys asked for per SCAN call: small pages keep each call short on a busy server.
+const SCAN_PAGE: usize = 100;
+/// Slowlog entries read for the report.
+const SLOWLOG_ENTRIES: usize = 10;
+
+/// CONFIG parameters the checks read, one CONFIG GET each (a multi-key
+/// CONFIG GET needs Redis 7).
+const CONFIG_KEYS: &[&str] = &[
+    "maxmemory-policy",
+    "save",
+    "appendonly",
+    "stop-writes-on-bgsave-error",
+    "timeout",
+    "tcp-backlog",
+    "slowlog-log-slower-than",
+    "latency-monitor-threshold",
+    "replica-read-only",
+    "repl-timeout",
+    "bind",
+    "protected-mode",
+    "requirepass",
+    "maxclients",
+];
+
+/// Commands an application user should not be able to run; probed with
+/// ACL DRYRUN, which only checks permissions and runs nothing.
+const DANGEROUS_PROBES: &[&[&str]] = &[&["FLUSHALL"], &["KEYS", "*"], &["CONFIG", "SET", "maxmemory", "0"]];
+
+/// Whether to read host facts (`/proc`, `/sys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostChecks {
+    /// Only when the URL's host is loopback or `localhost`.
+    Auto,
+    /// Never (e.g. Redis runs in another container on the same host name).
+    Off,
+}
+
+/// How to run a diagnosis.
+#[derive(Debug, Clone)]
+pub struct DoctorOptions {
+    /// Upper bound for the whole diagnosis.
+    pub total_timeout: Duration,
+    /// Upper bound for DNS + TCP connect.
+    pub connect_timeout: Duration,
+    /// Upper bound for each reply.
+    pub command_timeout: Duration,
+    /// Limits the checks compare against.
+    pub thresholds: Thresholds,
+    /// The ACL user the application uses, for security.dangerous-commands;
+    /// without it the `default` user is judged, as information only.
+    pub app_user: Option<String>,
+    /// When to run host checks.
+    pub host_checks: HostChecks,
+    /// Root under which `/proc` and `/sys` are read (`/`; a mount of the
+    /// host's root when the doctor runs in a container).
+    pub host_root: PathBuf,
+}
+
+impl Default for DoctorOptions {
+    fn default() -> Self {
+        DoctorOptions {
+            total_timeout: DEFAULT_TOTAL_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            thresholds: Thresholds::default(),
+            app_user: None,
+            host_checks: HostChecks::Auto,
+            host_root: PathBuf::from("/"),
+        }
+    }
+}
+
+/// Diagnoses the Redis at `url` (`redis://[user:pass@]host:port[/db]`).
+/// Never fails: an unreachable Redis yields a report with
+/// `diagnosable: false` whose findings explain why. Returns within
+/// `opts.total_timeout` (plus scheduling slack).
+pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
+    let started = Instant::now();
+    let deadline = started + opts.total_timeout;
+    let mut report = Report {
+        target: url.to_string(),
+        diagnosable: false,
+        findings: Vec::new(),
+        redis_version: None,
+        role: None,
+        host_checks: false,
+        checks_run: 0,
+        skipped: Vec::new(),
+        elapsed_ms: 0,
+    };
+    let target = match Target::parse(url) {
+        Ok(t) => t,
+        Err(e) => {
+            let id = match e {
+                UrlError::Unsupported(_) => "connection.unsupported-scheme",
+                UrlError::Invalid(_) => "connection.bad-url",
+            };
+            report.target = redact_unparsed(url);
+            report.findings.push(unreachable::finding(id, e.to_string()));
+            return finish(report, started);
+        }
+    };
+    report.target = target.redacted();
+    // Belt and braces: every step already honours the deadline, this
+    // also bounds anything that does not (slow host file reads).
+    let budget = opts.total_timeout + Duration::from_millis(500);
+    match tokio::time::timeout(budget, run(&target, opts, deadline, &mut report)).await {
+        Ok(()) => {}
+        Err(_) => report.findings.push(unreachable::finding(
+            "connection.timeout",
+            format!("the diagnosis did not finish within {:?}", opts.total_timeout),
+        )),
+    }
+    finish(report, started)
+}
+
+fn finish(mut report: Report, started: Instant) -> Report {
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    report.sort();
+    report
+}
+
+/// Connects, authenticates, gathers and checks, filling `report`.
+async fn run(target: &Target, opts: &DoctorOptions, deadline: Instant, report: &mut Report) {
+    let addr = target.addr();
+    let mut conn = match Conn::connect(&target.host, target.port, opts.connect_timeout, opts.command_timeout, deadline).await {
+        Ok(c) => c,
+        Err(e) => {
+            report.findings.push(unreachable::finding(unreachable::classify(&e), format!("{addr}: {e}")));
+            return;
+        }
+    };
+    if let Err((id, detail)) = handshake(&mut conn, target).await {
+        report.findings.push(unreachable::finding(id, format!("{addr}: {detail}")));
+        return;
+    }
+    let info = match conn.call(&["INFO"]).await {
+        Ok(f) if f.is_error() => {
+            let t = text(&f).unwrap_or_default();
+            let id = unreachable::classify_reply(&t).unwrap_or("connection.noperm");
+            report.findings.push(unreachable::finding(id, format!("{addr}: INFO answered {t}")));
+            return;
+        }
+        Ok(f) => parse_info(&text(&f).unwrap_or_default()),
+        Err(e) => {
+            report.findings.push(unreachable::finding(unreachable::classify(&e), format!("{addr}: INFO: {e}")));
+            return;
+        }
+    };
+    report.diagnosable = true;
+    report.redis_version = info.get("redis_version").cloned();
+    report.role = info.get("role").cloned();
+    let mut snap = Snapshot {
+        info,
+        now_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        ..Default::default()
+    };
+    if let Err(e) = gather(&mut conn, opts, &mut snap, &mut report.skipped).await {
+        // Redis answered INFO, then stopped answering: that is a finding
+        // in itself, and the checks still run on what was read.
+        report.skipped.push(format!("the rest of the data ({e})"));
+        report.findings.push(unreachable::finding(
+            unreachable::classify(&e),
+            format!("{addr}: Redis stopped answering during the diagnosis: {e}"),
+        ));
+    }
+    let local = opts.host_checks == HostChecks::Auto && target.is_local();
+    if local {
+        let pid = snap.u("process_id").and_then(|p| u32::try_from(p).ok());
+        snap.host = Some(HostFacts::read(&opts.host_root, pid));
+    }
+    report.host_checks = local;
+    for check in checks().iter().filter(|c| local || !c.host) {
+        report.checks_run += 1;
+        if let Some(f) = check.run(&snap, &opts.thresholds) {
+            report.findings.push(f);
+        }
+    }
+}
+
+/// AUTH, SELECT and PING; an `Err` names the connection problem.
+async fn handshake(conn: &mut Conn, target: &Target) -> Result<(), (&'static str, String)> {
+    let mut steps: Vec<Vec<String>> = Vec::new();
+    if let Some(pass) = &target.password {
+        match &target.user {
+            Some(u) => steps.push(vec!["AUTH".into(), u.clone(), pass.clone()]),
+            None => steps.push(vec!["AUTH".into(), pass.clone()]),
+        }
+    }
+    if target.db != 0 {
+        steps.push(vec!["SELECT".into(), target.db.to_string()]);
+    }
+    steps.push(vec!["PING".into()]);
+    for step in steps {
+        let reply = conn.call(&step).await.map_err(|e| (unreachable::classify(&e), e.to_string()))?;
+        if let Some(t) = reply.error_text() {
+            let t = String::from_utf8_lossy(t).into_owned();
+            if let Some(id) = unreachable::classify_reply(&t) {
+                return Err((id, t));
+            }
+            // Other errors (LOADING, MASTERDOWN, AUTH without a configured
+            // password) do not stop INFO from working; checks report them.
+        }
+    }
+    Ok(())
+}
+
+/// Reads everything but INFO. Error replies skip one piece of data; a
+/// transport error stops gathering (the connection is no longer in step).
+async fn gather(
+    conn: &mut Conn,
+    opts: &DoctorOptions,
+    snap: &mut Snapshot,
+    skipped: &mut Vec<String>,
+) -> Result<(), ConnError> {
+    let cmds: Vec<Vec<Vec<u8>>> = CONFIG_KEYS.iter().map(|k| args(&["CONFIG", "GET", k])).collect();
+    for (k, reply) in CONFIG_KEYS.iter().zip(conn.pipeline(&cmds).await?) {
+        match reply {
+            Frame::Array(kv) if kv.len() >= 2 => {
+                let v = text(&kv[1]).unwrap_or_default();
+                // Keep only whether a password is set, never the password.
+                let v = if *k == "requirepass" && !v.is_empty() { "(set)".to_string() } else { v };
+                snap.config.insert(k.to_string(), v);
+            }
+            Frame::Map(kv) if !kv.is_empty() => {
+                snap.config.insert(k.to_string(), text(&kv[0].1).unwrap_or_default());
+            }
+            f if f.is_error() => skipped.push(format!("CONFIG GET {k}: {}", text(&f).unwrap_or_default())),
+            _ => {}
+        }
+    }
+    match conn.call(&["CLIENT", "LIST"]).await? {
+        f if f.is_error() => skipped.push(format!("CLIENT LIST: {}", text(&f).unwrap_or_default())),
+        f => snap.clients = parse_client_list(&text(&f).unwrap_or_default()),
+    }
+    let slow = conn.pipeline(&[args(&["SLOWLOG", "LEN"]), args(&["SLOWLOG", "GET", &SLOWLOG_ENTRIES.to_string()])]).await?;
+    match &slow[0] {
+        Frame::Integer(n) => snap.slowlog_len = u64::try_from(*n).ok(),
+        f => skipped.push(format!("SLOWLOG: {}", text(f).unwrap_or_default())),
+    }
+    if let Frame::Array(entries) = &slow[1] {
+        snap.slowlog = entries.iter().filter_map(slow_entry).collect();
+    }
+    match conn.call(&["LATENCY", "LATEST"]).await? {
+        Frame::Array(rows) => snap.latency = rows.iter().filter_map(latency_event).collect(),
+        f => skipped.push(format!("LATENCY LATEST: {}", text(&f).unwrap_or_default())),
+    }
+    if snap.s("cluster_enabled") == Some("1") {
+        match conn.call(&["CLUSTER", "INFO"]).await? {
+            f if f.is_error() => skipped.push(format!("CLUSTER INFO: {}", text(&f).unwrap_or_default())),
+            f => snap.cluster = parse_info(&text(&f).unwrap_or_default()),
+        }
+    }
+    gather_acl(conn, opts, snap, skipped).await?;
+    // Loading servers refuse SCAN and friends; the load itself is the finding.
+    if snap.s("loading") != Some("1") {
+        snap.keys = sample_keys(conn, opts.thresholds.scan_sample_keys, skipped).await?;
+    }
+    Ok(())
+}
+
+async fn gather_acl(conn: &mut Conn, opts: &DoctorOptions, snap: &mut Snapshot, skipped: &mut Vec<String>) -> Result<(), ConnError> {
+    match conn.call(&["ACL", "LIST"]).await? {
+        Frame::Array(lines) => snap.acl_users = lines.iter().filter_map(text).collect(),
+        // Redis < 6 has no ACL; requirepass then tells about passwords.
+        f => {
+            skipped.push(format!("ACL LIST: {}", text(&f).unwrap_or_default()));
+            return Ok(());
+        }
+    }
+    let user = match &opts.app_user {
+        Some(u) => u.clone(),
+        None => {
+            // Judge the default user only while it is enabled: it is who
+            // every client that skips AUTH acts as.
+            let default_on = snap.acl_users.iter().any(|l| l.starts_with("user default ") && l.split_whitespace().any(|w| w == "on"));
+            if !default_on {
+                return Ok(());
+            }
+            "default".to_string()
+        }
+    };
+    let cmds: Vec<Vec<Vec<u8>>> = DANGEROUS_PROBES
+        .iter()
+        .map(|p| {
+            let mut a = args(&["ACL", "DRYRUN", &user]);
+            a.extend(p.iter().map(|s| s.as_bytes().to_vec()));
+            a
+        })
+        .collect();
+    let replies = conn.pipeline(&cmds).await?;
+    let mut allowed = Vec::new();
+    for (probe, reply) in DANGEROUS_PROBES.iter().zip(&replies) {
+        match reply {
+            Frame::Simple(s) if s.as_ref() == b"OK" => allowed.push(probe[..probe.len().min(2)].join(" ")),
+            // DRYRUN needs Redis 7; an error means we cannot tell.
+            Frame::Error(e) => {
+                skipped.push(format!("ACL DRYRUN {user}: {}", String::from_utf8_lossy(e)));
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+    snap.app_user_named = opts.app_user.is_some();
+    snap.dangerous = Some((user, allowed));
+    Ok(())
+}
+
+/// A bounded SCAN sample: at most `max` keys, with type, size and TTL,
+/// in pages of [`SCAN_PAGE`] so no single call blocks Redis for long.
+async fn sample_keys(conn: &mut Conn, max: usize, skipped: &mut Vec<String>) -> Result<Vec<SampledKey>, ConnError> {
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    let mut cursor = b"0".to_vec();
+    // SCAN may return empty pages; bound the calls as well as the keys.
+    let max_calls = max / SCAN_PAGE + 10;
+    for _ in 0..max_calls {
+        let reply = conn.call(&[b"SCAN".as_slice(), &cursor, b"COUNT", SCAN_PAGE.to_string().as_bytes()]).await?;
+        let Frame::Array(parts) = reply else {
+            skipped.push(format!("SCAN: {}", text(&reply).unwrap_or_default()));
+            return Ok(Vec::new());
+        };
+        let (Some(next), Some(Frame::Array(keys))) = (parts.first().and_then(|f| f.as_bytes()), parts.get(1)) else {
+            break;
+        };
+        cursor = next.to_vec();
+        names.extend(keys.iter().filter_map(|k| k.as_bytes().map(<[u8]>::to_vec)));
+        if names.len() >= max || cursor == b"0" {
+            break;
+        }
+    }
+    names.truncate(max);
+    let mut out = Vec::with_capacity(names.len());
+    for chunk in names.chunks(SCAN_PAGE) {
+        let types = conn.pipeline(&chunk.iter().map(|k| vec![b"TYPE".to_vec(), k.clone()]).collect::<Vec<_>>()).await?;
+        let kinds: Vec<String> = types.iter().map(|t| text(t).unwrap_or_default()).collect();
+        let mut cmds = Vec::with_capacity(chunk.len() * 2);
+        for (k, kind) in chunk.iter().zip(&kinds) {
+            let size_cmd: &[u8] = match kind.as_str() {
+                "string" => b"STRLEN",
+                "hash" => b"HLEN",
+                "list" => b"LLEN",
+                "set" => b"SCARD",
+                "zset" => b"ZCARD",
+                "stream" => b"XLEN",
+                // Module types and keys gone since SCAN: TTL stands in so
+                // replies stay paired; its value is not used as a size.
+                _ => b"TTL",
+            };
+            cmds.push(vec![size_cmd.to_vec(), k.clone()]);
+            cmds.push(vec![b"TTL".to_vec(), k.clone()]);
+        }
+        let replies = conn.pipeline(&cmds).await?;
+        for ((k, kind), pair) in chunk.iter().zip(kinds).zip(replies.chunks(2)) {
+            let known = matches!(kind.as_str(), "string" | "hash" | "list" | "set" | "zset" | "stream");
+            let size = match (&pair[0], known) {
+                (Frame::Integer(n), true) => u64::try_from(*n).ok(),
+                _ => None,
+            };
+            let ttl = match &pair[1] {
+                Frame::Integer(n) => *n,
+                _ => -1,
+            };
+            // -2: the key vanished between SCAN and TTL.
+            if ttl == -2 {
+                continue;
+            }
+            out.push(SampledKey { name: String::from_utf8_lossy(k).into_owned(), kind, size, ttl });
+        }
+    }
+    Ok(out)
+}
+
+fn slow_entry(f: &Frame) -> Option<SlowEntry> {
+    let Frame::Array(parts) = f else { return None };
+    let micros = match parts.get(2)? {
+        Frame::Integer(n) => u64::try_from(*n).ok()?,
+        _ => return None,
+    };
+    let command = match parts.get(3)? {
+        Frame::Array(a) => a.first().and_then(text).unwrap_or_default(),
+        _ => String::new(),
+    };
+    Some(SlowEntry { micros, command })
+}
+
+fn latency_event(f: &Frame) -> Option<LatencyEvent> {
+    let Frame::Array(p) = f else { return None };
+    let n = |i: usize| match p.get(i) {
+        Some(Frame::Integer(v)) => u64::try_from(*v).ok(),
+        _ => None,
+    };
+    Some(LatencyEvent { event: text(p.first()?)?, latest_ms: n(2)?, max_ms: n(3)? })
+}
+
+fn args(a: &[&str]) -> Vec<Vec<u8>> {
+    a.iter().map(|s| s.as_bytes().to_vec()).collect()
+}
+
+/// Best-effort password removal from a URL that did not parse.
+fn redact_unparsed(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
