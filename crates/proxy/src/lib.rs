@@ -1,1 +1,29 @@
-//! proxy (to be written).
+//! The data path: accept clients, read their commands, route each one, and
+//! answer in order, always within a deadline.
+//!
+//! One request's way: socket → [`resp::parse_request`] → [`classify`] →
+//! route (connection-scoped commands answered here; the rest batched onto
+//! the session's upstream connection) → replies back in order, each bounded
+//! by `command_timeout_ms`.
+//!
+//! # Layout
+//! - [`config`]: [`LimitsConfig`], the `[limits]` section.
+//! - [`classify`]: what kind of command this is ([`classify::Kind`]).
+//! - [`reply`]: the replies Redoubt itself writes (`-UNAVAILABLE`,
+//!   `-UNCERTAIN`, `HELLO`, `CLIENT INFO`).
+//! - [`session`]: one client connection: its state and its ordered queue of
+//!   replies.
+//! - [`server`]: [`Proxy`], the listener, client limits and shutdown.
+//! - [`metrics`]: metric names and pre-registered handles.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod classify;
+pub mod config;
+pub mod metrics;
+pub mod reply;
+pub mod server;
+pub mod session;
+
+pub use config::LimitsConfig;
+pub use server::{Proxy, ProxyHandle, ProxySettings};

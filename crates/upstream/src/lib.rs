@@ -1,1 +1,30 @@
-//! upstream (to be written).
+//! Everything that talks to the upstream Redis: where it is, whether it is
+//! healthy, and the connections commands travel on.
+//!
+//! Only the health prober decides whether Redis is Down; a broken data
+//! connection is just reconnected (with jittered exponential backoff, so a
+//! fleet of proxies never stampedes a recovering Redis).
+//!
+//! # Layout
+//! - [`url`]: [`UpstreamUrl`], parsing `redis://[user:pass@]host:port[/db]`.
+//! - [`conn`]: [`Conn`], one pipelined connection: batches of raw commands
+//!   in, raw replies out, in order, with per-batch fates (answered, lost
+//!   after sending, never sent).
+//! - [`pool`]: [`Upstream`], pools of shared connections per user, db and
+//!   protocol, and the capped supply of dedicated connections.
+//! - [`health`]: [`HealthConfig`], [`Health`], the prober and its
+//!   hysteresis.
+//! - [`backoff`]: jittered exponential backoff.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod conn;
+pub mod health;
+pub mod pool;
+pub mod url;
+
+pub use conn::{BatchReply, Conn, ConnectError, Credentials, Handshake};
+pub use health::{Health, HealthConfig, HealthHandle, ServerFacts, State};
+pub use pool::{PoolKey, Upstream, UpstreamConfig};
+pub use url::{UpstreamUrl, UrlError};

@@ -1,0 +1,201 @@
+//! What kind of command a request is, which decides where it goes.
+//! The table of connection-scoped commands is data; everything else comes
+//! from the generated command table (flags, blocking, write).
+
+use bytes::Bytes;
+use resp::command::{F_BLOCKING, F_MAY_REPLICATE, F_WRITE};
+
+/// Where a command is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Connection state Redoubt keeps for the session (`SELECT`, `HELLO`…).
+    Session(SessionCmd),
+    /// `MULTI`.
+    Multi,
+    /// `EXEC`.
+    Exec,
+    /// `DISCARD`.
+    Discard,
+    /// `WATCH`: pins a dedicated connection.
+    Watch,
+    /// `UNWATCH`.
+    Unwatch,
+    /// Blocks on Redis: runs on a dedicated connection, with its block
+    /// time added to the deadline (`None`: blocks forever).
+    Blocking(Option<u64>),
+    /// Switches the connection into a push stream (`SUBSCRIBE`,
+    /// `MONITOR`, `CLIENT TRACKING on`): relayed on a dedicated connection.
+    Tunnel,
+    /// Everything else: pipelined on the shared connection.
+    Forward,
+}
+
+/// Connection-scoped commands answered for the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCmd {
+    /// `AUTH [user] pass`
+    Auth,
+    /// `HELLO [proto [AUTH u p] [SETNAME n]]`
+    Hello,
+    /// `SELECT db`
+    Select,
+    /// `CLIENT ID`
+    ClientId,
+    /// `CLIENT SETNAME`
+    ClientSetName,
+    /// `CLIENT GETNAME`
+    ClientGetName,
+    /// `CLIENT SETINFO`
+    ClientSetInfo,
+    /// `CLIENT INFO`
+    ClientInfo,
+    /// `CLIENT REPLY ON|OFF|SKIP`
+    ClientReply,
+    /// `CLIENT NO-EVICT|NO-TOUCH`: per-connection switches that make no
+    /// sense on a shared connection; acknowledged.
+    ClientSwitch,
+    /// `RESET`
+    Reset,
+    /// `QUIT`
+    Quit,
+}
+
+/// Connection-scoped commands by (name, subcommand).
+const SESSION_TABLE: &[(&str, Option<&str>, SessionCmd)] = &[
+    ("auth", None, SessionCmd::Auth),
+    ("hello", None, SessionCmd::Hello),
+    ("select", None, SessionCmd::Select),
+    ("reset", None, SessionCmd::Reset),
+    ("quit", None, SessionCmd::Quit),
+    ("client", Some("id"), SessionCmd::ClientId),
+    ("client", Some("setname"), SessionCmd::ClientSetName),
+    ("client", Some("getname"), SessionCmd::ClientGetName),
+    ("client", Some("setinfo"), SessionCmd::ClientSetInfo),
+    ("client", Some("info"), SessionCmd::ClientInfo),
+    ("client", Some("reply"), SessionCmd::ClientReply),
+    ("client", Some("no-evict"), SessionCmd::ClientSwitch),
+    ("client", Some("no-touch"), SessionCmd::ClientSwitch),
+];
+
+const TUNNEL: &[&str] = &["subscribe", "psubscribe", "ssubscribe", "monitor", "sync", "psync"];
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// Classifies a request by its arguments (name first).
+pub fn classify(args: &[Bytes]) -> Kind {
+    let Some(name) = args.first() else { return Kind::Forward };
+    let sub = args.get(1);
+    for (n, s, cmd) in SESSION_TABLE {
+        if eq(name, n) && s.is_none_or(|s| sub.is_some_and(|a| eq(a, s))) {
+            return Kind::Session(*cmd);
+        }
+    }
+    match name.len() {
+        4 if eq(name, "exec") => return Kind::Exec,
+        5 if eq(name, "multi") => return Kind::Multi,
+        5 if eq(name, "watch") => return Kind::Watch,
+        7 if eq(name, "discard") => return Kind::Discard,
+        7 if eq(name, "unwatch") => return Kind::Unwatch,
+        _ => {}
+    }
+    if TUNNEL.iter().any(|t| eq(name, t)) {
+        return Kind::Tunnel;
+    }
+    if eq(name, "client") && sub.is_some_and(|s| eq(s, "tracking")) && args.get(2).is_some_and(|a| eq(a, "on")) {
+        return Kind::Tunnel;
+    }
+    if let Some(spec) = resp::lookup(args) {
+        if spec.has(F_BLOCKING) {
+            if let Some(t) = block_ms(args) {
+                return Kind::Blocking(t);
+            }
+        }
+    }
+    Kind::Forward
+}
+
+/// The block time of a blocking command in ms (`Some(None)`: forever), or
+/// `None` when this invocation does not block (`XREAD` without `BLOCK`).
+fn block_ms(args: &[Bytes]) -> Option<Option<u64>> {
+    let name = args[0].to_ascii_lowercase();
+    let secs = |a: Option<&Bytes>| -> Option<Option<u64>> {
+        let v: f64 = std::str::from_utf8(a?).ok()?.parse().ok()?;
+        Some(if v <= 0.0 { None } else { Some((v * 1000.0).ceil() as u64) })
+    };
+    let ms = |a: Option<&Bytes>| -> Option<Option<u64>> {
+        let v: u64 = std::str::from_utf8(a?).ok()?.parse().ok()?;
+        Some(if v == 0 { None } else { Some(v) })
+    };
+    match &name[..] {
+        b"blpop" | b"brpop" | b"bzpopmin" | b"bzpopmax" | b"brpoplpush" | b"blmove" => secs(args.last()),
+        b"blmpop" | b"bzmpop" => secs(args.get(1)),
+        b"wait" => ms(args.get(2)),
+        b"waitaof" => ms(args.get(3)),
+        b"xread" | b"xreadgroup" => {
+            let i = args.iter().position(|a| eq(a, "block"))?;
+            ms(args.get(i + 1))
+        }
+        // Unknown blocking command: treat as blocking forever (dedicated
+        // connection, no deadline) rather than risk stalling a shared one.
+        _ => Some(None),
+    }
+}
+
+/// True when a command may change data, so a lost reply is `UNCERTAIN`.
+/// Unknown commands (modules, newer Redis) count as writes: the safe side.
+pub fn is_write(args: &[Bytes]) -> bool {
+    match resp::lookup(args) {
+        Some(spec) => spec.has(F_WRITE | F_MAY_REPLICATE),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(args: &[&str]) -> Kind {
+        let a: Vec<Bytes> = args.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
+        classify(&a)
+    }
+
+    #[test]
+    fn every_session_table_row_classifies() {
+        for (n, s, cmd) in SESSION_TABLE {
+            let mut args = vec![n.to_uppercase()];
+            if let Some(s) = s {
+                args.push(s.to_uppercase());
+            }
+            let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            assert_eq!(k(&refs), Kind::Session(*cmd), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn routing_kinds() {
+        assert_eq!(k(&["GET", "a"]), Kind::Forward);
+        assert_eq!(k(&["client", "list"]), Kind::Forward);
+        assert_eq!(k(&["MULTI"]), Kind::Multi);
+        assert_eq!(k(&["exec"]), Kind::Exec);
+        assert_eq!(k(&["WATCH", "a"]), Kind::Watch);
+        assert_eq!(k(&["subscribe", "c"]), Kind::Tunnel);
+        assert_eq!(k(&["CLIENT", "TRACKING", "on", "BCAST"]), Kind::Tunnel);
+        assert_eq!(k(&["BLPOP", "q", "1.5"]), Kind::Blocking(Some(1500)));
+        assert_eq!(k(&["BLPOP", "q", "0"]), Kind::Blocking(None));
+        assert_eq!(k(&["BLMPOP", "2", "2", "a", "b", "LEFT"]), Kind::Blocking(Some(2000)));
+        assert_eq!(k(&["XREAD", "BLOCK", "100", "STREAMS", "s", "$"]), Kind::Blocking(Some(100)));
+        assert_eq!(k(&["XREAD", "STREAMS", "s", "0"]), Kind::Forward);
+        assert_eq!(k(&["FOO.BAR", "x"]), Kind::Forward);
+    }
+
+    #[test]
+    fn writes_and_unknowns_are_uncertain() {
+        let b = |s: &[&str]| s.iter().map(|x| Bytes::copy_from_slice(x.as_bytes())).collect::<Vec<_>>();
+        assert!(is_write(&b(&["SET", "a", "1"])));
+        assert!(is_write(&b(&["EVAL", "return 1", "0"])));
+        assert!(is_write(&b(&["MODULE.CMD"])));
+        assert!(!is_write(&b(&["GET", "a"])));
+    }
+}

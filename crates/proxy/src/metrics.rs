@@ -1,0 +1,69 @@
+//! Metric names (part of the contract, see DESIGN) and handles registered
+//! once, so the data path only bumps atomics.
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use upstream::State;
+
+/// `redoubt_commands_total{route,policy}`.
+pub const COMMANDS_TOTAL: &str = "redoubt_commands_total";
+/// `redoubt_command_duration_seconds` histogram.
+pub const COMMAND_DURATION: &str = "redoubt_command_duration_seconds";
+/// `redoubt_client_connections` gauge.
+pub const CLIENT_CONNECTIONS: &str = "redoubt_client_connections";
+/// `redoubt_upstream_up` gauge.
+pub const UPSTREAM_UP: &str = "redoubt_upstream_up";
+/// `redoubt_state{state}` gauge, 1 for the current state.
+pub const STATE: &str = "redoubt_state";
+/// `redoubt_outages_total` counter.
+pub const OUTAGES_TOTAL: &str = "redoubt_outages_total";
+/// `redoubt_outage_seconds_total` counter.
+pub const OUTAGE_SECONDS_TOTAL: &str = "redoubt_outage_seconds_total";
+
+/// Buckets for [`COMMAND_DURATION`], in seconds: 50 µs to the 1 s default
+/// deadline and beyond, for blocking commands.
+pub const DURATION_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Handles the sessions use.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Commands forwarded to Redis.
+    pub upstream: Counter,
+    /// Commands answered by Redoubt itself.
+    pub local: Counter,
+    /// Commands refused (`-UNAVAILABLE`, limits).
+    pub rejected: Counter,
+    /// Per-command latency as the client sees it.
+    pub duration: Histogram,
+    /// Open client connections.
+    pub clients: Gauge,
+}
+
+impl Metrics {
+    /// Registers the handles with the installed recorder (or the no-op one).
+    pub fn new() -> Metrics {
+        // Until keyspace policies exist every key is fail-fast.
+        let c = |route: &'static str| counter!(COMMANDS_TOTAL, "route" => route, "policy" => "fail-fast");
+        Metrics {
+            upstream: c("upstream"),
+            local: c("local"),
+            rejected: c("rejected"),
+            duration: histogram!(COMMAND_DURATION),
+            clients: gauge!(CLIENT_CONNECTIONS),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Publishes `redoubt_state` and `redoubt_upstream_up` for `state`.
+pub fn publish_state(state: State) {
+    for s in State::ALL {
+        gauge!(STATE, "state" => s.as_str()).set(if s == state { 1.0 } else { 0.0 });
+    }
+    gauge!(UPSTREAM_UP).set(if matches!(state, State::Up | State::WritesDown | State::Recovering) { 1.0 } else { 0.0 });
+}

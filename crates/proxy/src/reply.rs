@@ -1,0 +1,66 @@
+//! Replies Redoubt writes itself. The first word is the contract
+//! (`UNAVAILABLE`: not executed, safe to retry; `UNCERTAIN`: may have been
+//! executed); the rest says what happened and what to do.
+
+use bytes::{Bytes, BytesMut};
+use resp::Frame;
+
+/// Encodes a frame.
+pub fn encode(f: &Frame) -> Bytes {
+    f.to_bytes()
+}
+
+/// `+OK`.
+pub fn ok() -> Bytes {
+    Bytes::from_static(b"+OK\r\n")
+}
+
+/// An `-ERR …` or other error line.
+pub fn error(text: impl AsRef<str>) -> Bytes {
+    let text = text.as_ref();
+    let mut b = BytesMut::with_capacity(text.len() + 3);
+    b.extend_from_slice(b"-");
+    // Error lines cannot carry newlines.
+    b.extend(text.bytes().map(|c| if c == b'\r' || c == b'\n' { b' ' } else { c }));
+    b.extend_from_slice(b"\r\n");
+    b.freeze()
+}
+
+/// Redis is known to be down.
+pub fn unavailable_down(reason: &str) -> Bytes {
+    error(format!("UNAVAILABLE redis is down ({reason}): command not executed; retry later"))
+}
+
+/// No connection could be opened.
+pub fn unavailable_connect(why: &str) -> Bytes {
+    error(format!("UNAVAILABLE cannot reach redis ({why}): command not executed; retry later"))
+}
+
+/// A read whose deadline passed.
+pub fn unavailable_deadline(ms: u64) -> Bytes {
+    error(format!(
+        "UNAVAILABLE no reply from redis within {ms} ms: command not executed (it was a read; safe to retry)"
+    ))
+}
+
+/// A read on a connection that broke, not retried.
+pub fn unavailable_lost() -> Bytes {
+    error("UNAVAILABLE connection to redis lost before the reply: command not executed (it was a read; safe to retry)")
+}
+
+/// A write whose reply never came.
+pub fn uncertain_deadline(ms: u64) -> Bytes {
+    error(format!(
+        "UNCERTAIN no reply from redis within {ms} ms: command may have been executed; check before retrying"
+    ))
+}
+
+/// A write sent on a connection that broke before the reply.
+pub fn uncertain_lost() -> Bytes {
+    error("UNCERTAIN connection to redis lost before the reply: command may have been executed; check before retrying")
+}
+
+/// A blocking command cut short because Redis went down.
+pub fn uncertain_down() -> Bytes {
+    error("UNCERTAIN redis went down while the command was blocked: it may have been executed; check before retrying")
+}

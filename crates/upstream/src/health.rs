@@ -1,0 +1,461 @@
+//! Health probing: the only thing that decides whether Redis is Down.
+//!
+//! A prober sends `PING` every `interval_ms` (±20% jitter, also while
+//! Down, so recovery is noticed within `up_after × interval_ms`), and every
+//! few probes `INFO` to see loading, a read-only role, and write
+//! rejections (`OOM` under `noeviction`, failed persistence → `MISCONF`).
+//! Consecutive-count hysteresis (`down_after`, `up_after`) keeps one
+//! dropped connection (a `CLIENT KILL`, an idle timeout) from flapping the
+//! state: a probe whose connection was cut reconnects and retries at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+use crate::backoff::jitter;
+use crate::conn::{CallError, Conn, Credentials, Handshake};
+use crate::url::UpstreamUrl;
+use resp::Frame;
+
+/// `[health]` defaults (DESIGN).
+pub const DEFAULT_INTERVAL_MS: u64 = 250;
+/// Probe timeout default.
+pub const DEFAULT_TIMEOUT_MS: u64 = 250;
+/// Failed probes in a row before Down.
+pub const DEFAULT_DOWN_AFTER: u32 = 2;
+/// Good probes in a row before leaving Down.
+pub const DEFAULT_UP_AFTER: u32 = 2;
+/// `INFO` is read on every Nth good probe.
+const INFO_EVERY: u32 = 4;
+
+/// The `[health]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Probe cadence in ms, also while Down.
+    pub interval_ms: u64,
+    /// Probe timeout in ms.
+    pub timeout_ms: u64,
+    /// Consecutive failed probes before Down.
+    pub down_after: u32,
+    /// Consecutive good probes before Up again.
+    pub up_after: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_ms: DEFAULT_INTERVAL_MS,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            down_after: DEFAULT_DOWN_AFTER,
+            up_after: DEFAULT_UP_AFTER,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Every problem with the values, with key names.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.interval_ms == 0 {
+            p.push("health.interval_ms must be at least 1".to_string());
+        }
+        if self.timeout_ms == 0 {
+            p.push("health.timeout_ms must be at least 1".to_string());
+        }
+        if self.down_after == 0 {
+            p.push("health.down_after must be at least 1".to_string());
+        }
+        if self.up_after == 0 {
+            p.push("health.up_after must be at least 1".to_string());
+        }
+        p
+    }
+}
+
+/// Redoubt's view of the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Redis answers and accepts writes.
+    Up,
+    /// Redis does not answer (or is loading, or its master is down).
+    Down,
+    /// Redis answers reads but rejects writes (OOM, MISCONF, READONLY…).
+    WritesDown,
+    /// Redis is back and the journal is being replayed.
+    Recovering,
+    /// No upstream configured.
+    Standalone,
+}
+
+impl State {
+    /// All states, in metric-label order.
+    pub const ALL: [State; 5] = [State::Up, State::Down, State::WritesDown, State::Recovering, State::Standalone];
+
+    /// The metric label / JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::WritesDown => "writes_down",
+            State::Recovering => "recovering",
+            State::Standalone => "standalone",
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    fn from_u8(v: u8) -> State {
+        State::ALL.get(v as usize).copied().unwrap_or(State::Down)
+    }
+}
+
+/// Last-known facts about the server, from `INFO`; served to clients
+/// during an outage and shown on the status page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServerFacts {
+    /// `redis_version`.
+    pub redis_version: Option<String>,
+    /// `role` (master / slave).
+    pub role: Option<String>,
+    /// `maxmemory_policy`.
+    pub maxmemory_policy: Option<String>,
+    /// `run_id`, to tell a restart from a blip.
+    pub run_id: Option<String>,
+}
+
+/// One published health observation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Current state.
+    pub state: State,
+    /// Why, in words (the last failure or rejection).
+    pub reason: String,
+    /// When the state last changed.
+    pub since: SystemTime,
+    /// Failed probes in a row.
+    pub consecutive_failures: u32,
+    /// Last-known server facts.
+    pub facts: ServerFacts,
+}
+
+/// A cheap, clonable view of the prober's output.
+#[derive(Clone)]
+pub struct HealthHandle {
+    rx: watch::Receiver<Health>,
+    state: Arc<AtomicU8>,
+    poke: Arc<Notify>,
+}
+
+impl HealthHandle {
+    /// A handle pinned to one state that never changes (standalone mode,
+    /// tests).
+    pub fn fixed(state: State) -> HealthHandle {
+        let (tx, rx) = watch::channel(Health {
+            state,
+            reason: String::new(),
+            since: SystemTime::now(),
+            consecutive_failures: 0,
+            facts: ServerFacts::default(),
+        });
+        // Keep the sender alive for the process lifetime so `changed()` on
+        // clones does not report a closed channel.
+        std::mem::forget(tx);
+        HealthHandle { rx, state: Arc::new(AtomicU8::new(state.to_u8())), poke: Arc::new(Notify::new()) }
+    }
+
+    /// Current state, read without locks (the hot path).
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// The latest full observation.
+    pub fn current(&self) -> Health {
+        self.rx.borrow().clone()
+    }
+
+    /// A receiver that wakes on every published change.
+    pub fn subscribe(&self) -> watch::Receiver<Health> {
+        self.rx.clone()
+    }
+
+    /// Tells the prober a data connection saw a write rejected (`OOM`,
+    /// `MISCONF`, `READONLY`…), so it reads `INFO` now instead of waiting
+    /// for its turn.
+    pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+}
+
+/// Starts the prober for `url`; it runs until the runtime shuts down.
+/// The state starts as Down and becomes Up on the first good probe, so a
+/// Redoubt started before Redis simply waits for it.
+pub fn spawn_prober(url: UpstreamUrl, cfg: HealthConfig) -> HealthHandle {
+    let (tx, rx) = watch::channel(Health {
+        state: State::Down,
+        reason: "not probed yet".into(),
+        since: SystemTime::now(),
+        consecutive_failures: 0,
+        facts: ServerFacts::default(),
+    });
+    let state = Arc::new(AtomicU8::new(State::Down.to_u8()));
+    let poke = Arc::new(Notify::new());
+    let handle = HealthHandle { rx, state: state.clone(), poke: poke.clone() };
+    tokio::spawn(Prober::new(url, cfg, tx, state, poke).run());
+    handle
+}
+
+/// Result of reading `INFO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InfoVerdict {
+    /// Serving reads and writes.
+    Healthy,
+    /// Answers but cannot serve (loading): counts as a failed probe.
+    Unavailable(String),
+    /// Answers reads, rejects writes.
+    WritesRejected(String),
+}
+
+/// Reads the state-relevant fields of an `INFO` text.
+pub fn judge_info(info: &str) -> (InfoVerdict, ServerFacts) {
+    let fields: HashMap<&str, &str> =
+        info.lines().filter_map(|l| l.trim_end_matches('\r').split_once(':')).collect();
+    let get = |k: &str| fields.get(k).copied();
+    let facts = ServerFacts {
+        redis_version: get("redis_version").map(str::to_string),
+        role: get("role").map(str::to_string),
+        maxmemory_policy: get("maxmemory_policy").map(str::to_string),
+        run_id: get("run_id").map(str::to_string),
+    };
+    let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let verdict = if get("loading") == Some("1") {
+        InfoVerdict::Unavailable("redis is loading its dataset (LOADING)".into())
+    } else if get("role") == Some("slave") && get("master_link_status") == Some("down") {
+        InfoVerdict::Unavailable("redis is a replica whose master link is down (MASTERDOWN)".into())
+    } else if get("role") == Some("slave") {
+        InfoVerdict::WritesRejected("redis is a read-only replica (READONLY)".into())
+    } else if get("aof_last_write_status") == Some("err") {
+        InfoVerdict::WritesRejected("redis cannot write its AOF (MISCONF)".into())
+    } else if get("rdb_last_bgsave_status") == Some("err") {
+        InfoVerdict::WritesRejected("redis's last background save failed (MISCONF)".into())
+    } else if num("maxmemory") > 0
+        && num("used_memory") >= num("maxmemory")
+        && get("maxmemory_policy") == Some("noeviction")
+    {
+        InfoVerdict::WritesRejected(format!(
+            "redis is at maxmemory ({} of {} bytes) with noeviction (OOM)",
+            num("used_memory"),
+            num("maxmemory")
+        ))
+    } else {
+        InfoVerdict::Healthy
+    };
+    (verdict, facts)
+}
+
+struct Prober {
+    url: UpstreamUrl,
+    cfg: HealthConfig,
+    tx: watch::Sender<Health>,
+    state: Arc<AtomicU8>,
+    poke: Arc<Notify>,
+    conn: Option<Conn>,
+    good: u32,
+    bad: u32,
+    probes: u64,
+    writes_rejected: Option<String>,
+}
+
+enum Probe {
+    Good,
+    Bad(String),
+}
+
+impl Prober {
+    fn new(url: UpstreamUrl, cfg: HealthConfig, tx: watch::Sender<Health>, state: Arc<AtomicU8>, poke: Arc<Notify>) -> Self {
+        Prober { url, cfg, tx, state, poke, conn: None, good: 0, bad: 0, probes: 0, writes_rejected: None }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.timeout_ms)
+    }
+
+    async fn connection(&mut self) -> Result<Conn, String> {
+        if let Some(c) = self.conn.as_ref().filter(|c| c.is_alive()) {
+            return Ok(c.clone());
+        }
+        let hs = Handshake {
+            auth: self.url.password.clone().map(|password| Credentials { user: self.url.user.clone(), password }),
+            db: 0,
+            proto: 2,
+            name: Some("redoubt-probe".into()),
+        };
+        let c = Conn::connect(&self.url.addr(), &hs, self.timeout()).await.map_err(|e| e.to_string())?;
+        self.conn = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn ping(&mut self) -> Probe {
+        // Two tries: a connection cut by CLIENT KILL or an idle timeout is
+        // not an outage, so reconnect once before calling the probe failed.
+        for attempt in 0..2 {
+            let conn = match self.connection().await {
+                Ok(c) => c,
+                Err(e) => return Probe::Bad(e),
+            };
+            match conn.call(&["PING"], self.timeout()).await {
+                Ok(Frame::Simple(s)) if &s[..] == b"PONG" => return Probe::Good,
+                Ok(f) => {
+                    let text = f.error_text().map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_default();
+                    if text.starts_with("NOAUTH") {
+                        return Probe::Bad(format!("redis requires a password the upstream URL does not give: {text}"));
+                    }
+                    return Probe::Bad(format!("PING answered {text}"));
+                }
+                Err(CallError::Timeout) => {
+                    return Probe::Bad(format!("no PING reply within {} ms", self.cfg.timeout_ms));
+                }
+                Err(CallError::Lost | CallError::NotSent) if attempt == 0 => {
+                    self.conn = None;
+                }
+                Err(e) => return Probe::Bad(format!("probe connection failed: {e}")),
+            }
+        }
+        Probe::Bad("probe connection failed twice".into())
+    }
+
+    async fn info(&mut self) -> Option<(InfoVerdict, ServerFacts)> {
+        let conn = self.connection().await.ok()?;
+        let reply = conn.call(&["INFO"], self.timeout().max(Duration::from_millis(500))).await.ok()?;
+        let text = reply.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned())?;
+        Some(judge_info(&text))
+    }
+
+    fn publish(&mut self, state: State, reason: String, facts: Option<ServerFacts>) {
+        let prev = self.tx.borrow().state;
+        let bad = self.bad;
+        self.tx.send_modify(|h| {
+            if h.state != state {
+                h.since = SystemTime::now();
+            }
+            h.state = state;
+            h.reason = reason;
+            h.consecutive_failures = bad;
+            if let Some(f) = facts {
+                h.facts = f;
+            }
+        });
+        self.state.store(state.to_u8(), Ordering::Release);
+        if prev != state {
+            tracing::warn!(from = prev.as_str(), to = state.as_str(), reason = %self.tx.borrow().reason, "upstream state changed");
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            self.probes += 1;
+            let current = self.tx.borrow().state;
+            match self.ping().await {
+                Probe::Good => {
+                    self.good += 1;
+                    self.bad = 0;
+                    let mut facts = None;
+                    let mut verdict = None;
+                    // INFO on the first good probe, every few after, and at
+                    // once when the data path saw a write rejected.
+                    if self.good == 1 || self.probes % INFO_EVERY as u64 == 0 || current == State::WritesDown {
+                        if let Some((v, f)) = self.info().await {
+                            verdict = Some(v);
+                            facts = Some(f);
+                        }
+                    }
+                    match verdict {
+                        Some(InfoVerdict::Unavailable(why)) => {
+                            self.good = 0;
+                            self.bad += 1;
+                            if self.bad >= self.cfg.down_after || current == State::Down {
+                                self.publish(State::Down, why, facts);
+                            }
+                        }
+                        Some(InfoVerdict::WritesRejected(why)) => {
+                            self.writes_rejected = Some(why.clone());
+                            if current != State::Down || self.good >= self.cfg.up_after || self.first_ever() {
+                                self.publish(State::WritesDown, why, facts);
+                            }
+                        }
+                        Some(InfoVerdict::Healthy) => {
+                            self.writes_rejected = None;
+                            self.maybe_up(current, facts);
+                        }
+                        None => {
+                            if let Some(why) = self.writes_rejected.clone() {
+                                if current != State::Down {
+                                    self.publish(State::WritesDown, why, None);
+                                }
+                            } else {
+                                self.maybe_up(current, None);
+                            }
+                        }
+                    }
+                }
+                Probe::Bad(why) => {
+                    self.good = 0;
+                    self.bad += 1;
+                    if current != State::Down && self.bad >= self.cfg.down_after {
+                        self.publish(State::Down, format!("{} probes failed: {why}", self.bad), None);
+                    } else if current == State::Down {
+                        // Keep the reason fresh while down.
+                        self.publish(State::Down, format!("{} probes failed: {why}", self.bad), None);
+                    }
+                }
+            }
+            let wait = jitter(Duration::from_millis(self.cfg.interval_ms), 0.2);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.poke.notified() => { self.probes = INFO_EVERY as u64 - 1; }
+            }
+        }
+    }
+
+    fn first_ever(&self) -> bool {
+        self.probes <= 1
+    }
+
+    fn maybe_up(&mut self, current: State, facts: Option<ServerFacts>) {
+        match current {
+            State::Down if self.good >= self.cfg.up_after || self.first_ever() => {
+                self.publish(State::Up, "PING answered".into(), facts)
+            }
+            State::WritesDown => self.publish(State::Up, "redis accepts writes again".into(), facts),
+            State::Up if facts.is_some() => self.publish(State::Up, "PING answered".into(), facts),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_verdicts() {
+        let base = "redis_version:7.0.15\r\nrole:master\r\nloading:0\r\nmaxmemory:0\r\nused_memory:100\r\nmaxmemory_policy:noeviction\r\n";
+        assert_eq!(judge_info(base).0, InfoVerdict::Healthy);
+        assert_eq!(judge_info(base).1.redis_version.as_deref(), Some("7.0.15"));
+        assert!(matches!(judge_info(&base.replace("loading:0", "loading:1")).0, InfoVerdict::Unavailable(_)));
+        assert!(matches!(judge_info(&base.replace("role:master", "role:slave")).0, InfoVerdict::WritesRejected(_)));
+        let full = base.replace("maxmemory:0", "maxmemory:100");
+        assert!(matches!(judge_info(&full).0, InfoVerdict::WritesRejected(_)));
+        let evicting = full.replace("policy:noeviction", "policy:allkeys-lru");
+        assert_eq!(judge_info(&evicting).0, InfoVerdict::Healthy);
+        let misconf = format!("{base}rdb_last_bgsave_status:err\r\n");
+        assert!(matches!(judge_info(&misconf).0, InfoVerdict::WritesRejected(w) if w.contains("MISCONF")));
+    }
+}

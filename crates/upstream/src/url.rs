@@ -1,0 +1,164 @@
+//! Upstream address parsing.
+
+use thiserror::Error;
+
+/// A parsed `redis://[user:pass@]host:port[/db]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port (default 6379).
+    pub port: u16,
+    /// ACL user, if given.
+    pub user: Option<String>,
+    /// Password, if given.
+    pub password: Option<String>,
+    /// Database index (default 0).
+    pub db: u32,
+}
+
+/// Why an upstream URL was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// A scheme we plan to support but do not yet.
+    #[error("scheme '{0}://' is not supported yet; use redis://host:port")]
+    NotSupportedYet(String),
+    /// Anything else that is not `redis://`.
+    #[error("unknown scheme in '{0}'; expected redis://[user:pass@]host:port[/db]")]
+    BadScheme(String),
+    /// Malformed host, port or db.
+    #[error("invalid upstream URL '{url}': {why}")]
+    Invalid {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl UpstreamUrl {
+    /// Parses an upstream URL. `rediss://`, `redis+sentinel://` and
+    /// `redis+cluster://` are refused as not supported yet.
+    pub fn parse(url: &str) -> Result<UpstreamUrl, UrlError> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(UrlError::BadScheme(url.to_string()));
+        };
+        match scheme {
+            "redis" => {}
+            "rediss" | "redis+sentinel" | "redis+cluster" | "redis+tls" | "unix" => {
+                return Err(UrlError::NotSupportedYet(scheme.to_string()))
+            }
+            _ => return Err(UrlError::BadScheme(url.to_string())),
+        }
+        let invalid = |why: &str| UrlError::Invalid { url: url.to_string(), why: why.to_string() };
+        let (auth, hostpart) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (hostport, db) = match hostpart.split_once('/') {
+            Some((hp, "")) => (hp, 0),
+            Some((hp, db)) => (hp, db.parse().map_err(|_| invalid("db must be a number"))?),
+            None => (hostpart, 0),
+        };
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let (h, p) = h.split_once(']').ok_or_else(|| invalid("unclosed '[' in IPv6 host"))?;
+            (h.to_string(), p.strip_prefix(':').unwrap_or(""))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p),
+                None => (hostport.to_string(), ""),
+            }
+        };
+        if host.is_empty() {
+            return Err(invalid("host is empty"));
+        }
+        let port = if port.is_empty() {
+            6379
+        } else {
+            port.parse().map_err(|_| invalid("port must be a number from 1 to 65535"))?
+        };
+        let (user, password) = match auth {
+            None => (None, None),
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => ((!u.is_empty()).then(|| decode(u)), Some(decode(p))),
+                None => (Some(decode(a)).filter(|u| !u.is_empty()), None),
+            },
+        };
+        Ok(UpstreamUrl { host, port, user, password, db })
+    }
+
+    /// `host:port` for connecting.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The URL without its password, for logs and status pages.
+    pub fn redacted(&self) -> String {
+        let auth = match (&self.user, &self.password) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (None, Some(_)) => ":***@".to_string(),
+            (Some(u), None) => format!("{u}@"),
+            (None, None) => String::new(),
+        };
+        format!("redis://{auth}{}/{}", self.addr(), self.db)
+    }
+}
+
+/// Percent-decoding for user and password (`%40` for `@`).
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_and_minimal_urls() {
+        let u = UpstreamUrl::parse("redis://app:p%40ss@10.0.0.1:6390/3").unwrap();
+        assert_eq!(
+            u,
+            UpstreamUrl {
+                host: "10.0.0.1".into(),
+                port: 6390,
+                user: Some("app".into()),
+                password: Some("p@ss".into()),
+                db: 3
+            }
+        );
+        let u = UpstreamUrl::parse("redis://localhost").unwrap();
+        assert_eq!((u.port, u.db, u.user, u.password), (6379, 0, None, None));
+        let u = UpstreamUrl::parse("redis://:secret@h:1").unwrap();
+        assert_eq!((u.user, u.password.as_deref()), (None, Some("secret")));
+        assert_eq!(u.redacted(), "redis://:***@h:1/0");
+    }
+
+    #[test]
+    fn unsupported_schemes_say_not_supported_yet() {
+        for s in ["rediss://h:1", "redis+sentinel://h:1", "redis+cluster://h:1"] {
+            let e = UpstreamUrl::parse(s).unwrap_err();
+            assert!(e.to_string().contains("not supported yet"), "{e}");
+        }
+        assert!(matches!(UpstreamUrl::parse("http://h"), Err(UrlError::BadScheme(_))));
+        assert!(matches!(UpstreamUrl::parse("redis://h:99999"), Err(UrlError::Invalid { .. })));
+        assert!(matches!(UpstreamUrl::parse("redis://h:1/x"), Err(UrlError::Invalid { .. })));
+    }
+}
