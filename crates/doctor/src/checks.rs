@@ -209,7 +209,7 @@ static CHECKS: &[Check] = &[
         fix: "If the peak was long ago, MEMORY PURGE (or a restart) gives it back; if the allocator is fragmented, enable activedefrag yes.",
         host: false,
         eval: |s, t| {
-            let used = s.u("used_memory")?;
+            let used = s.u("used_memory").filter(|u| *u >= t.fragmentation_min_used_bytes)?;
             let rss = s.u("used_memory_rss").unwrap_or(0);
             let ratio = s.f("mem_fragmentation_ratio").unwrap_or(0.0);
             let frag_bytes = s.u("mem_fragmentation_bytes").unwrap_or(rss.saturating_sub(used));
@@ -236,7 +236,7 @@ static CHECKS: &[Check] = &[
         fix: "Resident memory is below what Redis allocated, so the OS moved pages to swap: expect slow replies. Add RAM or lower maxmemory, and check swap usage (host.swap).",
         host: false,
         eval: |s, t| {
-            let used = s.u("used_memory")?;
+            let used = s.u("used_memory").filter(|u| *u >= t.fragmentation_min_used_bytes)?;
             let rss = s.u("used_memory_rss")?;
             let ratio = s.f("mem_fragmentation_ratio").unwrap_or(rss as f64 / used.max(1) as f64);
             if ratio >= t.swapped_ratio || used.saturating_sub(rss) <= t.fragmentation_min_bytes {
@@ -551,6 +551,9 @@ static CHECKS: &[Check] = &[
         host: false,
         eval: |s, _| {
             let n = s.slowlog_len.filter(|n| *n > 0)?;
+            if s.slowlog.is_empty() {
+                return None;
+            }
             let mut worst: Vec<_> = s.slowlog.iter().collect();
             worst.sort_by(|a, b| b.micros.cmp(&a.micros));
             let list: Vec<String> = worst.iter().take(3).map(|e| format!("{} {} µs", e.command, e.micros)).collect();

@@ -25,8 +25,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys asked for per SCAN call: small pages keep each call short on a busy server.
 const SCAN_PAGE: usize = 100;
-/// Slowlog entries read for the report.
-const SLOWLOG_ENTRIES: usize = 10;
+/// Slowlog entries read: Redis keeps 128 by default.
+const SLOWLOG_ENTRIES: usize = 128;
+/// Name the doctor gives its connection, so its own commands can be told
+/// apart in CLIENT LIST and SLOWLOG (with a 0 µs slowlog threshold every
+/// command it sends is logged).
+pub const CLIENT_NAME: &str = "redoubt-doctor";
 
 /// CONFIG parameters the checks read, one CONFIG GET each (a multi-key
 /// CONFIG GET needs Redis 7).
@@ -110,6 +114,7 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
         role: None,
         host_checks: false,
         checks_run: 0,
+        keys_sampled: 0,
         skipped: Vec::new(),
         elapsed_ms: 0,
     };
@@ -195,6 +200,7 @@ async fn run(target: &Target, opts: &DoctorOptions, deadline: Instant, report: &
         snap.host = Some(HostFacts::read(&opts.host_root, pid));
     }
     report.host_checks = local;
+    report.keys_sampled = snap.keys.len();
     for check in checks().iter().filter(|c| local || !c.host) {
         report.checks_run += 1;
         if let Some(f) = check.run(&snap, &opts.thresholds) {
@@ -215,6 +221,7 @@ async fn handshake(conn: &mut Conn, target: &Target) -> Result<(), (&'static str
     if target.db != 0 {
         steps.push(vec!["SELECT".into(), target.db.to_string()]);
     }
+    steps.push(vec!["CLIENT".into(), "SETNAME".into(), CLIENT_NAME.into()]);
     steps.push(vec!["PING".into()]);
     for step in steps {
         let reply = conn.call(&step).await.map_err(|e| (unreachable::classify(&e), e.to_string()))?;
@@ -256,15 +263,23 @@ async fn gather(
     }
     match conn.call(&["CLIENT", "LIST"]).await? {
         f if f.is_error() => skipped.push(format!("CLIENT LIST: {}", text(&f).unwrap_or_default())),
-        f => snap.clients = parse_client_list(&text(&f).unwrap_or_default()),
+        f => {
+            snap.clients = parse_client_list(&text(&f).unwrap_or_default());
+            snap.clients.retain(|c| c.name != CLIENT_NAME);
+        }
     }
     let slow = conn.pipeline(&[args(&["SLOWLOG", "LEN"]), args(&["SLOWLOG", "GET", &SLOWLOG_ENTRIES.to_string()])]).await?;
+    let own = |f: &&Frame| matches!(f, Frame::Array(p) if p.get(5).and_then(text).as_deref() == Some(CLIENT_NAME));
+    let own_count = match &slow[1] {
+        Frame::Array(entries) => {
+            snap.slowlog = entries.iter().filter(|f| !own(f)).filter_map(slow_entry).collect();
+            entries.iter().filter(own).count() as u64
+        }
+        _ => 0,
+    };
     match &slow[0] {
-        Frame::Integer(n) => snap.slowlog_len = u64::try_from(*n).ok(),
+        Frame::Integer(n) => snap.slowlog_len = u64::try_from(*n).ok().map(|n| n.saturating_sub(own_count)),
         f => skipped.push(format!("SLOWLOG: {}", text(f).unwrap_or_default())),
-    }
-    if let Frame::Array(entries) = &slow[1] {
-        snap.slowlog = entries.iter().filter_map(slow_entry).collect();
     }
     match conn.call(&["LATENCY", "LATEST"]).await? {
         Frame::Array(rows) => snap.latency = rows.iter().filter_map(latency_event).collect(),

@@ -24,6 +24,8 @@ pub struct Report {
     pub host_checks: bool,
     /// Number of checks evaluated.
     pub checks_run: usize,
+    /// Keys looked at by the bounded SCAN sample.
+    pub keys_sampled: usize,
     /// Data that could not be read (command renamed, no permission, time
     /// ran out); checks needing it stayed silent.
     pub skipped: Vec<String>,
@@ -139,6 +141,7 @@ mod tests {
             role: Some("master".into()),
             host_checks: true,
             checks_run: 40,
+            keys_sampled: 0,
             skipped: vec![],
             elapsed_ms: 5,
         };

@@ -20,6 +20,10 @@ pub const FRAGMENTATION_WARN_RATIO: f64 = 1.4;
 pub const ALLOCATOR_FRAG_WARN_RATIO: f64 = 1.1;
 /// Bytes of waste below which any ratio is harmless (A7, A8).
 pub const FRAGMENTATION_MIN_BYTES: u64 = 10 * 1024 * 1024;
+/// Data size under which fragmentation is not judged: the allocator's
+/// fixed overhead dominates an almost empty instance (Redis's own memory
+/// doctor uses the same cut-off).
+pub const FRAGMENTATION_MIN_USED_BYTES: u64 = 5 * 1024 * 1024;
 /// peak/used ratio that says RSS is left over from an old peak (A7).
 pub const PEAK_RATIO_INFO: f64 = 1.5;
 /// Fragmentation ratio under which Redis memory is probably swapped (A8).
@@ -78,6 +82,7 @@ pub struct Thresholds {
     pub fragmentation_warn_ratio: f64,
     pub allocator_frag_warn_ratio: f64,
     pub fragmentation_min_bytes: u64,
+    pub fragmentation_min_used_bytes: u64,
     pub peak_ratio_info: f64,
     pub swapped_ratio: f64,
     pub last_save_max_age_secs: u64,
@@ -113,6 +118,7 @@ impl Default for Thresholds {
             fragmentation_warn_ratio: FRAGMENTATION_WARN_RATIO,
             allocator_frag_warn_ratio: ALLOCATOR_FRAG_WARN_RATIO,
             fragmentation_min_bytes: FRAGMENTATION_MIN_BYTES,
+            fragmentation_min_used_bytes: FRAGMENTATION_MIN_USED_BYTES,
             peak_ratio_info: PEAK_RATIO_INFO,
             swapped_ratio: SWAPPED_RATIO,
             last_save_max_age_secs: LAST_SAVE_MAX_AGE_SECS,
