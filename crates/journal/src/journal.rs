@@ -1,0 +1,566 @@
+//! [`Journal`]: the open journal — appends, rotation, snapshots, readers,
+//! release and retention, metrics.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::future::Future;
+use std::io::{self, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{oneshot, watch};
+
+use crate::config::{Fsync, JournalConfig};
+use crate::entry::Entry;
+use crate::error::{JournalError, Result};
+use crate::header::HEADER_LEN;
+use crate::position::{Checkpoint, Position};
+use crate::reader::{seq_at, Reader};
+use crate::recovery::{self, Recovery};
+use crate::segment::{create_segment, segment_path, sync_dir};
+use crate::shared::{SegMeta, Shared, State};
+use crate::snapshot::{self, SnapshotInfo, SnapshotReader};
+use crate::writer::{Request, Writer};
+
+/// Name of the journal's directory inside the data dir.
+pub const JOURNAL_DIR: &str = "journal";
+
+/// Tells the `everysec` syncer to stop, waking it at once.
+type StopFlag = (Mutex<bool>, Condvar);
+
+/// How often the `everysec` syncer runs.
+const EVERYSEC: Duration = Duration::from_secs(1);
+
+/// An open journal. Share it behind an `Arc`; every method takes `&self`.
+///
+/// The caller holds the [`DataDirLock`](crate::DataDirLock) of the data dir
+/// for as long as the journal is open. Dropping the journal stops its
+/// writer after it has finished every append already queued.
+pub struct Journal {
+    shared: Arc<Shared>,
+    tx: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    syncer: Option<(JoinHandle<()>, Arc<StopFlag>)>,
+    snapshot_lock: Mutex<()>,
+}
+
+fn new_epoch() -> u64 {
+    // Unique enough to tell journals of one node apart: wall clock in
+    // nanoseconds mixed with the pid; never 0.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ (u64::from(std::process::id()) << 40)).max(1)
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `<data_dir>/journal`.
+    ///
+    /// Scans every segment: a torn tail is truncated; a corrupt record
+    /// stops the scan and leaves the journal open but refusing appends
+    /// (each returns [`JournalError::Corrupt`]) — see the returned
+    /// [`Recovery`]. Leftover temporary files and segments already folded
+    /// into a snapshot are removed. Errors are I/O errors only.
+    pub fn open(data_dir: impl AsRef<Path>, cfg: JournalConfig) -> Result<(Journal, Recovery)> {
+        let dir = data_dir.as_ref().join(JOURNAL_DIR);
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |e: io::Error| JournalError::io(what, e)
+        };
+        fs::create_dir_all(&dir).map_err(io("creating the journal directory"))?;
+        let scan = recovery::scan(&dir).map_err(io("scanning the journal"))?;
+
+        let mut removed = Vec::new();
+        for p in &scan.stale {
+            match fs::remove_file(p) {
+                Ok(()) => removed.push(p.clone()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(JournalError::io(format!("removing {}", p.display()), e)),
+            }
+        }
+        if !removed.is_empty() {
+            sync_dir(&dir).map_err(io("syncing the journal directory"))?;
+        }
+        if let Some(t) = &scan.torn_tail {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&t.file)
+                .map_err(io("opening the torn segment"))?;
+            f.set_len(t.position.offset)
+                .map_err(io("truncating the torn tail"))?;
+            f.sync_all().map_err(io("syncing the truncated segment"))?;
+            tracing::warn!(%t, "journal: torn tail truncated");
+        }
+
+        let created = scan.epoch.is_none() && scan.corruption.is_none();
+        let epoch = scan.epoch.unwrap_or_else(new_epoch);
+        let mut segments: BTreeMap<u64, SegMeta> = scan
+            .segments
+            .iter()
+            .map(|s| {
+                (
+                    s.segment,
+                    SegMeta {
+                        first_seq: s.first_seq,
+                        bytes: s.bytes,
+                        released_at: None,
+                    },
+                )
+            })
+            .collect();
+        let mut file = None;
+        let (committed, refused) = match &scan.corruption {
+            Some(c) => {
+                tracing::error!(%c, "journal: corrupt record; durable writes refused until an operator acts");
+                let at = if c.snapshot {
+                    Position::START
+                } else {
+                    c.position
+                };
+                (at, Some(JournalError::Corrupt(Box::new(c.clone()))))
+            }
+            None => {
+                if segments.is_empty() {
+                    let first = scan.snapshot.as_ref().map_or(1, |s| s.base_segment);
+                    let f = create_segment(&dir, epoch, first, scan.next_seq)
+                        .map_err(io("creating a segment"))?;
+                    segments.insert(
+                        first,
+                        SegMeta {
+                            first_seq: scan.next_seq,
+                            bytes: HEADER_LEN,
+                            released_at: None,
+                        },
+                    );
+                    file = Some(f);
+                }
+                let (&last, meta) = segments.iter().next_back().ok_or(JournalError::Closed)?;
+                let f = match file {
+                    Some(f) => f,
+                    None => {
+                        let mut f = OpenOptions::new()
+                            .write(true)
+                            .open(segment_path(&dir, last))
+                            .map_err(io("opening the last segment"))?;
+                        f.seek(SeekFrom::Start(meta.bytes))
+                            .map_err(io("seeking in the last segment"))?;
+                        f
+                    }
+                };
+                file = Some(f);
+                (Position::new(last, meta.bytes), None)
+            }
+        };
+        let released_seq = segments
+            .values()
+            .next()
+            .map_or(scan.next_seq - 1, |m| m.first_seq - 1);
+        let state = State {
+            segments,
+            committed,
+            last_seq: scan.next_seq - 1,
+            released: Position::START,
+            released_seq,
+            refused,
+            corruption: scan.corruption.clone(),
+            snapshot: scan.snapshot.clone(),
+        };
+        let file = file.map(Arc::new);
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            cfg: cfg.clone(),
+            epoch,
+            state: Mutex::new(state),
+            end: watch::Sender::new(committed),
+            fsyncs: AtomicU64::new(0),
+            current: Mutex::new(file.clone()),
+            dirty: AtomicBool::new(false),
+        });
+
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer::new(
+            shared.clone(),
+            file,
+            committed.segment,
+            committed.offset,
+            scan.next_seq,
+        );
+        let writer = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io("starting the journal writer thread"))?;
+        let syncer = if cfg.fsync == Fsync::EverySec {
+            let stop = Arc::new((Mutex::new(false), Condvar::new()));
+            let (s, st) = (shared.clone(), stop.clone());
+            let h = std::thread::Builder::new()
+                .name("journal-syncer".into())
+                .spawn(move || run_syncer(&s, &st))
+                .map_err(io("starting the journal syncer thread"))?;
+            Some((h, stop))
+        } else {
+            None
+        };
+        let recovery = Recovery {
+            epoch,
+            created,
+            snapshot: scan.snapshot,
+            segments: scan.segments,
+            torn_tail: scan.torn_tail,
+            corruption: scan.corruption,
+            removed,
+        };
+        let journal = Journal {
+            shared,
+            tx: Some(tx),
+            writer: Some(writer),
+            syncer,
+            snapshot_lock: Mutex::new(()),
+        };
+        Ok((journal, recovery))
+    }
+
+    /// Appends `entry`. The entry takes its place in the journal's order
+    /// when `append` is **called**, not when the future is first polled, so
+    /// a caller may call it while holding the store's lock and await it
+    /// after releasing the lock. The future resolves once the record is
+    /// durable under the fsync policy (with `always`: written and synced,
+    /// sharing the sync with concurrent appends), to the record's position.
+    pub fn append(&self, entry: Entry) -> impl Future<Output = Result<Position>> + Send + 'static {
+        let (done, rx) = oneshot::channel();
+        let sent = self.send(Request::Append { entry, done });
+        async move {
+            sent?;
+            rx.await.unwrap_or(Err(JournalError::Closed))
+        }
+    }
+
+    /// [`append`](Self::append) for threads outside an async runtime.
+    /// Must not be called from within an async task (it blocks).
+    pub fn append_blocking(&self, entry: Entry) -> Result<Position> {
+        let (done, rx) = oneshot::channel();
+        self.send(Request::Append { entry, done })?;
+        rx.blocking_recv().unwrap_or(Err(JournalError::Closed))
+    }
+
+    /// Starts a new segment (unless the current one has no records yet) and
+    /// resolves to its number. Ordered with appends like
+    /// [`append`](Self::append): every append called before `rotate` is in
+    /// an older segment, every one called after is in this one or later.
+    /// Call it while holding the store's lock, then snapshot the store and
+    /// pass the number to [`write_snapshot`](Self::write_snapshot).
+    pub fn rotate(&self) -> impl Future<Output = Result<u64>> + Send + 'static {
+        let (done, rx) = oneshot::channel();
+        let sent = self.send(Request::Rotate { done });
+        async move {
+            sent?;
+            rx.await.unwrap_or(Err(JournalError::Closed))
+        }
+    }
+
+    /// [`rotate`](Self::rotate) for threads outside an async runtime.
+    pub fn rotate_blocking(&self) -> Result<u64> {
+        let (done, rx) = oneshot::channel();
+        self.send(Request::Rotate { done })?;
+        rx.blocking_recv().unwrap_or(Err(JournalError::Closed))
+    }
+
+    fn send(&self, req: Request) -> Result<()> {
+        let tx = self.tx.as_ref().ok_or(JournalError::Closed)?;
+        tx.send(req).map_err(|_| JournalError::Closed)
+    }
+
+    /// Writes a snapshot whose `entries` rebuild the state of everything
+    /// before segment `base_segment` (as returned by
+    /// [`rotate`](Self::rotate)), then deletes older snapshots and the
+    /// segments before `base_segment`. Blocking I/O: run it on a blocking
+    /// thread. For standalone mode only: segments folded into a snapshot
+    /// can no longer be replayed to Redis.
+    pub fn write_snapshot(
+        &self,
+        base_segment: u64,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<SnapshotInfo> {
+        let _one_at_a_time = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let base_seq = {
+            let st = self.shared.state();
+            if let Some(err) = &st.refused {
+                return Err(err.clone());
+            }
+            let invalid = |why: &str| JournalError::InvalidPosition {
+                position: Position::new(base_segment, HEADER_LEN),
+                why: why.to_string(),
+            };
+            if base_segment > st.committed.segment {
+                return Err(invalid("snapshot base is after the current segment"));
+            }
+            match st.segments.get(&base_segment) {
+                Some(m) => m.first_seq,
+                None => return Err(invalid("snapshot base segment does not exist")),
+            }
+        };
+        let info = snapshot::write(
+            &self.shared.dir,
+            self.shared.epoch,
+            base_segment,
+            base_seq,
+            entries.into_iter(),
+        )
+        .map_err(|e| JournalError::io("writing a snapshot", e))?;
+        let (old_segments, old_snapshot) = {
+            let mut st = self.shared.state();
+            let old: Vec<u64> = st.segments.range(..base_segment).map(|(&k, _)| k).collect();
+            for k in &old {
+                st.segments.remove(k);
+            }
+            let old_snapshot = st
+                .snapshot
+                .replace(info.clone())
+                .filter(|s| s.path != info.path);
+            if st.released < Position::new(base_segment, HEADER_LEN) {
+                st.released = Position::new(base_segment, HEADER_LEN);
+                st.released_seq = base_seq - 1;
+            }
+            (old, old_snapshot)
+        };
+        let mut paths: Vec<PathBuf> = old_segments
+            .iter()
+            .map(|&k| segment_path(&self.shared.dir, k))
+            .collect();
+        paths.extend(old_snapshot.map(|s| s.path));
+        for p in &paths {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(JournalError::io(format!("removing {}", p.display()), e)),
+            }
+        }
+        sync_dir(&self.shared.dir)
+            .map_err(|e| JournalError::io("syncing the journal directory", e))?;
+        Ok(info)
+    }
+
+    /// A reader of the records from `from` on ([`Position::START`] for the
+    /// oldest on disk, or a [`Record::next`](crate::Record::next) /
+    /// checkpoint position). Fails with [`JournalError::Gone`] when the
+    /// segment was deleted, [`JournalError::InvalidPosition`] when `from` is
+    /// not a record boundary.
+    pub fn reader(&self, from: Position) -> Result<Reader> {
+        Reader::new(self.shared.clone(), from)
+    }
+
+    /// Every entry needed to rebuild the local state at start-up, in
+    /// order: the latest snapshot's, then every record of the segments
+    /// after it. Ends with an error item at a corruption.
+    pub fn replay_all(&self) -> Result<ReplayAll> {
+        let snapshot = self.shared.state().snapshot.clone();
+        let snapshot = match snapshot {
+            Some(s) => match SnapshotReader::open(&s.path, s.base_segment)
+                .map_err(|e| JournalError::io("opening the snapshot", e))?
+            {
+                Ok((_, r)) => Some(r),
+                Err(c) => return Err(JournalError::Corrupt(Box::new(c))),
+            },
+            None => None,
+        };
+        let reader = self.reader(Position::START)?;
+        Ok(ReplayAll {
+            snapshot,
+            reader,
+            failed: false,
+        })
+    }
+
+    /// Marks everything before `upto` as replayed. Segments entirely
+    /// before it are deleted by [`gc`](Self::gc) once
+    /// `retain_after_replay` has passed. Releasing a position already
+    /// released (or older) does nothing.
+    pub fn release(&self, upto: Position) -> Result<()> {
+        let (pos, hint, limit) = {
+            let st = self.shared.state();
+            let pos = match Shared::normalize(&st, upto) {
+                Ok(p) => p,
+                Err(JournalError::Gone { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if pos <= st.released {
+                return Ok(());
+            }
+            let Some(meta) = st.segments.get(&pos.segment) else {
+                return Ok(()); // the committed end of an empty journal
+            };
+            let hint = if st.released.segment == pos.segment && st.released.offset >= HEADER_LEN {
+                (st.released, st.released_seq + 1)
+            } else {
+                (Position::new(pos.segment, HEADER_LEN), meta.first_seq)
+            };
+            let limit = if pos.segment == st.committed.segment {
+                st.committed.offset
+            } else {
+                meta.bytes
+            };
+            (pos, hint, limit)
+        };
+        let seq = seq_at(&self.shared, hint, pos, limit)?;
+        let now = Instant::now();
+        let mut st = self.shared.state();
+        if pos > st.released {
+            st.released = pos;
+            st.released_seq = seq - 1;
+            for (_, m) in st.segments.range_mut(..pos.segment) {
+                m.released_at.get_or_insert(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes segments released at least `retain_after_replay` before
+    /// `now`; returns their numbers. Also run on every rotation.
+    pub fn gc(&self, now: Instant) -> Result<Vec<u64>> {
+        self.shared.gc(now)
+    }
+
+    /// Records not yet released (`redoubt_journal_pending_commands`
+    /// counts entries).
+    pub fn pending_entries(&self) -> u64 {
+        let st = self.shared.state();
+        st.last_seq.saturating_sub(st.released_seq)
+    }
+
+    /// Bytes of segments not yet released, the figure `max_bytes` bounds
+    /// (`redoubt_journal_bytes`).
+    pub fn bytes(&self) -> u64 {
+        Shared::pending_bytes(&self.shared.state())
+    }
+
+    /// `fsync` calls made on segments since open (metrics; tests use it to
+    /// see group commit share syncs).
+    pub fn fsyncs(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// The committed end: every acknowledged record is before it.
+    pub fn end(&self) -> Position {
+        self.shared.state().committed
+    }
+
+    /// Follows the committed end, so a replayer at the end can await new
+    /// records instead of polling.
+    pub fn watch_end(&self) -> watch::Receiver<Position> {
+        self.shared.end.subscribe()
+    }
+
+    /// The journal's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch
+    }
+
+    /// `epoch:segment:offset` for a position of this journal.
+    pub fn checkpoint(&self, position: Position) -> Checkpoint {
+        Checkpoint {
+            epoch: self.shared.epoch,
+            position,
+        }
+    }
+
+    /// Why appends are refused, if they are (corruption found at open, or
+    /// an earlier write failure).
+    pub fn refusal(&self) -> Option<JournalError> {
+        self.shared.state().refused.clone()
+    }
+
+    /// Numbers of the segments on disk.
+    pub fn segments(&self) -> Vec<u64> {
+        self.shared.state().segments.keys().copied().collect()
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what is queued and exit.
+        self.tx.take();
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+        if let Some((h, stop)) = self.syncer.take() {
+            *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            stop.1.notify_all();
+            let _ = h.join();
+        }
+    }
+}
+
+/// The `everysec` syncer: once a second, sync the current segment if
+/// anything was written since the last sync. Runs beside the writer so a
+/// slow sync never holds up appends.
+fn run_syncer(shared: &Shared, stop: &StopFlag) {
+    let mut stopped = stop.0.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        stopped = match stop.1.wait_timeout_while(stopped, EVERYSEC, |s| !*s) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
+        if *stopped {
+            return;
+        }
+        if shared.dirty.swap(false, Ordering::AcqRel) {
+            let file = shared
+                .current
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(f) = file {
+                if let Err(e) = shared.sync(&f) {
+                    shared.fail(&JournalError::io("syncing the journal (everysec)", e));
+                }
+            }
+        }
+    }
+}
+
+/// Start-up rebuild: the snapshot's entries, then the segments'. See
+/// [`Journal::replay_all`].
+pub struct ReplayAll {
+    snapshot: Option<SnapshotReader>,
+    reader: Reader,
+    failed: bool,
+}
+
+impl Iterator for ReplayAll {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if let Some(s) = &mut self.snapshot {
+            match s.next_entry() {
+                Ok(Ok(Some(e))) => return Some(Ok(e)),
+                Ok(Ok(None)) => self.snapshot = None,
+                Ok(Err(c)) => {
+                    self.failed = true;
+                    return Some(Err(JournalError::Corrupt(Box::new(c))));
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(JournalError::io("reading the snapshot", e)));
+                }
+            }
+        }
+        match self.reader.next() {
+            Some(Err(e)) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+            other => other.map(|r| r.map(|rec| rec.entry)),
+        }
+    }
+}
