@@ -1,10 +1,10 @@
 //! How bad a finding is, and how it looks on a terminal.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Severity of a finding, ordered from harmless to urgent so that
 /// `max()` picks the worst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Checked and fine; only used when a caller asks for passing checks.
