@@ -1,1 +1,187 @@
-//! admin (to be written).
+//! The admin HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//!
+//! It only reads: state comes from the health watch and from closures the
+//! binary supplies, so no data-path logic lives here.
+//!
+//! # Layout
+//! - [`AdminState`]: what the endpoints read.
+//! - [`readiness`]: DESIGN's `/readyz` table as a function.
+//! - [`serve`]: binds and runs the HTTP server.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State as AxState;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use upstream::{HealthHandle, State};
+
+/// Renders the Prometheus text.
+pub type RenderFn = Arc<dyn Fn() -> String + Send + Sync>;
+/// Builds the `/status` JSON.
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// What the endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Upstream health.
+    pub health: HealthHandle,
+    /// True when `[[keyspace]]` entries with `cache`/`durable` exist, which
+    /// keeps `/readyz` at 200 (degraded) during an outage.
+    pub local_keyspaces: bool,
+    /// Prometheus text for `/metrics`.
+    pub metrics: RenderFn,
+    /// JSON for `/status`.
+    pub status: StatusFn,
+    /// Bearer token required on everything but `/healthz` and `/readyz`.
+    pub token: Option<String>,
+}
+
+/// The `/readyz` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    /// Should a load balancer send traffic here?
+    pub ready: bool,
+    /// `up`, `down`, `writes_down`, `recovering`, `standalone`.
+    pub state: &'static str,
+    /// Serving, but not everything (local keyspaces only).
+    pub degraded: bool,
+    /// Why not fully ready.
+    pub reason: String,
+}
+
+/// DESIGN's `/readyz` table.
+pub fn readiness(state: State, local_keyspaces: bool, reason: &str) -> (StatusCode, Readiness) {
+    let (ready, degraded) = match state {
+        State::Up | State::Standalone => (true, false),
+        State::Down | State::WritesDown | State::Recovering => (local_keyspaces, true),
+    };
+    let reason = if ready && !degraded { String::new() } else { reason.to_string() };
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Readiness { ready, state: state.as_str(), degraded, reason })
+}
+
+/// A running admin server.
+pub struct AdminHandle {
+    /// Where it listens.
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl AdminHandle {
+    /// Stops the server.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.join.await;
+    }
+}
+
+/// Binds `listen` and serves the endpoints until stopped.
+pub async fn serve(listen: &str, state: AdminState) -> std::io::Result<AdminHandle> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/", get(page))
+        .with_state(state);
+    let listener = TcpListener::bind(listen).await?;
+    let local_addr = listener.local_addr()?;
+    let (stop, mut stop_rx) = watch::channel(false);
+    let join = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+    Ok(AdminHandle { local_addr, stop, join })
+}
+
+fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.token else { return true };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == token)
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, "admin token required: send 'Authorization: Bearer <admin.token>'\n").into_response()
+}
+
+async fn readyz(AxState(s): AxState<AdminState>) -> Response {
+    let h = s.health.current();
+    let (code, body) = readiness(h.state, s.local_keyspaces, &h.reason);
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], (s.metrics)()).into_response()
+}
+
+async fn status(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    Json((s.status)()).into_response()
+}
+
+async fn page(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let status = (s.status)();
+    let pretty = serde_json::to_string_pretty(&status).unwrap_or_default();
+    let h = s.health.current();
+    Html(format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>Redoubt</title>\
+         <meta http-equiv=refresh content=2></head><body style=\"font-family:sans-serif\">\
+         <h1>Redoubt: {}</h1><p>{}</p><pre>{}</pre></body></html>",
+        h.state.as_str(),
+        escape(&h.reason),
+        escape(&pretty)
+    ))
+    .into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readyz_follows_design_table() {
+        for (state, local, code, ready, degraded) in [
+            (State::Up, false, 200, true, false),
+            (State::Standalone, false, 200, true, false),
+            (State::Up, true, 200, true, false),
+            (State::Down, true, 200, true, true),
+            (State::WritesDown, true, 200, true, true),
+            (State::Recovering, true, 200, true, true),
+            (State::Down, false, 503, false, true),
+            (State::WritesDown, false, 503, false, true),
+            (State::Recovering, false, 503, false, true),
+        ] {
+            let (c, r) = readiness(state, local, "why");
+            assert_eq!((c.as_u16(), r.ready, r.degraded), (code, ready, degraded), "{state:?} local={local}");
+            assert_eq!(r.state, state.as_str());
+        }
+    }
+}

@@ -68,6 +68,9 @@ struct Wait {
     deadline: Option<Instant>,
     /// `MULTI … EXEC` sent as one piece: only EXEC's reply goes back.
     exec_only: bool,
+    /// Replies the batch will get (more than `writes.len()` for a
+    /// transaction: `+OK` and the `+QUEUED`s).
+    expect: usize,
     /// On a dedicated connection: never moved to another one.
     dedicated: Option<Dedicated>,
     retried: bool,
@@ -337,8 +340,9 @@ impl Session {
             }
             buf.freeze()
         };
-        let rx = b.conn.send(raw, b.raws.len());
-        self.shared.metrics.upstream.increment(b.raws.len() as u64);
+        let expect = b.raws.len();
+        let rx = b.conn.send(raw, expect);
+        self.shared.metrics.upstream.increment(expect as u64);
         let deadline = Some(Instant::now() + self.timeout);
         self.push(Body::Wait(Wait {
             rx,
@@ -347,6 +351,7 @@ impl Session {
             raws: b.raws,
             deadline,
             exec_only: false,
+            expect,
             dedicated: None,
             retried: false,
         }));
@@ -569,6 +574,7 @@ impl Session {
             raws: vec![],
             deadline: Some(Instant::now() + self.timeout),
             exec_only: true,
+            expect: count,
             dedicated,
             retried: true,
         }));
@@ -627,6 +633,7 @@ impl Session {
                     raws: vec![req.raw],
                     deadline,
                     exec_only: false,
+                    expect: 1,
                     dedicated: None,
                     retried: true,
                 }));
@@ -657,6 +664,7 @@ impl Session {
             raws: vec![req.raw],
             deadline,
             exec_only: false,
+            expect: 1,
             dedicated: Some(ded),
             retried: true,
         }));
@@ -709,7 +717,7 @@ impl Session {
         let timeout_ms = self.timeout.as_millis() as u64;
         match outcome {
             Outcome::Reply(r) => {
-                let complete = r.received == w.writes.len() && !r.lost;
+                let complete = r.received == w.expect && !r.lost;
                 if w.exec_only {
                     match (complete, last_frame(&r.data)) {
                         (true, Some(last)) => emit(last),
@@ -817,7 +825,8 @@ impl Session {
         for r in &w.raws {
             raw.extend_from_slice(r);
         }
-        w.rx = conn.send(raw.freeze(), w.raws.len());
+        w.expect = w.raws.len();
+        w.rx = conn.send(raw.freeze(), w.expect);
         w.conn = conn.clone();
         // Move the in-flight count from the dead connection to the new one.
         if let Some(pos) = self.inflight.iter().position(|(c, _)| *c == old_id) {

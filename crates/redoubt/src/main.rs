@@ -1,1 +1,117 @@
-fn main() {}
+//! `redoubt`: the command line. Assembles configuration, starts the
+//! pieces, maps outcomes to exit codes; no business logic lives here.
+#![forbid(unsafe_code)]
+
+mod config;
+mod serve;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for usage errors, everywhere (DESIGN).
+const EXIT_USAGE: u8 = 64;
+
+/// Redoubt sits between your applications and Redis and makes a Redis
+/// outage a non-event: every command is answered within a deadline, and
+/// Redis's health is reported on /readyz and /metrics.
+#[derive(Parser, Debug)]
+#[command(name = "redoubt", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy in front of a Redis (--upstream).
+    Serve {
+        /// TOML config file (default: ./redoubt.toml if present).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Client listen address (default 127.0.0.1:6380).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Redis to front: redis://[user:pass@]host:port[/db].
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Admin HTTP address (default 127.0.0.1:9380).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Data directory (default ./redoubt-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check or print the effective configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Ask a running Redoubt for its status (exit 3 if it does not answer).
+    Status {
+        /// Admin address of the running Redoubt.
+        #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
+        admin: String,
+        /// Bearer token, if admin.token is set.
+        #[arg(long, env = "REDOUBT_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Validate: exit 0 if valid, 2 listing every problem otherwise.
+    Check {
+        /// Config file (default: ./redoubt.toml if present).
+        file: Option<PathBuf>,
+    },
+    /// Print the effective configuration (file + environment + defaults).
+    Print {
+        /// Config file (default: ./redoubt.toml if present).
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Serve { config, listen, upstream, admin, data_dir } => {
+            let flags = config::Overrides { listen, upstream, admin, data_dir };
+            let loaded = config::load(config.as_deref(), &config::process_env(), &flags);
+            serve::run(loaded)
+        }
+        Command::Config { action } => {
+            let (file, print) = match action {
+                ConfigAction::Check { file } => (file, false),
+                ConfigAction::Print { file } => (file, true),
+            };
+            let loaded = config::load(file.as_deref(), &config::process_env(), &config::Overrides::default());
+            if print {
+                print!("{}", config::to_toml(&loaded.config));
+            }
+            if loaded.problems.is_empty() {
+                if !print {
+                    let from = loaded.file.map(|f| f.display().to_string()).unwrap_or_else(|| "defaults".into());
+                    println!("config ok ({from})");
+                }
+                ExitCode::SUCCESS
+            } else {
+                for p in &loaded.problems {
+                    eprintln!("config: {p}");
+                }
+                eprintln!("{} problem(s); nothing was started", loaded.problems.len());
+                ExitCode::from(2)
+            }
+        }
+        Command::Status { admin, token } => status::run(&admin, token.as_deref()),
+    }
+}

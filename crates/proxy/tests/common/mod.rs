@@ -1,0 +1,113 @@
+//! Shared fixtures: a real redis-server and an in-process proxy in front
+//! of it, plus a raw RESP client for exact-byte assertions.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use proxy::{LimitsConfig, Proxy, ProxyHandle, ProxySettings};
+use resp::{parse_frame, Frame, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use upstream::health::spawn_prober;
+use upstream::{HealthConfig, HealthHandle, State, Upstream, UpstreamConfig, UpstreamUrl};
+
+pub use test_support::RedisServer;
+
+pub struct Fixture {
+    pub proxy: ProxyHandle,
+    pub health: HealthHandle,
+    pub upstream: Arc<Upstream>,
+}
+
+pub fn fast_health() -> HealthConfig {
+    HealthConfig { interval_ms: 50, timeout_ms: 100, down_after: 2, up_after: 2 }
+}
+
+pub async fn start_with(url: &str, health: HealthConfig, limits: LimitsConfig) -> Fixture {
+    let url = UpstreamUrl::parse(url).expect("test URL parses");
+    let health = spawn_prober(url.clone(), health);
+    let upstream = Upstream::new(url, UpstreamConfig { connect_timeout: Duration::from_millis(500), ..Default::default() });
+    let proxy = Proxy::start(ProxySettings { listen: "127.0.0.1:0".into(), limits }, upstream.clone(), health.clone())
+        .await
+        .expect("proxy binds");
+    Fixture { proxy, health, upstream }
+}
+
+pub async fn start(redis: &RedisServer) -> Fixture {
+    let f = start_with(&redis.url(), fast_health(), LimitsConfig::default()).await;
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    f
+}
+
+impl Fixture {
+    pub fn addr(&self) -> String {
+        self.proxy.local_addr().to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr())
+    }
+
+    /// Waits for the prober to publish `state` (an event, not a sleep).
+    pub async fn wait_state(&self, state: State, within: Duration) {
+        let mut rx = self.health.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|h| h.state == state))
+            .await
+            .unwrap_or_else(|_| panic!("state did not become {state:?} within {within:?}; now {:?}", self.health.current()))
+            .expect("prober alive");
+    }
+
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.expect("connect through proxy")
+    }
+
+    pub async fn raw(&self) -> Raw {
+        Raw::connect(&self.addr()).await
+    }
+}
+
+/// A raw RESP connection: send bytes, read decoded frames.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    pub async fn connect(addr: &str) -> Raw {
+        Raw { stream: TcpStream::connect(addr).await.expect("connect"), buf: BytesMut::new() }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn cmd(&mut self, args: &[&str]) -> Frame {
+        let mut out = BytesMut::new();
+        resp::frame::encode_command(&mut out, args);
+        self.send(&out).await;
+        self.read().await.expect("a reply")
+    }
+
+    /// The next frame, or `None` when the server closed the connection.
+    pub async fn read(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((f, n)) = parse_frame(&self.buf, &Limits::upstream()).expect("valid RESP from proxy") {
+                let _ = self.buf.split_to(n);
+                return Some(f);
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("reply within 10 s")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+pub fn err_text(f: &Frame) -> String {
+    String::from_utf8_lossy(f.error_text().unwrap_or_else(|| panic!("expected an error, got {f:?}"))).into_owned()
+}

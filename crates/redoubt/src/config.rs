@@ -1,0 +1,607 @@
+//! The configuration file, environment and flags, assembled into one
+//! effective [`Config`] with every problem reported at once.
+//!
+//! Precedence: flags > `REDOUBT_<SECTION>_<KEY>` environment > TOML file >
+//! defaults. Unknown keys are errors, wherever they come from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use toml::Value;
+use upstream::{HealthConfig, UpstreamUrl};
+
+/// DESIGN defaults.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6380";
+/// Admin endpoint default.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9380";
+/// Data directory default.
+pub const DEFAULT_DATA_DIR: &str = "./redoubt-data";
+
+/// The effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Client listener.
+    pub listen: String,
+    /// `""`: standalone; else `redis://[user:pass@]host:port[/db]`.
+    pub upstream: String,
+    /// Journal, node id, incidents; locked by one process.
+    pub data_dir: PathBuf,
+    /// `""`: a UUID made on first start and kept in `data_dir`.
+    pub node_id: String,
+    /// `[admin]`
+    pub admin: AdminSection,
+    /// `[health]`
+    pub health: HealthConfig,
+    /// `[limits]`
+    pub limits: LimitsSection,
+    /// `[journal]`
+    pub journal: JournalSection,
+    /// `[near_cache]`
+    pub near_cache: NearCacheSection,
+    /// `[auth]`
+    pub auth: AuthSection,
+    /// `[[keyspace]]`
+    pub keyspace: Vec<Keyspace>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.into(),
+            upstream: String::new(),
+            data_dir: DEFAULT_DATA_DIR.into(),
+            node_id: String::new(),
+            admin: AdminSection::default(),
+            health: HealthConfig::default(),
+            limits: LimitsSection::default(),
+            journal: JournalSection::default(),
+            near_cache: NearCacheSection::default(),
+            auth: AuthSection::default(),
+            keyspace: Vec::new(),
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// HTTP listener.
+    pub listen: String,
+    /// Required when `listen` is not loopback.
+    pub token: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection { listen: DEFAULT_ADMIN_LISTEN.into(), token: String::new() }
+    }
+}
+
+/// `[limits]`, sizes as written (`"1GiB"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// See [`proxy::LimitsConfig`].
+    pub command_timeout_ms: u64,
+    /// See [`proxy::LimitsConfig`].
+    pub max_clients: usize,
+    /// See [`proxy::LimitsConfig`].
+    pub max_inflight_per_client: usize,
+    /// See [`proxy::LimitsConfig`].
+    pub max_query_buffer_bytes: Size,
+    /// See [`proxy::LimitsConfig`].
+    pub max_output_buffer_bytes: Size,
+    /// See [`proxy::LimitsConfig`].
+    pub proto_max_bulk_len: Size,
+    /// See [`proxy::LimitsConfig`].
+    pub max_nesting: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let d = proxy::LimitsConfig::default();
+        LimitsSection {
+            command_timeout_ms: d.command_timeout_ms,
+            max_clients: d.max_clients,
+            max_inflight_per_client: d.max_inflight_per_client,
+            max_query_buffer_bytes: Size::text("1GiB"),
+            max_output_buffer_bytes: Size::text("256MiB"),
+            proto_max_bulk_len: Size::text("512MiB"),
+            max_nesting: d.max_nesting,
+        }
+    }
+}
+
+/// `[journal]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSection {
+    /// `always` | `everysec` | `no`.
+    pub fsync: String,
+    /// Full journal refuses durable writes.
+    pub max_bytes: Size,
+    /// How long replayed segments are kept.
+    pub retain_after_replay: String,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection { fsync: "always".into(), max_bytes: Size::text("1GiB"), retain_after_replay: "1h".into() }
+    }
+}
+
+/// `[near_cache]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NearCacheSection {
+    /// Byte bound of the LRU.
+    pub max_bytes: Size,
+    /// Staleness bound during an outage.
+    pub max_stale_ms: u64,
+}
+
+impl Default for NearCacheSection {
+    fn default() -> Self {
+        NearCacheSection { max_bytes: Size::text("64MiB"), max_stale_ms: 300_000 }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// `passthrough` | `local`.
+    pub mode: String,
+    /// Users for `mode = "local"`.
+    pub users: Vec<User>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection { mode: "passthrough".into(), users: Vec::new() }
+    }
+}
+
+/// One local user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// User name.
+    pub name: String,
+    /// Hex SHA-256 of the password.
+    pub password_sha256: String,
+}
+
+/// One `[[keyspace]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keyspace {
+    /// Redis glob.
+    pub pattern: String,
+    /// `durable` | `cache` | `fail-fast`.
+    pub policy: String,
+}
+
+/// A byte size written as a number or with a unit (`"64MiB"`, `"1GB"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    /// Plain bytes.
+    Bytes(u64),
+    /// With a unit.
+    Text(String),
+}
+
+impl Size {
+    fn text(s: &str) -> Size {
+        Size::Text(s.to_string())
+    }
+
+    /// The size in bytes, or why it is not one.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Size::Bytes(b) => Ok(*b),
+            Size::Text(t) => parse_size(t),
+        }
+    }
+}
+
+/// Parses `512`, `64k`, `64KiB`, `1GB`, `1.5GiB` (binary and decimal units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a size (examples: 1048576, \"64MiB\", \"1GB\")"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        u => return Err(format!("'{s}' has an unknown unit '{u}' (use B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    Ok((n * mult) as u64)
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1d` into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (examples: \"500ms\", \"30s\", \"1h\")"))?;
+    let mult = match unit {
+        "ms" => 1,
+        "s" | "" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        u => return Err(format!("'{s}' has an unknown unit '{u}' (use ms, s, m, h, d)")),
+    };
+    Ok(n * mult)
+}
+
+/// Command-line overrides (`redoubt serve` flags).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--upstream`
+    pub upstream: Option<String>,
+    /// `--admin`
+    pub admin: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where the effective configuration came from, and what is wrong with it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The config (defaults where a value had a problem).
+    pub config: Config,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+    /// Every problem found; empty means valid.
+    pub problems: Vec<String>,
+}
+
+const SECTIONS: &[&str] = &["admin", "health", "limits", "journal", "near_cache", "auth"];
+
+/// Reads the file (explicit, or `./redoubt.toml` if present), overlays the
+/// environment and the flags, and validates.
+pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) -> Loaded {
+    let mut problems = Vec::new();
+    let path = match file {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from("redoubt.toml")).filter(|p| p.exists()),
+    };
+    let mut root = match &path {
+        None => toml::Table::new(),
+        Some(p) => match std::fs::read_to_string(p) {
+            Err(e) => {
+                problems.push(format!("{}: cannot read: {e}", p.display()));
+                toml::Table::new()
+            }
+            Ok(text) => match text.parse::<toml::Table>() {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("{}: not valid TOML: {}", p.display(), e.message()));
+                    toml::Table::new()
+                }
+            },
+        },
+    };
+    overlay_env(&mut root, env, &mut problems);
+    let set = |root: &mut toml::Table, k: &str, v: Value| {
+        root.insert(k.to_string(), v);
+    };
+    if let Some(v) = &flags.listen {
+        set(&mut root, "listen", Value::String(v.clone()));
+    }
+    if let Some(v) = &flags.upstream {
+        set(&mut root, "upstream", Value::String(v.clone()));
+    }
+    if let Some(v) = &flags.data_dir {
+        set(&mut root, "data_dir", Value::String(v.display().to_string()));
+    }
+    if let Some(v) = &flags.admin {
+        let admin = root.entry("admin").or_insert_with(|| Value::Table(toml::Table::new()));
+        if let Value::Table(t) = admin {
+            t.insert("listen".into(), Value::String(v.clone()));
+        }
+    }
+    let config = build(root, &mut problems);
+    problems.extend(validate(&config));
+    Loaded { config, file: path, problems }
+}
+
+fn overlay_env(root: &mut toml::Table, env: &[(String, String)], problems: &mut Vec<String>) {
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix("REDOUBT_") else { continue };
+        let rest = rest.to_ascii_lowercase();
+        let value = if let Ok(i) = v.parse::<i64>() {
+            Value::Integer(i)
+        } else if let Ok(b) = v.parse::<bool>() {
+            Value::Boolean(b)
+        } else {
+            Value::String(v.clone())
+        };
+        let section = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_")));
+        match section {
+            Some(s) => {
+                let key = rest[s.len() + 1..].to_string();
+                // Strings stay strings for keys that are strings by default
+                // (e.g. REDOUBT_ADMIN_TOKEN=1234).
+                let value = match (&value, default_is_string(s, &key)) {
+                    (Value::Integer(_) | Value::Boolean(_), true) => Value::String(v.clone()),
+                    _ => value,
+                };
+                let t = root.entry(s.to_string()).or_insert_with(|| Value::Table(toml::Table::new()));
+                if let Value::Table(t) = t {
+                    t.insert(key, value);
+                }
+            }
+            None if ["listen", "upstream", "data_dir", "node_id"].contains(&rest.as_str()) => {
+                root.insert(rest, Value::String(v.clone()));
+            }
+            None => problems.push(format!("environment: {k} is not a known setting (REDOUBT_<SECTION>_<KEY>, e.g. REDOUBT_HEALTH_INTERVAL_MS)")),
+        }
+    }
+}
+
+fn default_is_string(section: &str, key: &str) -> bool {
+    let Ok(Value::Table(d)) = Value::try_from(Config::default()) else { return false };
+    matches!(d.get(section).and_then(|s| s.get(key)), Some(Value::String(_)))
+}
+
+/// Builds the config section by section, so one bad value does not hide
+/// the others; unknown keys are collected with their full names.
+fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
+    let defaults = match Value::try_from(Config::default()) {
+        Ok(Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    for key in root.keys().cloned().collect::<Vec<_>>() {
+        match defaults.get(&key) {
+            None if key != "keyspace" => {
+                problems.push(format!("{key}: unknown key"));
+                root.remove(&key);
+            }
+            Some(Value::Table(dt)) => {
+                if let Some(Value::Table(t)) = root.get_mut(&key) {
+                    let unknown: Vec<String> = t.keys().filter(|k| !dt.contains_key(*k)).cloned().collect();
+                    for k in unknown {
+                        problems.push(format!("{key}.{k}: unknown key"));
+                        t.remove(&k);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut c = Config::default();
+    fn take<T: DeserializeOwned>(root: &toml::Table, key: &str, into: &mut T, problems: &mut Vec<String>) {
+        if let Some(v) = root.get(key) {
+            match v.clone().try_into::<T>() {
+                Ok(x) => *into = x,
+                Err(e) => problems.push(format!("{key}: {}", e.message().trim())),
+            }
+        }
+    }
+    take(&root, "listen", &mut c.listen, problems);
+    take(&root, "upstream", &mut c.upstream, problems);
+    take(&root, "data_dir", &mut c.data_dir, problems);
+    take(&root, "node_id", &mut c.node_id, problems);
+    take(&root, "admin", &mut c.admin, problems);
+    take(&root, "health", &mut c.health, problems);
+    take(&root, "limits", &mut c.limits, problems);
+    take(&root, "journal", &mut c.journal, problems);
+    take(&root, "near_cache", &mut c.near_cache, problems);
+    take(&root, "auth", &mut c.auth, problems);
+    take(&root, "keyspace", &mut c.keyspace, problems);
+    c
+}
+
+fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => addr.starts_with("localhost:"),
+    }
+}
+
+/// Semantic checks, every one of them.
+pub fn validate(c: &Config) -> Vec<String> {
+    let mut p = Vec::new();
+    let addr_ok = |a: &str| a.parse::<SocketAddr>().is_ok() || a.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+    if !addr_ok(&c.listen) {
+        p.push(format!("listen: '{}' is not host:port", c.listen));
+    }
+    if !c.upstream.is_empty() {
+        if let Err(e) = UpstreamUrl::parse(&c.upstream) {
+            p.push(format!("upstream: {e}"));
+        }
+    }
+    if !addr_ok(&c.admin.listen) {
+        p.push(format!("admin.listen: '{}' is not host:port", c.admin.listen));
+    } else if !is_loopback(&c.admin.listen) && c.admin.token.is_empty() {
+        p.push(format!(
+            "admin.token: required because admin.listen '{}' is not a loopback address",
+            c.admin.listen
+        ));
+    }
+    p.extend(c.health.problems());
+    for (key, size) in [
+        ("limits.max_query_buffer_bytes", &c.limits.max_query_buffer_bytes),
+        ("limits.max_output_buffer_bytes", &c.limits.max_output_buffer_bytes),
+        ("limits.proto_max_bulk_len", &c.limits.proto_max_bulk_len),
+        ("journal.max_bytes", &c.journal.max_bytes),
+        ("near_cache.max_bytes", &c.near_cache.max_bytes),
+    ] {
+        if let Err(e) = size.bytes() {
+            p.push(format!("{key}: {e}"));
+        }
+    }
+    if let Ok(limits) = limits(c) {
+        p.extend(limits.problems());
+    }
+    if !["always", "everysec", "no"].contains(&c.journal.fsync.as_str()) {
+        p.push(format!("journal.fsync: '{}' is not one of always, everysec, no", c.journal.fsync));
+    }
+    if let Err(e) = parse_duration_ms(&c.journal.retain_after_replay) {
+        p.push(format!("journal.retain_after_replay: {e}"));
+    }
+    match c.auth.mode.as_str() {
+        "passthrough" => {}
+        "local" if c.auth.users.is_empty() => p.push("auth.users: mode = \"local\" needs at least one user".into()),
+        "local" => {}
+        m => p.push(format!("auth.mode: '{m}' is not one of passthrough, local")),
+    }
+    for (i, u) in c.auth.users.iter().enumerate() {
+        if u.password_sha256.len() != 64 || !u.password_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            p.push(format!("auth.users[{i}].password_sha256: must be 64 hex digits (sha256sum of the password)"));
+        }
+    }
+    for (i, k) in c.keyspace.iter().enumerate() {
+        if k.pattern.is_empty() {
+            p.push(format!("keyspace[{i}].pattern: must not be empty"));
+        }
+        if !["durable", "cache", "fail-fast"].contains(&k.policy.as_str()) {
+            p.push(format!("keyspace[{i}].policy: '{}' is not one of durable, cache, fail-fast", k.policy));
+        }
+    }
+    p
+}
+
+/// The proxy's limits in bytes.
+pub fn limits(c: &Config) -> Result<proxy::LimitsConfig, String> {
+    Ok(proxy::LimitsConfig {
+        command_timeout_ms: c.limits.command_timeout_ms,
+        max_clients: c.limits.max_clients,
+        max_inflight_per_client: c.limits.max_inflight_per_client,
+        max_query_buffer_bytes: c.limits.max_query_buffer_bytes.bytes()?,
+        max_output_buffer_bytes: c.limits.max_output_buffer_bytes.bytes()?,
+        proto_max_bulk_len: c.limits.proto_max_bulk_len.bytes()?,
+        max_nesting: c.limits.max_nesting,
+    })
+}
+
+/// The effective config as TOML, for `config print`.
+pub fn to_toml(c: &Config) -> String {
+    let mut c = c.clone();
+    if !c.admin.token.is_empty() {
+        c.admin.token = "***".into();
+    }
+    let mut s = toml::to_string_pretty(&c).unwrap_or_default();
+    if c.keyspace.is_empty() {
+        s.push_str("\n# no [[keyspace]]: every key is fail-fast during an outage\n");
+    }
+    s
+}
+
+/// `REDOUBT_*` variables of this process.
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars().filter(|(k, _)| k.starts_with("REDOUBT_")).collect::<BTreeMap<_, _>>().into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str, env: &[(&str, &str)], flags: Overrides) -> Loaded {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(&p, toml).unwrap();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        load(Some(&p), &env, &flags)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_design() {
+        let l = load_str("", &[], Overrides::default());
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        let c = l.config;
+        assert_eq!(c.listen, "127.0.0.1:6380");
+        assert_eq!(c.admin.listen, "127.0.0.1:9380");
+        assert_eq!(c.health.interval_ms, 250);
+        assert_eq!(limits(&c).unwrap().max_query_buffer_bytes, 1 << 30);
+        assert_eq!(c.journal.fsync, "always");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_key_names() {
+        let l = load_str(
+            r#"
+            upstream = "rediss://h:1"
+            bogus = 1
+            [health]
+            interval_ms = "fast"
+            [limits]
+            max_query_buffer_bytes = "12 parsecs"
+            nope = 2
+            [journal]
+            fsync = "sometimes"
+            [[keyspace]]
+            pattern = "sess:*"
+            policy = "forever"
+            [admin]
+            listen = "0.0.0.0:9380"
+            "#,
+            &[],
+            Overrides::default(),
+        );
+        let all = l.problems.join("\n");
+        for needle in [
+            "bogus: unknown key",
+            "limits.nope: unknown key",
+            "upstream: scheme 'rediss://' is not supported yet",
+            "health:",
+            "limits.max_query_buffer_bytes",
+            "journal.fsync",
+            "keyspace[0].policy",
+            "admin.token: required",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let l = load_str(
+            "upstream = \"redis://file:1\"\nlisten = \"127.0.0.1:1\"\n[health]\ninterval_ms = 100\n",
+            &[("REDOUBT_UPSTREAM", "redis://env:2"), ("REDOUBT_HEALTH_INTERVAL_MS", "50"), ("REDOUBT_LISTEN", "127.0.0.1:2")],
+            Overrides { listen: Some("127.0.0.1:3".into()), ..Default::default() },
+        );
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        assert_eq!(l.config.upstream, "redis://env:2");
+        assert_eq!(l.config.health.interval_ms, 50);
+        assert_eq!(l.config.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn unknown_env_is_a_problem() {
+        let l = load_str("", &[("REDOUBT_HEALTH_NOPE", "1"), ("REDOUBT_WHATEVER", "x")], Overrides::default());
+        let all = l.problems.join("\n");
+        assert!(all.contains("health.nope: unknown key"), "{all}");
+        assert!(all.contains("REDOUBT_WHATEVER"), "{all}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(parse_duration_ms("1h").unwrap(), 3_600_000);
+        assert_eq!(parse_duration_ms("500ms").unwrap(), 500);
+        assert!(parse_duration_ms("soon").is_err());
+    }
+}

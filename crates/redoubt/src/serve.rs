@@ -1,0 +1,122 @@
+//! `redoubt serve`: start the proxy, the prober and the admin endpoint,
+//! then wait for SIGTERM/SIGINT and drain.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use upstream::{health::spawn_prober, Upstream, UpstreamConfig, UpstreamUrl};
+
+use crate::config::{self, Loaded};
+
+/// Runs `serve`; exit 2 on invalid config, 0 after a clean shutdown.
+pub fn run(loaded: Loaded) -> ExitCode {
+    if !loaded.problems.is_empty() {
+        for p in &loaded.problems {
+            eprintln!("config: {p}");
+        }
+        eprintln!("{} problem(s) in the configuration; not started (see `redoubt config check`)", loaded.problems.len());
+        return ExitCode::from(2);
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redoubt: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(serve(loaded.config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("redoubt: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
+    if cfg.upstream.is_empty() {
+        eprintln!(
+            "redoubt: no upstream configured, and standalone mode is not available in this build yet; \
+             nothing was started. Set one with --upstream redis://host:port, REDOUBT_UPSTREAM, or upstream = \"…\" in redoubt.toml"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(proxy::metrics::COMMAND_DURATION.into()), proxy::metrics::DURATION_BUCKETS)
+        .context("metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let url = UpstreamUrl::parse(&cfg.upstream)?;
+    let limits = config::limits(&cfg).map_err(anyhow::Error::msg)?;
+    let health = spawn_prober(url.clone(), cfg.health);
+    let upstream = Upstream::new(
+        url.clone(),
+        UpstreamConfig { connect_timeout: Duration::from_millis(limits.command_timeout_ms), ..UpstreamConfig::default() },
+    );
+    let proxy = proxy::Proxy::start(proxy::ProxySettings { listen: cfg.listen.clone(), limits }, upstream.clone(), health.clone())
+        .await
+        .with_context(|| format!("cannot listen on {} (listen)", cfg.listen))?;
+    let status_health = health.clone();
+    let status_upstream = upstream.clone();
+    let redacted = url.redacted();
+    let started = std::time::Instant::now();
+    let status: admin::StatusFn = Arc::new(move || {
+        let h = status_health.current();
+        serde_json::json!({
+            "state": h.state.as_str(),
+            "reason": h.reason,
+            "since_unix_ms": h.since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            "upstream": redacted,
+            "server": h.facts,
+            "uptime_seconds": started.elapsed().as_secs(),
+            "upstream_connections": { "shared": status_upstream.shared_connections(), "dedicated": status_upstream.dedicated_in_use() },
+            "journal": { "pending_commands": 0, "bytes": 0 },
+        })
+    });
+    let token = (!cfg.admin.token.is_empty()).then(|| cfg.admin.token.clone());
+    let admin = admin::serve(
+        &cfg.admin.listen,
+        admin::AdminState {
+            health: health.clone(),
+            local_keyspaces: cfg.keyspace.iter().any(|k| k.policy != "fail-fast"),
+            metrics: Arc::new(move || prometheus.render()),
+            status,
+            token,
+        },
+    )
+    .await
+    .with_context(|| format!("cannot listen on {} (admin.listen)", cfg.admin.listen))?;
+    tracing::info!(listen = %proxy.local_addr(), admin = %admin.local_addr, upstream = %url.redacted(), "redoubt serving");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining in-flight commands");
+    let grace = Duration::from_millis(cfg.limits.command_timeout_ms) + Duration::from_secs(1);
+    let drained = proxy.shutdown(grace).await;
+    admin.stop().await;
+    if !drained {
+        tracing::warn!("some clients were still connected after {grace:?}; closed them");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
