@@ -60,6 +60,15 @@ impl RedisServer {
         s
     }
 
+    /// Starts on a given port (e.g. one a proxy was told to use before
+    /// Redis existed).
+    pub fn start_on_port(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        let mut s = RedisServer { child: None, port, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        s.spawn();
+        s
+    }
+
     /// Starts with the default test options and no extras.
     pub fn new() -> RedisServer {
         RedisServer::start(&[])
