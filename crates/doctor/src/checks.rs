@@ -1,6 +1,6 @@
 //! The doctor's checks as a table: one row per stable id, with what it
 //! reads, the finding and the fix in our words, and a pure function of a
-//! [`Snapshot`] that decides whether it fires and with which numbers.
+//! snapshot (`Snapshot`) that decides whether it fires and with which numbers.
 //!
 //! Catalog numbers (`A1`…`A35`) refer to the team's diagnosis reference;
 //! wording here is our own.
@@ -36,7 +36,10 @@ pub(crate) struct Hit {
 }
 
 fn hit(severity: Severity, detail: impl Into<String>) -> Option<Hit> {
-    Some(Hit { severity, detail: detail.into() })
+    Some(Hit {
+        severity,
+        detail: detail.into(),
+    })
 }
 
 impl Check {
@@ -449,7 +452,7 @@ static CHECKS: &[Check] = &[
                 *by_host.entry(c.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&c.addr)).or_default() += 1;
             }
             let mut top: Vec<_> = by_host.into_iter().collect();
-            top.sort_by(|a, b| b.1.cmp(&a.1));
+            top.sort_by_key(|e| std::cmp::Reverse(e.1));
             let top: Vec<String> = top.iter().take(3).map(|(h, n)| format!("{h} ×{n}")).collect();
             hit(
                 Severity::Warn,
@@ -523,7 +526,7 @@ static CHECKS: &[Check] = &[
                     (size > limit).then_some((k, size))
                 })
                 .collect();
-            big.sort_by(|a, b| b.1.cmp(&a.1));
+            big.sort_by_key(|e| std::cmp::Reverse(e.1));
             let many = s.info.get("db0").and_then(|v| parse_kv_list(v).get("keys").and_then(|k| k.parse::<u64>().ok())).filter(|n| *n > t.many_keys);
             if big.is_empty() && many.is_none() {
                 return None;
@@ -555,7 +558,7 @@ static CHECKS: &[Check] = &[
                 return None;
             }
             let mut worst: Vec<_> = s.slowlog.iter().collect();
-            worst.sort_by(|a, b| b.micros.cmp(&a.micros));
+            worst.sort_by_key(|e| std::cmp::Reverse(e.micros));
             let list: Vec<String> = worst.iter().take(3).map(|e| format!("{} {} µs", e.command, e.micros)).collect();
             let keys = if s.slowlog.iter().any(|e| e.command.eq_ignore_ascii_case("keys")) { "; KEYS was used" } else { "" };
             let thr = s.cfg("slowlog-log-slower-than").map(|v| format!(" (threshold {v} µs)")).unwrap_or_default();
@@ -831,7 +834,11 @@ fn is_cache_like(k: &SampledKey) -> bool {
 }
 
 fn is_loopback(addr: &str) -> bool {
-    addr == "localhost" || addr.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    addr == "localhost"
+        || addr
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 /// `1536` → `1.5 KiB`.
@@ -899,8 +906,13 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
         ];
         Snapshot {
             info: parse_info(HEALTHY_INFO),
-            config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            clients: parse_client_list("id=1 addr=10.0.0.9:4000 name=web idle=2 flags=N sub=0 psub=0 omem=0 cmd=get\n"),
+            config: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            clients: parse_client_list(
+                "id=1 addr=10.0.0.9:4000 name=web idle=2 flags=N sub=0 psub=0 omem=0 cmd=get\n",
+            ),
             slowlog_len: Some(0),
             acl_users: vec!["user default on #5e88 ~* &* +@all".into()],
             dangerous: Some(("app".into(), vec![])),
@@ -930,23 +942,44 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
     }
 
     fn key(name: &str, kind: &str, size: u64, ttl: i64) -> SampledKey {
-        SampledKey { name: name.into(), kind: kind.into(), size: Some(size), ttl }
+        SampledKey {
+            name: name.into(),
+            kind: kind.into(),
+            size: Some(size),
+            ttl,
+        }
     }
 
     type Case = (&'static str, Option<Severity>, fn(&mut Snapshot));
 
     /// (check id, expected severity or None for silent, how to break the healthy snapshot)
     const CASES: &[Case] = &[
-        ("memory.near-maxmemory", Some(Severity::Warn), |s| set(s, &[("used_memory", "912680550")])),
-        ("memory.near-maxmemory", Some(Severity::Critical), |s| set(s, &[("used_memory", "1063004405")])),
-        ("memory.near-maxmemory", None, |s| set(s, &[("maxmemory", "0")])),
-        ("memory.no-limit", Some(Severity::Critical), |s| set(s, &[("maxmemory", "0"), ("used_memory_rss", "8000000000")])),
-        ("memory.no-limit", Some(Severity::Warn), |s| set(s, &[("maxmemory", "0"), ("used_memory_rss", "7000000000")])),
-        ("memory.no-limit", None, |s| set(s, &[("used_memory_rss", "8000000000")])),
+        ("memory.near-maxmemory", Some(Severity::Warn), |s| {
+            set(s, &[("used_memory", "912680550")])
+        }),
+        ("memory.near-maxmemory", Some(Severity::Critical), |s| {
+            set(s, &[("used_memory", "1063004405")])
+        }),
+        ("memory.near-maxmemory", None, |s| {
+            set(s, &[("maxmemory", "0")])
+        }),
+        ("memory.no-limit", Some(Severity::Critical), |s| {
+            set(s, &[("maxmemory", "0"), ("used_memory_rss", "8000000000")])
+        }),
+        ("memory.no-limit", Some(Severity::Warn), |s| {
+            set(s, &[("maxmemory", "0"), ("used_memory_rss", "7000000000")])
+        }),
+        ("memory.no-limit", None, |s| {
+            set(s, &[("used_memory_rss", "8000000000")])
+        }),
         ("memory.noeviction-cache", Some(Severity::Warn), |s| {
             cfg(s, &[("maxmemory-policy", "noeviction")]);
             set(s, &[("used_memory", "912680550")]);
-            s.keys = vec![key("page:1", "string", 10, 300), key("cache:2", "string", 10, -1), key("user:3", "hash", 2, -1)];
+            s.keys = vec![
+                key("page:1", "string", 10, 300),
+                key("cache:2", "string", 10, -1),
+                key("user:3", "hash", 2, -1),
+            ];
         }),
         ("memory.noeviction-cache", None, |s| {
             cfg(s, &[("maxmemory-policy", "noeviction")]);
@@ -962,49 +995,151 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
             set(s, &[("evicted_keys", "42")]);
             s.keys = vec![key("sess:1", "string", 5, 100)];
         }),
-        ("memory.evictions", Some(Severity::Warn), |s| set(s, &[("evicted_keys", "42")])),
+        ("memory.evictions", Some(Severity::Warn), |s| {
+            set(s, &[("evicted_keys", "42")])
+        }),
         ("memory.expire-storm", Some(Severity::Warn), |s| {
-            s.latency = vec![LatencyEvent { event: "expire-cycle".into(), latest_ms: 120, max_ms: 300 }];
+            s.latency = vec![LatencyEvent {
+                event: "expire-cycle".into(),
+                latest_ms: 120,
+                max_ms: 300,
+            }];
         }),
-        ("memory.fragmentation", Some(Severity::Warn), |s| set(s, &[("mem_fragmentation_ratio", "1.80"), ("mem_fragmentation_bytes", "83886080")])),
-        ("memory.fragmentation", Some(Severity::Warn), |s| set(s, &[("allocator_frag_ratio", "1.30"), ("allocator_frag_bytes", "31457280")])),
-        ("memory.fragmentation", Some(Severity::Info), |s| set(s, &[("used_memory_peak", "524288000")])),
+        ("memory.fragmentation", Some(Severity::Warn), |s| {
+            set(
+                s,
+                &[
+                    ("mem_fragmentation_ratio", "1.80"),
+                    ("mem_fragmentation_bytes", "83886080"),
+                ],
+            )
+        }),
+        ("memory.fragmentation", Some(Severity::Warn), |s| {
+            set(
+                s,
+                &[
+                    ("allocator_frag_ratio", "1.30"),
+                    ("allocator_frag_bytes", "31457280"),
+                ],
+            )
+        }),
+        ("memory.fragmentation", Some(Severity::Info), |s| {
+            set(s, &[("used_memory_peak", "524288000")])
+        }),
         ("memory.fragmentation", None, |s| {
-            set(s, &[("used_memory", "900000"), ("mem_fragmentation_ratio", "13.0"), ("mem_fragmentation_bytes", "11000000")])
+            set(
+                s,
+                &[
+                    ("used_memory", "900000"),
+                    ("mem_fragmentation_ratio", "13.0"),
+                    ("mem_fragmentation_bytes", "11000000"),
+                ],
+            )
         }),
-        ("memory.swapped", Some(Severity::Critical), |s| set(s, &[("used_memory_rss", "52428800"), ("mem_fragmentation_ratio", "0.50")])),
-        ("host.swap", Some(Severity::Critical), |s| s.host.as_mut().unwrap().redis_swap_kb = Some(204800)),
+        ("memory.swapped", Some(Severity::Critical), |s| {
+            set(
+                s,
+                &[
+                    ("used_memory_rss", "52428800"),
+                    ("mem_fragmentation_ratio", "0.50"),
+                ],
+            )
+        }),
+        ("host.swap", Some(Severity::Critical), |s| {
+            s.host.as_mut().unwrap().redis_swap_kb = Some(204800)
+        }),
         ("host.swap", None, |s| s.host = None),
-        ("persistence.off", Some(Severity::Warn), |s| cfg(s, &[("save", "")])),
+        ("persistence.off", Some(Severity::Warn), |s| {
+            cfg(s, &[("save", "")])
+        }),
         ("persistence.off", Some(Severity::Info), |s| {
             cfg(s, &[("save", "")]);
             set(s, &[("connected_slaves", "0")]);
         }),
-        ("persistence.off", None, |s| cfg(s, &[("save", ""), ("appendonly", "yes")])),
-        ("persistence.bgsave-failed", Some(Severity::Critical), |s| set(s, &[("rdb_last_bgsave_status", "err")])),
-        ("persistence.aof-errors", Some(Severity::Critical), |s| set(s, &[("aof_last_write_status", "err")])),
-        ("persistence.aof-errors", Some(Severity::Warn), |s| set(s, &[("aof_last_bgrewrite_status", "err"), ("aof_delayed_fsync", "3")])),
-        ("persistence.stale-snapshot", Some(Severity::Critical), |s| set(s, &[("rdb_last_save_time", "1699800000")])),
-        ("persistence.stale-snapshot", Some(Severity::Warn), |s| set(s, &[("rdb_changes_since_last_save", "2000000")])),
+        ("persistence.off", None, |s| {
+            cfg(s, &[("save", ""), ("appendonly", "yes")])
+        }),
+        ("persistence.bgsave-failed", Some(Severity::Critical), |s| {
+            set(s, &[("rdb_last_bgsave_status", "err")])
+        }),
+        ("persistence.aof-errors", Some(Severity::Critical), |s| {
+            set(s, &[("aof_last_write_status", "err")])
+        }),
+        ("persistence.aof-errors", Some(Severity::Warn), |s| {
+            set(
+                s,
+                &[
+                    ("aof_last_bgrewrite_status", "err"),
+                    ("aof_delayed_fsync", "3"),
+                ],
+            )
+        }),
+        (
+            "persistence.stale-snapshot",
+            Some(Severity::Critical),
+            |s| set(s, &[("rdb_last_save_time", "1699800000")]),
+        ),
+        ("persistence.stale-snapshot", Some(Severity::Warn), |s| {
+            set(s, &[("rdb_changes_since_last_save", "2000000")])
+        }),
         ("persistence.stale-snapshot", None, |s| {
             set(s, &[("rdb_last_save_time", "1699800000")]);
             cfg(s, &[("appendonly", "yes")]);
         }),
-        ("server.loading", Some(Severity::Critical), |s| set(s, &[("loading", "1"), ("loading_loaded_perc", "42.5"), ("loading_eta_seconds", "90")])),
-        ("server.recent-restart", Some(Severity::Info), |s| set(s, &[("uptime_in_seconds", "30")])),
-        ("clients.near-maxclients", Some(Severity::Warn), |s| set(s, &[("connected_clients", "8500")])),
-        ("clients.near-maxclients", Some(Severity::Critical), |s| set(s, &[("connected_clients", "9600")])),
-        ("clients.rejected", Some(Severity::Critical), |s| set(s, &[("rejected_connections", "17")])),
-        ("clients.blocked", Some(Severity::Warn), |s| set(s, &[("blocked_clients", "12"), ("total_blocking_keys", "3")])),
-        ("clients.blocked", Some(Severity::Info), |s| set(s, &[("blocked_clients", "2")])),
+        ("server.loading", Some(Severity::Critical), |s| {
+            set(
+                s,
+                &[
+                    ("loading", "1"),
+                    ("loading_loaded_perc", "42.5"),
+                    ("loading_eta_seconds", "90"),
+                ],
+            )
+        }),
+        ("server.recent-restart", Some(Severity::Info), |s| {
+            set(s, &[("uptime_in_seconds", "30")])
+        }),
+        ("clients.near-maxclients", Some(Severity::Warn), |s| {
+            set(s, &[("connected_clients", "8500")])
+        }),
+        ("clients.near-maxclients", Some(Severity::Critical), |s| {
+            set(s, &[("connected_clients", "9600")])
+        }),
+        ("clients.rejected", Some(Severity::Critical), |s| {
+            set(s, &[("rejected_connections", "17")])
+        }),
+        ("clients.blocked", Some(Severity::Warn), |s| {
+            set(
+                s,
+                &[("blocked_clients", "12"), ("total_blocking_keys", "3")],
+            )
+        }),
+        ("clients.blocked", Some(Severity::Info), |s| {
+            set(s, &[("blocked_clients", "2")])
+        }),
         ("clients.idle", Some(Severity::Warn), |s| {
             cfg(s, &[("timeout", "0")]);
-            s.clients = (0..12).map(|i| crate::snapshot::ClientEntry { addr: format!("10.0.0.7:{i}"), idle: 7200, flags: "N".into(), ..Default::default() }).collect();
+            s.clients = (0..12)
+                .map(|i| crate::snapshot::ClientEntry {
+                    addr: format!("10.0.0.7:{i}"),
+                    idle: 7200,
+                    flags: "N".into(),
+                    ..Default::default()
+                })
+                .collect();
         }),
         ("clients.idle", None, |s| {
             cfg(s, &[("timeout", "0")]);
             // Subscribers idle by design and are exempt from timeout.
-            s.clients = (0..12).map(|i| crate::snapshot::ClientEntry { addr: format!("10.0.0.7:{i}"), idle: 7200, flags: "P".into(), subs: 1, ..Default::default() }).collect();
+            s.clients = (0..12)
+                .map(|i| crate::snapshot::ClientEntry {
+                    addr: format!("10.0.0.7:{i}"),
+                    idle: 7200,
+                    flags: "P".into(),
+                    subs: 1,
+                    ..Default::default()
+                })
+                .collect();
         }),
         ("clients.output-buffers", Some(Severity::Warn), |s| {
             s.clients = parse_client_list("id=1 addr=10.0.0.5:1 flags=N omem=8388608 cmd=subscribe\nid=2 addr=10.0.0.6:1 flags=N omem=0 cmd=get\n");
@@ -1012,24 +1147,80 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
         ("clients.output-buffers", Some(Severity::Warn), |s| {
             s.clients = parse_client_list("id=1 addr=10.0.0.2:1 flags=S omem=67108864 cmd=psync\n");
         }),
-        ("keys.session-no-ttl", Some(Severity::Warn), |s| s.keys = vec![key("sess:a", "string", 10, -1), key("session:b", "hash", 3, 600)]),
-        ("keys.session-no-ttl", None, |s| s.keys = vec![key("sess:a", "string", 10, 60)]),
-        ("keys.big", Some(Severity::Warn), |s| s.keys = vec![key("h", "hash", 6000, -1)]),
-        ("keys.big", Some(Severity::Warn), |s| set(s, &[("db0", "keys=2000000,expires=0,avg_ttl=0")])),
-        ("keys.big", None, |s| s.keys = vec![key("h", "hash", 4000, -1), key("s", "string", 90_000, -1)]),
+        ("keys.session-no-ttl", Some(Severity::Warn), |s| {
+            s.keys = vec![
+                key("sess:a", "string", 10, -1),
+                key("session:b", "hash", 3, 600),
+            ]
+        }),
+        ("keys.session-no-ttl", None, |s| {
+            s.keys = vec![key("sess:a", "string", 10, 60)]
+        }),
+        ("keys.big", Some(Severity::Warn), |s| {
+            s.keys = vec![key("h", "hash", 6000, -1)]
+        }),
+        ("keys.big", Some(Severity::Warn), |s| {
+            set(s, &[("db0", "keys=2000000,expires=0,avg_ttl=0")])
+        }),
+        ("keys.big", None, |s| {
+            s.keys = vec![key("h", "hash", 4000, -1), key("s", "string", 90_000, -1)]
+        }),
         ("slowlog.entries", Some(Severity::Warn), |s| {
             s.slowlog_len = Some(3);
-            s.slowlog = vec![SlowEntry { micros: 250_000, command: "KEYS".into() }];
+            s.slowlog = vec![SlowEntry {
+                micros: 250_000,
+                command: "KEYS".into(),
+            }];
         }),
-        ("latency.monitor-off", Some(Severity::Info), |s| cfg(s, &[("latency-monitor-threshold", "0")])),
-        ("latency.events", Some(Severity::Warn), |s| s.latency = vec![LatencyEvent { event: "fork".into(), latest_ms: 500, max_ms: 900 }]),
-        ("latency.slow-fork", Some(Severity::Warn), |s| set(s, &[("latest_fork_usec", "50000")])),
+        ("latency.monitor-off", Some(Severity::Info), |s| {
+            cfg(s, &[("latency-monitor-threshold", "0")])
+        }),
+        ("latency.events", Some(Severity::Warn), |s| {
+            s.latency = vec![LatencyEvent {
+                event: "fork".into(),
+                latest_ms: 500,
+                max_ms: 900,
+            }]
+        }),
+        ("latency.slow-fork", Some(Severity::Warn), |s| {
+            set(s, &[("latest_fork_usec", "50000")])
+        }),
         ("replication.link-down", Some(Severity::Critical), |s| {
-            set(s, &[("role", "slave"), ("master_host", "10.0.0.1"), ("master_port", "6379"), ("master_link_status", "down"), ("master_link_down_since_seconds", "95")])
+            set(
+                s,
+                &[
+                    ("role", "slave"),
+                    ("master_host", "10.0.0.1"),
+                    ("master_port", "6379"),
+                    ("master_link_status", "down"),
+                    ("master_link_down_since_seconds", "95"),
+                ],
+            )
         }),
-        ("replication.lag", Some(Severity::Warn), |s| set(s, &[("slave0", "ip=10.0.0.2,port=6379,state=online,offset=100,lag=30")])),
-        ("replication.lag", Some(Severity::Critical), |s| set(s, &[("role", "slave"), ("master_link_status", "up"), ("master_last_io_seconds_ago", "120")])),
-        ("replication.replica-endpoint", Some(Severity::Critical), |s| set(s, &[("role", "slave"), ("master_link_status", "up")])),
+        ("replication.lag", Some(Severity::Warn), |s| {
+            set(
+                s,
+                &[(
+                    "slave0",
+                    "ip=10.0.0.2,port=6379,state=online,offset=100,lag=30",
+                )],
+            )
+        }),
+        ("replication.lag", Some(Severity::Critical), |s| {
+            set(
+                s,
+                &[
+                    ("role", "slave"),
+                    ("master_link_status", "up"),
+                    ("master_last_io_seconds_ago", "120"),
+                ],
+            )
+        }),
+        (
+            "replication.replica-endpoint",
+            Some(Severity::Critical),
+            |s| set(s, &[("role", "slave"), ("master_link_status", "up")]),
+        ),
         ("replication.replica-endpoint", Some(Severity::Warn), |s| {
             set(s, &[("role", "slave"), ("master_link_status", "up")]);
             cfg(s, &[("replica-read-only", "no")]);
@@ -1037,18 +1228,47 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
         ("cluster.state", Some(Severity::Critical), |s| {
             s.cluster = parse_info("cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_slots_fail:100\r\ncluster_slots_pfail:0\r\n")
         }),
-        ("cluster.state", Some(Severity::Warn), |s| s.cluster = parse_info("cluster_state:ok\r\ncluster_slots_fail:0\r\ncluster_slots_pfail:5\r\n")),
-        ("cluster.state", None, |s| s.cluster = parse_info("cluster_state:ok\r\ncluster_slots_fail:0\r\ncluster_slots_pfail:0\r\n")),
-        ("host.thp", Some(Severity::Warn), |s| s.host.as_mut().unwrap().thp = Some("[always] madvise never".into())),
-        ("host.overcommit", Some(Severity::Warn), |s| s.host.as_mut().unwrap().overcommit = Some("0".into())),
-        ("host.somaxconn", Some(Severity::Warn), |s| s.host.as_mut().unwrap().somaxconn = Some(128)),
-        ("host.clocksource", Some(Severity::Warn), |s| s.host.as_mut().unwrap().clocksource = Some("xen".into())),
-        ("server.version", Some(Severity::Warn), |s| set(s, &[("redis_version", "6.0.9")])),
-        ("server.version", Some(Severity::Warn), |s| set(s, &[("redis_version", "7.0.15")])),
-        ("server.version", None, |s| set(s, &[("redis_version", "6.2.14")])),
-        ("server.version", None, |s| set(s, &[("redis_version", "8.2.1")])),
+        ("cluster.state", Some(Severity::Warn), |s| {
+            s.cluster =
+                parse_info("cluster_state:ok\r\ncluster_slots_fail:0\r\ncluster_slots_pfail:5\r\n")
+        }),
+        ("cluster.state", None, |s| {
+            s.cluster =
+                parse_info("cluster_state:ok\r\ncluster_slots_fail:0\r\ncluster_slots_pfail:0\r\n")
+        }),
+        ("host.thp", Some(Severity::Warn), |s| {
+            s.host.as_mut().unwrap().thp = Some("[always] madvise never".into())
+        }),
+        ("host.overcommit", Some(Severity::Warn), |s| {
+            s.host.as_mut().unwrap().overcommit = Some("0".into())
+        }),
+        ("host.somaxconn", Some(Severity::Warn), |s| {
+            s.host.as_mut().unwrap().somaxconn = Some(128)
+        }),
+        ("host.clocksource", Some(Severity::Warn), |s| {
+            s.host.as_mut().unwrap().clocksource = Some("xen".into())
+        }),
+        ("server.version", Some(Severity::Warn), |s| {
+            set(s, &[("redis_version", "6.0.9")])
+        }),
+        ("server.version", Some(Severity::Warn), |s| {
+            set(s, &[("redis_version", "7.0.15")])
+        }),
+        ("server.version", None, |s| {
+            set(s, &[("redis_version", "6.2.14")])
+        }),
+        ("server.version", None, |s| {
+            set(s, &[("redis_version", "8.2.1")])
+        }),
         ("security.exposed-no-auth", Some(Severity::Critical), |s| {
-            cfg(s, &[("bind", "0.0.0.0"), ("requirepass", ""), ("protected-mode", "no")]);
+            cfg(
+                s,
+                &[
+                    ("bind", "0.0.0.0"),
+                    ("requirepass", ""),
+                    ("protected-mode", "no"),
+                ],
+            );
             s.acl_users = vec!["user default on nopass ~* &* +@all".into()];
         }),
         ("security.exposed-no-auth", Some(Severity::Warn), |s| {
@@ -1061,25 +1281,43 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
         }),
         ("security.exposed-no-auth", Some(Severity::Critical), |s| {
             // Redis without ACLs: requirepass decides.
-            cfg(s, &[("bind", "0.0.0.0"), ("requirepass", ""), ("protected-mode", "no")]);
+            cfg(
+                s,
+                &[
+                    ("bind", "0.0.0.0"),
+                    ("requirepass", ""),
+                    ("protected-mode", "no"),
+                ],
+            );
             s.acl_users.clear();
         }),
-        ("security.dangerous-commands", Some(Severity::Warn), |s| s.dangerous = Some(("app".into(), vec!["FLUSHALL".into()]))),
+        ("security.dangerous-commands", Some(Severity::Warn), |s| {
+            s.dangerous = Some(("app".into(), vec!["FLUSHALL".into()]))
+        }),
         ("security.dangerous-commands", Some(Severity::Info), |s| {
             s.dangerous = Some(("default".into(), vec!["FLUSHALL".into()]));
             s.app_user_named = false;
         }),
-        ("scripts.cached", Some(Severity::Warn), |s| set(s, &[("number_of_cached_scripts", "1500")])),
+        ("scripts.cached", Some(Severity::Warn), |s| {
+            set(s, &[("number_of_cached_scripts", "1500")])
+        }),
     ];
 
     fn check(id: &str) -> &'static Check {
-        checks().iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no check {id}"))
+        checks()
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no check {id}"))
     }
 
     #[test]
     fn healthy_capture_fires_nothing() {
         let s = healthy();
-        let fired: Vec<_> = checks().iter().filter_map(|c| c.run(&s, &Thresholds::default())).map(|f| f.id).collect();
+        let fired: Vec<_> = checks()
+            .iter()
+            .filter_map(|c| c.run(&s, &Thresholds::default()))
+            .map(|f| f.id)
+            .collect();
         assert!(fired.is_empty(), "{fired:?}");
     }
 
@@ -1089,9 +1327,16 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
             let mut s = healthy();
             breaks(&mut s);
             let got = check(id).run(&s, &Thresholds::default());
-            assert_eq!(got.as_ref().map(|f| f.severity), *want, "case {i} ({id}): {got:?}");
+            assert_eq!(
+                got.as_ref().map(|f| f.severity),
+                *want,
+                "case {i} ({id}): {got:?}"
+            );
             if let Some(f) = got {
-                assert!(!f.detail.is_empty(), "case {i} ({id}) has no measured values");
+                assert!(
+                    !f.detail.is_empty(),
+                    "case {i} ({id}) has no measured values"
+                );
             }
         }
     }
@@ -1101,9 +1346,26 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
         let mut ids = std::collections::HashSet::new();
         for c in checks() {
             assert!(ids.insert(c.id), "duplicate id {}", c.id);
-            assert!(c.id.contains('.') && c.id == c.id.to_ascii_lowercase(), "{}", c.id);
-            assert!(c.catalog.starts_with('A') && !c.reads.is_empty() && !c.title.is_empty() && !c.fix.is_empty(), "{}", c.id);
-            assert!(CASES.iter().any(|(id, want, _)| *id == c.id && want.is_some()), "no firing case for {}", c.id);
+            assert!(
+                c.id.contains('.') && c.id == c.id.to_ascii_lowercase(),
+                "{}",
+                c.id
+            );
+            assert!(
+                c.catalog.starts_with('A')
+                    && !c.reads.is_empty()
+                    && !c.title.is_empty()
+                    && !c.fix.is_empty(),
+                "{}",
+                c.id
+            );
+            assert!(
+                CASES
+                    .iter()
+                    .any(|(id, want, _)| *id == c.id && want.is_some()),
+                "no firing case for {}",
+                c.id
+            );
         }
         // The whole catalog part A, 35 entries, is covered.
         let catalog: std::collections::HashSet<_> = checks().iter().map(|c| c.catalog).collect();
@@ -1114,9 +1376,19 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
     fn thresholds_are_honoured() {
         let mut s = healthy();
         set(&mut s, &[("used_memory", "700000000")]); // 65%
-        assert!(check("memory.near-maxmemory").run(&s, &Thresholds::default()).is_none());
-        let t = Thresholds { memory_warn_ratio: 0.6, ..Thresholds::default() };
-        assert_eq!(check("memory.near-maxmemory").run(&s, &t).map(|f| f.severity), Some(Severity::Warn));
+        assert!(check("memory.near-maxmemory")
+            .run(&s, &Thresholds::default())
+            .is_none());
+        let t = Thresholds {
+            memory_warn_ratio: 0.6,
+            ..Thresholds::default()
+        };
+        assert_eq!(
+            check("memory.near-maxmemory")
+                .run(&s, &t)
+                .map(|f| f.severity),
+            Some(Severity::Warn)
+        );
     }
 
     #[test]

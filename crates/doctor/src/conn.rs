@@ -65,11 +65,16 @@ impl Conn {
         deadline: Instant,
     ) -> Result<Conn, ConnError> {
         let step = step_deadline(connect_timeout, deadline);
-        let addrs: Vec<_> = match tokio::time::timeout_at(step, tokio::net::lookup_host((host, port))).await {
-            Err(_) => return Err(ConnError::Dns(format!("no answer from the resolver within {connect_timeout:?}"))),
-            Ok(Err(e)) => return Err(ConnError::Dns(e.to_string())),
-            Ok(Ok(a)) => a.collect(),
-        };
+        let addrs: Vec<_> =
+            match tokio::time::timeout_at(step, tokio::net::lookup_host((host, port))).await {
+                Err(_) => {
+                    return Err(ConnError::Dns(format!(
+                        "no answer from the resolver within {connect_timeout:?}"
+                    )))
+                }
+                Ok(Err(e)) => return Err(ConnError::Dns(e.to_string())),
+                Ok(Ok(a)) => a.collect(),
+            };
         let mut last = ConnError::Dns("the name resolved to no address".into());
         for addr in addrs {
             match tokio::time::timeout_at(step, TcpStream::connect(addr)).await {
@@ -78,7 +83,13 @@ impl Conn {
                 Ok(Ok(stream)) => {
                     // Small commands, answered one by one: don't let Nagle delay them.
                     let _ = stream.set_nodelay(true);
-                    return Ok(Conn { stream, buf: BytesMut::with_capacity(16 * 1024), command_timeout, deadline, pending_error: None });
+                    return Ok(Conn {
+                        stream,
+                        buf: BytesMut::with_capacity(16 * 1024),
+                        command_timeout,
+                        deadline,
+                        pending_error: None,
+                    });
                 }
             }
         }
@@ -95,7 +106,10 @@ impl Conn {
 
     /// Sends several commands in one write and reads their replies in order
     /// (one round trip for a SCAN page's TYPE or TTL lookups).
-    pub(crate) async fn pipeline(&mut self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Frame>, ConnError> {
+    pub(crate) async fn pipeline(
+        &mut self,
+        cmds: &[Vec<Vec<u8>>],
+    ) -> Result<Vec<Frame>, ConnError> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
@@ -144,10 +158,16 @@ impl Conn {
                     return Ok(frame);
                 }
                 Ok(None) => {}
-                Err(_) => return Err(ConnError::NotResp { first: self.buf[..self.buf.len().min(16)].to_vec() }),
+                Err(_) => {
+                    return Err(ConnError::NotResp {
+                        first: self.buf[..self.buf.len().min(16)].to_vec(),
+                    })
+                }
             }
             if self.buf.len() > MAX_REPLY_BYTES {
-                return Err(ConnError::NotResp { first: self.buf[..16].to_vec() });
+                return Err(ConnError::NotResp {
+                    first: self.buf[..16].to_vec(),
+                });
             }
             match tokio::time::timeout_at(step, self.stream.read_buf(&mut self.buf)).await {
                 Err(_) => return Err(ConnError::Timeout(self.command_timeout)),
@@ -155,7 +175,9 @@ impl Conn {
                     return if self.buf.is_empty() {
                         Err(ConnError::Closed)
                     } else {
-                        Err(ConnError::NotResp { first: self.buf[..self.buf.len().min(16)].to_vec() })
+                        Err(ConnError::NotResp {
+                            first: self.buf[..self.buf.len().min(16)].to_vec(),
+                        })
                     }
                 }
                 Ok(Ok(_)) => {}
@@ -179,6 +201,8 @@ pub(crate) fn text(frame: &Frame) -> Option<String> {
             Some(s.get(4..).unwrap_or("").to_string())
         }
         Frame::Error(b) | Frame::BulkError(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        other => other.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()),
+        other => other
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
     }
 }

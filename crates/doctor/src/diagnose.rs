@@ -1,5 +1,5 @@
 //! Running a diagnosis: connect (diagnosing the connection itself when
-//! that fails), gather one [`Snapshot`] with bounded reads, then run
+//! that fails), gather one snapshot with bounded reads, then run
 //! every check on it.
 
 use std::path::PathBuf;
@@ -12,7 +12,9 @@ use crate::checks::checks;
 use crate::conn::{text, Conn, ConnError};
 use crate::host::HostFacts;
 use crate::report::Report;
-use crate::snapshot::{parse_client_list, parse_info, LatencyEvent, SampledKey, SlowEntry, Snapshot};
+use crate::snapshot::{
+    parse_client_list, parse_info, LatencyEvent, SampledKey, SlowEntry, Snapshot,
+};
 use crate::target::{Target, UrlError};
 use crate::thresholds::Thresholds;
 use crate::unreachable;
@@ -53,7 +55,11 @@ const CONFIG_KEYS: &[&str] = &[
 
 /// Commands an application user should not be able to run; probed with
 /// ACL DRYRUN, which only checks permissions and runs nothing.
-const DANGEROUS_PROBES: &[&[&str]] = &[&["FLUSHALL"], &["KEYS", "*"], &["CONFIG", "SET", "maxmemory", "0"]];
+const DANGEROUS_PROBES: &[&[&str]] = &[
+    &["FLUSHALL"],
+    &["KEYS", "*"],
+    &["CONFIG", "SET", "maxmemory", "0"],
+];
 
 /// Whether to read host facts (`/proc`, `/sys`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +132,9 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
                 UrlError::Invalid(_) => "connection.bad-url",
             };
             report.target = redact_unparsed(url);
-            report.findings.push(unreachable::finding(id, e.to_string()));
+            report
+                .findings
+                .push(unreachable::finding(id, e.to_string()));
             return finish(report, started);
         }
     };
@@ -138,7 +146,10 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
         Ok(()) => {}
         Err(_) => report.findings.push(unreachable::finding(
             "connection.timeout",
-            format!("the diagnosis did not finish within {:?}", opts.total_timeout),
+            format!(
+                "the diagnosis did not finish within {:?}",
+                opts.total_timeout
+            ),
         )),
     }
     finish(report, started)
@@ -153,27 +164,46 @@ fn finish(mut report: Report, started: Instant) -> Report {
 /// Connects, authenticates, gathers and checks, filling `report`.
 async fn run(target: &Target, opts: &DoctorOptions, deadline: Instant, report: &mut Report) {
     let addr = target.addr();
-    let mut conn = match Conn::connect(&target.host, target.port, opts.connect_timeout, opts.command_timeout, deadline).await {
+    let mut conn = match Conn::connect(
+        &target.host,
+        target.port,
+        opts.connect_timeout,
+        opts.command_timeout,
+        deadline,
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => {
-            report.findings.push(unreachable::finding(unreachable::classify(&e), format!("{addr}: {e}")));
+            report.findings.push(unreachable::finding(
+                unreachable::classify(&e),
+                format!("{addr}: {e}"),
+            ));
             return;
         }
     };
     if let Err((id, detail)) = handshake(&mut conn, target).await {
-        report.findings.push(unreachable::finding(id, format!("{addr}: {detail}")));
+        report
+            .findings
+            .push(unreachable::finding(id, format!("{addr}: {detail}")));
         return;
     }
     let info = match conn.call(&["INFO"]).await {
         Ok(f) if f.is_error() => {
             let t = text(&f).unwrap_or_default();
             let id = unreachable::classify_reply(&t).unwrap_or("connection.noperm");
-            report.findings.push(unreachable::finding(id, format!("{addr}: INFO answered {t}")));
+            report.findings.push(unreachable::finding(
+                id,
+                format!("{addr}: INFO answered {t}"),
+            ));
             return;
         }
         Ok(f) => parse_info(&text(&f).unwrap_or_default()),
         Err(e) => {
-            report.findings.push(unreachable::finding(unreachable::classify(&e), format!("{addr}: INFO: {e}")));
+            report.findings.push(unreachable::finding(
+                unreachable::classify(&e),
+                format!("{addr}: INFO: {e}"),
+            ));
             return;
         }
     };
@@ -182,7 +212,10 @@ async fn run(target: &Target, opts: &DoctorOptions, deadline: Instant, report: &
     report.role = info.get("role").cloned();
     let mut snap = Snapshot {
         info,
-        now_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        now_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         ..Default::default()
     };
     if let Err(e) = gather(&mut conn, opts, &mut snap, &mut report.skipped).await {
@@ -224,7 +257,10 @@ async fn handshake(conn: &mut Conn, target: &Target) -> Result<(), (&'static str
     steps.push(vec!["CLIENT".into(), "SETNAME".into(), CLIENT_NAME.into()]);
     steps.push(vec!["PING".into()]);
     for step in steps {
-        let reply = conn.call(&step).await.map_err(|e| (unreachable::classify(&e), e.to_string()))?;
+        let reply = conn
+            .call(&step)
+            .await
+            .map_err(|e| (unreachable::classify(&e), e.to_string()))?;
         if let Some(t) = reply.error_text() {
             let t = String::from_utf8_lossy(t).into_owned();
             if let Some(id) = unreachable::classify_reply(&t) {
@@ -245,19 +281,29 @@ async fn gather(
     snap: &mut Snapshot,
     skipped: &mut Vec<String>,
 ) -> Result<(), ConnError> {
-    let cmds: Vec<Vec<Vec<u8>>> = CONFIG_KEYS.iter().map(|k| args(&["CONFIG", "GET", k])).collect();
+    let cmds: Vec<Vec<Vec<u8>>> = CONFIG_KEYS
+        .iter()
+        .map(|k| args(&["CONFIG", "GET", k]))
+        .collect();
     for (k, reply) in CONFIG_KEYS.iter().zip(conn.pipeline(&cmds).await?) {
         match reply {
             Frame::Array(kv) if kv.len() >= 2 => {
                 let v = text(&kv[1]).unwrap_or_default();
                 // Keep only whether a password is set, never the password.
-                let v = if *k == "requirepass" && !v.is_empty() { "(set)".to_string() } else { v };
+                let v = if *k == "requirepass" && !v.is_empty() {
+                    "(set)".to_string()
+                } else {
+                    v
+                };
                 snap.config.insert(k.to_string(), v);
             }
             Frame::Map(kv) if !kv.is_empty() => {
-                snap.config.insert(k.to_string(), text(&kv[0].1).unwrap_or_default());
+                snap.config
+                    .insert(k.to_string(), text(&kv[0].1).unwrap_or_default());
             }
-            f if f.is_error() => skipped.push(format!("CONFIG GET {k}: {}", text(&f).unwrap_or_default())),
+            f if f.is_error() => {
+                skipped.push(format!("CONFIG GET {k}: {}", text(&f).unwrap_or_default()))
+            }
             _ => {}
         }
     }
@@ -268,17 +314,28 @@ async fn gather(
             snap.clients.retain(|c| c.name != CLIENT_NAME);
         }
     }
-    let slow = conn.pipeline(&[args(&["SLOWLOG", "LEN"]), args(&["SLOWLOG", "GET", &SLOWLOG_ENTRIES.to_string()])]).await?;
+    let slow = conn
+        .pipeline(&[
+            args(&["SLOWLOG", "LEN"]),
+            args(&["SLOWLOG", "GET", &SLOWLOG_ENTRIES.to_string()]),
+        ])
+        .await?;
     let own = |f: &&Frame| matches!(f, Frame::Array(p) if p.get(5).and_then(text).as_deref() == Some(CLIENT_NAME));
     let own_count = match &slow[1] {
         Frame::Array(entries) => {
-            snap.slowlog = entries.iter().filter(|f| !own(f)).filter_map(slow_entry).collect();
+            snap.slowlog = entries
+                .iter()
+                .filter(|f| !own(f))
+                .filter_map(slow_entry)
+                .collect();
             entries.iter().filter(own).count() as u64
         }
         _ => 0,
     };
     match &slow[0] {
-        Frame::Integer(n) => snap.slowlog_len = u64::try_from(*n).ok().map(|n| n.saturating_sub(own_count)),
+        Frame::Integer(n) => {
+            snap.slowlog_len = u64::try_from(*n).ok().map(|n| n.saturating_sub(own_count))
+        }
         f => skipped.push(format!("SLOWLOG: {}", text(f).unwrap_or_default())),
     }
     match conn.call(&["LATENCY", "LATEST"]).await? {
@@ -287,7 +344,9 @@ async fn gather(
     }
     if snap.s("cluster_enabled") == Some("1") {
         match conn.call(&["CLUSTER", "INFO"]).await? {
-            f if f.is_error() => skipped.push(format!("CLUSTER INFO: {}", text(&f).unwrap_or_default())),
+            f if f.is_error() => {
+                skipped.push(format!("CLUSTER INFO: {}", text(&f).unwrap_or_default()))
+            }
             f => snap.cluster = parse_info(&text(&f).unwrap_or_default()),
         }
     }
@@ -299,7 +358,12 @@ async fn gather(
     Ok(())
 }
 
-async fn gather_acl(conn: &mut Conn, opts: &DoctorOptions, snap: &mut Snapshot, skipped: &mut Vec<String>) -> Result<(), ConnError> {
+async fn gather_acl(
+    conn: &mut Conn,
+    opts: &DoctorOptions,
+    snap: &mut Snapshot,
+    skipped: &mut Vec<String>,
+) -> Result<(), ConnError> {
     match conn.call(&["ACL", "LIST"]).await? {
         Frame::Array(lines) => snap.acl_users = lines.iter().filter_map(text).collect(),
         // Redis < 6 has no ACL; requirepass then tells about passwords.
@@ -313,7 +377,10 @@ async fn gather_acl(conn: &mut Conn, opts: &DoctorOptions, snap: &mut Snapshot, 
         None => {
             // Judge the default user only while it is enabled: it is who
             // every client that skips AUTH acts as.
-            let default_on = snap.acl_users.iter().any(|l| l.starts_with("user default ") && l.split_whitespace().any(|w| w == "on"));
+            let default_on = snap
+                .acl_users
+                .iter()
+                .any(|l| l.starts_with("user default ") && l.split_whitespace().any(|w| w == "on"));
             if !default_on {
                 return Ok(());
             }
@@ -332,7 +399,9 @@ async fn gather_acl(conn: &mut Conn, opts: &DoctorOptions, snap: &mut Snapshot, 
     let mut allowed = Vec::new();
     for (probe, reply) in DANGEROUS_PROBES.iter().zip(&replies) {
         match reply {
-            Frame::Simple(s) if s.as_ref() == b"OK" => allowed.push(probe[..probe.len().min(2)].join(" ")),
+            Frame::Simple(s) if s.as_ref() == b"OK" => {
+                allowed.push(probe[..probe.len().min(2)].join(" "))
+            }
             // DRYRUN needs Redis 7; an error means we cannot tell.
             Frame::Error(e) => {
                 skipped.push(format!("ACL DRYRUN {user}: {}", String::from_utf8_lossy(e)));
@@ -348,18 +417,31 @@ async fn gather_acl(conn: &mut Conn, opts: &DoctorOptions, snap: &mut Snapshot, 
 
 /// A bounded SCAN sample: at most `max` keys, with type, size and TTL,
 /// in pages of [`SCAN_PAGE`] so no single call blocks Redis for long.
-async fn sample_keys(conn: &mut Conn, max: usize, skipped: &mut Vec<String>) -> Result<Vec<SampledKey>, ConnError> {
+async fn sample_keys(
+    conn: &mut Conn,
+    max: usize,
+    skipped: &mut Vec<String>,
+) -> Result<Vec<SampledKey>, ConnError> {
     let mut names: Vec<Vec<u8>> = Vec::new();
     let mut cursor = b"0".to_vec();
     // SCAN may return empty pages; bound the calls as well as the keys.
     let max_calls = max / SCAN_PAGE + 10;
     for _ in 0..max_calls {
-        let reply = conn.call(&[b"SCAN".as_slice(), &cursor, b"COUNT", SCAN_PAGE.to_string().as_bytes()]).await?;
+        let reply = conn
+            .call(&[
+                b"SCAN".as_slice(),
+                &cursor,
+                b"COUNT",
+                SCAN_PAGE.to_string().as_bytes(),
+            ])
+            .await?;
         let Frame::Array(parts) = reply else {
             skipped.push(format!("SCAN: {}", text(&reply).unwrap_or_default()));
             return Ok(Vec::new());
         };
-        let (Some(next), Some(Frame::Array(keys))) = (parts.first().and_then(|f| f.as_bytes()), parts.get(1)) else {
+        let (Some(next), Some(Frame::Array(keys))) =
+            (parts.first().and_then(|f| f.as_bytes()), parts.get(1))
+        else {
             break;
         };
         cursor = next.to_vec();
@@ -371,7 +453,14 @@ async fn sample_keys(conn: &mut Conn, max: usize, skipped: &mut Vec<String>) -> 
     names.truncate(max);
     let mut out = Vec::with_capacity(names.len());
     for chunk in names.chunks(SCAN_PAGE) {
-        let types = conn.pipeline(&chunk.iter().map(|k| vec![b"TYPE".to_vec(), k.clone()]).collect::<Vec<_>>()).await?;
+        let types = conn
+            .pipeline(
+                &chunk
+                    .iter()
+                    .map(|k| vec![b"TYPE".to_vec(), k.clone()])
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
         let kinds: Vec<String> = types.iter().map(|t| text(t).unwrap_or_default()).collect();
         let mut cmds = Vec::with_capacity(chunk.len() * 2);
         for (k, kind) in chunk.iter().zip(&kinds) {
@@ -391,7 +480,10 @@ async fn sample_keys(conn: &mut Conn, max: usize, skipped: &mut Vec<String>) -> 
         }
         let replies = conn.pipeline(&cmds).await?;
         for ((k, kind), pair) in chunk.iter().zip(kinds).zip(replies.chunks(2)) {
-            let known = matches!(kind.as_str(), "string" | "hash" | "list" | "set" | "zset" | "stream");
+            let known = matches!(
+                kind.as_str(),
+                "string" | "hash" | "list" | "set" | "zset" | "stream"
+            );
             let size = match (&pair[0], known) {
                 (Frame::Integer(n), true) => u64::try_from(*n).ok(),
                 _ => None,
@@ -404,7 +496,12 @@ async fn sample_keys(conn: &mut Conn, max: usize, skipped: &mut Vec<String>) -> 
             if ttl == -2 {
                 continue;
             }
-            out.push(SampledKey { name: String::from_utf8_lossy(k).into_owned(), kind, size, ttl });
+            out.push(SampledKey {
+                name: String::from_utf8_lossy(k).into_owned(),
+                kind,
+                size,
+                ttl,
+            });
         }
     }
     Ok(out)
@@ -429,7 +526,11 @@ fn latency_event(f: &Frame) -> Option<LatencyEvent> {
         Some(Frame::Integer(v)) => u64::try_from(*v).ok(),
         _ => None,
     };
-    Some(LatencyEvent { event: text(p.first()?)?, latest_ms: n(2)?, max_ms: n(3)? })
+    Some(LatencyEvent {
+        event: text(p.first()?)?,
+        latest_ms: n(2)?,
+        max_ms: n(3)?,
+    })
 }
 
 fn args(a: &[&str]) -> Vec<Vec<u8>> {

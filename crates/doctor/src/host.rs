@@ -25,7 +25,11 @@ impl HostFacts {
     /// that pid is a redis process here (in a container it may be another
     /// namespace's pid, or another program).
     pub(crate) fn read(root: &Path, pid: Option<u32>) -> HostFacts {
-        let read = |p: &str| std::fs::read_to_string(root.join(p)).ok().map(|s| s.trim().to_string());
+        let read = |p: &str| {
+            std::fs::read_to_string(root.join(p))
+                .ok()
+                .map(|s| s.trim().to_string())
+        };
         let redis_swap_kb = pid.and_then(|pid| {
             let comm = read(&format!("proc/{pid}/comm"))?;
             if !comm.contains("redis") {
@@ -71,10 +75,16 @@ mod tests {
             std::fs::create_dir_all(f.parent().unwrap()).unwrap();
             std::fs::write(f, s).unwrap();
         };
-        w("sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never\n");
+        w(
+            "sys/kernel/mm/transparent_hugepage/enabled",
+            "[always] madvise never\n",
+        );
         w("proc/sys/vm/overcommit_memory", "0\n");
         w("proc/sys/net/core/somaxconn", "128\n");
-        w("sys/devices/system/clocksource/clocksource0/current_clocksource", "xen\n");
+        w(
+            "sys/devices/system/clocksource/clocksource0/current_clocksource",
+            "xen\n",
+        );
         w("proc/42/comm", "redis-server\n");
         w("proc/42/status", "VmSwap:\t512 kB\n");
         w("proc/43/comm", "nginx\n");

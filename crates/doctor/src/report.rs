@@ -36,12 +36,16 @@ pub struct Report {
 impl Report {
     /// Sorts findings worst first, keeping check order within a severity.
     pub(crate) fn sort(&mut self) {
-        self.findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+        self.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     }
 
     /// The worst severity found (`Ok` when nothing fired).
     pub fn worst(&self) -> Severity {
-        self.findings.iter().map(|f| f.severity).max().unwrap_or(Severity::Ok)
+        self.findings
+            .iter()
+            .map(|f| f.severity)
+            .max()
+            .unwrap_or(Severity::Ok)
     }
 
     /// True when a finding with this id is present.
@@ -84,8 +88,15 @@ impl Report {
         if let Some(r) = &self.role {
             about.push(r.clone());
         }
-        let about = if about.is_empty() { String::new() } else { format!(" ({})", about.join(", ")) };
-        out.push_str(&format!("redoubt doctor: {}{about}: {verdict}\n", self.target));
+        let about = if about.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", about.join(", "))
+        };
+        out.push_str(&format!(
+            "redoubt doctor: {}{about}: {verdict}\n",
+            self.target
+        ));
         let count = |s: Severity| self.findings.iter().filter(|f| f.severity == s).count();
         out.push_str(&format!(
             "{} critical, {} warning, {} info; {} checks in {} ms{}\n",
@@ -94,11 +105,20 @@ impl Report {
             count(Severity::Info),
             self.checks_run,
             self.elapsed_ms,
-            if self.diagnosable && !self.host_checks { "; host checks skipped (Redis is not local)" } else { "" }
+            if self.diagnosable && !self.host_checks {
+                "; host checks skipped (Redis is not local)"
+            } else {
+                ""
+            }
         ));
         for f in &self.findings {
             out.push('\n');
-            out.push_str(&format!("{} {}  {}\n", f.severity.label(color), paint(&f.title, "1", color), paint(&f.id, "2", color)));
+            out.push_str(&format!(
+                "{} {}  {}\n",
+                f.severity.label(color),
+                paint(&f.title, "1", color),
+                paint(&f.id, "2", color)
+            ));
             if !f.detail.is_empty() {
                 out.push_str(&format!("     {}\n", f.detail));
             }
@@ -129,7 +149,14 @@ mod tests {
     use super::*;
 
     fn f(id: &str, severity: Severity) -> Finding {
-        Finding { id: id.into(), severity, title: format!("t {id}"), detail: "d".into(), fix: "do x".into(), causes: vec![] }
+        Finding {
+            id: id.into(),
+            severity,
+            title: format!("t {id}"),
+            detail: "d".into(),
+            fix: "do x".into(),
+            causes: vec![],
+        }
     }
 
     fn report(findings: Vec<Finding>, diagnosable: bool) -> Report {
@@ -153,14 +180,34 @@ mod tests {
     fn exit_codes_follow_the_worst_finding() {
         assert_eq!(report(vec![], true).exit_code(), 0);
         assert_eq!(report(vec![f("a", Severity::Info)], true).exit_code(), 0);
-        assert_eq!(report(vec![f("a", Severity::Info), f("b", Severity::Warn)], true).exit_code(), 1);
-        assert_eq!(report(vec![f("b", Severity::Warn), f("c", Severity::Critical)], true).exit_code(), 2);
-        assert_eq!(report(vec![f("c", Severity::Critical)], false).exit_code(), 3);
+        assert_eq!(
+            report(vec![f("a", Severity::Info), f("b", Severity::Warn)], true).exit_code(),
+            1
+        );
+        assert_eq!(
+            report(
+                vec![f("b", Severity::Warn), f("c", Severity::Critical)],
+                true
+            )
+            .exit_code(),
+            2
+        );
+        assert_eq!(
+            report(vec![f("c", Severity::Critical)], false).exit_code(),
+            3
+        );
     }
 
     #[test]
     fn text_lists_worst_first_with_fixes() {
-        let r = report(vec![f("low", Severity::Info), f("high", Severity::Critical), f("mid", Severity::Warn)], true);
+        let r = report(
+            vec![
+                f("low", Severity::Info),
+                f("high", Severity::Critical),
+                f("mid", Severity::Warn),
+            ],
+            true,
+        );
         let t = r.render_text(false);
         let pos = |s: &str| t.find(s).unwrap_or_else(|| panic!("{s} missing in {t}"));
         assert!(pos("high") < pos("mid") && pos("mid") < pos("low"));

@@ -61,7 +61,12 @@ mod tests {
 
     #[test]
     fn worst_severity_is_the_maximum() {
-        let all = [Severity::Info, Severity::Critical, Severity::Ok, Severity::Warn];
+        let all = [
+            Severity::Info,
+            Severity::Critical,
+            Severity::Ok,
+            Severity::Warn,
+        ];
         assert_eq!(all.iter().max(), Some(&Severity::Critical));
         assert!(Severity::Warn > Severity::Info);
     }

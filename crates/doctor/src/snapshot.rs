@@ -94,7 +94,9 @@ impl Snapshot {
 
     /// Redis's clock when it reports it, else ours.
     pub fn now(&self) -> u64 {
-        self.u("server_time_usec").map(|us| us / 1_000_000).unwrap_or(self.now_unix)
+        self.u("server_time_usec")
+            .map(|us| us / 1_000_000)
+            .unwrap_or(self.now_unix)
     }
 }
 
@@ -144,7 +146,10 @@ mod tests {
     fn info_sections_flatten_into_one_map() {
         let m = parse_info("# Memory\r\nused_memory:100\r\nmaxmemory:0\r\n\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n");
         assert_eq!(m.get("used_memory").map(String::as_str), Some("100"));
-        assert_eq!(m.get("db0").map(String::as_str), Some("keys=3,expires=0,avg_ttl=0"));
+        assert_eq!(
+            m.get("db0").map(String::as_str),
+            Some("keys=3,expires=0,avg_ttl=0")
+        );
         assert_eq!(m.len(), 3);
     }
 

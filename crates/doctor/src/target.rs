@@ -37,13 +37,21 @@ impl Target {
     /// Parses a URL. Percent-escapes in user and password are decoded,
     /// since passwords often contain `@` or `:`.
     pub fn parse(url: &str) -> Result<Target, UrlError> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| UrlError::Invalid(format!("{url:?} has no scheme (expected redis://host:port)")))?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            UrlError::Invalid(format!(
+                "{url:?} has no scheme (expected redis://host:port)"
+            ))
+        })?;
         match scheme.to_ascii_lowercase().as_str() {
             "redis" => {}
-            s @ ("rediss" | "redis+sentinel" | "redis+cluster" | "redis+tls") => return Err(UrlError::Unsupported(s.into())),
-            s => return Err(UrlError::Invalid(format!("unknown scheme {s:?} (expected redis://)"))),
+            s @ ("rediss" | "redis+sentinel" | "redis+cluster" | "redis+tls") => {
+                return Err(UrlError::Unsupported(s.into()))
+            }
+            s => {
+                return Err(UrlError::Invalid(format!(
+                    "unknown scheme {s:?} (expected redis://)"
+                )))
+            }
         }
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i + 1..]),
@@ -68,9 +76,17 @@ impl Target {
         let db = if db_text.is_empty() {
             0
         } else {
-            db_text.parse().map_err(|_| UrlError::Invalid(format!("database {db_text:?} is not a number")))?
+            db_text
+                .parse()
+                .map_err(|_| UrlError::Invalid(format!("database {db_text:?} is not a number")))?
         };
-        Ok(Target { host, port, user, password, db })
+        Ok(Target {
+            host,
+            port,
+            user,
+            password,
+            db,
+        })
     }
 
     /// `host:port`, bracketing IPv6 literals.
@@ -90,7 +106,11 @@ impl Target {
             (Some(u), None) => format!("{u}@"),
             (None, None) => String::new(),
         };
-        let db = if self.db == 0 { String::new() } else { format!("/{}", self.db) };
+        let db = if self.db == 0 {
+            String::new()
+        } else {
+            format!("/{}", self.db)
+        };
         format!("redis://{auth}{}{db}", self.addr())
     }
 
@@ -101,7 +121,10 @@ impl Target {
         if self.host.eq_ignore_ascii_case("localhost") {
             return true;
         }
-        self.host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+        self.host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
     }
 }
 
@@ -111,7 +134,9 @@ fn non_empty(s: String) -> Option<String> {
 
 fn split_host_port(hp: &str) -> Result<(String, u16), UrlError> {
     let (host, port) = if let Some(rest) = hp.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(|| UrlError::Invalid(format!("unclosed '[' in {hp:?}")))?;
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| UrlError::Invalid(format!("unclosed '[' in {hp:?}")))?;
         (h, after.strip_prefix(':'))
     } else {
         match hp.rsplit_once(':') {
@@ -121,7 +146,9 @@ fn split_host_port(hp: &str) -> Result<(String, u16), UrlError> {
     };
     let port = match port {
         None | Some("") => DEFAULT_PORT,
-        Some(p) => p.parse().map_err(|_| UrlError::Invalid(format!("port {p:?} is not a number from 1 to 65535")))?,
+        Some(p) => p.parse().map_err(|_| {
+            UrlError::Invalid(format!("port {p:?} is not a number from 1 to 65535"))
+        })?,
     };
     Ok((host.to_string(), port))
 }
@@ -183,14 +210,27 @@ mod tests {
 
     #[test]
     fn tls_and_sentinel_schemes_are_not_supported_yet() {
-        for u in ["rediss://h:6379", "redis+sentinel://h:26379", "redis+cluster://h"] {
-            assert!(matches!(Target::parse(u), Err(UrlError::Unsupported(_))), "{u}");
+        for u in [
+            "rediss://h:6379",
+            "redis+sentinel://h:26379",
+            "redis+cluster://h",
+        ] {
+            assert!(
+                matches!(Target::parse(u), Err(UrlError::Unsupported(_))),
+                "{u}"
+            );
         }
     }
 
     #[test]
     fn garbage_is_invalid() {
-        for u in ["localhost:6379", "http://h", "redis://h:99999", "redis://h:1/x", "redis://:1"] {
+        for u in [
+            "localhost:6379",
+            "http://h",
+            "redis://h:99999",
+            "redis://h:1/x",
+            "redis://:1",
+        ] {
             assert!(matches!(Target::parse(u), Err(UrlError::Invalid(_))), "{u}");
         }
     }

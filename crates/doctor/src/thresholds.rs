@@ -72,38 +72,68 @@ pub const CACHED_SCRIPTS_WARN: u64 = 1000;
 /// Every threshold the checks use; `Thresholds::default()` gives the
 /// constants above.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[allow(missing_docs)] // each field is documented by its constant above
 pub struct Thresholds {
+    /// Default [`MEMORY_WARN_RATIO`].
     pub memory_warn_ratio: f64,
+    /// Default [`MEMORY_CRITICAL_RATIO`].
     pub memory_critical_ratio: f64,
+    /// Default [`SYSTEM_MEMORY_WARN_RATIO`].
     pub system_memory_warn_ratio: f64,
+    /// Default [`SYSTEM_MEMORY_CRITICAL_RATIO`].
     pub system_memory_critical_ratio: f64,
+    /// Default [`CACHE_LIKE_SHARE`].
     pub cache_like_share: f64,
+    /// Default [`FRAGMENTATION_WARN_RATIO`].
     pub fragmentation_warn_ratio: f64,
+    /// Default [`ALLOCATOR_FRAG_WARN_RATIO`].
     pub allocator_frag_warn_ratio: f64,
+    /// Default [`FRAGMENTATION_MIN_BYTES`].
     pub fragmentation_min_bytes: u64,
+    /// Default [`FRAGMENTATION_MIN_USED_BYTES`].
     pub fragmentation_min_used_bytes: u64,
+    /// Default [`PEAK_RATIO_INFO`].
     pub peak_ratio_info: f64,
+    /// Default [`SWAPPED_RATIO`].
     pub swapped_ratio: f64,
+    /// Default [`LAST_SAVE_MAX_AGE_SECS`].
     pub last_save_max_age_secs: u64,
+    /// Default [`UNSAVED_CHANGES_WARN`].
     pub unsaved_changes_warn: u64,
+    /// Default [`RECENT_RESTART_SECS`].
     pub recent_restart_secs: u64,
+    /// Default [`CLIENTS_WARN_RATIO`].
     pub clients_warn_ratio: f64,
+    /// Default [`CLIENTS_CRITICAL_RATIO`].
     pub clients_critical_ratio: f64,
+    /// Default [`BLOCKED_CLIENTS_WARN`].
     pub blocked_clients_warn: u64,
+    /// Default [`IDLE_CLIENT_SECS`].
     pub idle_client_secs: u64,
+    /// Default [`IDLE_CLIENTS_WARN`].
     pub idle_clients_warn: usize,
+    /// Default [`CLIENT_OUTPUT_AVG_WARN_BYTES`].
     pub client_output_avg_warn_bytes: u64,
+    /// Default [`REPLICA_OUTPUT_WARN_BYTES`].
     pub replica_output_warn_bytes: u64,
+    /// Default [`SCAN_SAMPLE_KEYS`].
     pub scan_sample_keys: usize,
+    /// Default [`BIG_STRING_BYTES`].
     pub big_string_bytes: u64,
+    /// Default [`BIG_HASH_FIELDS`].
     pub big_hash_fields: u64,
+    /// Default [`BIG_COLLECTION_ITEMS`].
     pub big_collection_items: u64,
+    /// Default [`MANY_KEYS`].
     pub many_keys: u64,
+    /// Default [`REPLICA_LAG_WARN_SECS`].
     pub replica_lag_warn_secs: u64,
+    /// Default [`MASTER_SILENCE_CRIT_SECS`].
     pub master_silence_crit_secs: u64,
+    /// Default [`FORK_GB_PER_SEC_WARN`].
     pub fork_gb_per_sec_warn: f64,
+    /// Default [`FORK_MIN_MEMORY_BYTES`].
     pub fork_min_memory_bytes: u64,
+    /// Default [`CACHED_SCRIPTS_WARN`].
     pub cached_scripts_warn: u64,
 }
 

@@ -90,8 +90,17 @@ fn compile(text: &str) -> Result<Compiled, TableError> {
             pattern_sig.push(i);
         }
     }
-    let set = RegexSetBuilder::new(patterns).case_insensitive(true).size_limit(64 << 20).build()?;
-    Ok(Compiled { causes: catalog.cause, signatures: catalog.signature, sig_cause, set, pattern_sig })
+    let set = RegexSetBuilder::new(patterns)
+        .case_insensitive(true)
+        .size_limit(64 << 20)
+        .build()?;
+    Ok(Compiled {
+        causes: catalog.cause,
+        signatures: catalog.signature,
+        sig_cause,
+        set,
+        pattern_sig,
+    })
 }
 
 fn compiled() -> &'static Compiled {
@@ -214,7 +223,11 @@ impl Triage {
         t.signatures
             .iter()
             .zip(&t.sig_cause)
-            .map(|(s, c)| SignatureInfo { id: &s.id, cause: &t.causes[*c].id, catalog: &s.catalog })
+            .map(|(s, c)| SignatureInfo {
+                id: &s.id,
+                cause: &t.causes[*c].id,
+                catalog: &s.catalog,
+            })
             .collect()
     }
 
@@ -246,7 +259,10 @@ impl Triage {
         }
         // One line counts once per cause, however many patterns matched.
         self.hits.sort_unstable_by_key(|s| (t.sig_cause[*s], *s));
-        let here = Location { source: self.source.clone(), line: self.line };
+        let here = Location {
+            source: self.source.clone(),
+            line: self.line,
+        };
         let mut last_cause = usize::MAX;
         for &sig in &self.hits {
             let cause = t.sig_cause[sig];
@@ -308,8 +324,17 @@ impl Triage {
                 }
             })
             .collect();
-        groups.sort_by(|a, b| b.severity.cmp(&a.severity).then(b.count.cmp(&a.count)).then(a.first.line.cmp(&b.first.line)));
-        TriageReport { lines: self.lines, long_lines: self.long_lines, groups }
+        groups.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then(b.count.cmp(&a.count))
+                .then(a.first.line.cmp(&b.first.line))
+        });
+        TriageReport {
+            lines: self.lines,
+            long_lines: self.long_lines,
+            groups,
+        }
     }
 }
 
@@ -349,7 +374,11 @@ impl TriageReport {
             }
         );
         for g in &self.groups {
-            let span = if g.first == g.last { format!("{}", g.first) } else { format!("{} … {}", g.first, g.last) };
+            let span = if g.first == g.last {
+                format!("{}", g.first)
+            } else {
+                format!("{} … {}", g.first, g.last)
+            };
             out.push_str(&format!(
                 "\n{} {}  {} ×{}, {}\n",
                 g.severity.label(color),
@@ -365,7 +394,11 @@ impl TriageReport {
             out.push_str(&format!("     first step: {}\n", g.first_step));
         }
         if self.long_lines > 0 {
-            out.push_str(&format!("\n{} lines longer than {} KiB were matched on their start only\n", self.long_lines, MAX_LINE_BYTES / 1024));
+            out.push_str(&format!(
+                "\n{} lines longer than {} KiB were matched on their start only\n",
+                self.long_lines,
+                MAX_LINE_BYTES / 1024
+            ));
         }
         out
     }
@@ -383,7 +416,11 @@ impl TriageReport {
 /// Reads one line (up to and including `\n`) into `buf`, keeping at most
 /// `cap` bytes and skipping the rest of a longer line. `None` at end of
 /// input; otherwise whether the line was cut.
-fn read_line_capped<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, cap: usize) -> io::Result<Option<bool>> {
+fn read_line_capped<R: BufRead>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> io::Result<Option<bool>> {
     let mut read_any = false;
     let mut truncated = false;
     loop {
@@ -433,7 +470,10 @@ fn strip_ansi(line: &[u8], out: &mut Vec<u8>) {
             // OSC: up to BEL or ESC \.
             Some(b']') => {
                 i += 2;
-                while i < line.len() && line[i] != 0x07 && !(line[i] == 0x1b && line.get(i + 1) == Some(&b'\\')) {
+                while i < line.len()
+                    && line[i] != 0x07
+                    && !(line[i] == 0x1b && line.get(i + 1) == Some(&b'\\'))
+                {
                     i += 1;
                 }
                 i += if line.get(i) == Some(&0x07) { 1 } else { 2 };
@@ -475,7 +515,11 @@ mod tests {
         // Every cause is used, and carries its advice.
         for (i, c) in t.causes.iter().enumerate() {
             assert!(t.sig_cause.contains(&i), "cause {} has no signature", c.id);
-            assert!(!c.causes.is_empty() && !c.first_step.is_empty() && !c.title.is_empty(), "{}", c.id);
+            assert!(
+                !c.causes.is_empty() && !c.first_step.is_empty() && !c.title.is_empty(),
+                "{}",
+                c.id
+            );
         }
         // Catalog parts B (41 rows) and C (32 rows) are covered.
         let cat: BTreeSet<&str> = t.signatures.iter().map(|s| s.catalog.as_str()).collect();
@@ -487,7 +531,9 @@ mod tests {
     fn unknown_cause_and_bad_regex_are_rejected() {
         let bad = "[[cause]]\nid='a'\ntitle='t'\nseverity='warn'\ncauses=['x']\nfirst_step='y'\n[[signature]]\nid='s'\ncause='b'\ncatalog='B1'\npatterns=['x']\n";
         assert!(matches!(compile(bad), Err(TableError::UnknownCause(..))));
-        let bad = bad.replace("cause='b'", "cause='a'").replace("patterns=['x']", "patterns=['(']");
+        let bad = bad
+            .replace("cause='b'", "cause='a'")
+            .replace("patterns=['x']", "patterns=['(']");
         assert!(matches!(compile(&bad), Err(TableError::Regex(_))));
     }
 
@@ -512,7 +558,10 @@ mod tests {
         assert_eq!(read_line_capped(&mut r, &mut buf, 10).unwrap(), Some(false));
         assert_eq!(buf, b"short\n");
         buf.clear();
-        assert_eq!(read_line_capped(&mut r, &mut buf, 100).unwrap(), Some(false));
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 100).unwrap(),
+            Some(false)
+        );
         assert_eq!(buf, b"last-no-newline");
         buf.clear();
         assert_eq!(read_line_capped(&mut r, &mut buf, 100).unwrap(), None);

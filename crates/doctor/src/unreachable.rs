@@ -138,7 +138,10 @@ static PROBLEMS: &[Problem] = &[
 
 /// The problem row for an id; every id used in this crate exists.
 pub(crate) fn problem(id: &str) -> &'static Problem {
-    PROBLEMS.iter().find(|p| p.id == id).unwrap_or(&PROBLEMS[PROBLEMS.len() - 1])
+    PROBLEMS
+        .iter()
+        .find(|p| p.id == id)
+        .unwrap_or(&PROBLEMS[PROBLEMS.len() - 1])
 }
 
 /// A critical finding for problem `id`, with `detail` the measured facts.
@@ -167,7 +170,11 @@ pub(crate) fn classify(err: &ConnError) -> &'static str {
         // TLS records start with a content type 0x14..=0x17 and version
         // major 3: an alert (0x15) or handshake (0x16) is what a TLS
         // server sends back to a plain-text client.
-        ConnError::NotResp { first } if first.len() >= 2 && (0x14..=0x17).contains(&first[0]) && first[1] == 3 => "connection.tls",
+        ConnError::NotResp { first }
+            if first.len() >= 2 && (0x14..=0x17).contains(&first[0]) && first[1] == 3 =>
+        {
+            "connection.tls"
+        }
         ConnError::NotResp { .. } => "connection.not-redis",
         ConnError::Closed => "connection.closed",
         ConnError::Io(_) => "connection.io",
@@ -180,7 +187,10 @@ pub(crate) fn classify_reply(text: &str) -> Option<&'static str> {
     let upper = text.to_ascii_uppercase();
     let id = if upper.starts_with("NOAUTH") {
         "connection.noauth"
-    } else if upper.starts_with("WRONGPASS") || upper.contains("INVALID PASSWORD") || upper.contains("INVALID USERNAME-PASSWORD") {
+    } else if upper.starts_with("WRONGPASS")
+        || upper.contains("INVALID PASSWORD")
+        || upper.contains("INVALID USERNAME-PASSWORD")
+    {
         "connection.wrongpass"
     } else if upper.starts_with("DENIED") {
         "connection.denied"
@@ -204,7 +214,11 @@ mod tests {
         for p in problems() {
             assert!(p.id.starts_with("connection."), "{}", p.id);
             assert!(ids.insert(p.id), "duplicate {}", p.id);
-            assert!(!p.title.is_empty() && !p.causes.is_empty() && !p.first_step.is_empty(), "{}", p.id);
+            assert!(
+                !p.title.is_empty() && !p.causes.is_empty() && !p.first_step.is_empty(),
+                "{}",
+                p.id
+            );
             assert_eq!(problem(p.id).id, p.id);
         }
     }
@@ -214,14 +228,39 @@ mod tests {
         use std::io::{Error, ErrorKind};
         let cases: Vec<(ConnError, &str)> = vec![
             (ConnError::Dns("x".into()), "connection.dns"),
-            (ConnError::Connect(Error::from(ErrorKind::ConnectionRefused)), "connection.refused"),
-            (ConnError::Connect(Error::from(ErrorKind::TimedOut)), "connection.timeout"),
-            (ConnError::Connect(Error::other("no route")), "connection.unreachable"),
-            (ConnError::Timeout(std::time::Duration::from_secs(1)), "connection.timeout"),
-            (ConnError::NotResp { first: vec![0x15, 0x03, 0x01, 0x00, 0x02] }, "connection.tls"),
-            (ConnError::NotResp { first: b"HTTP/1.1 400".to_vec() }, "connection.not-redis"),
+            (
+                ConnError::Connect(Error::from(ErrorKind::ConnectionRefused)),
+                "connection.refused",
+            ),
+            (
+                ConnError::Connect(Error::from(ErrorKind::TimedOut)),
+                "connection.timeout",
+            ),
+            (
+                ConnError::Connect(Error::other("no route")),
+                "connection.unreachable",
+            ),
+            (
+                ConnError::Timeout(std::time::Duration::from_secs(1)),
+                "connection.timeout",
+            ),
+            (
+                ConnError::NotResp {
+                    first: vec![0x15, 0x03, 0x01, 0x00, 0x02],
+                },
+                "connection.tls",
+            ),
+            (
+                ConnError::NotResp {
+                    first: b"HTTP/1.1 400".to_vec(),
+                },
+                "connection.not-redis",
+            ),
             (ConnError::Closed, "connection.closed"),
-            (ConnError::Io(Error::from(ErrorKind::ConnectionReset)), "connection.io"),
+            (
+                ConnError::Io(Error::from(ErrorKind::ConnectionReset)),
+                "connection.io",
+            ),
         ];
         for (e, id) in cases {
             assert_eq!(classify(&e), id, "{e:?}");
@@ -233,11 +272,23 @@ mod tests {
     fn handshake_error_replies_map_to_problems() {
         let cases = [
             ("NOAUTH Authentication required.", Some("connection.noauth")),
-            ("WRONGPASS invalid username-password pair or user is disabled.", Some("connection.wrongpass")),
+            (
+                "WRONGPASS invalid username-password pair or user is disabled.",
+                Some("connection.wrongpass"),
+            ),
             ("ERR invalid password", Some("connection.wrongpass")),
-            ("DENIED Redis is running in protected mode because ...", Some("connection.denied")),
-            ("ERR max number of clients reached", Some("connection.max-clients")),
-            ("NOPERM this user has no permissions to run the 'info' command", Some("connection.noperm")),
+            (
+                "DENIED Redis is running in protected mode because ...",
+                Some("connection.denied"),
+            ),
+            (
+                "ERR max number of clients reached",
+                Some("connection.max-clients"),
+            ),
+            (
+                "NOPERM this user has no permissions to run the 'info' command",
+                Some("connection.noperm"),
+            ),
             ("LOADING Redis is loading the dataset in memory", None),
         ];
         for (text, id) in cases {

@@ -9,7 +9,14 @@ use doctor::{diagnose, DoctorOptions, Report, Severity, Thresholds};
 use test_support::{wait_for, RedisServer};
 
 /// Ids whose outcome depends on the machine, not on the Redis under test.
-const MACHINE_DEPENDENT: &[&str] = &["host.thp", "host.overcommit", "host.somaxconn", "host.clocksource", "host.swap", "server.version"];
+const MACHINE_DEPENDENT: &[&str] = &[
+    "host.thp",
+    "host.overcommit",
+    "host.somaxconn",
+    "host.clocksource",
+    "host.swap",
+    "server.version",
+];
 
 async fn doctor(url: &str) -> Report {
     diagnose(url, &DoctorOptions::default()).await
@@ -31,13 +38,19 @@ fn info_field(r: &RedisServer, section: &str, field: &str) -> String {
 
 #[track_caller]
 fn assert_fires(r: &Report, id: &str, sev: Severity) {
-    let f = r.get(id).unwrap_or_else(|| panic!("{id} did not fire:\n{}", r.render_text(false)));
+    let f = r
+        .get(id)
+        .unwrap_or_else(|| panic!("{id} did not fire:\n{}", r.render_text(false)));
     assert_eq!(f.severity, sev, "{id}:\n{}", r.render_text(false));
 }
 
 #[track_caller]
 fn assert_silent(r: &Report, id: &str) {
-    assert!(!r.has(id), "{id} fired unexpectedly:\n{}", r.render_text(false));
+    assert!(
+        !r.has(id),
+        "{id} fired unexpectedly:\n{}",
+        r.render_text(false)
+    );
 }
 
 /// A connection that has been accepted and served once.
@@ -57,9 +70,19 @@ async fn healthy_server_has_no_critical_and_no_server_side_warning() {
     r.cmd(&["SET", "user:1", "alice"]);
     let rep = doctor(&r.url()).await;
     assert!(rep.diagnosable);
-    assert_eq!(rep.worst().max(Severity::Warn), Severity::Warn, "{}", rep.render_text(false));
+    assert_eq!(
+        rep.worst().max(Severity::Warn),
+        Severity::Warn,
+        "{}",
+        rep.render_text(false)
+    );
     for f in rep.findings.iter().filter(|f| f.severity >= Severity::Warn) {
-        assert!(MACHINE_DEPENDENT.contains(&f.id.as_str()), "server-side warning {}:\n{}", f.id, rep.render_text(false));
+        assert!(
+            MACHINE_DEPENDENT.contains(&f.id.as_str()),
+            "server-side warning {}:\n{}",
+            f.id,
+            rep.render_text(false)
+        );
     }
     let machine_warns = rep.findings.iter().any(|f| f.severity == Severity::Warn);
     assert_eq!(rep.exit_code(), if machine_warns { 1 } else { 0 });
@@ -70,10 +93,15 @@ async fn healthy_server_has_no_critical_and_no_server_side_warning() {
     assert!(rep.host_checks, "127.0.0.1 is local");
     // Redis 7.0 (the test machine's) is outside the supported lines.
     let v = rep.redis_version.clone().unwrap();
-    assert_eq!(rep.has("server.version"), v.starts_with("7.0") || v.starts_with("6.0") || v.starts_with('5'), "{v}");
+    assert_eq!(
+        rep.has("server.version"),
+        v.starts_with("7.0") || v.starts_with("6.0") || v.starts_with('5'),
+        "{v}"
+    );
     let overcommit = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
     assert_eq!(rep.has("host.overcommit"), overcommit.trim() != "1");
-    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
     assert_eq!(rep.has("host.thp"), thp.contains("[always]"));
     assert!(rep.checks_run >= 35, "{}", rep.checks_run);
 }
@@ -84,7 +112,9 @@ async fn full_noeviction_cache_is_critical_and_flags_the_policy() {
     let value = "x".repeat(50_000);
     let mut i = 0;
     loop {
-        let reply = r.cmd_raw(&["SET", &format!("cache:{i}"), &value, "EX", "3600"]).unwrap();
+        let reply = r
+            .cmd_raw(&["SET", &format!("cache:{i}"), &value, "EX", "3600"])
+            .unwrap();
         if reply.starts_with("-OOM") {
             break;
         }
@@ -147,17 +177,32 @@ async fn failing_bgsave_is_critical_and_says_writes_are_refused() {
     r.cmd(&["CONFIG", "SET", "dir", gone.to_str().unwrap()]);
     std::fs::remove_dir(&gone).unwrap();
     r.cmd(&["BGSAVE"]);
-    wait_for("bgsave to fail", Duration::from_secs(10), || info_field(&r, "persistence", "rdb_last_bgsave_status") == "err");
-    assert!(r.cmd_raw(&["SET", "k", "v"]).unwrap().starts_with("-MISCONF"), "writes are refused");
+    wait_for("bgsave to fail", Duration::from_secs(10), || {
+        info_field(&r, "persistence", "rdb_last_bgsave_status") == "err"
+    });
+    assert!(
+        r.cmd_raw(&["SET", "k", "v"])
+            .unwrap()
+            .starts_with("-MISCONF"),
+        "writes are refused"
+    );
     let rep = doctor(&r.url()).await;
     assert_fires(&rep, "persistence.bgsave-failed", Severity::Critical);
-    assert!(rep.get("persistence.bgsave-failed").unwrap().detail.contains("MISCONF"));
+    assert!(rep
+        .get("persistence.bgsave-failed")
+        .unwrap()
+        .detail
+        .contains("MISCONF"));
     assert_silent(&rep, "persistence.off");
     assert_eq!(rep.exit_code(), 2);
 }
 
 fn tempdir_path(prefix: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), test_support::free_port()))
+    std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        test_support::free_port()
+    ))
 }
 
 #[tokio::test]
@@ -179,7 +224,9 @@ async fn nearly_full_maxclients_warns_then_rejections_are_critical() {
     assert_eq!(rep.exit_code(), 3);
 
     held.truncate(5);
-    wait_for("held clients to close", Duration::from_secs(5), || info_field(&r, "clients", "connected_clients") == "6");
+    wait_for("held clients to close", Duration::from_secs(5), || {
+        info_field(&r, "clients", "connected_clients") == "6"
+    });
     let rep = doctor(&r.url()).await;
     assert_fires(&rep, "clients.rejected", Severity::Critical);
     assert_eq!(rep.exit_code(), 2);
@@ -191,13 +238,20 @@ async fn many_blocked_clients_warn() {
     let mut held = Vec::new();
     for i in 0..10 {
         let mut s = TcpStream::connect(r.addr()).unwrap();
-        s.write_all(format!("*3\r\n$5\r\nBLPOP\r\n$4\r\nq:{i:02}\r\n$1\r\n0\r\n").as_bytes()).unwrap();
+        s.write_all(format!("*3\r\n$5\r\nBLPOP\r\n$4\r\nq:{i:02}\r\n$1\r\n0\r\n").as_bytes())
+            .unwrap();
         held.push(s);
     }
-    wait_for("10 blocked clients", Duration::from_secs(5), || info_field(&r, "clients", "blocked_clients") == "10");
+    wait_for("10 blocked clients", Duration::from_secs(5), || {
+        info_field(&r, "clients", "blocked_clients") == "10"
+    });
     let rep = doctor(&r.url()).await;
     assert_fires(&rep, "clients.blocked", Severity::Warn);
-    assert!(rep.get("clients.blocked").unwrap().detail.contains("10 blocked"));
+    assert!(rep
+        .get("clients.blocked")
+        .unwrap()
+        .detail
+        .contains("10 blocked"));
     assert!(rep.exit_code() >= 1);
 }
 
@@ -205,13 +259,27 @@ async fn many_blocked_clients_warn() {
 async fn idle_clients_with_timeout_zero_warn() {
     let r = RedisServer::new();
     let _held: Vec<TcpStream> = (0..3).map(|_| open_client(&r)).collect();
-    wait_for("clients idle for 1 s", Duration::from_secs(5), || r.cmd(&["CLIENT", "LIST"]).lines().filter(|l| !l.contains(" idle=0 ")).count() >= 3);
+    wait_for("clients idle for 1 s", Duration::from_secs(5), || {
+        r.cmd(&["CLIENT", "LIST"])
+            .lines()
+            .filter(|l| !l.contains(" idle=0 "))
+            .count()
+            >= 3
+    });
     let tune = |o: &mut DoctorOptions| {
-        o.thresholds = Thresholds { idle_client_secs: 1, idle_clients_warn: 3, ..Thresholds::default() };
+        o.thresholds = Thresholds {
+            idle_client_secs: 1,
+            idle_clients_warn: 3,
+            ..Thresholds::default()
+        };
     };
     let rep = doctor_with(&r.url(), tune).await;
     assert_fires(&rep, "clients.idle", Severity::Warn);
-    assert!(rep.get("clients.idle").unwrap().detail.contains("127.0.0.1 ×3"));
+    assert!(rep
+        .get("clients.idle")
+        .unwrap()
+        .detail
+        .contains("127.0.0.1 ×3"));
     // With a server-side timeout the idle connections will be reaped.
     r.cmd(&["CONFIG", "SET", "timeout", "300"]);
     let rep = doctor_with(&r.url(), tune).await;
@@ -243,7 +311,10 @@ async fn big_keys_are_found_by_sampling() {
     let rep = doctor(&r.url()).await;
     assert_fires(&rep, "keys.big", Severity::Warn);
     let d = &rep.get("keys.big").unwrap().detail;
-    assert!(d.contains("biglist (list 1500 items)") && d.contains("blob (string"), "{d}");
+    assert!(
+        d.contains("biglist (list 1500 items)") && d.contains("blob (string"),
+        "{d}"
+    );
     assert!(!d.contains("small"), "{d}");
 }
 
@@ -266,7 +337,11 @@ async fn slowlog_entries_warn_and_name_keys() {
     r.cmd(&["KEYS", "*"]);
     let rep = doctor(&r.url()).await;
     assert_fires(&rep, "slowlog.entries", Severity::Warn);
-    assert!(rep.get("slowlog.entries").unwrap().detail.contains("KEYS was used"));
+    assert!(rep
+        .get("slowlog.entries")
+        .unwrap()
+        .detail
+        .contains("KEYS was used"));
 }
 
 #[tokio::test]
@@ -276,7 +351,11 @@ async fn latency_events_warn() {
     r.cmd(&["DEBUG", "SLEEP", "0.05"]);
     let rep = doctor(&r.url()).await;
     assert_fires(&rep, "latency.events", Severity::Warn);
-    assert!(rep.get("latency.events").unwrap().detail.contains("command"));
+    assert!(rep
+        .get("latency.events")
+        .unwrap()
+        .detail
+        .contains("command"));
     assert_silent(&rep, "latency.monitor-off");
 }
 
@@ -286,7 +365,11 @@ async fn replica_of_a_dead_master_is_critical() {
     let r = RedisServer::start(&["--replicaof", "127.0.0.1", &dead]);
     let rep = doctor(&r.url()).await;
     assert_fires(&rep, "replication.link-down", Severity::Critical);
-    assert!(rep.get("replication.link-down").unwrap().detail.contains(&dead));
+    assert!(rep
+        .get("replication.link-down")
+        .unwrap()
+        .detail
+        .contains(&dead));
     assert_fires(&rep, "replication.replica-endpoint", Severity::Critical);
     assert_eq!(rep.exit_code(), 2);
 }
@@ -296,8 +379,13 @@ async fn read_only_replica_used_as_primary_is_critical() {
     let master = RedisServer::new();
     let port = master.port().to_string();
     let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &port]);
-    wait_for("replica link up", Duration::from_secs(10), || info_field(&replica, "replication", "master_link_status") == "up");
-    assert!(replica.cmd_raw(&["SET", "k", "v"]).unwrap().starts_with("-READONLY"));
+    wait_for("replica link up", Duration::from_secs(10), || {
+        info_field(&replica, "replication", "master_link_status") == "up"
+    });
+    assert!(replica
+        .cmd_raw(&["SET", "k", "v"])
+        .unwrap()
+        .starts_with("-READONLY"));
     let rep = doctor(&replica.url()).await;
     assert_fires(&rep, "replication.replica-endpoint", Severity::Critical);
     assert_silent(&rep, "replication.link-down");
@@ -330,7 +418,11 @@ async fn app_user_with_dangerous_commands_warns() {
     let as_app = |o: &mut DoctorOptions| o.app_user = Some("app".into());
     let rep = doctor_with(&r.url(), as_app).await;
     assert_fires(&rep, "security.dangerous-commands", Severity::Warn);
-    assert!(rep.get("security.dangerous-commands").unwrap().detail.contains("FLUSHALL"));
+    assert!(rep
+        .get("security.dangerous-commands")
+        .unwrap()
+        .detail
+        .contains("FLUSHALL"));
     r.cmd(&["ACL", "SETUSER", "app", "-@dangerous"]);
     let rep = doctor_with(&r.url(), as_app).await;
     assert_silent(&rep, "security.dangerous-commands");
@@ -344,7 +436,11 @@ async fn many_cached_scripts_warn() {
     }
     let rep = doctor_with(&r.url(), |o| o.thresholds.cached_scripts_warn = 5).await;
     assert_fires(&rep, "scripts.cached", Severity::Warn);
-    assert!(rep.get("scripts.cached").unwrap().detail.starts_with("6 scripts"));
+    assert!(rep
+        .get("scripts.cached")
+        .unwrap()
+        .detail
+        .starts_with("6 scripts"));
 }
 
 #[tokio::test]

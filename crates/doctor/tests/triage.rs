@@ -21,16 +21,31 @@ fn every_signature_has_a_fixture_line_that_it_matches() {
     let lines = fixture("triage-lines.txt");
     let sigs = Triage::signatures();
     for s in &sigs {
-        assert!(lines.iter().any(|l| l.split('\t').next() == Some(s.id)), "no fixture line for {}", s.id);
+        assert!(
+            lines.iter().any(|l| l.split('\t').next() == Some(s.id)),
+            "no fixture line for {}",
+            s.id
+        );
     }
     for l in &lines {
-        let (id, line) = l.split_once('\t').unwrap_or_else(|| panic!("bad fixture {l:?}"));
-        let sig = sigs.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("fixture names unknown signature {id}"));
+        let (id, line) = l
+            .split_once('\t')
+            .unwrap_or_else(|| panic!("bad fixture {l:?}"));
+        let sig = sigs
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("fixture names unknown signature {id}"));
         let mut t = Triage::new();
         t.feed(line.as_bytes());
         let r = t.finish();
-        let g = r.group(sig.cause).unwrap_or_else(|| panic!("{id} did not match {line:?}: {:?}", r.groups));
-        assert!(g.signatures.iter().any(|s| s == id), "{id}: {:?}", g.signatures);
+        let g = r
+            .group(sig.cause)
+            .unwrap_or_else(|| panic!("{id} did not match {line:?}: {:?}", r.groups));
+        assert!(
+            g.signatures.iter().any(|s| s == id),
+            "{id}: {:?}",
+            g.signatures
+        );
         assert_eq!((g.count, g.first.line, g.last.line), (1, 1, 1));
         assert_eq!(g.example, line);
         assert_eq!(r.exit_code(), 1);
@@ -43,7 +58,11 @@ fn ordinary_lines_match_nothing() {
         let mut t = Triage::new();
         t.feed(line.as_bytes());
         let r = t.finish();
-        assert!(r.groups.is_empty(), "{line:?} matched {:?}", r.groups.iter().map(|g| &g.cause).collect::<Vec<_>>());
+        assert!(
+            r.groups.is_empty(),
+            "{line:?} matched {:?}",
+            r.groups.iter().map(|g| &g.cause).collect::<Vec<_>>()
+        );
         assert_eq!(r.exit_code(), 0);
     }
 }
@@ -72,7 +91,11 @@ const MIXED: &str = "\
 fn mixed_incident_log_groups_by_cause() {
     let r = triage_reader(Cursor::new(MIXED)).unwrap();
     assert_eq!(r.lines, 15);
-    let summary: Vec<(&str, u64, u64, u64)> = r.groups.iter().map(|g| (g.cause.as_str(), g.count, g.first.line, g.last.line)).collect();
+    let summary: Vec<(&str, u64, u64, u64)> = r
+        .groups
+        .iter()
+        .map(|g| (g.cause.as_str(), g.count, g.first.line, g.last.line))
+        .collect();
     assert_eq!(
         summary,
         vec![
@@ -88,15 +111,25 @@ fn mixed_incident_log_groups_by_cause() {
         ]
     );
     let refused = r.group("redis-unreachable").unwrap();
-    assert_eq!(refused.signatures, vec!["node-econnrefused", "redis-py-refused"]);
+    assert_eq!(
+        refused.signatures,
+        vec!["node-econnrefused", "redis-py-refused"]
+    );
     // The example is the first line, colour codes removed.
-    assert!(refused.example.contains("api error [ioredis]"), "{}", refused.example);
+    assert!(
+        refused.example.contains("api error [ioredis]"),
+        "{}",
+        refused.example
+    );
     assert!(refused.likely_causes[0].contains("not running"));
     assert_eq!(r.group("misconf-rdb").unwrap().severity, Severity::Critical);
     assert_eq!(r.exit_code(), 1);
 
     let text = r.render_text(false);
-    assert!(text.starts_with("redoubt triage: 15 lines, 7 causes found"), "{text}");
+    assert!(
+        text.starts_with("redoubt triage: 15 lines, 7 causes found"),
+        "{text}"
+    );
     assert!(text.find("misconf-rdb").unwrap() < text.find("server-restart").unwrap());
     assert!(text.contains("line 5 … line 7"), "{text}");
     assert!(text.contains("first step: "));
@@ -110,7 +143,9 @@ fn mixed_incident_log_groups_by_cause() {
 #[test]
 fn invalid_utf8_and_crlf_are_tolerated() {
     let mut log = b"garbage \xff\xfe\xfd\r\n".to_vec();
-    log.extend_from_slice(b"\xc3(bad) ReplyError: OOM command not allowed when used memory > 'maxmemory'.\r\n");
+    log.extend_from_slice(
+        b"\xc3(bad) ReplyError: OOM command not allowed when used memory > 'maxmemory'.\r\n",
+    );
     let r = triage_reader(Cursor::new(log)).unwrap();
     assert_eq!(r.lines, 2);
     let g = r.group("oom").unwrap();
@@ -123,24 +158,38 @@ fn invalid_utf8_and_crlf_are_tolerated() {
 fn nothing_found_exits_zero() {
     let r = triage_reader(Cursor::new("all good\nstill good\n")).unwrap();
     assert_eq!((r.lines, r.exit_code()), (2, 0));
-    assert!(r.render_text(false).contains("no known Redis problem found"));
+    assert!(r
+        .render_text(false)
+        .contains("no known Redis problem found"));
 }
 
 #[test]
 fn several_sources_keep_their_own_line_numbers() {
     let mut t = Triage::new();
     t.begin_source("api.log");
-    t.feed_reader(Cursor::new("ok\nError: connect ECONNREFUSED 10.0.0.5:6379\n")).unwrap();
+    t.feed_reader(Cursor::new(
+        "ok\nError: connect ECONNREFUSED 10.0.0.5:6379\n",
+    ))
+    .unwrap();
     t.begin_source("redis.log");
-    t.feed_reader(Cursor::new("1:M 02 May 2024 10:00:00.000 # Background saving error\n")).unwrap();
+    t.feed_reader(Cursor::new(
+        "1:M 02 May 2024 10:00:00.000 # Background saving error\n",
+    ))
+    .unwrap();
     t.begin_source("worker.log");
-    t.feed_reader(Cursor::new("a\nb\nc\ndial tcp 10.0.0.5:6379: connect: connection refused\n")).unwrap();
+    t.feed_reader(Cursor::new(
+        "a\nb\nc\ndial tcp 10.0.0.5:6379: connect: connection refused\n",
+    ))
+    .unwrap();
     let r = t.finish();
     assert_eq!(r.lines, 7);
     let g = r.group("redis-unreachable").unwrap();
     assert_eq!(g.first.to_string(), "api.log:2");
     assert_eq!(g.last.to_string(), "worker.log:4");
-    assert_eq!(r.group("server-bgsave-failed").unwrap().first.to_string(), "redis.log:1");
+    assert_eq!(
+        r.group("server-bgsave-failed").unwrap().first.to_string(),
+        "redis.log:1"
+    );
 }
 
 /// A reader that produces `total` bytes of log lines without holding them,
@@ -167,7 +216,8 @@ impl Read for Generated {
             } else if self.line_no % 1000 == 0 {
                 b"2024-05-02T10:00:00Z api error ReplyError: OOM command not allowed when used memory > 'maxmemory'.\n".to_vec()
             } else {
-                b"2024-05-02T10:00:00Z api info GET /items 200 2ms user=42 trace=abcdef0123456789\n".to_vec()
+                b"2024-05-02T10:00:00Z api info GET /items 200 2ms user=42 trace=abcdef0123456789\n"
+                    .to_vec()
             };
             self.pos = 0;
         }
@@ -183,7 +233,13 @@ impl Read for Generated {
 fn large_input_streams_with_long_lines_capped() {
     // 64 MiB keeps the test quick; memory does not depend on the size,
     // since nothing but one capped line buffer is held.
-    let gen = Generated { produced: 0, total: 64 << 20, line_no: 0, pending: Vec::new(), pos: 0 };
+    let gen = Generated {
+        produced: 0,
+        total: 64 << 20,
+        line_no: 0,
+        pending: Vec::new(),
+        pos: 0,
+    };
     let r = triage_reader(BufReader::new(gen)).unwrap();
     assert!(r.lines > 700_000, "{}", r.lines);
     assert_eq!(r.long_lines, 1);
