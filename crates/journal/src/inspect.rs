@@ -38,7 +38,8 @@ pub struct InspectReport {
     pub first_time_ms: Option<u64>,
     /// Latest `time_ms` of the intact records.
     pub last_time_ms: Option<u64>,
-    /// A torn last record (the next `open` truncates it).
+    /// A torn last record (the next `open` truncates it). While a Redoubt
+    /// process is appending, this can also be a record being written.
     pub torn_tail: Option<TornTail>,
     /// A corrupt record: nothing from there on is readable.
     pub corruption: Option<Corruption>,

@@ -4,9 +4,9 @@
 //! A damaged record is a **torn tail** only when it is in the last segment
 //! and nothing written after it survives: the header or payload is cut
 //! short (the length, which has its own checksum, points past the end of
-//! the file), the payload checksum fails on a record that ends exactly at
-//! the end of the file, or the header is garbage followed only by zero
-//! bytes (a filesystem that extended the file but never wrote the data).
+//! the file), or the payload checksum fails or the header is garbage and
+//! only zero bytes follow the damaged record (a filesystem can extend a
+//! file before the data reaches the disk).
 //! Anything else — damage in an earlier segment, or damage followed by
 //! more data — is **corruption**: reported with its position, never
 //! skipped.
@@ -307,7 +307,12 @@ fn scan_segment(
 fn is_torn(d: Damage, at: u64, file_len: u64, path: &Path) -> io::Result<bool> {
     Ok(match d {
         Damage::ShortHeader { .. } | Damage::ShortPayload { .. } => true,
-        Damage::PayloadChecksum { len } => at + FRAME_HEADER_LEN + u64::from(len) == file_len,
+        // The length is genuine (its checksum matched): torn when nothing
+        // but zeros follows the record, e.g. the file was extended past
+        // data that never reached the disk.
+        Damage::PayloadChecksum { len } => {
+            zeros(path, at + FRAME_HEADER_LEN + u64::from(len), file_len)?
+        }
         Damage::HeaderChecksum => zeros(path, at + FRAME_HEADER_LEN, file_len)?,
         // A length whose checksum matches but is out of range was written
         // like that: not a torn write.

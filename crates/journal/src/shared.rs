@@ -96,11 +96,21 @@ impl Shared {
         }
     }
 
-    /// Bytes of segments not yet released, counted whole.
+    /// Bytes not yet released: whole segments after the release point,
+    /// and the unreleased part of the segment it is in. Counting that
+    /// segment whole would keep a journal whose `max_bytes` is below
+    /// `segment_bytes` full forever, even after everything was replayed.
     pub(crate) fn pending_bytes(st: &State) -> u64 {
+        let r = st.released;
         st.segments
-            .range(st.released.segment..)
-            .map(|(_, m)| m.bytes)
+            .range(r.segment..)
+            .map(|(&id, m)| {
+                if id == r.segment {
+                    m.bytes.saturating_sub(r.offset)
+                } else {
+                    m.bytes
+                }
+            })
             .sum()
     }
 
