@@ -34,7 +34,8 @@
 //!   and reported in [`Recovery::torn_tail`]. A corrupt record anywhere
 //!   else stops reading at its exact [`Position`], is reported in
 //!   [`Recovery::corruption`], and makes every append fail with
-//!   [`JournalError::Corrupt`] until an operator acts: never skipped.
+//!   [`JournalError::Corrupt`] until an operator acts (inspect, then
+//!   [`repair()`](fn@repair) moves the damaged data aside): never skipped.
 //! - The journal refuses appends past `max_bytes` ([`JournalError::Full`]).
 //!
 //! # On-disk format
@@ -82,6 +83,8 @@
 //! - [`lock`]: [`DataDirLock`], [`LockError`].
 //! - [`inspect`](mod@inspect): [`InspectReport`], [`inspect()`](fn@inspect).
 //! - [`export`]: [`export_resp`], [`ExportReport`].
+//! - [`repair`](mod@repair): [`repair()`](fn@repair), [`RepairReport`]:
+//!   the operator's way past a corruption (moves damaged data aside).
 //! - [`error`]: [`JournalError`], [`Corruption`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -98,6 +101,7 @@ pub mod position;
 pub mod reader;
 mod record;
 pub mod recovery;
+pub mod repair;
 pub mod segment;
 mod shared;
 pub mod snapshot;
@@ -113,5 +117,6 @@ pub use lock::{DataDirLock, LockError};
 pub use position::{Checkpoint, ParseCheckpointError, Position};
 pub use reader::{Reader, Record};
 pub use recovery::{Recovery, TornTail};
+pub use repair::{repair, RepairReport};
 pub use segment::SegmentInfo;
 pub use snapshot::SnapshotInfo;

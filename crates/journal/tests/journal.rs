@@ -832,3 +832,59 @@ async fn everysec_syncs_in_the_background_only_when_there_is_new_data() {
         j.fsyncs() > after
     });
 }
+
+#[test]
+fn repair_moves_the_corrupt_data_aside_and_the_journal_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = JournalConfig {
+        segment_bytes: 300,
+        ..cfg(Fsync::Always)
+    };
+    let positions: Vec<Position> = {
+        let (j, _) = open(tmp.path(), small.clone());
+        (0..12)
+            .map(|i| j.append_blocking(set(i)).unwrap())
+            .collect()
+    };
+    let bad = positions[2];
+    let seg = segment_file(tmp.path(), bad.segment);
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[bad.offset as usize + 20] ^= 0xff;
+    fs::write(&seg, &bytes).unwrap();
+
+    let lock = journal::DataDirLock::acquire(tmp.path()).unwrap();
+    let report = journal::repair(&lock)
+        .unwrap()
+        .expect("corruption repaired");
+    assert_eq!(report.corruption.position, bad);
+    let tail = &report.moved[0];
+    assert_eq!(
+        fs::read(tail).unwrap(),
+        bytes[bad.offset as usize..],
+        "the cut-off bytes are kept"
+    );
+    let later: Vec<u64> = positions
+        .iter()
+        .map(|p| p.segment)
+        .filter(|&s| s > bad.segment)
+        .collect();
+    assert!(!later.is_empty());
+    for s in later {
+        assert!(
+            !segment_file(tmp.path(), s).exists(),
+            "segment {s} moved to the quarantine"
+        );
+    }
+    assert!(
+        journal::repair(&lock).unwrap().is_none(),
+        "nothing left to repair"
+    );
+
+    let (j, rec) = open(tmp.path(), small);
+    assert!(rec.is_clean(), "{rec}");
+    let got: Vec<Entry> = all_records(&j).into_iter().map(|r| r.entry).collect();
+    assert_eq!(got, vec![set(0), set(1)]);
+    let p = j.append_blocking(set(100)).unwrap();
+    assert_eq!(p, bad, "appends continue where the good data ends");
+    assert_eq!(all_records(&j).last().map(|r| r.seq), Some(3));
+}
