@@ -185,6 +185,10 @@ static CHECKS: &[Check] = &[
         host: false,
         eval: |s, _| {
             let n = s.u("evicted_keys").filter(|n| *n > 0)?;
+            if let Some(before) = s.baseline().and_then(|b| b.evicted_keys) {
+                let d = n.saturating_sub(before);
+                return (d > 0).then(|| Hit { severity: Severity::Warn, detail: format!("{d} keys evicted since the previous diagnosis ({n} since start)") });
+            }
             let up = s.u("uptime_in_seconds").unwrap_or(0);
             hit(Severity::Warn, format!("{n} keys evicted in {} of uptime", duration(up)))
         },
@@ -411,7 +415,14 @@ static CHECKS: &[Check] = &[
         host: false,
         eval: |s, _| {
             let n = s.u("rejected_connections").filter(|n| *n > 0)?;
-            hit(Severity::Critical, format!("rejected_connections {n} since start"))
+            // Only new refusals are an emergency; an old count that no
+            // longer grows is history, reported as a warning.
+            if let Some(before) = s.baseline().and_then(|b| b.rejected_connections) {
+                let d = n.saturating_sub(before);
+                return (d > 0).then(|| Hit { severity: Severity::Critical, detail: format!("{d} connections refused since the previous diagnosis") });
+            }
+            let up = s.u("uptime_in_seconds").unwrap_or(0);
+            hit(Severity::Warn, format!("{n} connections refused in {} of uptime (diagnose again to see whether it continues)", duration(up)))
         },
     },
     Check {
@@ -653,6 +664,19 @@ static CHECKS: &[Check] = &[
         },
     },
     Check {
+        id: "replication.replica-lost",
+        catalog: "A25",
+        reads: "INFO replication connected_slaves, compared with the previous diagnosis",
+        title: "The master lost replicas",
+        fix: "Fewer replicas means less redundancy and maybe a failover in progress. Check the missing replicas' hosts and logs.",
+        host: false,
+        eval: |s, _| {
+            let before = s.baseline()?.connected_slaves?;
+            let now = s.u("connected_slaves")?;
+            (now < before).then(|| Hit { severity: Severity::Critical, detail: format!("connected_slaves went from {before} to {now}") })
+        },
+    },
+    Check {
         id: "replication.replica-endpoint",
         catalog: "A26",
         reads: "INFO replication role; CONFIG replica-read-only",
@@ -873,7 +897,7 @@ mod tests {
     //! production server would print it, changed one fact at a time.
     use super::*;
     use crate::host::HostFacts;
-    use crate::snapshot::{parse_client_list, parse_info, LatencyEvent, SlowEntry};
+    use crate::snapshot::{parse_client_list, parse_info, Counters, LatencyEvent, SlowEntry};
 
     const HEALTHY_INFO: &str = "# Server\r\nredis_version:7.2.4\r\nuptime_in_seconds:864000\r\nprocess_id:1\r\nserver_time_usec:1700000000000000\r\n\
 # Clients\r\nconnected_clients:10\r\nmaxclients:10000\r\nblocked_clients:0\r\ntotal_blocking_keys:0\r\n\
@@ -998,6 +1022,22 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
         ("memory.evictions", Some(Severity::Warn), |s| {
             set(s, &[("evicted_keys", "42")])
         }),
+        ("memory.evictions", None, |s| {
+            set(s, &[("run_id", "abc"), ("evicted_keys", "42")]);
+            s.baseline = Some(Counters {
+                run_id: Some("abc".into()),
+                evicted_keys: Some(42),
+                ..Default::default()
+            });
+        }),
+        ("replication.replica-lost", Some(Severity::Critical), |s| {
+            set(s, &[("run_id", "abc"), ("connected_slaves", "1")]);
+            s.baseline = Some(Counters {
+                run_id: Some("abc".into()),
+                connected_slaves: Some(2),
+                ..Default::default()
+            });
+        }),
         ("memory.expire-storm", Some(Severity::Warn), |s| {
             s.latency = vec![LatencyEvent {
                 event: "expire-cycle".into(),
@@ -1105,8 +1145,33 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
         ("clients.near-maxclients", Some(Severity::Critical), |s| {
             set(s, &[("connected_clients", "9600")])
         }),
-        ("clients.rejected", Some(Severity::Critical), |s| {
+        ("clients.rejected", Some(Severity::Warn), |s| {
             set(s, &[("rejected_connections", "17")])
+        }),
+        ("clients.rejected", Some(Severity::Critical), |s| {
+            set(s, &[("run_id", "abc"), ("rejected_connections", "17")]);
+            s.baseline = Some(Counters {
+                run_id: Some("abc".into()),
+                rejected_connections: Some(10),
+                ..Default::default()
+            });
+        }),
+        ("clients.rejected", None, |s| {
+            set(s, &[("run_id", "abc"), ("rejected_connections", "17")]);
+            s.baseline = Some(Counters {
+                run_id: Some("abc".into()),
+                rejected_connections: Some(17),
+                ..Default::default()
+            });
+        }),
+        ("clients.rejected", Some(Severity::Warn), |s| {
+            // A restart resets counters: the baseline no longer applies.
+            set(s, &[("run_id", "new"), ("rejected_connections", "17")]);
+            s.baseline = Some(Counters {
+                run_id: Some("old".into()),
+                rejected_connections: Some(17),
+                ..Default::default()
+            });
         }),
         ("clients.blocked", Some(Severity::Warn), |s| {
             set(

@@ -10,10 +10,12 @@ use tokio::time::Instant;
 
 use crate::checks::checks;
 use crate::conn::{text, Conn, ConnError};
+use crate::finding::Finding;
 use crate::host::HostFacts;
 use crate::report::Report;
+use crate::severity::Severity;
 use crate::snapshot::{
-    parse_client_list, parse_info, LatencyEvent, SampledKey, SlowEntry, Snapshot,
+    parse_client_list, parse_info, Counters, LatencyEvent, SampledKey, SlowEntry, Snapshot,
 };
 use crate::target::{Target, UrlError};
 use crate::thresholds::Thresholds;
@@ -89,6 +91,10 @@ pub struct DoctorOptions {
     /// Root under which `/proc` and `/sys` are read (`/`; a mount of the
     /// host's root when the doctor runs in a container).
     pub host_root: PathBuf,
+    /// Counters of an earlier diagnosis of the same Redis
+    /// ([`Report::counters`]): counting checks then report what happened
+    /// since, not since Redis started.
+    pub baseline: Option<Counters>,
 }
 
 impl Default for DoctorOptions {
@@ -101,6 +107,7 @@ impl Default for DoctorOptions {
             app_user: None,
             host_checks: HostChecks::Auto,
             host_root: PathBuf::from("/"),
+            baseline: None,
         }
     }
 }
@@ -121,6 +128,7 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
         host_checks: false,
         checks_run: 0,
         keys_sampled: 0,
+        counters: Counters::default(),
         skipped: Vec::new(),
         elapsed_ms: 0,
     };
@@ -216,16 +224,31 @@ async fn run(target: &Target, opts: &DoctorOptions, deadline: Instant, report: &
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        baseline: opts.baseline.clone(),
         ..Default::default()
     };
+    report.counters = snap.counters();
     if let Err(e) = gather(&mut conn, opts, &mut snap, &mut report.skipped).await {
-        // Redis answered INFO, then stopped answering: that is a finding
-        // in itself, and the checks still run on what was read.
         report.skipped.push(format!("the rest of the data ({e})"));
-        report.findings.push(unreachable::finding(
-            unreachable::classify(&e),
-            format!("{addr}: Redis stopped answering during the diagnosis: {e}"),
-        ));
+        if matches!(e, ConnError::Timeout(_)) && Instant::now() >= deadline {
+            // Our own time budget ran out (a slow link, a huge sample):
+            // not a Redis fault. Checks run on what was read.
+            report.findings.push(Finding {
+                id: "doctor.incomplete".into(),
+                severity: Severity::Info,
+                title: "The diagnosis ran out of time; some checks had no data".into(),
+                detail: format!("budget {:?} used up; see 'not checked'", opts.total_timeout),
+                fix: "Run again with a larger time budget or a smaller key sample.".into(),
+                causes: Vec::new(),
+            });
+        } else {
+            // Redis answered INFO, then stopped answering: that is a
+            // finding in itself, and the checks still run on what was read.
+            report.findings.push(unreachable::finding(
+                unreachable::classify(&e),
+                format!("{addr}: Redis stopped answering during the diagnosis: {e}"),
+            ));
+        }
     }
     let local = opts.host_checks == HostChecks::Auto && target.is_local();
     if local {

@@ -60,6 +60,7 @@ pub use diagnose::{diagnose, DoctorOptions, HostChecks};
 pub use finding::Finding;
 pub use report::Report;
 pub use severity::Severity;
+pub use snapshot::Counters;
 pub use target::{Target, UrlError};
 pub use thresholds::Thresholds;
 pub use triage::{triage_reader, Location, Triage, TriageGroup, TriageReport};

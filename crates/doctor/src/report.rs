@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::finding::Finding;
 use crate::severity::{paint, Severity};
+use crate::snapshot::Counters;
 
 /// What `diagnose` found about one Redis.
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +27,8 @@ pub struct Report {
     pub checks_run: usize,
     /// Keys looked at by the bounded SCAN sample.
     pub keys_sampled: usize,
+    /// Counters to pass as the next diagnosis's baseline.
+    pub counters: Counters,
     /// Data that could not be read (command renamed, no permission, time
     /// ran out); checks needing it stayed silent.
     pub skipped: Vec<String>,
@@ -169,6 +172,7 @@ mod tests {
             host_checks: true,
             checks_run: 40,
             keys_sampled: 0,
+            counters: Counters::default(),
             skipped: vec![],
             elapsed_ms: 5,
         };

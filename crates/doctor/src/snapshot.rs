@@ -4,7 +4,25 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::host::HostFacts;
+
+/// Counters Redis only ever increases (or that should not drop), kept in
+/// a [`Report`](crate::Report) so the next diagnosis can tell what
+/// happened *since* rather than since Redis started. The proxy passes the
+/// previous report's counters as [`DoctorOptions::baseline`](crate::DoctorOptions::baseline).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// `run_id`: a different one means Redis restarted and counters reset.
+    pub run_id: Option<String>,
+    /// `evicted_keys`.
+    pub evicted_keys: Option<u64>,
+    /// `rejected_connections`.
+    pub rejected_connections: Option<u64>,
+    /// `connected_slaves` of a master.
+    pub connected_slaves: Option<u64>,
+}
 
 /// One connection from `CLIENT LIST`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,6 +87,8 @@ pub(crate) struct Snapshot {
     /// Seconds since the epoch on the doctor's clock, for Redis servers
     /// too old to report their own time.
     pub now_unix: u64,
+    /// Counters from an earlier diagnosis of the same Redis.
+    pub baseline: Option<Counters>,
 }
 
 impl Snapshot {
@@ -90,6 +110,23 @@ impl Snapshot {
     /// A CONFIG value.
     pub fn cfg(&self, key: &str) -> Option<&str> {
         self.config.get(key).map(String::as_str)
+    }
+
+    /// This snapshot's counters.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            run_id: self.s("run_id").map(str::to_string),
+            evicted_keys: self.u("evicted_keys"),
+            rejected_connections: self.u("rejected_connections"),
+            connected_slaves: self.u("connected_slaves"),
+        }
+    }
+
+    /// The baseline, if it is from this same Redis process (same run_id).
+    pub fn baseline(&self) -> Option<&Counters> {
+        self.baseline
+            .as_ref()
+            .filter(|b| b.run_id.is_some() && b.run_id.as_deref() == self.s("run_id"))
     }
 
     /// Redis's clock when it reports it, else ours.

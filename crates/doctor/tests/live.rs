@@ -210,10 +210,10 @@ async fn nearly_full_maxclients_warns_then_rejections_are_critical() {
     let r = RedisServer::start(&["--maxclients", "10"]);
     let mut held: Vec<TcpStream> = (0..8).map(|_| open_client(&r)).collect();
     // 8 held + the doctor's own = 9 of 10.
-    let rep = doctor(&r.url()).await;
-    assert_fires(&rep, "clients.near-maxclients", Severity::Warn);
-    assert_silent(&rep, "clients.rejected");
-    assert!(rep.exit_code() >= 1);
+    let before = doctor(&r.url()).await;
+    assert_fires(&before, "clients.near-maxclients", Severity::Warn);
+    assert_silent(&before, "clients.rejected");
+    assert!(before.exit_code() >= 1);
 
     held.push(open_client(&r));
     held.push(open_client(&r));
@@ -227,9 +227,17 @@ async fn nearly_full_maxclients_warns_then_rejections_are_critical() {
     wait_for("held clients to close", Duration::from_secs(5), || {
         info_field(&r, "clients", "connected_clients") == "6"
     });
-    let rep = doctor(&r.url()).await;
+    // Against the counters of the first run, the refusals are new: critical.
+    let baseline = before.counters.clone();
+    let rep = doctor_with(&r.url(), |o| o.baseline = Some(baseline)).await;
     assert_fires(&rep, "clients.rejected", Severity::Critical);
     assert_eq!(rep.exit_code(), 2);
+    // Without a baseline only the lifetime count is known: a warning.
+    let rep = doctor(&r.url()).await;
+    assert_fires(&rep, "clients.rejected", Severity::Warn);
+    // Nothing new since the last run: silent.
+    let again = doctor_with(&r.url(), |o| o.baseline = Some(rep.counters.clone())).await;
+    assert_silent(&again, "clients.rejected");
 }
 
 #[tokio::test]
@@ -393,6 +401,17 @@ async fn read_only_replica_used_as_primary_is_critical() {
     // The master has a replica and no persistence: a restart empties both.
     let rep = doctor(&master.url()).await;
     assert_fires(&rep, "persistence.off", Severity::Warn);
+    // Losing the replica is seen against the previous diagnosis.
+    let baseline = rep.counters.clone();
+    drop(replica);
+    wait_for(
+        "master to notice the replica is gone",
+        Duration::from_secs(10),
+        || info_field(&master, "replication", "connected_slaves") == "0",
+    );
+    let rep = doctor_with(&master.url(), |o| o.baseline = Some(baseline)).await;
+    assert_fires(&rep, "replication.replica-lost", Severity::Critical);
+    assert_eq!(rep.exit_code(), 2);
 }
 
 #[tokio::test]
