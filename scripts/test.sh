@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or not: installs what the tests
+# need if it is missing (redis-server, redis-tools, nutcracker from Debian;
+# redis-py and pytest in .venv), then runs the Rust tests, lints and the
+# client tests against the real binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v nutcracker >/dev/null 2>&1 || missing+=(nutcracker)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} (Debian packages)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Debian's package may start a redis on 6379; tests use their own free ports.
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv for the Python client tests"
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r tests/clients/python/requirements.txt
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+say "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+
+say "client tests (redis-py against the real binary)"
+cargo build --quiet -p redoubt
+.venv/bin/python -m pytest -q tests/clients/python

@@ -1,0 +1,97 @@
+"""Fixtures: a real redis-server and the real redoubt binary in front of it."""
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import redis
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+BIN = os.environ.get("REDOUBT_BIN", os.path.join(ROOT, "target", "debug", "redoubt"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(what, cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except (redis.ConnectionError, OSError, redis.ResponseError):
+            pass
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Redis:
+    def __init__(self, *extra):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp()
+        self.extra = list(extra)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir, *self.extra],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until("redis-server", lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Redoubt:
+    def __init__(self, upstream_url, *args, env=None):
+        self.port = free_port()
+        self.admin = free_port()
+        self.dir = tempfile.mkdtemp()
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--upstream", upstream_url, "--listen", "127.0.0.1:%d" % self.port,
+             "--admin", "127.0.0.1:%d" % self.admin, "--data-dir", self.dir, *args],
+            stderr=open(os.path.join(self.dir, "redoubt.log"), "w"),
+            env={**os.environ, "REDOUBT_HEALTH_INTERVAL_MS": "50", **(env or {})},
+        )
+        wait_until("redoubt listening", lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server():
+    r = Redis()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def redoubt(redis_server):
+    d = Redoubt("redis://127.0.0.1:%d" % redis_server.port)
+    # Wait until the prober has seen Redis: then commands are forwarded.
+    c = redis.Redis(port=d.port, socket_timeout=5)
+    wait_until("redoubt up", lambda: c.ping())
+    yield d
+    d.stop()
