@@ -1,7 +1,7 @@
 //! [`export_resp`] and [`ExportReport`]: the journal as plain RESP for
 //! `redis-cli --pipe` (`redoubt journal export DIR --format resp`).
 //!
-//! Read-only, like [`inspect`](crate::inspect). Entries come out in order:
+//! Read-only, like [`inspect`](fn@crate::inspect). Entries come out in order:
 //! the snapshot's, then every intact record of the segments (replayed and
 //! not), each transaction wrapped in `MULTI` / `EXEC`, with a `SELECT`
 //! whenever the database changes (and before the first entry, since the

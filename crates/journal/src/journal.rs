@@ -564,3 +564,18 @@ impl Iterator for ReplayAll {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn handles_can_be_shared_across_tasks_and_threads() {
+        send_sync::<Journal>();
+        send::<Reader>();
+        send::<ReplayAll>();
+    }
+}

@@ -72,7 +72,7 @@
 //! - [`position`]: [`Position`], [`Checkpoint`].
 //! - [`journal`]: [`Journal`] — open, append, rotate, snapshot, readers,
 //!   release and retention, metrics; [`ReplayAll`].
-//! - [`writer`] (private): the writer thread and group commit.
+//! - `writer` (private): the writer thread and group commit.
 //! - [`reader`]: [`Reader`], [`Record`].
 //! - [`recovery`]: [`Recovery`], [`TornTail`], and the directory scan.
 //! - [`snapshot`]: [`SnapshotInfo`] and the snapshot file.

@@ -1,5 +1,5 @@
 //! [`Recovery`]: what [`Journal::open`](crate::Journal::open) found and did,
-//! and the scan behind it (shared with [`inspect`](crate::inspect)).
+//! and the scan behind it (shared with [`inspect`](fn@crate::inspect)).
 //!
 //! A damaged record is a **torn tail** only when it is in the last segment
 //! and nothing written after it survives: the header or payload is cut

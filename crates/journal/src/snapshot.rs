@@ -2,7 +2,7 @@
 //! store, written as entries so that "snapshot, then the segments from its
 //! base on" rebuilds the store exactly.
 //!
-//! Format: a [`FileHeader`] with the snapshot magic (number = base segment,
+//! Format: a file header (see `header.rs`) with the snapshot magic (number = base segment,
 //! seq = first sequence number of the base segment), then records framed
 //! as in segments (sequence numbers count 1, 2, … within the snapshot),
 //! then an end record (`kind = 2, count u64, 16 zero bytes`) that must be

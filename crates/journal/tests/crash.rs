@@ -131,6 +131,17 @@ fn acknowledged_appends_survive_sigkill_of_the_writer() {
                 "round {round}: acknowledged append {value} at {pos} lost"
             );
         }
-        assert!(on_disk.len() >= acked.len());
+        assert!(
+            acked.len() >= 300 && on_disk.len() >= acked.len(),
+            "{} acked, {} on disk",
+            acked.len(),
+            on_disk.len()
+        );
+        eprintln!(
+            "round {round}: {} acknowledged appends, {} records on disk, {}",
+            acked.len(),
+            on_disk.len(),
+            rec
+        );
     }
 }
