@@ -63,4 +63,6 @@ pub use severity::Severity;
 pub use snapshot::Counters;
 pub use target::{Target, UrlError};
 pub use thresholds::Thresholds;
-pub use triage::{triage_reader, Location, Triage, TriageGroup, TriageReport};
+pub use triage::{
+    triage_files, triage_reader, InputError, Location, Triage, TriageGroup, TriageReport,
+};

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use regex::{RegexSet, RegexSetBuilder};
@@ -343,6 +344,35 @@ impl Triage {
 pub fn triage_reader<R: BufRead>(r: R) -> io::Result<TriageReport> {
     let mut t = Triage::new();
     t.feed_reader(r)?;
+    Ok(t.finish())
+}
+
+/// A log file that could not be opened or read (`redoubt triage` exits 4).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct InputError {
+    /// The file as given.
+    pub path: String,
+    /// What went wrong.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Triage of several files in order, each with its own line numbers
+/// (locations read `FILE:LINE`). Stops at the first unreadable file.
+pub fn triage_files<P: AsRef<Path>>(paths: &[P]) -> Result<TriageReport, InputError> {
+    let mut t = Triage::new();
+    for p in paths {
+        let p = p.as_ref();
+        let err = |source| InputError {
+            path: p.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(p).map_err(err)?;
+        t.begin_source(p.display().to_string());
+        t.feed_reader(io::BufReader::with_capacity(64 * 1024, file))
+            .map_err(err)?;
+    }
     Ok(t.finish())
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::{BufReader, Cursor, Read};
 
-use doctor::{triage_reader, Severity, Triage};
+use doctor::{triage_files, triage_reader, Severity, Triage};
 
 fn fixture(name: &str) -> Vec<String> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -260,4 +260,24 @@ fn read_errors_surface_for_the_caller() {
     }
     let e = triage_reader(BufReader::new(Broken)).unwrap_err();
     assert_eq!(e.to_string(), "disk gone");
+}
+
+#[test]
+fn files_are_read_in_order_and_a_missing_one_is_an_input_error() {
+    let dir = std::env::temp_dir().join(format!("doctor-triage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = dir.join("a.log");
+    let b = dir.join("b.log");
+    std::fs::write(&a, "fine\nredis: connection pool timeout\n").unwrap();
+    std::fs::write(&b, "redis: connection pool timeout\n").unwrap();
+    let r = triage_files(&[&a, &b]).unwrap();
+    let g = r.group("pool-exhausted").unwrap();
+    assert_eq!(g.count, 2);
+    assert_eq!(g.first.to_string(), format!("{}:2", a.display()));
+    assert_eq!(g.last.to_string(), format!("{}:1", b.display()));
+    let missing = dir.join("missing.log");
+    let e = triage_files(&[&a, &missing]).unwrap_err();
+    assert_eq!(e.path, missing.display().to_string());
+    assert_eq!(e.source.kind(), std::io::ErrorKind::NotFound);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
