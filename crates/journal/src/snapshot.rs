@@ -175,6 +175,7 @@ impl SnapshotReader {
         };
         if payload.first() == Some(&KIND_SNAPSHOT_END) {
             let mut n = [0u8; 8];
+            // In bounds: the frame reader rejects payloads shorter than MIN_PAYLOAD.
             n.copy_from_slice(&payload[1..9]);
             let count = u64::from_le_bytes(n);
             let mut c = self.corrupt(String::new());
