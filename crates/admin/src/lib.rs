@@ -63,9 +63,25 @@ pub fn readiness(state: State, local_keyspaces: bool, reason: &str) -> (StatusCo
         State::Up | State::Standalone => (true, false),
         State::Down | State::WritesDown | State::Recovering => (local_keyspaces, true),
     };
-    let reason = if ready && !degraded { String::new() } else { reason.to_string() };
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Readiness { ready, state: state.as_str(), degraded, reason })
+    let reason = if ready && !degraded {
+        String::new()
+    } else {
+        reason.to_string()
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Readiness {
+            ready,
+            state: state.as_str(),
+            degraded,
+            reason,
+        },
+    )
 }
 
 /// A running admin server.
@@ -100,15 +116,24 @@ pub async fn serve(listen: &str, state: AdminState) -> std::io::Result<AdminHand
         let shutdown = async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "admin server failed");
         }
     });
-    Ok(AdminHandle { local_addr, stop, join })
+    Ok(AdminHandle {
+        local_addr,
+        stop,
+        join,
+    })
 }
 
 fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.token else { return true };
+    let Some(token) = &state.token else {
+        return true;
+    };
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -117,7 +142,11 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, "admin token required: send 'Authorization: Bearer <admin.token>'\n").into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        "admin token required: send 'Authorization: Bearer <admin.token>'\n",
+    )
+        .into_response()
 }
 
 async fn readyz(AxState(s): AxState<AdminState>) -> Response {
@@ -130,7 +159,11 @@ async fn metrics(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Respons
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], (s.metrics)()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        (s.metrics)(),
+    )
+        .into_response()
 }
 
 async fn status(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
@@ -159,7 +192,9 @@ async fn page(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -180,7 +215,11 @@ mod tests {
             (State::Recovering, false, 503, false, true),
         ] {
             let (c, r) = readiness(state, local, "why");
-            assert_eq!((c.as_u16(), r.ready, r.degraded), (code, ready, degraded), "{state:?} local={local}");
+            assert_eq!(
+                (c.as_u16(), r.ready, r.degraded),
+                (code, ready, degraded),
+                "{state:?} local={local}"
+            );
             assert_eq!(r.state, state.as_str());
         }
     }

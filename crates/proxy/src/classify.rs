@@ -77,7 +77,14 @@ const SESSION_TABLE: &[(&str, Option<&str>, SessionCmd)] = &[
     ("client", Some("no-touch"), SessionCmd::ClientSwitch),
 ];
 
-const TUNNEL: &[&str] = &["subscribe", "psubscribe", "ssubscribe", "monitor", "sync", "psync"];
+const TUNNEL: &[&str] = &[
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "monitor",
+    "sync",
+    "psync",
+];
 
 fn eq(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
@@ -85,7 +92,9 @@ fn eq(a: &[u8], b: &str) -> bool {
 
 /// Classifies a request by its arguments (name first).
 pub fn classify(args: &[Bytes]) -> Kind {
-    let Some(name) = args.first() else { return Kind::Forward };
+    let Some(name) = args.first() else {
+        return Kind::Forward;
+    };
     let sub = args.get(1);
     for (n, s, cmd) in SESSION_TABLE {
         if eq(name, n) && s.is_none_or(|s| sub.is_some_and(|a| eq(a, s))) {
@@ -103,7 +112,10 @@ pub fn classify(args: &[Bytes]) -> Kind {
     if TUNNEL.iter().any(|t| eq(name, t)) {
         return Kind::Tunnel;
     }
-    if eq(name, "client") && sub.is_some_and(|s| eq(s, "tracking")) && args.get(2).is_some_and(|a| eq(a, "on")) {
+    if eq(name, "client")
+        && sub.is_some_and(|s| eq(s, "tracking"))
+        && args.get(2).is_some_and(|a| eq(a, "on"))
+    {
         return Kind::Tunnel;
     }
     if let Some(spec) = resp::lookup(args) {
@@ -122,14 +134,20 @@ fn block_ms(args: &[Bytes]) -> Option<Option<u64>> {
     let name = args[0].to_ascii_lowercase();
     let secs = |a: Option<&Bytes>| -> Option<Option<u64>> {
         let v: f64 = std::str::from_utf8(a?).ok()?.parse().ok()?;
-        Some(if v <= 0.0 { None } else { Some((v * 1000.0).ceil() as u64) })
+        Some(if v <= 0.0 {
+            None
+        } else {
+            Some((v * 1000.0).ceil() as u64)
+        })
     };
     let ms = |a: Option<&Bytes>| -> Option<Option<u64>> {
         let v: u64 = std::str::from_utf8(a?).ok()?.parse().ok()?;
         Some(if v == 0 { None } else { Some(v) })
     };
     match &name[..] {
-        b"blpop" | b"brpop" | b"bzpopmin" | b"bzpopmax" | b"brpoplpush" | b"blmove" => secs(args.last()),
+        b"blpop" | b"brpop" | b"bzpopmin" | b"bzpopmax" | b"brpoplpush" | b"blmove" => {
+            secs(args.last())
+        }
         b"blmpop" | b"bzmpop" => secs(args.get(1)),
         b"wait" => ms(args.get(2)),
         b"waitaof" => ms(args.get(3)),
@@ -157,7 +175,10 @@ mod tests {
     use super::*;
 
     fn k(args: &[&str]) -> Kind {
-        let a: Vec<Bytes> = args.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
+        let a: Vec<Bytes> = args
+            .iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect();
         classify(&a)
     }
 
@@ -184,15 +205,25 @@ mod tests {
         assert_eq!(k(&["CLIENT", "TRACKING", "on", "BCAST"]), Kind::Tunnel);
         assert_eq!(k(&["BLPOP", "q", "1.5"]), Kind::Blocking(Some(1500)));
         assert_eq!(k(&["BLPOP", "q", "0"]), Kind::Blocking(None));
-        assert_eq!(k(&["BLMPOP", "2", "2", "a", "b", "LEFT"]), Kind::Blocking(Some(2000)));
-        assert_eq!(k(&["XREAD", "BLOCK", "100", "STREAMS", "s", "$"]), Kind::Blocking(Some(100)));
+        assert_eq!(
+            k(&["BLMPOP", "2", "2", "a", "b", "LEFT"]),
+            Kind::Blocking(Some(2000))
+        );
+        assert_eq!(
+            k(&["XREAD", "BLOCK", "100", "STREAMS", "s", "$"]),
+            Kind::Blocking(Some(100))
+        );
         assert_eq!(k(&["XREAD", "STREAMS", "s", "0"]), Kind::Forward);
         assert_eq!(k(&["FOO.BAR", "x"]), Kind::Forward);
     }
 
     #[test]
     fn writes_and_unknowns_are_uncertain() {
-        let b = |s: &[&str]| s.iter().map(|x| Bytes::copy_from_slice(x.as_bytes())).collect::<Vec<_>>();
+        let b = |s: &[&str]| {
+            s.iter()
+                .map(|x| Bytes::copy_from_slice(x.as_bytes()))
+                .collect::<Vec<_>>()
+        };
         assert!(is_write(&b(&["SET", "a", "1"])));
         assert!(is_write(&b(&["EVAL", "return 1", "0"])));
         assert!(is_write(&b(&["MODULE.CMD"])));

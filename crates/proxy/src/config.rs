@@ -71,7 +71,9 @@ impl LimitsConfig {
             p.push("limits.proto_max_bulk_len must be at least 1 byte".into());
         }
         if self.max_query_buffer_bytes < self.proto_max_bulk_len.min(1 << 30) {
-            p.push("limits.max_query_buffer_bytes must be at least limits.proto_max_bulk_len".into());
+            p.push(
+                "limits.max_query_buffer_bytes must be at least limits.proto_max_bulk_len".into(),
+            );
         }
         p
     }

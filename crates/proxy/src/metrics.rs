@@ -21,8 +21,10 @@ pub const OUTAGE_SECONDS_TOTAL: &str = "redoubt_outage_seconds_total";
 
 /// Buckets for [`COMMAND_DURATION`], in seconds: 50 µs to the 1 s default
 /// deadline and beyond, for blocking commands.
-pub const DURATION_BUCKETS: &[f64] =
-    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
 
 /// Handles the sessions use.
 #[derive(Clone)]
@@ -65,5 +67,11 @@ pub fn publish_state(state: State) {
     for s in State::ALL {
         gauge!(STATE, "state" => s.as_str()).set(if s == state { 1.0 } else { 0.0 });
     }
-    gauge!(UPSTREAM_UP).set(if matches!(state, State::Up | State::WritesDown | State::Recovering) { 1.0 } else { 0.0 });
+    gauge!(UPSTREAM_UP).set(
+        if matches!(state, State::Up | State::WritesDown | State::Recovering) {
+            1.0
+        } else {
+            0.0
+        },
+    );
 }

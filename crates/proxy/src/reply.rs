@@ -21,19 +21,26 @@ pub fn error(text: impl AsRef<str>) -> Bytes {
     let mut b = BytesMut::with_capacity(text.len() + 3);
     b.extend_from_slice(b"-");
     // Error lines cannot carry newlines.
-    b.extend(text.bytes().map(|c| if c == b'\r' || c == b'\n' { b' ' } else { c }));
+    b.extend(
+        text.bytes()
+            .map(|c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+    );
     b.extend_from_slice(b"\r\n");
     b.freeze()
 }
 
 /// Redis is known to be down.
 pub fn unavailable_down(reason: &str) -> Bytes {
-    error(format!("UNAVAILABLE redis is down ({reason}): command not executed; retry later"))
+    error(format!(
+        "UNAVAILABLE redis is down ({reason}): command not executed; retry later"
+    ))
 }
 
 /// No connection could be opened.
 pub fn unavailable_connect(why: &str) -> Bytes {
-    error(format!("UNAVAILABLE cannot reach redis ({why}): command not executed; retry later"))
+    error(format!(
+        "UNAVAILABLE cannot reach redis ({why}): command not executed; retry later"
+    ))
 }
 
 /// A read whose deadline passed.

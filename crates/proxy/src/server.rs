@@ -50,7 +50,11 @@ pub struct ProxyHandle {
 
 impl Proxy {
     /// Binds the listener and starts accepting clients.
-    pub async fn start(settings: ProxySettings, upstream: Arc<Upstream>, health: HealthHandle) -> std::io::Result<ProxyHandle> {
+    pub async fn start(
+        settings: ProxySettings,
+        upstream: Arc<Upstream>,
+        health: HealthHandle,
+    ) -> std::io::Result<ProxyHandle> {
         let listener = TcpListener::bind(&settings.listen).await?;
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -64,9 +68,20 @@ impl Proxy {
             next_id: AtomicU64::new(1),
         });
         let (done_tx, done_rx) = mpsc::channel(1);
-        let accept = tokio::spawn(accept_loop(listener, shared.clone(), done_tx, shutdown_rx.clone()));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            done_tx,
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(watch_state(health, shutdown_rx));
-        Ok(ProxyHandle { local_addr, shutdown: shutdown_tx, accept, done: done_rx, shared })
+        Ok(ProxyHandle {
+            local_addr,
+            shutdown: shutdown_tx,
+            accept,
+            done: done_rx,
+            shared,
+        })
     }
 }
 
@@ -102,7 +117,12 @@ impl ProxyHandle {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, done: mpsc::Sender<()>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    done: mpsc::Sender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

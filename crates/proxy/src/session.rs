@@ -132,7 +132,12 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, id: u64, peer: SocketAddr, local: SocketAddr) -> Session {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        id: u64,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Session {
         let limits = shared.limits.decoder();
         let timeout = Duration::from_millis(shared.limits.command_timeout_ms);
         Session {
@@ -163,7 +168,11 @@ impl Session {
     }
 
     fn key(&self) -> PoolKey {
-        PoolKey { auth: self.auth.clone(), db: self.db, proto: self.proto }
+        PoolKey {
+            auth: self.auth.clone(),
+            db: self.db,
+            proto: self.proto,
+        }
     }
 
     /// Serves the client until it leaves, misbehaves, or shutdown drains it.
@@ -188,7 +197,11 @@ impl Session {
                     Flow::Tunnel(r) => tunnel = Some(r),
                 }
             }
-            while stalled.is_none() && tunnel.is_none() && !closing && self.pending_cmds < max_inflight {
+            while stalled.is_none()
+                && tunnel.is_none()
+                && !closing
+                && self.pending_cmds < max_inflight
+            {
                 match parse_request(&mut inbuf, &self.limits) {
                     Ok(Some(req)) => match self.dispatch(req).await {
                         Flow::Go => {}
@@ -209,7 +222,11 @@ impl Session {
                 closing = true;
             }
             if out.len() as u64 > max_output {
-                tracing::warn!(client = self.id, bytes = out.len(), "output buffer over limits.max_output_buffer_bytes; closing");
+                tracing::warn!(
+                    client = self.id,
+                    bytes = out.len(),
+                    "output buffer over limits.max_output_buffer_bytes; closing"
+                );
                 return;
             }
             if !out.is_empty() {
@@ -232,7 +249,11 @@ impl Session {
             if self.pending.is_empty() && stalled.is_some() {
                 continue;
             }
-            let can_read = !eof && !closing && stalled.is_none() && tunnel.is_none() && self.pending_cmds < max_inflight;
+            let can_read = !eof
+                && !closing
+                && stalled.is_none()
+                && tunnel.is_none()
+                && self.pending_cmds < max_inflight;
             if inbuf.len() as u64 > max_query {
                 self.push_ready(reply::error(
                     "ERR Protocol error: query buffer over limits.max_query_buffer_bytes; connection closed",
@@ -279,7 +300,11 @@ impl Session {
             _ => 1,
         };
         self.pending_cmds += n;
-        self.pending.push_back(Slot { body, silent, started: Instant::now() });
+        self.pending.push_back(Slot {
+            body,
+            silent,
+            started: Instant::now(),
+        });
     }
 
     fn push_ready(&mut self, b: Bytes) {
@@ -322,7 +347,8 @@ impl Session {
     /// True when commands may go to `conn` without overtaking in-flight
     /// commands on another connection.
     fn may_use(&self, conn: &Conn) -> bool {
-        self.inflight.iter().all(|(c, _)| *c == conn.id()) && self.batch.as_ref().is_none_or(|b| b.conn.id() == conn.id())
+        self.inflight.iter().all(|(c, _)| *c == conn.id())
+            && self.batch.as_ref().is_none_or(|b| b.conn.id() == conn.id())
     }
 
     fn nothing_in_flight(&self) -> bool {
@@ -360,7 +386,9 @@ impl Session {
     fn down_reply(&mut self) -> Option<Bytes> {
         if self.shared.health.state() == State::Down {
             self.shared.metrics.rejected.increment(1);
-            Some(reply::unavailable_down(&self.shared.health.current().reason))
+            Some(reply::unavailable_down(
+                &self.shared.health.current().reason,
+            ))
         } else {
             None
         }
@@ -404,7 +432,9 @@ impl Session {
 
     async fn dispatch(&mut self, req: Request) -> Flow {
         let kind = classify(&req.args);
-        if self.multi.is_some() && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Watch) {
+        if self.multi.is_some()
+            && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Watch)
+        {
             if let Kind::Session(SessionCmd::Quit | SessionCmd::Reset) = kind {
             } else {
                 self.queue_in_multi(req, kind);
@@ -417,7 +447,10 @@ impl Session {
                 if self.multi.is_some() {
                     self.push_ready(reply::error("ERR MULTI calls can not be nested"));
                 } else {
-                    self.multi = Some(Multi { cmds: Vec::new(), failed: false });
+                    self.multi = Some(Multi {
+                        cmds: Vec::new(),
+                        failed: false,
+                    });
                     self.shared.metrics.local.increment(1);
                     self.push_ready(reply::ok());
                 }
@@ -486,14 +519,20 @@ impl Session {
             }
             _ => {
                 self.flush_batch();
-                self.batch = Some(Builder { conn, raws: vec![req.raw], writes: vec![write] });
+                self.batch = Some(Builder {
+                    conn,
+                    raws: vec![req.raw],
+                    writes: vec![write],
+                });
             }
         }
         Flow::Go
     }
 
     fn queue_in_multi(&mut self, req: Request, kind: Kind) {
-        let Some(multi) = self.multi.as_mut() else { return };
+        let Some(multi) = self.multi.as_mut() else {
+            return;
+        };
         let name = String::from_utf8_lossy(&req.args[0]).to_lowercase();
         let err = match (kind, resp::lookup(&req.args)) {
             (Kind::Session(_), _) | (Kind::Tunnel, _) => Some(format!(
@@ -525,7 +564,9 @@ impl Session {
             if self.pinned.is_some() {
                 self.unpin_when_idle = true;
             }
-            self.push_ready(reply::error("EXECABORT Transaction discarded because of previous errors."));
+            self.push_ready(reply::error(
+                "EXECABORT Transaction discarded because of previous errors.",
+            ));
             return Flow::Go;
         }
         if let Some(r) = self.down_reply() {
@@ -533,10 +574,11 @@ impl Session {
             return Flow::Go;
         }
         let conn = match self.target().await {
-            Ok(c) if self.may_use(&c) || {
-                self.flush_batch();
-                self.may_use(&c)
-            } =>
+            Ok(c)
+                if self.may_use(&c) || {
+                    self.flush_batch();
+                    self.may_use(&c)
+                } =>
             {
                 c
             }
@@ -678,19 +720,32 @@ impl Session {
             let health = self.shared.health.state();
             let outcome = match self.pending.front_mut() {
                 None => return false,
-                Some(Slot { body: Body::Close, .. }) => {
+                Some(Slot {
+                    body: Body::Close, ..
+                }) => {
                     self.pop_front();
                     return true;
                 }
-                Some(Slot { body: Body::Ready(_), .. }) => {
-                    if let Some(Slot { body: Body::Ready(b), silent, .. }) = self.pop_front() {
+                Some(Slot {
+                    body: Body::Ready(_),
+                    ..
+                }) => {
+                    if let Some(Slot {
+                        body: Body::Ready(b),
+                        silent,
+                        ..
+                    }) = self.pop_front()
+                    {
                         if !silent {
                             out.extend_from_slice(&b);
                         }
                     }
                     continue;
                 }
-                Some(Slot { body: Body::Wait(w), .. }) => match w.rx.try_recv() {
+                Some(Slot {
+                    body: Body::Wait(w),
+                    ..
+                }) => match w.rx.try_recv() {
                     Ok(r) => Outcome::Reply(r),
                     Err(oneshot::error::TryRecvError::Closed) => Outcome::NotSent,
                     Err(oneshot::error::TryRecvError::Empty) => {
@@ -707,7 +762,14 @@ impl Session {
     }
 
     async fn complete_front(&mut self, outcome: Outcome, out: &mut BytesMut, health: State) {
-        let Some(Slot { body: Body::Wait(w), silent, .. }) = self.pending.front_mut() else { return };
+        let Some(Slot {
+            body: Body::Wait(w),
+            silent,
+            ..
+        }) = self.pending.front_mut()
+        else {
+            return;
+        };
         let silent = *silent;
         let mut emit = |b: &[u8]| {
             if !silent {
@@ -729,7 +791,12 @@ impl Session {
                         let rest = r.received.min(w.writes.len());
                         let all_reads = w.writes[rest..].iter().all(|x| !x);
                         let in_time = w.deadline.is_none_or(|d| Instant::now() < d);
-                        if all_reads && !w.retried && in_time && health != State::Down && w.dedicated.is_none() {
+                        if all_reads
+                            && !w.retried
+                            && in_time
+                            && health != State::Down
+                            && w.dedicated.is_none()
+                        {
                             w.writes.drain(..rest);
                             w.raws.drain(..rest);
                             w.retried = true;
@@ -737,12 +804,22 @@ impl Session {
                                 return;
                             }
                         }
-                        let Some(Slot { body: Body::Wait(w), .. }) = self.pending.front() else { return };
+                        let Some(Slot {
+                            body: Body::Wait(w),
+                            ..
+                        }) = self.pending.front()
+                        else {
+                            return;
+                        };
                         let start = if w.writes.len() < rest { 0 } else { rest };
                         let writes: Vec<bool> = w.writes[start.min(w.writes.len())..].to_vec();
                         let mut o = BytesMut::new();
                         for write in writes {
-                            o.extend_from_slice(&if write { reply::uncertain_lost() } else { reply::unavailable_lost() });
+                            o.extend_from_slice(&if write {
+                                reply::uncertain_lost()
+                            } else {
+                                reply::unavailable_lost()
+                            });
                         }
                         if !silent {
                             out.extend_from_slice(&o);
@@ -768,10 +845,14 @@ impl Session {
                     }
                 }
                 let n = match self.pending.front() {
-                    Some(Slot { body: Body::Wait(w), .. }) => w.writes.len(),
+                    Some(Slot {
+                        body: Body::Wait(w),
+                        ..
+                    }) => w.writes.len(),
                     _ => 1,
                 };
-                let r = reply::unavailable_connect("the connection closed before the command was sent");
+                let r =
+                    reply::unavailable_connect("the connection closed before the command was sent");
                 for _ in 0..n {
                     if !silent {
                         out.extend_from_slice(&r);
@@ -812,15 +893,29 @@ impl Session {
         self.conn = None;
         let pool = self.shared.upstream.pool(&self.key());
         let deadline = match self.pending.front() {
-            Some(Slot { body: Body::Wait(w), .. }) => w.deadline.unwrap_or_else(|| Instant::now() + self.timeout),
+            Some(Slot {
+                body: Body::Wait(w),
+                ..
+            }) => w.deadline.unwrap_or_else(|| Instant::now() + self.timeout),
             _ => return false,
         };
-        let Ok(conn) = pool.get(deadline).await else { return false };
+        let Ok(conn) = pool.get(deadline).await else {
+            return false;
+        };
         let old_id = match self.pending.front() {
-            Some(Slot { body: Body::Wait(w), .. }) => w.conn.id(),
+            Some(Slot {
+                body: Body::Wait(w),
+                ..
+            }) => w.conn.id(),
             _ => return false,
         };
-        let Some(Slot { body: Body::Wait(w), .. }) = self.pending.front_mut() else { return false };
+        let Some(Slot {
+            body: Body::Wait(w),
+            ..
+        }) = self.pending.front_mut()
+        else {
+            return false;
+        };
         let mut raw = BytesMut::new();
         for r in &w.raws {
             raw.extend_from_slice(r);
@@ -847,13 +942,19 @@ impl Session {
         let (mut up, _permit) = match self.shared.upstream.tunnel(&self.key()).await {
             Ok(t) => t,
             Err(e) => {
-                let _ = client.write_all(&reply::unavailable_connect(&e.to_string())).await;
+                let _ = client
+                    .write_all(&reply::unavailable_connect(&e.to_string()))
+                    .await;
                 return;
             }
         };
         self.shared.metrics.upstream.increment(1);
         if up.write_all(&req.raw).await.is_err() || up.write_all(&rest).await.is_err() {
-            let _ = client.write_all(&reply::unavailable_connect("the connection closed during setup")).await;
+            let _ = client
+                .write_all(&reply::unavailable_connect(
+                    "the connection closed during setup",
+                ))
+                .await;
             return;
         }
         let mut health = self.shared.health.subscribe();
@@ -870,8 +971,18 @@ impl Session {
     async fn session_cmd(&mut self, cmd: SessionCmd, req: Request) -> Flow {
         self.shared.metrics.local.increment(1);
         let args = &req.args;
-        let arity = |n: usize, exact: bool| if exact { args.len() == n } else { args.len() >= n };
-        let wrong_args = |name: &str| reply::error(format!("ERR wrong number of arguments for '{name}' command"));
+        let arity = |n: usize, exact: bool| {
+            if exact {
+                args.len() == n
+            } else {
+                args.len() >= n
+            }
+        };
+        let wrong_args = |name: &str| {
+            reply::error(format!(
+                "ERR wrong number of arguments for '{name}' command"
+            ))
+        };
         let r = match cmd {
             SessionCmd::Quit => {
                 self.push_ready(reply::ok());
@@ -898,7 +1009,11 @@ impl Session {
                 if !arity(2, false) || args.len() > 3 {
                     wrong_args("auth")
                 } else {
-                    let (user, pass) = if args.len() == 3 { (Some(&args[1]), &args[2]) } else { (None, &args[1]) };
+                    let (user, pass) = if args.len() == 3 {
+                        (Some(&args[1]), &args[2])
+                    } else {
+                        (None, &args[1])
+                    };
                     let creds = Credentials {
                         user: user.map(|u| String::from_utf8_lossy(u).into_owned()),
                         password: String::from_utf8_lossy(pass).into_owned(),
@@ -918,21 +1033,31 @@ impl Session {
                 if !arity(2, true) {
                     wrong_args("select")
                 } else {
-                    match std::str::from_utf8(&args[1]).ok().and_then(|s| s.parse::<i64>().ok()) {
+                    match std::str::from_utf8(&args[1])
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                    {
                         None => reply::error("ERR value is not an integer or out of range"),
-                        Some(n) if !(0..DEFAULT_DATABASES.max(n + 1)).contains(&n) || n > u32::MAX as i64 => {
+                        Some(n)
+                            if !(0..DEFAULT_DATABASES.max(n + 1)).contains(&n)
+                                || n > u32::MAX as i64 =>
+                        {
                             reply::error("ERR DB index is out of range")
                         }
-                        Some(n) if self.shared.health.state() == State::Down && n >= DEFAULT_DATABASES => {
+                        Some(n)
+                            if self.shared.health.state() == State::Down
+                                && n >= DEFAULT_DATABASES =>
+                        {
                             reply::error("ERR DB index is out of range")
                         }
                         Some(n) => {
                             let n = n as u32;
-                            let verified = if self.shared.health.state() == State::Down || n == self.db {
-                                Ok(())
-                            } else {
-                                self.verify(self.auth.clone(), n, self.proto).await
-                            };
+                            let verified =
+                                if self.shared.health.state() == State::Down || n == self.db {
+                                    Ok(())
+                                } else {
+                                    self.verify(self.auth.clone(), n, self.proto).await
+                                };
                             match verified {
                                 Ok(()) => {
                                     if n != self.db {
@@ -952,7 +1077,9 @@ impl Session {
                 if !arity(3, true) {
                     wrong_args("client|setname")
                 } else if args[2].iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
-                    reply::error("ERR Client names cannot contain spaces, newlines or special characters.")
+                    reply::error(
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    )
                 } else {
                     self.name = (!args[2].is_empty()).then(|| args[2].clone());
                     reply::ok()
@@ -960,7 +1087,11 @@ impl Session {
             }
             SessionCmd::ClientGetName => match &self.name {
                 Some(n) => reply::encode(&Frame::Bulk(n.clone())),
-                None => reply::encode(&if self.proto == 3 { Frame::Null } else { Frame::NullBulk }),
+                None => reply::encode(&if self.proto == 3 {
+                    Frame::Null
+                } else {
+                    Frame::NullBulk
+                }),
             },
             SessionCmd::ClientSetInfo => {
                 if !arity(4, true) {
@@ -972,12 +1103,19 @@ impl Session {
                     self.lib_ver = Some(args[3].clone());
                     reply::ok()
                 } else {
-                    reply::error(format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(&args[2])))
+                    reply::error(format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(&args[2])
+                    ))
                 }
             }
             SessionCmd::ClientInfo => {
                 let line = self.client_info_line();
-                reply::encode(&if self.proto == 3 { Frame::Verbatim(Bytes::from(format!("txt:{line}"))) } else { Frame::Bulk(Bytes::from(line)) })
+                reply::encode(&if self.proto == 3 {
+                    Frame::Verbatim(Bytes::from(format!("txt:{line}")))
+                } else {
+                    Frame::Bulk(Bytes::from(line))
+                })
             }
             SessionCmd::ClientReply => {
                 let mode = args.get(2).map(|a| a.to_ascii_lowercase());
@@ -1010,7 +1148,9 @@ impl Session {
     async fn verify(&mut self, auth: Option<Credentials>, db: u32, proto: u8) -> Result<(), Bytes> {
         if self.shared.health.state() == State::Down {
             self.shared.metrics.rejected.increment(1);
-            return Err(reply::unavailable_down(&self.shared.health.current().reason));
+            return Err(reply::unavailable_down(
+                &self.shared.health.current().reason,
+            ));
         }
         let key = PoolKey { auth, db, proto };
         let pool = self.shared.upstream.pool(&key);
@@ -1030,8 +1170,13 @@ impl Session {
         let mut auth = None;
         let mut name = None;
         if let Some(v) = args.get(1) {
-            match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
-                None => return reply::error("ERR Protocol version is not an integer or out of range"),
+            match std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
+                None => {
+                    return reply::error("ERR Protocol version is not an integer or out of range")
+                }
                 Some(2) => proto = 2,
                 Some(3) => proto = 3,
                 Some(_) => return reply::error("NOPROTO unsupported protocol version"),
@@ -1049,13 +1194,18 @@ impl Session {
                     name = Some(args[i + 1].clone());
                     i += 2;
                 } else {
-                    return reply::error(format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(&args[i])));
+                    return reply::error(format!(
+                        "ERR Syntax error in HELLO option '{}'",
+                        String::from_utf8_lossy(&args[i])
+                    ));
                 }
             }
         }
         if let Some(n) = &name {
             if n.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
-                return reply::error("ERR Client names cannot contain spaces, newlines or special characters.");
+                return reply::error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
             }
         }
         if let Some(creds) = auth {
@@ -1073,7 +1223,9 @@ impl Session {
             self.name = (!n.is_empty()).then_some(n);
         }
         let facts = self.shared.health.current().facts;
-        let version = facts.redis_version.unwrap_or_else(|| resp::command::REDIS_VERSION.to_string());
+        let version = facts
+            .redis_version
+            .unwrap_or_else(|| resp::command::REDIS_VERSION.to_string());
         let role = match facts.role.as_deref() {
             Some("slave") => "replica",
             _ => "master",
@@ -1095,11 +1247,31 @@ impl Session {
     }
 
     fn client_info_line(&self) -> String {
-        let name = self.name.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
-        let user = self.auth.as_ref().and_then(|a| a.user.clone()).unwrap_or_else(|| "default".into());
-        let multi = self.multi.as_ref().map(|m| m.cmds.len() as i64).unwrap_or(-1);
-        let lib_name = self.lib_name.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
-        let lib_ver = self.lib_ver.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
+        let name = self
+            .name
+            .as_ref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        let user = self
+            .auth
+            .as_ref()
+            .and_then(|a| a.user.clone())
+            .unwrap_or_else(|| "default".into());
+        let multi = self
+            .multi
+            .as_ref()
+            .map(|m| m.cmds.len() as i64)
+            .unwrap_or(-1);
+        let lib_name = self
+            .lib_name
+            .as_ref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        let lib_ver = self
+            .lib_ver
+            .as_ref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
         format!(
             "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
@@ -1118,14 +1290,24 @@ impl Session {
 }
 
 fn has_wait_front(pending: &VecDeque<Slot>) -> bool {
-    matches!(pending.front(), Some(Slot { body: Body::Wait(_), .. }))
+    matches!(
+        pending.front(),
+        Some(Slot {
+            body: Body::Wait(_),
+            ..
+        })
+    )
 }
 
 /// Waits for the front slot's fate: its replies, "never sent", or its
 /// deadline. A blocking command with no deadline is given up (as
 /// `UNCERTAIN`) when Redis goes down.
 async fn wait_front(pending: &mut VecDeque<Slot>, health: &upstream::HealthHandle) -> Outcome {
-    let Some(Slot { body: Body::Wait(w), .. }) = pending.front_mut() else {
+    let Some(Slot {
+        body: Body::Wait(w),
+        ..
+    }) = pending.front_mut()
+    else {
         return std::future::pending().await;
     };
     match w.deadline {

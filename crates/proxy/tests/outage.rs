@@ -14,7 +14,10 @@ use upstream::State;
 const TIMEOUT_MS: u64 = 400;
 
 fn limits() -> LimitsConfig {
-    LimitsConfig { command_timeout_ms: TIMEOUT_MS, ..Default::default() }
+    LimitsConfig {
+        command_timeout_ms: TIMEOUT_MS,
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +25,12 @@ async fn paused_redis_never_leaves_a_client_waiting_past_its_deadline() {
     let redis = RedisServer::new();
     // Slow probes so the in-flight commands meet their deadline before
     // Down is declared: this is the case that hangs twemproxy.
-    let health = upstream::HealthConfig { interval_ms: 250, timeout_ms: 250, down_after: 4, up_after: 2 };
+    let health = upstream::HealthConfig {
+        interval_ms: 250,
+        timeout_ms: 250,
+        down_after: 4,
+        up_after: 2,
+    };
     let f = start_with(&redis.url(), health, limits()).await;
     f.wait_state(State::Up, Duration::from_secs(5)).await;
     let mut clients = Vec::new();
@@ -36,19 +44,32 @@ async fn paused_redis_never_leaves_a_client_waiting_past_its_deadline() {
     for (i, mut r) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let start = Instant::now();
-            let reply = if i % 2 == 0 { r.cmd(&["SET", "k", "v"]).await } else { r.cmd(&["GET", "k"]).await };
+            let reply = if i % 2 == 0 {
+                r.cmd(&["SET", "k", "v"]).await
+            } else {
+                r.cmd(&["GET", "k"]).await
+            };
             (i, start.elapsed(), reply, r)
         }));
     }
     let mut clients = Vec::new();
     for t in tasks {
         let (i, took, reply, r) = t.await.unwrap();
-        assert!(took <= Duration::from_millis(TIMEOUT_MS + 100), "client {i} waited {took:?}");
+        assert!(
+            took <= Duration::from_millis(TIMEOUT_MS + 100),
+            "client {i} waited {took:?}"
+        );
         let text = err_text(&reply);
         if i % 2 == 0 {
-            assert!(text.starts_with("UNCERTAIN") && text.contains("may have been executed"), "{text}");
+            assert!(
+                text.starts_with("UNCERTAIN") && text.contains("may have been executed"),
+                "{text}"
+            );
         } else {
-            assert!(text.starts_with("UNAVAILABLE") && text.contains("not executed"), "{text}");
+            assert!(
+                text.starts_with("UNAVAILABLE") && text.contains("not executed"),
+                "{text}"
+            );
         }
         clients.push(r);
     }
@@ -72,13 +93,23 @@ async fn killed_redis_fails_fast_then_recovers_after_restart() {
     assert_eq!(r.cmd(&["SET", "a", "1"]).await, Frame::simple("OK"));
     redis.kill();
     f.wait_state(State::Down, Duration::from_secs(5)).await;
-    for cmd in [&["GET", "a"][..], &["SET", "a", "2"][..], &["INCR", "n"][..]] {
+    for cmd in [
+        &["GET", "a"][..],
+        &["SET", "a", "2"][..],
+        &["INCR", "n"][..],
+    ] {
         let start = Instant::now();
         let reply = r.cmd(cmd).await;
         let took = start.elapsed();
-        assert!(took <= Duration::from_millis(50), "{cmd:?} took {took:?} while Down");
+        assert!(
+            took <= Duration::from_millis(50),
+            "{cmd:?} took {took:?} while Down"
+        );
         let text = err_text(&reply);
-        assert!(text.starts_with("UNAVAILABLE") && text.contains("command not executed"), "{text}");
+        assert!(
+            text.starts_with("UNAVAILABLE") && text.contains("command not executed"),
+            "{text}"
+        );
     }
     redis.restart();
     let back = Instant::now();
@@ -87,16 +118,29 @@ async fn killed_redis_fails_fast_then_recovers_after_restart() {
         if r.cmd(&["GET", "a"]).await.error_text().is_none() {
             break;
         }
-        assert!(back.elapsed() <= budget, "not serving {:?} after Redis came back", back.elapsed());
+        assert!(
+            back.elapsed() <= budget,
+            "not serving {:?} after Redis came back",
+            back.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert!(back.elapsed() <= budget, "served again after {:?}", back.elapsed());
+    assert!(
+        back.elapsed() <= budget,
+        "served again after {:?}",
+        back.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redoubt_started_before_redis_waits_for_it() {
     let port = test_support::free_port();
-    let f = start_with(&format!("redis://127.0.0.1:{port}"), fast_health(), limits()).await;
+    let f = start_with(
+        &format!("redis://127.0.0.1:{port}"),
+        fast_health(),
+        limits(),
+    )
+    .await;
     let mut r = f.raw().await;
     let text = err_text(&r.cmd(&["GET", "x"]).await);
     assert!(text.starts_with("UNAVAILABLE"), "{text}");
@@ -136,19 +180,37 @@ async fn client_kill_and_idle_timeout_do_not_mark_redis_down() {
     // Redis closes idle connections after 1 s: ours too, then reconnect.
     redis.cmd(&["CONFIG", "SET", "timeout", "1"]);
     let before = redis.cmd(&["INFO", "stats"]);
-    let conns = |info: &str| info.lines().find_map(|l| l.strip_prefix("total_connections_received:")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap();
+    let conns = |info: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
     let start_total = conns(&before);
     // Wait until Redis has really dropped the idle pooled connection: the
     // next command then has to open a new one.
-    test_support::wait_for("redis to close idle connections", Duration::from_secs(10), || {
-        redis.cmd(&["INFO", "clients"]).lines().any(|l| l.trim() == "connected_clients:2")
-    });
+    test_support::wait_for(
+        "redis to close idle connections",
+        Duration::from_secs(10),
+        || {
+            redis
+                .cmd(&["INFO", "clients"])
+                .lines()
+                .any(|l| l.trim() == "connected_clients:2")
+        },
+    );
     assert_eq!(r.cmd(&["GET", "k"]).await, Frame::bulk("v"));
-    assert!(conns(&redis.cmd(&["INFO", "stats"])) > start_total + 1, "a new pooled connection was opened");
+    assert!(
+        conns(&redis.cmd(&["INFO", "stats"])) > start_total + 1,
+        "a new pooled connection was opened"
+    );
     // Ten probe intervals after all that, the state never left Up.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let states = seen.lock().unwrap().clone();
-    assert!(states.iter().all(|s| *s == State::Up), "states seen: {states:?}");
+    assert!(
+        states.iter().all(|s| *s == State::Up),
+        "states seen: {states:?}"
+    );
     assert_eq!(f.health.state(), State::Up);
 }
 
@@ -158,10 +220,14 @@ async fn write_rejection_is_seen_as_writes_down() {
     let f = start(&redis).await;
     redis.cmd(&["SET", "filler", "xxxxxxxxxxxxxxxxxxxxxxxx"]);
     redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
-    f.wait_state(State::WritesDown, Duration::from_secs(5)).await;
+    f.wait_state(State::WritesDown, Duration::from_secs(5))
+        .await;
     let mut r = f.raw().await;
     // Reads still pass; Redis itself rejects the write.
-    assert_eq!(r.cmd(&["GET", "filler"]).await, Frame::bulk("xxxxxxxxxxxxxxxxxxxxxxxx"));
+    assert_eq!(
+        r.cmd(&["GET", "filler"]).await,
+        Frame::bulk("xxxxxxxxxxxxxxxxxxxxxxxx")
+    );
     assert!(err_text(&r.cmd(&["SET", "x", "y"]).await).starts_with("OOM"));
     redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
     f.wait_state(State::Up, Duration::from_secs(5)).await;
@@ -186,7 +252,10 @@ async fn thousand_connects_leave_no_upstream_connections_behind() {
                     2 => {
                         let _ = r.cmd(&["SUBSCRIBE", "c"]).await;
                     }
-                    _ => assert_eq!(r.cmd(&["SET", &format!("k{batch}-{i}"), "v"]).await, Frame::simple("OK")),
+                    _ => assert_eq!(
+                        r.cmd(&["SET", &format!("k{batch}-{i}"), "v"]).await,
+                        Frame::simple("OK")
+                    ),
                 }
             }));
         }
@@ -194,19 +263,33 @@ async fn thousand_connects_leave_no_upstream_connections_behind() {
             h.await.unwrap();
         }
     }
-    test_support::wait_for("sessions to finish closing", Duration::from_secs(10), || f.proxy.clients() == 0);
-    test_support::wait_for("dedicated connections to close", Duration::from_secs(10), || f.upstream.dedicated_in_use() == 0);
+    test_support::wait_for(
+        "sessions to finish closing",
+        Duration::from_secs(10),
+        || f.proxy.clients() == 0,
+    );
+    test_support::wait_for(
+        "dedicated connections to close",
+        Duration::from_secs(10),
+        || f.upstream.dedicated_in_use() == 0,
+    );
     // Redis sees only the shared pool (2), the prober, and our CLIENT LIST;
     // a closed socket takes Redis a moment to notice, hence the wait.
-    test_support::wait_for("redis to see only pooled connections", Duration::from_secs(10), || {
-        redis.cmd(&["CLIENT", "LIST"]).lines().count() <= 2 + 1 + 1
-    });
+    test_support::wait_for(
+        "redis to see only pooled connections",
+        Duration::from_secs(10),
+        || redis.cmd(&["CLIENT", "LIST"]).lines().count() <= 2 + 1 + 1,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_input_get_protocol_errors_and_others_carry_on() {
     let redis = RedisServer::new();
-    let lim = LimitsConfig { proto_max_bulk_len: 1 << 20, max_query_buffer_bytes: 4 << 20, ..Default::default() };
+    let lim = LimitsConfig {
+        proto_max_bulk_len: 1 << 20,
+        max_query_buffer_bytes: 4 << 20,
+        ..Default::default()
+    };
     let f = start_with(&redis.url(), fast_health(), lim).await;
     f.wait_state(State::Up, Duration::from_secs(5)).await;
     let mut bystander = f.raw().await;
@@ -214,9 +297,18 @@ async fn malformed_and_oversized_input_get_protocol_errors_and_others_carry_on()
 
     for (bad, expect) in [
         (&b"*abc\r\n"[..], "Protocol error: invalid multibulk length"),
-        (&b"*1\r\n:5\r\n"[..], "Protocol error: expected '$', got ':'"),
-        (&b"*2\r\n$3\r\nSET\r\n$2000000\r\n"[..], "exceeds limits.proto_max_bulk_len"),
-        (&b"SET \"unterminated\r\n"[..], "Protocol error: unbalanced quotes"),
+        (
+            &b"*1\r\n:5\r\n"[..],
+            "Protocol error: expected '$', got ':'",
+        ),
+        (
+            &b"*2\r\n$3\r\nSET\r\n$2000000\r\n"[..],
+            "exceeds limits.proto_max_bulk_len",
+        ),
+        (
+            &b"SET \"unterminated\r\n"[..],
+            "Protocol error: unbalanced quotes",
+        ),
     ] {
         let mut r = f.raw().await;
         // A good command before the bad bytes is still answered first.
@@ -226,8 +318,17 @@ async fn malformed_and_oversized_input_get_protocol_errors_and_others_carry_on()
         r.send(&out).await;
         assert_eq!(r.read().await, Some(Frame::simple("PONG")));
         let text = err_text(&r.read().await.expect("an error reply"));
-        assert!(text.starts_with("ERR Protocol error") && text.contains(expect) && text.contains("connection closed"), "{text}");
-        assert_eq!(r.read().await, None, "connection closed after a protocol error");
+        assert!(
+            text.starts_with("ERR Protocol error")
+                && text.contains(expect)
+                && text.contains("connection closed"),
+            "{text}"
+        );
+        assert_eq!(
+            r.read().await,
+            None,
+            "connection closed after a protocol error"
+        );
     }
     let nested = "*1\r\n".repeat(1000);
     let mut r = f.raw().await;

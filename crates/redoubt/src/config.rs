@@ -78,7 +78,10 @@ pub struct AdminSection {
 
 impl Default for AdminSection {
     fn default() -> Self {
-        AdminSection { listen: DEFAULT_ADMIN_LISTEN.into(), token: String::new() }
+        AdminSection {
+            listen: DEFAULT_ADMIN_LISTEN.into(),
+            token: String::new(),
+        }
     }
 }
 
@@ -131,7 +134,11 @@ pub struct JournalSection {
 
 impl Default for JournalSection {
     fn default() -> Self {
-        JournalSection { fsync: "always".into(), max_bytes: Size::text("1GiB"), retain_after_replay: "1h".into() }
+        JournalSection {
+            fsync: "always".into(),
+            max_bytes: Size::text("1GiB"),
+            retain_after_replay: "1h".into(),
+        }
     }
 }
 
@@ -147,7 +154,10 @@ pub struct NearCacheSection {
 
 impl Default for NearCacheSection {
     fn default() -> Self {
-        NearCacheSection { max_bytes: Size::text("64MiB"), max_stale_ms: 300_000 }
+        NearCacheSection {
+            max_bytes: Size::text("64MiB"),
+            max_stale_ms: 300_000,
+        }
     }
 }
 
@@ -163,7 +173,10 @@ pub struct AuthSection {
 
 impl Default for AuthSection {
     fn default() -> Self {
-        AuthSection { mode: "passthrough".into(), users: Vec::new() }
+        AuthSection {
+            mode: "passthrough".into(),
+            users: Vec::new(),
+        }
     }
 }
 
@@ -214,9 +227,13 @@ impl Size {
 /// Parses `512`, `64k`, `64KiB`, `1GB`, `1.5GiB` (binary and decimal units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a size (examples: 1048576, \"64MiB\", \"1GB\")"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 1048576, \"64MiB\", \"1GB\")"))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -227,7 +244,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "gib" => 1024.0 * 1024.0 * 1024.0,
         "t" | "tb" => 1e12,
         "tib" => 1024f64.powi(4),
-        u => return Err(format!("'{s}' has an unknown unit '{u}' (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        u => {
+            return Err(format!(
+                "'{s}' has an unknown unit '{u}' (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
     };
     Ok((n * mult) as u64)
 }
@@ -237,14 +258,20 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (examples: \"500ms\", \"30s\", \"1h\")"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (examples: \"500ms\", \"30s\", \"1h\")"))?;
     let mult = match unit {
         "ms" => 1,
         "s" | "" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        u => return Err(format!("'{s}' has an unknown unit '{u}' (use ms, s, m, h, d)")),
+        u => {
+            return Err(format!(
+                "'{s}' has an unknown unit '{u}' (use ms, s, m, h, d)"
+            ))
+        }
     };
     Ok(n * mult)
 }
@@ -310,22 +337,34 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) ->
         set(&mut root, "upstream", Value::String(v.clone()));
     }
     if let Some(v) = &flags.data_dir {
-        set(&mut root, "data_dir", Value::String(v.display().to_string()));
+        set(
+            &mut root,
+            "data_dir",
+            Value::String(v.display().to_string()),
+        );
     }
     if let Some(v) = &flags.admin {
-        let admin = root.entry("admin").or_insert_with(|| Value::Table(toml::Table::new()));
+        let admin = root
+            .entry("admin")
+            .or_insert_with(|| Value::Table(toml::Table::new()));
         if let Value::Table(t) = admin {
             t.insert("listen".into(), Value::String(v.clone()));
         }
     }
     let config = build(root, &mut problems);
     problems.extend(validate(&config));
-    Loaded { config, file: path, problems }
+    Loaded {
+        config,
+        file: path,
+        problems,
+    }
 }
 
 fn overlay_env(root: &mut toml::Table, env: &[(String, String)], problems: &mut Vec<String>) {
     for (k, v) in env {
-        let Some(rest) = k.strip_prefix("REDOUBT_") else { continue };
+        let Some(rest) = k.strip_prefix("REDOUBT_") else {
+            continue;
+        };
         let rest = rest.to_ascii_lowercase();
         let value = if let Ok(i) = v.parse::<i64>() {
             Value::Integer(i)
@@ -358,8 +397,13 @@ fn overlay_env(root: &mut toml::Table, env: &[(String, String)], problems: &mut 
 }
 
 fn default_is_string(section: &str, key: &str) -> bool {
-    let Ok(Value::Table(d)) = Value::try_from(Config::default()) else { return false };
-    matches!(d.get(section).and_then(|s| s.get(key)), Some(Value::String(_)))
+    let Ok(Value::Table(d)) = Value::try_from(Config::default()) else {
+        return false;
+    };
+    matches!(
+        d.get(section).and_then(|s| s.get(key)),
+        Some(Value::String(_))
+    )
 }
 
 /// Builds the config section by section, so one bad value does not hide
@@ -377,7 +421,8 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
             }
             Some(Value::Table(dt)) => {
                 if let Some(Value::Table(t)) = root.get_mut(&key) {
-                    let unknown: Vec<String> = t.keys().filter(|k| !dt.contains_key(*k)).cloned().collect();
+                    let unknown: Vec<String> =
+                        t.keys().filter(|k| !dt.contains_key(*k)).cloned().collect();
                     for k in unknown {
                         problems.push(format!("{key}.{k}: unknown key"));
                         t.remove(&k);
@@ -388,7 +433,12 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
         }
     }
     let mut c = Config::default();
-    fn take<T: DeserializeOwned>(root: &toml::Table, key: &str, into: &mut T, problems: &mut Vec<String>) {
+    fn take<T: DeserializeOwned>(
+        root: &toml::Table,
+        key: &str,
+        into: &mut T,
+        problems: &mut Vec<String>,
+    ) {
         if let Some(v) = root.get(key) {
             match v.clone().try_into::<T>() {
                 Ok(x) => *into = x,
@@ -420,7 +470,11 @@ fn is_loopback(addr: &str) -> bool {
 /// Semantic checks, every one of them.
 pub fn validate(c: &Config) -> Vec<String> {
     let mut p = Vec::new();
-    let addr_ok = |a: &str| a.parse::<SocketAddr>().is_ok() || a.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+    let addr_ok = |a: &str| {
+        a.parse::<SocketAddr>().is_ok()
+            || a.rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok())
+    };
     if !addr_ok(&c.listen) {
         p.push(format!("listen: '{}' is not host:port", c.listen));
     }
@@ -430,7 +484,10 @@ pub fn validate(c: &Config) -> Vec<String> {
         }
     }
     if !addr_ok(&c.admin.listen) {
-        p.push(format!("admin.listen: '{}' is not host:port", c.admin.listen));
+        p.push(format!(
+            "admin.listen: '{}' is not host:port",
+            c.admin.listen
+        ));
     } else if !is_loopback(&c.admin.listen) && c.admin.token.is_empty() {
         p.push(format!(
             "admin.token: required because admin.listen '{}' is not a loopback address",
@@ -439,8 +496,14 @@ pub fn validate(c: &Config) -> Vec<String> {
     }
     p.extend(c.health.problems());
     for (key, size) in [
-        ("limits.max_query_buffer_bytes", &c.limits.max_query_buffer_bytes),
-        ("limits.max_output_buffer_bytes", &c.limits.max_output_buffer_bytes),
+        (
+            "limits.max_query_buffer_bytes",
+            &c.limits.max_query_buffer_bytes,
+        ),
+        (
+            "limits.max_output_buffer_bytes",
+            &c.limits.max_output_buffer_bytes,
+        ),
         ("limits.proto_max_bulk_len", &c.limits.proto_max_bulk_len),
         ("journal.max_bytes", &c.journal.max_bytes),
         ("near_cache.max_bytes", &c.near_cache.max_bytes),
@@ -453,19 +516,26 @@ pub fn validate(c: &Config) -> Vec<String> {
         p.extend(limits.problems());
     }
     if !["always", "everysec", "no"].contains(&c.journal.fsync.as_str()) {
-        p.push(format!("journal.fsync: '{}' is not one of always, everysec, no", c.journal.fsync));
+        p.push(format!(
+            "journal.fsync: '{}' is not one of always, everysec, no",
+            c.journal.fsync
+        ));
     }
     if let Err(e) = parse_duration_ms(&c.journal.retain_after_replay) {
         p.push(format!("journal.retain_after_replay: {e}"));
     }
     match c.auth.mode.as_str() {
         "passthrough" => {}
-        "local" if c.auth.users.is_empty() => p.push("auth.users: mode = \"local\" needs at least one user".into()),
+        "local" if c.auth.users.is_empty() => {
+            p.push("auth.users: mode = \"local\" needs at least one user".into())
+        }
         "local" => {}
         m => p.push(format!("auth.mode: '{m}' is not one of passthrough, local")),
     }
     for (i, u) in c.auth.users.iter().enumerate() {
-        if u.password_sha256.len() != 64 || !u.password_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if u.password_sha256.len() != 64
+            || !u.password_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             p.push(format!("auth.users[{i}].password_sha256: must be 64 hex digits (sha256sum of the password)"));
         }
     }
@@ -474,7 +544,10 @@ pub fn validate(c: &Config) -> Vec<String> {
             p.push(format!("keyspace[{i}].pattern: must not be empty"));
         }
         if !["durable", "cache", "fail-fast"].contains(&k.policy.as_str()) {
-            p.push(format!("keyspace[{i}].policy: '{}' is not one of durable, cache, fail-fast", k.policy));
+            p.push(format!(
+                "keyspace[{i}].policy: '{}' is not one of durable, cache, fail-fast",
+                k.policy
+            ));
         }
     }
     p
@@ -508,7 +581,11 @@ pub fn to_toml(c: &Config) -> String {
 
 /// `REDOUBT_*` variables of this process.
 pub fn process_env() -> Vec<(String, String)> {
-    std::env::vars().filter(|(k, _)| k.starts_with("REDOUBT_")).collect::<BTreeMap<_, _>>().into_iter().collect()
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("REDOUBT_"))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]
@@ -519,7 +596,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.toml");
         std::fs::write(&p, toml).unwrap();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         load(Some(&p), &env, &flags)
     }
 
@@ -587,7 +667,11 @@ mod tests {
 
     #[test]
     fn unknown_env_is_a_problem() {
-        let l = load_str("", &[("REDOUBT_HEALTH_NOPE", "1"), ("REDOUBT_WHATEVER", "x")], Overrides::default());
+        let l = load_str(
+            "",
+            &[("REDOUBT_HEALTH_NOPE", "1"), ("REDOUBT_WHATEVER", "x")],
+            Overrides::default(),
+        );
         let all = l.problems.join("\n");
         assert!(all.contains("health.nope: unknown key"), "{all}");
         assert!(all.contains("REDOUBT_WHATEVER"), "{all}");

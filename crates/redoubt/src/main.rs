@@ -84,8 +84,19 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { config, listen, upstream, admin, data_dir } => {
-            let flags = config::Overrides { listen, upstream, admin, data_dir };
+        Command::Serve {
+            config,
+            listen,
+            upstream,
+            admin,
+            data_dir,
+        } => {
+            let flags = config::Overrides {
+                listen,
+                upstream,
+                admin,
+                data_dir,
+            };
             let loaded = config::load(config.as_deref(), &config::process_env(), &flags);
             serve::run(loaded)
         }
@@ -94,13 +105,20 @@ fn main() -> ExitCode {
                 ConfigAction::Check { file } => (file, false),
                 ConfigAction::Print { file } => (file, true),
             };
-            let loaded = config::load(file.as_deref(), &config::process_env(), &config::Overrides::default());
+            let loaded = config::load(
+                file.as_deref(),
+                &config::process_env(),
+                &config::Overrides::default(),
+            );
             if print {
                 print!("{}", config::to_toml(&loaded.config));
             }
             if loaded.problems.is_empty() {
                 if !print {
-                    let from = loaded.file.map(|f| f.display().to_string()).unwrap_or_else(|| "defaults".into());
+                    let from = loaded
+                        .file
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_else(|| "defaults".into());
                     println!("config ok ({from})");
                 }
                 ExitCode::SUCCESS

@@ -17,11 +17,17 @@ pub fn run(loaded: Loaded) -> ExitCode {
         for p in &loaded.problems {
             eprintln!("config: {p}");
         }
-        eprintln!("{} problem(s) in the configuration; not started (see `redoubt config check`)", loaded.problems.len());
+        eprintln!(
+            "{} problem(s) in the configuration; not started (see `redoubt config check`)",
+            loaded.problems.len()
+        );
         return ExitCode::from(2);
     }
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("redoubt: cannot start the async runtime: {e}");
@@ -40,7 +46,10 @@ pub fn run(loaded: Loaded) -> ExitCode {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
@@ -52,7 +61,10 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let prometheus = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(proxy::metrics::COMMAND_DURATION.into()), proxy::metrics::DURATION_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Full(proxy::metrics::COMMAND_DURATION.into()),
+            proxy::metrics::DURATION_BUCKETS,
+        )
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -61,11 +73,21 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let health = spawn_prober(url.clone(), cfg.health);
     let upstream = Upstream::new(
         url.clone(),
-        UpstreamConfig { connect_timeout: Duration::from_millis(limits.command_timeout_ms), ..UpstreamConfig::default() },
+        UpstreamConfig {
+            connect_timeout: Duration::from_millis(limits.command_timeout_ms),
+            ..UpstreamConfig::default()
+        },
     );
-    let proxy = proxy::Proxy::start(proxy::ProxySettings { listen: cfg.listen.clone(), limits }, upstream.clone(), health.clone())
-        .await
-        .with_context(|| format!("cannot listen on {} (listen)", cfg.listen))?;
+    let proxy = proxy::Proxy::start(
+        proxy::ProxySettings {
+            listen: cfg.listen.clone(),
+            limits,
+        },
+        upstream.clone(),
+        health.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {} (listen)", cfg.listen))?;
     let status_health = health.clone();
     let status_upstream = upstream.clone();
     let redacted = url.redacted();

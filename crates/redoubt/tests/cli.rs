@@ -10,11 +10,19 @@ use test_support::{free_port, wait_for, RedisServer};
 const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
 
 fn redoubt(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env_remove("REDOUBT_UPSTREAM").output().expect("run redoubt")
+    Command::new(BIN)
+        .args(args)
+        .env_remove("REDOUBT_UPSTREAM")
+        .output()
+        .expect("run redoubt")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -24,7 +32,10 @@ fn help_lists_commands_and_usage_errors_exit_64() {
     for cmd in ["serve", "config", "status"] {
         assert!(text(&o).contains(cmd), "{}", text(&o));
     }
-    assert_eq!(redoubt(&["serve", "--no-such-flag"]).status.code(), Some(64));
+    assert_eq!(
+        redoubt(&["serve", "--no-such-flag"]).status.code(),
+        Some(64)
+    );
     assert_eq!(redoubt(&["frobnicate"]).status.code(), Some(64));
 }
 
@@ -41,11 +52,21 @@ fn config_check_reports_every_problem_and_exits_2() {
     let o = redoubt(&["config", "check", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let t = text(&o);
-    for needle in ["not supported yet", "typo: unknown key", "health.down_after", "journal.fsync"] {
+    for needle in [
+        "not supported yet",
+        "typo: unknown key",
+        "health.down_after",
+        "journal.fsync",
+    ] {
         assert!(t.contains(needle), "missing {needle:?} in {t}");
     }
     // serve refuses the same file with the same exit code.
-    assert_eq!(redoubt(&["serve", "--config", bad.to_str().unwrap()]).status.code(), Some(2));
+    assert_eq!(
+        redoubt(&["serve", "--config", bad.to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -66,7 +87,11 @@ fn config_print_shows_effective_values_with_env_and_hides_the_token() {
 #[test]
 fn serve_without_upstream_explains_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(BIN).current_dir(dir.path()).args(["serve"]).output().unwrap();
+    let o = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("upstream"), "{}", text(&o));
 }
@@ -97,7 +122,15 @@ fn serve(upstream: &str) -> Running {
     let admin = free_port();
     let data = tempfile::tempdir().unwrap();
     let child = Command::new(BIN)
-        .args(["serve", "--upstream", upstream, "--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}")])
+        .args([
+            "serve",
+            "--upstream",
+            upstream,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
         .args(["--data-dir", data.path().to_str().unwrap()])
         .env("REDOUBT_HEALTH_INTERVAL_MS", "50")
         .env("REDOUBT_HEALTH_TIMEOUT_MS", "100")
@@ -105,18 +138,31 @@ fn serve(upstream: &str) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("redoubt to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    wait_for("admin to listen", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", admin)).is_ok());
+    wait_for("redoubt to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    wait_for("admin to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
     Running { child, port, admin }
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let code = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, raw.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+    (
+        code,
+        raw.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    )
 }
 
 fn cmd(port: u16, args: &[&str]) -> String {
@@ -136,11 +182,19 @@ fn cmd(port: u16, args: &[&str]) -> String {
 fn readyz_flips_both_ways_and_metrics_and_status_answer() {
     let mut redis = RedisServer::new();
     let r = serve(&redis.url());
-    wait_for("readyz 200", Duration::from_secs(5), || http_get(r.admin, "/readyz").0 == 200);
+    wait_for("readyz 200", Duration::from_secs(5), || {
+        http_get(r.admin, "/readyz").0 == 200
+    });
     assert_eq!(http_get(r.admin, "/healthz").0, 200);
     assert_eq!(cmd(r.port, &["SET", "a", "1"]), "+OK");
     let (_, body) = http_get(r.admin, "/metrics");
-    for name in ["redoubt_upstream_up 1", "redoubt_state{state=\"up\"} 1", "redoubt_commands_total", "redoubt_command_duration_seconds_bucket", "redoubt_client_connections"] {
+    for name in [
+        "redoubt_upstream_up 1",
+        "redoubt_state{state=\"up\"} 1",
+        "redoubt_commands_total",
+        "redoubt_command_duration_seconds_bucket",
+        "redoubt_client_connections",
+    ] {
         assert!(body.contains(name), "metrics lack {name}:\n{body}");
     }
     let (code, status) = http_get(r.admin, "/status");
@@ -148,16 +202,23 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
     assert!(status.contains("\"state\":\"up\""), "{status}");
 
     redis.kill();
-    wait_for("readyz 503", Duration::from_secs(5), || http_get(r.admin, "/readyz").0 == 503);
+    wait_for("readyz 503", Duration::from_secs(5), || {
+        http_get(r.admin, "/readyz").0 == 503
+    });
     let (_, body) = http_get(r.admin, "/readyz");
-    assert!(body.contains("\"ready\":false") && body.contains("\"state\":\"down\""), "{body}");
+    assert!(
+        body.contains("\"ready\":false") && body.contains("\"state\":\"down\""),
+        "{body}"
+    );
     assert!(cmd(r.port, &["GET", "a"]).starts_with("-UNAVAILABLE"));
     let o = redoubt(&["status", "--admin", &format!("127.0.0.1:{}", r.admin)]);
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o).contains("\"down\""), "{}", text(&o));
 
     redis.restart();
-    wait_for("readyz 200 again", Duration::from_secs(5), || http_get(r.admin, "/readyz").0 == 200);
+    wait_for("readyz 200 again", Duration::from_secs(5), || {
+        http_get(r.admin, "/readyz").0 == 200
+    });
     assert_eq!(cmd(r.port, &["SET", "a", "2"]), "+OK");
 }
 
@@ -165,7 +226,9 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
 fn sigterm_drains_in_flight_commands_then_exits_0() {
     let redis = RedisServer::new();
     let mut r = serve(&redis.url());
-    wait_for("up", Duration::from_secs(5), || cmd(r.port, &["PING"]) == "+PONG");
+    wait_for("up", Duration::from_secs(5), || {
+        cmd(r.port, &["PING"]) == "+PONG"
+    });
     // A blocking command in flight when SIGTERM arrives still gets its
     // reply (nil after its 1 s block), and only then does the process exit.
     let port = r.port;
@@ -173,14 +236,27 @@ fn sigterm_drains_in_flight_commands_then_exits_0() {
         let start = Instant::now();
         (cmd(port, &["BLPOP", "q", "1"]), start.elapsed())
     });
-    wait_for("the BLPOP to block in redis", Duration::from_secs(5), || {
-        redis.cmd(&["INFO", "clients"]).lines().any(|l| l.trim() == "blocked_clients:1")
-    });
-    let ok = Command::new("kill").args(["-TERM", &r.child.id().to_string()]).status().unwrap();
+    wait_for(
+        "the BLPOP to block in redis",
+        Duration::from_secs(5),
+        || {
+            redis
+                .cmd(&["INFO", "clients"])
+                .lines()
+                .any(|l| l.trim() == "blocked_clients:1")
+        },
+    );
+    let ok = Command::new("kill")
+        .args(["-TERM", &r.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
     let (reply, took) = waiter.join().unwrap();
     assert_eq!(reply, "*-1", "the in-flight BLPOP was answered");
-    assert!(took >= Duration::from_millis(900), "answered by Redis after its block time, not cut off: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered by Redis after its block time, not cut off: {took:?}"
+    );
     let status = r.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }

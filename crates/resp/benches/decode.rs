@@ -19,8 +19,12 @@ fn bench(c: &mut Criterion) {
         })
     });
     let reply = b"*4\r\n$5\r\nhello\r\n:42\r\n$-1\r\n*2\r\n+OK\r\n$3\r\nabc\r\n";
-    g.bench_function("frame_len_array", |b| b.iter(|| frame_len(black_box(reply), &limits).unwrap()));
-    g.bench_function("lookup", |b| b.iter(|| resp::lookup(black_box(&[&b"zrangebyscore"[..]]))));
+    g.bench_function("frame_len_array", |b| {
+        b.iter(|| frame_len(black_box(reply), &limits).unwrap())
+    });
+    g.bench_function("lookup", |b| {
+        b.iter(|| resp::lookup(black_box(&[&b"zrangebyscore"[..]])))
+    });
     g.finish();
 }
 

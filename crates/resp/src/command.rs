@@ -153,9 +153,11 @@ impl CommandSpec {
     /// True when a container's subcommands carry the real rows.
     pub fn has_subcommands(&self) -> bool {
         let prefix_len = self.name.len();
-        SUBCOMMANDS
-            .iter()
-            .any(|s| s.name.len() > prefix_len && s.name.starts_with(self.name) && s.name.as_bytes()[prefix_len] == b'|')
+        SUBCOMMANDS.iter().any(|s| {
+            s.name.len() > prefix_len
+                && s.name.starts_with(self.name)
+                && s.name.as_bytes()[prefix_len] == b'|'
+        })
     }
 
     /// Indices of the key arguments in `args` (command name at 0), following
@@ -169,19 +171,24 @@ impl CommandSpec {
             }
             let first = match spec.begin {
                 BeginSearch::Index(i) => i,
-                BeginSearch::Keyword { keyword, start_from } => {
-                    match find_keyword(args, keyword, start_from) {
-                        Some(i) => i + 1,
-                        None => continue,
-                    }
-                }
+                BeginSearch::Keyword {
+                    keyword,
+                    start_from,
+                } => match find_keyword(args, keyword, start_from) {
+                    Some(i) => i + 1,
+                    None => continue,
+                },
                 BeginSearch::Unknown => continue,
             };
             if first >= argc {
                 continue;
             }
             match spec.find {
-                FindKeys::Range { last_key, step, limit } => {
+                FindKeys::Range {
+                    last_key,
+                    step,
+                    limit,
+                } => {
                     let last = if last_key >= 0 {
                         first + last_key
                     } else if last_key == -1 && limit > 1 {
@@ -196,9 +203,16 @@ impl CommandSpec {
                         i += step;
                     }
                 }
-                FindKeys::Keynum { keynum_idx, first_key, step } => {
+                FindKeys::Keynum {
+                    keynum_idx,
+                    first_key,
+                    step,
+                } => {
                     let idx = (first + keynum_idx) as usize;
-                    let Some(n) = args.get(idx).and_then(|a| std::str::from_utf8(a.as_ref()).ok()?.parse::<i32>().ok()) else {
+                    let Some(n) = args
+                        .get(idx)
+                        .and_then(|a| std::str::from_utf8(a.as_ref()).ok()?.parse::<i32>().ok())
+                    else {
                         continue;
                     };
                     let step = step.max(1);
@@ -220,7 +234,11 @@ impl CommandSpec {
 
 fn find_keyword<B: AsRef<[u8]>>(args: &[B], keyword: &str, start_from: i32) -> Option<i32> {
     let argc = args.len() as i32;
-    let matches = |i: i32| args[i as usize].as_ref().eq_ignore_ascii_case(keyword.as_bytes());
+    let matches = |i: i32| {
+        args[i as usize]
+            .as_ref()
+            .eq_ignore_ascii_case(keyword.as_bytes())
+    };
     if start_from >= 0 {
         (start_from..argc).find(|&i| matches(i))
     } else {
@@ -274,7 +292,10 @@ mod tests {
 
     fn keys(args: &[&str]) -> Vec<String> {
         let spec = lookup(args).expect("known command");
-        spec.key_indices(args).into_iter().map(|i| args[i].to_string()).collect()
+        spec.key_indices(args)
+            .into_iter()
+            .map(|i| args[i].to_string())
+            .collect()
     }
 
     #[test]
@@ -287,7 +308,10 @@ mod tests {
     #[test]
     fn lookup_is_case_insensitive_and_finds_subcommands() {
         assert_eq!(lookup(&["GeT"]).unwrap().name, "get");
-        assert_eq!(lookup(&["client", "SETNAME", "x"]).unwrap().name, "client|setname");
+        assert_eq!(
+            lookup(&["client", "SETNAME", "x"]).unwrap().name,
+            "client|setname"
+        );
         assert_eq!(lookup(&["client", "nosuch"]).unwrap().name, "client");
         assert!(lookup(&["nosuchcommand"]).is_none());
     }
@@ -297,11 +321,23 @@ mod tests {
         assert_eq!(keys(&["GET", "a"]), ["a"]);
         assert_eq!(keys(&["MSET", "a", "1", "b", "2"]), ["a", "b"]);
         assert_eq!(keys(&["DEL", "a", "b", "c"]), ["a", "b", "c"]);
-        assert_eq!(keys(&["EVAL", "return 1", "2", "k1", "k2", "arg"]), ["k1", "k2"]);
-        assert_eq!(keys(&["ZUNIONSTORE", "d", "2", "s1", "s2", "WEIGHTS", "1", "2"]), ["d", "s1", "s2"]);
+        assert_eq!(
+            keys(&["EVAL", "return 1", "2", "k1", "k2", "arg"]),
+            ["k1", "k2"]
+        );
+        assert_eq!(
+            keys(&["ZUNIONSTORE", "d", "2", "s1", "s2", "WEIGHTS", "1", "2"]),
+            ["d", "s1", "s2"]
+        );
         assert_eq!(keys(&["BLPOP", "q1", "q2", "0"]), ["q1", "q2"]);
-        assert_eq!(keys(&["XREAD", "COUNT", "1", "STREAMS", "s1", "s2", "0", "0"]), ["s1", "s2"]);
-        assert_eq!(keys(&["LMOVE", "src", "dst", "LEFT", "RIGHT"]), ["src", "dst"]);
+        assert_eq!(
+            keys(&["XREAD", "COUNT", "1", "STREAMS", "s1", "s2", "0", "0"]),
+            ["s1", "s2"]
+        );
+        assert_eq!(
+            keys(&["LMOVE", "src", "dst", "LEFT", "RIGHT"]),
+            ["src", "dst"]
+        );
         assert!(keys(&["PUBLISH", "chan", "msg"]).is_empty());
         assert!(keys(&["PING"]).is_empty());
     }

@@ -131,7 +131,11 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
     Some(n)
 }
 
-fn blob_len(line: &[u8], limits: &Limits, allow_null: bool) -> Result<Option<usize>, ProtocolError> {
+fn blob_len(
+    line: &[u8],
+    limits: &Limits,
+    allow_null: bool,
+) -> Result<Option<usize>, ProtocolError> {
     let n = parse_i64(line).ok_or(ProtocolError::InvalidBulkLength)?;
     if n == -1 && allow_null {
         return Ok(None);
@@ -140,7 +144,10 @@ fn blob_len(line: &[u8], limits: &Limits, allow_null: bool) -> Result<Option<usi
         return Err(ProtocolError::InvalidBulkLength);
     }
     if n as u64 > limits.max_bulk_len as u64 {
-        return Err(ProtocolError::BulkTooLong { len: n as u64, max: limits.max_bulk_len });
+        return Err(ProtocolError::BulkTooLong {
+            len: n as u64,
+            max: limits.max_bulk_len,
+        });
     }
     Ok(Some(n as usize))
 }
@@ -154,7 +161,10 @@ fn agg_len(line: &[u8], limits: &Limits, allow_null: bool) -> Result<Option<usiz
         return Err(ProtocolError::InvalidMultibulkLength);
     }
     if n as u64 > limits.max_array_len as u64 {
-        return Err(ProtocolError::ArrayTooLong { len: n as u64, max: limits.max_array_len });
+        return Err(ProtocolError::ArrayTooLong {
+            len: n as u64,
+            max: limits.max_array_len,
+        });
     }
     Ok(Some(n as usize))
 }
@@ -308,7 +318,10 @@ fn build(b: &Bytes, pos: &mut usize) -> Result<Frame, ProtocolError> {
 /// strings, or an inline command line. Empty commands (`*0`, blank lines)
 /// are consumed and skipped, as Redis does. Returns `Ok(None)` when the
 /// command is not complete yet; `buf` is then left untouched.
-pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, ProtocolError> {
+pub fn parse_request(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Request>, ProtocolError> {
     loop {
         if buf.is_empty() {
             return Ok(None);
@@ -344,7 +357,10 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, Protoc
         return Ok(Parsed::Empty);
     }
     if n as u64 > limits.max_array_len as u64 {
-        return Err(ProtocolError::ArrayTooLong { len: n as u64, max: limits.max_array_len });
+        return Err(ProtocolError::ArrayTooLong {
+            len: n as u64,
+            max: limits.max_array_len,
+        });
     }
     let n = n as usize;
     let mut spans = Vec::with_capacity(n.min(1024));
@@ -369,7 +385,10 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, Protoc
         pos = next + len + 2;
     }
     let raw = buf.split_to(pos).freeze();
-    let args = spans.into_iter().map(|(s, l)| raw.slice(s..s + l)).collect();
+    let args = spans
+        .into_iter()
+        .map(|(s, l)| raw.slice(s..s + l))
+        .collect();
     Ok(Parsed::Done(Request { args, raw }))
 }
 
@@ -394,7 +413,10 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, ProtocolE
     }
     let mut raw = BytesMut::new();
     crate::frame::encode_command(&mut raw, &args);
-    Ok(Parsed::Done(Request { args, raw: raw.freeze() }))
+    Ok(Parsed::Done(Request {
+        args,
+        raw: raw.freeze(),
+    }))
 }
 
 /// Splits an inline command the way `redis-cli` and Redis do: whitespace
@@ -419,7 +441,12 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
                     return Err(ProtocolError::UnbalancedQuotes);
                 }
                 let c = line[i];
-                if c == b'\\' && i + 3 < n && line[i + 1] == b'x' && is_hex(line[i + 2]) && is_hex(line[i + 3]) {
+                if c == b'\\'
+                    && i + 3 < n
+                    && line[i + 1] == b'x'
+                    && is_hex(line[i + 2])
+                    && is_hex(line[i + 3])
+                {
                     cur.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
                     i += 3;
                 } else if c == b'\\' && i + 1 < n {
@@ -507,12 +534,18 @@ mod tests {
     #[test]
     fn nesting_beyond_limit_is_refused_without_recursion() {
         let deep = "*1\r\n".repeat(100_000);
-        assert_eq!(frame_len(deep.as_bytes(), &lim()), Err(ProtocolError::TooDeep(128)));
+        assert_eq!(
+            frame_len(deep.as_bytes(), &lim()),
+            Err(ProtocolError::TooDeep(128))
+        );
     }
 
     #[test]
     fn oversized_bulk_is_refused_before_its_bytes_arrive() {
-        let l = Limits { max_bulk_len: 10, ..lim() };
+        let l = Limits {
+            max_bulk_len: 10,
+            ..lim()
+        };
         let mut b = BytesMut::from(&b"*1\r\n$11\r\n"[..]);
         assert_eq!(
             parse_request(&mut b, &l),
@@ -536,27 +569,44 @@ mod tests {
         let r = parse_request(&mut b, &lim()).unwrap().unwrap();
         assert_eq!(
             r.args,
-            vec![Bytes::from("set"), Bytes::from("k"), Bytes::from("a bA\n"), Bytes::from("it's")]
+            vec![
+                Bytes::from("set"),
+                Bytes::from("k"),
+                Bytes::from("a bA\n"),
+                Bytes::from("it's")
+            ]
         );
         let mut bad = BytesMut::from(&b"set \"k\r\n"[..]);
-        assert_eq!(parse_request(&mut bad, &lim()), Err(ProtocolError::UnbalancedQuotes));
+        assert_eq!(
+            parse_request(&mut bad, &lim()),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
     }
 
     #[test]
     fn non_bulk_argument_is_a_protocol_error() {
         let mut b = BytesMut::from(&b"*1\r\n:1\r\n"[..]);
-        assert_eq!(parse_request(&mut b, &lim()), Err(ProtocolError::ExpectedBulk(':')));
+        assert_eq!(
+            parse_request(&mut b, &lim()),
+            Err(ProtocolError::ExpectedBulk(':'))
+        );
     }
 
     #[test]
     fn garbage_header_is_invalid_multibulk_length() {
         let mut b = BytesMut::from(&b"*x\r\n"[..]);
-        assert_eq!(parse_request(&mut b, &lim()), Err(ProtocolError::InvalidMultibulkLength));
+        assert_eq!(
+            parse_request(&mut b, &lim()),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
     }
 
     #[test]
     fn overlong_inline_line_is_refused() {
         let mut b = BytesMut::from(vec![b'a'; 70_000].as_slice());
-        assert_eq!(parse_request(&mut b, &lim()), Err(ProtocolError::InlineTooLong));
+        assert_eq!(
+            parse_request(&mut b, &lim()),
+            Err(ProtocolError::InlineTooLong)
+        );
     }
 }

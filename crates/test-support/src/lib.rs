@@ -31,7 +31,10 @@ pub fn free_port() -> u16 {
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -64,7 +67,12 @@ impl RedisServer {
     /// Redis existed).
     pub fn start_on_port(port: u16, extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir for redis-server");
-        let mut s = RedisServer { child: None, port, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s = RedisServer {
+            child: None,
+            port,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         s.spawn();
         s
     }
@@ -86,12 +94,16 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd.spawn().expect("spawn redis-server (is redis-server installed? scripts/test.sh installs it)");
+        let child = cmd
+            .spawn()
+            .expect("spawn redis-server (is redis-server installed? scripts/test.sh installs it)");
         self.child = Some(child);
         let port = self.port;
-        wait_for(&format!("redis-server on port {port} to accept connections"), Duration::from_secs(10), || {
-            self.raw_ping()
-        });
+        wait_for(
+            &format!("redis-server on port {port} to accept connections"),
+            Duration::from_secs(10),
+            || self.raw_ping(),
+        );
     }
 
     /// The port it listens on.
@@ -126,7 +138,10 @@ impl RedisServer {
 
     fn signal(&self, sig: &str) {
         if let Some(pid) = self.pid() {
-            let ok = Command::new("kill").args([sig, &pid.to_string()]).status().map(|s| s.success());
+            let ok = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()
+                .map(|s| s.success());
             assert!(matches!(ok, Ok(true)), "kill {sig} {pid} failed");
         }
     }
@@ -194,8 +209,14 @@ impl RedisServer {
 
     /// Runs a command and panics unless it succeeds; returns the reply text.
     pub fn cmd(&self, args: &[&str]) -> String {
-        let r = self.cmd_raw(args).unwrap_or_else(|e| panic!("{args:?} on redis {}: {e}", self.port));
-        assert!(!r.starts_with('-'), "{args:?} on redis {} failed: {r}", self.port);
+        let r = self
+            .cmd_raw(args)
+            .unwrap_or_else(|e| panic!("{args:?} on redis {}: {e}", self.port));
+        assert!(
+            !r.starts_with('-'),
+            "{args:?} on redis {} failed: {r}",
+            self.port
+        );
         r
     }
 }

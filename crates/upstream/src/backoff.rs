@@ -16,7 +16,11 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `base` and never waiting longer than `cap`.
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff { base, cap, attempt: 0 }
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
     }
 
     /// The next wait; grows with each call until [`reset`](Self::reset).

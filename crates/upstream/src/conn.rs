@@ -57,7 +57,12 @@ impl Handshake {
             let mut hello = vec![b"HELLO".to_vec(), b"3".to_vec()];
             if let Some(a) = &self.auth {
                 hello.push(b"AUTH".to_vec());
-                hello.push(a.user.clone().unwrap_or_else(|| "default".into()).into_bytes());
+                hello.push(
+                    a.user
+                        .clone()
+                        .unwrap_or_else(|| "default".into())
+                        .into_bytes(),
+                );
                 hello.push(a.password.clone().into_bytes());
             }
             cmds.push(hello);
@@ -73,7 +78,11 @@ impl Handshake {
             cmds.push(vec![b"SELECT".to_vec(), self.db.to_string().into_bytes()]);
         }
         if let Some(n) = &self.name {
-            cmds.push(vec![b"CLIENT".to_vec(), b"SETNAME".to_vec(), n.clone().into_bytes()]);
+            cmds.push(vec![
+                b"CLIENT".to_vec(),
+                b"SETNAME".to_vec(),
+                n.clone().into_bytes(),
+            ]);
         }
         cmds
     }
@@ -139,23 +148,43 @@ struct Inner {
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Conn#{}({})", self.inner.id, if self.is_alive() { "alive" } else { "dead" })
+        write!(
+            f,
+            "Conn#{}({})",
+            self.inner.id,
+            if self.is_alive() { "alive" } else { "dead" }
+        )
     }
 }
 
 impl Conn {
     /// Connects to `addr`, runs the handshake and starts the reader and
     /// writer tasks. The whole thing is bounded by `timeout`.
-    pub async fn connect(addr: &str, hs: &Handshake, timeout: Duration) -> Result<Conn, ConnectError> {
+    pub async fn connect(
+        addr: &str,
+        hs: &Handshake,
+        timeout: Duration,
+    ) -> Result<Conn, ConnectError> {
         let (stream, _) = tokio::time::timeout(timeout, open(addr, hs))
             .await
             .map_err(|_| ConnectError::Timeout(addr.to_string()))??;
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let (dead_tx, dead_rx) = watch::channel(false);
-        let inner = Arc::new(Inner { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), tx, alive: AtomicBool::new(true), dead_tx });
+        let inner = Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            tx,
+            alive: AtomicBool::new(true),
+            dead_tx,
+        });
         let queue = Arc::new(Mutex::new(VecDeque::new()));
-        tokio::spawn(writer(wr, rx, queue.clone(), inner.clone(), dead_rx.clone()));
+        tokio::spawn(writer(
+            wr,
+            rx,
+            queue.clone(),
+            inner.clone(),
+            dead_rx.clone(),
+        ));
         tokio::spawn(reader(rd, queue, inner.clone(), dead_rx));
         Ok(Conn { inner })
     }
@@ -185,11 +214,18 @@ impl Conn {
 
     /// Sends one command and waits for its reply, decoded. For probes and
     /// control traffic, not the data path.
-    pub async fn call<B: AsRef<[u8]>>(&self, args: &[B], timeout: Duration) -> Result<Frame, CallError> {
+    pub async fn call<B: AsRef<[u8]>>(
+        &self,
+        args: &[B],
+        timeout: Duration,
+    ) -> Result<Frame, CallError> {
         let mut raw = BytesMut::new();
         encode_command(&mut raw, args);
         let rx = self.send(raw.freeze(), 1);
-        let reply = tokio::time::timeout(timeout, rx).await.map_err(|_| CallError::Timeout)?.map_err(|_| CallError::NotSent)?;
+        let reply = tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| CallError::Timeout)?
+            .map_err(|_| CallError::NotSent)?;
         if reply.received == 0 {
             return Err(CallError::Lost);
         }
@@ -230,13 +266,22 @@ impl Inner {
 /// Opens a TCP connection and runs the handshake, returning the raw
 /// stream: for tunnels (subscribers, `MONITOR`) that relay bytes as they
 /// come instead of matching replies to requests.
-pub async fn open_stream(addr: &str, hs: &Handshake, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let (s, _) = tokio::time::timeout(timeout, open(addr, hs)).await.map_err(|_| ConnectError::Timeout(addr.to_string()))??;
+pub async fn open_stream(
+    addr: &str,
+    hs: &Handshake,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let (s, _) = tokio::time::timeout(timeout, open(addr, hs))
+        .await
+        .map_err(|_| ConnectError::Timeout(addr.to_string()))??;
     Ok(s)
 }
 
 async fn open(addr: &str, hs: &Handshake) -> Result<(TcpStream, ()), ConnectError> {
-    let io = |e: std::io::Error| ConnectError::Io { addr: addr.to_string(), why: e.to_string() };
+    let io = |e: std::io::Error| ConnectError::Io {
+        addr: addr.to_string(),
+        why: e.to_string(),
+    };
     let mut s = TcpStream::connect(addr).await.map_err(io)?;
     s.set_nodelay(true).map_err(io)?;
     let cmds = hs.commands();
@@ -252,12 +297,17 @@ async fn open(addr: &str, hs: &Handshake) -> Result<(TcpStream, ()), ConnectErro
     let mut first_error = None;
     for _ in 0..cmds.len() {
         let frame = loop {
-            if let Some((f, n)) = parse_frame(&buf, &Limits::upstream()).map_err(|e| ConnectError::Rejected(e.to_string()))? {
+            if let Some((f, n)) = parse_frame(&buf, &Limits::upstream())
+                .map_err(|e| ConnectError::Rejected(e.to_string()))?
+            {
                 let _ = buf.split_to(n);
                 break f;
             }
             if s.read_buf(&mut buf).await.map_err(io)? == 0 {
-                return Err(ConnectError::Io { addr: addr.to_string(), why: "connection closed during handshake".into() });
+                return Err(ConnectError::Io {
+                    addr: addr.to_string(),
+                    why: "connection closed during handshake".into(),
+                });
             }
         };
         if let Some(t) = frame.error_text() {
@@ -278,9 +328,17 @@ fn fail_all(queue: &Mutex<VecDeque<Pending>>, front_data: Bytes, front_received:
     };
     let mut first = true;
     for p in drained {
-        let (data, received) = if first { (front_data.clone(), front_received) } else { (Bytes::new(), 0) };
+        let (data, received) = if first {
+            (front_data.clone(), front_received)
+        } else {
+            (Bytes::new(), 0)
+        };
         first = false;
-        let _ = p.tx.send(BatchReply { data, received, lost: true });
+        let _ = p.tx.send(BatchReply {
+            data,
+            received,
+            lost: true,
+        });
     }
 }
 
@@ -303,12 +361,18 @@ async fn writer(
         let mut raws = Vec::with_capacity(8);
         {
             let Ok(mut q) = queue.lock() else { break };
-            q.push_back(Pending { count: first.count, tx: first.tx });
+            q.push_back(Pending {
+                count: first.count,
+                tx: first.tx,
+            });
             raws.push(first.raw);
             while raws.len() < 512 {
                 match rx.try_recv() {
                     Ok(b) => {
-                        q.push_back(Pending { count: b.count, tx: b.tx });
+                        q.push_back(Pending {
+                            count: b.count,
+                            tx: b.tx,
+                        });
                         raws.push(b.raw);
                     }
                     Err(_) => break,
@@ -336,7 +400,12 @@ async fn writer(
     let _ = wr.shutdown().await;
 }
 
-async fn reader(mut rd: OwnedReadHalf, queue: Arc<Mutex<VecDeque<Pending>>>, inner: Arc<Inner>, mut dead: watch::Receiver<bool>) {
+async fn reader(
+    mut rd: OwnedReadHalf,
+    queue: Arc<Mutex<VecDeque<Pending>>>,
+    inner: Arc<Inner>,
+    mut dead: watch::Receiver<bool>,
+) {
     let limits = Limits::upstream();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     // Progress on the front batch: bytes measured and replies complete.
@@ -391,7 +460,11 @@ async fn reader(mut rd: OwnedReadHalf, queue: Arc<Mutex<VecDeque<Pending>>>, inn
                 Err(_) => break 'outer,
             };
             if let Some(p) = p {
-                let _ = p.tx.send(BatchReply { data, received: done, lost: false });
+                let _ = p.tx.send(BatchReply {
+                    data,
+                    received: done,
+                    lost: false,
+                });
             }
             scanned = 0;
             done = 0;

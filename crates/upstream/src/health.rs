@@ -95,7 +95,13 @@ pub enum State {
 
 impl State {
     /// All states, in metric-label order.
-    pub const ALL: [State; 5] = [State::Up, State::Down, State::WritesDown, State::Recovering, State::Standalone];
+    pub const ALL: [State; 5] = [
+        State::Up,
+        State::Down,
+        State::WritesDown,
+        State::Recovering,
+        State::Standalone,
+    ];
 
     /// The metric label / JSON name.
     pub fn as_str(self) -> &'static str {
@@ -168,7 +174,11 @@ impl HealthHandle {
         // Keep the sender alive for the process lifetime so `changed()` on
         // clones does not report a closed channel.
         std::mem::forget(tx);
-        HealthHandle { rx, state: Arc::new(AtomicU8::new(state.to_u8())), poke: Arc::new(Notify::new()) }
+        HealthHandle {
+            rx,
+            state: Arc::new(AtomicU8::new(state.to_u8())),
+            poke: Arc::new(Notify::new()),
+        }
     }
 
     /// Current state, read without locks (the hot path).
@@ -207,7 +217,11 @@ pub fn spawn_prober(url: UpstreamUrl, cfg: HealthConfig) -> HealthHandle {
     });
     let state = Arc::new(AtomicU8::new(State::Down.to_u8()));
     let poke = Arc::new(Notify::new());
-    let handle = HealthHandle { rx, state: state.clone(), poke: poke.clone() };
+    let handle = HealthHandle {
+        rx,
+        state: state.clone(),
+        poke: poke.clone(),
+    };
     tokio::spawn(Prober::new(url, cfg, tx, state, poke).run());
     handle
 }
@@ -225,8 +239,10 @@ pub enum InfoVerdict {
 
 /// Reads the state-relevant fields of an `INFO` text.
 pub fn judge_info(info: &str) -> (InfoVerdict, ServerFacts) {
-    let fields: HashMap<&str, &str> =
-        info.lines().filter_map(|l| l.trim_end_matches('\r').split_once(':')).collect();
+    let fields: HashMap<&str, &str> = info
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').split_once(':'))
+        .collect();
     let get = |k: &str| fields.get(k).copied();
     let facts = ServerFacts {
         redis_version: get("redis_version").map(str::to_string),
@@ -279,8 +295,25 @@ enum Probe {
 }
 
 impl Prober {
-    fn new(url: UpstreamUrl, cfg: HealthConfig, tx: watch::Sender<Health>, state: Arc<AtomicU8>, poke: Arc<Notify>) -> Self {
-        Prober { url, cfg, tx, state, poke, conn: None, good: 0, bad: 0, probes: 0, writes_rejected: None }
+    fn new(
+        url: UpstreamUrl,
+        cfg: HealthConfig,
+        tx: watch::Sender<Health>,
+        state: Arc<AtomicU8>,
+        poke: Arc<Notify>,
+    ) -> Self {
+        Prober {
+            url,
+            cfg,
+            tx,
+            state,
+            poke,
+            conn: None,
+            good: 0,
+            bad: 0,
+            probes: 0,
+            writes_rejected: None,
+        }
     }
 
     fn timeout(&self) -> Duration {
@@ -292,12 +325,17 @@ impl Prober {
             return Ok(c.clone());
         }
         let hs = Handshake {
-            auth: self.url.password.clone().map(|password| Credentials { user: self.url.user.clone(), password }),
+            auth: self.url.password.clone().map(|password| Credentials {
+                user: self.url.user.clone(),
+                password,
+            }),
             db: 0,
             proto: 2,
             name: Some("redoubt-probe".into()),
         };
-        let c = Conn::connect(&self.url.addr(), &hs, self.timeout()).await.map_err(|e| e.to_string())?;
+        let c = Conn::connect(&self.url.addr(), &hs, self.timeout())
+            .await
+            .map_err(|e| e.to_string())?;
         self.conn = Some(c.clone());
         Ok(c)
     }
@@ -313,9 +351,14 @@ impl Prober {
             match conn.call(&["PING"], self.timeout()).await {
                 Ok(Frame::Simple(s)) if &s[..] == b"PONG" => return Probe::Good,
                 Ok(f) => {
-                    let text = f.error_text().map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_default();
+                    let text = f
+                        .error_text()
+                        .map(|t| String::from_utf8_lossy(t).into_owned())
+                        .unwrap_or_default();
                     if text.starts_with("NOAUTH") {
-                        return Probe::Bad(format!("redis requires a password the upstream URL does not give: {text}"));
+                        return Probe::Bad(format!(
+                            "redis requires a password the upstream URL does not give: {text}"
+                        ));
                     }
                     return Probe::Bad(format!("PING answered {text}"));
                 }
@@ -333,8 +376,13 @@ impl Prober {
 
     async fn info(&mut self) -> Option<(InfoVerdict, ServerFacts)> {
         let conn = self.connection().await.ok()?;
-        let reply = conn.call(&["INFO"], self.timeout().max(Duration::from_millis(500))).await.ok()?;
-        let text = reply.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned())?;
+        let reply = conn
+            .call(&["INFO"], self.timeout().max(Duration::from_millis(500)))
+            .await
+            .ok()?;
+        let text = reply
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())?;
         Some(judge_info(&text))
     }
 
@@ -370,7 +418,10 @@ impl Prober {
                     let mut verdict = None;
                     // INFO on the first good probe, every few after, and at
                     // once when the data path saw a write rejected.
-                    if self.good == 1 || self.probes % INFO_EVERY as u64 == 0 || current == State::WritesDown {
+                    if self.good == 1
+                        || self.probes.is_multiple_of(INFO_EVERY as u64)
+                        || current == State::WritesDown
+                    {
                         if let Some((v, f)) = self.info().await {
                             verdict = Some(v);
                             facts = Some(f);
@@ -386,7 +437,10 @@ impl Prober {
                         }
                         Some(InfoVerdict::WritesRejected(why)) => {
                             self.writes_rejected = Some(why.clone());
-                            if current != State::Down || self.good >= self.cfg.up_after || self.first_ever() {
+                            if current != State::Down
+                                || self.good >= self.cfg.up_after
+                                || self.first_ever()
+                            {
                                 self.publish(State::WritesDown, why, facts);
                             }
                         }
@@ -409,10 +463,18 @@ impl Prober {
                     self.good = 0;
                     self.bad += 1;
                     if current != State::Down && self.bad >= self.cfg.down_after {
-                        self.publish(State::Down, format!("{} probes failed: {why}", self.bad), None);
+                        self.publish(
+                            State::Down,
+                            format!("{} probes failed: {why}", self.bad),
+                            None,
+                        );
                     } else if current == State::Down {
                         // Keep the reason fresh while down.
-                        self.publish(State::Down, format!("{} probes failed: {why}", self.bad), None);
+                        self.publish(
+                            State::Down,
+                            format!("{} probes failed: {why}", self.bad),
+                            None,
+                        );
                     }
                 }
             }
@@ -433,7 +495,9 @@ impl Prober {
             State::Down if self.good >= self.cfg.up_after || self.first_ever() => {
                 self.publish(State::Up, "PING answered".into(), facts)
             }
-            State::WritesDown => self.publish(State::Up, "redis accepts writes again".into(), facts),
+            State::WritesDown => {
+                self.publish(State::Up, "redis accepts writes again".into(), facts)
+            }
             State::Up if facts.is_some() => self.publish(State::Up, "PING answered".into(), facts),
             _ => {}
         }
@@ -449,13 +513,24 @@ mod tests {
         let base = "redis_version:7.0.15\r\nrole:master\r\nloading:0\r\nmaxmemory:0\r\nused_memory:100\r\nmaxmemory_policy:noeviction\r\n";
         assert_eq!(judge_info(base).0, InfoVerdict::Healthy);
         assert_eq!(judge_info(base).1.redis_version.as_deref(), Some("7.0.15"));
-        assert!(matches!(judge_info(&base.replace("loading:0", "loading:1")).0, InfoVerdict::Unavailable(_)));
-        assert!(matches!(judge_info(&base.replace("role:master", "role:slave")).0, InfoVerdict::WritesRejected(_)));
+        assert!(matches!(
+            judge_info(&base.replace("loading:0", "loading:1")).0,
+            InfoVerdict::Unavailable(_)
+        ));
+        assert!(matches!(
+            judge_info(&base.replace("role:master", "role:slave")).0,
+            InfoVerdict::WritesRejected(_)
+        ));
         let full = base.replace("maxmemory:0", "maxmemory:100");
-        assert!(matches!(judge_info(&full).0, InfoVerdict::WritesRejected(_)));
+        assert!(matches!(
+            judge_info(&full).0,
+            InfoVerdict::WritesRejected(_)
+        ));
         let evicting = full.replace("policy:noeviction", "policy:allkeys-lru");
         assert_eq!(judge_info(&evicting).0, InfoVerdict::Healthy);
         let misconf = format!("{base}rdb_last_bgsave_status:err\r\n");
-        assert!(matches!(judge_info(&misconf).0, InfoVerdict::WritesRejected(w) if w.contains("MISCONF")));
+        assert!(
+            matches!(judge_info(&misconf).0, InfoVerdict::WritesRejected(w) if w.contains("MISCONF"))
+        );
     }
 }

@@ -70,7 +70,9 @@ pub struct Upstream {
 #[derive(Debug, thiserror::Error)]
 pub enum DedicatedError {
     /// All `max_dedicated` are in use.
-    #[error("all {0} dedicated upstream connections are in use (blocking commands, WATCH, subscribers)")]
+    #[error(
+        "all {0} dedicated upstream connections are in use (blocking commands, WATCH, subscribers)"
+    )]
     Exhausted(usize),
     /// Connecting failed.
     #[error(transparent)]
@@ -139,19 +141,29 @@ impl Upstream {
     }
 
     fn permit(&self) -> Result<OwnedSemaphorePermit, DedicatedError> {
-        self.dedicated.clone().try_acquire_owned().map_err(|_| DedicatedError::Exhausted(self.cfg.max_dedicated))
+        self.dedicated
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| DedicatedError::Exhausted(self.cfg.max_dedicated))
     }
 
     /// A pipelined connection for one session alone (WATCH, blocking).
     pub async fn dedicated(&self, key: &PoolKey) -> Result<Dedicated, DedicatedError> {
         let permit = self.permit()?;
-        let conn = Conn::connect(&self.url.addr(), &handshake(key), self.cfg.connect_timeout).await?;
-        Ok(Dedicated { conn, _permit: permit })
+        let conn =
+            Conn::connect(&self.url.addr(), &handshake(key), self.cfg.connect_timeout).await?;
+        Ok(Dedicated {
+            conn,
+            _permit: permit,
+        })
     }
 
     /// A raw stream for one session alone (subscribers, MONITOR), with the
     /// permit that counts it against the cap.
-    pub async fn tunnel(&self, key: &PoolKey) -> Result<(TcpStream, OwnedSemaphorePermit), DedicatedError> {
+    pub async fn tunnel(
+        &self,
+        key: &PoolKey,
+    ) -> Result<(TcpStream, OwnedSemaphorePermit), DedicatedError> {
         let permit = self.permit()?;
         let s = open_stream(&self.url.addr(), &handshake(key), self.cfg.connect_timeout).await?;
         Ok((s, permit))
@@ -159,7 +171,12 @@ impl Upstream {
 }
 
 fn handshake(key: &PoolKey) -> Handshake {
-    Handshake { auth: key.auth.clone(), db: key.db, proto: key.proto, name: None }
+    Handshake {
+        auth: key.auth.clone(),
+        db: key.db,
+        proto: key.proto,
+        name: None,
+    }
 }
 
 /// Shared connections with one identity, db and protocol.
@@ -184,7 +201,12 @@ struct Retry {
 
 impl Slot {
     fn alive(&self) -> Option<Conn> {
-        self.conn.lock().ok()?.as_ref().filter(|c| c.is_alive()).cloned()
+        self.conn
+            .lock()
+            .ok()?
+            .as_ref()
+            .filter(|c| c.is_alive())
+            .cloned()
     }
 }
 
@@ -200,7 +222,13 @@ impl Pool {
                 }),
             })
             .collect();
-        Pool { addr, hs, connect_timeout: cfg.connect_timeout, slots, next: AtomicUsize::new(0) }
+        Pool {
+            addr,
+            hs,
+            connect_timeout: cfg.connect_timeout,
+            slots,
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// Live connections in this pool.
@@ -221,7 +249,9 @@ impl Pool {
             // background, so load spreads once it is there.
             let me = self.clone();
             tokio::spawn(async move {
-                let _ = me.connect_slot(start, Instant::now() + me.connect_timeout).await;
+                let _ = me
+                    .connect_slot(start, Instant::now() + me.connect_timeout)
+                    .await;
             });
             return Ok(c);
         }
@@ -231,7 +261,9 @@ impl Pool {
     async fn connect_slot(&self, i: usize, deadline: Instant) -> Result<Conn, ConnectError> {
         let slot = &self.slots[i];
         let timeout_err = || ConnectError::Timeout(self.addr.clone());
-        let mut retry = tokio::time::timeout_at(deadline, slot.connecting.lock()).await.map_err(|_| timeout_err())?;
+        let mut retry = tokio::time::timeout_at(deadline, slot.connecting.lock())
+            .await
+            .map_err(|_| timeout_err())?;
         if let Some(c) = slot.alive() {
             return Ok(c);
         }
@@ -241,7 +273,9 @@ impl Pool {
             }
             tokio::time::sleep_until(t).await;
         }
-        let budget = deadline.saturating_duration_since(Instant::now()).min(self.connect_timeout);
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.connect_timeout);
         match Conn::connect(&self.addr, &self.hs, budget).await {
             Ok(c) => {
                 retry.backoff.reset();

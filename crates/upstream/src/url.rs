@@ -50,7 +50,10 @@ impl UpstreamUrl {
             }
             _ => return Err(UrlError::BadScheme(url.to_string())),
         }
-        let invalid = |why: &str| UrlError::Invalid { url: url.to_string(), why: why.to_string() };
+        let invalid = |why: &str| UrlError::Invalid {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
         let (auth, hostpart) = match rest.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
             None => (None, rest),
@@ -61,7 +64,9 @@ impl UpstreamUrl {
             None => (hostpart, 0),
         };
         let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            let (h, p) = h.split_once(']').ok_or_else(|| invalid("unclosed '[' in IPv6 host"))?;
+            let (h, p) = h
+                .split_once(']')
+                .ok_or_else(|| invalid("unclosed '[' in IPv6 host"))?;
             (h.to_string(), p.strip_prefix(':').unwrap_or(""))
         } else {
             match hostport.rsplit_once(':') {
@@ -75,7 +80,8 @@ impl UpstreamUrl {
         let port = if port.is_empty() {
             6379
         } else {
-            port.parse().map_err(|_| invalid("port must be a number from 1 to 65535"))?
+            port.parse()
+                .map_err(|_| invalid("port must be a number from 1 to 65535"))?
         };
         let (user, password) = match auth {
             None => (None, None),
@@ -84,7 +90,13 @@ impl UpstreamUrl {
                 None => (Some(decode(a)).filter(|u| !u.is_empty()), None),
             },
         };
-        Ok(UpstreamUrl { host, port, user, password, db })
+        Ok(UpstreamUrl {
+            host,
+            port,
+            user,
+            password,
+            db,
+        })
     }
 
     /// `host:port` for connecting.
@@ -115,7 +127,10 @@ fn decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;
@@ -147,18 +162,34 @@ mod tests {
         let u = UpstreamUrl::parse("redis://localhost").unwrap();
         assert_eq!((u.port, u.db, u.user, u.password), (6379, 0, None, None));
         let u = UpstreamUrl::parse("redis://:secret@h:1").unwrap();
-        assert_eq!((u.user, u.password.as_deref()), (None, Some("secret")));
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref()),
+            (None, Some("secret"))
+        );
         assert_eq!(u.redacted(), "redis://:***@h:1/0");
     }
 
     #[test]
     fn unsupported_schemes_say_not_supported_yet() {
-        for s in ["rediss://h:1", "redis+sentinel://h:1", "redis+cluster://h:1"] {
+        for s in [
+            "rediss://h:1",
+            "redis+sentinel://h:1",
+            "redis+cluster://h:1",
+        ] {
             let e = UpstreamUrl::parse(s).unwrap_err();
             assert!(e.to_string().contains("not supported yet"), "{e}");
         }
-        assert!(matches!(UpstreamUrl::parse("http://h"), Err(UrlError::BadScheme(_))));
-        assert!(matches!(UpstreamUrl::parse("redis://h:99999"), Err(UrlError::Invalid { .. })));
-        assert!(matches!(UpstreamUrl::parse("redis://h:1/x"), Err(UrlError::Invalid { .. })));
+        assert!(matches!(
+            UpstreamUrl::parse("http://h"),
+            Err(UrlError::BadScheme(_))
+        ));
+        assert!(matches!(
+            UpstreamUrl::parse("redis://h:99999"),
+            Err(UrlError::Invalid { .. })
+        ));
+        assert!(matches!(
+            UpstreamUrl::parse("redis://h:1/x"),
+            Err(UrlError::Invalid { .. })
+        ));
     }
 }

@@ -22,17 +22,39 @@ pub struct Fixture {
 }
 
 pub fn fast_health() -> HealthConfig {
-    HealthConfig { interval_ms: 50, timeout_ms: 100, down_after: 2, up_after: 2 }
+    HealthConfig {
+        interval_ms: 50,
+        timeout_ms: 100,
+        down_after: 2,
+        up_after: 2,
+    }
 }
 
 pub async fn start_with(url: &str, health: HealthConfig, limits: LimitsConfig) -> Fixture {
     let url = UpstreamUrl::parse(url).expect("test URL parses");
     let health = spawn_prober(url.clone(), health);
-    let upstream = Upstream::new(url, UpstreamConfig { connect_timeout: Duration::from_millis(500), ..Default::default() });
-    let proxy = Proxy::start(ProxySettings { listen: "127.0.0.1:0".into(), limits }, upstream.clone(), health.clone())
-        .await
-        .expect("proxy binds");
-    Fixture { proxy, health, upstream }
+    let upstream = Upstream::new(
+        url,
+        UpstreamConfig {
+            connect_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let proxy = Proxy::start(
+        ProxySettings {
+            listen: "127.0.0.1:0".into(),
+            limits,
+        },
+        upstream.clone(),
+        health.clone(),
+    )
+    .await
+    .expect("proxy binds");
+    Fixture {
+        proxy,
+        health,
+        upstream,
+    }
 }
 
 pub async fn start(redis: &RedisServer) -> Fixture {
@@ -55,12 +77,21 @@ impl Fixture {
         let mut rx = self.health.subscribe();
         tokio::time::timeout(within, rx.wait_for(|h| h.state == state))
             .await
-            .unwrap_or_else(|_| panic!("state did not become {state:?} within {within:?}; now {:?}", self.health.current()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "state did not become {state:?} within {within:?}; now {:?}",
+                    self.health.current()
+                )
+            })
             .expect("prober alive");
     }
 
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.expect("connect through proxy")
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect through proxy")
     }
 
     pub async fn raw(&self) -> Raw {
@@ -76,7 +107,10 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: &str) -> Raw {
-        Raw { stream: TcpStream::connect(addr).await.expect("connect"), buf: BytesMut::new() }
+        Raw {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            buf: BytesMut::new(),
+        }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
@@ -93,14 +127,17 @@ impl Raw {
     /// The next frame, or `None` when the server closed the connection.
     pub async fn read(&mut self) -> Option<Frame> {
         loop {
-            if let Some((f, n)) = parse_frame(&self.buf, &Limits::upstream()).expect("valid RESP from proxy") {
+            if let Some((f, n)) =
+                parse_frame(&self.buf, &Limits::upstream()).expect("valid RESP from proxy")
+            {
                 let _ = self.buf.split_to(n);
                 return Some(f);
             }
-            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("reply within 10 s")
-                .ok()?;
+            let n =
+                tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("reply within 10 s")
+                    .ok()?;
             if n == 0 {
                 return None;
             }
@@ -109,5 +146,9 @@ impl Raw {
 }
 
 pub fn err_text(f: &Frame) -> String {
-    String::from_utf8_lossy(f.error_text().unwrap_or_else(|| panic!("expected an error, got {f:?}"))).into_owned()
+    String::from_utf8_lossy(
+        f.error_text()
+            .unwrap_or_else(|| panic!("expected an error, got {f:?}")),
+    )
+    .into_owned()
 }
