@@ -470,3 +470,110 @@ async fn database_in_the_url_is_selected() {
     assert!(rep.diagnosable, "{}", rep.render_text(false));
     assert_eq!(rep.target, format!("{}/3", r.url()));
 }
+
+#[tokio::test]
+async fn mass_expiry_is_an_expire_storm() {
+    let r = RedisServer::start(&["--enable-debug-command", "yes"]);
+    r.cmd(&["CONFIG", "SET", "latency-monitor-threshold", "1"]);
+    r.cmd(&["DEBUG", "POPULATE", "100000"]);
+    // Every key gets the same expiry: the active expire cycle then runs
+    // to its time limit, which the latency monitor records.
+    r.cmd(&[
+        "EVAL",
+        "for i=0,99999 do redis.call('PEXPIRE','key:'..i,200) end return 1",
+        "0",
+    ]);
+    wait_for(
+        "an expire-cycle latency event",
+        Duration::from_secs(10),
+        || r.cmd(&["LATENCY", "DOCTOR"]).contains("expire-cycle"),
+    );
+    let rep = doctor(&r.url()).await;
+    assert_fires(&rep, "memory.expire-storm", Severity::Warn);
+}
+
+#[tokio::test]
+async fn loading_replica_is_critical() {
+    let master = RedisServer::start(&[
+        "--repl-diskless-sync-delay",
+        "0",
+        "--enable-debug-command",
+        "yes",
+    ]);
+    master.cmd(&["DEBUG", "POPULATE", "20000"]);
+    // Slow the load down per key and let it answer clients between small
+    // chunks, so the doctor can look while loading lasts (about 6 s).
+    let replica = RedisServer::start(&[
+        "--key-load-delay",
+        "300",
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ]);
+    replica.cmd(&["REPLICAOF", "127.0.0.1", &master.port().to_string()]);
+    wait_for("the replica to be loading", Duration::from_secs(10), || {
+        info_field(&replica, "persistence", "loading") == "1"
+    });
+    let rep = doctor(&replica.url()).await;
+    assert!(rep.diagnosable, "{}", rep.render_text(false));
+    assert_fires(&rep, "server.loading", Severity::Critical);
+    assert_eq!(rep.exit_code(), 2);
+}
+
+#[tokio::test]
+async fn failing_aof_rewrite_warns() {
+    let dir = tempdir_path("doctor-aof");
+    std::fs::create_dir_all(&dir).unwrap();
+    let r = RedisServer::start(&["--appendonly", "yes", "--dir", dir.to_str().unwrap()]);
+    r.cmd(&["SET", "k", "v"]);
+    // The rewrite must create files in a directory that no longer exists.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let _ = r.cmd_raw(&["BGREWRITEAOF"]);
+    wait_for("the rewrite to fail", Duration::from_secs(10), || {
+        info_field(&r, "persistence", "aof_last_bgrewrite_status") == "err"
+    });
+    let rep = doctor(&r.url()).await;
+    assert_fires(&rep, "persistence.aof-errors", Severity::Warn);
+    assert!(rep
+        .get("persistence.aof-errors")
+        .unwrap()
+        .detail
+        .contains("aof_last_bgrewrite_status:err"));
+}
+
+#[tokio::test]
+async fn unsaved_changes_over_the_threshold_warn() {
+    let r = RedisServer::start(&["--save", "3600 1000000"]);
+    for i in 0..10 {
+        r.cmd(&["SET", &format!("k{i}"), "v"]);
+    }
+    let rep = doctor_with(&r.url(), |o| o.thresholds.unsaved_changes_warn = 5).await;
+    assert_fires(&rep, "persistence.stale-snapshot", Severity::Warn);
+    assert!(rep
+        .get("persistence.stale-snapshot")
+        .unwrap()
+        .detail
+        .starts_with("10 changes"));
+    let rep = doctor(&r.url()).await;
+    assert_silent(&rep, "persistence.stale-snapshot");
+}
+
+#[tokio::test]
+async fn memory_left_from_a_peak_is_reported() {
+    let r = RedisServer::start(&["--enable-debug-command", "yes"]);
+    r.cmd(&["DEBUG", "POPULATE", "200000", "key", "100"]);
+    // Free three quarters: the data shrinks, the resident memory does not.
+    r.cmd(&[
+        "EVAL",
+        "for i=0,149999 do redis.call('DEL','key:'..i) end return 1",
+        "0",
+    ]);
+    let rep = doctor(&r.url()).await;
+    let f = rep
+        .get("memory.fragmentation")
+        .unwrap_or_else(|| panic!("{}", rep.render_text(false)));
+    assert!(
+        f.severity == Severity::Warn || f.severity == Severity::Info,
+        "{f:?}"
+    );
+    assert!(f.detail.contains("MiB"), "{}", f.detail);
+}
