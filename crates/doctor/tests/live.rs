@@ -577,3 +577,98 @@ async fn memory_left_from_a_peak_is_reported() {
     );
     assert!(f.detail.contains("MiB"), "{}", f.detail);
 }
+
+#[tokio::test]
+async fn client_not_reading_its_replies_fills_its_output_buffer() {
+    let r = RedisServer::new();
+    r.cmd(&["SETRANGE", "big", "1048575", "x"]);
+    // Ask for 1 MiB forty times and never read: Redis holds what the
+    // kernel's socket buffers cannot.
+    let mut s = TcpStream::connect(r.addr()).unwrap();
+    let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(40);
+    s.write_all(&get).unwrap();
+    wait_for("output buffer to pile up", Duration::from_secs(10), || {
+        r.cmd(&["CLIENT", "LIST"]).lines().any(|l| {
+            l.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("omem="))
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n > 4 << 20)
+        })
+    });
+    let rep = doctor(&r.url()).await;
+    assert_fires(&rep, "clients.output-buffers", Severity::Warn);
+    assert!(rep
+        .get("clients.output-buffers")
+        .unwrap()
+        .detail
+        .contains("cmd=get"));
+}
+
+#[tokio::test]
+async fn stalled_replica_shows_as_lag_on_the_master() {
+    let master = RedisServer::new();
+    let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &master.port().to_string()]);
+    wait_for("replica link up", Duration::from_secs(10), || {
+        info_field(&replica, "replication", "master_link_status") == "up"
+    });
+    replica.pause();
+    // The master's lag counts seconds since the replica last acknowledged.
+    wait_for("lag of 2 s on the master", Duration::from_secs(10), || {
+        let line = info_field(&master, "replication", "slave0");
+        line.split(',').any(|kv| {
+            kv.strip_prefix("lag=")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|l| l >= 2)
+        })
+    });
+    let rep = doctor_with(&master.url(), |o| o.thresholds.replica_lag_warn_secs = 1).await;
+    replica.resume();
+    assert_fires(&rep, "replication.lag", Severity::Warn);
+}
+
+#[tokio::test]
+async fn cluster_node_without_slots_is_down() {
+    let r = RedisServer::start(&["--cluster-enabled", "yes"]);
+    let rep = doctor(&r.url()).await;
+    assert_fires(&rep, "cluster.state", Severity::Critical);
+    assert!(rep
+        .get("cluster.state")
+        .unwrap()
+        .detail
+        .starts_with("cluster_state:fail"));
+    assert_eq!(rep.exit_code(), 2);
+}
+
+#[tokio::test]
+async fn tcp_backlog_above_somaxconn_warns_for_a_local_redis() {
+    let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let backlog = (somaxconn + 1).to_string();
+    let r = RedisServer::start(&["--tcp-backlog", &backlog]);
+    let rep = doctor(&r.url()).await;
+    assert_fires(&rep, "host.somaxconn", Severity::Warn);
+    // The same Redis seen as remote gets no host checks at all.
+    let rep = doctor_with(&r.url(), |o| o.host_checks = doctor::HostChecks::Off).await;
+    assert!(!rep.host_checks);
+    assert!(
+        rep.findings.iter().all(|f| !f.id.starts_with("host.")),
+        "{}",
+        rep.render_text(false)
+    );
+}
+
+#[tokio::test]
+async fn many_keys_in_one_database_warn() {
+    let r = RedisServer::start(&["--enable-debug-command", "yes"]);
+    r.cmd(&["DEBUG", "POPULATE", "2000"]);
+    let rep = doctor_with(&r.url(), |o| o.thresholds.many_keys = 1000).await;
+    assert_fires(&rep, "keys.big", Severity::Warn);
+    assert!(rep
+        .get("keys.big")
+        .unwrap()
+        .detail
+        .contains("db0 holds 2000 keys"));
+}
