@@ -22,7 +22,14 @@
 //! back: it is bounded in time ([`DoctorOptions::total_timeout`], 10 s by
 //! default) and in load (a SCAN sample of at most
 //! [`Thresholds::scan_sample_keys`] keys, never `KEYS`), and an
-//! unreachable Redis yields the connection diagnosis instead.
+//! unreachable Redis yields the connection diagnosis instead. Passing the
+//! previous report's [`Report::counters`] as [`DoctorOptions::baseline`]
+//! makes counting checks (rejected connections, evictions, lost replicas)
+//! report what happened since then rather than since Redis started.
+//!
+//! For `redoubt triage FILE...`, [`triage_files`] reads the files in
+//! order (locations read `FILE:LINE`) and returns an [`InputError`] naming
+//! an unreadable file (exit code 4); [`triage_reader`] reads stdin.
 //!
 //! # Layout
 //! - [`diagnose`](mod@diagnose): options and the diagnosis run: connect,
