@@ -777,7 +777,12 @@ static CHECKS: &[Check] = &[
             if (major, minor) >= *newest || SUPPORTED_VERSIONS.contains(&(major, minor)) {
                 return None;
             }
-            hit(Severity::Warn, format!("redis_version {v}; supported lines: 8.x, 7.4, 7.2, 6.2"))
+            let lines: Vec<String> = SUPPORTED_VERSIONS
+                .iter()
+                .enumerate()
+                .map(|(i, (ma, mi))| if i == 0 { format!("{ma}.{mi} and newer") } else { format!("{ma}.{mi}") })
+                .collect();
+            hit(Severity::Warn, format!("redis_version {v}; supported lines: {}", lines.join(", ")))
         },
     },
     Check {
