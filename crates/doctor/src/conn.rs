@@ -5,6 +5,7 @@
 //! each way a connection can fail.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -65,16 +66,15 @@ impl Conn {
         deadline: Instant,
     ) -> Result<Conn, ConnError> {
         let step = step_deadline(connect_timeout, deadline);
-        let addrs: Vec<_> =
-            match tokio::time::timeout_at(step, tokio::net::lookup_host((host, port))).await {
-                Err(_) => {
-                    return Err(ConnError::Dns(format!(
-                        "no answer from the resolver within {connect_timeout:?}"
-                    )))
-                }
-                Ok(Err(e)) => return Err(ConnError::Dns(e.to_string())),
-                Ok(Ok(a)) => a.collect(),
-            };
+        let addrs = match tokio::time::timeout_at(step, resolve(host, port)).await {
+            Err(_) => {
+                return Err(ConnError::Dns(format!(
+                    "no answer from the resolver within {connect_timeout:?}"
+                )))
+            }
+            Ok(Err(e)) => return Err(ConnError::Dns(e.to_string())),
+            Ok(Ok(a)) => a,
+        };
         let mut last = ConnError::Dns("the name resolved to no address".into());
         for addr in addrs {
             match tokio::time::timeout_at(step, TcpStream::connect(addr)).await {
@@ -185,6 +185,29 @@ impl Conn {
             }
         }
     }
+}
+
+/// Resolves `host` on a detached thread. tokio's `lookup_host` runs on
+/// the blocking pool, and a runtime waits for its blocking pool when it is
+/// dropped: a resolver that hangs would then hold up the process after the
+/// diagnosis already gave up on it. A detached thread does not.
+async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("doctor-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(
+                (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(Iterator::collect),
+            );
+        })?;
+    rx.await
+        .unwrap_or_else(|_| Err(io::Error::other("resolver thread ended without an answer")))
 }
 
 /// The earlier of "now + step" and the overall deadline.
