@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod journal_cmd;
 mod serve;
 mod status;
 
@@ -49,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Read a journal directory: inspect it, or export it as RESP.
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
     /// Ask a running Redoubt for its status (exit 3 if it does not answer).
     Status {
         /// Admin address of the running Redoubt.
@@ -57,6 +63,27 @@ enum Command {
         /// Bearer token, if admin.token is set.
         #[arg(long, env = "REDOUBT_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JournalAction {
+    /// Segments, records, bytes, time range, torn tail, corruption
+    /// (exit 0 clean, 1 damage found, 2 unreadable).
+    Inspect {
+        /// A data dir or its journal/ directory.
+        dir: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the journal as plain RESP for `redis-cli --pipe`.
+    Export {
+        /// A data dir or its journal/ directory.
+        dir: PathBuf,
+        /// Output format (only `resp`).
+        #[arg(long, default_value = "resp", value_parser = ["resp"])]
+        format: String,
     },
 }
 
@@ -130,6 +157,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
+        Command::Journal { action } => match action {
+            JournalAction::Inspect { dir, json } => journal_cmd::inspect(&dir, json),
+            JournalAction::Export { dir, format: _ } => journal_cmd::export(&dir),
+        },
         Command::Status { admin, token } => status::run(&admin, token.as_deref()),
     }
 }
