@@ -1,1 +1,124 @@
-//! store (to be written).
+//! The local keyspace: Redis's data types, expiry, eviction and command
+//! execution, reply for reply (Redis 7.0 wording, RESP2 and RESP3).
+//!
+//! The proxy serves keys from here while Redis is away, and standalone mode
+//! serves everything from here. A [`Store`] is shared by all connections;
+//! each connection owns a [`Session`]. [`Store::execute`] runs one command
+//! and returns its reply plus the deterministic [`Effect`]s to journal
+//! (relative expiries made absolute, random pops made explicit, reads and
+//! failures journal nothing), Redis-propagation style. [`Store::apply`]
+//! replays those effects on start-up, and [`Store::snapshot`] gives a
+//! point-in-time copy, iterated outside the lock as commands, for journal
+//! compaction.
+//!
+//! ```
+//! # async fn demo() {
+//! use bytes::Bytes;
+//! let store = store::Store::new(store::StoreConfig::default());
+//! let mut s = store.session();
+//! let args = |v: &[&str]| v.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect::<Vec<_>>();
+//! let out = store.execute(&mut s, args(&["SET", "k", "v", "EX", "10"])).await;
+//! assert_eq!(out.reply, resp::Frame::simple("OK"));
+//! assert_eq!(out.effects[0].args[3], "PXAT"); // journaled as an absolute time
+//! # }
+//! ```
+//!
+//! # Layout
+//! - [`store`]: [`Store`], [`StoreConfig`], [`Clock`], the dispatch table
+//!   (command name → handler, arity and flags from `resp`'s command table)
+//!   and the blocking wait.
+//! - [`session`]: [`Session`], one per client connection.
+//! - `ctx`: what a handler sees (locked keyspace, session, arguments) and
+//!   the write bookkeeping (WATCH, memory, wake-ups, effects).
+//! - [`value`], [`db`]: the data types, entries and databases.
+//! - one file per command family: `strings`, `keys`, `hashes`, `lists`
+//!   (blocking pops included), `sets`, `zsets`, `tx` (MULTI/EXEC/WATCH),
+//!   `pubsub`, `server` (PING, HELLO, CLIENT, COMMAND, INFO, …), `config`.
+//! - `expire` (active expiry), `eviction` (maxmemory policies), `stats`,
+//!   [`snapshot`], `glob` (Redis's pattern rules), `num` (Redis's number
+//!   parsing and formatting).
+//!
+//! # Concurrency
+//! One `std::sync::Mutex` guards the keyspace; it is held only for the
+//! duration of one command (or one EXEC), never across an `.await`. A
+//! blocking command that finds nothing releases the lock and waits on a
+//! `tokio::sync::watch` channel bumped whenever a list or sorted set gains
+//! elements, then retries. Blocked clients are woken together, so who gets
+//! an element among several clients blocked on the same key is not FIFO as
+//! in Redis.
+//!
+//! # Not supported yet
+//! Streams, HyperLogLog, geo, scripting (EVAL/FCALL), BITFIELD, BITOP,
+//! keyspace notifications, OBJECT on encodings converted back (Redis never
+//! converts a big encoding back to a small one; we report from the current
+//! size). Such commands answer `-ERR <NAME> is not supported by the local
+//! store yet …`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod ctx;
+pub mod db;
+mod eviction;
+mod expire;
+mod glob;
+mod hashes;
+mod keys;
+mod lists;
+mod num;
+mod pubsub;
+mod server;
+pub mod session;
+mod sets;
+pub mod snapshot;
+mod stats;
+pub mod store;
+mod strings;
+mod tx;
+pub mod value;
+mod zsets;
+
+use bytes::Bytes;
+use resp::Frame;
+
+pub use config::Policy;
+pub use glob::glob_match;
+pub use session::Session;
+pub use snapshot::Snapshot;
+pub use store::{implemented_commands, Clock, Store, StoreConfig};
+
+/// A deterministic command to journal: replaying `args` in database `db`
+/// recreates what the execution did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    /// Database the command applies to.
+    pub db: usize,
+    /// The command, name first.
+    pub args: Vec<Bytes>,
+}
+
+/// The result of [`Store::execute`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed {
+    /// The reply to send.
+    pub reply: Frame,
+    /// Further frames to send right after `reply`, in order (SUBSCRIBE and
+    /// UNSUBSCRIBE confirm each channel with its own frame).
+    pub more: Vec<Frame>,
+    /// What to journal; empty for reads and failures.
+    pub effects: Vec<Effect>,
+    /// True when `effects` came from one EXEC: replay them as one
+    /// transaction.
+    pub atomic: bool,
+}
+
+impl Executed {
+    pub(crate) fn reply(reply: Frame) -> Executed {
+        Executed {
+            reply,
+            more: Vec::new(),
+            effects: Vec::new(),
+            atomic: false,
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! What a command handler works with: the locked keyspace, the session, the
+//! arguments, and the bookkeeping every write does (watch invalidation,
+//! memory accounting, waking blocked clients, the effects to journal).
+//!
+//! Handlers are `fn(&mut Ctx) -> Reply`; an `Err` is an error reply, so `?`
+//! carries Redis's error text straight out.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use indexmap::{IndexMap, IndexSet};
+use resp::Frame;
+
+use crate::db::{Db, KEY_OVERHEAD};
+use crate::num;
+use crate::session::Session;
+use crate::store::{Inner, Shared};
+use crate::value::{Entry, Value, ZSet};
+use crate::Effect;
+
+/// A handler's answer: `Err` is an error reply.
+pub(crate) type Reply = Result<Frame, Frame>;
+
+/// A command implementation.
+pub(crate) type Handler = fn(&mut Ctx) -> Reply;
+
+pub(crate) const WRONGTYPE: &str =
+    "WRONGTYPE Operation against a key holding the wrong kind of value";
+pub(crate) const NOT_INT: &str = "ERR value is not an integer or out of range";
+pub(crate) const NOT_FLOAT: &str = "ERR value is not a valid float";
+pub(crate) const SYNTAX: &str = "ERR syntax error";
+pub(crate) const NO_KEY: &str = "ERR no such key";
+
+pub(crate) fn err(msg: &str) -> Frame {
+    Frame::Error(Bytes::copy_from_slice(msg.as_bytes()))
+}
+
+/// Why a blocking command did not complete: how long it may wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Block {
+    /// Timeout in ms; 0 waits forever.
+    pub timeout_ms: u64,
+}
+
+pub(crate) struct Ctx<'a> {
+    pub inner: &'a mut Inner,
+    pub shared: &'a Shared,
+    pub sess: &'a mut Session,
+    pub args: &'a [Bytes],
+    /// Lower-case full name from the command table (`get`, `client|list`).
+    pub name: &'static str,
+    pub now: u64,
+    /// Database the command runs in.
+    pub db: usize,
+    /// Number of changes made; zero means nothing to journal.
+    pub dirty: u64,
+    /// Effects set by the handler; `None` means "journal the command as sent".
+    pub effects: Option<Vec<Effect>>,
+    /// Extra reply frames after the main one (SUBSCRIBE with several channels).
+    pub more: Vec<Frame>,
+    /// Set by a blocking command that found nothing to pop.
+    pub block: Option<Block>,
+    /// True when a list or sorted set gained elements: blocked clients retry.
+    pub wake: bool,
+    /// True inside EXEC, apply or a script-like context: never block.
+    pub no_block: bool,
+}
+
+macro_rules! typed_access {
+    ($get:ident, $get_mut:ident, $variant:ident, $ty:ty, $new:expr) => {
+        /// Read access to a value of this type; WRONGTYPE for another type.
+        #[allow(dead_code)]
+        pub fn $get(&mut self, key: &[u8]) -> Result<Option<&$ty>, Frame> {
+            match self.lookup(key) {
+                None => Ok(None),
+                Some(Value::$variant(v)) => Ok(Some(v)),
+                Some(_) => Err(err(WRONGTYPE)),
+            }
+        }
+
+        /// Write access (copy on write); creates an empty one with `create`.
+        /// The caller must call [`Ctx::modified`] afterwards.
+        #[allow(dead_code)]
+        pub fn $get_mut(&mut self, key: &Bytes, create: bool) -> Result<Option<&mut $ty>, Frame> {
+            self.expire_if_needed(key);
+            let now = self.now;
+            let db = &mut self.inner.dbs[self.db];
+            if !db.map.contains_key(&key[..]) {
+                if !create {
+                    return Ok(None);
+                }
+                db.map.insert(key.clone(), Entry::new($new, now));
+            }
+            let Some(e) = db.map.get_mut(&key[..]) else {
+                return Ok(None);
+            };
+            e.access = now;
+            match Arc::make_mut(&mut e.value) {
+                Value::$variant(v) => Ok(Some(v)),
+                _ => Err(err(WRONGTYPE)),
+            }
+        }
+    };
+}
+
+impl<'a> Ctx<'a> {
+    /// The current database.
+    pub fn db(&mut self) -> &mut Db {
+        &mut self.inner.dbs[self.db]
+    }
+
+    pub fn resp3(&self) -> bool {
+        self.sess.resp == 3
+    }
+
+    /// Null bulk in RESP2, null in RESP3.
+    pub fn null(&self) -> Frame {
+        if self.resp3() {
+            Frame::Null
+        } else {
+            Frame::NullBulk
+        }
+    }
+
+    /// Null array in RESP2, null in RESP3.
+    pub fn null_array(&self) -> Frame {
+        if self.resp3() {
+            Frame::Null
+        } else {
+            Frame::NullArray
+        }
+    }
+
+    /// A map in RESP3, a flat array in RESP2.
+    pub fn map(&self, pairs: Vec<(Frame, Frame)>) -> Frame {
+        if self.resp3() {
+            Frame::Map(pairs)
+        } else {
+            Frame::Array(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect())
+        }
+    }
+
+    /// A set in RESP3, an array in RESP2.
+    pub fn set_reply(&self, items: Vec<Frame>) -> Frame {
+        if self.resp3() {
+            Frame::Set(items)
+        } else {
+            Frame::Array(items)
+        }
+    }
+
+    /// A double: `%.17g` bulk in RESP2, a double in RESP3.
+    #[allow(dead_code)]
+    pub fn double(&self, d: f64) -> Frame {
+        let s = Bytes::from(num::fmt_g17(d));
+        if self.resp3() {
+            Frame::Double(s)
+        } else {
+            Frame::Bulk(s)
+        }
+    }
+
+    pub fn arg_i64(&self, i: usize) -> Result<i64, Frame> {
+        num::parse_i64(&self.args[i]).ok_or_else(|| err(NOT_INT))
+    }
+
+    pub fn arg_f64(&self, i: usize) -> Result<f64, Frame> {
+        num::parse_f64(&self.args[i]).ok_or_else(|| err(NOT_FLOAT))
+    }
+
+    pub fn arg_is(&self, i: usize, word: &str) -> bool {
+        self.args
+            .get(i)
+            .is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
+    }
+
+    /// Deletes the key if its TTL has passed; true if it did.
+    pub fn expire_if_needed(&mut self, key: &[u8]) -> bool {
+        let now = self.now;
+        if self.inner.dbs[self.db].is_expired(key, now) {
+            let db = self.db;
+            self.inner.delete_key(db, key);
+            self.inner.stats.expired_keys += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The live value of a key, updating its access statistics.
+    pub fn lookup(&mut self, key: &[u8]) -> Option<&Value> {
+        self.expire_if_needed(key);
+        let now = self.now;
+        let log_factor = self.inner.config.lfu_log_factor;
+        let decay = self.inner.config.lfu_decay_time;
+        let e = self.inner.dbs[self.db].map.get_mut(key)?;
+        crate::eviction::record_access(e, now, log_factor, decay);
+        Some(&e.value)
+    }
+
+    /// The live entry of a key without touching access statistics.
+    pub fn peek(&mut self, key: &[u8]) -> Option<&Entry> {
+        self.expire_if_needed(key);
+        self.inner.dbs[self.db].map.get(key)
+    }
+
+    /// Lookup that counts keyspace hits and misses (read commands).
+    pub fn lookup_read(&mut self, key: &[u8]) -> Option<&Value> {
+        let hit = self.peek(key).is_some();
+        if hit {
+            self.inner.stats.keyspace_hits += 1;
+        } else {
+            self.inner.stats.keyspace_misses += 1;
+        }
+        self.lookup(key)
+    }
+
+    pub fn get_str(&mut self, key: &[u8]) -> Result<Option<Bytes>, Frame> {
+        match self.lookup_read(key) {
+            None => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(err(WRONGTYPE)),
+        }
+    }
+
+    typed_access!(
+        get_list,
+        list_mut,
+        List,
+        VecDeque<Bytes>,
+        Value::List(VecDeque::new())
+    );
+    typed_access!(get_hash, hash_mut, Hash, IndexMap<Bytes, Bytes>, Value::Hash(IndexMap::new()));
+    typed_access!(
+        get_set,
+        set_mut,
+        Set,
+        IndexSet<Bytes>,
+        Value::Set(IndexSet::new())
+    );
+    typed_access!(get_zset, zset_mut, ZSet, ZSet, Value::ZSet(ZSet::default()));
+
+    /// Stores a value, replacing any old one. The TTL is cleared unless
+    /// `keep_ttl`.
+    pub fn set_value(&mut self, key: &Bytes, value: Value, keep_ttl: bool) {
+        self.expire_if_needed(key);
+        let now = self.now;
+        let db = &mut self.inner.dbs[self.db];
+        match db.map.get_mut(&key[..]) {
+            Some(e) => {
+                e.value = Arc::new(value);
+                e.access = now;
+                if !keep_ttl && e.expire_at.is_some() {
+                    db.set_expire(key, None);
+                }
+            }
+            None => {
+                db.map.insert(key.clone(), Entry::new(value, now));
+            }
+        }
+        self.modified(key);
+    }
+
+    /// Deletes a key; true if it existed (and was live).
+    pub fn delete(&mut self, key: &[u8]) -> bool {
+        if self.expire_if_needed(key) {
+            return false;
+        }
+        let db = self.db;
+        if self.inner.delete_key(db, key) {
+            self.dirty += 1;
+            self.signal(db, key);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// After a write to `key`: drops an emptied collection, re-accounts its
+    /// memory, invalidates WATCHes and wakes blocked clients.
+    pub fn modified(&mut self, key: &[u8]) {
+        let db = self.db;
+        self.modified_in(db, key);
+    }
+
+    pub fn modified_in(&mut self, db: usize, key: &[u8]) {
+        self.dirty += 1;
+        let d = &mut self.inner.dbs[db];
+        let empty = match d.map.get(key).map(|e| &*e.value) {
+            Some(Value::List(l)) => l.is_empty(),
+            Some(Value::Hash(h)) => h.is_empty(),
+            Some(Value::Set(s)) => s.is_empty(),
+            Some(Value::ZSet(z)) => z.is_empty(),
+            _ => false,
+        };
+        if empty {
+            self.inner.delete_key(db, key);
+        } else if let Some(e) = d.map.get_mut(key) {
+            let new = entry_size(key, e);
+            self.inner.used_memory = self.inner.used_memory.saturating_sub(e.size) + new;
+            e.size = new;
+            if self.inner.blocked > 0 && matches!(&*e.value, Value::List(_) | Value::ZSet(_)) {
+                self.wake = true;
+            }
+        }
+        self.signal(db, key);
+    }
+
+    /// Invalidates WATCHes on a key (Redis's `signalModifiedKey`).
+    pub fn signal(&mut self, db: usize, key: &[u8]) {
+        self.inner.touch_watched(db, key);
+    }
+
+    /// Journal these effects instead of the command as sent.
+    pub fn propagate(&mut self, args: Vec<Bytes>) {
+        let db = self.db;
+        self.effects
+            .get_or_insert_with(Vec::new)
+            .push(Effect { db, args });
+    }
+}
+
+/// Approximate bytes an entry costs, key included.
+pub(crate) fn entry_size(key: &[u8], e: &Entry) -> usize {
+    KEY_OVERHEAD + key.len() + e.value.approx_size()
+}

@@ -1,0 +1,258 @@
+//! Pub/sub: SUBSCRIBE/PSUBSCRIBE and their UNSUBSCRIBEs, PUBLISH, PUBSUB.
+//! Messages go to each subscriber's bounded push channel; a subscriber
+//! whose channel is full is disconnected, as Redis does past its pubsub
+//! output buffer limit.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use resp::Frame;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::ctx::{Ctx, Handler, Reply};
+use crate::glob::glob_match;
+
+pub(crate) const COMMANDS: &[(&str, Handler)] = &[
+    ("subscribe", subscribe),
+    ("psubscribe", psubscribe),
+    ("unsubscribe", unsubscribe),
+    ("punsubscribe", punsubscribe),
+    ("publish", publish),
+    ("pubsub|channels", pubsub_channels),
+    ("pubsub|numsub", pubsub_numsub),
+    ("pubsub|numpat", pubsub_numpat),
+    ("pubsub|shardchannels", pubsub_shardchannels),
+    ("pubsub|shardnumsub", pubsub_shardnumsub),
+];
+
+/// A pub/sub frame: an array in RESP2, a push in RESP3.
+fn push(resp3: bool, items: Vec<Frame>) -> Frame {
+    if resp3 {
+        Frame::Push(items)
+    } else {
+        Frame::Array(items)
+    }
+}
+
+fn kind(s: &'static str) -> Frame {
+    Frame::Bulk(Bytes::from_static(s.as_bytes()))
+}
+
+/// Emits one confirmation frame per channel: the first is the reply, the
+/// others follow it.
+fn confirm(ctx: &mut Ctx, frames: Vec<Frame>) -> Reply {
+    let mut it = frames.into_iter();
+    let first = it.next().unwrap_or(Frame::Array(Vec::new()));
+    ctx.more.extend(it);
+    Ok(first)
+}
+
+fn sync_counts(ctx: &mut Ctx) {
+    let (s, p) = (ctx.sess.channels.len(), ctx.sess.patterns.len());
+    if let Some(c) = ctx.inner.clients.get_mut(&ctx.sess.id) {
+        c.subs = s;
+        c.psubs = p;
+    }
+}
+
+fn subscribe(ctx: &mut Ctx) -> Reply {
+    sub_generic(ctx, false)
+}
+
+fn psubscribe(ctx: &mut Ctx) -> Reply {
+    sub_generic(ctx, true)
+}
+
+fn sub_generic(ctx: &mut Ctx, pattern: bool) -> Reply {
+    if ctx.sess.multi.is_some() || ctx.no_block {
+        // Redis refuses SUBSCRIBE inside MULTI at queue time (no-multi flag
+        // is not set for it in 7.0, but EXEC-ing it makes no sense for us).
+    }
+    let resp3 = ctx.resp3();
+    let id = ctx.sess.id;
+    let mut frames = Vec::new();
+    for ch in &ctx.args[1..] {
+        let new = if pattern {
+            ctx.sess.patterns.insert(ch.clone())
+        } else {
+            ctx.sess.channels.insert(ch.clone())
+        };
+        if new {
+            let map = if pattern {
+                &mut ctx.inner.patterns
+            } else {
+                &mut ctx.inner.channels
+            };
+            map.entry(ch.clone()).or_default().insert(id);
+        }
+        let count = ctx.sess.channels.len() + ctx.sess.patterns.len();
+        frames.push(push(
+            resp3,
+            vec![
+                kind(if pattern { "psubscribe" } else { "subscribe" }),
+                Frame::Bulk(ch.clone()),
+                Frame::Integer(count as i64),
+            ],
+        ));
+    }
+    sync_counts(ctx);
+    confirm(ctx, frames)
+}
+
+fn unsubscribe(ctx: &mut Ctx) -> Reply {
+    unsub_generic(ctx, false)
+}
+
+fn punsubscribe(ctx: &mut Ctx) -> Reply {
+    unsub_generic(ctx, true)
+}
+
+fn unsub_generic(ctx: &mut Ctx, pattern: bool) -> Reply {
+    let resp3 = ctx.resp3();
+    let id = ctx.sess.id;
+    let word = if pattern {
+        "punsubscribe"
+    } else {
+        "unsubscribe"
+    };
+    let targets: Vec<Bytes> = if ctx.args.len() > 1 {
+        ctx.args[1..].to_vec()
+    } else if pattern {
+        ctx.sess.patterns.iter().cloned().collect()
+    } else {
+        ctx.sess.channels.iter().cloned().collect()
+    };
+    let mut frames = Vec::new();
+    for ch in &targets {
+        let was = if pattern {
+            ctx.sess.patterns.shift_remove(ch)
+        } else {
+            ctx.sess.channels.shift_remove(ch)
+        };
+        if was {
+            let map = if pattern {
+                &mut ctx.inner.patterns
+            } else {
+                &mut ctx.inner.channels
+            };
+            if let Some(s) = map.get_mut(ch) {
+                s.swap_remove(&id);
+                if s.is_empty() {
+                    map.remove(ch);
+                }
+            }
+        }
+        let count = ctx.sess.channels.len() + ctx.sess.patterns.len();
+        frames.push(push(
+            resp3,
+            vec![
+                kind(word),
+                Frame::Bulk(ch.clone()),
+                Frame::Integer(count as i64),
+            ],
+        ));
+    }
+    if frames.is_empty() {
+        let count = ctx.sess.channels.len() + ctx.sess.patterns.len();
+        let null = if resp3 { Frame::Null } else { Frame::NullBulk };
+        frames.push(push(
+            resp3,
+            vec![kind(word), null, Frame::Integer(count as i64)],
+        ));
+    }
+    sync_counts(ctx);
+    confirm(ctx, frames)
+}
+
+fn publish(ctx: &mut Ctx) -> Reply {
+    let (ch, msg) = (ctx.args[1].clone(), ctx.args[2].clone());
+    let mut receivers = 0;
+    let mut deliveries: Vec<(u64, Vec<Frame>)> = Vec::new();
+    if let Some(ids) = ctx.inner.channels.get(&ch) {
+        for id in ids {
+            deliveries.push((
+                *id,
+                vec![
+                    kind("message"),
+                    Frame::Bulk(ch.clone()),
+                    Frame::Bulk(msg.clone()),
+                ],
+            ));
+        }
+    }
+    for (pat, ids) in &ctx.inner.patterns {
+        if glob_match(pat, &ch, false) {
+            for id in ids {
+                deliveries.push((
+                    *id,
+                    vec![
+                        kind("pmessage"),
+                        Frame::Bulk(pat.clone()),
+                        Frame::Bulk(ch.clone()),
+                        Frame::Bulk(msg.clone()),
+                    ],
+                ));
+            }
+        }
+    }
+    for (id, items) in deliveries {
+        let Some(c) = ctx.inner.clients.get(&id) else {
+            continue;
+        };
+        let frame = push(c.resp == 3, items);
+        receivers += 1;
+        match c.push.try_send(frame) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                // Too slow a reader: Redis closes it (client-output-buffer-limit).
+                c.killed.store(true, Ordering::Relaxed);
+                c.unblock.notify_one();
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+    ctx.inner.stats.pubsub_messages += 1;
+    Ok(Frame::Integer(receivers))
+}
+
+fn pubsub_channels(ctx: &mut Ctx) -> Reply {
+    let pat = ctx.args.get(2).cloned();
+    let out = ctx
+        .inner
+        .channels
+        .keys()
+        .filter(|c| pat.as_ref().is_none_or(|p| glob_match(p, c, false)))
+        .cloned()
+        .map(Frame::Bulk)
+        .collect();
+    Ok(Frame::Array(out))
+}
+
+fn pubsub_numsub(ctx: &mut Ctx) -> Reply {
+    let pairs = ctx.args[2..]
+        .iter()
+        .map(|c| {
+            (
+                Frame::Bulk(c.clone()),
+                Frame::Integer(ctx.inner.channels.get(c).map_or(0, |s| s.len() as i64)),
+            )
+        })
+        .collect();
+    Ok(ctx.map(pairs))
+}
+
+fn pubsub_numpat(ctx: &mut Ctx) -> Reply {
+    Ok(Frame::Integer(ctx.inner.patterns.len() as i64))
+}
+
+fn pubsub_shardchannels(_ctx: &mut Ctx) -> Reply {
+    Ok(Frame::Array(Vec::new()))
+}
+
+fn pubsub_shardnumsub(ctx: &mut Ctx) -> Reply {
+    let pairs = ctx.args[2..]
+        .iter()
+        .map(|c| (Frame::Bulk(c.clone()), Frame::Integer(0)))
+        .collect();
+    Ok(ctx.map(pairs))
+}

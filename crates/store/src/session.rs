@@ -1,0 +1,96 @@
+//! One client connection's state: selected database, protocol version,
+//! MULTI queue, WATCHed keys, subscriptions and the channel of push frames
+//! (pub/sub messages) the connection loop drains.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use indexmap::IndexSet;
+use resp::Frame;
+use tokio::sync::{mpsc, Notify};
+
+use crate::store::Shared;
+
+/// Push frames a subscriber may have queued before it counts as too slow
+/// and is disconnected (Redis's `client-output-buffer-limit pubsub`).
+pub const PUSH_CAPACITY: usize = 4096;
+
+/// A client connection's state. Made by [`crate::Store::session`]; dropping
+/// it unregisters the client (CLIENT LIST, subscriptions, WATCHes).
+pub struct Session {
+    pub(crate) shared: Option<Arc<Shared>>,
+    pub(crate) id: u64,
+    pub(crate) db: usize,
+    pub(crate) resp: u8,
+    /// Queued commands while in MULTI.
+    pub(crate) multi: Option<Vec<Vec<Bytes>>>,
+    /// A command was rejected while queuing: EXEC must abort.
+    pub(crate) multi_error: bool,
+    /// (db, key, expired-at-watch-time) for each WATCHed key.
+    pub(crate) watched: Vec<(usize, Bytes)>,
+    pub(crate) channels: IndexSet<Bytes>,
+    pub(crate) patterns: IndexSet<Bytes>,
+    pub(crate) pushes: mpsc::Receiver<Frame>,
+    pub(crate) killed: Arc<AtomicBool>,
+    pub(crate) unblock: Arc<Notify>,
+}
+
+impl Session {
+    /// This client's id (`CLIENT ID`).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The selected database.
+    pub fn db(&self) -> usize {
+        self.db
+    }
+
+    /// Protocol version chosen with HELLO: 2 or 3.
+    pub fn protocol(&self) -> u8 {
+        self.resp
+    }
+
+    /// True while a MULTI is open.
+    pub fn in_multi(&self) -> bool {
+        self.multi.is_some()
+    }
+
+    /// Number of channel and pattern subscriptions.
+    pub fn subscriptions(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// Pub/sub messages for this client, to be written to its socket
+    /// between replies. The connection loop selects on this alongside reads.
+    pub fn pushes(&mut self) -> &mut mpsc::Receiver<Frame> {
+        &mut self.pushes
+    }
+
+    /// True after `CLIENT KILL` named this client, or when it fell too far
+    /// behind on pushes: the connection loop should close the connection.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    /// Records the peer address shown by `CLIENT LIST` (`addr=`).
+    pub fn set_addr(&mut self, addr: &str) {
+        if let Some(s) = &self.shared {
+            if let Ok(mut inner) = s.inner.lock() {
+                if let Some(c) = inner.clients.get_mut(&self.id) {
+                    c.addr = addr.to_string();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(s) = self.shared.take() {
+            let mut inner = s.lock();
+            inner.unregister(self);
+        }
+    }
+}

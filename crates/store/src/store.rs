@@ -1,0 +1,758 @@
+//! [`Store`]: the shared keyspace behind one mutex, the command dispatch
+//! table, and the entry points ([`Store::execute`], [`Store::apply`],
+//! [`Store::snapshot`], [`Store::active_expire_cycle`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use indexmap::IndexSet;
+use resp::command::{F_DENYOOM, F_NO_MULTI};
+use resp::Frame;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::config::Config;
+use crate::ctx::{err, Block, Ctx, Handler};
+use crate::db::Db;
+use crate::session::{Session, PUSH_CAPACITY};
+use crate::stats::Stats;
+use crate::{Effect, Executed};
+
+/// Where the store reads the time. Expiry, TTL replies and the absolute
+/// times written into effects all come from it.
+#[derive(Clone, Debug)]
+pub enum Clock {
+    /// Wall clock.
+    System,
+    /// Wall clock at creation plus tokio's monotonic time since, so tests
+    /// that `tokio::time::pause()` and `advance()` move expiry too.
+    Tokio {
+        /// Unix ms at `base`.
+        base_ms: u64,
+        /// tokio instant of `base_ms`.
+        base: tokio::time::Instant,
+    },
+    /// A settable time in Unix ms, for synchronous tests.
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    /// A tokio-driven clock starting at the current wall time.
+    pub fn tokio() -> Clock {
+        Clock::Tokio {
+            base_ms: system_ms(),
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Current time in Unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Clock::System => system_ms(),
+            Clock::Tokio { base_ms, base } => base_ms + base.elapsed().as_millis() as u64,
+            Clock::Manual(t) => t.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn system_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How to build a [`Store`].
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Number of databases (Redis: 16).
+    pub databases: usize,
+    /// Time source.
+    pub clock: Clock,
+    /// Initial `CONFIG SET` pairs (`("maxmemory", "100mb")`).
+    pub params: Vec<(String, String)>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            databases: 16,
+            clock: Clock::Tokio {
+                base_ms: system_ms(),
+                base: tokio::time::Instant::now(),
+            },
+            params: Vec::new(),
+        }
+    }
+}
+
+/// What `CLIENT LIST` and friends know about a connected client.
+pub(crate) struct ClientInfo {
+    pub name: Option<Bytes>,
+    pub addr: String,
+    pub db: usize,
+    pub created_ms: u64,
+    pub last_ms: u64,
+    pub last_cmd: &'static str,
+    pub resp: u8,
+    pub push: mpsc::Sender<Frame>,
+    pub killed: Arc<AtomicBool>,
+    pub unblock: Arc<Notify>,
+    /// A WATCHed key changed: the next EXEC fails.
+    pub dirty_cas: bool,
+    pub in_multi: bool,
+    pub blocked: bool,
+    /// CLIENT UNBLOCK … ERROR was used.
+    pub unblock_error: bool,
+    pub subs: usize,
+    pub psubs: usize,
+    pub watching: usize,
+}
+
+/// Everything behind the lock.
+pub(crate) struct Inner {
+    pub dbs: Vec<Db>,
+    pub clients: HashMap<u64, ClientInfo>,
+    pub next_id: u64,
+    pub watchers: HashMap<(usize, Bytes), Vec<u64>>,
+    pub channels: HashMap<Bytes, IndexSet<u64>>,
+    pub patterns: HashMap<Bytes, IndexSet<u64>>,
+    pub config: Config,
+    pub stats: Stats,
+    pub used_memory: usize,
+    pub peak_memory: usize,
+    /// Number of clients waiting in a blocking command.
+    pub blocked: usize,
+}
+
+impl Inner {
+    /// Removes a key and its memory; true if it existed.
+    pub fn delete_key(&mut self, db: usize, key: &[u8]) -> bool {
+        match self.dbs[db].remove(key) {
+            Some(e) => {
+                self.used_memory = self.used_memory.saturating_sub(e.size);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks clients WATCHing this key dirty.
+    pub fn touch_watched(&mut self, db: usize, key: &[u8]) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        if let Some(ids) = self.watchers.get(&(db, Bytes::copy_from_slice(key))) {
+            for id in ids {
+                if let Some(c) = self.clients.get_mut(id) {
+                    c.dirty_cas = true;
+                }
+            }
+        }
+    }
+
+    /// Marks clients WATCHing any existing key of `db` dirty (FLUSHDB,
+    /// SWAPDB).
+    pub fn touch_all_watched(&mut self, db: usize) {
+        let keys: Vec<Bytes> = self
+            .watchers
+            .keys()
+            .filter(|(d, _)| *d == db)
+            .map(|(_, k)| k.clone())
+            .collect();
+        for k in keys {
+            if self.dbs[db].map.contains_key(&k[..]) {
+                self.touch_watched(db, &k);
+            }
+        }
+    }
+
+    pub fn unwatch(&mut self, sess: &mut Session) {
+        for (db, key) in sess.watched.drain(..) {
+            if let Some(ids) = self.watchers.get_mut(&(db, key.clone())) {
+                ids.retain(|i| *i != sess.id);
+                if ids.is_empty() {
+                    self.watchers.remove(&(db, key));
+                }
+            }
+        }
+        if let Some(c) = self.clients.get_mut(&sess.id) {
+            c.dirty_cas = false;
+            c.watching = 0;
+        }
+    }
+
+    pub fn unregister(&mut self, sess: &mut Session) {
+        self.unwatch(sess);
+        for ch in sess.channels.drain(..) {
+            if let Some(s) = self.channels.get_mut(&ch) {
+                s.swap_remove(&sess.id);
+                if s.is_empty() {
+                    self.channels.remove(&ch);
+                }
+            }
+        }
+        for p in sess.patterns.drain(..) {
+            if let Some(s) = self.patterns.get_mut(&p) {
+                s.swap_remove(&sess.id);
+                if s.is_empty() {
+                    self.patterns.remove(&p);
+                }
+            }
+        }
+        self.clients.remove(&sess.id);
+    }
+
+    /// Number of keys in a database (including expired-unreclaimed keys,
+    /// like Redis's DBSIZE).
+    pub fn keys_in(&self, db: usize) -> usize {
+        self.dbs[db].len()
+    }
+}
+
+/// State shared by all handles of one store.
+pub(crate) struct Shared {
+    pub inner: Mutex<Inner>,
+    pub clock: Clock,
+    /// Bumped when a list or sorted set gains elements while clients block.
+    pub wake: watch::Sender<u64>,
+    pub started_ms: u64,
+    pub run_id: String,
+    pub databases: usize,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves a keyspace that is still
+        // structurally valid (every write is a complete map operation), so
+        // carry on rather than poison every later command.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The keyspace. Cheap to clone; every clone sees the same data.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Commands answered with "not supported by the local store yet": groups of
+/// the command table the store does not implement.
+const UNSUPPORTED_GROUPS: &[&str] = &[
+    "stream",
+    "hyperloglog",
+    "geo",
+    "scripting",
+    "bitmap-unsupported",
+];
+
+fn table() -> &'static HashMap<&'static str, Handler> {
+    static TABLE: OnceLock<HashMap<&'static str, Handler>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let families: &[&[(&str, Handler)]] = &[
+            crate::strings::COMMANDS,
+            crate::keys::COMMANDS,
+            crate::hashes::COMMANDS,
+            crate::lists::COMMANDS,
+            crate::sets::COMMANDS,
+            crate::zsets::COMMANDS,
+            crate::server::COMMANDS,
+            crate::pubsub::COMMANDS,
+            crate::tx::COMMANDS,
+            crate::config::COMMANDS,
+        ];
+        families.iter().flat_map(|f| f.iter().copied()).collect()
+    })
+}
+
+/// Names of the commands this store implements (for docs and tests).
+pub fn implemented_commands() -> Vec<&'static str> {
+    let mut v: Vec<_> = table().keys().copied().collect();
+    v.sort_unstable();
+    v
+}
+
+/// Commands that may run while a RESP2 client is subscribed.
+const SUBSCRIBED_OK: &[&str] = &[
+    "subscribe",
+    "psubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "ssubscribe",
+    "sunsubscribe",
+    "ping",
+    "quit",
+    "reset",
+];
+
+/// The error Redis sends for a command it does not know.
+pub(crate) fn unknown_command(args: &[Bytes]) -> Frame {
+    let mut rest = String::new();
+    for a in &args[1..] {
+        if rest.len() >= 128 {
+            break;
+        }
+        let room = 128 - rest.len();
+        let s = String::from_utf8_lossy(a);
+        let s: String = s.chars().take(room).collect();
+        rest.push_str(&format!("'{s}' "));
+    }
+    let name: String = String::from_utf8_lossy(&args[0])
+        .chars()
+        .take(128)
+        .collect();
+    let msg = format!("ERR unknown command '{name}', with args beginning with: {rest}")
+        .replace(['\r', '\n'], " ");
+    Frame::Error(Bytes::from(msg))
+}
+
+fn is_container(name: &str) -> bool {
+    static CONTAINERS: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
+    CONTAINERS
+        .get_or_init(|| {
+            resp::command::SUBCOMMANDS
+                .iter()
+                .filter_map(|s| s.name.split_once('|').map(|(c, _)| c))
+                .collect()
+        })
+        .contains(name)
+}
+
+/// Resolution of one command against the tables.
+pub(crate) enum Resolved {
+    Run(&'static str, Handler, u32),
+    Reject(Frame),
+}
+
+/// Finds the handler for a command and checks its arity.
+pub(crate) fn resolve(args: &[Bytes]) -> Resolved {
+    let Some(spec) = resp::lookup(args) else {
+        return Resolved::Reject(unknown_command(args));
+    };
+    if args.len() >= 2 && !spec.name.contains('|') && is_container(spec.name) {
+        // An unknown subcommand resolved to its container.
+        let sub = String::from_utf8_lossy(&args[1]).to_string();
+        let cont = spec.name.to_ascii_uppercase();
+        return Resolved::Reject(Frame::error(format!(
+            "ERR unknown subcommand '{}'. Try {cont} HELP.",
+            sub.chars().take(128).collect::<String>()
+        )));
+    }
+    if !spec.arity_ok(args.len()) {
+        return Resolved::Reject(Frame::error(format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        )));
+    }
+    match table().get(spec.name) {
+        Some(h) => Resolved::Run(spec.name, *h, spec.flags),
+        None => {
+            let shown = spec.name.replace('|', " ").to_ascii_uppercase();
+            let _ = UNSUPPORTED_GROUPS;
+            Resolved::Reject(Frame::error(format!(
+                "ERR {shown} is not supported by the local store yet (group '{}'): command not executed",
+                spec.group
+            )))
+        }
+    }
+}
+
+/// The outcome of one handler call.
+pub(crate) struct Ran {
+    pub reply: Frame,
+    pub more: Vec<Frame>,
+    pub effects: Vec<Effect>,
+    pub block: Option<Block>,
+}
+
+/// Runs one resolved command under the lock.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    inner: &mut Inner,
+    shared: &Shared,
+    sess: &mut Session,
+    args: &[Bytes],
+    name: &'static str,
+    handler: Handler,
+    now: u64,
+    no_block: bool,
+) -> Ran {
+    let db = sess.db;
+    let mut ctx = Ctx {
+        inner,
+        shared,
+        sess,
+        args,
+        name,
+        now,
+        db,
+        dirty: 0,
+        effects: None,
+        more: Vec::new(),
+        block: None,
+        wake: false,
+        no_block,
+    };
+    let result = handler(&mut ctx);
+    let (reply, ok) = match result {
+        Ok(f) => (f, true),
+        Err(f) => (f, false),
+    };
+    let effects = match (ok, ctx.effects.take()) {
+        (true, Some(e)) => e,
+        (true, None) if ctx.dirty > 0 => vec![Effect {
+            db,
+            args: args.to_vec(),
+        }],
+        _ => Vec::new(),
+    };
+    if ctx.dirty > 0 {
+        ctx.inner.stats.dirty += ctx.dirty;
+    }
+    if ctx.wake {
+        shared.wake.send_modify(|v| *v = v.wrapping_add(1));
+    }
+    let used = ctx.inner.used_memory;
+    if used > ctx.inner.peak_memory {
+        ctx.inner.peak_memory = used;
+    }
+    Ran {
+        reply,
+        more: std::mem::take(&mut ctx.more),
+        effects,
+        block: ctx.block,
+    }
+}
+
+impl Store {
+    /// A new, empty store.
+    pub fn new(cfg: StoreConfig) -> Store {
+        let mut config = Config::new();
+        for (k, v) in &cfg.params {
+            if let Err(e) = config.set(k, v) {
+                tracing::warn!(param = %k, error = %e, "ignoring invalid store parameter");
+            }
+        }
+        let databases = cfg.databases.max(1);
+        let inner = Inner {
+            dbs: (0..databases).map(|_| Db::default()).collect(),
+            clients: HashMap::new(),
+            next_id: 1,
+            watchers: HashMap::new(),
+            channels: HashMap::new(),
+            patterns: HashMap::new(),
+            config,
+            stats: Stats::default(),
+            used_memory: 0,
+            peak_memory: 0,
+            blocked: 0,
+        };
+        let run_id: String = {
+            use rand::Rng;
+            let mut rng = rand::thread_rng();
+            (0..40)
+                .map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)]))
+                .collect()
+        };
+        let (wake, _) = watch::channel(0);
+        Store {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(inner),
+                started_ms: cfg.clock.now_ms(),
+                clock: cfg.clock,
+                wake,
+                run_id,
+                databases,
+            }),
+        }
+    }
+
+    /// Current time on the store's clock (Unix ms).
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// A new client session, registered for CLIENT LIST and pub/sub.
+    pub fn session(&self) -> Session {
+        let (tx, rx) = mpsc::channel(PUSH_CAPACITY);
+        let killed = Arc::new(AtomicBool::new(false));
+        let unblock = Arc::new(Notify::new());
+        let now = self.now_ms();
+        let mut inner = self.shared.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.stats.connections_received += 1;
+        inner.clients.insert(
+            id,
+            ClientInfo {
+                name: None,
+                addr: String::new(),
+                db: 0,
+                created_ms: now,
+                last_ms: now,
+                last_cmd: "NULL",
+                resp: 2,
+                push: tx,
+                killed: killed.clone(),
+                unblock: unblock.clone(),
+                dirty_cas: false,
+                in_multi: false,
+                blocked: false,
+                unblock_error: false,
+                subs: 0,
+                psubs: 0,
+                watching: 0,
+            },
+        );
+        drop(inner);
+        Session {
+            shared: Some(self.shared.clone()),
+            id,
+            db: 0,
+            resp: 2,
+            multi: None,
+            multi_error: false,
+            watched: Vec::new(),
+            channels: IndexSet::new(),
+            patterns: IndexSet::new(),
+            pushes: rx,
+            killed,
+            unblock,
+        }
+    }
+
+    /// A session that is not registered as a client: for [`Store::apply`].
+    fn internal_session(db: usize) -> Session {
+        let (_tx, rx) = mpsc::channel(1);
+        Session {
+            shared: None,
+            id: 0,
+            db,
+            resp: 2,
+            multi: None,
+            multi_error: false,
+            watched: Vec::new(),
+            channels: IndexSet::new(),
+            patterns: IndexSet::new(),
+            pushes: rx,
+            killed: Arc::new(AtomicBool::new(false)),
+            unblock: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Executes one client command for `session`. Blocking commands wait
+    /// here (tokio time) until served, timed out or unblocked; nothing else
+    /// awaits, and the lock is never held across an await.
+    pub async fn execute(&self, session: &mut Session, args: Vec<Bytes>) -> Executed {
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let (exec, block, rx) = self.execute_once(session, &args);
+            let (Some(block), Some(mut rx)) = (block, rx) else {
+                return exec;
+            };
+            if deadline.is_none() && block.timeout_ms > 0 {
+                deadline =
+                    Some(tokio::time::Instant::now() + Duration::from_millis(block.timeout_ms));
+            }
+            let unblock = session.unblock.clone();
+            let outcome = tokio::select! {
+                _ = rx.changed() => None,
+                _ = unblock.notified() => Some(true),
+                _ = sleep_until(deadline) => Some(false),
+            };
+            let mut inner = self.shared.lock();
+            inner.blocked = inner.blocked.saturating_sub(1);
+            let unblock_error = match inner.clients.get_mut(&session.id) {
+                Some(c) => {
+                    c.blocked = false;
+                    std::mem::take(&mut c.unblock_error)
+                }
+                None => false,
+            };
+            drop(inner);
+            match outcome {
+                None => continue,
+                Some(true) if unblock_error => {
+                    return Executed::reply(err("UNBLOCKED client unblocked via CLIENT UNBLOCK"));
+                }
+                Some(_) => return exec,
+            }
+        }
+    }
+
+    /// One attempt: the reply, and if the command wants to block, how long
+    /// and a receiver subscribed under the lock (so no wake-up is missed).
+    fn execute_once(
+        &self,
+        sess: &mut Session,
+        args: &[Bytes],
+    ) -> (Executed, Option<Block>, Option<watch::Receiver<u64>>) {
+        if args.is_empty() {
+            return (Executed::reply(err("ERR empty command")), None, None);
+        }
+        let now = self.now_ms();
+        let shared = &*self.shared;
+        let mut guard = shared.lock();
+        let inner = &mut *guard;
+        inner.stats.commands_processed += 1;
+        let resolved = resolve(args);
+        if let Some(c) = inner.clients.get_mut(&sess.id) {
+            c.last_ms = now;
+            if let Resolved::Run(name, _, _) = &resolved {
+                c.last_cmd = name;
+            }
+        }
+        let (name, handler, flags) = match resolved {
+            Resolved::Run(n, h, f) => (n, h, f),
+            Resolved::Reject(e) => {
+                inner.stats.rejected_calls += 1;
+                if sess.multi.is_some() {
+                    sess.multi_error = true;
+                }
+                return (Executed::reply(e), None, None);
+            }
+        };
+        if sess.resp == 2 && sess.subscriptions() > 0 && !SUBSCRIBED_OK.contains(&name) {
+            let e = format!(
+                "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+            );
+            return (Executed::reply(Frame::error(e)), None, None);
+        }
+        let mut evicted = Vec::new();
+        if sess.multi.is_some()
+            && !matches!(
+                name,
+                "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+            )
+        {
+            if flags & F_NO_MULTI != 0 {
+                sess.multi_error = true;
+                return (
+                    Executed::reply(err("ERR Command not allowed inside a transaction")),
+                    None,
+                    None,
+                );
+            }
+            if flags & F_DENYOOM != 0 && !crate::eviction::make_room(inner, now, &mut evicted) {
+                sess.multi_error = true;
+                let mut e = Executed::reply(err(crate::eviction::OOM));
+                e.effects = evicted;
+                return (e, None, None);
+            }
+            if let Some(q) = sess.multi.as_mut() {
+                q.push(args.to_vec());
+            }
+            let mut e = Executed::reply(Frame::simple("QUEUED"));
+            e.effects = evicted;
+            return (e, None, None);
+        }
+        if flags & F_DENYOOM != 0 && !crate::eviction::make_room(inner, now, &mut evicted) {
+            inner.stats.rejected_calls += 1;
+            let mut e = Executed::reply(err(crate::eviction::OOM));
+            e.effects = evicted;
+            return (e, None, None);
+        }
+        if name == "exec" {
+            let mut e = crate::tx::exec(inner, shared, sess, now);
+            if !evicted.is_empty() {
+                evicted.append(&mut e.effects);
+                e.effects = evicted;
+            }
+            return (e, None, None);
+        }
+        let ran = run(inner, shared, sess, args, name, handler, now, false);
+        if let Some(c) = inner.clients.get_mut(&sess.id) {
+            c.db = sess.db;
+        }
+        evicted.extend(ran.effects);
+        let exec = Executed {
+            reply: ran.reply,
+            more: ran.more,
+            effects: evicted,
+            atomic: false,
+        };
+        match ran.block {
+            Some(b) => {
+                inner.blocked += 1;
+                if let Some(c) = inner.clients.get_mut(&sess.id) {
+                    c.blocked = true;
+                }
+                let rx = shared.wake.subscribe();
+                (exec, Some(b), Some(rx))
+            }
+            None => (exec, None, None),
+        }
+    }
+
+    /// Applies a journaled effect synchronously while rebuilding state (no
+    /// blocking, no memory limit, no client). Returns the reply the command
+    /// would have had, so the caller can log failures.
+    pub fn apply(&self, db: usize, args: &[Bytes]) -> Frame {
+        if args.is_empty() {
+            return err("ERR empty command");
+        }
+        let now = self.now_ms();
+        let shared = &*self.shared;
+        let mut sess = Self::internal_session(db.min(shared.databases - 1));
+        let mut guard = shared.lock();
+        let inner = &mut *guard;
+        match resolve(args) {
+            Resolved::Reject(e) => e,
+            Resolved::Run(name, handler, _) => {
+                run(inner, shared, &mut sess, args, name, handler, now, true).reply
+            }
+        }
+    }
+
+    /// Number of keys in database `db` (0 for a database that does not exist).
+    pub fn key_count(&self, db: usize) -> usize {
+        let inner = self.shared.lock();
+        if db < inner.dbs.len() {
+            inner.keys_in(db)
+        } else {
+            0
+        }
+    }
+
+    /// Approximate bytes used by keys and values.
+    pub fn used_memory(&self) -> usize {
+        self.shared.lock().used_memory
+    }
+
+    /// Number of databases.
+    pub fn databases(&self) -> usize {
+        self.shared.databases
+    }
+
+    /// Sets a `CONFIG` parameter from outside the command path (start-up
+    /// configuration). Errors carry Redis's text.
+    pub fn set_param(&self, name: &str, value: &str) -> Result<(), String> {
+        self.shared.lock().config.set(name, value)
+    }
+
+    /// One round of active expiry, as Redis's `activeExpireCycle` does:
+    /// in each database, sample keys with a TTL and delete the expired
+    /// ones, repeating while more than a quarter of a sample was expired,
+    /// within a small time budget. Call it about every 100 ms. Returns the
+    /// number of keys deleted.
+    pub fn active_expire_cycle(&self) -> usize {
+        crate::expire::active_cycle(&self.shared, self.now_ms())
+    }
+
+    /// A point-in-time copy of the data, cheap to take: only the key maps
+    /// are cloned under the lock; values are shared (`Arc`) and copied on
+    /// the next write. Iterate it outside the lock.
+    pub fn snapshot(&self) -> crate::Snapshot {
+        let inner = self.shared.lock();
+        crate::snapshot::Snapshot::new(inner.dbs.clone(), self.now_ms())
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,611 @@
+//! String commands: GET/SET and friends, counters, ranges and bits.
+
+use bytes::{Bytes, BytesMut};
+use resp::Frame;
+
+use crate::ctx::{err, Ctx, Handler, Reply, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
+use crate::num;
+use crate::value::Value;
+
+pub(crate) const COMMANDS: &[(&str, Handler)] = &[
+    ("get", get),
+    ("set", set),
+    ("setnx", setnx),
+    ("setex", setex),
+    ("psetex", psetex),
+    ("getex", getex),
+    ("getdel", getdel),
+    ("getset", getset),
+    ("mget", mget),
+    ("mset", mset),
+    ("msetnx", msetnx),
+    ("incr", incr),
+    ("decr", decr),
+    ("incrby", incrby),
+    ("decrby", decrby),
+    ("incrbyfloat", incrbyfloat),
+    ("append", append),
+    ("strlen", strlen),
+    ("getrange", getrange),
+    ("substr", getrange),
+    ("setrange", setrange),
+    ("setbit", setbit),
+    ("getbit", getbit),
+    ("bitcount", bitcount),
+    ("bitpos", bitpos),
+];
+
+fn bulk_or_null(ctx: &Ctx, v: Option<Bytes>) -> Frame {
+    match v {
+        Some(b) => Frame::Bulk(b),
+        None => ctx.null(),
+    }
+}
+
+fn get(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    let v = ctx.get_str(&key)?;
+    Ok(bulk_or_null(ctx, v))
+}
+
+/// Parsed expiry option: absolute Unix ms.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ttl {
+    Keep,
+    Persist,
+    At(u64),
+}
+
+/// Turns `EX/PX/EXAT/PXAT n` into an absolute time, with Redis's checks.
+fn expire_at(ctx: &Ctx, unit: &[u8], i: usize, cmd: &str) -> Result<u64, Frame> {
+    let n = ctx.arg_i64(i)?;
+    let invalid = || Frame::error(format!("ERR invalid expire time in '{cmd}' command"));
+    if n <= 0 {
+        return Err(invalid());
+    }
+    let unit = unit.to_ascii_uppercase();
+    let ms = match unit.as_slice() {
+        b"EX" | b"EXAT" => n.checked_mul(1000).ok_or_else(invalid)?,
+        _ => n,
+    };
+    let at = if unit == b"EX" || unit == b"PX" {
+        ms.checked_add(ctx.now as i64).ok_or_else(invalid)?
+    } else {
+        ms
+    };
+    Ok(at as u64)
+}
+
+fn pxat(at: u64) -> [Bytes; 2] {
+    [Bytes::from_static(b"PXAT"), Bytes::from(at.to_string())]
+}
+
+fn set(ctx: &mut Ctx) -> Reply {
+    let (mut nx, mut xx, mut get_old) = (false, false, false);
+    let mut ttl: Option<Ttl> = None;
+    let mut i = 3;
+    while i < ctx.args.len() {
+        let a = ctx.args[i].to_ascii_uppercase();
+        let has_next = i + 1 < ctx.args.len();
+        match a.as_slice() {
+            b"NX" if !xx => nx = true,
+            b"XX" if !nx => xx = true,
+            b"GET" => get_old = true,
+            b"KEEPTTL" if ttl.is_none() => ttl = Some(Ttl::Keep),
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if ttl.is_none() && has_next => {
+                ttl = Some(Ttl::At(expire_at(ctx, &a, i + 1, "set")?));
+                i += 1;
+            }
+            _ => return Err(err(SYNTAX)),
+        }
+        i += 1;
+    }
+    let key = ctx.args[1].clone();
+    let old = if get_old {
+        match ctx.lookup_read(&key) {
+            None => None,
+            Some(Value::Str(s)) => Some(s.clone()),
+            Some(_) => return Err(err(WRONGTYPE)),
+        }
+    } else {
+        None
+    };
+    let exists = ctx.peek(&key).is_some();
+    if (nx && exists) || (xx && !exists) {
+        return Ok(if get_old {
+            bulk_or_null(ctx, old)
+        } else {
+            ctx.null()
+        });
+    }
+    let val = ctx.args[2].clone();
+    ctx.set_value(&key, Value::Str(val.clone()), ttl == Some(Ttl::Keep));
+    let mut effect = vec![Bytes::from_static(b"SET"), key.clone(), val];
+    match ttl {
+        Some(Ttl::At(at)) => {
+            ctx.db().set_expire(&key, Some(at));
+            effect.extend(pxat(at));
+        }
+        Some(Ttl::Keep) => effect.push(Bytes::from_static(b"KEEPTTL")),
+        _ => {}
+    }
+    ctx.propagate(effect);
+    Ok(if get_old {
+        bulk_or_null(ctx, old)
+    } else {
+        Frame::simple("OK")
+    })
+}
+
+fn setnx(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    if ctx.peek(&key).is_some() {
+        return Ok(Frame::Integer(0));
+    }
+    let v = ctx.args[2].clone();
+    ctx.set_value(&key, Value::Str(v.clone()), false);
+    ctx.propagate(vec![Bytes::from_static(b"SET"), key, v]);
+    Ok(Frame::Integer(1))
+}
+
+fn setex_generic(ctx: &mut Ctx, unit: &[u8], cmd: &str) -> Reply {
+    let at = expire_at(ctx, unit, 2, cmd)?;
+    let key = ctx.args[1].clone();
+    let v = ctx.args[3].clone();
+    ctx.set_value(&key, Value::Str(v.clone()), false);
+    ctx.db().set_expire(&key, Some(at));
+    let mut e = vec![Bytes::from_static(b"SET"), key, v];
+    e.extend(pxat(at));
+    ctx.propagate(e);
+    Ok(Frame::simple("OK"))
+}
+
+fn setex(ctx: &mut Ctx) -> Reply {
+    setex_generic(ctx, b"EX", "setex")
+}
+
+fn psetex(ctx: &mut Ctx) -> Reply {
+    setex_generic(ctx, b"PX", "psetex")
+}
+
+fn getex(ctx: &mut Ctx) -> Reply {
+    let mut ttl: Option<Ttl> = None;
+    let mut i = 2;
+    while i < ctx.args.len() {
+        let a = ctx.args[i].to_ascii_uppercase();
+        let has_next = i + 1 < ctx.args.len();
+        match a.as_slice() {
+            b"PERSIST" if ttl.is_none() => ttl = Some(Ttl::Persist),
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if ttl.is_none() && has_next => {
+                ttl = Some(Ttl::At(expire_at(ctx, &a, i + 1, "getex")?));
+                i += 1;
+            }
+            _ => return Err(err(SYNTAX)),
+        }
+        i += 1;
+    }
+    let key = ctx.args[1].clone();
+    let Some(v) = ctx.get_str(&key)? else {
+        return Ok(ctx.null());
+    };
+    match ttl {
+        Some(Ttl::At(at)) if at <= ctx.now => {
+            ctx.delete(&key);
+            ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
+        }
+        Some(Ttl::At(at)) => {
+            ctx.db().set_expire(&key, Some(at));
+            ctx.modified(&key);
+            ctx.propagate(vec![
+                Bytes::from_static(b"PEXPIREAT"),
+                key,
+                Bytes::from(at.to_string()),
+            ]);
+        }
+        Some(Ttl::Persist) if ctx.peek(&key).is_some_and(|e| e.expire_at.is_some()) => {
+            ctx.db().set_expire(&key, None);
+            ctx.modified(&key);
+            ctx.propagate(vec![Bytes::from_static(b"PERSIST"), key]);
+        }
+        _ => {}
+    }
+    Ok(Frame::Bulk(v))
+}
+
+fn getdel(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    let v = ctx.get_str(&key)?;
+    if v.is_some() {
+        ctx.delete(&key);
+        ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
+    }
+    Ok(bulk_or_null(ctx, v))
+}
+
+fn getset(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    let old = ctx.get_str(&key)?;
+    let v = ctx.args[2].clone();
+    ctx.set_value(&key, Value::Str(v.clone()), false);
+    ctx.propagate(vec![Bytes::from_static(b"SET"), key, v]);
+    Ok(bulk_or_null(ctx, old))
+}
+
+fn mget(ctx: &mut Ctx) -> Reply {
+    let mut out = Vec::with_capacity(ctx.args.len() - 1);
+    for i in 1..ctx.args.len() {
+        let key = ctx.args[i].clone();
+        let v = match ctx.lookup_read(&key) {
+            Some(Value::Str(s)) => Some(s.clone()),
+            _ => None,
+        };
+        out.push(bulk_or_null(ctx, v));
+    }
+    Ok(Frame::Array(out))
+}
+
+fn mset(ctx: &mut Ctx) -> Reply {
+    if ctx.args.len().is_multiple_of(2) {
+        return Err(Frame::error(format!(
+            "ERR wrong number of arguments for '{}' command",
+            ctx.name
+        )));
+    }
+    for i in (1..ctx.args.len()).step_by(2) {
+        let (k, v) = (ctx.args[i].clone(), ctx.args[i + 1].clone());
+        ctx.set_value(&k, Value::Str(v), false);
+    }
+    Ok(Frame::simple("OK"))
+}
+
+fn msetnx(ctx: &mut Ctx) -> Reply {
+    if ctx.args.len().is_multiple_of(2) {
+        return Err(Frame::error(format!(
+            "ERR wrong number of arguments for '{}' command",
+            ctx.name
+        )));
+    }
+    for i in (1..ctx.args.len()).step_by(2) {
+        let k = ctx.args[i].clone();
+        if ctx.peek(&k).is_some() {
+            return Ok(Frame::Integer(0));
+        }
+    }
+    mset(ctx)?;
+    let mut e = ctx.args.to_vec();
+    e[0] = Bytes::from_static(b"MSET");
+    ctx.propagate(e);
+    Ok(Frame::Integer(1))
+}
+
+/// Adds `by` to the integer at key, keeping its TTL.
+fn incr_generic(ctx: &mut Ctx, by: i64) -> Reply {
+    let key = ctx.args[1].clone();
+    let cur = match ctx.lookup(&key) {
+        None => 0,
+        Some(Value::Str(s)) => num::parse_i64(s).ok_or_else(|| err(NOT_INT))?,
+        Some(_) => return Err(err(WRONGTYPE)),
+    };
+    let new = cur
+        .checked_add(by)
+        .ok_or_else(|| err("ERR increment or decrement would overflow"))?;
+    ctx.set_value(&key, Value::Str(num::fmt_i64(new)), true);
+    Ok(Frame::Integer(new))
+}
+
+fn incr(ctx: &mut Ctx) -> Reply {
+    incr_generic(ctx, 1)
+}
+
+fn decr(ctx: &mut Ctx) -> Reply {
+    incr_generic(ctx, -1)
+}
+
+fn incrby(ctx: &mut Ctx) -> Reply {
+    let by = ctx.arg_i64(2)?;
+    incr_generic(ctx, by)
+}
+
+fn decrby(ctx: &mut Ctx) -> Reply {
+    let by = ctx.arg_i64(2)?;
+    if by == i64::MIN {
+        return Err(err("ERR decrement would overflow"));
+    }
+    incr_generic(ctx, -by)
+}
+
+fn incrbyfloat(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    let by = ctx.arg_f64(2)?;
+    let cur = match ctx.lookup(&key) {
+        None => 0.0,
+        Some(Value::Str(s)) => num::parse_f64(s).ok_or_else(|| err(NOT_FLOAT))?,
+        Some(_) => return Err(err(WRONGTYPE)),
+    };
+    let new = cur + by;
+    if !new.is_finite() {
+        return Err(err("ERR increment would produce NaN or Infinity"));
+    }
+    let text = Bytes::from(num::fmt_human(new));
+    ctx.set_value(&key, Value::Str(text.clone()), true);
+    // The float sum depends on rounding: journal the result, not the step.
+    ctx.propagate(vec![
+        Bytes::from_static(b"SET"),
+        key,
+        text.clone(),
+        Bytes::from_static(b"KEEPTTL"),
+    ]);
+    Ok(Frame::Bulk(text))
+}
+
+fn check_size(ctx: &Ctx, len: u64) -> Result<(), Frame> {
+    if len > ctx.inner.config.proto_max_bulk_len {
+        Err(err(
+            "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn append(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    let add = ctx.args[2].clone();
+    let cur = match ctx.lookup(&key) {
+        None => Bytes::new(),
+        Some(Value::Str(s)) => s.clone(),
+        Some(_) => return Err(err(WRONGTYPE)),
+    };
+    check_size(ctx, (cur.len() + add.len()) as u64)?;
+    let mut b = BytesMut::with_capacity(cur.len() + add.len());
+    b.extend_from_slice(&cur);
+    b.extend_from_slice(&add);
+    let len = b.len();
+    ctx.set_value(&key, Value::Str(b.freeze()), true);
+    Ok(Frame::Integer(len as i64))
+}
+
+fn strlen(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    Ok(Frame::Integer(
+        ctx.get_str(&key)?.map_or(0, |s| s.len() as i64),
+    ))
+}
+
+/// Clamps Redis-style inclusive [start, end] (negatives from the end) to a
+/// length; None for an empty range.
+pub(crate) fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let mut s = if start < 0 { len + start } else { start };
+    let mut e = if end < 0 { len + end } else { end };
+    if s < 0 {
+        s = 0;
+    }
+    if e < 0 {
+        e = 0;
+    }
+    if e >= len {
+        e = len - 1;
+    }
+    if s > e || len == 0 {
+        None
+    } else {
+        Some((s as usize, e as usize))
+    }
+}
+
+fn getrange(ctx: &mut Ctx) -> Reply {
+    let start = ctx.arg_i64(2)?;
+    let end = ctx.arg_i64(3)?;
+    let key = ctx.args[1].clone();
+    let s = ctx.get_str(&key)?.unwrap_or_default();
+    // Redis: both negative and start > end is empty even when clamping would
+    // not make it so.
+    if start < 0 && end < 0 && start > end {
+        return Ok(Frame::Bulk(Bytes::new()));
+    }
+    Ok(Frame::Bulk(match clamp_range(start, end, s.len()) {
+        Some((a, b)) => s.slice(a..=b),
+        None => Bytes::new(),
+    }))
+}
+
+fn setrange(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    let off = ctx.arg_i64(2)?;
+    if off < 0 {
+        return Err(err("ERR offset is out of range"));
+    }
+    let val = ctx.args[3].clone();
+    let cur = match ctx.lookup(&key) {
+        None => None,
+        Some(Value::Str(s)) => Some(s.clone()),
+        Some(_) => return Err(err(WRONGTYPE)),
+    };
+    let cur_len = cur.as_ref().map_or(0, |c| c.len());
+    if val.is_empty() {
+        return Ok(Frame::Integer(cur_len as i64));
+    }
+    check_size(ctx, off as u64 + val.len() as u64)?;
+    let off = off as usize;
+    let mut b = BytesMut::from(&cur.unwrap_or_default()[..]);
+    if b.len() < off + val.len() {
+        b.resize(off + val.len(), 0);
+    }
+    b[off..off + val.len()].copy_from_slice(&val);
+    let len = b.len();
+    ctx.set_value(&key, Value::Str(b.freeze()), true);
+    Ok(Frame::Integer(len as i64))
+}
+
+fn setbit(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    let off = num::parse_i64(&ctx.args[2])
+        .filter(|o| *o >= 0 && (*o as u64 >> 3) < ctx.inner.config.proto_max_bulk_len)
+        .ok_or_else(|| err("ERR bit offset is not an integer or out of range"))?
+        as usize;
+    let bit = match &ctx.args[3][..] {
+        b"0" => 0u8,
+        b"1" => 1u8,
+        _ => return Err(err("ERR bit is not an integer or out of range")),
+    };
+    let cur = match ctx.lookup(&key) {
+        None => Bytes::new(),
+        Some(Value::Str(s)) => s.clone(),
+        Some(_) => return Err(err(WRONGTYPE)),
+    };
+    let byte = off >> 3;
+    let mut b = BytesMut::from(&cur[..]);
+    if b.len() <= byte {
+        b.resize(byte + 1, 0);
+    }
+    let mask = 1u8 << (7 - (off & 7));
+    let old = (b[byte] & mask != 0) as i64;
+    if bit == 1 {
+        b[byte] |= mask;
+    } else {
+        b[byte] &= !mask;
+    }
+    ctx.set_value(&key, Value::Str(b.freeze()), true);
+    Ok(Frame::Integer(old))
+}
+
+fn getbit(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    let off = num::parse_i64(&ctx.args[2])
+        .filter(|o| *o >= 0 && (*o as u64 >> 3) < ctx.inner.config.proto_max_bulk_len)
+        .ok_or_else(|| err("ERR bit offset is not an integer or out of range"))?
+        as usize;
+    let s = ctx.get_str(&key)?.unwrap_or_default();
+    let byte = off >> 3;
+    Ok(Frame::Integer(match s.get(byte) {
+        Some(b) => ((b >> (7 - (off & 7))) & 1) as i64,
+        None => 0,
+    }))
+}
+
+/// Parses `[start end [BYTE|BIT]]` from index `i`; returns the bit range.
+fn bit_range(
+    ctx: &Ctx,
+    i: usize,
+    len: usize,
+    need_end: bool,
+) -> Result<Option<(i64, i64, bool)>, Frame> {
+    let n = ctx.args.len();
+    if n <= i {
+        return Ok(None);
+    }
+    let start = ctx.arg_i64(i)?;
+    let (end, explicit_end) = if n > i + 1 {
+        (ctx.arg_i64(i + 1)?, true)
+    } else if need_end {
+        return Err(err(SYNTAX));
+    } else {
+        (-1, false)
+    };
+    let bit_mode = if n > i + 2 {
+        if n > i + 3 {
+            return Err(err(SYNTAX));
+        }
+        if ctx.arg_is(i + 2, "BIT") {
+            true
+        } else if ctx.arg_is(i + 2, "BYTE") {
+            false
+        } else {
+            return Err(err(SYNTAX));
+        }
+    } else {
+        false
+    };
+    let total = if bit_mode { len as i64 * 8 } else { len as i64 };
+    let _ = explicit_end;
+    let mut s = if start < 0 { total + start } else { start };
+    let mut e = if end < 0 { total + end } else { end };
+    if s < 0 {
+        s = 0;
+    }
+    if e < 0 {
+        e = 0;
+    }
+    if e >= total {
+        e = total - 1;
+    }
+    Ok(Some((s, e, bit_mode)))
+}
+
+fn bit_at(s: &[u8], i: i64) -> u8 {
+    (s[(i >> 3) as usize] >> (7 - (i & 7))) & 1
+}
+
+fn bitcount(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    let n = ctx.args.len();
+    if n == 3 {
+        return Err(err(SYNTAX));
+    }
+    // Arguments are validated before the key is read, as in Redis.
+    if n > 2 {
+        ctx.arg_i64(2)?;
+        ctx.arg_i64(3)?;
+    }
+    let s = ctx.get_str(&key)?.unwrap_or_default();
+    let Some((a, b, bit_mode)) = bit_range(ctx, 2, s.len(), true)? else {
+        return Ok(Frame::Integer(
+            s.iter().map(|b| b.count_ones() as i64).sum(),
+        ));
+    };
+    if s.is_empty() || a > b {
+        return Ok(Frame::Integer(0));
+    }
+    let count = if bit_mode {
+        (a..=b).map(|i| bit_at(&s, i) as i64).sum()
+    } else {
+        s[a as usize..=b as usize]
+            .iter()
+            .map(|b| b.count_ones() as i64)
+            .sum()
+    };
+    Ok(Frame::Integer(count))
+}
+
+fn bitpos(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[1].clone();
+    let bit = match &ctx.args[2][..] {
+        b"0" => 0u8,
+        b"1" => 1u8,
+        _ => {
+            return Err(if num::parse_i64(&ctx.args[2]).is_some() {
+                err("ERR The bit argument must be 1 or 0.")
+            } else {
+                err(NOT_INT)
+            })
+        }
+    };
+    for i in 3..ctx.args.len().min(5) {
+        ctx.arg_i64(i)?;
+    }
+    let end_given = ctx.args.len() > 4;
+    let s = ctx.get_str(&key)?;
+    let Some(s) = s else {
+        return Ok(Frame::Integer(if bit == 1 { -1 } else { 0 }));
+    };
+    let (a, b, bit_mode) = match bit_range(ctx, 3, s.len(), false)? {
+        Some(r) => r,
+        None => (0, s.len() as i64 - 1, false),
+    };
+    if a > b || s.is_empty() {
+        return Ok(Frame::Integer(-1));
+    }
+    let (first, last) = if bit_mode { (a, b) } else { (a * 8, b * 8 + 7) };
+    for i in first..=last {
+        if bit_at(&s, i) == bit {
+            return Ok(Frame::Integer(i));
+        }
+    }
+    // Looking for a clear bit with no explicit end: the string is treated
+    // as padded with zeros on the right.
+    if bit == 0 && !end_given {
+        return Ok(Frame::Integer(last + 1));
+    }
+    Ok(Frame::Integer(-1))
+}

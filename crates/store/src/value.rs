@@ -1,0 +1,235 @@
+//! The five Redis data types as held in the keyspace, and the per-key entry
+//! (value, expiry, access statistics for eviction).
+//!
+//! Values sit behind an `Arc` in [`Entry`] so a snapshot can share them and
+//! writers copy on write (`Arc::make_mut`) only what changed after it.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use indexmap::{IndexMap, IndexSet};
+
+/// Redis keeps small hashes and sorted sets as listpacks (insertion or score
+/// order) up to these sizes; we only use them to report `OBJECT ENCODING`
+/// and to decide when a scan may answer in one page.
+pub(crate) const LISTPACK_MAX_ENTRIES: usize = 128;
+pub(crate) const LISTPACK_MAX_VALUE: usize = 64;
+pub(crate) const INTSET_MAX_ENTRIES: usize = 512;
+
+/// One value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A string (also integers and bitmaps).
+    Str(Bytes),
+    /// A list.
+    List(VecDeque<Bytes>),
+    /// A hash; insertion-ordered like Redis's listpack encoding.
+    Hash(IndexMap<Bytes, Bytes>),
+    /// A set.
+    Set(IndexSet<Bytes>),
+    /// A sorted set.
+    ZSet(ZSet),
+}
+
+impl Value {
+    /// The name `TYPE` reports.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::List(_) => "list",
+            Value::Hash(_) => "hash",
+            Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
+        }
+    }
+
+    /// The encoding `OBJECT ENCODING` reports, following Redis 7.0's
+    /// thresholds (computed from the current contents: Redis never converts
+    /// back, which only matters after a collection shrank again).
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            Value::Str(s) => {
+                if s.len() <= 20 && crate::num::parse_i64(s).is_some() {
+                    "int"
+                } else if s.len() <= 44 {
+                    "embstr"
+                } else {
+                    "raw"
+                }
+            }
+            Value::List(_) => "quicklist",
+            Value::Hash(h) => {
+                if h.len() <= LISTPACK_MAX_ENTRIES
+                    && h.iter().all(|(k, v)| {
+                        k.len() <= LISTPACK_MAX_VALUE && v.len() <= LISTPACK_MAX_VALUE
+                    })
+                {
+                    "listpack"
+                } else {
+                    "hashtable"
+                }
+            }
+            Value::Set(s) => {
+                if is_intset(s) {
+                    "intset"
+                } else {
+                    "hashtable"
+                }
+            }
+            Value::ZSet(z) => {
+                if z.len() <= LISTPACK_MAX_ENTRIES
+                    && z.scores.keys().all(|m| m.len() <= LISTPACK_MAX_VALUE)
+                {
+                    "listpack"
+                } else {
+                    "skiplist"
+                }
+            }
+        }
+    }
+
+    /// Approximate bytes used, for `INFO memory` and `maxmemory`. Large
+    /// collections are measured on a sample so a write stays O(1).
+    pub fn approx_size(&self) -> usize {
+        const PER_ELEM: usize = 16;
+        fn est<I: ExactSizeIterator<Item = usize>>(it: I) -> usize {
+            let n = it.len();
+            if n <= 64 {
+                it.sum()
+            } else {
+                let sample: usize = it.take(32).sum();
+                sample * n / 32
+            }
+        }
+        match self {
+            Value::Str(s) => s.len() + 16,
+            Value::List(l) => est(l.iter().map(|e| e.len() + PER_ELEM)) + 32,
+            Value::Hash(h) => est(h.iter().map(|(k, v)| k.len() + v.len() + 2 * PER_ELEM)) + 48,
+            Value::Set(s) => est(s.iter().map(|e| e.len() + PER_ELEM)) + 48,
+            Value::ZSet(z) => est(z.scores.keys().map(|m| 2 * m.len() + 3 * PER_ELEM)) + 64,
+        }
+    }
+}
+
+/// True when Redis 7.0 would keep this set as an intset, whose members come
+/// back in numeric order.
+pub(crate) fn is_intset(s: &IndexSet<Bytes>) -> bool {
+    s.len() <= INTSET_MAX_ENTRIES && s.iter().all(|m| crate::num::parse_i64(m).is_some())
+}
+
+/// A score with the total order sorted sets need (scores are never NaN).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score(pub f64);
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // -0.0 and 0.0 compare equal in Redis (C `<`), so not total_cmp.
+        self.0.partial_cmp(&other.0).unwrap_or(Ordering::Equal)
+    }
+}
+
+/// A sorted set: member → score, plus (score, member) in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ZSet {
+    pub(crate) scores: HashMap<Bytes, f64>,
+    pub(crate) order: BTreeSet<(Score, Bytes)>,
+}
+
+impl ZSet {
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// True with no members.
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    /// Score of a member.
+    pub fn score(&self, m: &[u8]) -> Option<f64> {
+        self.scores.get(m).copied()
+    }
+
+    /// Sets a member's score; returns true if it was new.
+    pub fn insert(&mut self, m: Bytes, score: f64) -> bool {
+        match self.scores.insert(m.clone(), score) {
+            Some(old) => {
+                self.order.remove(&(Score(old), m.clone()));
+                self.order.insert((Score(score), m));
+                false
+            }
+            None => {
+                self.order.insert((Score(score), m));
+                true
+            }
+        }
+    }
+
+    /// Removes a member; returns true if it was there.
+    pub fn remove(&mut self, m: &[u8]) -> bool {
+        match self.scores.remove_entry(m) {
+            Some((k, s)) => {
+                self.order.remove(&(Score(s), k));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Members in ascending (score, member) order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Bytes, f64)> {
+        self.order.iter().map(|(s, m)| (m, s.0))
+    }
+
+    /// 0-based rank of a member in ascending order.
+    pub fn rank(&self, m: &[u8]) -> Option<usize> {
+        let s = self.score(m)?;
+        Some(
+            self.order
+                .range(..(Score(s), Bytes::copy_from_slice(m)))
+                .count(),
+        )
+    }
+}
+
+/// One key's slot in a database.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The value, shared with snapshots until written.
+    pub value: Arc<Value>,
+    /// Absolute expiry in Unix milliseconds.
+    pub expire_at: Option<u64>,
+    /// Last access (store clock, ms), for LRU and `OBJECT IDLETIME`.
+    pub access: u64,
+    /// Logarithmic access counter, for LFU and `OBJECT FREQ`.
+    pub freq: u8,
+    /// Size last accounted for this entry (key included).
+    pub(crate) size: usize,
+}
+
+/// Redis's initial LFU counter for new keys (`LFU_INIT_VAL`).
+pub(crate) const LFU_INIT: u8 = 5;
+
+impl Entry {
+    /// A fresh entry with no expiry.
+    pub fn new(value: Value, now: u64) -> Entry {
+        Entry {
+            value: Arc::new(value),
+            expire_at: None,
+            access: now,
+            freq: LFU_INIT,
+            size: 0,
+        }
+    }
+}

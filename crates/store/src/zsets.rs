@@ -1,0 +1,5 @@
+//! Sorted set commands.
+
+use crate::ctx::Handler;
+
+pub(crate) const COMMANDS: &[(&str, Handler)] = &[];

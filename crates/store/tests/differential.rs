@@ -1,0 +1,197 @@
+//! The store must answer like Redis 7.0, reply for reply: hand-written
+//! command sequences per family, each run on a fresh keyspace against a
+//! real `redis-server` and against the store. Every mismatch is a bug in
+//! the store.
+
+mod common;
+
+use bytes::Bytes;
+use common::Pair;
+use test_support::RedisServer;
+
+/// Splits `"SET k v; GET k"` into commands; `""` is an empty argument.
+fn parse(seq: &str) -> Vec<Vec<Bytes>> {
+    seq.split(';')
+        .map(|c| {
+            c.split_whitespace()
+                .map(|a| {
+                    if a == "\"\"" {
+                        Bytes::new()
+                    } else {
+                        Bytes::copy_from_slice(a.as_bytes())
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+async fn check(family: &str, seqs: &[&str]) {
+    let server = RedisServer::new();
+    let mut pair = Pair::new(&server);
+    let mut mismatches = Vec::new();
+    for seq in seqs {
+        pair.reset().await;
+        pair.run_seq(&parse(seq), &mut mismatches).await;
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{family}: {} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn core_and_errors_match_redis() {
+    check(
+        "core",
+        &[
+            "PING; PING hello; PING a b; ECHO hi; ECHO",
+            "NOSUCHCMD; NOSUCHCMD a b c; nosuch 1",
+            "GET; SET k; GET a b",
+            "CLIENT; CLIENT NOSUCH; CONFIG NOSUCH x; OBJECT nosuch k",
+            "SELECT 1; SET k v; SELECT 0; GET k; SELECT 1; GET k; SELECT 16; SELECT -1; SELECT x",
+            "HELLO 3; SET k v; GET k; GET nokey; HGETALL nokey; HELLO 2; GET nokey",
+            "HELLO 4; HELLO x; HELLO 3 SETNAME myname; CLIENT GETNAME; CLIENT SETNAME \"\"; CLIENT GETNAME",
+            "CLIENT SETNAME a b; CLIENT SETNAME ok; CLIENT GETNAME; CLIENT ID x",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn strings_match_redis() {
+    check(
+        "strings",
+        &[
+            "SET k v; GET k; SET k v2 NX; GET k; SET k v3 XX; GET k; SET n v XX; GET n; SET n v NX; GET n",
+            "SET k v GET; SET k w GET; GET k; SET k x NX GET; SET j y XX GET; LPUSH l a; SET l v GET; GET l",
+            "SET k v EX 100; TTL k; SET k v PX 100000; PTTL k; SET k v KEEPTTL; TTL k; SET k v; TTL k",
+            "SET k v EX 0; SET k v EX -1; SET k v PX 0; SET k v EX abc; SET k v EX; SET k v NX XX; SET k v EX 10 PX 10; SET k v KEEPTTL EX 10; SET k v FOO",
+            "SET k v EX 9223372036854775807; SET k v EXAT 99999999999; TTL k; SET k v PXAT 1; GET k; EXISTS k",
+            "SETNX k v; SETNX k w; GET k; SETEX k 100 v; TTL k; SETEX k 0 v; SETEX k x v; PSETEX k 100000 v; PTTL k; PSETEX k -5 v",
+            "SET k v; GETEX k; GETEX k EX 100; TTL k; GETEX k PERSIST; TTL k; GETEX k PX 50000; PTTL k; GETEX k EX 0; GETEX k FOO; GETEX nokey EX 10; GETEX k EXAT 1; GET k",
+            "SET k v; GETDEL k; GETDEL k; LPUSH l a; GETDEL l; GETSET k a; GETSET k b; GET k",
+            "MSET a 1 b 2 c 3; MGET a b c d; MSET a; MSETNX a 9 z 9; MGET a z; MSETNX y 1 z 2; MGET y z; LPUSH l x; MGET a l",
+            "INCR c; INCR c; DECR c; INCRBY c 10; DECRBY c 3; INCRBY c x; INCRBY c 1.5; GET c; SET s abc; INCR s; SET big 9223372036854775807; INCR big; DECRBY c -9223372036854775808; SET neg -9223372036854775808; DECR neg",
+            "SET c 012; INCR c; SET c \"\"; INCR c; SET c +1; INCR c; LPUSH l a; INCR l; DECRBY c 9223372036854775807",
+            "INCRBYFLOAT f 1.5; INCRBYFLOAT f 0.25; INCRBYFLOAT f -3; INCRBYFLOAT f abc; INCRBYFLOAT f inf; SET f 0.1; INCRBYFLOAT f 0.2; SET f 10; INCRBYFLOAT f 1e2; SET t abc; INCRBYFLOAT t 1; SET k 5; EXPIRE k 100; INCRBYFLOAT k 1; TTL k",
+            "APPEND k hello; APPEND k ' world'; GET k; STRLEN k; STRLEN nokey; LPUSH l a; APPEND l x; STRLEN l",
+            "SET k Hello; GETRANGE k 0 3; GETRANGE k -3 -1; GETRANGE k 0 -1; GETRANGE k 10 20; GETRANGE k -1 -5; GETRANGE k 3 1; GETRANGE nokey 0 1; GETRANGE k a b; SUBSTR k 1 2",
+            "SETRANGE k 6 Redis; GET k; SETRANGE k 0 XY; GET k; SETRANGE k -1 x; SETRANGE k 0 \"\"; SETRANGE nokey 5 \"\"; EXISTS nokey; STRLEN k",
+            "SETBIT b 7 1; GETBIT b 7; GETBIT b 6; GETBIT b 100; GET b; SETBIT b 7 0; SETBIT b 7 2; SETBIT b -1 1; SETBIT b x 1; BITCOUNT b; SET s foobar; BITCOUNT s; BITCOUNT s 0 0; BITCOUNT s 1 1; BITCOUNT s 1 1 BIT; BITCOUNT s 5 30 BIT; BITCOUNT s 0; BITCOUNT s 0 1 FOO; BITCOUNT nokey",
+            "SET s \u{ff}\u{f0}; BITPOS s 0; BITPOS s 1; BITPOS nokey 1; BITPOS nokey 0; BITPOS s 2; SET z abc; BITPOS z 1 1; BITPOS z 0 1 2; BITPOS z 1 2 -1 BIT; BITPOS z 1 x",
+            "SET k v; OBJECT ENCODING k; SET n 123; OBJECT ENCODING n; OBJECT ENCODING nokey; OBJECT REFCOUNT n",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn keys_match_redis() {
+    check(
+        "keys",
+        &[
+            "SET a 1; SET b 2; DEL a b c; EXISTS a b; SET a 1; EXISTS a a a; UNLINK a; TYPE a; SET s v; TYPE s; LPUSH l x; TYPE l; HSET h f v; TYPE h; SADD t m; TYPE t",
+            "SET a 1; RENAME a b; GET a; GET b; RENAME nokey x; RENAME b b; SET c 3; RENAMENX b c; RENAMENX b d; GET d; RENAMENX d d; RENAMENX nokey z",
+            "SET a 1; EXPIRE a 100; RENAME a b; TTL b; TTL a",
+            "SET a 1; COPY a b; GET b; COPY a b; COPY a b REPLACE; COPY a a; COPY a c DB 1; SELECT 1; GET c; SELECT 0; COPY nokey x; COPY a b DB 99; COPY a b FOO; LPUSH l 1 2; COPY l l2; LRANGE l2 0 -1",
+            "SET a 1; EXPIRE a 100; TTL a; EXPIRE a 50 NX; EXPIRE a 50 XX; TTL a; EXPIRE a 200 GT; TTL a; EXPIRE a 10 GT; EXPIRE a 10 LT; TTL a; EXPIRE a 10 NX XX; EXPIRE a 10 GT LT; EXPIRE a 10 FOO; EXPIRE a x",
+            "SET a 1; EXPIRE a 10 GT; EXPIRE a 10 LT; TTL a; PERSIST a; PERSIST a; TTL a; TTL nokey; PTTL nokey; EXPIRE nokey 10",
+            "SET a 1; PEXPIRE a 100000; PTTL a; EXPIREAT a 99999999999; EXPIRETIME a; PEXPIREAT a 99999999999000; PEXPIRETIME a; EXPIRETIME nokey; SET b 1; EXPIRETIME b; EXPIRE a 0; EXISTS a; SET c 1; EXPIREAT c 1; GET c; SET d 1; EXPIRE d 9223372036854775807",
+            "MSET one 1 two 2 three 3 four 4; KEYS *o*; KEYS t??; KEYS *; KEYS [ot]*; KEYS nomatch; KEYS f\\our",
+            "MSET a 1 b 2 c 3; DBSIZE; FLUSHDB; DBSIZE; SET x 1; FLUSHDB ASYNC; FLUSHDB FOO; FLUSHALL SYNC; DBSIZE",
+            "SET a 1; SWAPDB 0 1; GET a; SELECT 1; GET a; SWAPDB 0 x; SWAPDB 0 99; SWAPDB x 0",
+            "SET a 1; MOVE a 1; EXISTS a; SELECT 1; GET a; MOVE a 1; SET b 1; SELECT 0; SET b 2; SELECT 1; MOVE b 0; MOVE nokey 0; MOVE b 99; MOVE b x",
+            "RANDOMKEY; SET a 1; RANDOMKEY; OBJECT FREQ a",
+            "SET a 1; TOUCH a b",
+            "MSET a 1 b 2; SCAN x; SCAN 0 COUNT 0; SCAN 0 FOO bar; SCAN 0 MATCH; SCAN 0 COUNT x",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hashes_match_redis() {
+    check(
+        "hashes",
+        &[
+            "HSET h a 1 b 2; HGET h a; HGET h z; HGETALL h; HSET h a 3 c 4; HGETALL h; HLEN h; HKEYS h; HVALS h; HSET h x; HMSET h d 5; HMSET h e",
+            "HSET h a 1 b 2 c 3; HDEL h b z; HGETALL h; HDEL h a c; EXISTS h; HDEL nokey a",
+            "HSETNX h a 1; HSETNX h a 2; HGET h a; HEXISTS h a; HEXISTS h z; HSTRLEN h a; HSTRLEN h z; HMGET h a z; HMGET nokey a",
+            "HINCRBY h n 5; HINCRBY h n -2; HINCRBY h n x; HSET h s abc; HINCRBY h s 1; HSET h big 9223372036854775807; HINCRBY h big 1",
+            "HINCRBYFLOAT h f 1.5; HINCRBYFLOAT h f 0.1; HINCRBYFLOAT h f x; HSET h s abc; HINCRBYFLOAT h s 1; HINCRBYFLOAT h f inf",
+            "SET s v; HGET s a; HSET s a 1; HGETALL s; HLEN s; HDEL s a",
+            "HSET h a 1 b 2 c 3; HSCAN h 0; HSCAN h 0 MATCH a*; HSCAN nokey 0; HSCAN h 0 COUNT 1",
+            "HELLO 3; HSET h a 1 b 2; HGETALL h; HRANDFIELD nokey; HRANDFIELD h 0",
+            "HSET h a 1; HRANDFIELD h 5 WITHVALUES; HRANDFIELD h -3; HRANDFIELD h 1 FOO; HRANDFIELD h x",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn lists_match_redis() {
+    check(
+        "lists",
+        &[
+            "LPUSH l a b c; RPUSH l d e; LRANGE l 0 -1; LLEN l; LINDEX l 0; LINDEX l -1; LINDEX l 99; LINDEX l x; LRANGE l 1 2; LRANGE l -2 -1; LRANGE l 5 1; LRANGE nokey 0 -1",
+            "LPUSHX l a; RPUSHX l a; EXISTS l; RPUSH l a; LPUSHX l b; RPUSHX l c; LRANGE l 0 -1",
+            "RPUSH l a b c d e; LPOP l; RPOP l; LPOP l 2; RPOP l 0; LPOP l 5; EXISTS l; LPOP nokey; LPOP nokey 2; LPOP l -1; RPOP l x",
+            "RPUSH l a b c; LSET l 0 x; LSET l -1 z; LSET l 5 q; LSET nokey 0 a; LRANGE l 0 -1",
+            "RPUSH l a b a c a; LREM l 2 a; LRANGE l 0 -1; RPUSH l a; LREM l -1 a; LRANGE l 0 -1; LREM l 0 a; LRANGE l 0 -1; LREM l 0 nothing; LREM nokey 0 a",
+            "RPUSH l a b c d e; LTRIM l 1 -2; LRANGE l 0 -1; LTRIM l 5 10; EXISTS l; LTRIM nokey 0 1",
+            "RPUSH l a b c; LINSERT l BEFORE b x; LINSERT l AFTER c y; LINSERT l AFTER q z; LINSERT l MIDDLE b z; LINSERT nokey BEFORE a b; LRANGE l 0 -1",
+            "RPUSH l a b c a b c; LPOS l b; LPOS l b RANK 2; LPOS l b RANK -1; LPOS l b COUNT 0; LPOS l b COUNT 1; LPOS l z; LPOS l z COUNT 0; LPOS l b RANK 0; LPOS l b COUNT -1; LPOS l b MAXLEN 2; LPOS l b MAXLEN -1; LPOS l c RANK -2 COUNT 2; LPOS l b FOO 1",
+            "RPUSH a 1 2 3; LMOVE a b LEFT RIGHT; LMOVE a b RIGHT LEFT; LRANGE a 0 -1; LRANGE b 0 -1; LMOVE a a LEFT RIGHT; LRANGE a 0 -1; LMOVE nokey b LEFT LEFT; LMOVE a b UP LEFT; SET s v; LMOVE a s LEFT LEFT; LRANGE a 0 -1; RPOPLPUSH a b; LRANGE b 0 -1",
+            "RPUSH a 1 2 3; RPUSH b 4; LMPOP 2 nokey a LEFT; LMPOP 2 a b RIGHT COUNT 5; LMPOP 1 a LEFT; LMPOP 0 a LEFT; LMPOP 1 a UP; LMPOP 1 b LEFT COUNT 0; LMPOP 2 nokey nokey2 LEFT",
+            "SET s v; LPUSH s a; LRANGE s 0 -1; LLEN s; LPOP s; RPUSH l a; BLPOP l 0; BLPOP nokey 0.01; BRPOP nokey x 1; BLPOP l -1; BLPOP l x",
+            "RPUSH l a b; BLMOVE l m LEFT LEFT 0; BRPOPLPUSH l m 0; LRANGE m 0 -1; BLMPOP 0 1 m RIGHT COUNT 2; BLMPOP 0.01 1 nokey LEFT",
+            "RPUSH l a; OBJECT ENCODING l",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sets_match_redis() {
+    check(
+        "sets",
+        &[
+            "SADD s a b c; SADD s a d; SCARD s; SISMEMBER s a; SISMEMBER s z; SMISMEMBER s a z b; SMEMBERS s; SREM s a z; SREM s b c d; EXISTS s; SCARD nokey; SMEMBERS nokey",
+            "SADD s 3 1 2 10; SMEMBERS s; OBJECT ENCODING s; SADD s x; OBJECT ENCODING s; SSCAN s 0 COUNT 100",
+            "SADD a 1 2 3 4; SADD b 3 4 5; SADD c 4 6; SINTER a b; SINTER a b c; SINTER a nokey; SUNION a b; SDIFF a b; SDIFF a b c; SDIFF nokey a",
+            "SADD a 1 2 3; SADD b 2 3 4; SINTERSTORE d a b; SMEMBERS d; SUNIONSTORE d a b; SMEMBERS d; SDIFFSTORE d a b; SMEMBERS d; SINTERSTORE d a nokey; EXISTS d; SET str v; SINTERSTORE str a b; TYPE str",
+            "SADD a 1 2 3; SADD b 2 3 4; SINTERCARD 2 a b; SINTERCARD 2 a b LIMIT 1; SINTERCARD 0 a; SINTERCARD 3 a b; SINTERCARD 2 a b LIMIT -1; SINTERCARD 2 a b FOO; SINTERCARD x a",
+            "SADD a x y; SMOVE a b x; SMEMBERS a; SMEMBERS b; SMOVE a b nope; SMOVE nokey b x; SET s v; SMOVE a s y; SMOVE a a y",
+            "SADD s only; SPOP s; SPOP s; SADD t 1 2 3; SPOP t 5; SPOP t 0; SPOP t -1; SPOP nokey 2; SRANDMEMBER nokey; SRANDMEMBER nokey 3",
+            "SADD s a b c; SRANDMEMBER s 0; SRANDMEMBER s 10; SRANDMEMBER s -5; SRANDMEMBER s x",
+            "SET str v; SADD str a; SMEMBERS str; SINTER str; SUNION a str; SCARD str",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn transactions_match_redis() {
+    check(
+        "transactions",
+        &[
+            "MULTI; SET a 1; INCR a; GET a; EXEC; GET a",
+            "MULTI; SET a 1; GET; EXEC; GET a",
+            "MULTI; SET a 1; NOSUCH; EXEC",
+            "MULTI; MULTI; SET a 1; EXEC",
+            "EXEC; DISCARD; MULTI; SET a 1; DISCARD; GET a; EXEC",
+            "MULTI; WATCH a; EXEC",
+            "MULTI; SET s v; LPUSH s a; INCR s; EXEC",
+            "WATCH a; SET a 1; MULTI; GET a; EXEC",
+            "WATCH a; MULTI; GET a; EXEC; UNWATCH",
+            "SET a 1; WATCH a; UNWATCH; SET a 2; MULTI; GET a; EXEC",
+            "MULTI; SELECT 1; SET x 1; EXEC; GET x; SELECT 0; GET x",
+            "MULTI; BLPOP nokey 0; EXEC",
+        ],
+    )
+    .await;
+}
