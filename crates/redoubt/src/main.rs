@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod diagnose;
 mod journal_cmd;
 mod serve;
 mod status;
@@ -44,6 +45,25 @@ enum Command {
         /// Data directory (default ./redoubt-data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Diagnose a Redis: what is wrong and what to do (exit 0 healthy,
+    /// 1 warnings, 2 critical, 3 could not diagnose).
+    Doctor {
+        /// The Redis to diagnose.
+        #[arg(default_value = "redis://127.0.0.1:6379")]
+        url: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find known Redis failure signatures in application or server logs
+    /// (exit 0 nothing found, 1 findings, 4 input unreadable).
+    Triage {
+        /// Log files; standard input when none.
+        files: Vec<PathBuf>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Check or print the effective configuration.
     Config {
@@ -157,6 +177,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
+        Command::Doctor { url, json } => diagnose::doctor(&url, json),
+        Command::Triage { files, json } => diagnose::triage(&files, json),
         Command::Journal { action } => match action {
             JournalAction::Inspect { dir, json } => journal_cmd::inspect(&dir, json),
             JournalAction::Export { dir, format: _ } => journal_cmd::export(&dir),

@@ -88,6 +88,8 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     )
     .await
     .with_context(|| format!("cannot listen on {} (listen)", cfg.listen))?;
+    let diagnosis = spawn_diagnosis_on_state_change(cfg.upstream.clone(), health.clone());
+    let status_diagnosis = diagnosis.clone();
     let status_health = health.clone();
     let status_upstream = upstream.clone();
     let redacted = url.redacted();
@@ -103,6 +105,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             "uptime_seconds": started.elapsed().as_secs(),
             "upstream_connections": { "shared": status_upstream.shared_connections(), "dedicated": status_upstream.dedicated_in_use() },
             "journal": { "pending_commands": 0, "bytes": 0 },
+            "latest_diagnosis": status_diagnosis.lock().ok().and_then(|d| d.clone()),
         })
     });
     let token = (!cfg.admin.token.is_empty()).then(|| cfg.admin.token.clone());
@@ -129,6 +132,47 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         tracing::warn!("some clients were still connected after {grace:?}; closed them");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Latest diagnosis, JSON, with the state change that triggered it.
+type Diagnosis = Arc<std::sync::Mutex<Option<serde_json::Value>>>;
+
+/// Runs the doctor whenever Redis changes state (down, back, writes
+/// rejected): the connection diagnosis while it is unreachable, the full
+/// checks once it answers. `/status` shows the latest.
+fn spawn_diagnosis_on_state_change(url: String, health: upstream::HealthHandle) -> Diagnosis {
+    let latest: Diagnosis = Arc::new(std::sync::Mutex::new(None));
+    let out = latest.clone();
+    tokio::spawn(async move {
+        let mut rx = health.subscribe();
+        let mut last = rx.borrow().state;
+        let mut baseline = None;
+        while rx.changed().await.is_ok() {
+            let state = rx.borrow_and_update().state;
+            if state == last {
+                continue;
+            }
+            let from = last;
+            last = state;
+            let opts = doctor::DoctorOptions {
+                total_timeout: Duration::from_secs(5),
+                baseline: baseline.clone(),
+                ..doctor::DoctorOptions::default()
+            };
+            let report = doctor::diagnose(&url, &opts).await;
+            baseline = Some(report.counters.clone());
+            tracing::info!(from = from.as_str(), to = state.as_str(), worst = ?report.worst(), findings = report.findings.len(), "diagnosis after state change");
+            let json = serde_json::json!({
+                "trigger": format!("{} -> {}", from.as_str(), state.as_str()),
+                "at_unix_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                "report": report.to_json(),
+            });
+            if let Ok(mut g) = out.lock() {
+                *g = Some(json);
+            }
+        }
+    });
+    latest
 }
 
 async fn wait_for_signal() {

@@ -214,6 +214,12 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
     let o = redoubt(&["status", "--admin", &format!("127.0.0.1:{}", r.admin)]);
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o).contains("\"down\""), "{}", text(&o));
+    // The doctor ran on the way down and says why in /status.
+    wait_for("a diagnosis in /status", Duration::from_secs(10), || {
+        http_get(r.admin, "/status")
+            .1
+            .contains("connection.refused")
+    });
 
     redis.restart();
     wait_for("readyz 200 again", Duration::from_secs(5), || {
@@ -342,4 +348,52 @@ fn journal_inspect_and_export_through_redis_cli_pipe() {
             .code(),
         Some(1)
     );
+}
+
+#[test]
+fn doctor_and_triage_exit_codes() {
+    // Nothing listens: could not diagnose, and says why.
+    let port = free_port();
+    let o = redoubt(&["doctor", &format!("redis://127.0.0.1:{port}")]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("connection.refused"), "{}", text(&o));
+    // A real Redis near maxmemory is critical; --json is machine-readable.
+    let redis = RedisServer::new();
+    redis.cmd(&["SET", "filler", &"x".repeat(100_000)]);
+    let used: u64 = redis
+        .cmd(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    redis.cmd(&[
+        "CONFIG",
+        "SET",
+        "maxmemory",
+        &(used + used / 50).to_string(),
+    ]);
+    let o = redoubt(&["doctor", &redis.url(), "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("doctor --json is JSON");
+    assert!(v.to_string().contains("memory.near-maxmemory"), "{v}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(
+        &log,
+        "ok line\nReplyError: OOM command not allowed when used memory > 'maxmemory'.\n",
+    )
+    .unwrap();
+    let o = redoubt(&["triage", log.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let clean = dir.path().join("clean.log");
+    std::fs::write(&clean, "all good\n").unwrap();
+    assert_eq!(
+        redoubt(&["triage", clean.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let o = redoubt(&["triage", dir.path().join("missing.log").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
 }

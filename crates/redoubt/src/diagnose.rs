@@ -1,0 +1,62 @@
+//! `redoubt doctor` and `redoubt triage`: run the doctor crate's diagnosis
+//! or log triage, print, and map the verdict to DESIGN's exit codes.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `doctor [URL] [--json]`: 0 healthy, 1 warnings, 2 critical, 3 could not
+/// diagnose.
+pub fn doctor(url: &str, json: bool) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redoubt doctor: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let report = rt.block_on(doctor::diagnose(url, &doctor::DoctorOptions::default()));
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.render_text(std::io::stdout().is_terminal()));
+    }
+    code(report.exit_code())
+}
+
+/// `triage [FILE...] [--json]` (stdin without FILE): 0 nothing found, 1
+/// findings, 4 input unreadable.
+pub fn triage(files: &[PathBuf], json: bool) -> ExitCode {
+    let read = if files.is_empty() {
+        doctor::triage_reader(std::io::stdin().lock())
+            .map_err(|e| format!("cannot read standard input: {e}"))
+    } else {
+        doctor::triage_files(files).map_err(|e| e.to_string())
+    };
+    let report = match read {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("redoubt triage: {e}; nothing was analysed");
+            return ExitCode::from(4);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.render_text(std::io::stdout().is_terminal()));
+    }
+    code(report.exit_code())
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(c).unwrap_or(3))
+}
