@@ -15,12 +15,17 @@
 //!   replies.
 //! - [`server`]: [`Proxy`], the listener, client limits and shutdown.
 //! - [`metrics`]: metric names and pre-registered handles.
+//! - [`replay`]: puts the journal back into Redis, exactly once, in order.
+//! - [`near_cache`]: byte-bounded LRU of values seen while Up, kept
+//!   fresh by Redis's client-side caching invalidations.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod classify;
 pub mod config;
 pub mod metrics;
+pub mod near_cache;
+pub mod replay;
 pub mod reply;
 pub mod server;
 pub mod session;

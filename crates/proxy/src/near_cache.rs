@@ -1,0 +1,1 @@
+//! Near-cache (being written).
