@@ -175,6 +175,33 @@ async fn sets_match_redis() {
 }
 
 #[tokio::test]
+async fn sorted_sets_match_redis() {
+    check(
+        "zsets",
+        &[
+            "ZADD z 1 a 2 b 3 c; ZADD z 4 a; ZRANGE z 0 -1 WITHSCORES; ZCARD z; ZSCORE z a; ZSCORE z nope; ZMSCORE z a nope c; ZRANK z b; ZREVRANK z b; ZRANK z nope",
+            "ZADD z NX 1 a; ZADD z NX 2 a; ZADD z XX 3 a; ZADD z XX 1 b; ZADD z CH 5 a 1 c; ZADD z GT 1 a; ZADD z LT 1 a; ZADD z GT CH 10 a; ZRANGE z 0 -1 WITHSCORES",
+            "ZADD z NX XX 1 a; ZADD z GT LT 1 a; ZADD z NX GT 1 a; ZADD z INCR 1 a 2 b; ZADD z 1; ZADD z x a; ZADD z; ZADD z 1 a 2; ZADD z nan a",
+            "ZADD z INCR 5 a; ZADD z INCR 1.5 a; ZADD z NX INCR 1 a; ZADD z XX INCR 1 nope; ZINCRBY z 2 a; ZINCRBY z x a; ZADD z inf b; ZINCRBY z -inf b; ZSCORE z a; ZADD z 1.1 f; ZSCORE z f",
+            "ZADD z 1 a 2 b 3 c 4 d; ZREM z a x; ZRANGE z 0 -1; ZREM z b c d; EXISTS z; ZREM nokey a",
+            "ZADD z 1 a 2 b 3 c 4 d 5 e; ZRANGE z 1 3; ZRANGE z -2 -1 WITHSCORES; ZRANGE z 0 -1 REV; ZREVRANGE z 0 1 WITHSCORES; ZRANGE z 2 (4 BYSCORE; ZRANGE z (1 +inf BYSCORE LIMIT 1 2; ZRANGE z 5 1 BYSCORE REV WITHSCORES; ZRANGE z 0 -1 LIMIT 0 1; ZRANGE z x 1; ZRANGE z 0 1 FOO",
+            "ZADD z 1 a 2 b 3 c; ZRANGEBYSCORE z -inf +inf; ZRANGEBYSCORE z (1 3 WITHSCORES; ZRANGEBYSCORE z 1 3 LIMIT 1 1; ZREVRANGEBYSCORE z 3 1; ZREVRANGEBYSCORE z +inf -inf WITHSCORES LIMIT 0 2; ZRANGEBYSCORE z x 1; ZRANGEBYSCORE z 1 3 LIMIT -1 2; ZCOUNT z 1 2; ZCOUNT z (1 +inf; ZCOUNT z a b",
+            "ZADD z 0 a 0 b 0 c 0 d; ZRANGEBYLEX z - +; ZRANGEBYLEX z [b (d; ZREVRANGEBYLEX z + - LIMIT 1 2; ZRANGE z [a [c BYLEX; ZRANGE z (d - BYLEX REV; ZRANGE z - + BYLEX WITHSCORES; ZLEXCOUNT z - +; ZLEXCOUNT z [b +; ZRANGEBYLEX z a c; ZLEXCOUNT z a b",
+            "ZADD z 1 a 2 b 3 c 4 d; ZRANGESTORE dst z 1 2; ZRANGE dst 0 -1 WITHSCORES; ZRANGESTORE dst z 10 20; EXISTS dst; ZRANGESTORE dst z 0 -1 WITHSCORES; ZRANGESTORE dst z (1 3 BYSCORE LIMIT 0 1; ZRANGE dst 0 -1",
+            "ZADD z 1 a 2 b 3 c 4 d 5 e; ZREMRANGEBYRANK z 0 1; ZRANGE z 0 -1; ZREMRANGEBYSCORE z (3 4; ZRANGE z 0 -1; ZADD y 0 a 0 b 0 c; ZREMRANGEBYLEX y [a (c; ZRANGE y 0 -1; ZREMRANGEBYSCORE z x 1; ZREMRANGEBYLEX y a b; ZREMRANGEBYRANK nokey 0 1",
+            "ZADD a 1 x 2 y; ZADD b 3 y 4 z; ZUNION 2 a b WITHSCORES; ZINTER 2 a b WITHSCORES; ZDIFF 2 a b WITHSCORES; ZUNION 2 a b WEIGHTS 2 3 AGGREGATE MAX WITHSCORES; ZINTER 2 a b AGGREGATE MIN WITHSCORES; ZUNION 0 a; ZUNION 3 a b; ZUNION 2 a b WEIGHTS 1; ZUNION 2 a b WEIGHTS 1 x; ZUNION 2 a b AGGREGATE AVG; ZDIFF 2 a b WEIGHTS 1 1",
+            "ZADD a 1 x 2 y; SADD s y w; ZUNIONSTORE d 2 a s; ZRANGE d 0 -1 WITHSCORES; ZINTERSTORE d 2 a s; ZRANGE d 0 -1 WITHSCORES; ZDIFFSTORE d 2 a s; ZRANGE d 0 -1 WITHSCORES; ZINTERSTORE d 2 a nokey; EXISTS d; SET str v; ZUNION 2 a str; ZINTERCARD 2 a s; ZINTERCARD 2 a s LIMIT 1; ZINTERCARD 0 a; ZINTERCARD x a; ZINTERCARD 3 a; ZINTERCARD 1 a LIMIT -1",
+            "ZADD z 1 a 2 b 3 c 4 d; ZPOPMIN z; ZPOPMAX z; ZPOPMIN z 5; ZPOPMIN z; ZPOPMIN nokey 2; ZPOPMIN z -1; ZADD z 1 a; ZPOPMAX z 0",
+            "HELLO 3; ZADD z 1 a 2 b 3 c; ZPOPMIN z; ZPOPMAX z 2; ZADD z 1.5 a 2 b; ZRANGE z 0 -1 WITHSCORES; ZSCORE z a; ZMSCORE z a b nope; ZINCRBY z 1 a; ZUNION 1 z WITHSCORES; ZMPOP 1 z MIN COUNT 1; BZPOPMIN z 0",
+            "ZADD a 1 x 2 y; ZADD b 5 z; ZMPOP 2 nokey a MAX COUNT 5; ZMPOP 1 b MIN; ZMPOP 1 b MIN; ZMPOP 0 a MIN; ZMPOP 1 a FOO; ZMPOP 1 a MIN COUNT 0; ZADD c 1 q; BZPOPMAX c 0; BZPOPMIN nokey 0.01; BZMPOP 0.01 1 nokey MIN; BZPOPMIN c x",
+            "ZADD z 1 a 2 b; ZSCAN z 0; ZSCAN z 0 MATCH a; ZSCAN nokey 0; OBJECT ENCODING z; ZRANDMEMBER nokey; ZRANDMEMBER z 0; ZRANDMEMBER z 1 FOO; ZRANDMEMBER z 5 WITHSCORES",
+            "SET s v; ZADD s 1 a; ZRANGE s 0 -1; ZSCORE s a; ZCARD s; ZPOPMIN s; ZINCRBY s 1 a",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn transactions_match_redis() {
     check(
         "transactions",
