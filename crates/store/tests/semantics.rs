@@ -1,0 +1,464 @@
+//! Behaviour that needs time, several sessions or the store's own API:
+//! expiry (with paused tokio time), blocking pops, pub/sub, the effects to
+//! journal, apply/snapshot round trips, maxmemory.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use resp::Frame;
+use store::{Effect, Executed, Session, Store, StoreConfig};
+
+fn args(v: &[&str]) -> Vec<Bytes> {
+    v.iter()
+        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+        .collect()
+}
+
+async fn run(store: &Store, s: &mut Session, v: &[&str]) -> Executed {
+    store.execute(s, args(v)).await
+}
+
+fn bulk(s: &str) -> Frame {
+    Frame::bulk(s)
+}
+
+fn effect_words(e: &Effect) -> Vec<String> {
+    e.args
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_expire_lazily_when_time_passes() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    run(&store, &mut s, &["SET", "k", "v", "PX", "1000"]).await;
+    assert_eq!(
+        run(&store, &mut s, &["PTTL", "k"]).await.reply,
+        Frame::Integer(1000)
+    );
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert_eq!(run(&store, &mut s, &["GET", "k"]).await.reply, bulk("v"));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        run(&store, &mut s, &["GET", "k"]).await.reply,
+        Frame::NullBulk
+    );
+    assert_eq!(store.key_count(0), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn active_expiry_reclaims_keys_nobody_reads() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    for i in 0..200 {
+        run(&store, &mut s, &["SET", &format!("k{i}"), "v", "PX", "50"]).await;
+    }
+    run(&store, &mut s, &["SET", "forever", "v"]).await;
+    assert_eq!(store.key_count(0), 201);
+    tokio::time::advance(Duration::from_millis(51)).await;
+    let mut rounds = 0;
+    while store.key_count(0) > 1 && rounds < 100 {
+        store.active_expire_cycle();
+        rounds += 1;
+    }
+    assert_eq!(store.key_count(0), 1, "only the key without TTL is left");
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocking_pop_times_out_with_a_null() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    let start = tokio::time::Instant::now();
+    let out = run(&store, &mut s, &["BLPOP", "q", "1.5"]).await;
+    assert_eq!(out.reply, Frame::NullArray);
+    assert!(out.effects.is_empty());
+    assert_eq!(start.elapsed(), Duration::from_millis(1500));
+    let out = run(&store, &mut s, &["BZPOPMIN", "z", "0.2"]).await;
+    assert_eq!(out.reply, Frame::NullArray);
+    let out = run(&store, &mut s, &["BLMOVE", "q", "d", "LEFT", "LEFT", "0.1"]).await;
+    assert_eq!(out.reply, Frame::NullBulk);
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocking_pop_is_woken_by_a_push_and_journals_the_pop() {
+    let store = Store::new(StoreConfig::default());
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut s = store.session();
+            run(&store, &mut s, &["BRPOP", "q1", "q2", "0"]).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut s = store.session();
+    assert_eq!(
+        run(&store, &mut s, &["SET", "other", "x"]).await.reply,
+        Frame::simple("OK")
+    );
+    assert_eq!(
+        run(&store, &mut s, &["LPUSH", "q2", "a", "b"]).await.reply,
+        Frame::Integer(2)
+    );
+    let out = waiter.await.expect("waiter task");
+    assert_eq!(out.reply, Frame::Array(vec![bulk("q2"), bulk("a")]));
+    assert_eq!(
+        out.effects.iter().map(effect_words).collect::<Vec<_>>(),
+        vec![vec!["RPOP", "q2"]]
+    );
+    assert_eq!(
+        run(&store, &mut s, &["LRANGE", "q2", "0", "-1"])
+            .await
+            .reply,
+        Frame::Array(vec![bulk("b")])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bzpopmin_is_woken_by_zadd() {
+    let store = Store::new(StoreConfig::default());
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut s = store.session();
+            run(&store, &mut s, &["BZPOPMIN", "z", "5"]).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut s = store.session();
+    run(&store, &mut s, &["ZADD", "z", "2", "b", "1", "a"]).await;
+    let out = waiter.await.expect("waiter task");
+    assert_eq!(
+        out.reply,
+        Frame::Array(vec![bulk("z"), bulk("a"), bulk("1")])
+    );
+    assert_eq!(
+        out.effects.iter().map(effect_words).collect::<Vec<_>>(),
+        vec![vec!["ZPOPMIN", "z"]]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_unblock_ends_a_blocked_pop() {
+    let store = Store::new(StoreConfig::default());
+    let mut blocked = store.session();
+    let id = blocked.id();
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { run(&store, &mut blocked, &["BLPOP", "q", "0"]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut s = store.session();
+    let out = run(
+        &store,
+        &mut s,
+        &["CLIENT", "UNBLOCK", &id.to_string(), "ERROR"],
+    )
+    .await;
+    assert_eq!(out.reply, Frame::Integer(1));
+    let out = waiter.await.expect("waiter task");
+    assert_eq!(
+        out.reply,
+        Frame::error("UNBLOCKED client unblocked via CLIENT UNBLOCK")
+    );
+    assert_eq!(
+        run(&store, &mut s, &["CLIENT", "UNBLOCK", &id.to_string()])
+            .await
+            .reply,
+        Frame::Integer(0)
+    );
+}
+
+#[tokio::test]
+async fn publish_reaches_channel_and_pattern_subscribers() {
+    let store = Store::new(StoreConfig::default());
+    let mut sub = store.session();
+    let out = run(&store, &mut sub, &["SUBSCRIBE", "news", "sport"]).await;
+    assert_eq!(
+        out.reply,
+        Frame::Array(vec![bulk("subscribe"), bulk("news"), Frame::Integer(1)])
+    );
+    assert_eq!(
+        out.more,
+        vec![Frame::Array(vec![
+            bulk("subscribe"),
+            bulk("sport"),
+            Frame::Integer(2)
+        ])]
+    );
+    run(&store, &mut sub, &["PSUBSCRIBE", "n*"]).await;
+    // RESP2 subscribers may only run subscription commands and PING.
+    let refused = run(&store, &mut sub, &["GET", "k"]).await.reply;
+    assert!(
+        refused
+            .error_text()
+            .is_some_and(|e| e.starts_with(b"ERR Can't execute 'get'")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        run(&store, &mut sub, &["PING"]).await.reply,
+        Frame::Array(vec![bulk("pong"), bulk("")])
+    );
+    let mut publisher = store.session();
+    assert_eq!(
+        run(&store, &mut publisher, &["PUBLISH", "news", "hi"])
+            .await
+            .reply,
+        Frame::Integer(2)
+    );
+    assert_eq!(
+        sub.pushes().recv().await,
+        Some(Frame::Array(vec![
+            bulk("message"),
+            bulk("news"),
+            bulk("hi")
+        ]))
+    );
+    assert_eq!(
+        sub.pushes().recv().await,
+        Some(Frame::Array(vec![
+            bulk("pmessage"),
+            bulk("n*"),
+            bulk("news"),
+            bulk("hi")
+        ]))
+    );
+    assert_eq!(
+        run(
+            &store,
+            &mut publisher,
+            &["PUBSUB", "NUMSUB", "news", "none"]
+        )
+        .await
+        .reply,
+        Frame::Array(vec![
+            bulk("news"),
+            Frame::Integer(1),
+            bulk("none"),
+            Frame::Integer(0)
+        ])
+    );
+    drop(sub);
+    assert_eq!(
+        run(&store, &mut publisher, &["PUBLISH", "news", "hi"])
+            .await
+            .reply,
+        Frame::Integer(0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn effects_are_deterministic_commands() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    let now = store.now_ms();
+    let words = |e: &Executed| e.effects.iter().map(effect_words).collect::<Vec<_>>();
+    let out = run(&store, &mut s, &["SET", "k", "v", "EX", "10", "GET"]).await;
+    assert_eq!(
+        words(&out),
+        vec![vec![
+            "SET".to_string(),
+            "k".into(),
+            "v".into(),
+            "PXAT".into(),
+            (now + 10_000).to_string()
+        ]]
+    );
+    let out = run(&store, &mut s, &["EXPIRE", "k", "20"]).await;
+    assert_eq!(
+        words(&out),
+        vec![vec![
+            "PEXPIREAT".to_string(),
+            "k".into(),
+            (now + 20_000).to_string()
+        ]]
+    );
+    assert!(
+        run(&store, &mut s, &["GET", "k"]).await.effects.is_empty(),
+        "reads journal nothing"
+    );
+    assert!(
+        run(&store, &mut s, &["LPUSH", "k", "x"])
+            .await
+            .effects
+            .is_empty(),
+        "failures journal nothing"
+    );
+    assert!(
+        run(&store, &mut s, &["DEL", "nokey"])
+            .await
+            .effects
+            .is_empty(),
+        "no-ops journal nothing"
+    );
+    run(&store, &mut s, &["SADD", "set", "only"]).await;
+    let out = run(&store, &mut s, &["SPOP", "set"]).await;
+    assert_eq!(words(&out), vec![vec!["SREM", "set", "only"]]);
+    let out = run(&store, &mut s, &["INCRBYFLOAT", "f", "1.5"]).await;
+    assert_eq!(words(&out), vec![vec!["SET", "f", "1.5", "KEEPTTL"]]);
+    run(&store, &mut s, &["SELECT", "3"]).await;
+    run(&store, &mut s, &["MULTI"]).await;
+    run(&store, &mut s, &["INCR", "c"]).await;
+    run(&store, &mut s, &["GET", "c"]).await;
+    run(&store, &mut s, &["SETEX", "e", "5", "v"]).await;
+    let out = run(&store, &mut s, &["EXEC"]).await;
+    assert!(out.atomic);
+    assert_eq!(
+        out.reply,
+        Frame::Array(vec![Frame::Integer(1), bulk("1"), Frame::simple("OK")])
+    );
+    assert_eq!(
+        out.effects.iter().map(|e| e.db).collect::<Vec<_>>(),
+        vec![3, 3]
+    );
+    assert_eq!(
+        words(&out),
+        vec![
+            vec!["INCR".to_string(), "c".into()],
+            vec![
+                "SET".into(),
+                "e".into(),
+                "v".into(),
+                "PXAT".into(),
+                (now + 5000).to_string()
+            ]
+        ]
+    );
+}
+
+/// Everything a store holds, as comparable text.
+async fn dump(store: &Store) -> Vec<String> {
+    let mut out: Vec<String> = store
+        .snapshot()
+        .commands()
+        .map(|e| format!("{} {}", e.db, effect_words(&e).join(" ")))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn replaying_effects_and_snapshots_rebuilds_the_same_state() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    let mut journal: Vec<Effect> = Vec::new();
+    let script: &[&[&str]] = &[
+        &["SET", "s", "v", "EX", "100"],
+        &["RPUSH", "l", "a", "b", "c"],
+        &["LPOP", "l"],
+        &["HSET", "h", "f", "1", "g", "2"],
+        &["HINCRBYFLOAT", "h", "f", "0.5"],
+        &["SADD", "set", "x", "y", "z"],
+        &["SPOP", "set"],
+        &["ZADD", "z", "1", "a", "2.5", "b"],
+        &["ZINCRBY", "z", "1", "a"],
+        &["SELECT", "2"],
+        &["INCRBYFLOAT", "n", "2.25"],
+        &["EXPIRE", "n", "1000"],
+        &["SELECT", "0"],
+        &["BLPOP", "l", "0"],
+        &["SETRANGE", "s", "3", "xyz"],
+    ];
+    for cmd in script {
+        journal.extend(run(&store, &mut s, cmd).await.effects);
+    }
+    let replayed = Store::new(StoreConfig::default());
+    for e in &journal {
+        let r = replayed.apply(e.db, &e.args);
+        assert!(!r.is_error(), "{:?} failed: {r:?}", effect_words(e));
+    }
+    assert_eq!(dump(&store).await, dump(&replayed).await);
+    let from_snapshot = Store::new(StoreConfig::default());
+    for e in store.snapshot().commands() {
+        from_snapshot.apply(e.db, &e.args);
+    }
+    assert_eq!(dump(&store).await, dump(&from_snapshot).await);
+    assert_eq!(from_snapshot.key_count(2), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_is_a_point_in_time_copy() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    run(&store, &mut s, &["RPUSH", "l", "a"]).await;
+    let snap = store.snapshot();
+    run(&store, &mut s, &["RPUSH", "l", "b"]).await;
+    run(&store, &mut s, &["SET", "new", "x"]).await;
+    let cmds: Vec<Vec<String>> = snap.commands().map(|e| effect_words(&e)).collect();
+    assert_eq!(cmds, vec![vec!["RPUSH", "l", "a"]]);
+}
+
+#[tokio::test]
+async fn maxmemory_noeviction_refuses_writes_and_lru_evicts() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    let big = "x".repeat(1000);
+    run(&store, &mut s, &["CONFIG", "SET", "maxmemory", "20000"]).await;
+    let mut refused = None;
+    for i in 0..100 {
+        let out = run(&store, &mut s, &["SET", &format!("k{i}"), &big]).await;
+        if out.reply.is_error() {
+            refused = Some(out.reply);
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(Frame::error(
+            "OOM command not allowed when used memory > 'maxmemory'."
+        ))
+    );
+    assert_eq!(
+        run(&store, &mut s, &["GET", "k0"]).await.reply,
+        bulk(&big),
+        "reads still work"
+    );
+    assert_eq!(
+        run(&store, &mut s, &["DEL", "k0"]).await.reply,
+        Frame::Integer(1),
+        "deletes still work"
+    );
+    run(
+        &store,
+        &mut s,
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+    )
+    .await;
+    let mut evictions = Vec::new();
+    for i in 100..200 {
+        let out = run(&store, &mut s, &["SET", &format!("k{i}"), &big]).await;
+        assert_eq!(out.reply, Frame::simple("OK"));
+        evictions.extend(out.effects.into_iter().filter(|e| e.args[0] == "DEL"));
+    }
+    assert!(!evictions.is_empty(), "evictions are journaled as DEL");
+    assert!(store.used_memory() <= 20_000 + 2000);
+    let info = run(&store, &mut s, &["INFO", "stats"]).await.reply;
+    let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
+    assert!(
+        text.contains(&format!("evicted_keys:{}", evictions.len())),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unsupported_families_say_so() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    for cmd in [
+        &["XADD", "s", "*", "a", "b"][..],
+        &["PFADD", "h", "a"],
+        &["GEOADD", "g", "1", "2", "m"],
+        &["EVAL", "return 1", "0"],
+    ] {
+        let r = run(&store, &mut s, cmd).await.reply;
+        let text = String::from_utf8_lossy(r.error_text().unwrap_or_default()).into_owned();
+        assert!(
+            text.starts_with(&format!(
+                "ERR {} is not supported by the local store yet",
+                cmd[0]
+            )),
+            "{text}"
+        );
+    }
+}
