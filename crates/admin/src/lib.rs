@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//! The admin HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, `/status`,
+//! `/incidents` and a status page at `/`.
 //!
 //! It only reads: state comes from the health watch and from closures the
 //! binary supplies, so no data-path logic lives here.
@@ -40,6 +41,8 @@ pub struct AdminState {
     pub metrics: RenderFn,
     /// JSON for `/status`.
     pub status: StatusFn,
+    /// JSON for `/incidents`.
+    pub incidents: StatusFn,
     /// Bearer token required on everything but `/healthz` and `/readyz`.
     pub token: Option<String>,
 }
@@ -107,6 +110,7 @@ pub async fn serve(listen: &str, state: AdminState) -> std::io::Result<AdminHand
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/incidents", get(incidents))
         .route("/", get(page))
         .with_state(state);
     let listener = TcpListener::bind(listen).await?;
@@ -171,6 +175,13 @@ async fn status(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response
         return unauthorized();
     }
     Json((s.status)()).into_response()
+}
+
+async fn incidents(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    Json((s.incidents)()).into_response()
 }
 
 async fn page(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {

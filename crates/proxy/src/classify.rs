@@ -162,10 +162,11 @@ fn block_ms(args: &[Bytes]) -> Option<Option<u64>> {
 }
 
 /// True when a command may change data, so a lost reply is `UNCERTAIN`.
-/// Unknown commands (modules, newer Redis) count as writes: the safe side.
+/// Unknown commands (modules, newer Redis) count as writes: the safe side,
+/// and so do scripts, which Redis 7.0 does not flag as writes.
 pub fn is_write(args: &[Bytes]) -> bool {
     match resp::lookup(args) {
-        Some(spec) => spec.has(F_WRITE | F_MAY_REPLICATE),
+        Some(spec) => spec.has(F_WRITE | F_MAY_REPLICATE) || spec.group == "scripting",
         None => true,
     }
 }

@@ -14,6 +14,7 @@
 //! - [`session`]: one client connection: its state and its ordered queue of
 //!   replies.
 //! - [`server`]: [`Proxy`], the listener, client limits and shutdown.
+//! - [`incident`]: the incident log (`incidents.jsonl`, `GET /incidents`).
 //! - [`metrics`]: metric names and pre-registered handles.
 //! - [`replay`]: puts the journal back into Redis, exactly once, in order.
 //! - [`near_cache`]: byte-bounded LRU of values seen while Up, kept
@@ -23,6 +24,7 @@
 
 pub mod classify;
 pub mod config;
+pub mod incident;
 pub mod metrics;
 pub mod near_cache;
 pub mod replay;

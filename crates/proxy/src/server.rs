@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use upstream::{HealthHandle, Upstream};
 
 use crate::config::LimitsConfig;
+use crate::incident::IncidentCounters;
 use crate::metrics::{publish_state, Metrics};
 use crate::session::Session;
 
@@ -32,6 +33,7 @@ pub(crate) struct Shared {
     pub(crate) limits: LimitsConfig,
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) counters: Arc<IncidentCounters>,
     clients: AtomicUsize,
     next_id: AtomicU64,
 }
@@ -64,6 +66,7 @@ impl Proxy {
             limits: settings.limits,
             metrics: Metrics::new(),
             shutdown: shutdown_rx.clone(),
+            counters: Arc::default(),
             clients: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
         });
@@ -94,6 +97,11 @@ impl ProxyHandle {
     /// Connected clients now.
     pub fn clients(&self) -> usize {
         self.shared.clients.load(Ordering::Relaxed)
+    }
+
+    /// Counts for the incident log (served locally, journaled, rejected).
+    pub fn counters(&self) -> Arc<IncidentCounters> {
+        self.shared.counters.clone()
     }
 
     /// The upstream it forwards to.
@@ -142,6 +150,7 @@ async fn accept_loop(
         if n > shared.limits.max_clients {
             shared.clients.fetch_sub(1, Ordering::AcqRel);
             shared.metrics.rejected.increment(1);
+            shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let _ = stream.write_all(b"-ERR max number of clients reached (limits.max_clients); connection closed\r\n").await;
             });

@@ -383,9 +383,18 @@ impl Session {
         }));
     }
 
+    /// Counts a refused command (metric and incident).
+    fn reject(&self) {
+        self.shared.metrics.rejected.increment(1);
+        self.shared
+            .counters
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn down_reply(&mut self) -> Option<Bytes> {
         if self.shared.health.state() == State::Down {
-            self.shared.metrics.rejected.increment(1);
+            self.reject();
             Some(reply::unavailable_down(
                 &self.shared.health.current().reason,
             ))
@@ -423,7 +432,7 @@ impl Session {
     }
 
     fn connect_error(&self, e: ConnectError) -> Bytes {
-        self.shared.metrics.rejected.increment(1);
+        self.reject();
         match e {
             ConnectError::Rejected(text) => reply::error(text),
             other => reply::unavailable_connect(&other.to_string()),
@@ -644,7 +653,7 @@ impl Session {
             match self.shared.upstream.dedicated(&self.key()).await {
                 Ok(d) => self.pinned = Some(d),
                 Err(e) => {
-                    self.shared.metrics.rejected.increment(1);
+                    self.reject();
                     self.push_ready(reply::unavailable_connect(&e.to_string()));
                     return Flow::Go;
                 }
@@ -690,7 +699,7 @@ impl Session {
             None => match self.shared.upstream.dedicated(&self.key()).await {
                 Ok(d) => d,
                 Err(e) => {
-                    self.shared.metrics.rejected.increment(1);
+                    self.reject();
                     self.push_ready(reply::unavailable_connect(&e.to_string()));
                     return Flow::Go;
                 }
@@ -1147,7 +1156,7 @@ impl Session {
     /// connection with them (its handshake runs `AUTH`/`SELECT`).
     async fn verify(&mut self, auth: Option<Credentials>, db: u32, proto: u8) -> Result<(), Bytes> {
         if self.shared.health.state() == State::Down {
-            self.shared.metrics.rejected.increment(1);
+            self.reject();
             return Err(reply::unavailable_down(
                 &self.shared.health.current().reason,
             ));

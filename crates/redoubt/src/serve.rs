@@ -60,6 +60,11 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    // One process per data_dir: two would share a journal and a node id.
+    let _lock = journal::DataDirLock::acquire(&cfg.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node_id = node_id(&cfg.data_dir, &cfg.node_id)?;
     let prometheus = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(proxy::metrics::COMMAND_DURATION.into()),
@@ -88,7 +93,13 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     )
     .await
     .with_context(|| format!("cannot listen on {} (listen)", cfg.listen))?;
-    let diagnosis = spawn_diagnosis_on_state_change(cfg.upstream.clone(), health.clone());
+    let incidents = proxy::incident::IncidentLog::new(
+        Some(cfg.data_dir.join("incidents.jsonl")),
+        proxy.counters(),
+    );
+    incidents.spawn_follower(health.clone());
+    let diagnosis =
+        spawn_diagnosis_on_state_change(cfg.upstream.clone(), health.clone(), incidents.clone());
     let status_diagnosis = diagnosis.clone();
     let status_health = health.clone();
     let status_upstream = upstream.clone();
@@ -101,6 +112,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             "reason": h.reason,
             "since_unix_ms": h.since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
             "upstream": redacted,
+            "node_id": node_id,
             "server": h.facts,
             "uptime_seconds": started.elapsed().as_secs(),
             "upstream_connections": { "shared": status_upstream.shared_connections(), "dedicated": status_upstream.dedicated_in_use() },
@@ -116,6 +128,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             local_keyspaces: cfg.keyspace.iter().any(|k| k.policy != "fail-fast"),
             metrics: Arc::new(move || prometheus.render()),
             status,
+            incidents: Arc::new(move || incidents.to_json()),
             token,
         },
     )
@@ -140,7 +153,11 @@ type Diagnosis = Arc<std::sync::Mutex<Option<serde_json::Value>>>;
 /// Runs the doctor whenever Redis changes state (down, back, writes
 /// rejected): the connection diagnosis while it is unreachable, the full
 /// checks once it answers. `/status` shows the latest.
-fn spawn_diagnosis_on_state_change(url: String, health: upstream::HealthHandle) -> Diagnosis {
+fn spawn_diagnosis_on_state_change(
+    url: String,
+    health: upstream::HealthHandle,
+    incidents: Arc<proxy::incident::IncidentLog>,
+) -> Diagnosis {
     let latest: Diagnosis = Arc::new(std::sync::Mutex::new(None));
     let out = latest.clone();
     tokio::spawn(async move {
@@ -167,12 +184,31 @@ fn spawn_diagnosis_on_state_change(url: String, health: upstream::HealthHandle) 
                 "at_unix_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
                 "report": report.to_json(),
             });
+            incidents.attach(json.clone());
             if let Ok(mut g) = out.lock() {
                 *g = Some(json);
             }
         }
     });
     latest
+}
+
+/// The configured node id, or the one made on first start and kept in
+/// `<data_dir>/node_id` (the replay checkpoint key is named after it).
+fn node_id(data_dir: &std::path::Path, configured: &str) -> anyhow::Result<String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_string());
+    }
+    let path = data_dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
+    }
 }
 
 async fn wait_for_signal() {

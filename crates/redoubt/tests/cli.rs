@@ -108,6 +108,7 @@ struct Running {
     child: Child,
     port: u16,
     admin: u16,
+    data: tempfile::TempDir,
 }
 
 impl Drop for Running {
@@ -144,7 +145,12 @@ fn serve(upstream: &str) -> Running {
     wait_for("admin to listen", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", admin)).is_ok()
     });
-    Running { child, port, admin }
+    Running {
+        child,
+        port,
+        admin,
+        data,
+    }
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
@@ -226,6 +232,56 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
         http_get(r.admin, "/readyz").0 == 200
     });
     assert_eq!(cmd(r.port, &["SET", "a", "2"]), "+OK");
+
+    // The outage is in the incident log, with its cause, what was refused
+    // and the doctor's findings, on disk and at /incidents.
+    let (code, body) = http_get(r.admin, "/incidents");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let inc = &v["recent"][0];
+    assert_eq!(inc["state"], "down", "{body}");
+    assert!(
+        inc["cause"].as_str().unwrap().contains("probes failed"),
+        "{body}"
+    );
+    assert!(inc["rejected"].as_u64().unwrap() >= 1, "{body}");
+    assert!(
+        inc["diagnoses"].to_string().contains("connection.refused"),
+        "{body}"
+    );
+    let file = std::fs::read_to_string(r.data.path().join("incidents.jsonl")).unwrap();
+    assert_eq!(file.lines().count(), 1, "{file}");
+}
+
+#[test]
+fn a_second_process_on_the_same_data_dir_is_refused() {
+    let redis = RedisServer::new();
+    let r = serve(&redis.url());
+    let o = Command::new(BIN)
+        .args([
+            "serve",
+            "--upstream",
+            &redis.url(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .args([
+            "--admin",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+            r.data.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("in use by another Redoubt process"),
+        "{}",
+        text(&o)
+    );
+    // The node id was made once and is kept.
+    let id = std::fs::read_to_string(r.data.path().join("node_id")).unwrap();
+    assert_eq!(id.trim().len(), 36);
 }
 
 #[test]

@@ -1,0 +1,297 @@
+//! The incident log: one record per outage (Redis Down or rejecting
+//! writes), appended to `<data_dir>/incidents.jsonl` when it ends and kept
+//! in memory for `GET /incidents`.
+//!
+//! An incident opens when the state leaves Up and closes when it returns.
+//! The doctor's findings from the moment it went down (and came back) are
+//! attached, so the record says what happened and why.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use metrics::counter;
+use serde::Serialize;
+use upstream::{HealthHandle, State};
+
+use crate::metrics::{OUTAGES_TOTAL, OUTAGE_SECONDS_TOTAL};
+
+/// How many finished incidents `GET /incidents` keeps in memory.
+const KEEP: usize = 100;
+
+/// Counts the data path adds to the open incident.
+#[derive(Debug, Default)]
+pub struct IncidentCounters {
+    /// Commands answered from the local store.
+    pub served_locally: AtomicU64,
+    /// Durable writes journaled.
+    pub journaled: AtomicU64,
+    /// Commands refused (`-UNAVAILABLE`).
+    pub rejected: AtomicU64,
+}
+
+/// One outage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    /// Start, Unix ms.
+    pub started_at_ms: u64,
+    /// End, Unix ms; `None` while open.
+    pub ended_at_ms: Option<u64>,
+    /// The state that opened it (`down`, `writes_down`).
+    pub state: &'static str,
+    /// The prober's reason at the start.
+    pub cause: String,
+    /// Commands answered locally.
+    pub served_locally: u64,
+    /// Durable writes journaled.
+    pub journaled: u64,
+    /// Journal records replayed to Redis.
+    pub replayed: u64,
+    /// Replayed commands Redis refused.
+    pub failed: u64,
+    /// Commands refused.
+    pub rejected: u64,
+    /// Doctor findings attached while it was open (JSON reports).
+    pub diagnoses: Vec<serde_json::Value>,
+}
+
+/// The log. Cheap to share.
+pub struct IncidentLog {
+    path: Option<PathBuf>,
+    open: Mutex<Option<Incident>>,
+    done: Mutex<VecDeque<Incident>>,
+    /// Bumped by the data path; folded into the open incident.
+    pub counters: Arc<IncidentCounters>,
+    baseline: Mutex<(u64, u64, u64)>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl IncidentLog {
+    /// A log appending to `path` (`None`: memory only), preloaded with the
+    /// last incidents already in the file.
+    pub fn new(path: Option<PathBuf>, counters: Arc<IncidentCounters>) -> Arc<IncidentLog> {
+        let mut done = VecDeque::new();
+        if let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            for line in text.lines().rev().take(KEEP) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    done.push_front(v);
+                }
+            }
+        }
+        let done = done.into_iter().filter_map(incident_from_json).collect();
+        Arc::new(IncidentLog {
+            path,
+            open: Mutex::new(None),
+            done: Mutex::new(done),
+            counters,
+            baseline: Mutex::new((0, 0, 0)),
+        })
+    }
+
+    fn snapshot_counts(&self) -> (u64, u64, u64) {
+        let c = &self.counters;
+        (
+            c.served_locally.load(Ordering::Relaxed),
+            c.journaled.load(Ordering::Relaxed),
+            c.rejected.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Opens an incident if none is open.
+    pub fn open(&self, state: State, cause: &str) {
+        let Ok(mut open) = self.open.lock() else {
+            return;
+        };
+        if open.is_some() {
+            return;
+        }
+        if let Ok(mut b) = self.baseline.lock() {
+            *b = self.snapshot_counts();
+        }
+        counter!(OUTAGES_TOTAL).increment(1);
+        *open = Some(Incident {
+            started_at_ms: now_ms(),
+            ended_at_ms: None,
+            state: state.as_str(),
+            cause: cause.to_string(),
+            served_locally: 0,
+            journaled: 0,
+            replayed: 0,
+            failed: 0,
+            rejected: 0,
+            diagnoses: Vec::new(),
+        });
+    }
+
+    /// Adds replay results to the open incident.
+    pub fn add_replay(&self, replayed: u64, failed: u64) {
+        if let Ok(mut open) = self.open.lock() {
+            if let Some(i) = open.as_mut() {
+                i.replayed += replayed;
+                i.failed += failed;
+            }
+        }
+    }
+
+    /// Attaches a diagnosis to the open incident (or to the last one, when
+    /// the diagnosis ran just after it closed).
+    pub fn attach(&self, diagnosis: serde_json::Value) {
+        if let Ok(mut open) = self.open.lock() {
+            if let Some(i) = open.as_mut() {
+                i.diagnoses.push(diagnosis);
+                return;
+            }
+        }
+        if let Ok(mut done) = self.done.lock() {
+            if let Some(last) = done.back_mut() {
+                last.diagnoses.push(diagnosis);
+                // Rewrite is not worth it for one late attachment: the file
+                // keeps what was known at close; memory has the rest.
+            }
+        }
+    }
+
+    /// Closes the open incident, appends it to the file, and returns it.
+    pub fn close(&self) -> Option<Incident> {
+        let mut inc = self.open.lock().ok()?.take()?;
+        let (s, j, r) = self.snapshot_counts();
+        let (bs, bj, br) = self.baseline.lock().map(|b| *b).unwrap_or((0, 0, 0));
+        inc.served_locally = s - bs;
+        inc.journaled = j - bj;
+        inc.rejected = r - br;
+        let end = now_ms();
+        inc.ended_at_ms = Some(end);
+        counter!(OUTAGE_SECONDS_TOTAL).increment(end.saturating_sub(inc.started_at_ms) / 1000);
+        if let Some(p) = &self.path {
+            let line = serde_json::to_string(&inc).unwrap_or_default();
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .and_then(|mut f| writeln!(f, "{line}"));
+            if let Err(e) = written {
+                tracing::error!(path = %p.display(), error = %e, "cannot append to the incident log");
+            }
+        }
+        if let Ok(mut done) = self.done.lock() {
+            done.push_back(inc.clone());
+            while done.len() > KEEP {
+                done.pop_front();
+            }
+        }
+        Some(inc)
+    }
+
+    /// JSON for `GET /incidents`: the open one (if any) and the recent ones.
+    pub fn to_json(&self) -> serde_json::Value {
+        let open = self.open.lock().ok().and_then(|o| o.clone()).map(|mut i| {
+            let (s, j, r) = self.snapshot_counts();
+            let (bs, bj, br) = self.baseline.lock().map(|b| *b).unwrap_or((0, 0, 0));
+            i.served_locally = s - bs;
+            i.journaled = j - bj;
+            i.rejected = r - br;
+            i
+        });
+        let done: Vec<Incident> = self
+            .done
+            .lock()
+            .map(|d| d.iter().rev().cloned().collect())
+            .unwrap_or_default();
+        serde_json::json!({ "open": open, "recent": done })
+    }
+
+    /// Follows the health state: opens on leaving Up, closes on return.
+    pub fn spawn_follower(self: &Arc<Self>, health: HealthHandle) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut rx = health.subscribe();
+            loop {
+                let (state, reason, failures) = {
+                    let h = rx.borrow_and_update();
+                    (h.state, h.reason.clone(), h.consecutive_failures)
+                };
+                match state {
+                    // The Down a prober starts in, before any probe, is no
+                    // outage: only a failed probe makes one.
+                    State::Down if failures == 0 => {}
+                    State::Down | State::WritesDown => me.open(state, &reason),
+                    State::Up => {
+                        if let Some(i) = me.close() {
+                            tracing::warn!(cause = %i.cause, seconds = (i.ended_at_ms.unwrap_or(0) - i.started_at_ms) / 1000, rejected = i.rejected, "outage over");
+                        }
+                    }
+                    State::Recovering | State::Standalone => {}
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn incident_from_json(v: serde_json::Value) -> Option<Incident> {
+    let state = match v.get("state")?.as_str()? {
+        "writes_down" => "writes_down",
+        _ => "down",
+    };
+    let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    Some(Incident {
+        started_at_ms: n("started_at_ms"),
+        ended_at_ms: v.get("ended_at_ms").and_then(|x| x.as_u64()),
+        state,
+        cause: v
+            .get("cause")
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        served_locally: n("served_locally"),
+        journaled: n("journaled"),
+        replayed: n("replayed"),
+        failed: n("failed"),
+        rejected: n("rejected"),
+        diagnoses: v
+            .get("diagnoses")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_counted_written_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        let log = IncidentLog::new(Some(path.clone()), Arc::default());
+        log.counters.rejected.fetch_add(5, Ordering::Relaxed);
+        log.open(State::Down, "2 probes failed: connection refused");
+        log.counters.rejected.fetch_add(3, Ordering::Relaxed);
+        log.attach(serde_json::json!({"id": "connection.refused"}));
+        assert_eq!(log.to_json()["open"]["rejected"], 3);
+        let inc = log.close().expect("an open incident");
+        assert_eq!(inc.rejected, 3, "only what happened during the outage");
+        assert!(inc.ended_at_ms.is_some());
+        assert!(log.close().is_none());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains("connection.refused"));
+        let again = IncidentLog::new(Some(path), Arc::default());
+        assert_eq!(
+            again.to_json()["recent"][0]["cause"],
+            "2 probes failed: connection refused"
+        );
+    }
+}
