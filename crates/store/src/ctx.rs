@@ -251,6 +251,7 @@ impl<'a> Ctx<'a> {
             Some(e) => {
                 e.value = Arc::new(value);
                 e.access = now;
+                e.str_enc = crate::value::StrEnc::Auto;
                 if !keep_ttl && e.expire_at.is_some() {
                     db.set_expire(key, None);
                 }
@@ -260,6 +261,13 @@ impl<'a> Ctx<'a> {
             }
         }
         self.modified(key);
+    }
+
+    /// Records how a string was written, for `OBJECT ENCODING`.
+    pub fn mark_str_enc(&mut self, key: &[u8], enc: crate::value::StrEnc) {
+        if let Some(e) = self.inner.dbs[self.db].map.get_mut(key) {
+            e.str_enc = enc;
+        }
     }
 
     /// Deletes a key; true if it existed (and was live).

@@ -510,7 +510,7 @@ fn object(ctx: &mut Ctx) -> Reply {
         return Ok(ctx.null());
     };
     match name {
-        "object|encoding" => Ok(Frame::bulk(e.value.encoding())),
+        "object|encoding" => Ok(Frame::bulk(e.encoding())),
         "object|refcount" => Ok(Frame::Integer(match &*e.value {
             // Shared small integers report INT_MAX refcount in Redis.
             Value::Str(s) if num::parse_i64(s).is_some_and(|v| (0..10000).contains(&v)) => {

@@ -192,10 +192,7 @@ fn smove(ctx: &mut Ctx) -> Reply {
         ctx.args[3].clone(),
     );
     let has = match ctx.get_set(&src)? {
-        None => {
-            ctx.get_set(&dst)?;
-            return Ok(Frame::Integer(0));
-        }
+        None => return Ok(Frame::Integer(0)),
         Some(s) => s.contains(&m[..]),
     };
     ctx.get_set(&dst)?;

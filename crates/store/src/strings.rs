@@ -5,7 +5,7 @@ use resp::Frame;
 
 use crate::ctx::{err, Ctx, Handler, Reply, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
 use crate::num;
-use crate::value::Value;
+use crate::value::{StrEnc, Value};
 
 pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("get", get),
@@ -316,18 +316,20 @@ fn decrby(ctx: &mut Ctx) -> Reply {
 
 fn incrbyfloat(ctx: &mut Ctx) -> Reply {
     let key = ctx.args[1].clone();
-    let by = ctx.arg_f64(2)?;
+    // Redis checks the key's type, then its value, then the increment.
     let cur = match ctx.lookup(&key) {
         None => 0.0,
         Some(Value::Str(s)) => num::parse_f64(s).ok_or_else(|| err(NOT_FLOAT))?,
         Some(_) => return Err(err(WRONGTYPE)),
     };
+    let by = ctx.arg_f64(2)?;
     let new = cur + by;
     if !new.is_finite() {
         return Err(err("ERR increment would produce NaN or Infinity"));
     }
     let text = Bytes::from(num::fmt_human(new));
     ctx.set_value(&key, Value::Str(text.clone()), true);
+    ctx.mark_str_enc(&key, StrEnc::Embstr);
     // The float sum depends on rounding: journal the result, not the step.
     ctx.propagate(vec![
         Bytes::from_static(b"SET"),
@@ -361,7 +363,11 @@ fn append(ctx: &mut Ctx) -> Reply {
     b.extend_from_slice(&cur);
     b.extend_from_slice(&add);
     let len = b.len();
+    let existed = !cur.is_empty() || ctx.peek(&key).is_some();
     ctx.set_value(&key, Value::Str(b.freeze()), true);
+    if existed {
+        ctx.mark_str_enc(&key, StrEnc::Raw);
+    }
     Ok(Frame::Integer(len as i64))
 }
 
@@ -435,6 +441,7 @@ fn setrange(ctx: &mut Ctx) -> Reply {
     b[off..off + val.len()].copy_from_slice(&val);
     let len = b.len();
     ctx.set_value(&key, Value::Str(b.freeze()), true);
+    ctx.mark_str_enc(&key, StrEnc::Raw);
     Ok(Frame::Integer(len as i64))
 }
 
@@ -467,6 +474,7 @@ fn setbit(ctx: &mut Ctx) -> Reply {
         b[byte] &= !mask;
     }
     ctx.set_value(&key, Value::Str(b.freeze()), true);
+    ctx.mark_str_enc(&key, StrEnc::Raw);
     Ok(Frame::Integer(old))
 }
 

@@ -216,6 +216,32 @@ pub struct Entry {
     pub freq: u8,
     /// Size last accounted for this entry (key included).
     pub(crate) size: usize,
+    /// How Redis would have encoded a string written by this command.
+    pub(crate) str_enc: StrEnc,
+}
+
+/// Redis picks a string's encoding by how it was written: SET tries `int`,
+/// INCRBYFLOAT makes an `embstr`, in-place edits (APPEND to an existing
+/// value, SETRANGE, SETBIT) make a `raw` one. `OBJECT ENCODING` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StrEnc {
+    /// int / embstr / raw by content and length.
+    Auto,
+    /// embstr (or raw past 44 bytes), never int.
+    Embstr,
+    /// Always raw.
+    Raw,
+}
+
+impl Entry {
+    /// The encoding `OBJECT ENCODING` reports for this entry.
+    pub fn encoding(&self) -> &'static str {
+        match (&*self.value, self.str_enc) {
+            (Value::Str(s), StrEnc::Embstr) if s.len() <= 44 => "embstr",
+            (Value::Str(_), StrEnc::Embstr | StrEnc::Raw) => "raw",
+            (v, _) => v.encoding(),
+        }
+    }
 }
 
 /// Redis's initial LFU counter for new keys (`LFU_INIT_VAL`).
@@ -230,6 +256,7 @@ impl Entry {
             access: now,
             freq: LFU_INIT,
             size: 0,
+            str_enc: StrEnc::Auto,
         }
     }
 }
