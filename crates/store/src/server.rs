@@ -502,13 +502,13 @@ fn command_getkeys(ctx: &mut Ctx) -> Reply {
     let Some(spec) = resp::lookup(args) else {
         return Err(err("ERR Invalid command specified"));
     };
+    if spec.key_specs.is_empty() {
+        return Err(err("ERR The command has no key arguments"));
+    }
     if !spec.arity_ok(args.len()) {
         return Err(err("ERR Invalid number of arguments specified for command"));
     }
     let keys = spec.key_indices(args);
-    if keys.is_empty() {
-        return Err(err("ERR The command has no key arguments"));
-    }
     Ok(Frame::Array(
         keys.into_iter()
             .map(|i| Frame::Bulk(args[i].clone()))

@@ -222,3 +222,171 @@ async fn transactions_match_redis() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn server_commands_match_redis() {
+    check(
+        "server",
+        &[
+            "CONFIG GET maxmemory; CONFIG SET maxmemory 10mb; CONFIG GET maxmemory; CONFIG SET maxmemory abc; CONFIG SET foo bar; CONFIG GET nosuch",
+            "CONFIG SET maxmemory-policy allkeys-lru; CONFIG GET maxmemory-policy; CONFIG SET maxmemory-policy abc; CONFIG GET maxmemory*; CONFIG SET hz abc; CONFIG SET appendonly maybe",
+            "CONFIG SET maxmemory 1 maxmemory 2; CONFIG SET maxmemory; CONFIG GET; CONFIG SET maxmemory 0 maxmemory-policy volatile-ttl; CONFIG GET maxmemory maxmemory-policy; CONFIG SET loglevel abc; CONFIG RESETSTAT; CONFIG GET *lfu*",
+            "HELLO 3; CONFIG GET maxmemory; CONFIG GET maxmemory-*",
+            "COMMAND COUNT; COMMAND GETKEYS SET a b; COMMAND GETKEYS GET a b; COMMAND GETKEYS PING x; COMMAND GETKEYS nosuch a; COMMAND GETKEYS MSET a 1 b 2; COMMAND LIST FILTERBY PATTERN xa*",
+            "PUBSUB CHANNELS; PUBSUB NUMPAT; PUBSUB NUMSUB a b; PUBSUB NUMSUB; PUBLISH ch m; PUBSUB FOO",
+            "CLIENT UNBLOCK x; CLIENT UNBLOCK 99 FOO; CLIENT UNBLOCK 999999; CLIENT KILL ID x; CLIENT KILL 1.2.3.4:5; CLIENT KILL FOO bar; CLIENT KILL ID 999999; CLIENT LIST TYPE foo; CLIENT LIST ID x",
+            "TIME; HELLO 3; ECHO x; PING; PING m; OBJECT FREQ nokey; OBJECT IDLETIME nokey; SET k v; OBJECT FREQ k; OBJECT IDLETIME k",
+            // Switching LRU -> LFU at runtime leaves Redis reading LRU clock
+            // bits as a counter (time-dependent), so keys are made after it.
+            "CONFIG SET maxmemory-policy allkeys-lfu; SET k v; OBJECT IDLETIME k; OBJECT FREQ k; GET k; OBJECT FREQ k",
+        ],
+    )
+    .await;
+}
+
+/// Runs `(client, command)` steps over two clients of each server.
+async fn check_two_clients(family: &str, steps: &[(usize, &str)]) {
+    let server = RedisServer::new();
+    let mut a = Pair::new(&server);
+    a.reset().await;
+    let mut b = a.another(&server);
+    let mut mismatches = Vec::new();
+    for (who, cmd) in steps {
+        let p = if *who == 0 { &mut a } else { &mut b };
+        p.run_seq(&parse(cmd), &mut mismatches).await;
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{family}: {} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn watch_sees_other_clients_writes_like_redis() {
+    check_two_clients(
+        "watch",
+        &[
+            (0, "WATCH k"),
+            (1, "SET k 1"),
+            (0, "MULTI; GET k; EXEC"),
+            (0, "WATCH k"),
+            (1, "GET k"),
+            (0, "MULTI; SET k 2; EXEC"),
+            (0, "SET w 1; WATCH w nokey"),
+            (1, "FLUSHDB"),
+            (0, "MULTI; PING; EXEC"),
+            (0, "WATCH nokey"),
+            (1, "FLUSHALL"),
+            (0, "MULTI; PING; EXEC"),
+            (0, "SET e 1; WATCH e"),
+            (1, "EXPIRE e 100"),
+            (0, "MULTI; PING; EXEC"),
+            (0, "SELECT 1; WATCH s; SELECT 0"),
+            (1, "SET s 1"),
+            (0, "MULTI; PING; EXEC"),
+            (0, "WATCH q"),
+            (1, "RPUSH q a; LPOP q"),
+            (0, "MULTI; PING; EXEC; CLIENT GETNAME"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pubsub_between_clients_matches_redis() {
+    let server = RedisServer::new();
+    let mut sub = Pair::new(&server);
+    let mut publisher = sub.another(&server);
+    let mut mismatches = Vec::new();
+    for (p, cmd) in [
+        (&mut sub, "SUBSCRIBE ch other; PSUBSCRIBE c*"),
+        (
+            &mut publisher,
+            "PUBLISH ch hello; PUBSUB NUMPAT; PUBSUB CHANNELS c*",
+        ),
+    ] {
+        p.run_seq(&parse(cmd), &mut mismatches).await;
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    for _ in 0..2 {
+        let theirs = sub.redis.read();
+        let ours = sub.session.pushes().recv().await.expect("a push frame");
+        assert_eq!(theirs, ours);
+    }
+    // A bare UNSUBSCRIBE lists channels in Redis's dict order (arbitrary),
+    // so one is dropped by name first and the bare form has one left.
+    sub.run_seq(&parse("GET k; PING; UNSUBSCRIBE other nope; UNSUBSCRIBE; PUNSUBSCRIBE; UNSUBSCRIBE; HELLO 3; SUBSCRIBE x"), &mut mismatches).await;
+    publisher
+        .run_seq(&parse("PUBLISH x m"), &mut mismatches)
+        .await;
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    let theirs = sub.redis.read();
+    let ours = sub.session.pushes().recv().await.expect("a push frame");
+    assert_eq!(theirs, ours);
+}
+
+#[tokio::test]
+async fn scan_visits_every_key_like_redis() {
+    let server = RedisServer::new();
+    let mut p = Pair::new(&server);
+    p.reset().await;
+    let mut mset = vec![Bytes::from_static(b"MSET")];
+    for i in 0..300 {
+        mset.push(Bytes::from(format!("key:{i}")));
+        mset.push(Bytes::from(if i % 3 == 0 { "v" } else { "w" }));
+    }
+    p.run(&mset).await;
+    p.run(&common::args(&["SADD", "key:set", "m"])).await;
+    for extra in [
+        &[][..],
+        &["MATCH", "key:1*"],
+        &["TYPE", "set"],
+        &["MATCH", "nomatch*"],
+    ] {
+        let mut seen: [Vec<Bytes>; 2] = [Vec::new(), Vec::new()];
+        let mut cursors = [Bytes::from_static(b"0"), Bytes::from_static(b"0")];
+        let mut done = [false, false];
+        let mut rounds = 0;
+        while !(done[0] && done[1]) && rounds < 1000 {
+            rounds += 1;
+            for side in 0..2 {
+                if done[side] {
+                    continue;
+                }
+                let mut cmd = vec![
+                    Bytes::from_static(b"SCAN"),
+                    cursors[side].clone(),
+                    Bytes::from_static(b"COUNT"),
+                    Bytes::from_static(b"17"),
+                ];
+                cmd.extend(extra.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())));
+                let reply = if side == 0 {
+                    p.redis.cmd(&cmd)
+                } else {
+                    p.store.execute(&mut p.session, cmd).await.reply
+                };
+                let resp::Frame::Array(parts) = reply else {
+                    panic!("SCAN reply {reply:?}")
+                };
+                let (resp::Frame::Bulk(c), resp::Frame::Array(keys)) = (&parts[0], &parts[1])
+                else {
+                    panic!("SCAN parts {parts:?}")
+                };
+                seen[side].extend(
+                    keys.iter()
+                        .filter_map(|k| k.as_bytes().map(Bytes::copy_from_slice)),
+                );
+                done[side] = &c[..] == b"0";
+                cursors[side] = c.clone();
+            }
+        }
+        for s in seen.iter_mut() {
+            s.sort();
+            s.dedup();
+        }
+        assert!(done[0] && done[1], "both scans end");
+        assert_eq!(seen[0], seen[1], "SCAN {extra:?} visits the same keys");
+    }
+}

@@ -92,6 +92,8 @@ pub enum Cmp {
     /// SCAN replies whose page order is hashtable order: the cursor must
     /// match, the page is compared as a multiset.
     ScanUnordered,
+    /// A flat array of (name, value) pairs (CONFIG GET) in arbitrary order.
+    PairsUnordered,
     /// HELLO: the client id differs between the two servers.
     Hello,
 }
@@ -105,6 +107,18 @@ pub fn cmp_for(cmd: &[Bytes]) -> Cmp {
             Cmp::Unordered
         }
         "sscan" | "scan" => Cmp::ScanUnordered,
+        // Redis lists parameters and commands in dict order.
+        "config" if cmd.get(1).is_some_and(|s| s.eq_ignore_ascii_case(b"get")) => {
+            Cmp::PairsUnordered
+        }
+        "command" if cmd.get(1).is_some_and(|s| s.eq_ignore_ascii_case(b"list")) => Cmp::Unordered,
+        "pubsub"
+            if cmd
+                .get(1)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"channels")) =>
+        {
+            Cmp::Unordered
+        }
         "ttl" | "pttl" | "expiretime" | "pexpiretime" | "time" => Cmp::Time,
         "hello" => Cmp::Hello,
         "client" if cmd.get(1).is_some_and(|s| s.eq_ignore_ascii_case(b"id")) => Cmp::Shape,
@@ -143,6 +157,12 @@ pub fn normalize(f: &Frame, how: Cmp) -> Frame {
         (Cmp::ScanUnordered, Frame::Array(v)) if v.len() == 2 => {
             Frame::Array(vec![v[0].clone(), normalize(&v[1], Cmp::Unordered)])
         }
+        (Cmp::PairsUnordered, Frame::Array(v)) => {
+            let mut pairs: Vec<Vec<Frame>> = v.chunks(2).map(|c| c.to_vec()).collect();
+            pairs.sort_by_key(|p| p[0].to_bytes());
+            Frame::Array(pairs.into_iter().flatten().collect())
+        }
+        (Cmp::PairsUnordered, Frame::Map(_)) => normalize(f, Cmp::Unordered),
         (Cmp::Shape, Frame::Array(v)) => {
             Frame::Array(v.iter().map(|_| Frame::Integer(0)).collect())
         }
@@ -224,6 +244,15 @@ impl Pair {
             redis: Redis::connect(server),
             store,
             session,
+        }
+    }
+
+    /// Another client of the same two servers.
+    pub fn another(&self, server: &RedisServer) -> Pair {
+        Pair {
+            redis: Redis::connect(server),
+            store: self.store.clone(),
+            session: self.store.session(),
         }
     }
 
