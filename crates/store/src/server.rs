@@ -18,6 +18,8 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("hello", hello),
     ("reset", reset),
     ("lastsave", lastsave),
+    ("quit", quit),
+    ("auth", auth),
     ("info", info),
     ("client|id", client_id),
     ("client|setname", client_setname),
@@ -60,6 +62,24 @@ fn time(ctx: &mut Ctx) -> Reply {
     ]))
 }
 
+/// QUIT answers OK and marks the session killed so the connection loop
+/// closes it after writing the reply.
+fn quit(ctx: &mut Ctx) -> Reply {
+    ctx.sess.killed.store(true, Ordering::Relaxed);
+    Ok(Frame::simple("OK"))
+}
+
+/// The store knows only Redis's passwordless `default` user (the proxy
+/// verifies real credentials), and answers as such a Redis does.
+fn auth(ctx: &mut Ctx) -> Reply {
+    match ctx.args.len() {
+        2 => Err(err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")),
+        3 if ctx.args[1].as_ref() == b"default" => Ok(Frame::simple("OK")),
+        3 => Err(err("WRONGPASS invalid username-password pair or user is disabled.")),
+        _ => Err(err(SYNTAX)),
+    }
+}
+
 fn lastsave(ctx: &mut Ctx) -> Reply {
     Ok(Frame::Integer((ctx.shared.started_ms / 1000) as i64))
 }
@@ -82,6 +102,11 @@ fn hello(ctx: &mut Ctx) -> Reply {
         if ctx.arg_is(i, "AUTH") && more >= 2 {
             // Authentication is the proxy's job; the store has only the
             // passwordless default user, which accepts any password.
+            if ctx.args[i + 1].as_ref() != b"default" {
+                return Err(err(
+                    "WRONGPASS invalid username-password pair or user is disabled.",
+                ));
+            }
             i += 3;
         } else if ctx.arg_is(i, "SETNAME") && more >= 1 {
             name = Some(ctx.args[i + 1].clone());

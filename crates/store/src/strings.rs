@@ -380,7 +380,18 @@ fn strlen(ctx: &mut Ctx) -> Reply {
 
 /// Clamps Redis-style inclusive [start, end] (negatives from the end) to a
 /// length; None for an empty range.
+/// Lists and sorted sets (LRANGE, ZRANGE…): an end still negative after
+/// adding the length means an empty range.
 pub(crate) fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    clamp(start, end, len, false)
+}
+
+/// GETRANGE's variant: a negative end is clamped to 0 instead.
+fn clamp_str_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    clamp(start, end, len, true)
+}
+
+fn clamp(start: i64, end: i64, len: usize, clamp_end: bool) -> Option<(usize, usize)> {
     let len = len as i64;
     let mut s = if start < 0 { len + start } else { start };
     let mut e = if end < 0 { len + end } else { end };
@@ -388,6 +399,9 @@ pub(crate) fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, us
         s = 0;
     }
     if e < 0 {
+        if !clamp_end {
+            return None;
+        }
         e = 0;
     }
     if e >= len {
@@ -410,7 +424,7 @@ fn getrange(ctx: &mut Ctx) -> Reply {
     if start < 0 && end < 0 && start > end {
         return Ok(Frame::Bulk(Bytes::new()));
     }
-    Ok(Frame::Bulk(match clamp_range(start, end, s.len()) {
+    Ok(Frame::Bulk(match clamp_str_range(start, end, s.len()) {
         Some((a, b)) => s.slice(a..=b),
         None => Bytes::new(),
     }))

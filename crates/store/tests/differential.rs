@@ -56,6 +56,7 @@ async fn core_and_errors_match_redis() {
             "HELLO 3; SET k v; GET k; GET nokey; HGETALL nokey; HELLO 2; GET nokey",
             "HELLO 4; HELLO x; HELLO 3 SETNAME myname; CLIENT GETNAME; CLIENT SETNAME \"\"; CLIENT GETNAME",
             "CLIENT SETNAME a b; CLIENT SETNAME ok; CLIENT GETNAME; CLIENT ID x",
+            "AUTH x; AUTH a b; AUTH default x; HELLO 3 AUTH bob x; HELLO 3 AUTH default x; HELLO 2 FOO",
         ],
     )
     .await;

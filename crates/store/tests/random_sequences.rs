@@ -14,10 +14,53 @@ use test_support::RedisServer;
 
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 const VALS: [&str; 7] = ["x", "y", "z", "1", "10", "-2", "3.5"];
-const TEMPLATES: usize = 72;
+const TEMPLATES: usize = 120;
 
-/// Builds one command from a template number and some choices.
-fn build(t: usize, k: usize, k2: usize, v: usize, n: i64) -> Vec<String> {
+/// Builds one or more commands (a MULTI block) from a template number and
+/// some choices.
+fn build(t: usize, k: usize, k2: usize, v: usize, n: i64) -> Vec<Vec<String>> {
+    let owned = |c: &[&str]| c.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let (ks, k2s, vs) = (KEYS[k], KEYS[k2], VALS[v]);
+    match t {
+        72 => {
+            return vec![
+                owned(&["MULTI"]),
+                owned(&["INCR", ks]),
+                owned(&["LPUSH", k2s, vs]),
+                owned(&["EXEC"]),
+            ]
+        }
+        73 => {
+            return vec![
+                owned(&["MULTI"]),
+                owned(&["SET", ks, vs]),
+                owned(&["GET"]),
+                owned(&["EXEC"]),
+            ]
+        }
+        74 => {
+            return vec![
+                owned(&["MULTI"]),
+                owned(&["SADD", ks, vs]),
+                owned(&["SCARD", ks]),
+                owned(&["DISCARD"]),
+            ]
+        }
+        75 => {
+            return vec![
+                owned(&["SELECT", "1"]),
+                owned(&["SET", ks, vs]),
+                owned(&["MOVE", ks, "0"]),
+                owned(&["SELECT", "0"]),
+            ]
+        }
+        76 => return vec![owned(&["SWAPDB", "0", "1"])],
+        _ => {}
+    }
+    vec![build_one(t, k, k2, v, n)]
+}
+
+fn build_one(t: usize, k: usize, k2: usize, v: usize, n: i64) -> Vec<String> {
     let (k, k2, v) = (KEYS[k], KEYS[k2], VALS[v]);
     let n_s = n.to_string();
     let s: Vec<&str> = match t {
@@ -92,12 +135,55 @@ fn build(t: usize, k: usize, k2: usize, v: usize, n: i64) -> Vec<String> {
         68 => vec!["ZCOUNT", k, "1", &n_s],
         69 => vec!["LMPOP", "2", k, k2, "RIGHT", "COUNT", "2"],
         70 => vec!["ZRANGE", k, &n_s, "+inf", "BYSCORE", "LIMIT", "0", "2"],
-        _ => vec!["SINTERCARD", "2", k, k2],
+        71 => vec!["SINTERCARD", "2", k, k2],
+        77 => vec!["HSETNX", k, v, "1"],
+        78 => vec!["HINCRBYFLOAT", k, v, "0.5"],
+        79 => vec!["HMGET", k, v, "x"],
+        80 => vec!["HKEYS", k],
+        81 => vec!["HVALS", k],
+        82 => vec!["HSTRLEN", k, v],
+        83 => vec!["HEXISTS", k, v],
+        84 => vec!["EXPIRE", k, "500", "NX"],
+        85 => vec!["EXPIRE", k, "2000", "GT"],
+        86 => vec!["PEXPIRE", k, "300000", "LT"],
+        87 => vec!["EXPIRE", k, "100", "XX"],
+        88 => vec!["PTTL", k],
+        89 => vec!["GETEX", k, "EX", "100"],
+        90 => vec!["SET", k, v, "KEEPTTL"],
+        91 => vec!["SETNX", k, v],
+        92 => vec!["SETEX", k, "100", v],
+        93 => vec!["LINSERT", k, "AFTER", v, "after"],
+        94 => vec!["LPOS", k, v, "RANK", "-1", "COUNT", "0"],
+        95 => vec!["LPUSHX", k, v],
+        96 => vec!["ZADD", k, "NX", &n_s, v],
+        97 => vec!["ZADD", k, "XX", "LT", "INCR", &n_s, v],
+        98 => vec!["ZRANGEBYLEX", k, "-", "[y"],
+        99 => vec!["ZREVRANGE", k, "0", &n_s, "WITHSCORES"],
+        100 => vec!["ZREMRANGEBYSCORE", k, "-inf", &n_s],
+        101 => vec!["ZMSCORE", k, v, "x"],
+        102 => vec!["ZDIFFSTORE", k2, "2", k, k2],
+        103 => vec!["ZRANGESTORE", k2, k, "0", &n_s],
+        104 => vec!["ZMPOP", "2", k, k2, "MAX", "COUNT", "2"],
+        105 => vec!["ZLEXCOUNT", k, "[x", "+"],
+        106 => vec!["ZINTERCARD", "2", k, k2],
+        107 => vec!["ZPOPMAX", k, "2"],
+        108 => vec!["SINTERSTORE", k2, k, k2],
+        109 => vec!["SMISMEMBER", k, v, "x"],
+        110 => vec!["SUNION", k, k2],
+        111 => vec!["SDIFF", k, k2],
+        112 => vec!["DBSIZE"],
+        113 => vec!["KEYS", "*"],
+        114 => vec!["SCAN", "0", "COUNT", "100"],
+        115 => vec!["BLPOP", k, k2, "0.01"],
+        116 => vec!["GETSET", k, v],
+        117 => vec!["ZRANK", k, v],
+        118 => vec!["HRANDFIELD", k, "-2"],
+        _ => vec!["RPOPLPUSH", k, k2],
     };
     s.into_iter().map(String::from).collect()
 }
 
-fn command() -> impl Strategy<Value = Vec<String>> {
+fn command() -> impl Strategy<Value = Vec<Vec<String>>> {
     (
         0..TEMPLATES,
         0..KEYS.len(),
@@ -125,24 +211,35 @@ fn random_sequences_match_redis() {
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&prop::collection::vec(command(), 1..40), |seq| {
-        let seq: Vec<Vec<Bytes>> = seq
-            .iter()
-            .map(|c| c.iter().map(|a| Bytes::from(a.clone())).collect())
-            .collect();
-        let mut pair = pair.borrow_mut();
-        let mismatches = rt.block_on(async {
-            pair.reset().await;
-            let mut m = Vec::new();
-            pair.run_seq(&seq, &mut m).await;
-            m
-        });
-        if mismatches.is_empty() {
-            Ok(())
-        } else {
-            Err(TestCaseError::fail(mismatches.join("\n")))
-        }
-    });
+    // Some cases speak RESP3 (HELLO 3 first) to cover its reply types.
+    let result = runner.run(
+        &(any::<bool>(), prop::collection::vec(command(), 1..40)),
+        |(resp3, seq)| {
+            let mut seq: Vec<Vec<Bytes>> = seq
+                .iter()
+                .flatten()
+                .map(|c| c.iter().map(|a| Bytes::from(a.clone())).collect())
+                .collect();
+            if resp3 {
+                seq.insert(
+                    0,
+                    vec![Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")],
+                );
+            }
+            let mut pair = pair.borrow_mut();
+            let mismatches = rt.block_on(async {
+                pair.reset().await;
+                let mut m = Vec::new();
+                pair.run_seq(&seq, &mut m).await;
+                m
+            });
+            if mismatches.is_empty() {
+                Ok(())
+            } else {
+                Err(TestCaseError::fail(mismatches.join("\n")))
+            }
+        },
+    );
     if let Err(e) = result {
         panic!("{e}");
     }
