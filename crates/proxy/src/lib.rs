@@ -14,6 +14,8 @@
 //! - [`session`]: one client connection: its state and its ordered queue of
 //!   replies.
 //! - [`server`]: [`Proxy`], the listener, client limits and shutdown.
+//! - [`standalone`]: no upstream: the local store serves everything and
+//!   every write is journaled before its reply.
 //! - [`incident`]: the incident log (`incidents.jsonl`, `GET /incidents`).
 //! - [`metrics`]: metric names and pre-registered handles.
 //! - [`replay`]: puts the journal back into Redis, exactly once, in order.
@@ -31,6 +33,7 @@ pub mod replay;
 pub mod reply;
 pub mod server;
 pub mod session;
+pub mod standalone;
 
 pub use config::LimitsConfig;
 pub use server::{Proxy, ProxyHandle, ProxySettings};

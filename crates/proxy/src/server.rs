@@ -1,5 +1,6 @@
 //! The listener: accepts clients, enforces `max_clients`, and drains on
-//! shutdown.
+//! shutdown. The same accept loop serves the proxy's sessions and
+//! standalone mode's; only the session differs.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use upstream::{HealthHandle, Upstream};
@@ -26,7 +27,7 @@ pub struct ProxySettings {
     pub limits: LimitsConfig,
 }
 
-/// State every session shares.
+/// State every proxy session shares.
 pub(crate) struct Shared {
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) health: HealthHandle,
@@ -34,20 +35,49 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) counters: Arc<IncidentCounters>,
-    clients: AtomicUsize,
-    next_id: AtomicU64,
 }
 
 /// The proxy server.
 pub struct Proxy;
 
-/// A running proxy.
+/// A running server (proxy or standalone).
 pub struct ProxyHandle {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
     done: mpsc::Receiver<()>,
-    shared: Arc<Shared>,
+    listener: Arc<Listener>,
+    upstream: Option<Arc<Upstream>>,
+}
+
+/// A session's future.
+pub(crate) type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// Starts one client's session (stream, peer, client id).
+pub(crate) type Spawner = Arc<dyn Fn(TcpStream, SocketAddr, u64) -> BoxFuture + Send + Sync>;
+
+/// What the accept loop shares with the handle.
+pub(crate) struct Listener {
+    pub(crate) limits: LimitsConfig,
+    pub(crate) metrics: Metrics,
+    pub(crate) counters: Arc<IncidentCounters>,
+    clients: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl Listener {
+    pub(crate) fn new(
+        limits: LimitsConfig,
+        metrics: Metrics,
+        counters: Arc<IncidentCounters>,
+    ) -> Arc<Listener> {
+        Arc::new(Listener {
+            limits,
+            metrics,
+            counters,
+            clients: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+        })
+    }
 }
 
 impl Proxy {
@@ -57,35 +87,61 @@ impl Proxy {
         upstream: Arc<Upstream>,
         health: HealthHandle,
     ) -> std::io::Result<ProxyHandle> {
-        let listener = TcpListener::bind(&settings.listen).await?;
-        let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let metrics = Metrics::new();
+        let counters: Arc<IncidentCounters> = Arc::default();
         let shared = Arc::new(Shared {
-            upstream,
+            upstream: upstream.clone(),
             health: health.clone(),
             limits: settings.limits,
-            metrics: Metrics::new(),
+            metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
-            counters: Arc::default(),
-            clients: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
+            counters: counters.clone(),
         });
-        let (done_tx, done_rx) = mpsc::channel(1);
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            done_tx,
-            shutdown_rx.clone(),
-        ));
-        tokio::spawn(watch_state(health, shutdown_rx));
-        Ok(ProxyHandle {
-            local_addr,
-            shutdown: shutdown_tx,
-            accept,
-            done: done_rx,
-            shared,
-        })
+        let state = Listener::new(settings.limits, metrics, counters);
+        let spawn: Spawner = Arc::new(move |stream: TcpStream, peer, id| {
+            let local = stream.local_addr().unwrap_or(peer);
+            let session = Session::new(shared.clone(), id, peer, local);
+            Box::pin(session.run(stream))
+        });
+        tokio::spawn(watch_state(health, shutdown_rx.clone()));
+        listen(
+            &settings.listen,
+            state,
+            Some(upstream),
+            (shutdown_tx, shutdown_rx),
+            spawn,
+        )
+        .await
     }
+}
+
+/// Binds `addr` and runs `spawn` for every accepted client.
+pub(crate) async fn listen(
+    addr: &str,
+    state: Arc<Listener>,
+    upstream: Option<Arc<Upstream>>,
+    shutdown: (watch::Sender<bool>, watch::Receiver<bool>),
+    spawn: Spawner,
+) -> std::io::Result<ProxyHandle> {
+    let listener = TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    let (done_tx, done_rx) = mpsc::channel(1);
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        state.clone(),
+        done_tx,
+        shutdown.1,
+        spawn,
+    ));
+    Ok(ProxyHandle {
+        local_addr,
+        shutdown: shutdown.0,
+        accept,
+        done: done_rx,
+        listener: state,
+        upstream,
+    })
 }
 
 impl ProxyHandle {
@@ -96,17 +152,17 @@ impl ProxyHandle {
 
     /// Connected clients now.
     pub fn clients(&self) -> usize {
-        self.shared.clients.load(Ordering::Relaxed)
+        self.listener.clients.load(Ordering::Relaxed)
     }
 
     /// Counts for the incident log (served locally, journaled, rejected).
     pub fn counters(&self) -> Arc<IncidentCounters> {
-        self.shared.counters.clone()
+        self.listener.counters.clone()
     }
 
-    /// The upstream it forwards to.
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.shared.upstream
+    /// The upstream it forwards to (`None` in standalone mode).
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        self.upstream.as_ref()
     }
 
     /// Resolves when shutdown has been asked for (e.g. by `shutdown`).
@@ -127,9 +183,10 @@ impl ProxyHandle {
 
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    state: Arc<Listener>,
     done: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
+    spawn: Spawner,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -146,26 +203,27 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let n = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
-        if n > shared.limits.max_clients {
-            shared.clients.fetch_sub(1, Ordering::AcqRel);
-            shared.metrics.rejected.increment(1);
-            shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        let n = state.clients.fetch_add(1, Ordering::AcqRel) + 1;
+        if n > state.limits.max_clients {
+            state.clients.fetch_sub(1, Ordering::AcqRel);
+            state.metrics.rejected.increment(1);
+            state.counters.rejected.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                let _ = stream.write_all(b"-ERR max number of clients reached (limits.max_clients); connection closed\r\n").await;
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached (limits.max_clients); connection closed\r\n")
+                    .await;
             });
             continue;
         }
-        shared.metrics.clients.increment(1.0);
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let local = stream.local_addr().unwrap_or(peer);
-        let session = Session::new(shared.clone(), id, peer, local);
-        let shared2 = shared.clone();
+        state.metrics.clients.increment(1.0);
+        let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+        let session = spawn(stream, peer, id);
+        let state2 = state.clone();
         let done = done.clone();
         tokio::spawn(async move {
-            session.run(stream).await;
-            shared2.clients.fetch_sub(1, Ordering::AcqRel);
-            shared2.metrics.clients.decrement(1.0);
+            session.await;
+            state2.clients.fetch_sub(1, Ordering::AcqRel);
+            state2.metrics.clients.decrement(1.0);
             drop(done);
         });
     }

@@ -130,6 +130,11 @@ pub struct JournalSection {
     pub max_bytes: Size,
     /// How long replayed segments are kept.
     pub retain_after_replay: String,
+    /// Standalone: compact into a snapshot when the journal is this many
+    /// times the live data…
+    pub compact_ratio: f64,
+    /// …and at least this big.
+    pub compact_min_bytes: Size,
 }
 
 impl Default for JournalSection {
@@ -138,6 +143,8 @@ impl Default for JournalSection {
             fsync: "always".into(),
             max_bytes: Size::text("1GiB"),
             retain_after_replay: "1h".into(),
+            compact_ratio: proxy::standalone::DEFAULT_COMPACT_RATIO,
+            compact_min_bytes: Size::text("64MiB"),
         }
     }
 }
@@ -506,6 +513,7 @@ pub fn validate(c: &Config) -> Vec<String> {
         ),
         ("limits.proto_max_bulk_len", &c.limits.proto_max_bulk_len),
         ("journal.max_bytes", &c.journal.max_bytes),
+        ("journal.compact_min_bytes", &c.journal.compact_min_bytes),
         ("near_cache.max_bytes", &c.near_cache.max_bytes),
     ] {
         if let Err(e) = size.bytes() {
@@ -519,6 +527,12 @@ pub fn validate(c: &Config) -> Vec<String> {
         p.push(format!(
             "journal.fsync: '{}' is not one of always, everysec, no",
             c.journal.fsync
+        ));
+    }
+    if c.journal.compact_ratio.is_nan() || c.journal.compact_ratio <= 1.0 {
+        p.push(format!(
+            "journal.compact_ratio: {} must be more than 1",
+            c.journal.compact_ratio
         ));
     }
     if let Err(e) = parse_duration_ms(&c.journal.retain_after_replay) {
@@ -563,6 +577,24 @@ pub fn limits(c: &Config) -> Result<proxy::LimitsConfig, String> {
         max_output_buffer_bytes: c.limits.max_output_buffer_bytes.bytes()?,
         proto_max_bulk_len: c.limits.proto_max_bulk_len.bytes()?,
         max_nesting: c.limits.max_nesting,
+    })
+}
+
+/// The journal settings.
+pub fn journal(c: &Config) -> Result<journal::JournalConfig, String> {
+    let fsync = match c.journal.fsync.as_str() {
+        "always" => journal::Fsync::Always,
+        "everysec" => journal::Fsync::EverySec,
+        "no" => journal::Fsync::No,
+        other => return Err(format!("journal.fsync: '{other}'")),
+    };
+    Ok(journal::JournalConfig {
+        fsync,
+        max_bytes: c.journal.max_bytes.bytes()?,
+        retain_after_replay: std::time::Duration::from_millis(parse_duration_ms(
+            &c.journal.retain_after_replay,
+        )?),
+        ..journal::JournalConfig::default()
     })
 }
 

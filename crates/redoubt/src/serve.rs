@@ -24,17 +24,31 @@ pub fn run(loaded: Loaded) -> ExitCode {
         return ExitCode::from(2);
     }
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Standalone runs on one thread: the journal's order must be the order
+    // in which commands changed the store (see proxy::standalone).
+    let standalone = loaded.config.upstream.is_empty();
+    let rt = if standalone {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("redoubt: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(serve(loaded.config)) {
+    let result = if standalone {
+        rt.block_on(serve_standalone(loaded.config))
+    } else {
+        rt.block_on(serve(loaded.config))
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("redoubt: {e:#}");
@@ -48,18 +62,99 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
 
-async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
-    if cfg.upstream.is_empty() {
-        eprintln!(
-            "redoubt: no upstream configured, and standalone mode is not available in this build yet; \
-             nothing was started. Set one with --upstream redis://host:port, REDOUBT_UPSTREAM, or upstream = \"…\" in redoubt.toml"
-        );
-        return Ok(ExitCode::from(2));
+fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(proxy::metrics::COMMAND_DURATION.into()),
+            proxy::metrics::DURATION_BUCKETS,
+        )
+        .context("metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")
+}
+
+/// No upstream: the local store serves everything, journaled.
+async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    let _lock = journal::DataDirLock::acquire(&cfg.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node_id = node_id(&cfg.data_dir, &cfg.node_id)?;
+    let prometheus = install_metrics()?;
+    let limits = config::limits(&cfg).map_err(anyhow::Error::msg)?;
+    let jcfg = config::journal(&cfg).map_err(anyhow::Error::msg)?;
+    let (journal, recovery) = journal::Journal::open(&cfg.data_dir, jcfg.clone())
+        .with_context(|| format!("cannot open the journal in {}", cfg.data_dir.display()))?;
+    if let Some(t) = &recovery.torn_tail {
+        tracing::warn!(%t, "journal: a torn last record was dropped (a write that was never acknowledged)");
     }
+    if let Some(c) = &recovery.corruption {
+        tracing::error!(%c, "journal: corrupt record; data after it is not restored and writes are refused until an operator acts (redoubt journal inspect)");
+    }
+    let journal = Arc::new(journal);
+    let store = store::Store::new(store::StoreConfig::default());
+    let started = std::time::Instant::now();
+    let restored = proxy::standalone::restore(&store, &journal)?;
+    tracing::info!(
+        entries = restored.entries,
+        commands = restored.commands,
+        errors = restored.errors,
+        ms = started.elapsed().as_millis() as u64,
+        "restored the store from the journal"
+    );
+    let settings = proxy::standalone::StandaloneSettings {
+        listen: cfg.listen.clone(),
+        limits,
+        journal_max_bytes: jcfg.max_bytes,
+        compact_ratio: cfg.journal.compact_ratio,
+        compact_min_bytes: cfg
+            .journal
+            .compact_min_bytes
+            .bytes()
+            .map_err(anyhow::Error::msg)?,
+    };
+    let server = proxy::standalone::Standalone::start(settings, store.clone(), journal.clone())
+        .await
+        .with_context(|| format!("cannot listen on {} (listen)", cfg.listen))?;
+    let health = upstream::HealthHandle::fixed(upstream::State::Standalone);
+    let status_journal = journal.clone();
+    let status_store = store.clone();
+    let status: admin::StatusFn = Arc::new(move || {
+        serde_json::json!({
+            "state": "standalone",
+            "node_id": node_id,
+            "keys": (0..status_store.databases()).map(|db| status_store.key_count(db)).sum::<usize>(),
+            "used_memory": status_store.used_memory(),
+            "journal": { "bytes": status_journal.bytes(), "fsyncs": status_journal.fsyncs(), "refusing": status_journal.refusal().map(|e| e.to_string()) },
+        })
+    });
+    let token = (!cfg.admin.token.is_empty()).then(|| cfg.admin.token.clone());
+    let admin = admin::serve(
+        &cfg.admin.listen,
+        admin::AdminState {
+            health,
+            local_keyspaces: true,
+            metrics: Arc::new(move || prometheus.render()),
+            status,
+            incidents: Arc::new(|| serde_json::json!({ "open": null, "recent": [] })),
+            token,
+        },
+    )
+    .await
+    .with_context(|| format!("cannot listen on {} (admin.listen)", cfg.admin.listen))?;
+    tracing::info!(listen = %server.local_addr(), admin = %admin.local_addr, data_dir = %cfg.data_dir.display(), "redoubt serving standalone");
+    wait_for_signal().await;
+    let grace = Duration::from_millis(cfg.limits.command_timeout_ms) + Duration::from_secs(1);
+    server.shutdown(grace).await;
+    admin.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
     // One process per data_dir: two would share a journal and a node id.

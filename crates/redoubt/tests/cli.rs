@@ -85,18 +85,6 @@ fn config_print_shows_effective_values_with_env_and_hides_the_token() {
 }
 
 #[test]
-fn serve_without_upstream_explains_and_exits_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(BIN)
-        .current_dir(dir.path())
-        .args(["serve"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("upstream"), "{}", text(&o));
-}
-
-#[test]
 fn status_exits_3_when_nothing_answers() {
     let port = free_port();
     let o = redoubt(&["status", "--admin", &format!("127.0.0.1:{port}")]);

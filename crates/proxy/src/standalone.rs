@@ -1,0 +1,423 @@
+//! Standalone mode: no upstream. The local store serves every command, and
+//! every write is journaled — durable under the fsync policy — before its
+//! reply is written.
+//!
+//! Ordering: a command's journal entry is appended right after it executes,
+//! with no `.await` in between, on a current-thread runtime. So no other
+//! command can run between the two, and the journal's order is the order
+//! in which commands changed the store. Restoring replays that order.
+//! [`Standalone::start`] refuses to run on a multi-thread runtime for this
+//! reason.
+//!
+//! Compaction: when the journal outgrows `compact_ratio` × the live data
+//! (and at least `compact_min_bytes`), a new segment is started and the
+//! store snapshotted in the same instant; the snapshot is written in the
+//! background and replaces every older segment. Clients are not stalled:
+//! the snapshot copies key maps, not values (values are shared until
+//! written).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use journal::{Entry, Journal, JournalError};
+use resp::{parse_request, Frame};
+use store::{Executed, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use upstream::State;
+
+use crate::config::LimitsConfig;
+use crate::incident::IncidentCounters;
+use crate::metrics::{publish_state, Metrics};
+use crate::reply;
+use crate::server::{listen, Listener, ProxyHandle, Spawner};
+
+/// Default: compact when the journal is 4× the live data.
+pub const DEFAULT_COMPACT_RATIO: f64 = 4.0;
+/// Default: never compact a journal smaller than 64 MiB.
+pub const DEFAULT_COMPACT_MIN_BYTES: u64 = 64 << 20;
+/// How often active expiry runs (Redis: 10 times a second).
+const EXPIRE_EVERY: Duration = Duration::from_millis(100);
+/// How often the compaction condition is checked.
+const COMPACT_CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// What standalone mode needs to start.
+#[derive(Debug, Clone)]
+pub struct StandaloneSettings {
+    /// Address to listen on.
+    pub listen: String,
+    /// Per-client limits.
+    pub limits: LimitsConfig,
+    /// `journal.max_bytes`: writes are refused before the journal is full.
+    pub journal_max_bytes: u64,
+    /// Compact when journal bytes exceed this multiple of the live data.
+    pub compact_ratio: f64,
+    /// ... and at least this many bytes.
+    pub compact_min_bytes: u64,
+}
+
+/// What a restore found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Journal entries applied.
+    pub entries: u64,
+    /// Commands applied.
+    pub commands: u64,
+    /// Commands the store refused while restoring (should be 0).
+    pub errors: u64,
+    /// Why restoring stopped early, if it did (a corrupt record).
+    pub stopped: Option<String>,
+}
+
+/// Rebuilds the store from the journal (latest snapshot, then segments).
+pub fn restore(store: &Store, journal: &Journal) -> Result<Restored, JournalError> {
+    let mut r = Restored::default();
+    for entry in journal.replay_all()? {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                r.stopped = Some(e.to_string());
+                break;
+            }
+        };
+        r.entries += 1;
+        for cmd in &entry.commands {
+            r.commands += 1;
+            if store.apply(entry.db as usize, cmd).is_error() {
+                r.errors += 1;
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// The standalone server.
+pub struct Standalone;
+
+struct Local {
+    store: Store,
+    journal: Arc<Journal>,
+    limits: LimitsConfig,
+    max_bytes: u64,
+    metrics: Metrics,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Standalone {
+    /// Serves `store`, journaling into `journal` (already restored with
+    /// [`restore`]). Must be called on a current-thread runtime.
+    pub async fn start(
+        settings: StandaloneSettings,
+        store: Store,
+        journal: Arc<Journal>,
+    ) -> std::io::Result<ProxyHandle> {
+        if tokio::runtime::Handle::current().runtime_flavor()
+            != tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            return Err(std::io::Error::other(
+                "standalone mode needs a current-thread runtime (journal order = execution order)",
+            ));
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let metrics = Metrics::new();
+        publish_state(State::Standalone);
+        let local = Arc::new(Local {
+            store: store.clone(),
+            journal: journal.clone(),
+            limits: settings.limits,
+            max_bytes: settings.journal_max_bytes,
+            metrics: metrics.clone(),
+            shutdown: shutdown_rx.clone(),
+        });
+        let counters: Arc<IncidentCounters> = Arc::default();
+        let state = Listener::new(settings.limits, metrics, counters);
+        let spawn: Spawner = Arc::new(move |stream: TcpStream, peer, _id| {
+            Box::pin(run_session(local.clone(), stream, peer))
+        });
+        tokio::spawn(expire_loop(store.clone(), shutdown_rx.clone()));
+        tokio::spawn(compact_loop(
+            store,
+            journal,
+            settings.clone(),
+            shutdown_rx.clone(),
+        ));
+        listen(
+            &settings.listen,
+            state,
+            None,
+            (shutdown_tx, shutdown_rx),
+            spawn,
+        )
+        .await
+    }
+}
+
+async fn expire_loop(store: Store, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { store.active_expire_cycle(); }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// True when the journal has outgrown the live data.
+pub fn should_compact(journal_bytes: u64, live_bytes: u64, ratio: f64, min_bytes: u64) -> bool {
+    journal_bytes >= min_bytes && journal_bytes as f64 > ratio * live_bytes as f64
+}
+
+/// One compaction: rotate and snapshot in the same instant (no `.await`
+/// between them), then write the snapshot off the runtime thread.
+pub async fn compact(store: &Store, journal: &Arc<Journal>) -> Result<(), JournalError> {
+    let rotated = journal.rotate();
+    let snap = store.snapshot();
+    let base = rotated.await?;
+    let j = journal.clone();
+    let now = now_ms();
+    tokio::task::spawn_blocking(move || {
+        let entries = snap
+            .commands()
+            .map(|e| Entry::command(e.db as u32, e.args, now));
+        j.write_snapshot(base, entries).map(|_| ())
+    })
+    .await
+    .map_err(|e| JournalError::Failed {
+        cause: format!("snapshot task: {e}"),
+    })?
+}
+
+async fn compact_loop(
+    store: Store,
+    journal: Arc<Journal>,
+    s: StandaloneSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(COMPACT_CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if should_compact(
+            journal.bytes(),
+            store.used_memory() as u64,
+            s.compact_ratio,
+            s.compact_min_bytes,
+        ) {
+            let before = journal.bytes();
+            match compact(&store, &journal).await {
+                Ok(()) => tracing::info!(
+                    before,
+                    after = journal.bytes(),
+                    "journal compacted into a snapshot"
+                ),
+                Err(e) => tracing::error!(error = %e, "journal compaction failed; will retry"),
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The journal entries for one execution: one entry for an EXEC whose
+/// effects share a database (replayed as a unit), else one per effect.
+fn entries(exec: &Executed) -> Vec<Entry> {
+    let now = now_ms();
+    let same_db = exec.effects.windows(2).all(|w| w[0].db == w[1].db);
+    if exec.atomic && same_db && !exec.effects.is_empty() {
+        let db = exec.effects[0].db as u32;
+        let commands = exec.effects.iter().map(|e| e.args.clone()).collect();
+        return vec![Entry {
+            db,
+            commands,
+            time_ms: now,
+        }];
+    }
+    exec.effects
+        .iter()
+        .map(|e| Entry::command(e.db as u32, e.args.clone(), now))
+        .collect()
+}
+
+type Durable = Pin<Box<dyn Future<Output = Result<journal::Position, JournalError>> + Send>>;
+
+/// A reply waiting for its journal entries to be durable.
+struct Pending {
+    reply: Bytes,
+    durable: Vec<Durable>,
+}
+
+fn refuse_write(local: &Local) -> Option<Bytes> {
+    if let Some(e) = local.journal.refusal() {
+        return Some(reply::error(format!("ERR {e}")));
+    }
+    let bytes = local.journal.bytes();
+    if bytes >= local.max_bytes {
+        return Some(reply::error(format!(
+            "ERR journal full ({bytes} of journal.max_bytes {} bytes): write not executed; raise journal.max_bytes or delete data",
+            local.max_bytes
+        )));
+    }
+    None
+}
+
+async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut session = local.store.session();
+    session.set_addr(&peer.to_string());
+    let limits = local.limits.decoder();
+    let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut shutdown = local.shutdown.clone();
+    let mut closing = false;
+    loop {
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut quit = false;
+        while !quit {
+            let req = match parse_request(&mut inbuf, &limits) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    pending.push(Pending {
+                        reply: reply::error(format!("ERR {e}; connection closed")),
+                        durable: vec![],
+                    });
+                    quit = true;
+                    break;
+                }
+            };
+            if req.args[0].eq_ignore_ascii_case(b"quit") {
+                pending.push(Pending {
+                    reply: reply::ok(),
+                    durable: vec![],
+                });
+                quit = true;
+                break;
+            }
+            let started = std::time::Instant::now();
+            let is_write = resp::lookup(&req.args).is_some_and(|s| s.is_write());
+            if is_write && !session.in_multi() {
+                if let Some(r) = refuse_write(&local) {
+                    local.metrics.rejected.increment(1);
+                    pending.push(Pending {
+                        reply: r,
+                        durable: vec![],
+                    });
+                    continue;
+                }
+            }
+            let exec = {
+                // A blocked command is given up if the client leaves, so a
+                // pop never hands an element to a closed socket.
+                let mut probe = [0u8; 1];
+                let run = local.store.execute(&mut session, req.args);
+                tokio::pin!(run);
+                let mut watching = true;
+                loop {
+                    tokio::select! {
+                        biased;
+                        e = &mut run => break Some(e),
+                        r = rd.peek(&mut probe), if watching => match r {
+                            Ok(0) | Err(_) => break None,
+                            Ok(_) => watching = false,
+                        },
+                    }
+                }
+            };
+            let Some(exec) = exec else { return };
+            // No await between execute and append: see the module docs.
+            let durable: Vec<Durable> = entries(&exec)
+                .into_iter()
+                .map(|e| Box::pin(local.journal.append(e)) as Durable)
+                .collect();
+            let mut buf = BytesMut::new();
+            encode(&exec.reply, &mut buf);
+            for m in &exec.more {
+                encode(m, &mut buf);
+            }
+            local.metrics.local.increment(1);
+            local
+                .metrics
+                .duration
+                .record(started.elapsed().as_secs_f64());
+            pending.push(Pending {
+                reply: buf.freeze(),
+                durable,
+            });
+            if session.is_killed() {
+                quit = true;
+            }
+        }
+        // Replies go out only once their writes are durable; a write the
+        // journal failed to keep is reported, not acknowledged.
+        for p in pending {
+            let mut failed = None;
+            for d in p.durable {
+                if let Err(e) = d.await {
+                    failed = Some(e);
+                }
+            }
+            match failed {
+                None => out.extend_from_slice(&p.reply),
+                Some(e) => {
+                    tracing::error!(error = %e, "journal append failed");
+                    out.extend_from_slice(&reply::error(format!(
+                        "ERR {e}: the write was applied in memory but is not durable"
+                    )));
+                }
+            }
+        }
+        while let Ok(push) = session.pushes().try_recv() {
+            encode(&push, &mut out);
+        }
+        if !out.is_empty() {
+            if wr.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if quit || closing {
+            let _ = wr.shutdown().await;
+            return;
+        }
+        if inbuf.len() as u64 > local.limits.max_query_buffer_bytes {
+            let _ = wr.write_all(&reply::error("ERR Protocol error: query buffer over limits.max_query_buffer_bytes; connection closed")).await;
+            return;
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut inbuf) => match r {
+                Ok(0) | Err(_) => closing = true,
+                Ok(_) => {}
+            },
+            Some(push) = session.pushes().recv() => encode(&push, &mut out),
+            _ = shutdown.wait_for(|s| *s) => closing = true,
+        }
+    }
+}
+
+fn encode(f: &Frame, out: &mut BytesMut) {
+    f.encode(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_threshold() {
+        assert!(!should_compact(10, 1, 4.0, 64), "below the minimum size");
+        assert!(should_compact(100, 10, 4.0, 64));
+        assert!(!should_compact(100, 30, 4.0, 64), "not 4× the live data");
+    }
+}
