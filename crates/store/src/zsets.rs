@@ -289,6 +289,61 @@ fn lex_below_max(m: &[u8], max: &Lex) -> bool {
     }
 }
 
+/// Redis's `sdscmplex` between two bounds' values (`-` below all, `+`
+/// above all).
+fn lex_bound_cmp(a: &Lex, b: &Lex) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    let val = |l: &Lex| match l {
+        Lex::Incl(v) | Lex::Excl(v) => Some(v.clone()),
+        _ => None,
+    };
+    match (a, b) {
+        (Lex::NegInf, Lex::NegInf) | (Lex::PosInf, Lex::PosInf) => Equal,
+        (Lex::NegInf, _) | (_, Lex::PosInf) => Less,
+        (Lex::PosInf, _) | (_, Lex::NegInf) => Greater,
+        _ => val(a).cmp(&val(b)),
+    }
+}
+
+/// Members in a lex range, the way Redis walks it: lex ranges assume all
+/// scores are equal, so like Redis we check the ends of the whole set,
+/// find the first member past the start bound, then take members while
+/// they stay within the other bound (with mixed scores this is not a
+/// filter, and Redis's answer is what clients see).
+fn lex_walk(z: &ZSet, min: &Lex, max: &Lex, rev: bool) -> Vec<(Bytes, f64)> {
+    let c = lex_bound_cmp(min, max);
+    let excl = matches!(min, Lex::Excl(_)) || matches!(max, Lex::Excl(_));
+    if c == std::cmp::Ordering::Greater || (c == std::cmp::Ordering::Equal && excl) {
+        return Vec::new();
+    }
+    let (Some((first, _)), Some((last, _))) = (z.iter().next(), z.iter().next_back()) else {
+        return Vec::new();
+    };
+    if !lex_above_min(last, min) || !lex_below_max(first, max) {
+        return Vec::new();
+    }
+    if rev {
+        let Some(start) = z.iter().rev().position(|(m, _)| lex_below_max(m, max)) else {
+            return Vec::new();
+        };
+        z.iter()
+            .rev()
+            .skip(start)
+            .take_while(|(m, _)| lex_above_min(m, min))
+            .map(|(m, s)| (m.clone(), s))
+            .collect()
+    } else {
+        let Some(start) = z.iter().position(|(m, _)| lex_above_min(m, min)) else {
+            return Vec::new();
+        };
+        z.iter()
+            .skip(start)
+            .take_while(|(m, _)| lex_below_max(m, max))
+            .map(|(m, s)| (m.clone(), s))
+            .collect()
+    }
+}
+
 fn zcount(ctx: &mut Ctx) -> Reply {
     let (min, max) = (
         parse_score_bound(&ctx.args[2])?,
@@ -306,11 +361,9 @@ fn zcount(ctx: &mut Ctx) -> Reply {
 fn zlexcount(ctx: &mut Ctx) -> Reply {
     let (min, max) = (parse_lex(&ctx.args[2])?, parse_lex(&ctx.args[3])?);
     let key = ctx.args[1].clone();
-    let n = ctx.get_zset(&key)?.map_or(0, |z| {
-        z.iter()
-            .filter(|(m, _)| lex_above_min(m, &min) && lex_below_max(m, &max))
-            .count()
-    });
+    let n = ctx
+        .get_zset(&key)?
+        .map_or(0, |z| lex_walk(z, &min, &max, false).len());
     Ok(Frame::Integer(n as i64))
 }
 
@@ -366,10 +419,8 @@ fn select(
             } else {
                 (parse_lex(start)?, parse_lex(stop)?)
             };
-            items
-                .filter(|(m, _)| lex_above_min(m, &min) && lex_below_max(m, &max))
-                .map(|(m, s)| (m.clone(), s))
-                .collect()
+            drop(items);
+            lex_walk(z, &min, &max, rev)
         }
     };
     Ok(match limit {

@@ -391,3 +391,66 @@ async fn scan_visits_every_key_like_redis() {
         assert_eq!(seen[0], seen[1], "SCAN {extra:?} visits the same keys");
     }
 }
+
+/// INFO's values differ between two servers (pids, uptimes, memory), so
+/// this checks structure: the sections and the fields clients and tools
+/// read exist in both, and the keyspace line counts the same keys.
+#[tokio::test]
+async fn info_has_redis_sections_and_fields() {
+    let server = RedisServer::new();
+    let mut p = Pair::new(&server);
+    p.reset().await;
+    p.run_seq(
+        &parse("SET a 1; SET b 2 EX 100; SELECT 2; SET c 3; SELECT 0"),
+        &mut Vec::new(),
+    )
+    .await;
+    let (theirs, ours) = p.run(&common::args(&["INFO"])).await;
+    let text =
+        |f: &resp::Frame| String::from_utf8_lossy(f.as_bytes().unwrap_or_default()).into_owned();
+    let (theirs, ours) = (text(&theirs[0]), text(&ours[0]));
+    for field in [
+        "# Server",
+        "redis_version:",
+        "redis_mode:",
+        "run_id:",
+        "tcp_port:",
+        "uptime_in_seconds:",
+        "# Clients",
+        "connected_clients:",
+        "blocked_clients:",
+        "# Memory",
+        "used_memory:",
+        "used_memory_human:",
+        "maxmemory:",
+        "maxmemory_policy:",
+        "# Persistence",
+        "loading:0",
+        "rdb_changes_since_last_save:",
+        "# Stats",
+        "total_connections_received:",
+        "total_commands_processed:",
+        "expired_keys:",
+        "evicted_keys:",
+        "keyspace_hits:",
+        "keyspace_misses:",
+        "# Replication",
+        "role:master",
+        "# Keyspace",
+        "db0:keys=2,expires=1,",
+        "db2:keys=1,expires=0,",
+    ] {
+        assert!(theirs.contains(field), "redis INFO lacks {field}");
+        assert!(ours.contains(field), "store INFO lacks {field}:\n{ours}");
+    }
+    assert!(ours.contains("redis_version:7.0.15\r\n"));
+    let (theirs, ours) = p.run(&common::args(&["INFO", "keyspace"])).await;
+    assert_eq!(
+        text(&theirs[0]).lines().next(),
+        text(&ours[0]).lines().next()
+    );
+    assert!(
+        !text(&ours[0]).contains("# Server"),
+        "INFO keyspace has only that section"
+    );
+}
