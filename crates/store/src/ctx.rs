@@ -181,6 +181,7 @@ impl<'a> Ctx<'a> {
         if self.inner.dbs[self.db].is_expired(key, now) {
             let db = self.db;
             self.inner.delete_key(db, key);
+            self.inner.touch_watched(db, key);
             self.inner.stats.expired_keys += 1;
             true
         } else {

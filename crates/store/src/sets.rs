@@ -42,6 +42,16 @@ pub(crate) fn ordered(s: &IndexSet<Bytes>) -> Vec<Bytes> {
     v
 }
 
+/// Removes a member keeping the others' order while the set is small, so
+/// replaying SREM effects rebuilds the very same order; big sets swap.
+fn remove_member(s: &mut IndexSet<Bytes>, m: &[u8]) -> bool {
+    if s.len() <= crate::value::INTSET_MAX_ENTRIES {
+        s.shift_remove(m)
+    } else {
+        s.swap_remove(m)
+    }
+}
+
 fn sadd(ctx: &mut Ctx) -> Reply {
     let key = ctx.args[1].clone();
     let args = ctx.args;
@@ -65,7 +75,7 @@ fn srem(ctx: &mut Ctx) -> Reply {
     let Some(s) = ctx.set_mut(&key, false)? else {
         return Ok(Frame::Integer(0));
     };
-    let n = args[2..].iter().filter(|m| s.shift_remove(&m[..])).count();
+    let n = args[2..].iter().filter(|m| remove_member(s, m)).count();
     if n > 0 {
         ctx.modified(&key);
     }
@@ -132,7 +142,8 @@ fn spop(ctx: &mut Ctx) -> Reply {
             break;
         }
         let i = rng.gen_range(0..s.len());
-        if let Some(m) = s.swap_remove_index(i) {
+        if let Some(m) = s.get_index(i).cloned() {
+            remove_member(s, &m);
             popped.push(m);
         }
     }
@@ -203,7 +214,7 @@ fn smove(ctx: &mut Ctx) -> Reply {
         return Ok(Frame::Integer(0));
     }
     if let Some(s) = ctx.set_mut(&src, false)? {
-        s.shift_remove(&m[..]);
+        remove_member(s, &m);
     }
     ctx.modified(&src);
     if let Some(s) = ctx.set_mut(&dst, true)? {

@@ -116,7 +116,8 @@ pub(crate) struct Inner {
     pub dbs: Vec<Db>,
     pub clients: HashMap<u64, ClientInfo>,
     pub next_id: u64,
-    pub watchers: HashMap<(usize, Bytes), Vec<u64>>,
+    /// WATCHed keys → (client id, key was already expired at WATCH time).
+    pub watchers: HashMap<(usize, Bytes), Vec<(u64, bool)>>,
     pub channels: HashMap<Bytes, IndexSet<u64>>,
     pub patterns: HashMap<Bytes, IndexSet<u64>>,
     pub config: Config,
@@ -139,13 +140,20 @@ impl Inner {
         }
     }
 
-    /// Marks clients WATCHing this key dirty.
+    /// Marks clients WATCHing this key dirty, after the key changed. As in
+    /// Redis 7.0, deleting a key that was already expired when it was
+    /// WATCHed is not a change.
     pub fn touch_watched(&mut self, db: usize, key: &[u8]) {
         if self.watchers.is_empty() {
             return;
         }
-        if let Some(ids) = self.watchers.get(&(db, Bytes::copy_from_slice(key))) {
-            for id in ids {
+        let exists = self.dbs[db].map.contains_key(key);
+        if let Some(ws) = self.watchers.get_mut(&(db, Bytes::copy_from_slice(key))) {
+            for (id, expired) in ws.iter_mut() {
+                if *expired && !exists {
+                    *expired = false;
+                    continue;
+                }
                 if let Some(c) = self.clients.get_mut(id) {
                     c.dirty_cas = true;
                 }
@@ -153,8 +161,8 @@ impl Inner {
         }
     }
 
-    /// Marks clients WATCHing any existing key of `db` dirty (FLUSHDB,
-    /// SWAPDB).
+    /// Before FLUSHDB or SWAPDB empties `db`: clients WATCHing a key that
+    /// exists there become dirty.
     pub fn touch_all_watched(&mut self, db: usize) {
         let keys: Vec<Bytes> = self
             .watchers
@@ -163,16 +171,40 @@ impl Inner {
             .map(|(_, k)| k.clone())
             .collect();
         for k in keys {
-            if self.dbs[db].map.contains_key(&k[..]) {
-                self.touch_watched(db, &k);
+            if !self.dbs[db].map.contains_key(&k[..]) {
+                continue;
+            }
+            if let Some(ws) = self.watchers.get_mut(&(db, k.clone())) {
+                for (id, expired) in ws.iter_mut() {
+                    if *expired {
+                        *expired = false;
+                        continue;
+                    }
+                    if let Some(c) = self.clients.get_mut(id) {
+                        c.dirty_cas = true;
+                    }
+                }
             }
         }
+    }
+
+    /// True when a key this client WATCHed while it was live has expired
+    /// since (Redis's `isWatchedKeyExpired`), even if nobody deleted it yet.
+    pub fn watched_key_expired(&self, sess: &Session, now: u64) -> bool {
+        sess.watched.iter().any(|(db, key)| {
+            let expired_at_watch = self
+                .watchers
+                .get(&(*db, key.clone()))
+                .and_then(|ws| ws.iter().find(|(id, _)| *id == sess.id))
+                .is_some_and(|(_, e)| *e);
+            !expired_at_watch && self.dbs[*db].is_expired(key, now)
+        })
     }
 
     pub fn unwatch(&mut self, sess: &mut Session) {
         for (db, key) in sess.watched.drain(..) {
             if let Some(ids) = self.watchers.get_mut(&(db, key.clone())) {
-                ids.retain(|i| *i != sess.id);
+                ids.retain(|(i, _)| *i != sess.id);
                 if ids.is_empty() {
                     self.watchers.remove(&(db, key));
                 }

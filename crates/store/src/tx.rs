@@ -62,11 +62,12 @@ fn watch(ctx: &mut Ctx) -> Reply {
         if ctx.sess.watched.contains(&entry) {
             continue;
         }
+        let expired = ctx.inner.dbs[ctx.db].is_expired(k, ctx.now);
         ctx.inner
             .watchers
             .entry(entry.clone())
             .or_default()
-            .push(id);
+            .push((id, expired));
         ctx.sess.watched.push(entry);
     }
     let n = ctx.sess.watched.len();
@@ -92,7 +93,8 @@ pub(crate) fn exec(inner: &mut Inner, shared: &Shared, sess: &mut Session, now: 
             "EXECABORT Transaction discarded because of previous errors.",
         ));
     }
-    let dirty = inner.clients.get(&sess.id).is_some_and(|c| c.dirty_cas);
+    let dirty = inner.clients.get(&sess.id).is_some_and(|c| c.dirty_cas)
+        || inner.watched_key_expired(sess, now);
     if dirty {
         end_multi(inner, sess);
         return Executed::reply(if sess.resp == 3 {

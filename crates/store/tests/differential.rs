@@ -253,6 +253,11 @@ async fn check_two_clients(family: &str, steps: &[(usize, &str)]) {
     let mut b = a.another(&server);
     let mut mismatches = Vec::new();
     for (who, cmd) in steps {
+        if let Some(ms) = cmd.strip_prefix("SLEEP ") {
+            // Both sides run on the wall clock: let a short TTL pass.
+            tokio::time::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            continue;
+        }
         let p = if *who == 0 { &mut a } else { &mut b };
         p.run_seq(&parse(cmd), &mut mismatches).await;
     }
@@ -290,6 +295,20 @@ async fn watch_sees_other_clients_writes_like_redis() {
             (0, "WATCH q"),
             (1, "RPUSH q a; LPOP q"),
             (0, "MULTI; PING; EXEC; CLIENT GETNAME"),
+            // A watched key that expires fails EXEC even if nobody touched
+            // it; one already expired at WATCH time does not.
+            (0, "SET t v PX 100; WATCH t"),
+            (0, "SLEEP 150"),
+            (0, "MULTI; PING; EXEC"),
+            (0, "SET t2 v PX 50"),
+            (0, "SLEEP 80"),
+            (0, "WATCH t2"),
+            (1, "GET t2"),
+            (0, "MULTI; PING; EXEC"),
+            (0, "SET t3 v PX 100; WATCH t3"),
+            (0, "SLEEP 150"),
+            (1, "GET t3"),
+            (0, "MULTI; PING; EXEC"),
         ],
     )
     .await;
