@@ -26,8 +26,9 @@ pub enum Kind {
     /// Switches the connection into a push stream (`SUBSCRIBE`,
     /// `MONITOR`, `CLIENT TRACKING on`): relayed on a dedicated connection.
     Tunnel,
-    /// Everything else: pipelined on the shared connection.
-    Forward,
+    /// Everything else: pipelined on the shared connection; `true` when
+    /// it may write (a lost reply is then `UNCERTAIN`).
+    Forward(bool),
 }
 
 /// Connection-scoped commands answered for the session.
@@ -60,23 +61,24 @@ pub enum SessionCmd {
     Quit,
 }
 
-/// Connection-scoped commands by (name, subcommand).
-const SESSION_TABLE: &[(&str, Option<&str>, SessionCmd)] = &[
-    ("auth", None, SessionCmd::Auth),
-    ("hello", None, SessionCmd::Hello),
-    ("select", None, SessionCmd::Select),
-    ("reset", None, SessionCmd::Reset),
-    ("quit", None, SessionCmd::Quit),
-    ("client", Some("id"), SessionCmd::ClientId),
-    ("client", Some("setname"), SessionCmd::ClientSetName),
-    ("client", Some("getname"), SessionCmd::ClientGetName),
-    ("client", Some("setinfo"), SessionCmd::ClientSetInfo),
-    ("client", Some("info"), SessionCmd::ClientInfo),
-    ("client", Some("reply"), SessionCmd::ClientReply),
-    ("client", Some("no-evict"), SessionCmd::ClientSwitch),
-    ("client", Some("no-touch"), SessionCmd::ClientSwitch),
+/// Connection-scoped commands by their command-table name.
+const SESSION_TABLE: &[(&str, SessionCmd)] = &[
+    ("auth", SessionCmd::Auth),
+    ("hello", SessionCmd::Hello),
+    ("select", SessionCmd::Select),
+    ("reset", SessionCmd::Reset),
+    ("quit", SessionCmd::Quit),
+    ("client|id", SessionCmd::ClientId),
+    ("client|setname", SessionCmd::ClientSetName),
+    ("client|getname", SessionCmd::ClientGetName),
+    ("client|setinfo", SessionCmd::ClientSetInfo),
+    ("client|info", SessionCmd::ClientInfo),
+    ("client|reply", SessionCmd::ClientReply),
+    ("client|no-evict", SessionCmd::ClientSwitch),
+    ("client|no-touch", SessionCmd::ClientSwitch),
 ];
 
+/// Commands that turn the connection into a push stream.
 const TUNNEL: &[&str] = &[
     "subscribe",
     "psubscribe",
@@ -90,42 +92,51 @@ fn eq(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
 
-/// Classifies a request by its arguments (name first).
+/// Classifies a request by its arguments (name first), with one command
+/// table lookup: this runs for every command.
 pub fn classify(args: &[Bytes]) -> Kind {
-    let Some(name) = args.first() else {
-        return Kind::Forward;
+    // Not in the table (a module, a newer Redis): forwarded as is.
+    let Some(spec) = resp::lookup(args) else {
+        return Kind::Forward(true);
     };
-    let sub = args.get(1);
-    for (n, s, cmd) in SESSION_TABLE {
-        if eq(name, n) && s.is_none_or(|s| sub.is_some_and(|a| eq(a, s))) {
-            return Kind::Session(*cmd);
-        }
+    let name = spec.name;
+    if let Some((_, cmd)) = SESSION_TABLE.iter().find(|(n, _)| *n == name) {
+        return Kind::Session(*cmd);
     }
-    match name.len() {
-        4 if eq(name, "exec") => return Kind::Exec,
-        5 if eq(name, "multi") => return Kind::Multi,
-        5 if eq(name, "watch") => return Kind::Watch,
-        7 if eq(name, "discard") => return Kind::Discard,
-        7 if eq(name, "unwatch") => return Kind::Unwatch,
-        _ => {}
-    }
-    if TUNNEL.iter().any(|t| eq(name, t)) {
-        return Kind::Tunnel;
-    }
-    if eq(name, "client")
-        && sub.is_some_and(|s| eq(s, "tracking"))
-        && args.get(2).is_some_and(|a| eq(a, "on"))
-    {
-        return Kind::Tunnel;
-    }
-    if let Some(spec) = resp::lookup(args) {
-        if spec.has(F_BLOCKING) {
-            if let Some(t) = block_ms(args) {
-                return Kind::Blocking(t);
+    match name {
+        "exec" => return Kind::Exec,
+        "multi" => return Kind::Multi,
+        "watch" => return Kind::Watch,
+        "discard" => return Kind::Discard,
+        "unwatch" => return Kind::Unwatch,
+        "client|tracking" if args.get(2).is_some_and(|a| eq(a, "on")) => return Kind::Tunnel,
+        // Subcommands newer than our 7.0 table land on the container row.
+        "client" => {
+            if let Some(sub) = args.get(1) {
+                let newer = [
+                    ("setinfo", SessionCmd::ClientSetInfo),
+                    ("no-touch", SessionCmd::ClientSwitch),
+                ];
+                if let Some((_, cmd)) = newer.iter().find(|(n, _)| eq(sub, n)) {
+                    return Kind::Session(*cmd);
+                }
             }
         }
+        _ => {}
     }
-    Kind::Forward
+    if TUNNEL.contains(&name) {
+        return Kind::Tunnel;
+    }
+    if spec.has(F_BLOCKING) {
+        if let Some(t) = block_ms(args) {
+            return Kind::Blocking(t);
+        }
+    }
+    Kind::Forward(spec_writes(spec))
+}
+
+fn spec_writes(spec: &resp::CommandSpec) -> bool {
+    spec.has(F_WRITE | F_MAY_REPLICATE) || spec.group == "scripting"
 }
 
 /// The block time of a blocking command in ms (`Some(None)`: forever), or
@@ -166,7 +177,7 @@ fn block_ms(args: &[Bytes]) -> Option<Option<u64>> {
 /// and so do scripts, which Redis 7.0 does not flag as writes.
 pub fn is_write(args: &[Bytes]) -> bool {
     match resp::lookup(args) {
-        Some(spec) => spec.has(F_WRITE | F_MAY_REPLICATE) || spec.group == "scripting",
+        Some(spec) => spec_writes(spec),
         None => true,
     }
 }
@@ -185,20 +196,22 @@ mod tests {
 
     #[test]
     fn every_session_table_row_classifies() {
-        for (n, s, cmd) in SESSION_TABLE {
-            let mut args = vec![n.to_uppercase()];
-            if let Some(s) = s {
-                args.push(s.to_uppercase());
-            }
+        for (n, cmd) in SESSION_TABLE {
+            let args: Vec<String> = n.split('|').map(|s| s.to_uppercase()).collect();
             let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
             assert_eq!(k(&refs), Kind::Session(*cmd), "{args:?}");
         }
+        assert_eq!(
+            k(&["CLIENT", "SETINFO", "lib-name", "x"]),
+            Kind::Session(SessionCmd::ClientSetInfo)
+        );
     }
 
     #[test]
     fn routing_kinds() {
-        assert_eq!(k(&["GET", "a"]), Kind::Forward);
-        assert_eq!(k(&["client", "list"]), Kind::Forward);
+        assert_eq!(k(&["GET", "a"]), Kind::Forward(false));
+        assert_eq!(k(&["SET", "a", "1"]), Kind::Forward(true));
+        assert_eq!(k(&["client", "list"]), Kind::Forward(false));
         assert_eq!(k(&["MULTI"]), Kind::Multi);
         assert_eq!(k(&["exec"]), Kind::Exec);
         assert_eq!(k(&["WATCH", "a"]), Kind::Watch);
@@ -214,8 +227,8 @@ mod tests {
             k(&["XREAD", "BLOCK", "100", "STREAMS", "s", "$"]),
             Kind::Blocking(Some(100))
         );
-        assert_eq!(k(&["XREAD", "STREAMS", "s", "0"]), Kind::Forward);
-        assert_eq!(k(&["FOO.BAR", "x"]), Kind::Forward);
+        assert_eq!(k(&["XREAD", "STREAMS", "s", "0"]), Kind::Forward(false));
+        assert_eq!(k(&["FOO.BAR", "x"]), Kind::Forward(true));
     }
 
     #[test]

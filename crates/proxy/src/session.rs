@@ -497,11 +497,11 @@ impl Session {
                 self.flush_batch();
                 Flow::Tunnel(req)
             }
-            Kind::Forward => self.forward(req).await,
+            Kind::Forward(write) => self.forward(req, write).await,
         }
     }
 
-    async fn forward(&mut self, req: Request) -> Flow {
+    async fn forward(&mut self, req: Request, write: bool) -> Flow {
         if let Some(r) = self.down_reply() {
             self.push_ready(r);
             return Flow::Go;
@@ -520,7 +520,6 @@ impl Session {
                 return Flow::Stall(req);
             }
         }
-        let write = is_write(&req.args);
         match &mut self.batch {
             Some(b) if b.conn.id() == conn.id() => {
                 b.raws.push(req.raw);
@@ -659,7 +658,7 @@ impl Session {
                 }
             }
         }
-        self.forward(req).await
+        self.forward(req, false).await
     }
 
     async fn blocking(&mut self, req: Request, block_ms: Option<u64>) -> Flow {

@@ -68,14 +68,25 @@ fn init_logging() {
 }
 
 fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(proxy::metrics::COMMAND_DURATION.into()),
             proxy::metrics::DURATION_BUCKETS,
         )
         .context("metric buckets")?
         .install_recorder()
-        .context("installing the metrics recorder")
+        .context("installing the metrics recorder")?;
+    // Histogram samples pile up until upkeep folds them into buckets;
+    // without a scraper nothing else would, and memory would grow.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
 }
 
 /// No upstream: the local store serves everything, journaled.

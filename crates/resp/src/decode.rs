@@ -527,7 +527,12 @@ fn hex(c: u8) -> u8 {
 /// with itself on what it consumed.
 #[doc(hidden)]
 pub fn check_roundtrip(data: &[u8]) {
-    let limits = Limits { max_bulk_len: 1 << 20, max_array_len: 1 << 16, max_nesting: 32, max_inline_len: 1 << 12 };
+    let limits = Limits {
+        max_bulk_len: 1 << 20,
+        max_array_len: 1 << 16,
+        max_nesting: 32,
+        max_inline_len: 1 << 12,
+    };
     let mut rest = data;
     while let Ok(Some((frame, n))) = parse_frame(rest, &limits) {
         assert_eq!(frame_len(rest, &limits), Ok(Some(n)));
@@ -539,7 +544,9 @@ pub fn check_roundtrip(data: &[u8]) {
         assert!(!req.args.is_empty());
         // The raw form of any request decodes back to the same arguments.
         let mut again = BytesMut::from(&req.raw[..]);
-        let back = parse_request(&mut again, &limits).expect("raw re-parses").expect("complete");
+        let back = parse_request(&mut again, &limits)
+            .expect("raw re-parses")
+            .expect("complete");
         assert_eq!(back.args, req.args);
         assert!(again.is_empty());
     }
@@ -625,7 +632,17 @@ mod tests {
 
     #[test]
     fn integers_are_as_strict_as_redis() {
-        for (text, want) in [("0", Some(0)), ("-1", Some(-1)), ("42", Some(42)), ("+1", None), ("01", None), ("-0", None), ("", None), ("-", None), ("9223372036854775808", None)] {
+        for (text, want) in [
+            ("0", Some(0)),
+            ("-1", Some(-1)),
+            ("42", Some(42)),
+            ("+1", None),
+            ("01", None),
+            ("-0", None),
+            ("", None),
+            ("-", None),
+            ("9223372036854775808", None),
+        ] {
             assert_eq!(parse_i64(text.as_bytes()), want, "{text:?}");
         }
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
