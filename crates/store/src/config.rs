@@ -3,7 +3,7 @@
 //! Every parameter Redis 7.0 knows is stored and reported so tools that set
 //! them keep working. These take effect in the store: `maxmemory`,
 //! `maxmemory-policy`, `maxmemory-samples`, `notify-keyspace-events`
-//! (stored; keyspace events are not emitted yet), `proto-max-bulk-len`
+//! (keyspace notifications), `proto-max-bulk-len`
 //! (string growth limit of APPEND/SETRANGE/SETBIT), `lfu-log-factor`,
 //! `lfu-decay-time`, `active-expire-effort`. The others have no effect.
 
@@ -30,6 +30,8 @@ pub(crate) enum Kind {
     Enum(&'static str),
     /// Anything.
     Text,
+    /// `notify-keyspace-events` letters.
+    Events,
 }
 
 /// Eviction policies, `maxmemory-policy`.
@@ -90,6 +92,8 @@ pub(crate) struct Config {
     pub proto_max_bulk_len: u64,
     pub lfu_log_factor: u32,
     pub lfu_decay_time: u64,
+    /// Enabled keyspace notification classes.
+    pub notify_flags: u32,
 }
 
 impl Config {
@@ -105,6 +109,7 @@ impl Config {
             proto_max_bulk_len: 512 * 1024 * 1024,
             lfu_log_factor: 10,
             lfu_decay_time: 1,
+            notify_flags: 0,
         };
         c.refresh();
         c
@@ -122,6 +127,10 @@ impl Config {
         self.samples = num(self, "maxmemory-samples").max(1) as usize;
         self.lfu_log_factor = num(self, "lfu-log-factor") as u32;
         self.lfu_decay_time = num(self, "lfu-decay-time");
+        self.notify_flags = self
+            .get("notify-keyspace-events")
+            .and_then(crate::pubsub::parse_events)
+            .unwrap_or(0);
         self.policy = self
             .get("maxmemory-policy")
             .and_then(Policy::parse)
@@ -192,6 +201,10 @@ fn validate(name: &str, kind: Kind, value: &str) -> Result<String, String> {
             }
         }
         Kind::Text => Ok(value.to_string()),
+        Kind::Events => match crate::pubsub::parse_events(value) {
+            Some(f) => Ok(crate::pubsub::events_text(f)),
+            None => fail("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.".into()),
+        },
     }
 }
 

@@ -106,7 +106,7 @@ pub(crate) static PARAMS: &[(&str, &str, Kind)] = &[
     ("min-slaves-max-lag", "10", Kind::Int),
     ("min-slaves-to-write", "0", Kind::Int),
     ("no-appendfsync-on-rewrite", "no", Kind::Bool),
-    ("notify-keyspace-events", "", Kind::Text),
+    ("notify-keyspace-events", "", Kind::Events),
     ("oom-score-adj", "no", Kind::Bool),
     ("oom-score-adj-values", "0 200 800", Kind::Text),
     ("pidfile", "", Kind::Text),

@@ -183,6 +183,13 @@ impl<'a> Ctx<'a> {
             self.inner.delete_key(db, key);
             self.inner.touch_watched(db, key);
             self.inner.stats.expired_keys += 1;
+            crate::pubsub::notify(
+                self.inner,
+                db,
+                crate::pubsub::class::EXPIRED,
+                "expired",
+                key,
+            );
             true
         } else {
             false
@@ -271,8 +278,25 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Deletes a key; true if it existed (and was live).
+    /// Publishes a keyspace event for `key` in the current database.
+    pub fn notify(&mut self, class: u32, event: &str, key: &[u8]) {
+        if self.inner.config.notify_flags != 0 {
+            let db = self.db;
+            crate::pubsub::notify(self.inner, db, class, event, key);
+        }
+    }
+
+    /// Deletes a key (keyspace event `del`); true if it existed and was live.
     pub fn delete(&mut self, key: &[u8]) -> bool {
+        let done = self.delete_quiet(key);
+        if done {
+            self.notify(crate::pubsub::class::GENERIC, "del", key);
+        }
+        done
+    }
+
+    /// Deletes a key without a `del` event (RENAME, MOVE, COPY REPLACE).
+    pub fn delete_quiet(&mut self, key: &[u8]) -> bool {
         if self.expire_if_needed(key) {
             return false;
         }
@@ -305,6 +329,7 @@ impl<'a> Ctx<'a> {
         };
         if empty {
             self.inner.delete_key(db, key);
+            crate::pubsub::notify(self.inner, db, crate::pubsub::class::GENERIC, "del", key);
         } else if let Some(e) = d.map.get_mut(key) {
             let new = entry_size(key, e);
             self.inner.used_memory = self.inner.used_memory.saturating_sub(e.size) + new;

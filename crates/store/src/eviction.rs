@@ -81,6 +81,7 @@ pub(crate) fn make_room(inner: &mut Inner, now: u64, effects: &mut Vec<Effect>) 
         inner.delete_key(db, &key);
         inner.touch_watched(db, &key);
         inner.stats.evicted_keys += 1;
+        crate::pubsub::notify(inner, db, crate::pubsub::class::EVICTED, "evicted", &key);
         effects.push(Effect {
             db,
             args: vec![bytes::Bytes::from_static(b"DEL"), key],

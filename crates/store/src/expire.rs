@@ -39,6 +39,7 @@ pub(crate) fn active_cycle(shared: &Shared, now: u64) -> usize {
                 inner.delete_key(db, k);
                 inner.touch_watched(db, k);
                 inner.stats.expired_keys += 1;
+                crate::pubsub::notify(&mut inner, db, crate::pubsub::class::EXPIRED, "expired", k);
             }
             deleted += expired.len();
             if expired.len() <= REPEAT_ABOVE || start.elapsed() > BUDGET {

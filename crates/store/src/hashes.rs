@@ -2,6 +2,7 @@
 //! of the rest) like Redis's small listpack hashes, so HGETALL answers in
 //! the same order as Redis for hashes of up to 128 short fields.
 
+use crate::pubsub::class::HASH;
 use bytes::Bytes;
 use indexmap::IndexMap;
 use rand::seq::SliceRandom;
@@ -50,6 +51,7 @@ fn hset(ctx: &mut Ctx) -> Reply {
             added += 1;
         }
     }
+    ctx.notify(HASH, "hset", &key);
     ctx.modified(&key);
     Ok(if ctx.name == "hmset" {
         Frame::simple("OK")
@@ -68,6 +70,7 @@ fn hsetnx(ctx: &mut Ctx) -> Reply {
     if let Some(h) = ctx.hash_mut(&key, true)? {
         h.insert(f, v);
     }
+    ctx.notify(HASH, "hset", &key);
     ctx.modified(&key);
     Ok(Frame::Integer(1))
 }
@@ -139,6 +142,7 @@ fn hdel(ctx: &mut Ctx) -> Reply {
     };
     let n = args[2..].iter().filter(|f| remove_field(h, f)).count();
     if n > 0 {
+        ctx.notify(HASH, "hdel", &key);
         ctx.modified(&key);
     }
     Ok(Frame::Integer(n as i64))
@@ -183,6 +187,7 @@ fn hincrby(ctx: &mut Ctx) -> Reply {
     if let Some(h) = ctx.hash_mut(&key, true)? {
         h.insert(f, num::fmt_i64(new));
     }
+    ctx.notify(HASH, "hincrby", &key);
     ctx.modified(&key);
     Ok(Frame::Integer(new))
 }
@@ -206,6 +211,7 @@ fn hincrbyfloat(ctx: &mut Ctx) -> Reply {
     if let Some(h) = ctx.hash_mut(&key, true)? {
         h.insert(f.clone(), text.clone());
     }
+    ctx.notify(HASH, "hincrbyfloat", &key);
     ctx.modified(&key);
     ctx.propagate(vec![Bytes::from_static(b"HSET"), key, f, text.clone()]);
     let _ = NOT_FLOAT;

@@ -10,6 +10,7 @@ use resp::Frame;
 use crate::ctx::{err, Ctx, Handler, Reply, NOT_INT, NO_KEY, SYNTAX};
 use crate::glob::glob_match;
 use crate::num;
+use crate::pubsub::class::GENERIC;
 use crate::value::Value;
 
 pub(crate) const COMMANDS: &[(&str, Handler)] = &[
@@ -89,8 +90,8 @@ fn rename_generic(ctx: &mut Ctx, nx: bool) -> Reply {
     if nx && ctx.peek(&dst).is_some() {
         return Ok(Frame::Integer(0));
     }
-    ctx.delete(&src);
-    ctx.delete(&dst);
+    ctx.delete_quiet(&src);
+    ctx.delete_quiet(&dst);
     let db = ctx.db;
     let mut e = e;
     e.size = 0;
@@ -98,6 +99,8 @@ fn rename_generic(ctx: &mut Ctx, nx: bool) -> Reply {
     if e.expire_at.is_some() {
         ctx.inner.dbs[db].volatile.insert(dst.clone());
     }
+    ctx.notify(GENERIC, "rename_from", &src);
+    ctx.notify(GENERIC, "rename_to", &dst);
     ctx.modified(&dst);
     Ok(if nx {
         Frame::Integer(1)
@@ -152,7 +155,7 @@ fn copy(ctx: &mut Ctx) -> Reply {
         return Ok(Frame::Integer(0));
     }
     if exists {
-        ctx.delete(&dst);
+        ctx.delete_quiet(&dst);
     }
     // The copy shares the value until either is written (Arc, copy on write).
     let mut ne = e.clone();
@@ -162,6 +165,7 @@ fn copy(ctx: &mut Ctx) -> Reply {
     if e.expire_at.is_some() {
         ctx.inner.dbs[dst_db].volatile.insert(dst.clone());
     }
+    ctx.notify(GENERIC, "copy_to", &dst);
     ctx.modified(&dst);
     ctx.db = here;
     Ok(Frame::Integer(1))
@@ -223,6 +227,7 @@ fn expire(ctx: &mut Ctx) -> Reply {
         ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
     } else {
         ctx.db().set_expire(&key, Some(at as u64));
+        ctx.notify(GENERIC, "expire", &key);
         ctx.modified(&key);
         ctx.propagate(vec![
             Bytes::from_static(b"PEXPIREAT"),
@@ -238,6 +243,7 @@ fn persist(ctx: &mut Ctx) -> Reply {
     match ctx.peek(&key).map(|e| e.expire_at) {
         Some(Some(_)) => {
             ctx.db().set_expire(&key, None);
+            ctx.notify(GENERIC, "persist", &key);
             ctx.modified(&key);
             Ok(Frame::Integer(1))
         }
@@ -494,7 +500,11 @@ fn move_(ctx: &mut Ctx) -> Reply {
     }
     ctx.modified(&key);
     ctx.db = here;
-    ctx.delete(&key);
+    ctx.delete_quiet(&key);
+    ctx.notify(GENERIC, "move_from", &key);
+    ctx.db = dst;
+    ctx.notify(GENERIC, "move_to", &key);
+    ctx.db = here;
     Ok(Frame::Integer(1))
 }
 

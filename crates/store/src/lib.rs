@@ -49,7 +49,7 @@
 //!
 //! # Not supported yet
 //! Streams, HyperLogLog, geo, scripting (EVAL/FCALL), BITFIELD, BITOP,
-//! keyspace notifications, OBJECT on encodings converted back (Redis never
+//! SORT, LCS, OBJECT on encodings converted back (Redis never
 //! converts a big encoding back to a small one; we report from the current
 //! size). Such commands answer `-ERR <NAME> is not supported by the local
 //! store yet …`.

@@ -2,6 +2,7 @@
 //! BRPOPLPUSH, BLMPOP). A blocking pop that finds nothing sets
 //! `ctx.block`; [`crate::Store::execute`] waits and calls it again.
 
+use crate::pubsub::class::LIST;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -56,8 +57,25 @@ fn push_generic(ctx: &mut Ctx, end: End) -> Reply {
         }
     }
     let n = l.len();
+    ctx.notify(LIST, push_event(end), &key);
     ctx.modified(&key);
     Ok(Frame::Integer(n as i64))
+}
+
+fn push_event(e: End) -> &'static str {
+    if e == End::Left {
+        "lpush"
+    } else {
+        "rpush"
+    }
+}
+
+fn pop_event(e: End) -> &'static str {
+    if e == End::Left {
+        "lpop"
+    } else {
+        "rpop"
+    }
 }
 
 fn lpush(ctx: &mut Ctx) -> Reply {
@@ -108,6 +126,7 @@ fn pop_generic(ctx: &mut Ctx, end: End) -> Reply {
     };
     let popped = pop_n(l, end, count.unwrap_or(1));
     if !popped.is_empty() {
+        ctx.notify(LIST, pop_event(end), &key);
         ctx.modified(&key);
     }
     Ok(match count {
@@ -171,6 +190,7 @@ fn lset(ctx: &mut Ctx) -> Reply {
         return Err(err("ERR index out of range"));
     };
     l[i] = v;
+    ctx.notify(LIST, "lset", &key);
     ctx.modified(&key);
     Ok(Frame::simple("OK"))
 }
@@ -209,6 +229,7 @@ fn lrem(ctx: &mut Ctx) -> Reply {
         }
     }
     if removed > 0 {
+        ctx.notify(LIST, "lrem", &key);
         ctx.modified(&key);
     }
     Ok(Frame::Integer(removed as i64))
@@ -227,6 +248,7 @@ fn ltrim(ctx: &mut Ctx) -> Reply {
         }
         None => l.clear(),
     }
+    ctx.notify(LIST, "ltrim", &key);
     ctx.modified(&key);
     Ok(Frame::simple("OK"))
 }
@@ -249,6 +271,7 @@ fn linsert(ctx: &mut Ctx) -> Reply {
     };
     l.insert(if after { i + 1 } else { i }, v);
     let n = l.len();
+    ctx.notify(LIST, "linsert", &key);
     ctx.modified(&key);
     Ok(Frame::Integer(n as i64))
 }
@@ -356,14 +379,18 @@ fn move_generic(ctx: &mut Ctx, from: End, to: End) -> Result<Option<Bytes>, Fram
         None => None,
     };
     let Some(v) = v else { return Ok(None) };
-    ctx.modified(&src);
+    // Redis pushes (and notifies) the destination before it reports the
+    // pop and deletes an emptied source.
     if let Some(l) = ctx.list_mut(&dst, true)? {
         match to {
             End::Left => l.push_front(v.clone()),
             End::Right => l.push_back(v.clone()),
         }
     }
+    ctx.notify(LIST, push_event(to), &dst);
     ctx.modified(&dst);
+    ctx.notify(LIST, pop_event(from), &src);
+    ctx.modified(&src);
     ctx.propagate(vec![
         Bytes::from_static(b"LMOVE"),
         src,
@@ -427,6 +454,7 @@ fn mpop(
             continue;
         };
         let popped = pop_n(l, end, count);
+        ctx.notify(LIST, pop_event(end), k);
         ctx.modified(k);
         let mut e = vec![
             Bytes::from_static(if end == End::Left { b"LPOP" } else { b"RPOP" }),
@@ -489,6 +517,7 @@ fn bpop(ctx: &mut Ctx, end: End) -> Reply {
         };
         let v = pop_n(l, end, 1).pop();
         let Some(v) = v else { continue };
+        ctx.notify(LIST, pop_event(end), k);
         ctx.modified(k);
         ctx.propagate(vec![
             Bytes::from_static(if end == End::Left { b"LPOP" } else { b"RPOP" }),

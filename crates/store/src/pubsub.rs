@@ -11,6 +11,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::ctx::{Ctx, Handler, Reply};
 use crate::glob::glob_match;
+use crate::store::Inner;
 
 pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("subscribe", subscribe),
@@ -166,9 +167,16 @@ fn unsub_generic(ctx: &mut Ctx, pattern: bool) -> Reply {
 
 fn publish(ctx: &mut Ctx) -> Reply {
     let (ch, msg) = (ctx.args[1].clone(), ctx.args[2].clone());
+    let n = publish_to(ctx.inner, &ch, &msg);
+    Ok(Frame::Integer(n))
+}
+
+/// Delivers a message to the channel's and matching patterns' subscribers;
+/// returns how many received it.
+pub(crate) fn publish_to(inner: &mut Inner, ch: &Bytes, msg: &Bytes) -> i64 {
     let mut receivers = 0;
     let mut deliveries: Vec<(u64, Vec<Frame>)> = Vec::new();
-    if let Some(ids) = ctx.inner.channels.get(&ch) {
+    if let Some(ids) = inner.channels.get(ch) {
         for id in ids {
             deliveries.push((
                 *id,
@@ -180,8 +188,8 @@ fn publish(ctx: &mut Ctx) -> Reply {
             ));
         }
     }
-    for (pat, ids) in &ctx.inner.patterns {
-        if glob_match(pat, &ch, false) {
+    for (pat, ids) in &inner.patterns {
+        if glob_match(pat, ch, false) {
             for id in ids {
                 deliveries.push((
                     *id,
@@ -196,7 +204,7 @@ fn publish(ctx: &mut Ctx) -> Reply {
         }
     }
     for (id, items) in deliveries {
-        let Some(c) = ctx.inner.clients.get(&id) else {
+        let Some(c) = inner.clients.get(&id) else {
             continue;
         };
         let frame = push(c.resp == 3, items);
@@ -211,8 +219,111 @@ fn publish(ctx: &mut Ctx) -> Reply {
             Err(TrySendError::Closed(_)) => {}
         }
     }
-    ctx.inner.stats.pubsub_messages += 1;
-    Ok(Frame::Integer(receivers))
+    inner.stats.pubsub_messages += 1;
+    receivers
+}
+
+/// Keyspace notification classes (`notify-keyspace-events` letters).
+pub(crate) mod class {
+    pub const GENERIC: u32 = 1;
+    pub const STRING: u32 = 1 << 1;
+    pub const LIST: u32 = 1 << 2;
+    pub const SET: u32 = 1 << 3;
+    pub const HASH: u32 = 1 << 4;
+    pub const ZSET: u32 = 1 << 5;
+    pub const EXPIRED: u32 = 1 << 6;
+    pub const EVICTED: u32 = 1 << 7;
+    pub const STREAM: u32 = 1 << 8;
+    pub const KEY_MISS: u32 = 1 << 9;
+    pub const MODULE: u32 = 1 << 10;
+    pub const NEW: u32 = 1 << 11;
+    pub const KEYSPACE: u32 = 1 << 12;
+    pub const KEYEVENT: u32 = 1 << 13;
+    /// `A`: every class but key-miss and new.
+    pub const ALL: u32 =
+        GENERIC | STRING | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM | MODULE;
+}
+
+/// Parses `notify-keyspace-events` letters; None on an unknown letter.
+pub(crate) fn parse_events(s: &str) -> Option<u32> {
+    use class::*;
+    let mut f = 0;
+    for c in s.chars() {
+        f |= match c {
+            'A' => ALL,
+            'g' => GENERIC,
+            '$' => STRING,
+            'l' => LIST,
+            's' => SET,
+            'h' => HASH,
+            'z' => ZSET,
+            'x' => EXPIRED,
+            'e' => EVICTED,
+            't' => STREAM,
+            'm' => KEY_MISS,
+            'd' => MODULE,
+            'n' => NEW,
+            'K' => KEYSPACE,
+            'E' => KEYEVENT,
+            _ => return None,
+        };
+    }
+    Some(f)
+}
+
+/// The canonical text CONFIG GET shows for a set of classes.
+pub(crate) fn events_text(f: u32) -> String {
+    use class::*;
+    let mut s = String::new();
+    if f & ALL == ALL {
+        s.push('A');
+    } else {
+        for (bit, c) in [
+            (GENERIC, 'g'),
+            (STRING, '$'),
+            (LIST, 'l'),
+            (SET, 's'),
+            (HASH, 'h'),
+            (ZSET, 'z'),
+            (EXPIRED, 'x'),
+            (EVICTED, 'e'),
+            (STREAM, 't'),
+            (MODULE, 'd'),
+            (NEW, 'n'),
+        ] {
+            if f & bit != 0 {
+                s.push(c);
+            }
+        }
+    }
+    for (bit, c) in [(KEYSPACE, 'K'), (KEYEVENT, 'E'), (KEY_MISS, 'm')] {
+        if f & bit != 0 {
+            s.push(c);
+        }
+    }
+    s
+}
+
+/// Publishes a keyspace event if its class is enabled (Redis's
+/// `notifyKeyspaceEvent`).
+pub(crate) fn notify(inner: &mut Inner, db: usize, cls: u32, event: &str, key: &[u8]) {
+    let flags = inner.config.notify_flags;
+    if flags & cls == 0 {
+        return;
+    }
+    if flags & class::KEYSPACE != 0 {
+        let mut ch = format!("__keyspace@{db}__:").into_bytes();
+        ch.extend_from_slice(key);
+        publish_to(
+            inner,
+            &Bytes::from(ch),
+            &Bytes::copy_from_slice(event.as_bytes()),
+        );
+    }
+    if flags & class::KEYEVENT != 0 {
+        let ch = Bytes::from(format!("__keyevent@{db}__:{event}"));
+        publish_to(inner, &ch, &Bytes::copy_from_slice(key));
+    }
 }
 
 fn pubsub_channels(ctx: &mut Ctx) -> Reply {

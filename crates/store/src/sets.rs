@@ -2,6 +2,7 @@
 //! in numeric order, as from Redis; other sets come back in insertion
 //! order where Redis's hashtable order is arbitrary.
 
+use crate::pubsub::class::SET;
 use bytes::Bytes;
 use indexmap::IndexSet;
 use rand::Rng;
@@ -60,6 +61,7 @@ fn sadd(ctx: &mut Ctx) -> Reply {
     };
     let n = args[2..].iter().filter(|m| s.insert((*m).clone())).count();
     if n > 0 {
+        ctx.notify(SET, "sadd", &key);
         ctx.modified(&key);
     } else {
         // Nothing added: not a write (and an empty new set must not stay).
@@ -77,6 +79,7 @@ fn srem(ctx: &mut Ctx) -> Reply {
     };
     let n = args[2..].iter().filter(|m| remove_member(s, m)).count();
     if n > 0 {
+        ctx.notify(SET, "srem", &key);
         ctx.modified(&key);
     }
     Ok(Frame::Integer(n as i64))
@@ -150,6 +153,7 @@ fn spop(ctx: &mut Ctx) -> Reply {
     if popped.is_empty() {
         return Ok(ctx.set_reply(Vec::new()));
     }
+    ctx.notify(SET, "spop", &key);
     ctx.modified(&key);
     // The choice was random: journal which members went.
     let mut e = vec![Bytes::from_static(b"SREM"), key];
@@ -216,10 +220,12 @@ fn smove(ctx: &mut Ctx) -> Reply {
     if let Some(s) = ctx.set_mut(&src, false)? {
         remove_member(s, &m);
     }
+    ctx.notify(SET, "srem", &src);
     ctx.modified(&src);
     if let Some(s) = ctx.set_mut(&dst, true)? {
         s.insert(m);
     }
+    ctx.notify(SET, "sadd", &dst);
     ctx.modified(&dst);
     Ok(Frame::Integer(1))
 }
@@ -238,6 +244,7 @@ fn store_set(ctx: &mut Ctx, dst: &Bytes, s: IndexSet<Bytes>) -> Frame {
         }
     } else {
         ctx.set_value(dst, Value::Set(s), false);
+        ctx.notify(SET, ctx.name, dst);
     }
     Frame::Integer(n as i64)
 }

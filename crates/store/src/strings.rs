@@ -5,6 +5,7 @@ use resp::Frame;
 
 use crate::ctx::{err, Ctx, Handler, Reply, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
 use crate::num;
+use crate::pubsub::class::{GENERIC, STRING};
 use crate::value::{StrEnc, Value};
 
 pub(crate) const COMMANDS: &[(&str, Handler)] = &[
@@ -120,10 +121,12 @@ fn set(ctx: &mut Ctx) -> Reply {
     }
     let val = ctx.args[2].clone();
     ctx.set_value(&key, Value::Str(val.clone()), ttl == Some(Ttl::Keep));
+    ctx.notify(STRING, "set", &key);
     let mut effect = vec![Bytes::from_static(b"SET"), key.clone(), val];
     match ttl {
         Some(Ttl::At(at)) => {
             ctx.db().set_expire(&key, Some(at));
+            ctx.notify(GENERIC, "expire", &key);
             effect.extend(pxat(at));
         }
         Some(Ttl::Keep) => effect.push(Bytes::from_static(b"KEEPTTL")),
@@ -144,6 +147,7 @@ fn setnx(ctx: &mut Ctx) -> Reply {
     }
     let v = ctx.args[2].clone();
     ctx.set_value(&key, Value::Str(v.clone()), false);
+    ctx.notify(STRING, "set", &key);
     ctx.propagate(vec![Bytes::from_static(b"SET"), key, v]);
     Ok(Frame::Integer(1))
 }
@@ -153,7 +157,9 @@ fn setex_generic(ctx: &mut Ctx, unit: &[u8], cmd: &str) -> Reply {
     let key = ctx.args[1].clone();
     let v = ctx.args[3].clone();
     ctx.set_value(&key, Value::Str(v.clone()), false);
+    ctx.notify(STRING, "set", &key);
     ctx.db().set_expire(&key, Some(at));
+    ctx.notify(GENERIC, "expire", &key);
     let mut e = vec![Bytes::from_static(b"SET"), key, v];
     e.extend(pxat(at));
     ctx.propagate(e);
@@ -195,6 +201,7 @@ fn getex(ctx: &mut Ctx) -> Reply {
         }
         Some(Ttl::At(at)) => {
             ctx.db().set_expire(&key, Some(at));
+            ctx.notify(GENERIC, "expire", &key);
             ctx.modified(&key);
             ctx.propagate(vec![
                 Bytes::from_static(b"PEXPIREAT"),
@@ -204,6 +211,7 @@ fn getex(ctx: &mut Ctx) -> Reply {
         }
         Some(Ttl::Persist) if ctx.peek(&key).is_some_and(|e| e.expire_at.is_some()) => {
             ctx.db().set_expire(&key, None);
+            ctx.notify(GENERIC, "persist", &key);
             ctx.modified(&key);
             ctx.propagate(vec![Bytes::from_static(b"PERSIST"), key]);
         }
@@ -227,6 +235,7 @@ fn getset(ctx: &mut Ctx) -> Reply {
     let old = ctx.get_str(&key)?;
     let v = ctx.args[2].clone();
     ctx.set_value(&key, Value::Str(v.clone()), false);
+    ctx.notify(STRING, "set", &key);
     ctx.propagate(vec![Bytes::from_static(b"SET"), key, v]);
     Ok(bulk_or_null(ctx, old))
 }
@@ -254,6 +263,7 @@ fn mset(ctx: &mut Ctx) -> Reply {
     for i in (1..ctx.args.len()).step_by(2) {
         let (k, v) = (ctx.args[i].clone(), ctx.args[i + 1].clone());
         ctx.set_value(&k, Value::Str(v), false);
+        ctx.notify(STRING, "set", &k);
     }
     Ok(Frame::simple("OK"))
 }
@@ -290,6 +300,7 @@ fn incr_generic(ctx: &mut Ctx, by: i64) -> Reply {
         .checked_add(by)
         .ok_or_else(|| err("ERR increment or decrement would overflow"))?;
     ctx.set_value(&key, Value::Str(num::fmt_i64(new)), true);
+    ctx.notify(STRING, "incrby", &key);
     Ok(Frame::Integer(new))
 }
 
@@ -330,6 +341,7 @@ fn incrbyfloat(ctx: &mut Ctx) -> Reply {
     let text = Bytes::from(num::fmt_human(new));
     ctx.set_value(&key, Value::Str(text.clone()), true);
     ctx.mark_str_enc(&key, StrEnc::Embstr);
+    ctx.notify(STRING, "incrbyfloat", &key);
     // The float sum depends on rounding: journal the result, not the step.
     ctx.propagate(vec![
         Bytes::from_static(b"SET"),
@@ -368,6 +380,7 @@ fn append(ctx: &mut Ctx) -> Reply {
     if existed {
         ctx.mark_str_enc(&key, StrEnc::Raw);
     }
+    ctx.notify(STRING, "append", &key);
     Ok(Frame::Integer(len as i64))
 }
 
@@ -456,6 +469,7 @@ fn setrange(ctx: &mut Ctx) -> Reply {
     let len = b.len();
     ctx.set_value(&key, Value::Str(b.freeze()), true);
     ctx.mark_str_enc(&key, StrEnc::Raw);
+    ctx.notify(STRING, "setrange", &key);
     Ok(Frame::Integer(len as i64))
 }
 
@@ -489,6 +503,7 @@ fn setbit(ctx: &mut Ctx) -> Reply {
     }
     ctx.set_value(&key, Value::Str(b.freeze()), true);
     ctx.mark_str_enc(&key, StrEnc::Raw);
+    ctx.notify(STRING, "setbit", &key);
     Ok(Frame::Integer(old))
 }
 

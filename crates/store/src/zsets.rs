@@ -2,6 +2,7 @@
 //! algebra (ZUNION/ZINTER/ZDIFF and their STORE forms), pops and the
 //! blocking pops (BZPOPMIN/BZPOPMAX/BZMPOP).
 
+use crate::pubsub::class::ZSET;
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -136,6 +137,9 @@ fn zadd(ctx: &mut Ctx) -> Reply {
             }
         }
     }
+    if added + changed > 0 {
+        ctx.notify(ZSET, if incr { "zincr" } else { "zadd" }, &key);
+    }
     ctx.modified(&key);
     if added + changed == 0 {
         ctx.dirty = ctx.dirty.saturating_sub(1);
@@ -162,6 +166,7 @@ fn zincrby(ctx: &mut Ctx) -> Reply {
         return Err(err("ERR resulting score is not a number (NaN)"));
     }
     z.insert(m, new);
+    ctx.notify(ZSET, "zincr", &key);
     ctx.modified(&key);
     Ok(ctx.double(new))
 }
@@ -174,6 +179,7 @@ fn zrem(ctx: &mut Ctx) -> Reply {
     };
     let n = args[2..].iter().filter(|m| z.remove(m)).count();
     if n > 0 {
+        ctx.notify(ZSET, "zrem", &key);
         ctx.modified(&key);
     }
     Ok(Frame::Integer(n as i64))
@@ -539,6 +545,7 @@ fn zremrange(ctx: &mut Ctx) -> Reply {
         }
     }
     if !items.is_empty() {
+        ctx.notify(ZSET, ctx.name, &key);
         ctx.modified(&key);
     }
     Ok(Frame::Integer(items.len() as i64))
@@ -553,6 +560,7 @@ fn store_zset(ctx: &mut Ctx, dst: &Bytes, z: ZSet) -> Frame {
         }
     } else {
         ctx.set_value(dst, Value::ZSet(z), false);
+        ctx.notify(ZSET, ctx.name, dst);
     }
     Frame::Integer(n as i64)
 }
@@ -785,6 +793,7 @@ fn zpop(ctx: &mut Ctx) -> Reply {
     };
     let popped = pop_members(z, max, count.unwrap_or(1));
     if !popped.is_empty() {
+        ctx.notify(ZSET, ctx.name, &key);
         ctx.modified(&key);
     }
     // RESP3 nests pairs only when a count was given.
@@ -846,6 +855,7 @@ fn mpop(ctx: &mut Ctx, keys: &[Bytes], max: bool, count: usize) -> Result<Option
             continue;
         };
         let popped = pop_members(z, max, count);
+        ctx.notify(ZSET, if max { "zpopmax" } else { "zpopmin" }, k);
         ctx.modified(k);
         ctx.propagate(vec![
             Bytes::from_static(if max { b"ZPOPMAX" } else { b"ZPOPMIN" }),
@@ -881,6 +891,7 @@ fn bzpop(ctx: &mut Ctx) -> Reply {
         let Some((m, s)) = pop_members(z, max, 1).pop() else {
             continue;
         };
+        ctx.notify(ZSET, if max { "zpopmax" } else { "zpopmin" }, k);
         ctx.modified(k);
         ctx.propagate(vec![
             Bytes::from_static(if max { b"ZPOPMAX" } else { b"ZPOPMIN" }),

@@ -473,3 +473,66 @@ async fn info_has_redis_sections_and_fields() {
         "INFO keyspace has only that section"
     );
 }
+
+/// With `notify-keyspace-events KEA`, every write publishes the same
+/// keyspace and keyevent messages, in the same order, as Redis.
+#[tokio::test]
+async fn keyspace_notifications_match_redis() {
+    let server = RedisServer::new();
+    let mut sub = Pair::new(&server);
+    sub.reset().await;
+    let mut writer = sub.another(&server);
+    let mut mismatches = Vec::new();
+    writer
+        .run_seq(
+            &parse("CONFIG SET notify-keyspace-events KEA; CONFIG GET notify-keyspace-events"),
+            &mut mismatches,
+        )
+        .await;
+    sub.run_seq(&parse("PSUBSCRIBE __key*__:*"), &mut mismatches)
+        .await;
+    let script = "SET k v; SET k v EX 100; EXPIRE k 200; PERSIST k; DEL k nokey; INCR c; INCRBYFLOAT c 1.5; APPEND c x; \
+                  SETRANGE c 1 y; SETBIT c 1 1; GETSET c z; GETDEL c; LPUSH l a b; RPOP l; LPOP l; RPUSH l a b c; LSET l 0 x; \
+                  LREM l 1 b; LINSERT l BEFORE c w; LTRIM l 0 0; LMOVE l l2 LEFT RIGHT; HSET h f v g w; HINCRBY h n 1; \
+                  HINCRBYFLOAT h n 1.5; HDEL h f g n; SADD s a b; SREM s a; SMOVE s s2 b; SADD s x; SINTERSTORE d s s; \
+                  SUNIONSTORE d nokey; ZADD z 1 a 2 b; ZADD z 1 a; ZINCRBY z 1 a; ZADD z INCR 1 b; ZREM z a; ZPOPMIN z; \
+                  ZADD z 1 a 2 b 3 c; ZREMRANGEBYRANK z 0 0; ZUNIONSTORE u 1 z; ZRANGESTORE r z 0 0; MSET a 1 b 2; \
+                  RENAME a a2; COPY a2 a3; MOVE a3 1; SET e v PX 1; SETEX f 100 v; GETEX f PERSIST; GETEX f EX 50; \
+                  EXPIRE f 0; SET g v; EXPIRE g -1; FLUSHALL";
+    writer.run_seq(&parse(script), &mut mismatches).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    writer.run_seq(&parse("GET e"), &mut mismatches).await;
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    // A PING through the subscriber is answered after every message Redis
+    // queued for it: read up to its reply.
+    let (theirs_pong, _) = sub.run(&common::args(&["PING"])).await;
+    let mut theirs = Vec::new();
+    let mut first = theirs_pong[0].clone();
+    loop {
+        if let resp::Frame::Array(items) = &first {
+            if items.first().and_then(|f| f.as_bytes()) == Some(b"pong") {
+                break;
+            }
+        }
+        theirs.push(first);
+        first = sub.redis.read();
+    }
+    let mut ours = Vec::new();
+    while let Ok(f) = sub.session.pushes().try_recv() {
+        ours.push(f);
+    }
+    let show = |v: &[resp::Frame]| {
+        v.iter()
+            .map(|f| match f {
+                resp::Frame::Array(items) => items
+                    .iter()
+                    .skip(2)
+                    .map(|i| String::from_utf8_lossy(i.as_bytes().unwrap_or_default()).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(show(&theirs), show(&ours));
+}
