@@ -1,0 +1,498 @@
+//! The near-cache: LRU under its byte bound, absolute expiry, staleness
+//! after invalidations stop, and the tracker against a real `redis-server`
+//! (writes by other clients, `FLUSHALL`, untracked keys, Redis killed and
+//! restarted, Redis stopped while its socket stays open).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use proxy::near_cache::{
+    spawn_tracker, Cached, Lookup, NearCache, Tracked, Tracker, TrackerConfig, TrackerStatus,
+    ENTRY_OVERHEAD, FIELD_OVERHEAD,
+};
+use test_support::RedisServer;
+use tokio::sync::watch;
+use upstream::{Credentials, Handshake, HealthConfig, HealthHandle, State, UpstreamUrl};
+
+/// Every await on an event is bounded, so a broken tracker fails the test
+/// instead of hanging it.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+const STALE: u64 = 300_000;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn tracked(globs: &[&str]) -> Tracked {
+    Tracked::from_patterns(globs).expect("some patterns")
+}
+
+/// A cache with tracking marked as running, for tests of the cache alone.
+fn live_cache(max_bytes: usize) -> NearCache {
+    let c = NearCache::new(max_bytes, STALE, Tracked::Everything);
+    c.start_tracking();
+    c
+}
+
+fn put(c: &NearCache, db: u32, key: &str, value: &str, expire_at_ms: i64) -> bool {
+    let t = c.ticket(key.as_bytes());
+    c.put_string(t, db, b(key), b(value), expire_at_ms)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn wait_status(
+    rx: &mut watch::Receiver<TrackerStatus>,
+    what: &str,
+    cond: impl FnMut(&TrackerStatus) -> bool,
+) -> TrackerStatus {
+    let got = match tokio::time::timeout(EVENT_TIMEOUT, rx.wait_for(cond)).await {
+        Ok(Ok(s)) => Some(s.clone()),
+        Ok(Err(_)) => panic!("tracker status channel closed while waiting for {what}"),
+        Err(_) => None,
+    };
+    got.unwrap_or_else(|| panic!("timed out waiting for {what}; status {:?}", rx.borrow()))
+}
+
+/// A cache for `globs`, its tracker on `redis`, and the tracker connected.
+async fn tracked_cache(
+    redis: &RedisServer,
+    globs: &[&str],
+    health: HealthHandle,
+) -> (Arc<NearCache>, Tracker, watch::Receiver<TrackerStatus>) {
+    let cache = Arc::new(NearCache::new(1 << 20, STALE, tracked(globs)));
+    let cfg = TrackerConfig::new(redis.addr(), Handshake::default());
+    let tracker = spawn_tracker(cache.clone(), cfg, health);
+    let mut rx = tracker.status();
+    wait_status(&mut rx, "the first tracking connection", |s| s.connected).await;
+    (cache, tracker, rx)
+}
+
+// ----- the cache alone -----
+
+#[test]
+fn lru_evicts_the_least_recently_used_entry_under_the_byte_bound() {
+    // Each entry costs overhead + 2-byte key + 150-byte value; four fit in
+    // 1000 bytes, five do not. (Under 1 MiB the cache is one shard, so the
+    // order is exact LRU.)
+    let size = ENTRY_OVERHEAD + 2 + 150;
+    let c = live_cache(4 * size + 10);
+    let v = "x".repeat(150);
+    for k in ["k1", "k2", "k3", "k4"] {
+        assert!(put(&c, 0, k, &v, -1), "{k} fits");
+    }
+    assert_eq!((c.len(), c.bytes()), (4, 4 * size));
+    // Touch k1, so k2 is now the least recently used.
+    assert!(c.get_string(0, b"k1", 0).hit().is_some());
+    assert!(put(&c, 0, "k5", &v, -1));
+    assert_eq!(c.get_string(0, b"k2", 0), Lookup::Miss, "k2 evicted");
+    for k in ["k1", "k3", "k4", "k5"] {
+        assert_eq!(c.get_string(0, k.as_bytes(), 0), Lookup::Hit(b(&v)), "{k}");
+    }
+    assert_eq!((c.len(), c.bytes()), (4, 4 * size));
+    assert!(c.bytes() <= c.max_bytes());
+}
+
+#[test]
+fn a_big_cache_stays_within_its_bound_across_shards() {
+    let c = live_cache(4 << 20);
+    let v = "v".repeat(1000);
+    for i in 0..20_000 {
+        put(&c, i % 4, &format!("key:{i}"), &v, -1);
+        assert!(c.bytes() <= c.max_bytes());
+    }
+    // Most of the budget is in use: eviction frees only what is needed.
+    assert!(c.bytes() > c.max_bytes() * 9 / 10, "{} bytes", c.bytes());
+    assert_eq!(
+        c.len() * (ENTRY_OVERHEAD + 1000),
+        c.bytes() - extra_key_bytes(&c)
+    );
+}
+
+/// The key bytes of everything cached (keys vary in length).
+fn extra_key_bytes(c: &NearCache) -> usize {
+    (0..20_000u32)
+        .map(|i| format!("key:{i}"))
+        .filter(|k| (0..4).any(|db| c.get_string(db, k.as_bytes(), 0).hit().is_some()))
+        .map(|k| k.len())
+        .sum()
+}
+
+#[test]
+fn hashes_are_charged_per_field_and_answer_hget() {
+    let c = live_cache(1 << 20);
+    let t = c.ticket(b"h");
+    let fields = vec![(b("f1"), b("one")), (b("f2"), b("two"))];
+    assert!(c.put_hash(t, 0, b("h"), fields, -1));
+    assert_eq!(
+        c.bytes(),
+        ENTRY_OVERHEAD + 1 + 2 * FIELD_OVERHEAD + (2 + 3) * 2
+    );
+    assert_eq!(c.hget(0, b"h", b"f2", 0), Lookup::Hit(Some(b("two"))));
+    assert_eq!(c.hget(0, b"h", b"nope", 0), Lookup::Hit(None));
+    let all = c.get_hash(0, b"h", 0).hit().expect("hash cached");
+    assert_eq!(all.len(), 2);
+    // Type mismatches answer as Redis would.
+    assert_eq!(c.get_string(0, b"h", 0), Lookup::WrongType);
+    assert!(put(&c, 0, "s", "v", -1));
+    assert_eq!(c.hget(0, b"s", b"f", 0), Lookup::WrongType);
+    assert!(matches!(c.get(0, b"s", 0), Lookup::Hit(Cached::String(_))));
+    // An empty HGETALL is a missing key: nothing to cache.
+    let t = c.ticket(b"empty");
+    assert!(!c.put_hash(t, 0, b("empty"), Vec::new(), -1));
+}
+
+#[test]
+fn keys_are_per_db_and_invalidate_drops_the_key_in_every_db() {
+    let c = live_cache(1 << 20);
+    assert!(put(&c, 0, "k", "zero", -1));
+    assert!(put(&c, 5, "k", "five", -1));
+    assert!(put(&c, 5, "other", "x", -1));
+    assert_eq!(c.get_string(0, b"k", 0), Lookup::Hit(b("zero")));
+    assert_eq!(c.get_string(5, b"k", 0), Lookup::Hit(b("five")));
+    assert_eq!(c.get_string(1, b"k", 0), Lookup::Miss);
+    c.invalidate(b"k");
+    assert_eq!(c.get_string(0, b"k", 0), Lookup::Miss);
+    assert_eq!(c.get_string(5, b"k", 0), Lookup::Miss);
+    assert_eq!(c.get_string(5, b"other", 0), Lookup::Hit(b("x")));
+    assert_eq!(c.len(), 1);
+}
+
+#[test]
+fn absolute_expiry_is_honoured_and_expired_entries_are_removed() {
+    let c = live_cache(1 << 20);
+    assert!(put(&c, 0, "past", "v", 1_000));
+    assert!(put(&c, 0, "future", "v", 5_000));
+    assert!(put(&c, 0, "forever", "v", -1));
+    assert_eq!(c.len(), 3);
+    assert_eq!(c.get_string(0, b"past", 2_000), Lookup::Miss);
+    assert_eq!(c.len(), 2, "the expired entry was removed, not just hidden");
+    // Redis's rule: a key lives through its expiry millisecond.
+    assert_eq!(c.get_string(0, b"future", 5_000), Lookup::Hit(b("v")));
+    assert_eq!(c.expire_at(0, b"future", 5_000), Lookup::Hit(Some(5_000)));
+    assert_eq!(c.expire_at(0, b"forever", 5_000), Lookup::Hit(None));
+    assert_eq!(c.get_string(0, b"future", 5_001), Lookup::Miss);
+    assert_eq!(c.get_string(0, b"forever", u64::MAX), Lookup::Hit(b("v")));
+    // PEXPIRETIME -2: the key was gone by the time the TTL was read.
+    assert!(!put(&c, 0, "gone", "v", -2));
+    assert_eq!(c.len(), 1);
+}
+
+#[test]
+fn puts_with_outdated_tickets_or_without_tracking_are_refused() {
+    let c = NearCache::new(1 << 20, STALE, tracked(&["sess:*"]));
+    assert!(!put(&c, 0, "sess:1", "v", -1), "tracking never started");
+    c.start_tracking();
+    assert!(put(&c, 0, "sess:1", "v", -1));
+    assert!(
+        !put(&c, 0, "other:1", "v", -1),
+        "Redis would not report writes to it"
+    );
+
+    // An invalidation between the read and the put: the reply is outdated.
+    let t = c.ticket(b"sess:2");
+    c.invalidate(b"sess:2");
+    assert!(!c.put_string(t, 0, b("sess:2"), b("old"), -1));
+    // A flush between them (FLUSHALL, tracking restart).
+    let t = c.ticket(b"sess:2");
+    c.flush();
+    assert!(!c.put_string(t, 0, b("sess:2"), b("old"), -1));
+    // Tracking stopped after the ticket was taken.
+    let t = c.ticket(b"sess:2");
+    c.stop_tracking(now_ms());
+    assert!(!c.put_string(t, 0, b("sess:2"), b("v"), -1));
+    assert!(c.is_empty());
+}
+
+#[test]
+fn after_max_stale_ms_from_the_stop_the_whole_cache_answers_miss() {
+    let c = NearCache::new(1 << 20, 1_000, Tracked::Everything);
+    c.start_tracking();
+    assert!(put(&c, 0, "k", "v", -1));
+    assert_eq!(c.stopped_at_ms(), None);
+    c.stop_tracking(10_000);
+    // A later stop for the same outage (health after connection loss)
+    // does not move the clock.
+    c.stop_tracking(10_500);
+    assert_eq!(c.stopped_at_ms(), Some(10_000));
+    assert!(!c.is_tracking());
+    assert_eq!(c.get_string(0, b"k", 11_000), Lookup::Hit(b("v")));
+    assert_eq!(c.get_string(0, b"k", 11_001), Lookup::Miss);
+    assert_eq!(c.expire_at(0, b"k", 11_001), Lookup::Miss);
+    // An earlier moment wins.
+    c.stop_tracking(9_000);
+    assert_eq!(c.get_string(0, b"k", 10_001), Lookup::Miss);
+    // Tracking back: flushed (may have missed invalidations), fresh again.
+    c.start_tracking();
+    assert_eq!(c.stopped_at_ms(), None);
+    assert!(c.is_empty());
+    assert!(put(&c, 0, "k", "new", -1));
+    assert_eq!(c.get_string(0, b"k", u64::MAX), Lookup::Hit(b("new")));
+}
+
+#[test]
+fn local_writes_during_an_outage_outlive_max_stale_and_are_dropped_when_tracking_restarts() {
+    let c = NearCache::new(1 << 20, 1_000, Tracked::Everything);
+    c.start_tracking();
+    assert!(put(&c, 0, "read", "from-redis", -1));
+    c.stop_tracking(10_000);
+    assert!(c.set_local_string(0, b("written"), b("locally"), -1));
+    assert!(c.set_local_string(0, b("short"), b("v"), 12_000));
+    assert_eq!(c.get_string(0, b"read", 20_000), Lookup::Miss);
+    assert_eq!(
+        c.get_string(0, b"written", 20_000),
+        Lookup::Hit(b("locally"))
+    );
+    assert_eq!(
+        c.get_string(0, b"short", 12_001),
+        Lookup::Miss,
+        "its own expiry holds"
+    );
+
+    // EXPIRE / PERSIST / DEL while down.
+    assert!(c.expire_local(0, b"written", Some(30_000), 20_000));
+    assert_eq!(
+        c.expire_at(0, b"written", 20_000),
+        Lookup::Hit(Some(30_000))
+    );
+    assert!(c.expire_local(0, b"written", None, 20_000));
+    assert_eq!(c.expire_at(0, b"written", 20_000), Lookup::Hit(None));
+    assert!(
+        !c.expire_local(0, b"read", None, 20_000),
+        "stale: not known"
+    );
+    assert!(c.delete_local(0, b"written", 20_000));
+    assert!(!c.delete_local(0, b"written", 20_000));
+    assert_eq!(c.get_string(0, b"written", 20_000), Lookup::Miss);
+
+    assert!(c.set_local_string(0, b("written"), b("again"), -1));
+    c.start_tracking();
+    assert_eq!(c.get_string(0, b"written", 20_000), Lookup::Miss);
+    assert!(c.is_empty());
+}
+
+#[test]
+fn tracked_prefixes_come_from_the_literal_part_of_the_globs() {
+    let t = tracked(&["sess:*", "sess:admin:*", "user:?:profile", "cart:[0-9]*"]);
+    assert_eq!(
+        t,
+        Tracked::Prefixes(vec![b("cart:"), b("sess:"), b("user:")])
+    );
+    assert_eq!(tracked(&["sess:*", "*"]), Tracked::Everything);
+}
+
+// ----- the tracker against a real Redis -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_by_another_client_invalidates_the_cached_entry() {
+    let redis = RedisServer::new();
+    let (cache, _tracker, mut rx) =
+        tracked_cache(&redis, &["sess:*"], HealthHandle::fixed(State::Up)).await;
+    assert!(cache.is_tracking());
+    assert!(put(&cache, 0, "sess:1", "alice", -1));
+    assert!(put(&cache, 0, "sess:2", "bob", -1));
+
+    redis.cmd(&["SET", "sess:1", "mallory"]);
+    wait_status(&mut rx, "the invalidation of sess:1", |s| {
+        s.invalidations >= 1
+    })
+    .await;
+    assert_eq!(cache.get_string(0, b"sess:1", now_ms()), Lookup::Miss);
+    assert_eq!(
+        cache.get_string(0, b"sess:2", now_ms()),
+        Lookup::Hit(b("bob")),
+        "only the written key goes"
+    );
+
+    // Expiry inside Redis invalidates too.
+    assert!(put(&cache, 0, "sess:3", "carol", -1));
+    redis.cmd(&["SET", "sess:3", "x", "PX", "1"]);
+    wait_status(&mut rx, "the invalidation of sess:3", |s| {
+        s.invalidations >= 2
+    })
+    .await;
+    assert_eq!(cache.get_string(0, b"sess:3", now_ms()), Lookup::Miss);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_drops_everything() {
+    let redis = RedisServer::new();
+    let (cache, _tracker, mut rx) = tracked_cache(
+        &redis,
+        &["sess:*", "cache:*"],
+        HealthHandle::fixed(State::Up),
+    )
+    .await;
+    assert!(put(&cache, 0, "sess:1", "a", -1));
+    assert!(put(&cache, 3, "cache:1", "b", -1));
+    assert_eq!(cache.len(), 2);
+    redis.cmd(&["FLUSHALL"]);
+    wait_status(&mut rx, "the FLUSHALL invalidation", |s| {
+        s.invalidations >= 1
+    })
+    .await;
+    assert!(cache.is_empty());
+    assert!(cache.is_tracking(), "a flush is not a stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_outside_the_prefixes_are_neither_cached_nor_reported() {
+    let redis = RedisServer::new();
+    let (cache, _tracker, mut rx) =
+        tracked_cache(&redis, &["sess:*"], HealthHandle::fixed(State::Up)).await;
+    assert!(!put(&cache, 0, "other:1", "v", -1));
+    assert!(put(&cache, 0, "sess:sentinel", "v", -1));
+    // Redis sends pushes in order on one connection: once the sentinel's
+    // invalidation is applied, one for other:1 would have been too.
+    redis.cmd(&["SET", "other:1", "x"]);
+    redis.cmd(&["SET", "sess:sentinel", "x"]);
+    let s = wait_status(&mut rx, "the sentinel's invalidation", |_| {
+        cache.get_string(0, b"sess:sentinel", now_ms()).is_miss()
+    })
+    .await;
+    assert_eq!(s.invalidations, 1, "no push for the untracked key: {s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_starts_the_staleness_clock_and_restart_flushes_and_refreshes() {
+    let mut redis = RedisServer::new();
+    let (cache, _tracker, mut rx) =
+        tracked_cache(&redis, &["sess:*"], HealthHandle::fixed(State::Up)).await;
+    assert!(put(&cache, 0, "sess:1", "alice", -1));
+
+    let before = now_ms();
+    redis.kill();
+    let s = wait_status(&mut rx, "the lost connection", |s| !s.connected).await;
+    let after = now_ms();
+    assert_eq!(s.disconnects, 1);
+    let stopped = cache.stopped_at_ms().expect("staleness clock started");
+    assert!(
+        before <= stopped && stopped <= after,
+        "{before} <= {stopped} <= {after}"
+    );
+    assert!(!cache.is_tracking());
+    // Served through the outage until max_stale_ms, then not at all.
+    assert_eq!(
+        cache.get_string(0, b"sess:1", stopped + STALE),
+        Lookup::Hit(b("alice"))
+    );
+    assert_eq!(
+        cache.get_string(0, b"sess:1", stopped + STALE + 1),
+        Lookup::Miss
+    );
+    // No new values while nobody would invalidate them.
+    assert!(!put(&cache, 0, "sess:2", "bob", -1));
+
+    redis.restart();
+    let s = wait_status(&mut rx, "the tracker to reconnect", |s| s.connects >= 2).await;
+    assert!(s.connected);
+    assert!(cache.is_tracking());
+    assert_eq!(cache.stopped_at_ms(), None);
+    assert!(
+        cache.is_empty(),
+        "flushed: invalidations may have been missed"
+    );
+    // And tracking works on the new connection.
+    assert!(put(&cache, 0, "sess:1", "alice", -1));
+    redis.cmd(&["SET", "sess:1", "mallory"]);
+    wait_status(&mut rx, "an invalidation after the restart", |s| {
+        s.invalidations >= 1
+    })
+    .await;
+    assert_eq!(cache.get_string(0, b"sess:1", now_ms()), Lookup::Miss);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_down_stops_tracking_even_while_the_socket_stays_open() {
+    let redis = RedisServer::new();
+    let url = UpstreamUrl::parse(&redis.url()).expect("url");
+    let health = upstream::health::spawn_prober(
+        url,
+        HealthConfig {
+            interval_ms: 20,
+            timeout_ms: 50,
+            down_after: 2,
+            up_after: 1,
+        },
+    );
+    let mut h = health.subscribe();
+    tokio::time::timeout(EVENT_TIMEOUT, h.wait_for(|h| h.state == State::Up))
+        .await
+        .expect("prober sees Redis up")
+        .expect("prober runs");
+    let (cache, _tracker, mut rx) = tracked_cache(&redis, &["sess:*"], health.clone()).await;
+    assert!(put(&cache, 0, "sess:1", "alice", -1));
+
+    // SIGSTOP: the kernel keeps the connection open, Redis sends nothing.
+    redis.pause();
+    let s = wait_status(&mut rx, "the tracker to react to Down", |s| !s.connected).await;
+    assert_eq!(s.disconnects, 1);
+    let down = health.current();
+    assert_eq!(down.state, State::Down);
+    let since = down
+        .since
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    assert_eq!(
+        cache.stopped_at_ms(),
+        Some(since),
+        "the clock starts at the outage"
+    );
+    assert_eq!(
+        cache.get_string(0, b"sess:1", since + 1),
+        Lookup::Hit(b("alice"))
+    );
+
+    redis.resume();
+    let s = wait_status(&mut rx, "the tracker to reconnect", |s| s.connects >= 2).await;
+    assert!(s.connected);
+    assert!(cache.is_empty() && cache.is_tracking());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_authenticates_with_the_upstream_credentials() {
+    let redis = RedisServer::start(&["--requirepass", "s3cret"]);
+    let with = |password: &str| Handshake {
+        auth: Some(Credentials {
+            user: None,
+            password: password.to_string(),
+        }),
+        ..Handshake::default()
+    };
+    // A wrong password: Redis's refusal is reported, tracking never starts.
+    let cache = Arc::new(NearCache::new(1 << 20, STALE, tracked(&["sess:*"])));
+    let tracker = spawn_tracker(
+        cache.clone(),
+        TrackerConfig::new(redis.addr(), with("wrong")),
+        HealthHandle::fixed(State::Up),
+    );
+    let mut rx = tracker.status();
+    let s = wait_status(&mut rx, "the refusal", |s| s.last_error.is_some()).await;
+    let why = s.last_error.unwrap_or_default();
+    assert!(why.contains("WRONGPASS"), "{why}");
+    assert!(!cache.is_tracking());
+    tracker.stop().await;
+
+    let tracker = spawn_tracker(
+        cache.clone(),
+        TrackerConfig::new(redis.addr(), with("s3cret")),
+        HealthHandle::fixed(State::Up),
+    );
+    let mut rx = tracker.status();
+    wait_status(&mut rx, "an authenticated tracking connection", |s| {
+        s.connected
+    })
+    .await;
+    assert!(put(&cache, 0, "sess:1", "v", -1));
+    // Stopping the tracker stops the cache's freshness with it.
+    tracker.stop().await;
+    assert!(!cache.is_tracking());
+    assert!(cache.stopped_at_ms().is_some());
+}
