@@ -337,3 +337,53 @@ async fn malformed_and_oversized_input_get_protocol_errors_and_others_carry_on()
     assert!(err_text(&r.read().await.unwrap()).contains("Protocol error"));
     assert_eq!(bystander.cmd(&["GET", "b"]).await, Frame::bulk("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_beyond_max_clients_are_told_and_closed() {
+    let redis = RedisServer::new();
+    let lim = LimitsConfig {
+        max_clients: 3,
+        ..Default::default()
+    };
+    let f = start_with(&redis.url(), fast_health(), lim).await;
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut r = f.raw().await;
+        assert_eq!(r.cmd(&["PING"]).await, Frame::simple("PONG"));
+        held.push(r);
+    }
+    let mut extra = f.raw().await;
+    let text = err_text(&extra.read().await.expect("an error before closing"));
+    assert!(text.contains("max number of clients reached"), "{text}");
+    assert_eq!(extra.read().await, None);
+    // One leaves; a newcomer gets in.
+    drop(held.pop());
+    test_support::wait_for("the slot to free up", Duration::from_secs(5), || {
+        f.proxy.clients() == 2
+    });
+    let mut r = f.raw().await;
+    assert_eq!(r.cmd(&["PING"]).await, Frame::simple("PONG"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_pipeline_is_throttled_not_refused() {
+    let redis = RedisServer::new();
+    let lim = LimitsConfig {
+        max_inflight_per_client: 8,
+        ..Default::default()
+    };
+    let f = start_with(&redis.url(), fast_health(), lim).await;
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    let mut r = f.raw().await;
+    // 2,000 INCRs in one write: far beyond 8 in flight. Redoubt reads them
+    // as replies free up, and every one is answered, in order.
+    let mut out = bytes::BytesMut::new();
+    for _ in 0..2000 {
+        resp::frame::encode_command(&mut out, &["INCR", "p"]);
+    }
+    r.send(&out).await;
+    for i in 1..=2000 {
+        assert_eq!(r.read().await.unwrap(), Frame::Integer(i));
+    }
+}
