@@ -589,21 +589,20 @@ impl Store {
                     Some(tokio::time::Instant::now() + Duration::from_millis(block.timeout_ms));
             }
             let unblock = session.unblock.clone();
+            // Leaves the blocked state however the wait ends, including when
+            // the caller drops this future (client gone, proxy deadline).
+            let mut guard = Unblocked {
+                shared: &self.shared,
+                id: session.id,
+                unblock_error: false,
+            };
             let outcome = tokio::select! {
                 _ = rx.changed() => None,
                 _ = unblock.notified() => Some(true),
                 _ = sleep_until(deadline) => Some(false),
             };
-            let mut inner = self.shared.lock();
-            inner.blocked = inner.blocked.saturating_sub(1);
-            let unblock_error = match inner.clients.get_mut(&session.id) {
-                Some(c) => {
-                    c.blocked = false;
-                    std::mem::take(&mut c.unblock_error)
-                }
-                None => false,
-            };
-            drop(inner);
+            guard.release();
+            let unblock_error = guard.unblock_error;
             match outcome {
                 None => continue,
                 Some(true) if unblock_error => {
@@ -779,6 +778,35 @@ impl Store {
     pub fn snapshot(&self) -> crate::Snapshot {
         let inner = self.shared.lock();
         crate::snapshot::Snapshot::new(inner.dbs.clone(), self.now_ms())
+    }
+}
+
+/// Clears a client's blocked state once, on release or drop.
+struct Unblocked<'a> {
+    shared: &'a Arc<Shared>,
+    id: u64,
+    unblock_error: bool,
+}
+
+impl Unblocked<'_> {
+    fn release(&mut self) {
+        if self.id == 0 {
+            return;
+        }
+        let mut inner = self.shared.lock();
+        inner.blocked = inner.blocked.saturating_sub(1);
+        if let Some(c) = inner.clients.get_mut(&self.id) {
+            c.blocked = false;
+            self.unblock_error = std::mem::take(&mut c.unblock_error);
+        }
+        // Released: a later drop must not count it twice.
+        self.id = 0;
+    }
+}
+
+impl Drop for Unblocked<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -462,3 +462,61 @@ async fn unsupported_families_say_so() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_blocking_call_leaves_no_blocked_client_behind() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    let waited = tokio::time::timeout(
+        Duration::from_millis(100),
+        run(&store, &mut s, &["BLPOP", "q", "0"]),
+    )
+    .await;
+    assert!(waited.is_err(), "still blocked when the caller gives up");
+    let mut other = store.session();
+    let info = run(&store, &mut other, &["INFO", "clients"]).await.reply;
+    let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
+    assert!(text.contains("blocked_clients:0\r\n"), "{text}");
+    // The next push must not be lost to a client that is gone.
+    run(&store, &mut other, &["RPUSH", "q", "a"]).await;
+    assert_eq!(
+        run(&store, &mut other, &["LLEN", "q"]).await.reply,
+        Frame::Integer(1)
+    );
+}
+
+#[tokio::test]
+async fn client_kill_and_quit_mark_the_session_for_closing() {
+    let store = Store::new(StoreConfig::default());
+    let mut victim = store.session();
+    victim.set_addr("10.0.0.1:5000");
+    let mut admin = store.session();
+    assert_eq!(
+        run(
+            &store,
+            &mut admin,
+            &["CLIENT", "KILL", "ADDR", "10.0.0.1:5000"]
+        )
+        .await
+        .reply,
+        Frame::Integer(1)
+    );
+    assert!(victim.is_killed());
+    assert!(!admin.is_killed());
+    assert_eq!(
+        run(&store, &mut admin, &["QUIT"]).await.reply,
+        Frame::simple("OK")
+    );
+    assert!(admin.is_killed());
+    let list = run(&store, &mut admin, &["CLIENT", "LIST"]).await.reply;
+    let text = String::from_utf8_lossy(list.as_bytes().unwrap_or_default()).into_owned();
+    assert!(text.contains("addr=10.0.0.1:5000"), "{text}");
+    drop(victim);
+    let list = run(&store, &mut admin, &["CLIENT", "LIST"]).await.reply;
+    let text = String::from_utf8_lossy(list.as_bytes().unwrap_or_default()).into_owned();
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "a dropped session leaves CLIENT LIST: {text}"
+    );
+}
