@@ -34,6 +34,7 @@
 //! - one file per command family: `strings`, `keys`, `hashes`, `lists`
 //!   (blocking pops included), `sets`, `zsets`, `tx` (MULTI/EXEC/WATCH),
 //!   `pubsub`, `server` (PING, HELLO, CLIENT, COMMAND, INFO, …), `config`.
+//! - `sort` (SORT, SORT_RO).
 //! - `expire` (active expiry), `eviction` (maxmemory policies), `stats`,
 //!   [`snapshot`], `glob` (Redis's pattern rules), `num` (Redis's number
 //!   parsing and formatting).
@@ -48,8 +49,7 @@
 //! in Redis.
 //!
 //! # Not supported yet
-//! Streams, HyperLogLog, geo, scripting (EVAL/FCALL), BITFIELD, BITOP,
-//! SORT, LCS, OBJECT on encodings converted back (Redis never
+//! Streams, HyperLogLog, geo, scripting (EVAL/FCALL), BITFIELD, LCS, OBJECT on encodings converted back (Redis never
 //! converts a big encoding back to a small one; we report from the current
 //! size). Such commands answer `-ERR <NAME> is not supported by the local
 //! store yet …`.
@@ -71,6 +71,7 @@ mod server;
 pub mod session;
 mod sets;
 pub mod snapshot;
+mod sort;
 mod stats;
 pub mod store;
 mod strings;

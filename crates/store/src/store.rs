@@ -294,6 +294,7 @@ fn table() -> &'static HashMap<&'static str, Handler> {
             crate::pubsub::COMMANDS,
             crate::tx::COMMANDS,
             crate::config::COMMANDS,
+            crate::sort::COMMANDS,
         ];
         families.iter().flat_map(|f| f.iter().copied()).collect()
     })

@@ -34,6 +34,7 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("getbit", getbit),
     ("bitcount", bitcount),
     ("bitpos", bitpos),
+    ("bitop", bitop),
 ];
 
 fn bulk_or_null(ctx: &Ctx, v: Option<Bytes>) -> Frame {
@@ -645,4 +646,46 @@ fn bitpos(ctx: &mut Ctx) -> Reply {
         return Ok(Frame::Integer(last + 1));
     }
     Ok(Frame::Integer(-1))
+}
+
+/// BITOP AND|OR|XOR|NOT dest key…: the result is as long as the longest
+/// source (missing bytes count as zero).
+fn bitop(ctx: &mut Ctx) -> Reply {
+    let op = ctx.args[1].to_ascii_uppercase();
+    if !matches!(op.as_slice(), b"AND" | b"OR" | b"XOR" | b"NOT") {
+        return Err(err(SYNTAX));
+    }
+    if op == b"NOT" && ctx.args.len() != 4 {
+        return Err(err(
+            "ERR BITOP NOT must be called with a single source key.",
+        ));
+    }
+    let dst = ctx.args[2].clone();
+    let mut srcs = Vec::new();
+    for i in 3..ctx.args.len() {
+        let k = ctx.args[i].clone();
+        srcs.push(match ctx.lookup(&k) {
+            None => Bytes::new(),
+            Some(Value::Str(s)) => s.clone(),
+            Some(_) => return Err(err(WRONGTYPE)),
+        });
+    }
+    let len = srcs.iter().map(|s| s.len()).max().unwrap_or(0);
+    let byte = |s: &Bytes, i: usize| s.get(i).copied().unwrap_or(0);
+    let out: Vec<u8> = (0..len)
+        .map(|i| match op.as_slice() {
+            b"NOT" => !byte(&srcs[0], i),
+            b"AND" => srcs.iter().fold(0xff, |a, s| a & byte(s, i)),
+            b"OR" => srcs.iter().fold(0, |a, s| a | byte(s, i)),
+            _ => srcs.iter().fold(0, |a, s| a ^ byte(s, i)),
+        })
+        .collect();
+    if out.is_empty() {
+        ctx.delete(&dst);
+    } else {
+        ctx.set_value(&dst, Value::Str(Bytes::from(out)), false);
+        ctx.mark_str_enc(&dst, StrEnc::Raw);
+        ctx.notify(STRING, "set", &dst);
+    }
+    Ok(Frame::Integer(len as i64))
 }

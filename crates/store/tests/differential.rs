@@ -91,6 +91,22 @@ async fn strings_match_redis() {
 }
 
 #[tokio::test]
+async fn bitop_and_sort_match_redis() {
+    check(
+        "bitop+sort",
+        &[
+            "SET a abc; SET b xyzw; BITOP AND d a b; GET d; BITOP OR d a b; GET d; BITOP XOR d a b nokey; GET d; BITOP NOT d a; GET d; BITOP NOT d a b; BITOP FOO d a; BITOP AND d; BITOP AND d nokey; EXISTS d; LPUSH l x; BITOP OR d a l; OBJECT ENCODING d",
+            "RPUSH l 3 1 2 10; SORT l; SORT l DESC; SORT l ALPHA; SORT l ALPHA DESC LIMIT 1 2; SORT l LIMIT 1; SORT l FOO; SORT l LIMIT -1 2; SORT l LIMIT 2 -1; SORT l BY nosort; SORT nokey; SET s v; SORT s",
+            "RPUSH l a 1; SORT l; SORT l ALPHA; SORT_RO l ALPHA; SORT_RO l ALPHA STORE d",
+            "RPUSH l 1 2 3; MSET w_1 30 w_2 20 w_3 10 o_1 one o_2 two; SORT l BY w_*; SORT l BY w_* GET o_* GET #; SORT l BY nosort GET o_*; SORT l BY w_* STORE d; LRANGE d 0 -1; SORT l BY w_* GET o_* STORE d; LRANGE d 0 -1; SORT l BY missing_*",
+            "RPUSH l 1 2; HSET h_1 f 9; HSET h_2 f 3; SORT l BY h_*->f GET h_*->f; SADD s 5 3 9; SORT s; SORT s DESC LIMIT 0 2; SORT s BY nosort STORE d; LRANGE d 0 -1; ZADD z 3 a 1 b 2 c; SORT z ALPHA; SORT z BY nosort; SORT z BY nosort DESC; SORT z BY nosort LIMIT 1 1",
+            "RPUSH l 2 1; SORT l STORE d; LRANGE d 0 -1; SORT nokey STORE d; EXISTS d",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn keys_match_redis() {
     check(
         "keys",
