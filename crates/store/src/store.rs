@@ -773,6 +773,23 @@ impl Store {
         crate::expire::active_cycle(&self.shared, self.now_ms())
     }
 
+    /// Spawns a task that runs [`Store::active_expire_cycle`] every
+    /// `every` (Redis: 100 ms) on the current tokio runtime. It holds only a
+    /// weak reference and ends once every handle to the store is dropped.
+    pub fn spawn_active_expire(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { break };
+                let now = shared.clock.now_ms();
+                crate::expire::active_cycle(&shared, now);
+            }
+        })
+    }
+
     /// A point-in-time copy of the data, cheap to take: only the key maps
     /// are cloned under the lock; values are shared (`Arc`) and copied on
     /// the next write. Iterate it outside the lock.

@@ -520,3 +520,21 @@ async fn client_kill_and_quit_mark_the_session_for_closing() {
         "a dropped session leaves CLIENT LIST: {text}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_background_expiry_task_reclaims_keys_and_stops_with_the_store() {
+    let store = Store::new(StoreConfig::default());
+    let task = store.spawn_active_expire(Duration::from_millis(100));
+    let mut s = store.session();
+    for i in 0..50 {
+        run(&store, &mut s, &["SET", &format!("k{i}"), "v", "PX", "200"]).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(store.key_count(0), 0);
+    drop(s);
+    drop(store);
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("task ends")
+        .expect("task did not panic");
+}
