@@ -18,6 +18,8 @@
 //!   every write is journaled before its reply.
 //! - [`incident`]: the incident log (`incidents.jsonl`, `GET /incidents`).
 //! - [`metrics`]: metric names and pre-registered handles.
+//! - [`policy`]: keyspace policies and what commands may do during an
+//!   outage (a table).
 //! - [`replay`]: puts the journal back into Redis, exactly once, in order.
 //! - [`near_cache`]: byte-bounded LRU of values seen while Up, kept
 //!   fresh by Redis's client-side caching invalidations.
@@ -29,6 +31,7 @@ pub mod config;
 pub mod incident;
 pub mod metrics;
 pub mod near_cache;
+pub mod policy;
 pub mod replay;
 pub mod reply;
 pub mod server;
