@@ -48,11 +48,29 @@
 //! an element among several clients blocked on the same key is not FIFO as
 //! in Redis.
 //!
+//! # API at a glance
+//! - `Store::new(StoreConfig) -> Store` (cheap `Clone`, `Send + Sync`),
+//!   `Store::session() -> Session` per connection.
+//! - `Store::execute(&self, &mut Session, Vec<Bytes>) -> Executed`: the
+//!   reply, `more` frames (one per channel for SUBSCRIBE), the `effects` to
+//!   journal and `atomic` (an EXEC's effects, to replay as one
+//!   transaction). Blocking pops wait inside; dropping the future gives up
+//!   the wait cleanly.
+//! - `Store::apply(db, &args) -> Frame`: replays one effect synchronously.
+//! - `Store::snapshot() -> Snapshot`, `Snapshot::commands()`: the data as
+//!   effects (PEXPIREAT for TTLs), for compaction.
+//! - `Store::active_expire_cycle()` / `Store::spawn_active_expire(every)`.
+//! - `Store::used_memory()`, `Store::key_count(db)`, `Store::set_param`.
+//! - `Session::pushes()` (pub/sub and keyspace messages to write between
+//!   replies), `Session::is_killed()` (CLIENT KILL, QUIT, too slow a
+//!   subscriber: close the connection), `Session::set_addr`.
+//!
 //! # Not supported yet
-//! Streams, HyperLogLog, geo, scripting (EVAL/FCALL), BITFIELD, LCS, OBJECT on encodings converted back (Redis never
-//! converts a big encoding back to a small one; we report from the current
-//! size). Such commands answer `-ERR <NAME> is not supported by the local
-//! store yet …`.
+//! Streams, HyperLogLog, geo, scripting (EVAL/FCALL), BITFIELD, LCS,
+//! DUMP/RESTORE, OBJECT on encodings converted back (Redis never converts a
+//! big encoding back to a small one; we report from the current size).
+//! Such commands answer `-ERR <NAME> is not supported by the local store
+//! yet …`. See the crate README for the full list and known differences.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

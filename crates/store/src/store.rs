@@ -270,16 +270,6 @@ pub struct Store {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// Commands answered with "not supported by the local store yet": groups of
-/// the command table the store does not implement.
-const UNSUPPORTED_GROUPS: &[&str] = &[
-    "stream",
-    "hyperloglog",
-    "geo",
-    "scripting",
-    "bitmap-unsupported",
-];
-
 fn table() -> &'static HashMap<&'static str, Handler> {
     static TABLE: OnceLock<HashMap<&'static str, Handler>> = OnceLock::new();
     TABLE.get_or_init(|| {
@@ -383,7 +373,6 @@ pub(crate) fn resolve(args: &[Bytes]) -> Resolved {
         Some(h) => Resolved::Run(spec.name, *h, spec.flags),
         None => {
             let shown = spec.name.replace('|', " ").to_ascii_uppercase();
-            let _ = UNSUPPORTED_GROUPS;
             Resolved::Reject(Frame::error(format!(
                 "ERR {shown} is not supported by the local store yet (group '{}'): command not executed",
                 spec.group
