@@ -53,8 +53,14 @@ pub(crate) fn make_room(inner: &mut Inner, now: u64, effects: &mut Vec<Effect>) 
             if pool_len == 0 {
                 continue;
             }
-            for _ in 0..samples {
-                let i = rng.gen_range(0..pool_len);
+            // A pool no bigger than the sample is looked at whole, so small
+            // keyspaces evict exactly the best candidate.
+            let picks: Vec<usize> = if pool_len <= samples {
+                (0..pool_len).collect()
+            } else {
+                (0..samples).map(|_| rng.gen_range(0..pool_len)).collect()
+            };
+            for i in picks {
                 let key = if policy.volatile_only() {
                     db.volatile.get_index(i)
                 } else {

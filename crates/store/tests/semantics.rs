@@ -538,3 +538,57 @@ async fn the_background_expiry_task_reclaims_keys_and_stops_with_the_store() {
         .expect("task ends")
         .expect("task did not panic");
 }
+
+#[tokio::test]
+async fn volatile_policies_evict_only_keys_with_a_ttl() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    let big = "x".repeat(1000);
+    run(
+        &store,
+        &mut s,
+        &["CONFIG", "SET", "maxmemory-policy", "volatile-ttl"],
+    )
+    .await;
+    for i in 0..10 {
+        run(&store, &mut s, &["SET", &format!("keep{i}"), &big]).await;
+    }
+    // Nearest expiry first: t0 has the shortest TTL.
+    for i in 0..5 {
+        run(
+            &store,
+            &mut s,
+            &["SET", &format!("t{i}"), &big, "EX", &(100 + i).to_string()],
+        )
+        .await;
+    }
+    let used = store.used_memory();
+    run(
+        &store,
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", &(used - 500).to_string()],
+    )
+    .await;
+    let out = run(&store, &mut s, &["SET", "new", "v"]).await;
+    assert_eq!(out.reply, Frame::simple("OK"));
+    assert_eq!(
+        run(&store, &mut s, &["EXISTS", "t0"]).await.reply,
+        Frame::Integer(0),
+        "nearest TTL evicted"
+    );
+    assert_eq!(
+        run(&store, &mut s, &["EXISTS", "keep0", "t4"]).await.reply,
+        Frame::Integer(2)
+    );
+    // With no volatile key left to evict, writes are refused.
+    for i in 1..5 {
+        run(&store, &mut s, &["PERSIST", &format!("t{i}")]).await;
+    }
+    run(&store, &mut s, &["CONFIG", "SET", "maxmemory", "1000"]).await;
+    let out = run(&store, &mut s, &["SET", "more", "v"]).await;
+    assert_eq!(
+        out.reply,
+        Frame::error("OOM command not allowed when used memory > 'maxmemory'.")
+    );
+    assert_eq!(store.key_count(0), 15, "nothing without a TTL was evicted");
+}
