@@ -248,6 +248,7 @@ fn hrandfield(ctx: &mut Ctx) -> Reply {
     if with_values && count.unsigned_abs() > (i64::MAX as u64) / 2 {
         return Err(err("ERR value is out of range"));
     }
+    check_picks(count)?;
     let picked = random_picks(&items, count);
     Ok(Frame::Array(if with_values {
         if resp3 {
@@ -264,6 +265,20 @@ fn hrandfield(ctx: &mut Ctx) -> Reply {
     } else {
         picked.into_iter().map(|(f, _)| Frame::Bulk(f)).collect()
     }))
+}
+
+/// Most picks a negative count may ask for. Redis would stream any number;
+/// we build the reply in memory, so a count that could exhaust it is
+/// refused instead (`ERR value is out of range`).
+pub(crate) const MAX_RANDOM_PICKS: u64 = 16 * 1024 * 1024;
+
+/// Checks a random-pick count against [`MAX_RANDOM_PICKS`].
+pub(crate) fn check_picks(count: i64) -> Result<(), Frame> {
+    if count < 0 && count.unsigned_abs() > MAX_RANDOM_PICKS {
+        Err(err("ERR value is out of range"))
+    } else {
+        Ok(())
+    }
 }
 
 /// Redis's random-count semantics: positive = distinct (at most all),

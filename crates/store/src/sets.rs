@@ -175,6 +175,7 @@ fn srandmember(ctx: &mut Ctx) -> Reply {
         if c == i64::MIN {
             return Err(err("ERR value is out of range"));
         }
+        crate::hashes::check_picks(c)?;
         Some(c)
     } else {
         None

@@ -948,6 +948,7 @@ fn zrandmember(ctx: &mut Ctx) -> Reply {
     if scores && count.unsigned_abs() > (i64::MAX as u64) / 2 {
         return Err(err("ERR value is out of range"));
     }
+    crate::hashes::check_picks(count)?;
     let picked = random_picks(&items, count);
     Ok(with_scores(ctx, picked, scores))
 }

@@ -592,3 +592,25 @@ async fn volatile_policies_evict_only_keys_with_a_ttl() {
     );
     assert_eq!(store.key_count(0), 15, "nothing without a TTL was evicted");
 }
+
+#[tokio::test]
+async fn huge_random_counts_are_refused_instead_of_exhausting_memory() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    run(&store, &mut s, &["SADD", "s", "a"]).await;
+    run(&store, &mut s, &["HSET", "h", "f", "v"]).await;
+    run(&store, &mut s, &["ZADD", "z", "1", "a"]).await;
+    for cmd in [
+        &["SRANDMEMBER", "s", "-9223372036854775807"][..],
+        &["HRANDFIELD", "h", "-9223372036854775807"],
+        &["ZRANDMEMBER", "z", "-9223372036854775807"],
+    ] {
+        assert_eq!(
+            run(&store, &mut s, cmd).await.reply,
+            Frame::error("ERR value is out of range"),
+            "{cmd:?}"
+        );
+    }
+    let out = run(&store, &mut s, &["SRANDMEMBER", "s", "-3"]).await.reply;
+    assert_eq!(out, Frame::Array(vec![bulk("a"), bulk("a"), bulk("a")]));
+}
