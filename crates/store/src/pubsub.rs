@@ -340,7 +340,7 @@ fn pubsub_channels(ctx: &mut Ctx) -> Reply {
 }
 
 fn pubsub_numsub(ctx: &mut Ctx) -> Reply {
-    let pairs = ctx.args[2..]
+    let pairs: Vec<(Frame, Frame)> = ctx.args[2..]
         .iter()
         .map(|c| {
             (
@@ -349,7 +349,13 @@ fn pubsub_numsub(ctx: &mut Ctx) -> Reply {
             )
         })
         .collect();
-    Ok(ctx.map(pairs))
+    // Redis 7.0 answers a flat array here even under RESP3.
+    Ok(Frame::Array(
+        pairs
+            .into_iter()
+            .flat_map(|(k, v)| [k, v])
+            .collect::<Vec<Frame>>(),
+    ))
 }
 
 fn pubsub_numpat(ctx: &mut Ctx) -> Reply {
@@ -361,9 +367,15 @@ fn pubsub_shardchannels(_ctx: &mut Ctx) -> Reply {
 }
 
 fn pubsub_shardnumsub(ctx: &mut Ctx) -> Reply {
-    let pairs = ctx.args[2..]
+    let pairs: Vec<(Frame, Frame)> = ctx.args[2..]
         .iter()
         .map(|c| (Frame::Bulk(c.clone()), Frame::Integer(0)))
         .collect();
-    Ok(ctx.map(pairs))
+    // Redis 7.0 answers a flat array here even under RESP3.
+    Ok(Frame::Array(
+        pairs
+            .into_iter()
+            .flat_map(|(k, v)| [k, v])
+            .collect::<Vec<Frame>>(),
+    ))
 }

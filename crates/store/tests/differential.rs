@@ -31,9 +31,17 @@ async fn check(family: &str, seqs: &[&str]) {
     let server = RedisServer::new();
     let mut pair = Pair::new(&server);
     let mut mismatches = Vec::new();
-    for seq in seqs {
-        pair.reset().await;
-        pair.run_seq(&parse(seq), &mut mismatches).await;
+    // Every sequence runs twice: as a RESP2 client, then as a RESP3 one
+    // (maps, sets, doubles and nulls must match Redis's RESP3 replies too).
+    for resp3 in [false, true] {
+        for seq in seqs {
+            pair.reset().await;
+            let mut cmds = parse(seq);
+            if resp3 {
+                cmds.insert(0, common::args(&["HELLO", "3"]));
+            }
+            pair.run_seq(&cmds, &mut mismatches).await;
+        }
     }
     assert!(
         mismatches.is_empty(),
