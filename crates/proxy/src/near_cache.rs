@@ -332,12 +332,7 @@ impl NearCache {
         if map.is_empty() {
             return false;
         }
-        let size = ENTRY_OVERHEAD
-            + key.len()
-            + map
-                .iter()
-                .map(|(f, v)| FIELD_OVERHEAD + f.len() + v.len())
-                .sum::<usize>();
+        let size = hash_size(key.len(), &map);
         let value = Cached::Hash(Arc::new(map));
         self.put(ticket, db, key, value, expire_at_ms, size)
     }
@@ -519,6 +514,82 @@ impl NearCache {
         })
     }
 
+    /// `HSET` on `(db, key)` while Redis is not Up, applied to the hash
+    /// only if it is known whole: `Hit(n)` with the number of new fields
+    /// (Redis's reply), `Miss` when unknown (a partial hash would answer
+    /// `HGETALL` wrongly), `WrongType` on a string. The entry keeps its
+    /// origin: a hash read from Redis stays under `max_stale_ms`.
+    pub fn hset_local<I>(&self, db: u32, key: &[u8], pairs: I, now_ms: u64) -> Lookup<usize>
+    where
+        I: IntoIterator<Item = (Bytes, Bytes)>,
+    {
+        self.edit_hash(db, key, now_ms, |m| {
+            pairs
+                .into_iter()
+                .filter(|(f, v)| m.insert(f.clone(), v.clone()).is_none())
+                .count()
+        })
+    }
+
+    /// `HDEL` on a known hash while Redis is not Up: `Hit(n)` with the
+    /// number of fields removed; as [`hset_local`](Self::hset_local)
+    /// otherwise. A hash left empty is gone, as in Redis.
+    pub fn hdel_local<'a, I>(&self, db: u32, key: &[u8], fields: I, now_ms: u64) -> Lookup<usize>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        self.edit_hash(db, key, now_ms, |m| {
+            fields
+                .into_iter()
+                .filter(|f| m.remove(*f).is_some())
+                .count()
+        })
+    }
+
+    fn edit_hash(
+        &self,
+        db: u32,
+        key: &[u8],
+        now_ms: u64,
+        edit: impl FnOnce(&mut HashMap<Bytes, Bytes>) -> usize,
+    ) -> Lookup<usize> {
+        let h = self.hash(key);
+        let fresh = self.is_fresh(now_ms);
+        self.with_shard(h, |s| {
+            match s.peek(db, key) {
+                None => return Lookup::Miss,
+                Some(e) if e.expired(now_ms) || (!fresh && !e.local) => {
+                    s.remove(db, key);
+                    return Lookup::Miss;
+                }
+                Some(Entry {
+                    value: Cached::String(_),
+                    ..
+                }) => return Lookup::WrongType,
+                Some(_) => {}
+            }
+            let Some(mut e) = s.take(db, key) else {
+                return Lookup::Miss;
+            };
+            let Cached::Hash(m) = &mut e.value else {
+                // Checked above under the same lock; put it back regardless.
+                s.insert(e);
+                return Lookup::WrongType;
+            };
+            // Readers holding the old Arc keep their snapshot.
+            let map = Arc::make_mut(m);
+            let n = edit(map);
+            if map.is_empty() {
+                return Lookup::Hit(n);
+            }
+            e.size = hash_size(e.key.len(), map);
+            // Re-inserted: most recently used, and evicting others if it
+            // grew (or itself, if it no longer fits a shard).
+            s.insert(e);
+            Lookup::Hit(n)
+        })
+    }
+
     // ----- internals -----
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -556,6 +627,16 @@ impl NearCache {
         adjust(&self.bytes, bytes0, s.bytes());
         r
     }
+}
+
+/// Bytes charged for a hash entry.
+fn hash_size(key_len: usize, map: &HashMap<Bytes, Bytes>) -> usize {
+    ENTRY_OVERHEAD
+        + key_len
+        + map
+            .iter()
+            .map(|(f, v)| FIELD_OVERHEAD + f.len() + v.len())
+            .sum::<usize>()
 }
 
 fn slot_of(h: u64) -> usize {

@@ -117,13 +117,13 @@ impl Shard {
 
     /// Removes `(db, key)`; true if it was there.
     pub fn remove(&mut self, db: u32, key: &[u8]) -> bool {
-        match self.find(db, key) {
-            Some(idx) => {
-                self.drop_node(idx);
-                true
-            }
-            None => false,
-        }
+        self.take(db, key).is_some()
+    }
+
+    /// Removes `(db, key)` and hands its entry back.
+    pub fn take(&mut self, db: u32, key: &[u8]) -> Option<Entry> {
+        let idx = self.find(db, key)?;
+        self.drop_node(idx)
     }
 
     /// Removes `key` from every db; how many entries went.
@@ -190,11 +190,9 @@ impl Shard {
         *self = Shard::new(self.budget);
     }
 
-    fn drop_node(&mut self, idx: u32) {
+    fn drop_node(&mut self, idx: u32) -> Option<Entry> {
         self.unlink(idx);
-        let Some(entry) = self.nodes[idx as usize].entry.take() else {
-            return;
-        };
+        let entry = self.nodes[idx as usize].entry.take()?;
         self.free.push(idx);
         self.bytes -= entry.size;
         self.len -= 1;
@@ -209,6 +207,7 @@ impl Shard {
         if now_empty {
             self.map.remove(&entry.key[..]);
         }
+        Some(entry)
     }
 
     fn unlink(&mut self, idx: u32) {
