@@ -331,6 +331,11 @@ impl<'a> Ctx<'a> {
             self.inner.delete_key(db, key);
             crate::pubsub::notify(self.inner, db, crate::pubsub::class::GENERIC, "del", key);
         } else if let Some(e) = d.map.get_mut(key) {
+            if !matches!(&*e.value, Value::Str(_))
+                && matches!(e.value.encoding(), "hashtable" | "skiplist")
+            {
+                e.str_enc = crate::value::StrEnc::Big;
+            }
             let new = entry_size(key, e);
             self.inner.used_memory = self.inner.used_memory.saturating_sub(e.size) + new;
             e.size = new;

@@ -66,10 +66,8 @@
 //!   subscriber: close the connection), `Session::set_addr`.
 //!
 //! # Not supported yet
-//! Streams, HyperLogLog, geo, scripting (EVAL/FCALL), BITFIELD, LCS,
-//! DUMP/RESTORE, OBJECT on encodings converted back (Redis never converts a
-//! big encoding back to a small one; we report from the current size).
-//! Such commands answer `-ERR <NAME> is not supported by the local store
+//! Streams, HyperLogLog, geo, scripting (EVAL/FCALL), BITFIELD,
+//! DUMP/RESTORE. Such commands answer `-ERR <NAME> is not supported by the local store
 //! yet …`. See the crate README for the full list and known differences.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

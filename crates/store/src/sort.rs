@@ -81,6 +81,10 @@ fn sort(ctx: &mut Ctx) -> Reply {
         Some(Value::ZSet(z)) => (z.iter().map(|(m, _)| m.clone()).collect(), false, true),
         Some(_) => return Err(err(WRONGTYPE)),
     };
+    if is_zset {
+        // Redis converts a sorted set it SORTs to a skiplist for good.
+        ctx.mark_str_enc(&key, crate::value::StrEnc::Big);
+    }
     // Redis sorts a set anyway when storing, so the stored list does not
     // depend on hash order.
     if dontsort && is_set && store.is_some() {

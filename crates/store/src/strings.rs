@@ -35,6 +35,7 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("bitcount", bitcount),
     ("bitpos", bitpos),
     ("bitop", bitop),
+    ("lcs", lcs),
 ];
 
 fn bulk_or_null(ctx: &Ctx, v: Option<Bytes>) -> Frame {
@@ -688,4 +689,118 @@ fn bitop(ctx: &mut Ctx) -> Reply {
         ctx.notify(STRING, "set", &dst);
     }
     Ok(Frame::Integer(len as i64))
+}
+
+/// LCS key1 key2 [LEN] [IDX] [MINMATCHLEN n] [WITHMATCHLEN]: the longest
+/// common subsequence, its length, or its matching ranges, found by
+/// walking the DP table back from the end as Redis does (so ranges come
+/// last-first, as in Redis's reply).
+fn lcs(ctx: &mut Ctx) -> Reply {
+    let (mut want_len, mut want_idx, mut with_len) = (false, false, false);
+    let mut min_len: i64 = 0;
+    let mut i = 3;
+    while i < ctx.args.len() {
+        if ctx.arg_is(i, "LEN") {
+            want_len = true;
+        } else if ctx.arg_is(i, "IDX") {
+            want_idx = true;
+        } else if ctx.arg_is(i, "WITHMATCHLEN") {
+            with_len = true;
+        } else if ctx.arg_is(i, "MINMATCHLEN") && i + 1 < ctx.args.len() {
+            min_len = ctx.arg_i64(i + 1)?.max(0);
+            i += 1;
+        } else {
+            return Err(err(SYNTAX));
+        }
+        i += 1;
+    }
+    let mut strs = Vec::new();
+    for k in 1..3 {
+        let key = ctx.args[k].clone();
+        strs.push(match ctx.lookup(&key) {
+            None => Bytes::new(),
+            Some(Value::Str(s)) => s.clone(),
+            Some(_) => return Err(err("ERR The specified keys must contain string values")),
+        });
+    }
+    if want_len && want_idx {
+        return Err(err(
+            "ERR If you want both the length and indexes, please just use IDX.",
+        ));
+    }
+    let (a, b) = (&strs[0], &strs[1]);
+    let (n, m) = (a.len(), b.len());
+    // (n+1) x (m+1) table of LCS lengths of prefixes.
+    let mut dp = vec![0u32; (n + 1) * (m + 1)];
+    let at = |i: usize, j: usize| i * (m + 1) + j;
+    for i in 1..=n {
+        for j in 1..=m {
+            dp[at(i, j)] = if a[i - 1] == b[j - 1] {
+                dp[at(i - 1, j - 1)] + 1
+            } else {
+                dp[at(i - 1, j)].max(dp[at(i, j - 1)])
+            };
+        }
+    }
+    let total = dp[at(n, m)] as usize;
+    if want_len {
+        return Ok(Frame::Integer(total as i64));
+    }
+    let mut result = vec![0u8; total];
+    let mut idx = total;
+    let mut matches = Vec::new();
+    let (mut i, mut j) = (n, m);
+    // The current range, as (a_start, a_end, b_start, b_end); None between
+    // ranges.
+    let mut range: Option<(usize, usize, usize, usize)> = None;
+    while i > 0 && j > 0 {
+        let mut emit = false;
+        if a[i - 1] == b[j - 1] {
+            result[idx - 1] = a[i - 1];
+            match range {
+                None => range = Some((i - 1, i - 1, j - 1, j - 1)),
+                Some((as_, ae, bs, be)) if as_ == i && bs == j => {
+                    range = Some((as_ - 1, ae, bs - 1, be))
+                }
+                Some(_) => emit = true,
+            }
+            if range.is_some_and(|(as_, _, bs, _)| as_ == 0 || bs == 0) {
+                emit = true;
+            }
+            idx -= 1;
+            i -= 1;
+            j -= 1;
+        } else {
+            if dp[at(i - 1, j)] > dp[at(i, j - 1)] {
+                i -= 1;
+            } else {
+                j -= 1;
+            }
+            if range.is_some() {
+                emit = true;
+            }
+        }
+        if emit {
+            if let Some((as_, ae, bs, be)) = range.take() {
+                let len = ae - as_ + 1;
+                if min_len == 0 || len as i64 >= min_len {
+                    let mut m = vec![
+                        Frame::Array(vec![Frame::Integer(as_ as i64), Frame::Integer(ae as i64)]),
+                        Frame::Array(vec![Frame::Integer(bs as i64), Frame::Integer(be as i64)]),
+                    ];
+                    if with_len {
+                        m.push(Frame::Integer(len as i64));
+                    }
+                    matches.push(Frame::Array(m));
+                }
+            }
+        }
+    }
+    if want_idx {
+        return Ok(ctx.map(vec![
+            (Frame::bulk("matches"), Frame::Array(matches)),
+            (Frame::bulk("len"), Frame::Integer(total as i64)),
+        ]));
+    }
+    Ok(Frame::Bulk(Bytes::from(result)))
 }

@@ -222,15 +222,19 @@ pub struct Entry {
 
 /// Redis picks a string's encoding by how it was written: SET tries `int`,
 /// INCRBYFLOAT makes an `embstr`, in-place edits (APPEND to an existing
-/// value, SETRANGE, SETBIT) make a `raw` one. `OBJECT ENCODING` shows it.
+/// value, SETRANGE, SETBIT) make a `raw` one. Collections convert to their
+/// big encoding (hashtable, skiplist) once and never back. `OBJECT
+/// ENCODING` shows the result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StrEnc {
-    /// int / embstr / raw by content and length.
+    /// By content and size.
     Auto,
     /// embstr (or raw past 44 bytes), never int.
     Embstr,
     /// Always raw.
     Raw,
+    /// A collection that has been converted to its big encoding.
+    Big,
 }
 
 impl Entry {
@@ -239,6 +243,8 @@ impl Entry {
         match (&*self.value, self.str_enc) {
             (Value::Str(s), StrEnc::Embstr) if s.len() <= 44 => "embstr",
             (Value::Str(_), StrEnc::Embstr | StrEnc::Raw) => "raw",
+            (Value::Hash(_) | Value::Set(_), StrEnc::Big) => "hashtable",
+            (Value::ZSet(_), StrEnc::Big) => "skiplist",
             (v, _) => v.encoding(),
         }
     }

@@ -92,6 +92,7 @@ async fn strings_match_redis() {
             "SETRANGE k 6 Redis; GET k; SETRANGE k 0 XY; GET k; SETRANGE k -1 x; SETRANGE k 0 \"\"; SETRANGE nokey 5 \"\"; EXISTS nokey; STRLEN k",
             "SETBIT b 7 1; GETBIT b 7; GETBIT b 6; GETBIT b 100; GET b; SETBIT b 7 0; SETBIT b 7 2; SETBIT b -1 1; SETBIT b x 1; BITCOUNT b; SET s foobar; BITCOUNT s; BITCOUNT s 0 0; BITCOUNT s 1 1; BITCOUNT s 1 1 BIT; BITCOUNT s 5 30 BIT; BITCOUNT s 0; BITCOUNT s 0 1 FOO; BITCOUNT nokey",
             "SET s \u{ff}\u{f0}; BITPOS s 0; BITPOS s 1; BITPOS nokey 1; BITPOS nokey 0; BITPOS s 2; SET z abc; BITPOS z 1 1; BITPOS z 0 1 2; BITPOS z 1 2 -1 BIT; BITPOS z 1 x",
+            "MSET a ohmytext b mynewtext; LCS a b; LCS a b LEN; LCS a b IDX; LCS a b IDX MINMATCHLEN 4; LCS a b IDX WITHMATCHLEN; LCS a nokey; LCS nokey nokey2 IDX; LCS a b LEN IDX; LCS a b FOO; LCS a b MINMATCHLEN x; LPUSH l x; LCS l a; SET c aaaa; SET d aa; LCS c d IDX WITHMATCHLEN",
             "SET k v; OBJECT ENCODING k; SET n 123; OBJECT ENCODING n; OBJECT ENCODING nokey; OBJECT REFCOUNT n",
         ],
     )
@@ -109,6 +110,7 @@ async fn bitop_and_sort_match_redis() {
             "RPUSH l 1 2 3; MSET w_1 30 w_2 20 w_3 10 o_1 one o_2 two; SORT l BY w_*; SORT l BY w_* GET o_* GET #; SORT l BY nosort GET o_*; SORT l BY w_* STORE d; LRANGE d 0 -1; SORT l BY w_* GET o_* STORE d; LRANGE d 0 -1; SORT l BY missing_*",
             "RPUSH l 1 2; HSET h_1 f 9; HSET h_2 f 3; SORT l BY h_*->f GET h_*->f; SADD s 5 3 9; SORT s; SORT s DESC LIMIT 0 2; SORT s BY nosort STORE d; LRANGE d 0 -1; ZADD z 3 a 1 b 2 c; SORT z ALPHA; SORT z BY nosort; SORT z BY nosort DESC; SORT z BY nosort LIMIT 1 1",
             "RPUSH l 2 1; SORT l STORE d; LRANGE d 0 -1; SORT nokey STORE d; EXISTS d",
+            "ZADD z 1 a; SORT z ALPHA; OBJECT ENCODING z; SADD s 1 x; SREM s x; OBJECT ENCODING s; HSET h f 0123456789012345678901234567890123456789012345678901234567890123456789; HSET h f v; OBJECT ENCODING h",
         ],
     )
     .await;

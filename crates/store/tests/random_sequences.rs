@@ -14,7 +14,7 @@ use test_support::RedisServer;
 
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 const VALS: [&str; 7] = ["x", "y", "z", "1", "10", "-2", "3.5"];
-const TEMPLATES: usize = 120;
+const TEMPLATES: usize = 124;
 
 /// Builds one or more commands (a MULTI block) from a template number and
 /// some choices.
@@ -178,7 +178,11 @@ fn build_one(t: usize, k: usize, k2: usize, v: usize, n: i64) -> Vec<String> {
         116 => vec!["GETSET", k, v],
         117 => vec!["ZRANK", k, v],
         118 => vec!["HRANDFIELD", k, "-2"],
-        _ => vec!["RPOPLPUSH", k, k2],
+        119 => vec!["RPOPLPUSH", k, k2],
+        120 => vec!["LCS", k, k2, "IDX", "WITHMATCHLEN"],
+        121 => vec!["BITOP", "OR", k, k, k2],
+        122 => vec!["SORT", k, "ALPHA", "LIMIT", "0", "3"],
+        _ => vec!["SORT", k, "DESC"],
     };
     s.into_iter().map(String::from).collect()
 }
