@@ -339,6 +339,62 @@ fn hset_and_hdel_during_an_outage_edit_only_hashes_known_whole() {
 }
 
 #[test]
+fn tickets_never_let_an_outdated_read_outlive_its_invalidation() {
+    // A model of the race tickets close: "Redis" is an atomic version;
+    // the writer changes it, then delivers the invalidation (as Redis
+    // does: write, then push); readers take a ticket, read, then put what
+    // they read, racing the writer from other threads. Whatever the
+    // interleaving, once all is done the cache holds the last version or
+    // nothing, never an older one.
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    for round in 0..5 {
+        let c = Arc::new(live_cache(1 << 20));
+        let redis = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(AtomicU64::new(0));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (c, redis, done, attempts) =
+                    (c.clone(), redis.clone(), done.clone(), attempts.clone());
+                std::thread::spawn(move || {
+                    let mut puts = 0u64;
+                    while !done.load(Ordering::Acquire) {
+                        let t = c.ticket(b"k");
+                        let v = redis.load(Ordering::SeqCst);
+                        if c.put_string(t, 0, b("k"), Bytes::from(v.to_string()), -1) {
+                            puts += 1;
+                        }
+                        attempts.fetch_add(1, Ordering::Release);
+                    }
+                    puts
+                })
+            })
+            .collect();
+        for v in 1..=500u64 {
+            // Let the readers run between writes even on a busy machine.
+            let seen = attempts.load(Ordering::Acquire);
+            while attempts.load(Ordering::Acquire) == seen {
+                std::thread::yield_now();
+            }
+            redis.store(v, Ordering::SeqCst);
+            c.invalidate(b"k");
+        }
+        done.store(true, Ordering::Release);
+        let puts: u64 = readers
+            .into_iter()
+            .map(|r| r.join().expect("reader thread"))
+            .sum();
+        assert!(puts > 0, "round {round}: some puts must have been accepted");
+        match c.get_string(0, b"k", 0) {
+            Lookup::Miss => {}
+            Lookup::Hit(v) => assert_eq!(v, b("500"), "round {round}: outdated value kept"),
+            Lookup::WrongType => panic!("a string was put"),
+        }
+        assert!(c.len() <= 1);
+    }
+}
+
+#[test]
 fn tracked_prefixes_come_from_the_literal_part_of_the_globs() {
     let t = tracked(&["sess:*", "sess:admin:*", "user:?:profile", "cart:[0-9]*"]);
     assert_eq!(
