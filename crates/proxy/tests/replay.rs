@@ -543,18 +543,24 @@ async fn redis_killed_mid_replay_loses_and_repeats_nothing() {
 }
 
 /// Child-process side of `replayer_killed_mid_replay_…`: replays the data
-/// dir named in the environment and exits. Does nothing when run alone.
+/// dir named in the environment in small batches (so the run lasts) and
+/// exits. Does nothing when run alone.
 #[test]
 #[ignore = "run as a child process by replayer_killed_mid_replay_loses_and_repeats_nothing"]
 fn child_replays_a_data_dir() {
-    let (Ok(dir), Ok(url)) = (
+    let (Ok(dir), Ok(addr)) = (
         std::env::var("REPLAY_CHILD_DIR"),
-        std::env::var("REPLAY_CHILD_URL"),
+        std::env::var("REPLAY_CHILD_ADDR"),
     ) else {
         return;
     };
+    let j = open(std::path::Path::new(&dir), 1 << 20);
+    let mut cfg = ReplayConfig::new(addr, &dir);
+    cfg.batch_records = 16;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let out = rt.block_on(replay_dir(&dir, &url, Some(NODE))).unwrap();
+    let out = rt
+        .block_on(Replayer::new(j, NODE, cfg).run_until_drained())
+        .unwrap();
     println!("{out:?}");
 }
 
@@ -576,7 +582,7 @@ fn replayer_killed_mid_replay_loses_and_repeats_nothing() {
             "--nocapture",
         ])
         .env("REPLAY_CHILD_DIR", tmp.path())
-        .env("REPLAY_CHILD_URL", redis.url())
+        .env("REPLAY_CHILD_ADDR", redis.addr())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
