@@ -468,6 +468,35 @@ async fn keys_outside_the_prefixes_are_neither_cached_nor_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_globs_are_accepted_by_redis_as_one_prefix() {
+    let redis = RedisServer::new();
+    // Redis refuses overlapping prefixes on one connection; connecting at
+    // all shows they were merged.
+    let (cache, _tracker, mut rx) = tracked_cache(
+        &redis,
+        &["sess:*", "sess:admin:*"],
+        HealthHandle::fixed(State::Up),
+    )
+    .await;
+    assert!(put(&cache, 0, "sess:admin:1", "root", -1));
+    redis.cmd(&["SET", "sess:admin:1", "x"]);
+    wait_status(&mut rx, "the invalidation", |s| s.invalidations >= 1).await;
+    assert_eq!(cache.get_string(0, b"sess:admin:1", now_ms()), Lookup::Miss);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glob_without_literal_prefix_tracks_every_key() {
+    let redis = RedisServer::new();
+    let (cache, _tracker, mut rx) =
+        tracked_cache(&redis, &["*:session"], HealthHandle::fixed(State::Up)).await;
+    assert_eq!(cache.tracked(), &Tracked::Everything);
+    assert!(put(&cache, 2, "anything", "v", -1));
+    redis.cmd(&["SET", "anything", "x"]);
+    wait_status(&mut rx, "the invalidation", |s| s.invalidations >= 1).await;
+    assert_eq!(cache.get_string(2, b"anything", now_ms()), Lookup::Miss);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_starts_the_staleness_clock_and_restart_flushes_and_refreshes() {
     let mut redis = RedisServer::new();
     let (cache, _tracker, mut rx) =
