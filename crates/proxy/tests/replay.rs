@@ -667,3 +667,55 @@ fn metrics_count_replayed_and_failed_commands() {
     );
     assert!(text.contains(&format!("{REPLAY_ERRORS_TOTAL} 1")), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconf_pauses_replay_until_redis_can_persist_again() {
+    let redis = RedisServer::start(&["--enable-protected-configs", "yes"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let j = open(tmp.path(), 1 << 20);
+    counters_and_queue(&j, 100);
+
+    // A failed background save with `save` configured makes Redis refuse
+    // writes with MISCONF: save into a directory that no longer exists.
+    let gone = tempfile::tempdir().unwrap();
+    redis.cmd(&["CONFIG", "SET", "dir", gone.path().to_str().unwrap()]);
+    let gone_path = gone.path().to_path_buf();
+    drop(gone);
+    assert!(!gone_path.exists());
+    redis.cmd(&["CONFIG", "SET", "save", "3600 1"]);
+    redis.cmd(&["BGSAVE"]);
+    wait_for(
+        "the background save to fail",
+        Duration::from_secs(10),
+        || {
+            redis
+                .cmd_raw(&["INFO", "persistence"])
+                .is_ok_and(|i| i.contains("rdb_last_bgsave_status:err"))
+        },
+    );
+
+    let mut r = Replayer::new(j.clone(), NODE, config(&redis, tmp.path(), 16));
+    match r.run_until_drained().await.unwrap() {
+        ReplayOutcome::Paused { reason, .. } => assert!(reason.contains("MISCONF"), "{reason}"),
+        other => panic!("expected a pause, got {other:?}"),
+    }
+    assert_eq!(j.pending_entries(), 100);
+    assert_eq!(redis.cmd_raw(&["DBSIZE"]).unwrap(), ":0");
+
+    // Persistence works again: replay resumes and applies everything once.
+    redis.cmd(&["CONFIG", "SET", "dir", redis.dir().to_str().unwrap()]);
+    redis.cmd(&["BGSAVE"]);
+    wait_for("a good background save", Duration::from_secs(10), || {
+        redis
+            .cmd_raw(&["INFO", "persistence"])
+            .is_ok_and(|i| i.contains("rdb_last_bgsave_status:ok"))
+    });
+    assert_eq!(
+        r.run_until_drained().await.unwrap(),
+        ReplayOutcome::Drained {
+            replayed: 100,
+            failed: 0
+        }
+    );
+    assert_counters_and_queue(&redis, 100);
+}
