@@ -19,6 +19,8 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("reset", reset),
     ("lastsave", lastsave),
     ("quit", quit),
+    ("role", role),
+    ("memory|usage", memory_usage),
     ("auth", auth),
     ("info", info),
     ("client|id", client_id),
@@ -60,6 +62,30 @@ fn time(ctx: &mut Ctx) -> Reply {
         Frame::Bulk(Bytes::from((now_us / 1_000_000).to_string())),
         Frame::Bulk(Bytes::from((now_us % 1_000_000).to_string())),
     ]))
+}
+
+/// A standalone master with no replicas.
+fn role(_ctx: &mut Ctx) -> Reply {
+    Ok(Frame::Array(vec![
+        Frame::bulk("master"),
+        Frame::Integer(0),
+        Frame::Array(Vec::new()),
+    ]))
+}
+
+/// MEMORY USAGE key [SAMPLES n]: the store's estimate for the key (not
+/// Redis's allocator figure).
+fn memory_usage(ctx: &mut Ctx) -> Reply {
+    if ctx.args.len() > 3 {
+        if ctx.args.len() == 5 && ctx.arg_is(3, "SAMPLES") {
+            ctx.arg_i64(4)?;
+        } else {
+            return Err(err(SYNTAX));
+        }
+    }
+    let key = ctx.args[2].clone();
+    let size = ctx.peek(&key).map(|e| crate::ctx::entry_size(&key, e));
+    Ok(size.map_or_else(|| ctx.null(), |n| Frame::Integer(n as i64)))
 }
 
 /// QUIT answers OK and marks the session killed so the connection loop

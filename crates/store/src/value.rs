@@ -45,9 +45,9 @@ impl Value {
         }
     }
 
-    /// The encoding `OBJECT ENCODING` reports, following Redis 7.0's
-    /// thresholds (computed from the current contents: Redis never converts
-    /// back, which only matters after a collection shrank again).
+    /// The encoding Redis 7.0's thresholds give these contents;
+    /// [`Entry::encoding`] adds how the value was written (sticky
+    /// conversions, string edits), which is what `OBJECT ENCODING` shows.
     pub fn encoding(&self) -> &'static str {
         match self {
             Value::Str(s) => {

@@ -262,6 +262,7 @@ async fn server_commands_match_redis() {
             "COMMAND COUNT; COMMAND GETKEYS SET a b; COMMAND GETKEYS GET a b; COMMAND GETKEYS PING x; COMMAND GETKEYS nosuch a; COMMAND GETKEYS MSET a 1 b 2; COMMAND LIST FILTERBY PATTERN xa*",
             "PUBSUB CHANNELS; PUBSUB NUMPAT; PUBSUB NUMSUB a b; PUBSUB NUMSUB; PUBLISH ch m; PUBSUB FOO",
             "CLIENT UNBLOCK x; CLIENT UNBLOCK 99 FOO; CLIENT UNBLOCK 999999; CLIENT KILL ID x; CLIENT KILL 1.2.3.4:5; CLIENT KILL FOO bar; CLIENT KILL ID 999999; CLIENT LIST TYPE foo; CLIENT LIST ID x",
+            "ROLE; MEMORY USAGE nokey; MEMORY USAGE nokey FOO; MEMORY USAGE nokey SAMPLES x",
             "TIME; HELLO 3; ECHO x; PING; PING m; OBJECT FREQ nokey; OBJECT IDLETIME nokey; SET k v; OBJECT FREQ k; OBJECT IDLETIME k",
             // Switching LRU -> LFU at runtime leaves Redis reading LRU clock
             // bits as a counter (time-dependent), so keys are made after it.
