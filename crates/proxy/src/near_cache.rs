@@ -30,6 +30,28 @@
 //! invalidation slot) was invalidated since, if the cache was flushed
 //! since, or if tracking is not running. Refusals only cost a miss.
 //!
+//! # Use
+//! - Start: `Tracked::from_patterns(globs of cache/durable keyspaces)`;
+//!   `None` → no near-cache. Otherwise `Arc::new(NearCache::new(max_bytes,
+//!   max_stale_ms, tracked))` and keep the [`Tracker`] from
+//!   [`spawn_tracker`] (upstream address, [`upstream::Handshake`] with the
+//!   URL's credentials, the health handle) for the proxy's lifetime.
+//! - While Up, for `GET k` / `HGETALL k` on a `cache`/`durable` key:
+//!   `let t = cache.ticket(k)` before sending, pipeline `PEXPIRETIME k`
+//!   right after it on the same connection (Redis 7.0+; an error reply
+//!   means: do not cache), then [`NearCache::put_string`] /
+//!   [`NearCache::put_hash`] with the ticket. Writes need no call: Redis's
+//!   invalidation for them comes back through the tracker, Redoubt's own
+//!   writes included.
+//! - While not Up: [`NearCache::get_string`], [`NearCache::hget`],
+//!   [`NearCache::get_hash`], [`NearCache::expire_at`] with the current
+//!   Unix ms; writes to `cache` keys go to [`NearCache::set_local_string`],
+//!   [`NearCache::delete_local`], [`NearCache::expire_local`],
+//!   [`NearCache::hset_local`], [`NearCache::hdel_local`] (and `DEL` /
+//!   `EXPIRE` also to the journal, so Redis hears of them).
+//! - Metrics: [`NearCache::len`] and [`NearCache::bytes`] are atomic
+//!   loads, cheap enough to read at every scrape.
+//!
 //! # Concurrency
 //! Entries live in up to [`MAX_SHARDS`] shards by key hash, each behind a
 //! `std::sync::Mutex` held for a map lookup and a relink; no lock is ever
@@ -413,11 +435,10 @@ impl NearCache {
         let fresh = self.is_fresh(now_ms);
         self.with_shard(h, |s| match s.peek(db, key) {
             None => Lookup::Miss,
-            Some(e) if e.expired(now_ms) => {
+            Some(e) if e.expired(now_ms) || (!fresh && !e.local) => {
                 s.remove(db, key);
                 Lookup::Miss
             }
-            Some(e) if !fresh && !e.local => Lookup::Miss,
             Some(e) => Lookup::Hit(e.expire_at_ms),
         })
     }
@@ -432,12 +453,14 @@ impl NearCache {
         let h = self.hash(key);
         let fresh = self.is_fresh(now_ms);
         self.with_shard(h, |s| {
-            let expired = match s.peek(db, key) {
+            // Past max_stale_ms an entry read from Redis is never served
+            // again (tracking restarting flushes it anyway): drop it now,
+            // so a long outage frees the memory as reads come.
+            let gone = match s.peek(db, key) {
                 None => return Lookup::Miss,
-                Some(e) if !fresh && !e.local => return Lookup::Miss,
-                Some(e) => e.expired(now_ms),
+                Some(e) => e.expired(now_ms) || (!fresh && !e.local),
             };
-            if expired {
+            if gone {
                 s.remove(db, key);
                 return Lookup::Miss;
             }

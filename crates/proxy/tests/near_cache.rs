@@ -223,11 +223,16 @@ fn after_max_stale_ms_from_the_stop_the_whole_cache_answers_miss() {
     assert_eq!(c.stopped_at_ms(), Some(10_000));
     assert!(!c.is_tracking());
     assert_eq!(c.get_string(0, b"k", 11_000), Lookup::Hit(b("v")));
-    assert_eq!(c.get_string(0, b"k", 11_001), Lookup::Miss);
     assert_eq!(c.expire_at(0, b"k", 11_001), Lookup::Miss);
+    assert!(c.is_empty(), "a stale entry is dropped once seen");
+    assert!(c.set_local_string(0, b("k2"), b("v"), -1));
+    assert!(c.set_local_string(0, b("k3"), b("v"), -1));
+    assert_eq!(c.get_string(0, b"k2", 10_001), Lookup::Hit(b("v")));
     // An earlier moment wins.
     c.stop_tracking(9_000);
-    assert_eq!(c.get_string(0, b"k", 10_001), Lookup::Miss);
+    assert_eq!(c.stopped_at_ms(), Some(9_000));
+    assert!(c.is_fresh(10_000) && !c.is_fresh(10_001));
+    assert_eq!(c.get_string(0, b"k3", 10_001), Lookup::Hit(b("v")), "local");
     // Tracking back: flushed (may have missed invalidations), fresh again.
     c.start_tracking();
     assert_eq!(c.stopped_at_ms(), None);
