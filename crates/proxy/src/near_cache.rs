@@ -25,8 +25,8 @@
 //! on the tracking connection, so an invalidation for a write that followed
 //! the read can arrive *before* the read's reply is cached, and caching the
 //! reply then would keep an outdated value forever. The proxy therefore
-//! takes a [`Ticket`] (two atomic loads) before sending the read and hands
-//! it to `put_*`: the put is refused if the key (or one sharing its
+//! takes a [`Ticket`] (a hash, two atomic loads) before sending the read
+//! and hands it to `put_*`: the put is refused if the key (or one sharing its
 //! invalidation slot) was invalidated since, if the cache was flushed
 //! since, or if tracking is not running. Refusals only cost a miss.
 //!
@@ -56,9 +56,10 @@
 //! Entries live in up to [`MAX_SHARDS`] shards by key hash, each behind a
 //! `std::sync::Mutex` held for a map lookup and a relink; no lock is ever
 //! held across an `.await`, and no two shard locks are held at once. Each
-//! shard has `max_bytes / shards` of budget (at least 1 MiB per shard, so
-//! small caches have one shard and exact LRU order); a value bigger than
-//! a shard's budget is not cached.
+//! shard has `max_bytes / shards` of budget, with one shard per MiB (so a
+//! cache under 2 MiB has one shard and exact LRU order; the default 64 MiB
+//! has 16 of 4 MiB, LRU within each); a value bigger than a shard's budget
+//! is not cached.
 //!
 //! # Layout
 //! - this module: [`NearCache`], [`Cached`], [`Lookup`], [`Ticket`].
