@@ -37,10 +37,12 @@ pub(crate) fn err(msg: &str) -> Frame {
 }
 
 /// Why a blocking command did not complete: how long it may wait.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Block {
     /// Timeout in ms; 0 waits forever.
     pub timeout_ms: u64,
+    /// Keys it waits on, in the session's database.
+    pub keys: Vec<Bytes>,
 }
 
 pub(crate) struct Ctx<'a> {
@@ -275,6 +277,23 @@ impl<'a> Ctx<'a> {
     pub fn mark_str_enc(&mut self, key: &[u8], enc: crate::value::StrEnc) {
         if let Some(e) = self.inner.dbs[self.db].map.get_mut(key) {
             e.str_enc = enc;
+        }
+    }
+
+    /// True when this client may take elements from `key`: nobody waits on
+    /// it, or this client has waited longest. Keeps blocked clients served
+    /// in the order they blocked, as in Redis.
+    pub fn may_serve(&self, key: &[u8]) -> bool {
+        if self.sess.id == 0 || self.inner.waiting.is_empty() {
+            return true;
+        }
+        match self
+            .inner
+            .waiting
+            .get(&(self.db, Bytes::copy_from_slice(key)))
+        {
+            None => true,
+            Some(q) => q.front().is_none_or(|f| *f == self.sess.id),
         }
     }
 

@@ -42,11 +42,13 @@
 //! # Concurrency
 //! One `std::sync::Mutex` guards the keyspace; it is held only for the
 //! duration of one command (or one EXEC), never across an `.await`. A
-//! blocking command that finds nothing releases the lock and waits on a
-//! `tokio::sync::watch` channel bumped whenever a list or sorted set gains
-//! elements, then retries. Blocked clients are woken together, so who gets
-//! an element among several clients blocked on the same key is not FIFO as
-//! in Redis.
+//! blocking command that finds nothing joins a per-key wait queue, releases
+//! the lock and waits on a `tokio::sync::watch` channel bumped whenever a
+//! list or sorted set gains elements, then retries; only the client first
+//! in a key's queue may take from it, so blocked clients are served in the
+//! order they blocked, as in Redis. (Redis hands the element over inside
+//! the pushing command; here a non-blocking pop from another client that
+//! runs before the woken waiter can still take it.)
 //!
 //! # API at a glance
 //! - `Store::new(StoreConfig) -> Store` (cheap `Clone`, `Send + Sync`),

@@ -500,9 +500,14 @@ pub(crate) fn parse_timeout(ctx: &Ctx, i: usize) -> Result<u64, Frame> {
 
 /// Marks the command as waiting (unless inside EXEC) and returns the reply
 /// to use if it times out.
-pub(crate) fn block(ctx: &mut Ctx, timeout_ms: u64, timeout_reply: Frame) -> Reply {
+pub(crate) fn block(
+    ctx: &mut Ctx,
+    timeout_ms: u64,
+    timeout_reply: Frame,
+    keys: Vec<Bytes>,
+) -> Reply {
     if !ctx.no_block {
-        ctx.block = Some(Block { timeout_ms });
+        ctx.block = Some(Block { timeout_ms, keys });
     }
     Ok(timeout_reply)
 }
@@ -512,6 +517,10 @@ fn bpop(ctx: &mut Ctx, end: End) -> Reply {
     let timeout = parse_timeout(ctx, n - 1)?;
     let keys = ctx.args[1..n - 1].to_vec();
     for k in &keys {
+        let has = ctx.get_list(k)?.is_some_and(|l| !l.is_empty());
+        if !has || !ctx.may_serve(k) {
+            continue;
+        }
         let Some(l) = ctx.list_mut(k, false)? else {
             continue;
         };
@@ -526,7 +535,13 @@ fn bpop(ctx: &mut Ctx, end: End) -> Reply {
         return Ok(Frame::Array(vec![Frame::Bulk(k.clone()), Frame::Bulk(v)]));
     }
     let r = ctx.null_array();
-    block(ctx, timeout, r)
+    block(ctx, timeout, r, keys)
+}
+
+/// True when an earlier-blocked client has the first claim on `src`.
+fn queued_behind(ctx: &mut Ctx) -> Result<bool, Frame> {
+    let src = ctx.args[1].clone();
+    Ok(ctx.get_list(&src)?.is_some() && !ctx.may_serve(&src))
 }
 
 fn blpop(ctx: &mut Ctx) -> Reply {
@@ -540,22 +555,34 @@ fn brpop(ctx: &mut Ctx) -> Reply {
 fn blmove(ctx: &mut Ctx) -> Reply {
     let (from, to) = (parse_end(ctx, 3)?, parse_end(ctx, 4)?);
     let timeout = parse_timeout(ctx, 5)?;
-    match move_generic(ctx, from, to)? {
+    let got = if queued_behind(ctx)? {
+        None
+    } else {
+        move_generic(ctx, from, to)?
+    };
+    match got {
         Some(v) => Ok(Frame::Bulk(v)),
         None => {
             let r = ctx.null();
-            block(ctx, timeout, r)
+            let keys = vec![ctx.args[1].clone()];
+            block(ctx, timeout, r, keys)
         }
     }
 }
 
 fn brpoplpush(ctx: &mut Ctx) -> Reply {
     let timeout = parse_timeout(ctx, 3)?;
-    match move_generic(ctx, End::Right, End::Left)? {
+    let got = if queued_behind(ctx)? {
+        None
+    } else {
+        move_generic(ctx, End::Right, End::Left)?
+    };
+    match got {
         Some(v) => Ok(Frame::Bulk(v)),
         None => {
             let r = ctx.null();
-            block(ctx, timeout, r)
+            let keys = vec![ctx.args[1].clone()];
+            block(ctx, timeout, r, keys)
         }
     }
 }
@@ -563,11 +590,15 @@ fn brpoplpush(ctx: &mut Ctx) -> Reply {
 fn blmpop(ctx: &mut Ctx) -> Reply {
     let timeout = parse_timeout(ctx, 1)?;
     let (keys, end, count) = parse_mpop(ctx, 2)?;
-    match mpop(ctx, &keys, end, count)? {
+    for k in &keys {
+        ctx.get_list(k)?;
+    }
+    let servable: Vec<Bytes> = keys.iter().filter(|k| ctx.may_serve(k)).cloned().collect();
+    match mpop(ctx, &servable, end, count)? {
         Some(r) => Ok(mpop_reply(ctx, Some(r))),
         None => {
             let r = ctx.null_array();
-            block(ctx, timeout, r)
+            block(ctx, timeout, r, keys)
         }
     }
 }

@@ -126,6 +126,8 @@ pub(crate) struct Inner {
     pub peak_memory: usize,
     /// Number of clients waiting in a blocking command.
     pub blocked: usize,
+    /// Clients blocked on each (db, key), in the order they blocked.
+    pub waiting: HashMap<(usize, Bytes), std::collections::VecDeque<u64>>,
 }
 
 impl Inner {
@@ -470,6 +472,7 @@ impl Store {
             used_memory: 0,
             peak_memory: 0,
             blocked: 0,
+            waiting: HashMap::new(),
         };
         let run_id: String = {
             use rand::Rng;
@@ -569,11 +572,22 @@ impl Store {
     /// awaits, and the lock is never held across an await.
     pub async fn execute(&self, session: &mut Session, args: Vec<Bytes>) -> Executed {
         let mut deadline: Option<tokio::time::Instant> = None;
+        // Our place in the wait queues of the keys we block on, kept across
+        // wake-ups and left however this call ends.
+        let mut queued = Queued {
+            shared: &self.shared,
+            id: session.id,
+            db: session.db,
+            keys: Vec::new(),
+        };
         loop {
             let (exec, block, rx) = self.execute_once(session, &args);
             let (Some(block), Some(mut rx)) = (block, rx) else {
                 return exec;
             };
+            if queued.keys.is_empty() {
+                queued.keys = block.keys.clone();
+            }
             if deadline.is_none() && block.timeout_ms > 0 {
                 deadline =
                     Some(tokio::time::Instant::now() + Duration::from_millis(block.timeout_ms));
@@ -697,6 +711,12 @@ impl Store {
         match ran.block {
             Some(b) => {
                 inner.blocked += 1;
+                for k in &b.keys {
+                    let q = inner.waiting.entry((sess.db, k.clone())).or_default();
+                    if !q.contains(&sess.id) {
+                        q.push_back(sess.id);
+                    }
+                }
                 if let Some(c) = inner.clients.get_mut(&sess.id) {
                     c.blocked = true;
                 }
@@ -785,6 +805,40 @@ impl Store {
     pub fn snapshot(&self) -> crate::Snapshot {
         let inner = self.shared.lock();
         crate::snapshot::Snapshot::new(inner.dbs.clone(), self.now_ms())
+    }
+}
+
+/// A blocked client's entries in the per-key wait queues.
+struct Queued<'a> {
+    shared: &'a Arc<Shared>,
+    id: u64,
+    db: usize,
+    keys: Vec<Bytes>,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let mut inner = self.shared.lock();
+        let mut others_waiting = false;
+        for k in &self.keys {
+            let slot = (self.db, k.clone());
+            if let Some(q) = inner.waiting.get_mut(&slot) {
+                q.retain(|id| *id != self.id);
+                if q.is_empty() {
+                    inner.waiting.remove(&slot);
+                } else {
+                    others_waiting = true;
+                }
+            }
+        }
+        drop(inner);
+        // The next client in line may now take what we left.
+        if others_waiting {
+            self.shared.wake.send_modify(|v| *v = v.wrapping_add(1));
+        }
     }
 }
 

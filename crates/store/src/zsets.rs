@@ -885,6 +885,10 @@ fn bzpop(ctx: &mut Ctx) -> Reply {
     let timeout = parse_timeout(ctx, n - 1)?;
     let keys = ctx.args[1..n - 1].to_vec();
     for k in &keys {
+        let has = ctx.get_zset(k)?.is_some_and(|z| !z.is_empty());
+        if !has || !ctx.may_serve(k) {
+            continue;
+        }
         let Some(z) = ctx.zset_mut(k, false)? else {
             continue;
         };
@@ -904,17 +908,21 @@ fn bzpop(ctx: &mut Ctx) -> Reply {
         ]));
     }
     let r = ctx.null_array();
-    block(ctx, timeout, r)
+    block(ctx, timeout, r, keys)
 }
 
 fn bzmpop(ctx: &mut Ctx) -> Reply {
     let timeout = parse_timeout(ctx, 1)?;
     let (keys, max, count) = parse_zmpop(ctx, 2)?;
-    match mpop(ctx, &keys, max, count)? {
+    for k in &keys {
+        ctx.get_zset(k)?;
+    }
+    let servable: Vec<Bytes> = keys.iter().filter(|k| ctx.may_serve(k)).cloned().collect();
+    match mpop(ctx, &servable, max, count)? {
         Some(f) => Ok(f),
         None => {
             let r = ctx.null_array();
-            block(ctx, timeout, r)
+            block(ctx, timeout, r, keys)
         }
     }
 }

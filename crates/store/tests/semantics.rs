@@ -614,3 +614,68 @@ async fn huge_random_counts_are_refused_instead_of_exhausting_memory() {
     let out = run(&store, &mut s, &["SRANDMEMBER", "s", "-3"]).await.reply;
     assert_eq!(out, Frame::Array(vec![bulk("a"), bulk("a"), bulk("a")]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn blocked_clients_are_served_in_the_order_they_blocked() {
+    let store = Store::new(StoreConfig::default());
+    let mut waiters = Vec::new();
+    for name in ["first", "second", "third"] {
+        let store = store.clone();
+        waiters.push(tokio::spawn(async move {
+            let mut s = store.session();
+            let out = run(&store, &mut s, &["BLPOP", "q", "0"]).await;
+            (name, out.reply)
+        }));
+        // Let each one block before the next.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut s = store.session();
+    run(&store, &mut s, &["RPUSH", "q", "a"]).await;
+    let (name, reply) = waiters.remove(0).await.expect("first waiter");
+    assert_eq!(
+        (name, reply),
+        ("first", Frame::Array(vec![bulk("q"), bulk("a")]))
+    );
+    run(&store, &mut s, &["RPUSH", "q", "b", "c"]).await;
+    let (name, reply) = waiters.remove(0).await.expect("second waiter");
+    assert_eq!(
+        (name, reply),
+        ("second", Frame::Array(vec![bulk("q"), bulk("b")]))
+    );
+    let (name, reply) = waiters.remove(0).await.expect("third waiter");
+    assert_eq!(
+        (name, reply),
+        ("third", Frame::Array(vec![bulk("q"), bulk("c")]))
+    );
+    assert_eq!(
+        run(&store, &mut s, &["EXISTS", "q"]).await.reply,
+        Frame::Integer(0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_gives_up_passes_its_turn_on() {
+    let store = Store::new(StoreConfig::default());
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut s = store.session();
+            run(&store, &mut s, &["BLPOP", "q", "0.05"]).await.reply
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut s = store.session();
+            run(&store, &mut s, &["BLPOP", "q", "0"]).await.reply
+        })
+    };
+    assert_eq!(first.await.expect("first"), Frame::NullArray, "timed out");
+    let mut s = store.session();
+    run(&store, &mut s, &["RPUSH", "q", "x"]).await;
+    assert_eq!(
+        second.await.expect("second"),
+        Frame::Array(vec![bulk("q"), bulk("x")])
+    );
+}
