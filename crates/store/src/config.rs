@@ -127,10 +127,6 @@ impl Config {
         self.samples = num(self, "maxmemory-samples").max(1) as usize;
         self.lfu_log_factor = num(self, "lfu-log-factor") as u32;
         self.lfu_decay_time = num(self, "lfu-decay-time");
-        self.notify_flags = self
-            .get("notify-keyspace-events")
-            .and_then(crate::pubsub::parse_events)
-            .unwrap_or(0);
         self.policy = self
             .get("maxmemory-policy")
             .and_then(Policy::parse)
@@ -145,9 +141,19 @@ impl Config {
             ));
         };
         let v = validate(n, kind, value)?;
-        self.values.insert(n, v);
+        self.store(n, value, v);
         self.refresh();
         Ok(())
+    }
+
+    /// Records a validated value. Keyspace-event flags are kept from what
+    /// was given: Redis's canonical text drops `n` when `A` is set (it
+    /// shows `AKE` for `KEAn`) but the `new` events still flow.
+    fn store(&mut self, name: &'static str, given: &str, canonical: String) {
+        if name == "notify-keyspace-events" {
+            self.notify_flags = crate::pubsub::parse_events(given).unwrap_or(0);
+        }
+        self.values.insert(name, canonical);
     }
 }
 
@@ -249,16 +255,16 @@ fn config_set(ctx: &mut Ctx) -> Reply {
                 String::from_utf8_lossy(&pair[0])
             )));
         };
-        if staged.iter().any(|(s, _)| *s == n) {
+        if staged.iter().any(|(s, _, _)| *s == n) {
             return Err(Frame::error(format!(
                 "ERR CONFIG SET failed (possibly related to argument '{n}') - duplicate parameter"
             )));
         }
         let v = validate(n, kind, &String::from_utf8_lossy(&pair[1])).map_err(Frame::error)?;
-        staged.push((n, v));
+        staged.push((n, String::from_utf8_lossy(&pair[1]).into_owned(), v));
     }
-    for (n, v) in staged {
-        ctx.inner.config.values.insert(n, v);
+    for (n, given, v) in staged {
+        ctx.inner.config.store(n, &given, v);
     }
     ctx.inner.config.refresh();
     Ok(Frame::simple("OK"))

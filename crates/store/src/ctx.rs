@@ -87,13 +87,16 @@ macro_rules! typed_access {
         pub fn $get_mut(&mut self, key: &Bytes, create: bool) -> Result<Option<&mut $ty>, Frame> {
             self.expire_if_needed(key);
             let now = self.now;
-            let db = &mut self.inner.dbs[self.db];
-            if !db.map.contains_key(&key[..]) {
+            if !self.inner.dbs[self.db].map.contains_key(&key[..]) {
                 if !create {
                     return Ok(None);
                 }
-                db.map.insert(key.clone(), Entry::new($new, now));
+                self.inner.dbs[self.db]
+                    .map
+                    .insert(key.clone(), Entry::new($new, now));
+                self.created(key);
             }
+            let db = &mut self.inner.dbs[self.db];
             let Some(e) = db.map.get_mut(&key[..]) else {
                 return Ok(None);
             };
@@ -268,9 +271,16 @@ impl<'a> Ctx<'a> {
             }
             None => {
                 db.map.insert(key.clone(), Entry::new(value, now));
+                self.created(key);
             }
         }
         self.modified(key);
+    }
+
+    /// Keyspace event `new` (class `n`) for a key just added, as Redis's
+    /// `dbAdd` sends it.
+    pub fn created(&mut self, key: &[u8]) {
+        self.notify(crate::pubsub::class::NEW, "new", key);
     }
 
     /// Records how a string was written, for `OBJECT ENCODING`.

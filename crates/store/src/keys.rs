@@ -96,6 +96,7 @@ fn rename_generic(ctx: &mut Ctx, nx: bool) -> Reply {
     let mut e = e;
     e.size = 0;
     ctx.inner.dbs[db].map.insert(dst.clone(), e.clone());
+    ctx.created(&dst);
     if e.expire_at.is_some() {
         ctx.inner.dbs[db].volatile.insert(dst.clone());
     }
@@ -162,6 +163,7 @@ fn copy(ctx: &mut Ctx) -> Reply {
     ne.size = 0;
     ne.access = ctx.now;
     ctx.inner.dbs[dst_db].map.insert(dst.clone(), ne);
+    ctx.created(&dst);
     if e.expire_at.is_some() {
         ctx.inner.dbs[dst_db].volatile.insert(dst.clone());
     }
@@ -495,6 +497,7 @@ fn move_(ctx: &mut Ctx) -> Reply {
     let mut e = e;
     e.size = 0;
     ctx.inner.dbs[dst].map.insert(key.clone(), e.clone());
+    ctx.created(&key);
     if e.expire_at.is_some() {
         ctx.inner.dbs[dst].volatile.insert(key.clone());
     }

@@ -505,6 +505,16 @@ async fn info_has_redis_sections_and_fields() {
 /// keyspace and keyevent messages, in the same order, as Redis.
 #[tokio::test]
 async fn keyspace_notifications_match_redis() {
+    keyspace_notifications("KEA").await;
+}
+
+/// `n` adds a `new` event whenever a key is created.
+#[tokio::test]
+async fn new_key_notifications_match_redis() {
+    keyspace_notifications("KEAn").await;
+}
+
+async fn keyspace_notifications(flags: &str) {
     let server = RedisServer::new();
     let mut sub = Pair::new(&server);
     sub.reset().await;
@@ -512,7 +522,9 @@ async fn keyspace_notifications_match_redis() {
     let mut mismatches = Vec::new();
     writer
         .run_seq(
-            &parse("CONFIG SET notify-keyspace-events KEA; CONFIG GET notify-keyspace-events"),
+            &parse(&format!(
+                "CONFIG SET notify-keyspace-events {flags}; CONFIG GET notify-keyspace-events"
+            )),
             &mut mismatches,
         )
         .await;
