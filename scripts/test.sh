@@ -39,6 +39,7 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
-say "client tests (redis-py against the real binary)"
+say "client tests (real clients against the real binary)"
 cargo build --quiet -p redoubt
+export REDOUBT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/redoubt"
 .venv/bin/python -m pytest -q tests/clients/python

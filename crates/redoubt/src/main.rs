@@ -70,7 +70,8 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Read a journal directory: inspect it, or export it as RESP.
+    /// Read a journal directory: inspect it, export it as RESP, or replay
+    /// it into a Redis.
     Journal {
         #[command(subcommand)]
         action: JournalAction,
@@ -96,6 +97,19 @@ enum JournalAction {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Replay the journal into a Redis, exactly once (checkpointed under
+    /// `redoubt:replay:{NODE_ID}`, the key `serve` uses too). Exit 0
+    /// drained, 1 paused or disconnected (run again to resume), 2 error.
+    Replay {
+        /// A data dir or its journal/ directory.
+        dir: PathBuf,
+        /// The Redis to replay into.
+        #[arg(long)]
+        to: String,
+        /// Node id (default: the one kept in the data dir).
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// Write the journal as plain RESP for `redis-cli --pipe`.
     Export {
@@ -182,6 +196,7 @@ fn main() -> ExitCode {
         Command::Journal { action } => match action {
             JournalAction::Inspect { dir, json } => journal_cmd::inspect(&dir, json),
             JournalAction::Export { dir, format: _ } => journal_cmd::export(&dir),
+            JournalAction::Replay { dir, to, node_id } => journal_cmd::replay(&dir, &to, node_id.as_deref()),
         },
         Command::Status { admin, token } => status::run(&admin, token.as_deref()),
     }

@@ -57,7 +57,8 @@ pub fn run(loaded: Loaded) -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, `RUST_LOG` filtered (default `info`).
+pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
