@@ -295,7 +295,7 @@ impl NearCache {
         // below takes the lock (and is removed).
         self.slots[slot_of(h)].fetch_add(1, Ordering::AcqRel);
         self.with_shard(h, |s| {
-            s.remove_key(key);
+            s.remove_key(h, key);
         });
     }
 
@@ -379,6 +379,7 @@ impl NearCache {
         }
         let h = self.hash(&key);
         let entry = Entry {
+            hash: h,
             db,
             key,
             value,
@@ -434,10 +435,10 @@ impl NearCache {
     pub fn expire_at(&self, db: u32, key: &[u8], now_ms: u64) -> Lookup<Option<u64>> {
         let h = self.hash(key);
         let fresh = self.is_fresh(now_ms);
-        self.with_shard(h, |s| match s.peek(db, key) {
+        self.with_shard(h, |s| match s.peek(h, db, key) {
             None => Lookup::Miss,
             Some(e) if e.expired(now_ms) || (!fresh && !e.local) => {
-                s.remove(db, key);
+                s.remove(h, db, key);
                 Lookup::Miss
             }
             Some(e) => Lookup::Hit(e.expire_at_ms),
@@ -457,15 +458,15 @@ impl NearCache {
             // Past max_stale_ms an entry read from Redis is never served
             // again (tracking restarting flushes it anyway): drop it now,
             // so a long outage frees the memory as reads come.
-            let gone = match s.peek(db, key) {
+            let gone = match s.peek(h, db, key) {
                 None => return Lookup::Miss,
                 Some(e) => e.expired(now_ms) || (!fresh && !e.local),
             };
             if gone {
-                s.remove(db, key);
+                s.remove(h, db, key);
                 return Lookup::Miss;
             }
-            match s.get(db, key) {
+            match s.get(h, db, key) {
                 Some(e) => f(&e.value),
                 None => Lookup::Miss,
             }
@@ -487,6 +488,7 @@ impl NearCache {
         };
         let h = self.hash(&key);
         let entry = Entry {
+            hash: h,
             db,
             size: ENTRY_OVERHEAD + key.len() + value.len(),
             key,
@@ -504,9 +506,9 @@ impl NearCache {
         let fresh = self.is_fresh(now_ms);
         self.with_shard(h, |s| {
             let known = s
-                .peek(db, key)
+                .peek(h, db, key)
                 .is_some_and(|e| !e.expired(now_ms) && (fresh || e.local));
-            s.remove(db, key);
+            s.remove(h, db, key);
             known
         })
     }
@@ -525,13 +527,13 @@ impl NearCache {
         let fresh = self.is_fresh(now_ms);
         self.with_shard(h, |s| {
             let known = s
-                .peek(db, key)
+                .peek(h, db, key)
                 .is_some_and(|e| !e.expired(now_ms) && (fresh || e.local));
             if !known {
-                s.remove(db, key);
+                s.remove(h, db, key);
                 return false;
             }
-            if let Some(e) = s.get(db, key) {
+            if let Some(e) = s.get(h, db, key) {
                 e.expire_at_ms = expire_at_ms;
             }
             true
@@ -580,10 +582,10 @@ impl NearCache {
         let h = self.hash(key);
         let fresh = self.is_fresh(now_ms);
         self.with_shard(h, |s| {
-            match s.peek(db, key) {
+            match s.peek(h, db, key) {
                 None => return Lookup::Miss,
                 Some(e) if e.expired(now_ms) || (!fresh && !e.local) => {
-                    s.remove(db, key);
+                    s.remove(h, db, key);
                     return Lookup::Miss;
                 }
                 Some(Entry {
@@ -592,7 +594,7 @@ impl NearCache {
                 }) => return Lookup::WrongType,
                 Some(_) => {}
             }
-            let Some(mut e) = s.take(db, key) else {
+            let Some(mut e) = s.take(h, db, key) else {
                 return Lookup::Miss;
             };
             let Cached::Hash(m) = &mut e.value else {

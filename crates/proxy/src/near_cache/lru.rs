@@ -3,11 +3,15 @@
 //!
 //! The list lives in a `Vec` of nodes linked by index, so touching an entry
 //! on a hit is two relinks and no allocation, and a freed slot is reused by
-//! the next insert. The map is keyed by the key alone (not `(db, key)`)
-//! because tracking invalidations name a key without a db: dropping a key
-//! from every db is then one map lookup.
+//! the next insert. The map is keyed by the key's hash alone (not by
+//! `(db, key)`): tracking invalidations name a key without a db, so
+//! dropping a key from every db is one map lookup; and the hash the cache
+//! already computed to pick the shard is reused as is, so a lookup hashes
+//! the key once. Keys are compared in the nodes, so two keys with the same
+//! 64-bit hash still stay apart.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 
@@ -19,6 +23,8 @@ const NIL: u32 = u32::MAX;
 /// One cached value and what is known about it.
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
+    /// The key's hash (from the cache's hasher).
+    pub hash: u64,
     /// Database the value belongs to.
     pub db: u32,
     /// The key (shared with the map, so stored once).
@@ -48,16 +54,46 @@ struct Node {
     next: u32,
 }
 
-/// Where a key's entries are. Almost every key lives in one db, so that
-/// case carries no allocation.
+/// The nodes whose key has one hash. Almost every key lives in one db and
+/// no other key shares its hash, so that case carries no allocation.
 enum Slots {
-    One { db: u32, idx: u32 },
-    Many(Vec<(u32, u32)>),
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Slots {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Slots::One(i) => std::slice::from_ref(i),
+            Slots::Many(v) => v,
+        }
+    }
+}
+
+/// The map's hasher: its keys are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed here; fold anything else in regardless.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 /// An LRU shard bounded by `budget` bytes.
 pub(super) struct Shard {
-    map: HashMap<Bytes, Slots>,
+    map: HashMap<u64, Slots, BuildHasherDefault<Prehashed>>,
     nodes: Vec<Node>,
     free: Vec<u32>,
     /// Most recently used.
@@ -73,7 +109,7 @@ impl Shard {
     /// An empty shard holding at most `budget` bytes.
     pub fn new(budget: usize) -> Shard {
         Shard {
-            map: HashMap::new(),
+            map: HashMap::default(),
             nodes: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -94,44 +130,51 @@ impl Shard {
         self.bytes
     }
 
-    fn find(&self, db: u32, key: &[u8]) -> Option<u32> {
-        match self.map.get(key)? {
-            Slots::One { db: d, idx } => (*d == db).then_some(*idx),
-            Slots::Many(v) => v.iter().find(|(d, _)| *d == db).map(|(_, i)| *i),
-        }
+    fn entry(&self, idx: u32) -> Option<&Entry> {
+        self.nodes[idx as usize].entry.as_ref()
     }
 
-    /// The entry for `(db, key)`, marked most recently used.
-    pub fn get(&mut self, db: u32, key: &[u8]) -> Option<&mut Entry> {
-        let idx = self.find(db, key)?;
+    fn find(&self, h: u64, db: u32, key: &[u8]) -> Option<u32> {
+        self.map.get(&h)?.as_slice().iter().copied().find(|&i| {
+            self.entry(i)
+                .is_some_and(|e| e.db == db && e.key[..] == *key)
+        })
+    }
+
+    /// The entry for `(db, key)` (`h` its hash), marked most recently used.
+    pub fn get(&mut self, h: u64, db: u32, key: &[u8]) -> Option<&mut Entry> {
+        let idx = self.find(h, db, key)?;
         self.unlink(idx);
         self.push_front(idx);
         self.nodes[idx as usize].entry.as_mut()
     }
 
     /// The entry for `(db, key)` without touching its recency.
-    pub fn peek(&self, db: u32, key: &[u8]) -> Option<&Entry> {
-        let idx = self.find(db, key)?;
-        self.nodes[idx as usize].entry.as_ref()
+    pub fn peek(&self, h: u64, db: u32, key: &[u8]) -> Option<&Entry> {
+        self.entry(self.find(h, db, key)?)
     }
 
     /// Removes `(db, key)`; true if it was there.
-    pub fn remove(&mut self, db: u32, key: &[u8]) -> bool {
-        self.take(db, key).is_some()
+    pub fn remove(&mut self, h: u64, db: u32, key: &[u8]) -> bool {
+        self.take(h, db, key).is_some()
     }
 
     /// Removes `(db, key)` and hands its entry back.
-    pub fn take(&mut self, db: u32, key: &[u8]) -> Option<Entry> {
-        let idx = self.find(db, key)?;
+    pub fn take(&mut self, h: u64, db: u32, key: &[u8]) -> Option<Entry> {
+        let idx = self.find(h, db, key)?;
         self.drop_node(idx)
     }
 
     /// Removes `key` from every db; how many entries went.
-    pub fn remove_key(&mut self, key: &[u8]) -> usize {
-        let idxs: Vec<u32> = match self.map.get(key) {
+    pub fn remove_key(&mut self, h: u64, key: &[u8]) -> usize {
+        let idxs: Vec<u32> = match self.map.get(&h) {
             None => return 0,
-            Some(Slots::One { idx, .. }) => vec![*idx],
-            Some(Slots::Many(v)) => v.iter().map(|(_, i)| *i).collect(),
+            Some(slots) => slots
+                .as_slice()
+                .iter()
+                .copied()
+                .filter(|&i| self.entry(i).is_some_and(|e| e.key[..] == *key))
+                .collect(),
         };
         for &i in &idxs {
             self.drop_node(i);
@@ -145,14 +188,14 @@ impl Shard {
     /// would have replaced is removed all the same: that value is outdated.
     /// Returns whether the entry was kept.
     pub fn insert(&mut self, entry: Entry) -> bool {
-        self.remove(entry.db, &entry.key);
+        self.remove(entry.hash, entry.db, &entry.key);
         if entry.size > self.budget {
             return false;
         }
         while self.bytes + entry.size > self.budget && self.tail != NIL {
             self.drop_node(self.tail);
         }
-        let (db, key, size) = (entry.db, entry.key.clone(), entry.size);
+        let (h, size) = (entry.hash, entry.size);
         let node = Node {
             entry: Some(entry),
             prev: NIL,
@@ -171,13 +214,13 @@ impl Shard {
             }
         };
         self.push_front(idx);
-        match self.map.get_mut(&key[..]) {
+        match self.map.get_mut(&h) {
             None => {
-                self.map.insert(key, Slots::One { db, idx });
+                self.map.insert(h, Slots::One(idx));
             }
             Some(slots) => match slots {
-                Slots::One { db: d, idx: i } => *slots = Slots::Many(vec![(*d, *i), (db, idx)]),
-                Slots::Many(v) => v.push((db, idx)),
+                Slots::One(i) => *slots = Slots::Many(vec![*i, idx]),
+                Slots::Many(v) => v.push(idx),
             },
         }
         self.bytes += size;
@@ -196,16 +239,16 @@ impl Shard {
         self.free.push(idx);
         self.bytes -= entry.size;
         self.len -= 1;
-        let now_empty = match self.map.get_mut(&entry.key[..]) {
+        let now_empty = match self.map.get_mut(&entry.hash) {
             None => false,
-            Some(Slots::One { .. }) => true,
+            Some(Slots::One(_)) => true,
             Some(Slots::Many(v)) => {
-                v.retain(|(d, _)| *d != entry.db);
+                v.retain(|&i| i != idx);
                 v.is_empty()
             }
         };
         if now_empty {
-            self.map.remove(&entry.key[..]);
+            self.map.remove(&entry.hash);
         }
         Some(entry)
     }
@@ -251,8 +294,15 @@ impl Shard {
 mod tests {
     use super::*;
 
+    /// A deliberately weak hash, so the tests also exercise keys that
+    /// share one.
+    fn h(key: &[u8]) -> u64 {
+        key.len() as u64
+    }
+
     fn entry(db: u32, key: &str, size: usize) -> Entry {
         Entry {
+            hash: h(key.as_bytes()),
             db,
             key: Bytes::copy_from_slice(key.as_bytes()),
             value: Cached::String(Bytes::new()),
@@ -268,10 +318,13 @@ mod tests {
         assert!(s.insert(entry(0, "a", 10)));
         assert!(s.insert(entry(0, "b", 10)));
         assert!(s.insert(entry(0, "c", 10)));
-        assert!(s.get(0, b"a").is_some());
+        assert!(s.get(h(b"a"), 0, b"a").is_some());
         assert!(s.insert(entry(0, "d", 10)));
-        assert!(s.peek(0, b"b").is_none(), "b was least recently used");
-        assert!(s.peek(0, b"a").is_some());
+        assert!(
+            s.peek(h(b"b"), 0, b"b").is_none(),
+            "b was least recently used"
+        );
+        assert!(s.peek(h(b"a"), 0, b"a").is_some());
         assert_eq!((s.len(), s.bytes()), (3, 30));
     }
 
@@ -281,10 +334,25 @@ mod tests {
         s.insert(entry(0, "k", 10));
         s.insert(entry(3, "k", 10));
         s.insert(entry(3, "other", 10));
-        assert!(s.peek(3, b"k").is_some());
-        assert_eq!(s.remove_key(b"k"), 2);
-        assert!(s.peek(0, b"k").is_none() && s.peek(3, b"k").is_none());
+        assert!(s.peek(h(b"k"), 3, b"k").is_some());
+        assert_eq!(s.remove_key(h(b"k"), b"k"), 2);
+        assert!(s.peek(h(b"k"), 0, b"k").is_none() && s.peek(h(b"k"), 3, b"k").is_none());
         assert_eq!((s.len(), s.bytes()), (1, 10));
+    }
+
+    #[test]
+    fn keys_sharing_a_hash_stay_apart() {
+        let mut s = Shard::new(100);
+        s.insert(entry(0, "ab", 10));
+        s.insert(entry(0, "cd", 10));
+        s.insert(entry(1, "ab", 10));
+        assert_eq!(h(b"ab"), h(b"cd"));
+        assert!(s.peek(h(b"cd"), 1, b"cd").is_none());
+        assert_eq!(s.remove_key(h(b"ab"), b"ab"), 2);
+        assert!(s.peek(h(b"cd"), 0, b"cd").is_some());
+        assert!(s.remove(h(b"cd"), 0, b"cd"));
+        assert!(s.map.is_empty());
+        assert_eq!((s.len(), s.bytes()), (0, 0));
     }
 
     #[test]
@@ -294,7 +362,10 @@ mod tests {
         s.insert(entry(0, "k", 20));
         assert_eq!((s.len(), s.bytes()), (1, 20));
         assert!(!s.insert(entry(0, "k", 51)));
-        assert!(s.peek(0, b"k").is_none(), "the outdated value is gone");
+        assert!(
+            s.peek(h(b"k"), 0, b"k").is_none(),
+            "the outdated value is gone"
+        );
         assert_eq!((s.len(), s.bytes()), (0, 0));
     }
 
@@ -305,7 +376,7 @@ mod tests {
             let k = format!("k{}", i % 7);
             s.insert(entry(i % 3, &k, 10));
             if i % 5 == 0 {
-                s.remove(i % 3, k.as_bytes());
+                s.remove(h(k.as_bytes()), i % 3, k.as_bytes());
             }
             assert!(s.bytes() <= 40);
         }
