@@ -505,6 +505,31 @@ async fn a_glob_without_literal_prefix_tracks_every_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_tracking_connection_is_replaced_and_the_cache_flushed() {
+    let redis = RedisServer::new();
+    let (cache, _tracker, mut rx) =
+        tracked_cache(&redis, &["sess:*"], HealthHandle::fixed(State::Up)).await;
+    assert!(put(&cache, 0, "sess:1", "alice", -1));
+    // Operators can find it by name.
+    let clients = redis.cmd(&["CLIENT", "LIST"]);
+    let line = clients
+        .lines()
+        .find(|l| l.contains("name=redoubt-tracking"))
+        .unwrap_or_else(|| panic!("no tracking connection in {clients}"));
+    let id = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("id="))
+        .expect("id field");
+    redis.cmd(&["CLIENT", "KILL", "ID", id]);
+    // Redis stays up: the tracker reconnects on its own, and whatever was
+    // cached while no invalidation could arrive is gone.
+    let s = wait_status(&mut rx, "a new tracking connection", |s| s.connects >= 2).await;
+    assert_eq!(s.disconnects, 1);
+    assert!(cache.is_tracking() && cache.is_empty());
+    assert_eq!(cache.stopped_at_ms(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_starts_the_staleness_clock_and_restart_flushes_and_refreshes() {
     let mut redis = RedisServer::new();
     let (cache, _tracker, mut rx) =
