@@ -139,7 +139,12 @@ impl Standalone {
         let spawn: Spawner = Arc::new(move |stream: TcpStream, peer, _id| {
             Box::pin(run_session(local.clone(), stream, peer))
         });
-        tokio::spawn(expire_loop(store.clone(), shutdown_rx.clone()));
+        let expiry = store.spawn_active_expire(EXPIRE_EVERY);
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            expiry.abort();
+        });
         tokio::spawn(compact_loop(
             store,
             journal,
@@ -154,16 +159,6 @@ impl Standalone {
             spawn,
         )
         .await
-    }
-}
-
-async fn expire_loop(store: Store, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(EXPIRE_EVERY);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => { store.active_expire_cycle(); }
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
     }
 }
 

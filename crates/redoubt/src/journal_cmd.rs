@@ -73,7 +73,10 @@ pub fn export(dir: &Path) -> ExitCode {
 /// (nothing lost; run again to resume), 2 error.
 pub fn replay(dir: &Path, url: &str, node_id: Option<&str>) -> ExitCode {
     crate::serve::init_logging();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("redoubt journal replay: cannot start the async runtime: {e}");
@@ -85,11 +88,15 @@ pub fn replay(dir: &Path, url: &str, node_id: Option<&str>) -> ExitCode {
             println!("replayed {replayed} commands into {url}; {failed} refused by Redis (see replay-failed.jsonl)");
             ExitCode::SUCCESS
         }
-        Ok(proxy::replay::ReplayOutcome::Paused { reason, replayed, .. }) => {
+        Ok(proxy::replay::ReplayOutcome::Paused {
+            reason, replayed, ..
+        }) => {
             eprintln!("replay paused after {replayed} commands: Redis refuses writes ({reason}); nothing was lost, run again once it accepts writes");
             ExitCode::from(1)
         }
-        Ok(proxy::replay::ReplayOutcome::ConnectionLost { reason, replayed, .. }) => {
+        Ok(proxy::replay::ReplayOutcome::ConnectionLost {
+            reason, replayed, ..
+        }) => {
             eprintln!("replay stopped after {replayed} commands: {reason}; nothing was lost or doubled, run again to resume from the checkpoint");
             ExitCode::from(1)
         }

@@ -196,7 +196,9 @@ fn main() -> ExitCode {
         Command::Journal { action } => match action {
             JournalAction::Inspect { dir, json } => journal_cmd::inspect(&dir, json),
             JournalAction::Export { dir, format: _ } => journal_cmd::export(&dir),
-            JournalAction::Replay { dir, to, node_id } => journal_cmd::replay(&dir, &to, node_id.as_deref()),
+            JournalAction::Replay { dir, to, node_id } => {
+                journal_cmd::replay(&dir, &to, node_id.as_deref())
+            }
         },
         Command::Status { admin, token } => status::run(&admin, token.as_deref()),
     }

@@ -109,6 +109,10 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
     }
     let journal = Arc::new(journal);
     let store = store::Store::new(store::StoreConfig::default());
+    // INFO shows the port clients reach us on.
+    if let Some(port) = cfg.listen.rsplit(':').next() {
+        let _ = store.set_param("port", port);
+    }
     let started = std::time::Instant::now();
     let restored = proxy::standalone::restore(&store, &journal)?;
     tracing::info!(

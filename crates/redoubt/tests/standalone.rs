@@ -72,41 +72,39 @@ impl Client {
         }
     }
 
-    /// One command; the first reply line (bulk payload for bulk replies),
-    /// or `None` once the server is gone.
+    /// One command; its reply flattened to text (bulk payloads as is,
+    /// array elements joined with ','), or `None` once the server is gone.
     fn cmd(&mut self, args: &[&str]) -> Option<String> {
         let mut out = format!("*{}\r\n", args.len());
         for a in args {
             out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
         self.r.get_mut().write_all(out.as_bytes()).ok()?;
+        self.reply()
+    }
+
+    fn reply(&mut self) -> Option<String> {
         let mut line = String::new();
         if self.r.read_line(&mut line).ok()? == 0 {
             return None;
         }
+        let line = line.trim_end().to_string();
         if let Some(n) = line.strip_prefix('$') {
-            let n: i64 = n.trim().parse().ok()?;
+            let n: i64 = n.parse().ok()?;
             if n < 0 {
                 return Some("(nil)".into());
             }
-            let mut body = String::new();
-            self.r.read_line(&mut body).ok()?;
-            return Some(body.trim_end().to_string());
+            let mut body = vec![0u8; n as usize + 2];
+            std::io::Read::read_exact(&mut self.r, &mut body).ok()?;
+            body.truncate(n as usize);
+            return Some(String::from_utf8_lossy(&body).into_owned());
         }
         if let Some(n) = line.strip_prefix('*') {
-            // Arrays: read the elements' lines and join them.
-            let n: usize = n.trim().parse().ok()?;
-            let mut items = Vec::new();
-            for _ in 0..n {
-                let mut h = String::new();
-                self.r.read_line(&mut h).ok()?;
-                let mut b = String::new();
-                self.r.read_line(&mut b).ok()?;
-                items.push(b.trim_end().to_string());
-            }
-            return Some(items.join(","));
+            let n: i64 = n.parse().ok()?;
+            let items: Option<Vec<String>> = (0..n.max(0)).map(|_| self.reply()).collect();
+            return Some(items?.join(","));
         }
-        Some(line.trim_end().to_string())
+        Some(line)
     }
 }
 
@@ -281,4 +279,34 @@ fn compaction_shrinks_the_journal_and_keeps_the_data() {
         "old segments were replaced by the snapshot: {seg_bytes} bytes left"
     );
     let _ = s.admin;
+}
+
+#[test]
+fn pubsub_blocking_pops_and_active_expiry_work_standalone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let mut sub = Client::new(s.port);
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "news"]).unwrap(),
+        "subscribe,news,:1"
+    );
+    let mut c = Client::new(s.port);
+    assert_eq!(c.cmd(&["PUBLISH", "news", "hi"]).unwrap(), ":1");
+    assert_eq!(sub.reply().unwrap(), "message,news,hi");
+
+    // BLPOP blocks until another client pushes.
+    let port = s.port;
+    let waiter = std::thread::spawn(move || Client::new(port).cmd(&["BLPOP", "q", "5"]));
+    wait_for("the BLPOP to block", Duration::from_secs(5), || {
+        c.cmd(&["INFO", "clients"])
+            .is_some_and(|i| i.contains("blocked_clients:1"))
+    });
+    assert_eq!(c.cmd(&["RPUSH", "q", "job"]).unwrap(), ":1");
+    assert_eq!(waiter.join().unwrap().unwrap(), "q,job");
+
+    // Active expiry removes keys nobody reads.
+    assert_eq!(c.cmd(&["SET", "short", "x", "PX", "50"]).unwrap(), "+OK");
+    wait_for("active expiry", Duration::from_secs(5), || {
+        c.cmd(&["DBSIZE"]).as_deref() == Some(":0")
+    });
 }
