@@ -97,7 +97,7 @@ use journal::{
 use metrics::{counter, Counter};
 use resp::Frame;
 use serde::{Serialize, Serializer};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use upstream::{BatchReply, Conn, ConnectError, Credentials, Handshake, UpstreamUrl, UrlError};
 
 use batch::{Batch, Exec, Queued, Slot};
@@ -367,6 +367,8 @@ pub struct Replayer {
     released: Position,
     failed_log: failed::FailedLog,
     progress: Arc<ProgressShared>,
+    /// The journal position replayed (and released) up to.
+    released_tx: watch::Sender<Position>,
     replayed_total: Counter,
     errors_total: Counter,
     buf: BytesMut,
@@ -388,6 +390,7 @@ impl Replayer {
             skip: BTreeSet::new(),
             released: Position::START,
             progress: Arc::default(),
+            released_tx: watch::Sender::new(Position::START),
             replayed_total: counter!(REPLAYED_COMMANDS_TOTAL),
             errors_total: counter!(REPLAY_ERRORS_TOTAL),
             buf: BytesMut::new(),
@@ -405,6 +408,13 @@ impl Replayer {
             shared: self.progress.clone(),
             journal: self.journal.clone(),
         }
+    }
+
+    /// Follows the position replayed up to (each batch's end once its
+    /// `EXEC` ran): a key whose last journaled record starts before it is
+    /// in Redis, so the proxy can stop serving it locally.
+    pub fn watch_released(&self) -> watch::Receiver<Position> {
+        self.released_tx.subscribe()
     }
 
     /// Replays from the checkpoint until the journal's end (appends made
@@ -877,6 +887,7 @@ impl Replayer {
         self.replayed_total.increment(ok);
         self.journal.release(b.next)?;
         self.released = self.released.max(b.next);
+        self.released_tx.send_replace(self.released);
         self.set_checkpoint(b.next);
         Ok(pause)
     }

@@ -130,6 +130,8 @@ async fn replays_in_order_across_dbs_and_segments() {
 
     let mut r = Replayer::new(j.clone(), NODE, config(&redis, tmp.path(), 64));
     let progress = r.progress();
+    let released = r.watch_released();
+    assert_eq!(*released.borrow(), Position::START);
     let out = r.run_until_drained().await.unwrap();
     assert_eq!(
         out,
@@ -138,6 +140,7 @@ async fn replays_in_order_across_dbs_and_segments() {
             failed: 0
         }
     );
+    assert_eq!(*released.borrow(), j.end());
 
     let mut db0 = client(&redis, 0);
     let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
