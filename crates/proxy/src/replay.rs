@@ -542,13 +542,18 @@ impl Replayer {
                         false
                     }
                     Queued::Refused(refused) => {
-                        self.refused(&b, &refused)?;
-                        // Send the same records again, without these.
-                        src = Source {
-                            reader: self.journal.reader(b.start)?,
-                            peeked: None,
-                            error: None,
-                        };
+                        if self.refused(&b, &refused)? {
+                            // Send the same records again, without these.
+                            src = Source {
+                                reader: self.journal.reader(b.start)?,
+                                peeked: None,
+                                error: None,
+                            };
+                        } else if !matches!(stop, Some(Stop::Fail(_))) {
+                            // Nothing new to leave out: resending would loop.
+                            let why = refused.first().map(|r| r.1.clone()).unwrap_or_default();
+                            stop = Some(Stop::Pause(why));
+                        }
                         false
                     }
                 };
@@ -823,8 +828,8 @@ impl Replayer {
     }
 
     /// Commands of `b` refused when queued: their records are recorded as
-    /// failed and skipped from now on.
-    fn refused(&mut self, b: &Batch, refused: &[(usize, String)]) -> Result<(), ReplayError> {
+    /// failed and skipped from now on. False if no record was newly left out.
+    fn refused(&mut self, b: &Batch, refused: &[(usize, String)]) -> Result<bool, ReplayError> {
         let mut lines = Vec::new();
         for (slot, why) in refused {
             if let Some(Slot::Command { rec, cmd }) = b.slots.get(*slot) {
@@ -835,7 +840,8 @@ impl Replayer {
                 }
             }
         }
-        self.record_failures(&lines)
+        self.record_failures(&lines)?;
+        Ok(!lines.is_empty())
     }
 
     /// Bookkeeping once `b`'s `EXEC` ran: failures recorded, counters,
