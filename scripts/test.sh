@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or not: installs what the tests
 # need if it is missing (redis-server, redis-tools, nutcracker from Debian;
-# redis-py and pytest in .venv), then runs the Rust tests, lints and the
-# client tests against the real binary.
+# redis-py and pytest in .venv; ioredis and BullMQ from npm), then runs the
+# lints, the Rust tests and the client tests against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,5 +41,6 @@ fi
 
 say "client tests (real clients against the real binary)"
 cargo build --quiet -p redoubt
-export REDOUBT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/redoubt"
+export TEST_REDOUBT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/redoubt"
 .venv/bin/python -m pytest -q tests/clients/python
+tests/clients/node/run.sh

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const BIN = process.env.REDOUBT_BIN || path.join(ROOT, 'target', 'debug', 'redoubt');
+export const BIN = process.env.TEST_REDOUBT_BIN || path.join(ROOT, 'target', 'debug', 'redoubt');
 
 // Everything still alive or on disk, so an abnormal exit cleans up too.
 const liveProcs = new Set();
@@ -225,10 +225,10 @@ export class RedisServer extends Proc {
 }
 
 // Redoubt reads every REDOUBT_* variable as configuration and refuses to
-// start on an unknown one, so the harness's own REDOUBT_BIN must not reach it.
+// start on an unknown one; TEST_REDOUBT_BIN is not one of them, but keep the child's env minimal.
 function redoubtEnv() {
   const env = { ...process.env };
-  delete env.REDOUBT_BIN;
+  delete env.TEST_REDOUBT_BIN;
   return env;
 }
 
@@ -247,7 +247,7 @@ export class Redoubt extends Proc {
 
   async start() {
     if (!fs.existsSync(BIN)) {
-      throw new Error(`redoubt binary not found at ${BIN}: run \`cargo build -p redoubt\` first or set REDOUBT_BIN`);
+      throw new Error(`redoubt binary not found at ${BIN}: run \`cargo build -p redoubt\` first or set TEST_REDOUBT_BIN`);
     }
     for (let attempt = 0; ; attempt++) {
       this.port = await freePort();

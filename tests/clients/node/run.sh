@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Node.js client tests: ioredis and BullMQ, unchanged, against the real
 # redoubt binary in front of a real redis-server. Builds nothing: the caller
-# has built target/debug/redoubt (or sets REDOUBT_BIN).
+# has built target/debug/redoubt (or sets TEST_REDOUBT_BIN).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 root="$(cd ../../.. && pwd)"
-export REDOUBT_BIN="${REDOUBT_BIN:-$root/target/debug/redoubt}"
-if [ ! -x "$REDOUBT_BIN" ]; then
-  echo "node client tests: no redoubt binary at $REDOUBT_BIN (cargo build -p redoubt, or set REDOUBT_BIN)" >&2
+export TEST_REDOUBT_BIN="${TEST_REDOUBT_BIN:-$root/target/debug/redoubt}"
+if [ ! -x "$TEST_REDOUBT_BIN" ]; then
+  echo "node client tests: no redoubt binary at $TEST_REDOUBT_BIN (cargo build -p redoubt, or set TEST_REDOUBT_BIN)" >&2
   exit 2
 fi
 command -v node >/dev/null || { echo "node client tests: node (>= 20) not found" >&2; exit 2; }

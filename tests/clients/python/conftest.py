@@ -10,7 +10,7 @@ import pytest
 import redis
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-BIN = os.environ.get("REDOUBT_BIN", os.path.join(ROOT, "target", "debug", "redoubt"))
+BIN = os.environ.get("TEST_REDOUBT_BIN", os.path.join(ROOT, "target", "debug", "redoubt"))
 
 
 def free_port():
