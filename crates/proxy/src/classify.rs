@@ -50,6 +50,10 @@ pub enum SessionCmd {
     ClientSetInfo,
     /// `CLIENT INFO`
     ClientInfo,
+    /// `CLIENT LIST`: Redoubt's own clients (Redis would list only
+    /// Redoubt's pooled connections, and tools that look for their
+    /// connection names, like BullMQ, would find nothing).
+    ClientList,
     /// `CLIENT REPLY ON|OFF|SKIP`
     ClientReply,
     /// `CLIENT NO-EVICT|NO-TOUCH`: per-connection switches that make no
@@ -73,6 +77,7 @@ const SESSION_TABLE: &[(&str, SessionCmd)] = &[
     ("client|getname", SessionCmd::ClientGetName),
     ("client|setinfo", SessionCmd::ClientSetInfo),
     ("client|info", SessionCmd::ClientInfo),
+    ("client|list", SessionCmd::ClientList),
     ("client|reply", SessionCmd::ClientReply),
     ("client|no-evict", SessionCmd::ClientSwitch),
     ("client|no-touch", SessionCmd::ClientSwitch),

@@ -35,6 +35,14 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) counters: Arc<IncidentCounters>,
+    /// `CLIENT LIST` rows of the connected sessions, by client id.
+    pub(crate) clients: std::sync::Mutex<std::collections::BTreeMap<u64, ClientRow>>,
+}
+
+/// One session's `CLIENT LIST` row: the line with `{age}` left to fill in.
+pub(crate) struct ClientRow {
+    pub(crate) created: std::time::Instant,
+    pub(crate) line: String,
 }
 
 /// The proxy server.
@@ -97,6 +105,7 @@ impl Proxy {
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             counters: counters.clone(),
+            clients: Default::default(),
         });
         let state = Listener::new(settings.limits, metrics, counters);
         let spawn: Spawner = Arc::new(move |stream: TcpStream, peer, id| {

@@ -177,6 +177,7 @@ impl Session {
 
     /// Serves the client until it leaves, misbehaves, or shutdown drains it.
     pub(crate) async fn run(mut self, stream: TcpStream) {
+        self.publish_row();
         let (mut rd, mut wr) = stream.into_split();
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut out = BytesMut::with_capacity(16 * 1024);
@@ -1146,7 +1147,19 @@ impl Session {
                 }
             }
             SessionCmd::ClientSwitch => reply::ok(),
+            SessionCmd::ClientList => self.client_list(args),
         };
+        if matches!(
+            cmd,
+            SessionCmd::Auth
+                | SessionCmd::Hello
+                | SessionCmd::Select
+                | SessionCmd::ClientSetName
+                | SessionCmd::ClientSetInfo
+                | SessionCmd::Reset
+        ) {
+            self.publish_row();
+        }
         self.push_ready(r);
         Flow::Go
     }
@@ -1255,6 +1268,67 @@ impl Session {
     }
 
     fn client_info_line(&self) -> String {
+        self.client_line("client|info", &self.created.elapsed().as_secs().to_string())
+    }
+
+    /// Publishes this session's `CLIENT LIST` row (after a change of name,
+    /// db, user or protocol).
+    fn publish_row(&self) {
+        let line = self.client_line("NULL", "{age}");
+        if let Ok(mut rows) = self.shared.clients.lock() {
+            rows.insert(
+                self.id,
+                crate::server::ClientRow {
+                    created: self.created.into_std(),
+                    line,
+                },
+            );
+        }
+    }
+
+    fn client_list(&self, args: &[Bytes]) -> Bytes {
+        // `CLIENT LIST [TYPE t] [ID id …]`: every session is a normal client.
+        let mut ids: Option<Vec<u64>> = None;
+        let mut type_ok = true;
+        let mut i = 2;
+        while i < args.len() {
+            if args[i].eq_ignore_ascii_case(b"type") && i + 1 < args.len() {
+                type_ok = args[i + 1].eq_ignore_ascii_case(b"normal");
+                i += 2;
+            } else if args[i].eq_ignore_ascii_case(b"id") {
+                let parsed: Option<Vec<u64>> = args[i + 1..]
+                    .iter()
+                    .map(|a| std::str::from_utf8(a).ok()?.parse().ok())
+                    .collect();
+                match parsed {
+                    Some(v) if !v.is_empty() => ids = Some(v),
+                    _ => return reply::error("ERR Invalid client ID"),
+                }
+                break;
+            } else {
+                return reply::error("ERR syntax error");
+            }
+        }
+        let mut out = String::new();
+        if type_ok {
+            if let Ok(rows) = self.shared.clients.lock() {
+                for (id, row) in rows.iter() {
+                    if ids.as_ref().is_some_and(|v| !v.contains(id)) {
+                        continue;
+                    }
+                    let age = row.created.elapsed().as_secs().to_string();
+                    out.push_str(&row.line.replace("{age}", &age));
+                }
+            }
+        }
+        reply::encode(&if self.proto == 3 {
+            Frame::Verbatim(Bytes::from(format!("txt:{out}")))
+        } else {
+            Frame::Bulk(Bytes::from(out))
+        })
+    }
+
+    fn client_line(&self, cmd: &str, age: &str) -> String {
         let name = self
             .name
             .as_ref()
@@ -1281,19 +1355,28 @@ impl Session {
             .map(|n| String::from_utf8_lossy(n).into_owned())
             .unwrap_or_default();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local,
             name,
-            self.created.elapsed().as_secs(),
+            age,
             self.db,
             multi,
+            cmd,
             user,
             self.proto,
             lib_name,
             lib_ver
         )
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Ok(mut rows) = self.shared.clients.lock() {
+            rows.remove(&self.id);
+        }
     }
 }
 

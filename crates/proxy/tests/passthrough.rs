@@ -208,6 +208,27 @@ async fn select_setname_and_hello3_are_per_session() {
     let ida = a.cmd(&["CLIENT", "ID"]).await;
     let idb = b.cmd(&["CLIENT", "ID"]).await;
     assert_ne!(ida, idb);
+    // CLIENT LIST shows Redoubt's clients, names included (tools such as
+    // BullMQ find their connections by name), not its pooled connections.
+    let list = String::from_utf8(
+        b.cmd(&["CLIENT", "LIST"])
+            .await
+            .as_bytes()
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.contains("name=alpha") && l.contains("db=3")),
+        "{list}"
+    );
+    let Frame::Integer(id) = ida else {
+        panic!("CLIENT ID is an integer")
+    };
+    let only = b.cmd(&["CLIENT", "LIST", "ID", &id.to_string()]).await;
+    assert!(String::from_utf8_lossy(only.as_bytes().unwrap()).starts_with(&format!("id={id} ")));
 
     let hello = a.cmd(&["HELLO", "3"]).await;
     let Frame::Map(pairs) = hello else {

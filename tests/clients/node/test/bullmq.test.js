@@ -138,10 +138,9 @@ describe('BullMQ through Redoubt', () => {
     assert.deepEqual(proxyErrors, []);
   });
 
-  test('CLIENT SETNAME is visible to BullMQ\'s CLIENT LIST discovery (queue.getQueueEvents)', {
-    todo: 'Redoubt bug: CLIENT SETNAME is kept per session by Redoubt but CLIENT LIST is forwarded to Redis, ' +
-      'which lists Redoubt\'s pooled connections; BullMQ\'s getQueueEvents()/getWorkers() find nothing',
-  }, async () => {
+  // Redoubt answers CLIENT LIST with its own clients and their names, so
+  // BullMQ's discovery (getQueueEvents, getWorkers) works through it.
+  test('CLIENT SETNAME is visible to BullMQ\'s CLIENT LIST discovery (queue.getQueueEvents)', async () => {
     const listeners = await queue.getQueueEvents();
     assert.equal(listeners.length, 1, `getQueueEvents() found ${JSON.stringify(listeners)}`);
   });
