@@ -15,7 +15,8 @@ done
 cargo build --release --quiet -p redoubt
 D=$(mktemp -d /tmp/redoubt-bench-standalone.XXXX)
 RPORT=17101; SPORT=17102; PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; }
+# Only the main shell cleans up: pipeline subshells must not kill the servers.
+cleanup() { [ "$BASHPID" = "$$" ] || return 0; for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; }
 trap cleanup EXIT
 up() { until redis-cli -p $1 ping 2>/dev/null | grep -q PONG; do sleep 0.05; done; }
 

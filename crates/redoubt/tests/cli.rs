@@ -378,14 +378,35 @@ fn journal_inspect_and_export_through_redis_cli_pipe() {
     // Replay into a fresh Redis: exactly once, even when run twice.
     std::fs::write(dir.path().join("node_id"), "test-node\n").unwrap();
     let target = RedisServer::new();
-    let o = redoubt(&["journal", "replay", dir.path().to_str().unwrap(), "--to", &target.url()]);
+    let o = redoubt(&[
+        "journal",
+        "replay",
+        dir.path().to_str().unwrap(),
+        "--to",
+        &target.url(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let o = redoubt(&["journal", "replay", dir.path().to_str().unwrap(), "--to", &target.url()]);
+    let o = redoubt(&[
+        "journal",
+        "replay",
+        dir.path().to_str().unwrap(),
+        "--to",
+        &target.url(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(target.cmd(&["GET", "a"]), "1");
-    let llen = Command::new("redis-cli").args(["-p", &target.port().to_string(), "-n", "2", "LLEN", "q"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&llen.stdout).trim(), "2", "replayed once, not twice");
-    assert!(target.cmd(&["GET", "redoubt:replay:{test-node}"]).contains(':'));
+    let llen = Command::new("redis-cli")
+        .args(["-p", &target.port().to_string(), "-n", "2", "LLEN", "q"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&llen.stdout).trim(),
+        "2",
+        "replayed once, not twice"
+    );
+    assert!(target
+        .cmd(&["GET", "redoubt:replay:{test-node}"])
+        .contains(':'));
 
     // Damage a byte in the middle of the first record: inspect says so.
     let seg = std::fs::read_dir(dir.path().join("journal"))
