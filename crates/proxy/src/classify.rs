@@ -216,7 +216,11 @@ mod tests {
     fn routing_kinds() {
         assert_eq!(k(&["GET", "a"]), Kind::Forward(false));
         assert_eq!(k(&["SET", "a", "1"]), Kind::Forward(true));
-        assert_eq!(k(&["client", "list"]), Kind::Forward(false));
+        assert_eq!(
+            k(&["client", "list"]),
+            Kind::Session(SessionCmd::ClientList)
+        );
+        assert_eq!(k(&["client", "getredir"]), Kind::Forward(false));
         assert_eq!(k(&["MULTI"]), Kind::Multi);
         assert_eq!(k(&["exec"]), Kind::Exec);
         assert_eq!(k(&["WATCH", "a"]), Kind::Watch);
