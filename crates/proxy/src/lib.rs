@@ -18,6 +18,8 @@
 //!   every write is journaled before its reply.
 //! - [`incident`]: the incident log (`incidents.jsonl`, `GET /incidents`).
 //! - [`metrics`]: metric names and pre-registered handles.
+//! - [`outage`]: durable keyspaces served locally while Redis is not Up,
+//!   journaled, and replayed when it is back.
 //! - [`policy`]: keyspace policies and what commands may do during an
 //!   outage (a table).
 //! - [`replay`]: puts the journal back into Redis, exactly once, in order.
@@ -31,6 +33,7 @@ pub mod config;
 pub mod incident;
 pub mod metrics;
 pub mod near_cache;
+pub mod outage;
 pub mod policy;
 pub mod replay;
 pub mod reply;

@@ -25,6 +25,9 @@ pub struct ProxySettings {
     pub listen: String,
     /// Per-client limits.
     pub limits: LimitsConfig,
+    /// Durable keyspaces served locally during outages (`None`: every key
+    /// is fail-fast).
+    pub outage: Option<Arc<crate::outage::Outage>>,
 }
 
 /// State every proxy session shares.
@@ -35,6 +38,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) counters: Arc<IncidentCounters>,
+    pub(crate) outage: Option<Arc<crate::outage::Outage>>,
     /// `CLIENT LIST` rows of the connected sessions, by client id.
     pub(crate) clients: std::sync::Mutex<std::collections::BTreeMap<u64, ClientRow>>,
 }
@@ -97,7 +101,11 @@ impl Proxy {
     ) -> std::io::Result<ProxyHandle> {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let metrics = Metrics::new();
-        let counters: Arc<IncidentCounters> = Arc::default();
+        let counters: Arc<IncidentCounters> = settings
+            .outage
+            .as_ref()
+            .map(|o| o.counters())
+            .unwrap_or_default();
         let shared = Arc::new(Shared {
             upstream: upstream.clone(),
             health: health.clone(),
@@ -105,6 +113,7 @@ impl Proxy {
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             counters: counters.clone(),
+            outage: settings.outage.clone(),
             clients: Default::default(),
         });
         let state = Listener::new(settings.limits, metrics, counters);

@@ -55,6 +55,8 @@ struct Slot {
 enum Body {
     Ready(Bytes),
     Wait(Wait),
+    /// Answered locally; sent once its journal entry is durable.
+    Durable(Bytes, crate::outage::Durable),
     Close,
 }
 
@@ -80,6 +82,7 @@ enum Outcome {
     Reply(BatchReply),
     NotSent,
     Deadline,
+    Journaled(Result<(), String>),
 }
 
 enum Event {
@@ -119,6 +122,8 @@ pub(crate) struct Session {
     pinned: Option<Dedicated>,
     unpin_when_idle: bool,
     blocking: Option<Dedicated>,
+    /// The client's session on the local store (durable keyspaces).
+    store_session: Option<store::Session>,
     multi: Option<Multi>,
     reply_mode: ReplyMode,
     pending: VecDeque<Slot>,
@@ -155,6 +160,7 @@ impl Session {
             pinned: None,
             unpin_when_idle: false,
             blocking: None,
+            store_session: None,
             multi: None,
             reply_mode: ReplyMode::On,
             pending: VecDeque::new(),
@@ -503,6 +509,24 @@ impl Session {
     }
 
     async fn forward(&mut self, req: Request, write: bool) -> Flow {
+        if let Some(o) = self.shared.outage.clone() {
+            let state = self.shared.health.state();
+            let local = self.store_session.get_or_insert_with(|| o.session());
+            match o.route(state, local, self.db, &req.args).await {
+                crate::outage::Route::Upstream => {}
+                crate::outage::Route::Local(reply, None) => {
+                    self.shared.metrics.local.increment(1);
+                    self.push_ready(reply);
+                    return Flow::Go;
+                }
+                crate::outage::Route::Local(reply, Some(durable)) => {
+                    self.shared.metrics.local.increment(1);
+                    self.flush_batch();
+                    self.push(Body::Durable(reply, durable));
+                    return Flow::Go;
+                }
+            }
+        }
         if let Some(r) = self.down_reply() {
             self.push_ready(r);
             return Flow::Go;
@@ -752,6 +776,10 @@ impl Session {
                     continue;
                 }
                 Some(Slot {
+                    body: Body::Durable(..),
+                    ..
+                }) => return false,
+                Some(Slot {
                     body: Body::Wait(w),
                     ..
                 }) => match w.rx.try_recv() {
@@ -771,6 +799,26 @@ impl Session {
     }
 
     async fn complete_front(&mut self, outcome: Outcome, out: &mut BytesMut, health: State) {
+        if let Outcome::Journaled(result) = outcome {
+            // A local write: its reply goes out only now that it is
+            // durable, or an honest error if the journal failed it.
+            if let Some(Slot {
+                body: Body::Durable(reply, _),
+                silent,
+                ..
+            }) = self.pop_front()
+            {
+                if !silent {
+                    match result {
+                        Ok(()) => out.extend_from_slice(&reply),
+                        Err(e) => out.extend_from_slice(&reply::error(format!(
+                            "UNCERTAIN the journal failed ({e}): the write was applied locally but may not survive a crash"
+                        ))),
+                    }
+                }
+            }
+            return;
+        }
         let Some(Slot {
             body: Body::Wait(w),
             silent,
@@ -787,6 +835,7 @@ impl Session {
         };
         let timeout_ms = self.timeout.as_millis() as u64;
         match outcome {
+            Outcome::Journaled(_) => {}
             Outcome::Reply(r) => {
                 let complete = r.received == w.expect && !r.lost;
                 if w.exec_only {
@@ -1384,7 +1433,7 @@ fn has_wait_front(pending: &VecDeque<Slot>) -> bool {
     matches!(
         pending.front(),
         Some(Slot {
-            body: Body::Wait(_),
+            body: Body::Wait(_) | Body::Durable(..),
             ..
         })
     )
@@ -1394,6 +1443,13 @@ fn has_wait_front(pending: &VecDeque<Slot>) -> bool {
 /// deadline. A blocking command with no deadline is given up (as
 /// `UNCERTAIN`) when Redis goes down.
 async fn wait_front(pending: &mut VecDeque<Slot>, health: &upstream::HealthHandle) -> Outcome {
+    if let Some(Slot {
+        body: Body::Durable(_, fut),
+        ..
+    }) = pending.front_mut()
+    {
+        return Outcome::Journaled(fut.await.map(|_| ()).map_err(|e| e.to_string()));
+    }
     let Some(Slot {
         body: Body::Wait(w),
         ..

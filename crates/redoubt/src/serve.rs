@@ -194,10 +194,12 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             ..UpstreamConfig::default()
         },
     );
+    let outage = durable_keyspaces(&cfg, &url, &node_id, &health)?;
     let proxy = proxy::Proxy::start(
         proxy::ProxySettings {
             listen: cfg.listen.clone(),
             limits,
+            outage: outage.clone(),
         },
         upstream.clone(),
         health.clone(),
@@ -236,7 +238,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         &cfg.admin.listen,
         admin::AdminState {
             health: health.clone(),
-            local_keyspaces: cfg.keyspace.iter().any(|k| k.policy != "fail-fast"),
+            local_keyspaces: outage.is_some(),
             metrics: Arc::new(move || prometheus.render()),
             status,
             incidents: Arc::new(move || incidents.to_json()),
@@ -256,6 +258,48 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         tracing::warn!("some clients were still connected after {grace:?}; closed them");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// With `durable` keyspaces configured: the journal and the local store
+/// that serve them while Redis is not Up, and the replay when it is back.
+fn durable_keyspaces(
+    cfg: &config::Config,
+    url: &UpstreamUrl,
+    node_id: &str,
+    health: &upstream::HealthHandle,
+) -> anyhow::Result<Option<Arc<proxy::outage::Outage>>> {
+    use proxy::policy::{Keyspaces, Policy};
+    let rules: Vec<(String, Policy)> = cfg
+        .keyspace
+        .iter()
+        .map(|k| {
+            (
+                k.pattern.clone(),
+                Policy::parse(&k.policy).unwrap_or(Policy::FailFast),
+            )
+        })
+        .collect();
+    if !rules.iter().any(|(_, p)| *p == Policy::Durable) {
+        return Ok(None);
+    }
+    let jcfg = config::journal(cfg).map_err(anyhow::Error::msg)?;
+    let (journal, recovery) = journal::Journal::open(&cfg.data_dir, jcfg)
+        .with_context(|| format!("cannot open the journal in {}", cfg.data_dir.display()))?;
+    if let Some(t) = &recovery.torn_tail {
+        tracing::warn!(%t, "journal: a torn last record was dropped (a write that was never acknowledged)");
+    }
+    if let Some(c) = &recovery.corruption {
+        tracing::error!(%c, "journal: corrupt record; durable writes are refused until an operator acts (redoubt journal inspect)");
+    }
+    let outage =
+        proxy::outage::Outage::new(Keyspaces::new(rules), Arc::new(journal), Arc::default())?;
+    outage.spawn_recovery(
+        url.clone(),
+        cfg.data_dir.clone(),
+        node_id.to_string(),
+        health.clone(),
+    );
+    Ok(Some(outage))
 }
 
 /// Latest diagnosis, JSON, with the state change that triggered it.

@@ -107,12 +107,19 @@ impl Drop for Running {
 }
 
 fn serve(upstream: &str) -> Running {
+    serve_with(upstream, "")
+}
+
+/// `serve` with extra TOML config (e.g. `[[keyspace]]` tables).
+fn serve_with(upstream: &str, toml: &str) -> Running {
     let port = free_port();
     let admin = free_port();
     let data = tempfile::tempdir().unwrap();
+    let conf = data.path().join("redoubt.toml");
+    std::fs::write(&conf, toml).unwrap();
     let child = Command::new(BIN)
+        .args(["serve", "--config", conf.to_str().unwrap()])
         .args([
-            "serve",
             "--upstream",
             upstream,
             "--listen",
@@ -473,4 +480,32 @@ fn doctor_and_triage_exit_codes() {
     );
     let o = redoubt(&["triage", dir.path().join("missing.log").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+}
+
+#[test]
+fn durable_keyspace_keeps_accepting_writes_through_a_redis_kill() {
+    let mut redis = RedisServer::new();
+    let r = serve_with(
+        &redis.url(),
+        "[[keyspace]]\npattern = \"sess:*\"\npolicy = \"durable\"\n",
+    );
+    wait_for("up", Duration::from_secs(5), || {
+        http_get(r.admin, "/readyz").0 == 200 && cmd(r.port, &["PING"]) == "+PONG"
+    });
+    redis.kill();
+    wait_for("down, degraded but ready", Duration::from_secs(5), || {
+        let (code, body) = http_get(r.admin, "/readyz");
+        code == 200 && body.contains("\"degraded\":true") && body.contains("\"state\":\"down\"")
+    });
+    assert_eq!(cmd(r.port, &["SET", "sess:42", "alice"]), "+OK");
+    assert!(cmd(r.port, &["SET", "other", "x"]).starts_with("-UNAVAILABLE"));
+    redis.restart();
+    wait_for(
+        "the outage write to reach redis",
+        Duration::from_secs(10),
+        || redis.cmd(&["GET", "sess:42"]) == "alice",
+    );
+    let (_, body) = http_get(r.admin, "/incidents");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["recent"][0]["journaled"].as_u64().unwrap() >= 1, "{body}");
 }

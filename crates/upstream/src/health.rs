@@ -389,6 +389,9 @@ impl Prober {
     fn publish(&mut self, state: State, reason: String, facts: Option<ServerFacts>) {
         let prev = self.tx.borrow().state;
         let bad = self.bad;
+        // The atomic first: whoever wakes on the watch and then reads the
+        // hot-path state must see the new one.
+        self.state.store(state.to_u8(), Ordering::Release);
         self.tx.send_modify(|h| {
             if h.state != state {
                 h.since = SystemTime::now();
@@ -400,7 +403,6 @@ impl Prober {
                 h.facts = f;
             }
         });
-        self.state.store(state.to_u8(), Ordering::Release);
         if prev != state {
             tracing::warn!(from = prev.as_str(), to = state.as_str(), reason = %self.tx.borrow().reason, "upstream state changed");
         }

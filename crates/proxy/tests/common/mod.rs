@@ -44,6 +44,7 @@ pub async fn start_with(url: &str, health: HealthConfig, limits: LimitsConfig) -
         ProxySettings {
             listen: "127.0.0.1:0".into(),
             limits,
+            outage: None,
         },
         upstream.clone(),
         health.clone(),

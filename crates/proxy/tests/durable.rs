@@ -1,0 +1,144 @@
+//! Durable keyspaces through a real outage: writes accepted and journaled
+//! while Redis is down, replayed into it exactly once when it is back.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use proxy::outage::Outage;
+use proxy::policy::{Keyspaces, Policy};
+use proxy::{LimitsConfig, Proxy, ProxySettings};
+use resp::Frame;
+use upstream::health::spawn_prober;
+use upstream::{State, Upstream, UpstreamConfig, UpstreamUrl};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_ride_out_a_kill_and_reach_redis_exactly_once() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        journal::Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
+    let journal = Arc::new(journal);
+    let keyspaces = Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]);
+    let outage = Outage::new(keyspaces, journal.clone(), Arc::default()).unwrap();
+    let url = UpstreamUrl::parse(&redis.url()).unwrap();
+    // Probes a little slower than fast_health(): a loaded CI machine must
+    // not flap the state while the test checks the Up-state behaviour.
+    let probes = upstream::HealthConfig {
+        interval_ms: 50,
+        timeout_ms: 500,
+        down_after: 2,
+        up_after: 2,
+    };
+    let health = spawn_prober(url.clone(), probes);
+    outage.spawn_recovery(
+        url.clone(),
+        dir.path().to_path_buf(),
+        "test-node".into(),
+        health.clone(),
+    );
+    let upstream = Upstream::new(
+        url,
+        UpstreamConfig {
+            connect_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let settings = ProxySettings {
+        listen: "127.0.0.1:0".into(),
+        limits: LimitsConfig::default(),
+        outage: Some(outage),
+    };
+    let proxy = Proxy::start(settings, upstream, health.clone())
+        .await
+        .unwrap();
+    let f = Fixture {
+        proxy,
+        health,
+        upstream: Upstream::new(
+            UpstreamUrl::parse(&redis.url()).unwrap(),
+            UpstreamConfig::default(),
+        ),
+    };
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    let mut c = f.raw().await;
+    assert_eq!(
+        c.cmd(&["SET", "sess:pre", "before"]).await,
+        Frame::simple("OK")
+    );
+    assert_eq!(
+        journal.pending_entries(),
+        0,
+        "while Up, writes go to Redis, not the journal"
+    );
+
+    redis.kill();
+    f.wait_state(State::Down, Duration::from_secs(5)).await;
+    // Accepted and journaled: blind writes, and value-dependent ones on
+    // values written during the outage.
+    assert_eq!(c.cmd(&["SET", "sess:1", "a"]).await, Frame::simple("OK"));
+    assert_eq!(
+        c.cmd(&["SET", "sess:n", "5", "EX", "1000"]).await,
+        Frame::simple("OK")
+    );
+    assert_eq!(c.cmd(&["INCR", "sess:n"]).await, Frame::Integer(6));
+    assert_eq!(
+        c.cmd(&["RPUSH", "sess:q", "x", "y"]).await,
+        Frame::Integer(2)
+    );
+    assert_eq!(c.cmd(&["GET", "sess:1"]).await, Frame::bulk("a"));
+    // Refused, honestly: unknown values, unreplayable commands, other keys.
+    for (cmd, why) in [
+        (&["GET", "sess:pre"][..], "value unknown locally"),
+        (&["INCR", "sess:other"], "value unknown locally"),
+        (&["LRANGE", "sess:q", "0", "-1"], "value unknown locally"),
+        (&["LPOP", "sess:q"], "not allowed during an outage"),
+        (
+            &["SET", "sess:1", "b", "NX"],
+            "not allowed during an outage",
+        ),
+        (&["GET", "plain"], "not in a durable keyspace"),
+        (&["SET", "plain", "1"], "not in a durable keyspace"),
+    ] {
+        let text = err_text(&c.cmd(cmd).await);
+        assert!(
+            text.starts_with("UNAVAILABLE") && text.contains(why) && text.contains("not executed"),
+            "{cmd:?}: {text}"
+        );
+    }
+    assert_eq!(
+        journal.pending_entries(),
+        4,
+        "four acknowledged writes journaled"
+    );
+
+    redis.restart();
+    // Replayed once Redis is back; the journal drains.
+    test_support::wait_for(
+        "the journal to drain into redis",
+        Duration::from_secs(10),
+        || journal.pending_entries() == 0,
+    );
+    assert_eq!(redis.cmd(&["GET", "sess:1"]), "a");
+    assert_eq!(redis.cmd(&["GET", "sess:n"]), "6");
+    let ttl: i64 = redis.cmd(&["TTL", "sess:n"])[1..].parse().unwrap();
+    assert!(
+        (990..=1000).contains(&ttl),
+        "the expiry was journaled as an absolute time: {ttl}"
+    );
+    assert_eq!(
+        redis.cmd(&["LLEN", "sess:q"]),
+        ":2",
+        "pushed once, not twice"
+    );
+    assert_eq!(redis.cmd(&["GET", "sess:pre"]), "before");
+    assert!(redis
+        .cmd(&["GET", "redoubt:replay:{test-node}"])
+        .contains(':'));
+    // And the client, on the same connection, now reads from Redis.
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    assert_eq!(c.cmd(&["GET", "sess:pre"]).await, Frame::bulk("before"));
+    assert_eq!(c.cmd(&["INCR", "sess:n"]).await, Frame::Integer(7));
+}
