@@ -89,6 +89,9 @@ async fn durable_writes_ride_out_a_kill_and_reach_redis_exactly_once() {
         Frame::Integer(2)
     );
     assert_eq!(c.cmd(&["GET", "sess:1"]).await, Frame::bulk("a"));
+    // Health checks of reconnecting clients pass.
+    assert_eq!(c.cmd(&["PING"]).await, Frame::simple("PONG"));
+    assert_eq!(c.cmd(&["ECHO", "hi"]).await, Frame::bulk("hi"));
     // Refused, honestly: unknown values, unreplayable commands, other keys.
     for (cmd, why) in [
         (&["GET", "sess:pre"][..], "value unknown locally"),
