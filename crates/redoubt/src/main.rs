@@ -17,8 +17,9 @@ use clap::{Parser, Subcommand};
 const EXIT_USAGE: u8 = 64;
 
 /// Redoubt sits between your applications and Redis and makes a Redis
-/// outage a non-event: every command is answered within a deadline, and
-/// Redis's health is reported on /readyz and /metrics.
+/// outage a non-event: every command is answered within a deadline, durable
+/// keyspaces keep working from a local journal and are replayed when Redis
+/// returns, and Redis's health is reported on /readyz and /metrics.
 #[derive(Parser, Debug)]
 #[command(name = "redoubt", version, about, long_about = None, propagate_version = true)]
 struct Cli {
@@ -28,7 +29,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the proxy in front of a Redis (--upstream).
+    /// Run Redoubt: in front of a Redis with --upstream, or without one as a
+    /// small durable Redis-compatible server (standalone).
     Serve {
         /// TOML config file (default: ./redoubt.toml if present).
         #[arg(long, short = 'c')]
@@ -36,7 +38,7 @@ enum Command {
         /// Client listen address (default 127.0.0.1:6380).
         #[arg(long)]
         listen: Option<String>,
-        /// Redis to front: redis://[user:pass@]host:port[/db].
+        /// Redis to front: redis://[user:pass@]host:port[/db] (none: standalone).
         #[arg(long)]
         upstream: Option<String>,
         /// Admin HTTP address (default 127.0.0.1:9380).
