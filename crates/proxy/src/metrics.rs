@@ -19,6 +19,11 @@ pub const OUTAGES_TOTAL: &str = "redoubt_outages_total";
 /// `redoubt_outage_seconds_total` counter.
 pub const OUTAGE_SECONDS_TOTAL: &str = "redoubt_outage_seconds_total";
 
+/// `redoubt_journal_pending_commands` gauge: journaled, not yet replayed.
+pub const JOURNAL_PENDING: &str = "redoubt_journal_pending_commands";
+/// `redoubt_journal_bytes` gauge.
+pub const JOURNAL_BYTES: &str = "redoubt_journal_bytes";
+
 /// Buckets for [`COMMAND_DURATION`], in seconds: 50 µs to the 1 s default
 /// deadline and beyond, for blocking commands.
 pub const DURATION_BUCKETS: &[f64] = &[

@@ -59,6 +59,8 @@ pub struct Outage {
     dirty: Mutex<HashSet<(u32, Bytes)>>,
     /// True while anything is dirty: the Up fast path checks only this.
     active: AtomicBool,
+    /// The recovery task's replay progress, for `/status`.
+    progress: Mutex<Option<crate::replay::ProgressHandle>>,
     counters: Arc<IncidentCounters>,
 }
 
@@ -154,6 +156,7 @@ impl Outage {
             known: Mutex::default(),
             dirty: Mutex::default(),
             active: AtomicBool::new(false),
+            progress: Mutex::default(),
             counters,
         };
         if o.journal.pending_entries() > 0 {
@@ -342,8 +345,12 @@ impl Outage {
                 &node_id,
                 ReplayConfig::from_url(&url, &data_dir),
             );
+            if let Ok(mut p) = me.progress.lock() {
+                *p = Some(replayer.progress());
+            }
             let mut rx = health.subscribe();
             loop {
+                me.publish_gauges();
                 if health.state() == State::Up && me.journal.pending_entries() > 0 {
                     match replayer.run_until_drained().await {
                         Ok(ReplayOutcome::Drained { replayed, failed }) => {
@@ -364,6 +371,28 @@ impl Outage {
                 }
             }
         });
+    }
+
+    fn publish_gauges(&self) {
+        metrics::gauge!(crate::metrics::JOURNAL_PENDING).set(self.journal.pending_entries() as f64);
+        metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(self.journal.bytes() as f64);
+    }
+
+    /// For `/status`: journal depth and bytes, replay progress, whether
+    /// keys are being served locally.
+    pub fn status_json(&self) -> serde_json::Value {
+        let replay = self
+            .progress
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().map(|h| h.snapshot()));
+        serde_json::json!({
+            "pending_commands": self.journal.pending_entries(),
+            "bytes": self.journal.bytes(),
+            "serving_locally": self.active.load(Ordering::Acquire),
+            "refusing": self.journal.refusal().map(|e| e.to_string()),
+            "replay": replay,
+        })
     }
 
     fn forget(&self) {

@@ -214,6 +214,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let diagnosis =
         spawn_diagnosis_on_state_change(cfg.upstream.clone(), health.clone(), incidents.clone());
     let status_diagnosis = diagnosis.clone();
+    let status_outage = outage.clone();
     let status_health = health.clone();
     let status_upstream = upstream.clone();
     let redacted = url.redacted();
@@ -229,7 +230,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             "server": h.facts,
             "uptime_seconds": started.elapsed().as_secs(),
             "upstream_connections": { "shared": status_upstream.shared_connections(), "dedicated": status_upstream.dedicated_in_use() },
-            "journal": { "pending_commands": 0, "bytes": 0 },
+            "journal": status_outage.as_ref().map(|o| o.status_json()),
             "latest_diagnosis": status_diagnosis.lock().ok().and_then(|d| d.clone()),
         })
     });

@@ -505,6 +505,22 @@ fn durable_keyspace_keeps_accepting_writes_through_a_redis_kill() {
         Duration::from_secs(10),
         || redis.cmd(&["GET", "sess:42"]) == "alice",
     );
+    // /status shows the journal drained and the replay's checkpoint;
+    // /metrics the journal gauges.
+    wait_for(
+        "status to show the journal drained",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = http_get(r.admin, "/status");
+            body.contains("\"pending_commands\":0") && body.contains("\"checkpoint\":\"")
+        },
+    );
+    let (_, metrics) = http_get(r.admin, "/metrics");
+    assert!(
+        metrics.contains("redoubt_journal_pending_commands")
+            && metrics.contains("redoubt_replayed_commands_total"),
+        "{metrics}"
+    );
     let (_, body) = http_get(r.admin, "/incidents");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(v["recent"][0]["journaled"].as_u64().unwrap() >= 1, "{body}");
