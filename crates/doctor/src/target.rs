@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use thiserror::Error;
 
 /// Default port when the URL names none.
-pub const DEFAULT_PORT: u16 = 6379;
+pub const DEFAULT_PORT: u16 = upstream::url::DEFAULT_PORT;
 
 /// Why a URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -34,59 +34,22 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses a URL. Percent-escapes in user and password are decoded,
-    /// since passwords often contain `@` or `:`.
+    /// Parses a URL with the proxy's own parser ([`upstream::UpstreamUrl`]),
+    /// so `redoubt doctor URL` accepts exactly what `--upstream URL` does.
+    /// Percent-escapes in user and password are decoded.
     pub fn parse(url: &str) -> Result<Target, UrlError> {
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            UrlError::Invalid(format!(
-                "{url:?} has no scheme (expected redis://host:port)"
-            ))
-        })?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "redis" => {}
-            s @ ("rediss" | "redis+sentinel" | "redis+cluster" | "redis+tls") => {
-                return Err(UrlError::Unsupported(s.into()))
-            }
-            s => {
-                return Err(UrlError::Invalid(format!(
-                    "unknown scheme {s:?} (expected redis://)"
-                )))
-            }
+        use upstream::UrlError as E;
+        match upstream::UpstreamUrl::parse(url) {
+            Ok(u) => Ok(Target {
+                host: u.host,
+                port: u.port,
+                user: u.user,
+                password: u.password,
+                db: u.db,
+            }),
+            Err(E::NotSupportedYet(scheme)) => Err(UrlError::Unsupported(scheme)),
+            Err(e @ (E::BadScheme(_) | E::Invalid { .. })) => Err(UrlError::Invalid(e.to_string())),
         }
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, ""),
-        };
-        let (userinfo, hostport) = match authority.rfind('@') {
-            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-            None => (None, authority),
-        };
-        let (user, password) = match userinfo {
-            None => (None, None),
-            Some(ui) => match ui.split_once(':') {
-                Some((u, p)) => (non_empty(percent_decode(u)), non_empty(percent_decode(p))),
-                None => (non_empty(percent_decode(ui)), None),
-            },
-        };
-        let (host, port) = split_host_port(hostport)?;
-        if host.is_empty() {
-            return Err(UrlError::Invalid(format!("{url:?} has no host")));
-        }
-        let db_text = path.split(['?', '#']).next().unwrap_or("");
-        let db = if db_text.is_empty() {
-            0
-        } else {
-            db_text
-                .parse()
-                .map_err(|_| UrlError::Invalid(format!("database {db_text:?} is not a number")))?
-        };
-        Ok(Target {
-            host,
-            port,
-            user,
-            password,
-            db,
-        })
     }
 
     /// `host:port`, bracketing IPv6 literals.
@@ -126,53 +89,6 @@ impl Target {
             .map(|ip| ip.is_loopback())
             .unwrap_or(false)
     }
-}
-
-fn non_empty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
-}
-
-fn split_host_port(hp: &str) -> Result<(String, u16), UrlError> {
-    let (host, port) = if let Some(rest) = hp.strip_prefix('[') {
-        let (h, after) = rest
-            .split_once(']')
-            .ok_or_else(|| UrlError::Invalid(format!("unclosed '[' in {hp:?}")))?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match hp.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hp, None),
-        }
-    };
-    let port = match port {
-        None | Some("") => DEFAULT_PORT,
-        Some(p) => p.parse().map_err(|_| {
-            UrlError::Invalid(format!("port {p:?} is not a number from 1 to 65535"))
-        })?,
-    };
-    Ok((host.to_string(), port))
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(c: u8) -> Option<u8> {
-        (c as char).to_digit(16).map(|d| d as u8)
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        // Work on bytes: slicing the str could split a multi-byte character.
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 
 use thiserror::Error;
 
+/// Port when the URL names none.
+pub const DEFAULT_PORT: u16 = 6379;
+
 /// A parsed `redis://[user:pass@]host:port[/db]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
@@ -43,10 +46,10 @@ impl UpstreamUrl {
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(UrlError::BadScheme(url.to_string()));
         };
-        match scheme {
+        match scheme.to_ascii_lowercase().as_str() {
             "redis" => {}
             "rediss" | "redis+sentinel" | "redis+cluster" | "redis+tls" | "unix" => {
-                return Err(UrlError::NotSupportedYet(scheme.to_string()))
+                return Err(UrlError::NotSupportedYet(scheme.to_ascii_lowercase()))
             }
             _ => return Err(UrlError::BadScheme(url.to_string())),
         }
@@ -59,8 +62,11 @@ impl UpstreamUrl {
             None => (None, rest),
         };
         let (hostport, db) = match hostpart.split_once('/') {
-            Some((hp, "")) => (hp, 0),
-            Some((hp, db)) => (hp, db.parse().map_err(|_| invalid("db must be a number"))?),
+            // `?options` and `#fragment` after the db are accepted and ignored.
+            Some((hp, path)) => match path.split(['?', '#']).next().unwrap_or("") {
+                "" => (hp, 0),
+                db => (hp, db.parse().map_err(|_| invalid("db must be a number"))?),
+            },
             None => (hostpart, 0),
         };
         let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
@@ -78,7 +84,7 @@ impl UpstreamUrl {
             return Err(invalid("host is empty"));
         }
         let port = if port.is_empty() {
-            6379
+            DEFAULT_PORT
         } else {
             port.parse()
                 .map_err(|_| invalid("port must be a number from 1 to 65535"))?
@@ -86,7 +92,10 @@ impl UpstreamUrl {
         let (user, password) = match auth {
             None => (None, None),
             Some(a) => match a.split_once(':') {
-                Some((u, p)) => ((!u.is_empty()).then(|| decode(u)), Some(decode(p))),
+                Some((u, p)) => (
+                    (!u.is_empty()).then(|| decode(u)),
+                    (!p.is_empty()).then(|| decode(p)),
+                ),
                 None => (Some(decode(a)).filter(|u| !u.is_empty()), None),
             },
         };
