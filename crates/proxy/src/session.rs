@@ -78,6 +78,31 @@ struct Wait {
     retried: bool,
 }
 
+impl Wait {
+    /// Sends one command on a connection of its own (pinned or dedicated):
+    /// never moved to another connection, so never resent.
+    fn single(
+        conn: Conn,
+        req: Request,
+        write: bool,
+        deadline: Option<Instant>,
+        dedicated: Option<Dedicated>,
+    ) -> Wait {
+        let rx = conn.send(req.raw.clone(), 1);
+        Wait {
+            rx,
+            conn,
+            writes: vec![write],
+            raws: vec![req.raw],
+            deadline,
+            exec_only: false,
+            expect: 1,
+            dedicated,
+            retried: true,
+        }
+    }
+}
+
 enum Outcome {
     Reply(BatchReply),
     NotSent,
@@ -700,18 +725,7 @@ impl Session {
                 if !self.may_use(&conn) {
                     return Flow::Stall(req);
                 }
-                let rx = conn.send(req.raw.clone(), 1);
-                self.push(Body::Wait(Wait {
-                    rx,
-                    conn,
-                    writes: vec![write],
-                    raws: vec![req.raw],
-                    deadline,
-                    exec_only: false,
-                    expect: 1,
-                    dedicated: None,
-                    retried: true,
-                }));
+                self.push(Body::Wait(Wait::single(conn, req, write, deadline, None)));
                 return Flow::Go;
             }
         }
@@ -730,19 +744,14 @@ impl Session {
             },
         };
         let conn = ded.conn.clone();
-        let rx = conn.send(req.raw.clone(), 1);
         self.shared.metrics.upstream.increment(1);
-        self.push(Body::Wait(Wait {
-            rx,
+        self.push(Body::Wait(Wait::single(
             conn,
-            writes: vec![write],
-            raws: vec![req.raw],
+            req,
+            write,
             deadline,
-            exec_only: false,
-            expect: 1,
-            dedicated: Some(ded),
-            retried: true,
-        }));
+            Some(ded),
+        )));
         Flow::Go
     }
 

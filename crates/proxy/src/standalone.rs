@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use journal::{Entry, Journal, JournalError};
-use resp::{parse_request, Frame};
+use resp::parse_request;
 use store::{Executed, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -337,9 +337,9 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
                 .map(|e| Box::pin(local.journal.append(e)) as Durable)
                 .collect();
             let mut buf = BytesMut::new();
-            encode(&exec.reply, &mut buf);
+            exec.reply.encode(&mut buf);
             for m in &exec.more {
-                encode(m, &mut buf);
+                m.encode(&mut buf);
             }
             local.metrics.local.increment(1);
             local
@@ -374,7 +374,7 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
             }
         }
         while let Ok(push) = session.pushes().try_recv() {
-            encode(&push, &mut out);
+            push.encode(&mut out);
         }
         if !out.is_empty() {
             if wr.write_all(&out).await.is_err() {
@@ -395,14 +395,10 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
                 Ok(0) | Err(_) => closing = true,
                 Ok(_) => {}
             },
-            Some(push) = session.pushes().recv() => encode(&push, &mut out),
+            Some(push) = session.pushes().recv() => push.encode(&mut out),
             _ = shutdown.wait_for(|s| *s) => closing = true,
         }
     }
-}
-
-fn encode(f: &Frame, out: &mut BytesMut) {
-    f.encode(out);
 }
 
 #[cfg(test)]

@@ -19,15 +19,12 @@ pub fn doctor(url: &str, json: bool) -> ExitCode {
         }
     };
     let report = rt.block_on(doctor::diagnose(url, &doctor::DoctorOptions::default()));
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
-        );
-    } else {
-        print!("{}", report.render_text(std::io::stdout().is_terminal()));
-    }
-    code(report.exit_code())
+    finish(
+        json,
+        report.to_json(),
+        |color| report.render_text(color),
+        report.exit_code(),
+    )
 }
 
 /// `triage [FILE...] [--json]` (stdin without FILE): 0 nothing found, 1
@@ -46,15 +43,31 @@ pub fn triage(files: &[PathBuf], json: bool) -> ExitCode {
             return ExitCode::from(4);
         }
     };
+    finish(
+        json,
+        report.to_json(),
+        |color| report.render_text(color),
+        report.exit_code(),
+    )
+}
+
+/// Prints a report as JSON or as text (coloured on a terminal) and turns
+/// its verdict into the exit code.
+fn finish(
+    json: bool,
+    as_json: serde_json::Value,
+    text: impl Fn(bool) -> String,
+    exit: i32,
+) -> ExitCode {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+            serde_json::to_string_pretty(&as_json).unwrap_or_default()
         );
     } else {
-        print!("{}", report.render_text(std::io::stdout().is_terminal()));
+        print!("{}", text(std::io::stdout().is_terminal()));
     }
-    code(report.exit_code())
+    code(exit)
 }
 
 fn code(c: i32) -> ExitCode {

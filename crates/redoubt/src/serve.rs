@@ -90,23 +90,39 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
     Ok(handle)
 }
 
-/// No upstream: the local store serves everything, journaled.
-async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
+/// Creates and locks `data_dir` (one process per data dir: two would share
+/// a journal and a node id) and returns the lock with the node id.
+fn claim_data_dir(cfg: &config::Config) -> anyhow::Result<(journal::DataDirLock, String)> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
-    let _lock = journal::DataDirLock::acquire(&cfg.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let node_id = node_id(&cfg.data_dir, &cfg.node_id)?;
-    let prometheus = install_metrics()?;
-    let limits = config::limits(&cfg).map_err(anyhow::Error::msg)?;
-    let jcfg = config::journal(&cfg).map_err(anyhow::Error::msg)?;
-    let (journal, recovery) = journal::Journal::open(&cfg.data_dir, jcfg.clone())
+    let lock = journal::DataDirLock::acquire(&cfg.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = node_id(&cfg.data_dir, &cfg.node_id)?;
+    Ok((lock, id))
+}
+
+/// Opens the journal and says what recovery found.
+fn open_journal(
+    cfg: &config::Config,
+    jcfg: journal::JournalConfig,
+) -> anyhow::Result<journal::Journal> {
+    let (journal, recovery) = journal::Journal::open(&cfg.data_dir, jcfg)
         .with_context(|| format!("cannot open the journal in {}", cfg.data_dir.display()))?;
     if let Some(t) = &recovery.torn_tail {
         tracing::warn!(%t, "journal: a torn last record was dropped (a write that was never acknowledged)");
     }
     if let Some(c) = &recovery.corruption {
-        tracing::error!(%c, "journal: corrupt record; data after it is not restored and writes are refused until an operator acts (redoubt journal inspect)");
+        tracing::error!(%c, "journal: corrupt record; nothing after it is used and durable writes are refused until an operator acts (redoubt journal inspect)");
     }
+    Ok(journal)
+}
+
+/// No upstream: the local store serves everything, journaled.
+async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
+    let (_lock, node_id) = claim_data_dir(&cfg)?;
+    let prometheus = install_metrics()?;
+    let limits = config::limits(&cfg).map_err(anyhow::Error::msg)?;
+    let jcfg = config::journal(&cfg).map_err(anyhow::Error::msg)?;
+    let journal = open_journal(&cfg, jcfg.clone())?;
     let journal = Arc::new(journal);
     let store = store::Store::new(store::StoreConfig::default());
     // INFO shows the port clients reach us on.
@@ -171,19 +187,8 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
-    // One process per data_dir: two would share a journal and a node id.
-    let _lock = journal::DataDirLock::acquire(&cfg.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let node_id = node_id(&cfg.data_dir, &cfg.node_id)?;
-    let prometheus = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(proxy::metrics::COMMAND_DURATION.into()),
-            proxy::metrics::DURATION_BUCKETS,
-        )
-        .context("metric buckets")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let (_lock, node_id) = claim_data_dir(&cfg)?;
+    let prometheus = install_metrics()?;
     let url = UpstreamUrl::parse(&cfg.upstream)?;
     let limits = config::limits(&cfg).map_err(anyhow::Error::msg)?;
     let health = spawn_prober(url.clone(), cfg.health);
@@ -284,14 +289,7 @@ fn durable_keyspaces(
         return Ok(None);
     }
     let jcfg = config::journal(cfg).map_err(anyhow::Error::msg)?;
-    let (journal, recovery) = journal::Journal::open(&cfg.data_dir, jcfg)
-        .with_context(|| format!("cannot open the journal in {}", cfg.data_dir.display()))?;
-    if let Some(t) = &recovery.torn_tail {
-        tracing::warn!(%t, "journal: a torn last record was dropped (a write that was never acknowledged)");
-    }
-    if let Some(c) = &recovery.corruption {
-        tracing::error!(%c, "journal: corrupt record; durable writes are refused until an operator acts (redoubt journal inspect)");
-    }
+    let journal = open_journal(cfg, jcfg)?;
     let outage =
         proxy::outage::Outage::new(Keyspaces::new(rules), Arc::new(journal), Arc::default())?;
     outage.spawn_recovery(
