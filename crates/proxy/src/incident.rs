@@ -31,6 +31,22 @@ pub struct IncidentCounters {
     pub journaled: AtomicU64,
     /// Commands refused (`-UNAVAILABLE`).
     pub rejected: AtomicU64,
+    /// Journal commands replayed into Redis.
+    pub replayed: AtomicU64,
+    /// Replayed commands Redis refused (in `replay-failed.jsonl`).
+    pub failed: AtomicU64,
+}
+
+impl IncidentCounters {
+    fn snapshot(&self) -> [u64; 5] {
+        [
+            self.served_locally.load(Ordering::Relaxed),
+            self.journaled.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+            self.replayed.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        ]
+    }
 }
 
 /// One outage.
@@ -56,6 +72,9 @@ pub struct Incident {
     pub rejected: u64,
     /// Doctor findings attached while it was open (JSON reports).
     pub diagnoses: Vec<serde_json::Value>,
+    /// Where the commands Redis refused at replay are, when any were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_failed_log: Option<String>,
 }
 
 /// The log. Cheap to share.
@@ -65,7 +84,7 @@ pub struct IncidentLog {
     done: Mutex<VecDeque<Incident>>,
     /// Bumped by the data path; folded into the open incident.
     pub counters: Arc<IncidentCounters>,
-    baseline: Mutex<(u64, u64, u64)>,
+    baseline: Mutex<[u64; 5]>,
 }
 
 fn now_ms() -> u64 {
@@ -93,17 +112,27 @@ impl IncidentLog {
             open: Mutex::new(None),
             done: Mutex::new(done),
             counters,
-            baseline: Mutex::new((0, 0, 0)),
+            baseline: Mutex::new([0; 5]),
         })
     }
 
-    fn snapshot_counts(&self) -> (u64, u64, u64) {
-        let c = &self.counters;
-        (
-            c.served_locally.load(Ordering::Relaxed),
-            c.journaled.load(Ordering::Relaxed),
-            c.rejected.load(Ordering::Relaxed),
-        )
+    /// Folds what the data path counted since the incident opened into it.
+    fn fill_counts(&self, i: &mut Incident) {
+        let now = self.counters.snapshot();
+        let base = self.baseline.lock().map(|b| *b).unwrap_or([0; 5]);
+        let d = |k: usize| now[k].saturating_sub(base[k]);
+        i.served_locally = d(0);
+        i.journaled = d(1);
+        i.rejected = d(2);
+        i.replayed = d(3);
+        i.failed = d(4);
+        if i.failed > 0 {
+            i.replay_failed_log = self
+                .path
+                .as_ref()
+                .and_then(|p| p.parent())
+                .map(|d| d.join("replay-failed.jsonl").display().to_string());
+        }
     }
 
     /// Opens an incident if none is open.
@@ -115,7 +144,7 @@ impl IncidentLog {
             return;
         }
         if let Ok(mut b) = self.baseline.lock() {
-            *b = self.snapshot_counts();
+            *b = self.counters.snapshot();
         }
         counter!(OUTAGES_TOTAL).increment(1);
         *open = Some(Incident {
@@ -129,6 +158,7 @@ impl IncidentLog {
             failed: 0,
             rejected: 0,
             diagnoses: Vec::new(),
+            replay_failed_log: None,
         });
     }
 
@@ -163,11 +193,7 @@ impl IncidentLog {
     /// Closes the open incident, appends it to the file, and returns it.
     pub fn close(&self) -> Option<Incident> {
         let mut inc = self.open.lock().ok()?.take()?;
-        let (s, j, r) = self.snapshot_counts();
-        let (bs, bj, br) = self.baseline.lock().map(|b| *b).unwrap_or((0, 0, 0));
-        inc.served_locally = s - bs;
-        inc.journaled = j - bj;
-        inc.rejected = r - br;
+        self.fill_counts(&mut inc);
         let end = now_ms();
         inc.ended_at_ms = Some(end);
         counter!(OUTAGE_SECONDS_TOTAL).increment(end.saturating_sub(inc.started_at_ms) / 1000);
@@ -194,11 +220,7 @@ impl IncidentLog {
     /// JSON for `GET /incidents`: the open one (if any) and the recent ones.
     pub fn to_json(&self) -> serde_json::Value {
         let open = self.open.lock().ok().and_then(|o| o.clone()).map(|mut i| {
-            let (s, j, r) = self.snapshot_counts();
-            let (bs, bj, br) = self.baseline.lock().map(|b| *b).unwrap_or((0, 0, 0));
-            i.served_locally = s - bs;
-            i.journaled = j - bj;
-            i.rejected = r - br;
+            self.fill_counts(&mut i);
             i
         });
         let done: Vec<Incident> = self
@@ -264,6 +286,10 @@ fn incident_from_json(v: serde_json::Value) -> Option<Incident> {
             .and_then(|d| d.as_array())
             .cloned()
             .unwrap_or_default(),
+        replay_failed_log: v
+            .get("replay_failed_log")
+            .and_then(|x| x.as_str())
+            .map(str::to_string),
     })
 }
 

@@ -23,6 +23,10 @@ pub const OUTAGE_SECONDS_TOTAL: &str = "redoubt_outage_seconds_total";
 pub const JOURNAL_PENDING: &str = "redoubt_journal_pending_commands";
 /// `redoubt_journal_bytes` gauge.
 pub const JOURNAL_BYTES: &str = "redoubt_journal_bytes";
+/// Gauge: keys Redoubt could answer locally (local store + near-cache).
+pub const FALLBACK_KEYS: &str = "redoubt_fallback_keys";
+/// Gauge: bytes held for local answers (local store + near-cache).
+pub const FALLBACK_MEMORY: &str = "redoubt_fallback_memory_bytes";
 
 /// Buckets for [`COMMAND_DURATION`], in seconds: 50 µs to the 1 s default
 /// deadline and beyond, for blocking commands.

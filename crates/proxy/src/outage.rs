@@ -15,12 +15,30 @@
 //! appending to the journal happen under one lock ([`Outage::order`]): the
 //! journal's order is the order the store saw.
 //!
-//! Not built yet: `cache` keyspaces (served from the near-cache), the
-//! Recovering state on `/readyz`, credentials checks during an outage.
+//! Values read while Redis was Up come from the near-cache
+//! ([`crate::near_cache`]): the session asks [`Outage::near_fill`] whether
+//! a `GET`/`HGETALL` reply should be kept, and during an outage a key not
+//! written locally is *seeded* into the local store from the near-cache
+//! (under the order lock) before a command runs on it, so any read, and a
+//! value-dependent write such as `INCR`, sees the value Redis last had.
+//! Seeded keys are not trusted later: unless the outage wrote them they are
+//! seeded afresh each time, so a value from an earlier outage never
+//! answers.
+//!
+//! `cache` keys while Down: reads from the near-cache (a miss is nil),
+//! `SET`s kept in the near-cache only (dropped when tracking restarts),
+//! `DEL`/`EXPIRE` family applied there and journaled so Redis hears of the
+//! invalidation.
+//!
+//! While the journal holds records, the health handle is held in
+//! Recovering ([`upstream::HealthHandle::hold_recovering`]): Redis answers
+//! but is not Up until the replay has drained.
+//!
+//! Not built yet: credentials checks during an outage.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -29,6 +47,9 @@ use store::Store;
 use upstream::{HealthHandle, State, UpstreamUrl};
 
 use crate::incident::IncidentCounters;
+use crate::near_cache::prefix::Tracked;
+use crate::near_cache::tracker::{spawn_tracker, Tracker, TrackerConfig};
+use crate::near_cache::{Cached, Lookup, NearCache, Ticket};
 use crate::policy::{outage_rule, Keyspaces, OutageRule, Policy};
 use crate::replay::{ReplayConfig, ReplayOutcome, Replayer};
 use crate::reply;
@@ -62,6 +83,23 @@ pub struct Outage {
     /// The recovery task's replay progress, for `/status`.
     progress: Mutex<Option<crate::replay::ProgressHandle>>,
     counters: Arc<IncidentCounters>,
+    /// Values of `cache`/`durable` keys read while Redis was Up.
+    near: OnceLock<Arc<NearCache>>,
+    /// Keeps the near-cache's invalidation feed running.
+    tracker: Mutex<Option<Tracker>>,
+    /// Held in Recovering while records are pending; last-known facts.
+    health: OnceLock<HealthHandle>,
+}
+
+/// A `GET`/`HGETALL` whose reply should go into the near-cache: the
+/// session sends `PEXPIRETIME key` right after it on the same connection
+/// and hands both replies to [`Outage::fill`].
+#[derive(Debug, Clone)]
+pub struct Fill {
+    ticket: Ticket,
+    db: u32,
+    key: Bytes,
+    hash: bool,
 }
 
 fn now_ms() -> u64 {
@@ -158,6 +196,9 @@ impl Outage {
             active: AtomicBool::new(false),
             progress: Mutex::default(),
             counters,
+            near: OnceLock::new(),
+            tracker: Mutex::default(),
+            health: OnceLock::new(),
         };
         if o.journal.pending_entries() > 0 {
             for entry in o.journal.replay_all()? {
@@ -169,6 +210,50 @@ impl Outage {
             }
         }
         Ok(Arc::new(o))
+    }
+
+    /// Starts the near-cache: at most `max_bytes`, served for
+    /// `max_stale_ms` after invalidations stop, fed by a tracking
+    /// connection to `url` that lives as long as this. Nothing happens
+    /// when `max_bytes` is 0 or no keyspace is local.
+    pub fn start_near_cache(
+        &self,
+        max_bytes: usize,
+        max_stale_ms: u64,
+        url: &UpstreamUrl,
+        health: HealthHandle,
+    ) {
+        let Some(tracked) = Tracked::from_patterns(self.keyspaces.local_patterns()) else {
+            return;
+        };
+        if max_bytes == 0 {
+            return;
+        }
+        let near = Arc::new(NearCache::new(max_bytes, max_stale_ms, tracked));
+        let handshake = upstream::Handshake {
+            auth: url.password.clone().map(|password| upstream::Credentials {
+                user: url.user.clone(),
+                password,
+            }),
+            db: 0,
+            proto: 3,
+            name: Some("redoubt-tracking".into()),
+        };
+        let tracker = spawn_tracker(
+            near.clone(),
+            TrackerConfig::new(url.addr(), handshake),
+            health,
+        );
+        if self.near.set(near).is_ok() {
+            if let Ok(mut t) = self.tracker.lock() {
+                *t = Some(tracker);
+            }
+        }
+    }
+
+    /// The near-cache, when one is attached.
+    pub fn near_cache(&self) -> Option<&Arc<NearCache>> {
+        self.near.get()
     }
 
     /// The counters it adds to (shared with the proxy's incident log).
@@ -209,18 +294,148 @@ impl Outage {
             }
         }
         self.active.store(true, Ordering::Release);
+        if let Some(h) = self.health.get() {
+            h.hold_recovering(true);
+        }
     }
 
-    fn all_in(set: &Mutex<HashSet<(u32, Bytes)>>, db: u32, keys: &[Bytes]) -> bool {
-        set.lock()
-            .map(|s| keys.iter().all(|k| s.contains(&(db, k.clone()))))
-            .unwrap_or(false)
+    /// True when every key's whole value is what the outage wrote: known
+    /// and dirty (a key known but not dirty was only seeded from the
+    /// near-cache, possibly in an earlier outage).
+    fn all_known(&self, db: u32, keys: &[Bytes]) -> bool {
+        let (Ok(k), Ok(d)) = (self.known.lock(), self.dirty.lock()) else {
+            return false;
+        };
+        keys.iter().all(|key| {
+            let e = (db, key.clone());
+            k.contains(&e) && d.contains(&e)
+        })
     }
 
     fn any_in(set: &Mutex<HashSet<(u32, Bytes)>>, db: u32, keys: &[Bytes]) -> bool {
         set.lock()
             .map(|s| keys.iter().any(|k| s.contains(&(db, k.clone()))))
             .unwrap_or(false)
+    }
+
+    /// Whether a `GET key` / `HGETALL key` going to Redis now should be
+    /// kept in the near-cache; the session then pipelines `PEXPIRETIME`.
+    pub fn near_fill(&self, db: u32, args: &[Bytes]) -> Option<Fill> {
+        let near = self.near.get()?;
+        if args.len() != 2 {
+            return None;
+        }
+        let hash = if args[0].eq_ignore_ascii_case(b"get") {
+            false
+        } else if args[0].eq_ignore_ascii_case(b"hgetall") {
+            true
+        } else {
+            return None;
+        };
+        let key = &args[1];
+        if !near.is_tracking()
+            || !near.tracked().covers(key)
+            || self.keyspaces.policy(key) == Policy::FailFast
+        {
+            return None;
+        }
+        Some(Fill {
+            ticket: near.ticket(key),
+            db,
+            key: key.clone(),
+            hash,
+        })
+    }
+
+    /// Keeps a `GET`/`HGETALL` reply (`value`, one RESP frame) with its
+    /// `PEXPIRETIME` reply (`expiry`). Anything unexpected (an error, a
+    /// missing key, a Redis without `PEXPIRETIME`) is simply not cached.
+    pub fn fill(&self, fill: &Fill, value: &[u8], expiry: &[u8]) {
+        let Some(near) = self.near.get() else { return };
+        let limits = resp::Limits::upstream();
+        let (Ok(Some((v, _))), Ok(Some((resp::Frame::Integer(at), _)))) = (
+            resp::parse_frame(value, &limits),
+            resp::parse_frame(expiry, &limits),
+        ) else {
+            return;
+        };
+        match (fill.hash, v) {
+            (false, resp::Frame::Bulk(b)) => {
+                near.put_string(fill.ticket, fill.db, fill.key.clone(), b, at);
+            }
+            (true, resp::Frame::Array(items)) => {
+                let mut pairs = Vec::with_capacity(items.len() / 2);
+                let mut it = items.into_iter();
+                while let (Some(resp::Frame::Bulk(f)), Some(resp::Frame::Bulk(v))) =
+                    (it.next(), it.next())
+                {
+                    pairs.push((f, v));
+                }
+                near.put_hash(fill.ticket, fill.db, fill.key.clone(), pairs, at);
+            }
+            (true, resp::Frame::Map(items)) => {
+                let pairs = items.into_iter().filter_map(|(f, v)| match (f, v) {
+                    (resp::Frame::Bulk(f), resp::Frame::Bulk(v)) => Some((f, v)),
+                    _ => None,
+                });
+                near.put_hash(fill.ticket, fill.db, fill.key.clone(), pairs, at);
+            }
+            _ => {}
+        }
+    }
+
+    /// Under the order lock: every key the outage has not written is
+    /// reset in the local store and, when the near-cache knows it, seeded
+    /// with that value. Returns the seeded keys.
+    fn materialize(&self, db: u32, keys: &[Bytes]) -> Vec<Bytes> {
+        let dirty: Vec<bool> = match self.dirty.lock() {
+            Ok(d) => keys.iter().map(|k| d.contains(&(db, k.clone()))).collect(),
+            Err(_) => return Vec::new(),
+        };
+        let now = now_ms();
+        let mut seeded = Vec::new();
+        for (key, dirty) in keys.iter().zip(dirty) {
+            if dirty {
+                continue;
+            }
+            let d = db as usize;
+            self.store
+                .apply(d, &[Bytes::from_static(b"DEL"), key.clone()]);
+            let Some(near) = self.near.get() else {
+                continue;
+            };
+            let expiry = match near.expire_at(db, key, now) {
+                Lookup::Hit(e) => e,
+                _ => continue,
+            };
+            match near.get(db, key, now) {
+                Lookup::Hit(Cached::String(v)) => {
+                    self.store
+                        .apply(d, &[Bytes::from_static(b"SET"), key.clone(), v]);
+                }
+                Lookup::Hit(Cached::Hash(m)) => {
+                    let mut cmd = vec![Bytes::from_static(b"HSET"), key.clone()];
+                    for (f, v) in m.iter() {
+                        cmd.push(f.clone());
+                        cmd.push(v.clone());
+                    }
+                    self.store.apply(d, &cmd);
+                }
+                _ => continue,
+            }
+            if let Some(at) = expiry {
+                self.store.apply(
+                    d,
+                    &[
+                        Bytes::from_static(b"PEXPIREAT"),
+                        key.clone(),
+                        Bytes::from(at.to_string()),
+                    ],
+                );
+            }
+            seeded.push(key.clone());
+        }
+        seeded
     }
 
     /// Decides where a keyed command goes in `state`, and runs it here when
@@ -233,23 +448,18 @@ impl Outage {
         db: u32,
         args: &[Bytes],
     ) -> Route {
-        if state == State::Up && !self.active.load(Ordering::Acquire) {
+        if matches!(state, State::Up | State::Recovering) && !self.active.load(Ordering::Acquire) {
             return Route::Upstream;
         }
         let keys = Self::keys(args);
         if keys.is_empty() {
-            // The handshake a reconnecting client sends is answered here,
-            // so its health checks pass while its durable keys are served.
-            let name = resp::lookup(args).map(|s| s.name).unwrap_or("");
-            if state == State::Down && matches!(name, "ping" | "echo" | "time") {
-                let out = self.store.execute(session, args.to_vec()).await;
-                return Route::Local(out.reply.to_bytes(), None);
+            if state == State::Down {
+                return self.keyless(session, args).await;
             }
             return Route::Upstream;
         }
-        let durable = keys
-            .iter()
-            .all(|k| self.keyspaces.policy(k) == Policy::Durable);
+        let policies: Vec<Policy> = keys.iter().map(|k| self.keyspaces.policy(k)).collect();
+        let durable = policies.iter().all(|p| *p == Policy::Durable);
         let dirty = durable && Self::any_in(&self.dirty, db, &keys);
         let rule = outage_rule(args);
         let local = match state {
@@ -263,27 +473,81 @@ impl Outage {
             return Route::Upstream;
         }
         if !durable {
-            // Fail-fast (and, until the near-cache serves them, cache) keys,
-            // or a command mixing keyspaces: Redis's answer is needed.
-            if state == State::Down {
-                return Route::Local(self.refuse("its keys are not in a durable keyspace"), None);
+            if state != State::Down {
+                // Redis reads and judges them (it may reject the writes).
+                return Route::Upstream;
             }
-            return Route::Upstream;
+            if policies.iter().all(|p| *p == Policy::Cache) {
+                return self.cache_route(session, db, args, &keys, rule).await;
+            }
+            let why = if policies.iter().any(|p| *p != Policy::FailFast) {
+                "the command mixes keyspaces of different policies"
+            } else {
+                "its keys are not in a durable or cache keyspace"
+            };
+            return Route::Local(self.refuse(why), None);
         }
         let name = resp::lookup(args).map(|s| s.name).unwrap_or("?");
-        let known = Self::all_in(&self.known, db, &keys);
-        match rule {
-            OutageRule::Never => {
-                return Route::Local(
-                    self.refuse(&format!("'{name}' is not allowed during an outage")),
-                    None,
-                )
-            }
-            OutageRule::Read | OutageRule::ValueDependent if !known => {
-                return Route::Local(self.refuse("value unknown locally"), None)
-            }
-            _ => {}
+        if rule == OutageRule::Never {
+            return Route::Local(
+                self.refuse(&format!("'{name}' is not allowed during an outage")),
+                None,
+            );
         }
+        self.select(session, db).await;
+        if rule == OutageRule::Read && self.all_known(db, &keys) {
+            self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
+            let out = self.store.execute(session, args.to_vec()).await;
+            return Route::Local(out.reply.to_bytes(), None);
+        }
+        if rule != OutageRule::Read {
+            if let Some(e) = self.journal.refusal() {
+                return Route::Local(
+                    reply::error(format!("UNAVAILABLE {e}: command not executed")),
+                    None,
+                );
+            }
+        }
+        // Seed, execute and append under one lock: journal order = store
+        // order, and no seeding overwrites a write in between.
+        let _order = self.order.lock().await;
+        let seeded = self.materialize(db, &keys);
+        if matches!(rule, OutageRule::Read | OutageRule::ValueDependent) {
+            let known = keys.iter().all(|k| seeded.contains(k)) || self.all_known(db, &keys) || {
+                // Some known from the outage, the rest seeded just now.
+                let (Ok(kn), Ok(d)) = (self.known.lock(), self.dirty.lock()) else {
+                    return Route::Local(self.refuse("value unknown locally"), None);
+                };
+                keys.iter().all(|k| {
+                    seeded.contains(k) || {
+                        let e = (db, k.clone());
+                        kn.contains(&e) && d.contains(&e)
+                    }
+                })
+            };
+            if !known {
+                return Route::Local(self.refuse("value unknown locally"), None);
+            }
+        }
+        self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
+        let out = self.store.execute(session, args.to_vec()).await;
+        if rule == OutageRule::Read || out.reply.is_error() {
+            return Route::Local(out.reply.to_bytes(), None);
+        }
+        let entry = Entry::command(db, absolute(args, now_ms()), now_ms());
+        let durable: Durable = Box::pin(self.journal.append(entry));
+        self.mark(db, args);
+        if !seeded.is_empty() {
+            // The seeded value plus this write is now the whole value.
+            if let Ok(mut k) = self.known.lock() {
+                k.extend(seeded.into_iter().map(|key| (db, key)));
+            }
+        }
+        self.counters.journaled.fetch_add(1, Ordering::Relaxed);
+        Route::Local(out.reply.to_bytes(), Some(durable))
+    }
+
+    async fn select(&self, session: &mut store::Session, db: u32) {
         if session.db() != db as usize {
             let _ = self
                 .store
@@ -293,28 +557,175 @@ impl Outage {
                 )
                 .await;
         }
-        self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keyless commands while Down: the handshake a reconnecting client
+    /// sends is answered here, so its health checks pass while its local
+    /// keys are served; the rest fail fast.
+    async fn keyless(&self, session: &mut store::Session, args: &[Bytes]) -> Route {
+        let name = resp::lookup(args).map(|s| s.name).unwrap_or("");
+        match name {
+            "ping" | "echo" | "time" => {
+                let out = self.store.execute(session, args.to_vec()).await;
+                Route::Local(out.reply.to_bytes(), None)
+            }
+            "info" => Route::Local(self.last_known_info(), None),
+            _ => Route::Upstream,
+        }
+    }
+
+    /// `INFO` while Down: the fields clients look at, from the last time
+    /// Redis answered, and `loading:0` so nobody waits for a load.
+    fn last_known_info(&self) -> Bytes {
+        let facts = self
+            .health
+            .get()
+            .map(|h| h.current().facts)
+            .unwrap_or_default();
+        let or = |v: Option<String>, d: &str| v.unwrap_or_else(|| d.to_string());
+        let text = format!(
+            "# Server\r\nredis_version:{}\r\nredoubt_serving:local (redis is down; these are the last-known values)\r\n\r\n# Persistence\r\nloading:0\r\n\r\n# Replication\r\nrole:{}\r\n\r\n# Memory\r\nmaxmemory_policy:{}\r\n",
+            or(facts.redis_version, "unknown"),
+            or(facts.role, "master"),
+            or(facts.maxmemory_policy, "noeviction"),
+        );
+        resp::Frame::Bulk(Bytes::from(text)).to_bytes()
+    }
+
+    /// A command on `cache` keys while Down: near-cache reads (a miss is
+    /// nil), `SET` kept in the near-cache only, `DEL`/`EXPIRE` family
+    /// applied there and journaled so Redis hears of the invalidation.
+    async fn cache_route(
+        &self,
+        session: &mut store::Session,
+        db: u32,
+        args: &[Bytes],
+        keys: &[Bytes],
+        rule: OutageRule,
+    ) -> Route {
+        let Some(near) = self.near.get() else {
+            return Route::Local(self.refuse("the near-cache is off"), None);
+        };
+        let name = resp::lookup(args).map(|s| s.name).unwrap_or("?");
+        let now = now_ms();
+        let int = |n: usize| resp::Frame::Integer(n as i64).to_bytes();
         if rule == OutageRule::Read {
+            self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
+            self.select(session, db).await;
+            let _order = self.order.lock().await;
+            self.materialize(db, keys);
             let out = self.store.execute(session, args.to_vec()).await;
+            for k in keys {
+                self.store
+                    .apply(db as usize, &[Bytes::from_static(b"DEL"), k.clone()]);
+            }
             return Route::Local(out.reply.to_bytes(), None);
         }
-        if let Some(e) = self.journal.refusal() {
+        if rule == OutageRule::Never {
             return Route::Local(
-                reply::error(format!("UNAVAILABLE {e}: command not executed")),
+                self.refuse(&format!("'{name}' is not allowed during an outage")),
                 None,
             );
         }
-        // Execute and append under one lock: journal order = store order.
-        let _order = self.order.lock().await;
-        let out = self.store.execute(session, args.to_vec()).await;
-        if out.reply.is_error() {
-            return Route::Local(out.reply.to_bytes(), None);
+        let journaled = matches!(
+            name,
+            "del" | "unlink" | "expire" | "pexpire" | "expireat" | "pexpireat" | "persist"
+        );
+        if journaled {
+            if let Some(e) = self.journal.refusal() {
+                return Route::Local(
+                    reply::error(format!("UNAVAILABLE {e}: command not executed")),
+                    None,
+                );
+            }
         }
-        let entry = Entry::command(db, absolute(args, now_ms()), now_ms());
+        let abs = absolute(args, now);
+        let reply = match name {
+            "set" | "setex" | "psetex" => {
+                let Some(at) = set_expiry(&abs) else {
+                    return Route::Local(
+                        self.refuse("this SET form is not served for cache keys during an outage"),
+                        None,
+                    );
+                };
+                if !near.set_local_string(db, abs[1].clone(), abs[2].clone(), at) {
+                    return Route::Local(
+                        self.refuse("the value does not fit in the near-cache"),
+                        None,
+                    );
+                }
+                reply::ok()
+            }
+            "del" | "unlink" => int(keys
+                .iter()
+                .filter(|k| near.delete_local(db, k, now))
+                .count()),
+            "persist" => int(near.expire_local(db, &keys[0], None, now) as usize),
+            "expire" | "pexpire" | "expireat" | "pexpireat" => {
+                let at = std::str::from_utf8(&abs[2])
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .map(|t| {
+                        if name == "expireat" {
+                            t.saturating_mul(1000)
+                        } else {
+                            t
+                        }
+                    });
+                match at {
+                    Some(t) if t > now as i64 => {
+                        int(near.expire_local(db, &keys[0], Some(t as u64), now) as usize)
+                    }
+                    // An expiry in the past deletes, as in Redis.
+                    Some(_) => int(near.delete_local(db, &keys[0], now) as usize),
+                    None => reply::error("ERR value is not an integer or out of range"),
+                }
+            }
+            "hset" | "hmset" if args.len() >= 4 && args.len().is_multiple_of(2) => {
+                let pairs = args[2..]
+                    .chunks(2)
+                    .map(|p| (p[0].clone(), p[1].clone()))
+                    .collect::<Vec<_>>();
+                match near.hset_local(db, &keys[0], pairs, now) {
+                    Lookup::Hit(n) if name == "hset" => int(n),
+                    Lookup::Hit(_) => reply::ok(),
+                    Lookup::WrongType => reply::error(WRONGTYPE),
+                    Lookup::Miss => {
+                        return Route::Local(self.refuse("value unknown locally"), None)
+                    }
+                }
+            }
+            "hdel" if args.len() >= 3 => {
+                match near.hdel_local(db, &keys[0], args[2..].iter().map(|f| &f[..]), now) {
+                    Lookup::Hit(n) => int(n),
+                    Lookup::WrongType => reply::error(WRONGTYPE),
+                    Lookup::Miss => {
+                        return Route::Local(self.refuse("value unknown locally"), None)
+                    }
+                }
+            }
+            _ => {
+                return Route::Local(
+                    self.refuse(&format!(
+                        "'{name}' on a cache key is not served during an outage"
+                    )),
+                    None,
+                )
+            }
+        };
+        self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
+        if !journaled {
+            return Route::Local(reply, None);
+        }
+        let _order = self.order.lock().await;
+        let entry = Entry::command(db, abs, now);
         let durable: Durable = Box::pin(self.journal.append(entry));
-        self.mark(db, args);
+        self.active.store(true, Ordering::Release);
+        if let Some(h) = self.health.get() {
+            h.hold_recovering(true);
+        }
         self.counters.journaled.fetch_add(1, Ordering::Relaxed);
-        Route::Local(out.reply.to_bytes(), Some(durable))
+        Route::Local(reply, Some(durable))
     }
 
     fn refuse(&self, why: &str) -> Bytes {
@@ -329,8 +740,9 @@ impl Outage {
         self.store.session()
     }
 
-    /// Replays the journal whenever Redis is Up and records are pending,
-    /// then forgets the local state (Redis has it all).
+    /// Replays the journal whenever Redis answers and records are pending,
+    /// then forgets the local state (Redis has it all) and lets the health
+    /// handle publish Up.
     pub fn spawn_recovery(
         self: &Arc<Self>,
         url: UpstreamUrl,
@@ -338,6 +750,10 @@ impl Outage {
         node_id: String,
         health: HealthHandle,
     ) {
+        let _ = self.health.set(health.clone());
+        if self.journal.pending_entries() > 0 {
+            health.hold_recovering(true);
+        }
         let me = self.clone();
         tokio::spawn(async move {
             let mut replayer = Replayer::new(
@@ -351,19 +767,25 @@ impl Outage {
             let mut rx = health.subscribe();
             loop {
                 me.publish_gauges();
-                if health.state() == State::Up && me.journal.pending_entries() > 0 {
+                let answering = matches!(health.state(), State::Up | State::Recovering);
+                if answering && me.journal.pending_entries() > 0 {
                     match replayer.run_until_drained().await {
                         Ok(ReplayOutcome::Drained { replayed, failed }) => {
                             tracing::info!(replayed, failed, "journal replayed into redis");
+                            me.counters.replayed.fetch_add(replayed, Ordering::Relaxed);
+                            me.counters.failed.fetch_add(failed, Ordering::Relaxed);
                             let _order = me.order.lock().await;
                             if me.journal.pending_entries() == 0 {
                                 me.forget();
+                                health.hold_recovering(false);
                             }
                             continue;
                         }
                         Ok(other) => tracing::warn!(?other, "replay stopped; will retry"),
                         Err(e) => tracing::error!(error = %e, "replay failed; will retry"),
                     }
+                } else if answering && me.journal.pending_entries() == 0 {
+                    health.hold_recovering(false);
                 }
                 tokio::select! {
                     _ = rx.changed() => {}
@@ -376,10 +798,27 @@ impl Outage {
     fn publish_gauges(&self) {
         metrics::gauge!(crate::metrics::JOURNAL_PENDING).set(self.journal.pending_entries() as f64);
         metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(self.journal.bytes() as f64);
+        metrics::gauge!(crate::metrics::FALLBACK_KEYS).set(self.fallback_keys() as f64);
+        metrics::gauge!(crate::metrics::FALLBACK_MEMORY).set(self.fallback_memory() as f64);
+    }
+
+    /// Keys Redoubt could answer locally now: the local store's and the
+    /// near-cache's.
+    pub fn fallback_keys(&self) -> usize {
+        let local: usize = (0..self.store.databases())
+            .map(|db| self.store.key_count(db))
+            .sum();
+        local + self.near.get().map_or(0, |n| n.len())
+    }
+
+    /// Bytes held for local answers: the local store's and the
+    /// near-cache's.
+    pub fn fallback_memory(&self) -> usize {
+        self.store.used_memory() + self.near.get().map_or(0, |n| n.bytes())
     }
 
     /// For `/status`: journal depth and bytes, replay progress, whether
-    /// keys are being served locally.
+    /// keys are being served locally, the near-cache.
     pub fn status_json(&self) -> serde_json::Value {
         let replay = self
             .progress
@@ -392,6 +831,15 @@ impl Outage {
             "serving_locally": self.active.load(Ordering::Acquire),
             "refusing": self.journal.refusal().map(|e| e.to_string()),
             "replay": replay,
+            "fallback_keys": self.fallback_keys(),
+            "fallback_memory_bytes": self.fallback_memory(),
+            "near_cache": self.near.get().map(|n| serde_json::json!({
+                "keys": n.len(),
+                "bytes": n.bytes(),
+                "max_bytes": n.max_bytes(),
+                "tracking": n.is_tracking(),
+                "stale_since_unix_ms": n.stopped_at_ms(),
+            })),
         })
     }
 
@@ -405,6 +853,27 @@ impl Outage {
         }
         self.active.store(false, Ordering::Release);
     }
+}
+
+const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+/// The absolute expiry of a `SET` in its journal form ([`absolute`]):
+/// `-1` for none, Unix ms otherwise; `None` for forms not served for cache
+/// keys during an outage (`KEEPTTL`, a bad number).
+fn set_expiry(abs: &[Bytes]) -> Option<i64> {
+    let num = |b: &Bytes| std::str::from_utf8(b).ok()?.parse::<i64>().ok();
+    let mut at = -1;
+    let mut i = 3;
+    while i < abs.len() {
+        let opt = abs[i].to_ascii_lowercase();
+        match &opt[..] {
+            b"pxat" => at = num(abs.get(i + 1)?)?,
+            b"exat" => at = num(abs.get(i + 1)?)?.checked_mul(1000)?,
+            _ => return None,
+        }
+        i += 2;
+    }
+    (abs.len() >= 3).then_some(at)
 }
 
 impl std::fmt::Debug for Outage {

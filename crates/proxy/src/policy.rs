@@ -74,27 +74,14 @@ impl Keyspaces {
         self.rules.iter().any(|(_, p)| *p != Policy::FailFast)
     }
 
-    /// The literal prefixes of the local keyspaces' patterns, for
-    /// `CLIENT TRACKING … BCAST PREFIX`. An empty prefix means "all keys".
-    pub fn tracking_prefixes(&self) -> Vec<Bytes> {
-        let mut out: Vec<Bytes> = self
-            .rules
+    /// The globs of the local (`cache`, `durable`) keyspaces: what the
+    /// near-cache tracks ([`crate::near_cache::prefix::Tracked`]).
+    pub fn local_patterns(&self) -> Vec<Bytes> {
+        self.rules
             .iter()
             .filter(|(_, p)| *p != Policy::FailFast)
-            .map(|(pat, _)| {
-                let end = pat
-                    .iter()
-                    .position(|c| matches!(c, b'*' | b'?' | b'[' | b'\\'))
-                    .unwrap_or(pat.len());
-                pat.slice(..end)
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        if out.iter().any(|p| p.is_empty()) {
-            return vec![Bytes::new()];
-        }
-        out
+            .map(|(pat, _)| pat.clone())
+            .collect()
     }
 }
 
@@ -211,12 +198,10 @@ mod tests {
         assert_eq!(k.policy(b"other"), Policy::FailFast);
         assert!(k.any_local());
         assert_eq!(
-            k.tracking_prefixes(),
-            vec![Bytes::from("cache:"), Bytes::from("sess:")]
+            k.local_patterns(),
+            vec![Bytes::from("sess:*"), Bytes::from("cache:*")]
         );
         assert!(!Keyspaces::default().any_local());
-        let all = Keyspaces::new(vec![("*".into(), Policy::Cache)]);
-        assert_eq!(all.tracking_prefixes(), vec![Bytes::new()]);
     }
 
     #[test]

@@ -76,6 +76,12 @@ struct Wait {
     /// On a dedicated connection: never moved to another one.
     dedicated: Option<Dedicated>,
     retried: bool,
+    /// Reads whose replies go into the near-cache: (position, fill). The
+    /// command after each is its hidden `PEXPIRETIME`, never shown to the
+    /// client.
+    fills: Vec<(usize, crate::outage::Fill)>,
+    /// Client commands counted into `pending_cmds` when pushed.
+    counted: usize,
 }
 
 impl Wait {
@@ -99,7 +105,67 @@ impl Wait {
             expect: 1,
             dedicated,
             retried: true,
+            fills: Vec::new(),
+            counted: 1,
         }
+    }
+
+    /// True when command `i` of the batch is a hidden `PEXPIRETIME`.
+    fn hidden(&self, i: usize) -> bool {
+        self.fills.iter().any(|(p, _)| p + 1 == i)
+    }
+
+    /// Commands the client sent (hidden ones not counted).
+    fn visible(&self) -> usize {
+        self.writes.len() - self.fills.len()
+    }
+
+    /// Shows the replies in `data` (`received` frames) to the client, minus
+    /// the hidden ones, and keeps the filled reads in the near-cache. Then
+    /// drops what was answered and every hidden command from the batch, so
+    /// what is left can be resent or failed like any batch.
+    fn take_fills(
+        &mut self,
+        data: &[u8],
+        received: usize,
+        outage: Option<&crate::outage::Outage>,
+        emit: &mut impl FnMut(&[u8]),
+    ) {
+        let limits = resp::Limits::upstream();
+        let mut frames = Vec::with_capacity(received);
+        let mut pos = 0;
+        while frames.len() < received {
+            match frame_len(&data[pos..], &limits) {
+                Ok(Some(n)) => {
+                    frames.push(&data[pos..pos + n]);
+                    pos += n;
+                }
+                _ => break,
+            }
+        }
+        for (i, f) in frames.iter().enumerate() {
+            if self.hidden(i) {
+                continue;
+            }
+            emit(f);
+            if let (Some((_, fill)), Some(o), Some(exp)) = (
+                self.fills.iter().find(|(p, _)| *p == i),
+                outage,
+                frames.get(i + 1),
+            ) {
+                o.fill(fill, f, exp);
+            }
+        }
+        let done = frames.len().min(self.writes.len());
+        let keep: Vec<usize> = (done..self.writes.len())
+            .filter(|i| !self.hidden(*i))
+            .collect();
+        self.writes = keep.iter().map(|&i| self.writes[i]).collect();
+        self.raws = keep
+            .iter()
+            .filter_map(|&i| self.raws.get(i).cloned())
+            .collect();
+        self.fills.clear();
     }
 }
 
@@ -130,6 +196,7 @@ struct Builder {
     conn: Conn,
     raws: Vec<Bytes>,
     writes: Vec<bool>,
+    fills: Vec<(usize, crate::outage::Fill)>,
 }
 
 pub(crate) struct Session {
@@ -320,14 +387,16 @@ impl Session {
                 true
             }
         };
-        let n = match &body {
+        let mut body = body;
+        let n = match &mut body {
             Body::Wait(w) => {
                 let id = w.conn.id();
                 match self.inflight.iter_mut().find(|(c, _)| *c == id) {
                     Some((_, k)) => *k += 1,
                     None => self.inflight.push((id, 1)),
                 }
-                w.writes.len()
+                w.counted = w.visible();
+                w.counted
             }
             _ => 1,
         };
@@ -364,7 +433,7 @@ impl Session {
                         self.inflight.swap_remove(pos);
                     }
                 }
-                w.writes.len()
+                w.counted
             }
             _ => 1,
         };
@@ -412,6 +481,8 @@ impl Session {
             expect,
             dedicated: None,
             retried: false,
+            fills: b.fills,
+            counted: 0,
         }));
     }
 
@@ -537,6 +608,7 @@ impl Session {
         if let Some(o) = self.shared.outage.clone() {
             let state = self.shared.health.state();
             let local = self.store_session.get_or_insert_with(|| o.session());
+            local.set_protocol(self.proto);
             match o.route(state, local, self.db, &req.args).await {
                 crate::outage::Route::Upstream => {}
                 crate::outage::Route::Local(reply, None) => {
@@ -570,18 +642,32 @@ impl Session {
                 return Flow::Stall(req);
             }
         }
-        match &mut self.batch {
-            Some(b) if b.conn.id() == conn.id() => {
+        let fill = self
+            .shared
+            .outage
+            .as_ref()
+            .and_then(|o| o.near_fill(self.db, &req.args));
+        if !matches!(&self.batch, Some(b) if b.conn.id() == conn.id()) {
+            self.flush_batch();
+            self.batch = Some(Builder {
+                conn,
+                raws: Vec::new(),
+                writes: Vec::new(),
+                fills: Vec::new(),
+            });
+        }
+        if let Some(b) = &mut self.batch {
+            if let Some(fill) = fill {
+                // The value's expiry, read right behind it on the same
+                // connection; its reply is hidden from the client.
+                b.fills.push((b.raws.len(), fill));
                 b.raws.push(req.raw);
                 b.writes.push(write);
-            }
-            _ => {
-                self.flush_batch();
-                self.batch = Some(Builder {
-                    conn,
-                    raws: vec![req.raw],
-                    writes: vec![write],
-                });
+                b.raws.push(pexpiretime(&req.args[1]));
+                b.writes.push(false);
+            } else {
+                b.raws.push(req.raw);
+                b.writes.push(write);
             }
         }
         Flow::Go
@@ -677,6 +763,8 @@ impl Session {
             expect: count,
             dedicated,
             retried: true,
+            fills: Vec::new(),
+            counted: 0,
         }));
         Flow::Go
     }
@@ -853,9 +941,15 @@ impl Session {
                         _ => emit(&reply::uncertain_lost()),
                     }
                 } else {
-                    emit(&r.data);
+                    let rest = if w.fills.is_empty() {
+                        emit(&r.data);
+                        r.received.min(w.writes.len())
+                    } else {
+                        let outage = self.shared.outage.as_deref();
+                        w.take_fills(&r.data, r.received, outage, &mut emit);
+                        0
+                    };
                     if !complete {
-                        let rest = r.received.min(w.writes.len());
                         let all_reads = w.writes[rest..].iter().all(|x| !x);
                         let in_time = w.deadline.is_none_or(|d| Instant::now() < d);
                         if all_reads
@@ -915,7 +1009,7 @@ impl Session {
                     Some(Slot {
                         body: Body::Wait(w),
                         ..
-                    }) => w.writes.len(),
+                    }) => w.visible(),
                     _ => 1,
                 };
                 let r =
@@ -930,7 +1024,10 @@ impl Session {
             Outcome::Deadline => {
                 let down_block = w.deadline.is_none();
                 let mut o = BytesMut::new();
-                for &write in &w.writes {
+                for (i, &write) in w.writes.iter().enumerate() {
+                    if w.hidden(i) {
+                        continue;
+                    }
                     o.extend_from_slice(&if down_block {
                         reply::uncertain_down()
                     } else if write {
@@ -1497,4 +1594,15 @@ fn last_frame(data: &[u8]) -> Option<&[u8]> {
         pos += n;
     }
     last
+}
+
+/// `PEXPIRETIME key`, sent behind a read the near-cache keeps.
+fn pexpiretime(key: &Bytes) -> Bytes {
+    let mut b = BytesMut::with_capacity(key.len() + 40);
+    b.extend_from_slice(b"*2\r\n$11\r\nPEXPIRETIME\r\n$");
+    b.extend_from_slice(key.len().to_string().as_bytes());
+    b.extend_from_slice(b"\r\n");
+    b.extend_from_slice(key);
+    b.extend_from_slice(b"\r\n");
+    b.freeze()
 }

@@ -102,8 +102,8 @@ async fn durable_writes_ride_out_a_kill_and_reach_redis_exactly_once() {
             &["SET", "sess:1", "b", "NX"],
             "not allowed during an outage",
         ),
-        (&["GET", "plain"], "not in a durable keyspace"),
-        (&["SET", "plain", "1"], "not in a durable keyspace"),
+        (&["GET", "plain"], "not in a durable or cache keyspace"),
+        (&["SET", "plain", "1"], "not in a durable or cache keyspace"),
     ] {
         let text = err_text(&c.cmd(cmd).await);
         assert!(

@@ -199,7 +199,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             ..UpstreamConfig::default()
         },
     );
-    let outage = durable_keyspaces(&cfg, &url, &node_id, &health)?;
+    let outage = local_keyspaces(&cfg, &url, &node_id, &health)?;
     let proxy = proxy::Proxy::start(
         proxy::ProxySettings {
             listen: cfg.listen.clone(),
@@ -266,9 +266,10 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// With `durable` keyspaces configured: the journal and the local store
-/// that serve them while Redis is not Up, and the replay when it is back.
-fn durable_keyspaces(
+/// With `durable` or `cache` keyspaces configured: the journal and the
+/// local store that serve them while Redis is not Up, the near-cache fed
+/// while it is, and the replay when it is back.
+fn local_keyspaces(
     cfg: &config::Config,
     url: &UpstreamUrl,
     node_id: &str,
@@ -285,13 +286,24 @@ fn durable_keyspaces(
             )
         })
         .collect();
-    if !rules.iter().any(|(_, p)| *p == Policy::Durable) {
+    let keyspaces = Keyspaces::new(rules);
+    if !keyspaces.any_local() {
         return Ok(None);
     }
     let jcfg = config::journal(cfg).map_err(anyhow::Error::msg)?;
     let journal = open_journal(cfg, jcfg)?;
-    let outage =
-        proxy::outage::Outage::new(Keyspaces::new(rules), Arc::new(journal), Arc::default())?;
+    let outage = proxy::outage::Outage::new(keyspaces, Arc::new(journal), Arc::default())?;
+    let near_max = cfg
+        .near_cache
+        .max_bytes
+        .bytes()
+        .map_err(anyhow::Error::msg)?;
+    outage.start_near_cache(
+        near_max as usize,
+        cfg.near_cache.max_stale_ms,
+        url,
+        health.clone(),
+    );
     outage.spawn_recovery(
         url.clone(),
         cfg.data_dir.clone(),
@@ -319,7 +331,10 @@ fn spawn_diagnosis_on_state_change(
         let mut last = rx.borrow().state;
         let mut baseline = None;
         while rx.changed().await.is_ok() {
-            let state = rx.borrow_and_update().state;
+            let (state, reason) = {
+                let h = rx.borrow_and_update();
+                (h.state, h.reason.clone())
+            };
             if state == last {
                 continue;
             }
@@ -338,6 +353,11 @@ fn spawn_diagnosis_on_state_change(
                 "at_unix_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
                 "report": report.to_json(),
             });
+            if matches!(state, upstream::State::Down | upstream::State::WritesDown) {
+                // The incident follower may not have opened it yet; the
+                // diagnosis of the way down belongs to it.
+                incidents.open(state, &reason);
+            }
             incidents.attach(json.clone());
             if let Ok(mut g) = out.lock() {
                 *g = Some(json);

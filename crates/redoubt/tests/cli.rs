@@ -518,9 +518,14 @@ fn durable_keyspace_keeps_accepting_writes_through_a_redis_kill() {
     let (_, metrics) = http_get(r.admin, "/metrics");
     assert!(
         metrics.contains("redoubt_journal_pending_commands")
-            && metrics.contains("redoubt_replayed_commands_total"),
+            && metrics.contains("redoubt_replayed_commands_total")
+            && metrics.contains("redoubt_fallback_keys"),
         "{metrics}"
     );
+    // The outage ends once the journal is drained and Up is published.
+    wait_for("the incident to close", Duration::from_secs(10), || {
+        http_get(r.admin, "/incidents").1.contains("\"recent\":[{")
+    });
     let (_, body) = http_get(r.admin, "/incidents");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(v["recent"][0]["journaled"].as_u64().unwrap() >= 1, "{body}");

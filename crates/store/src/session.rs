@@ -52,6 +52,12 @@ impl Session {
         self.resp
     }
 
+    /// Sets the protocol version, for a session whose HELLO was answered
+    /// elsewhere (a proxy serving some commands from this store).
+    pub fn set_protocol(&mut self, resp: u8) {
+        self.resp = if resp == 3 { 3 } else { 2 };
+    }
+
     /// True while a MULTI is open.
     pub fn in_multi(&self) -> bool {
         self.multi.is_some()

@@ -9,7 +9,7 @@
 //! state: a probe whose connection was cut reconnects and retries at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -158,6 +158,9 @@ pub struct HealthHandle {
     rx: watch::Receiver<Health>,
     state: Arc<AtomicU8>,
     poke: Arc<Notify>,
+    /// Set while a journal waits to be replayed: a Redis that answers is
+    /// then published as Recovering, not Up.
+    hold: Arc<AtomicBool>,
 }
 
 impl HealthHandle {
@@ -178,6 +181,7 @@ impl HealthHandle {
             rx,
             state: Arc::new(AtomicU8::new(state.to_u8())),
             poke: Arc::new(Notify::new()),
+            hold: Arc::default(),
         }
     }
 
@@ -202,6 +206,15 @@ impl HealthHandle {
     pub fn poke(&self) {
         self.poke.notify_one();
     }
+
+    /// While `on`, a Redis that answers is Recovering rather than Up: the
+    /// journal of an outage is still being replayed into it. Clearing it
+    /// wakes the prober so Up is published at once.
+    pub fn hold_recovering(&self, on: bool) {
+        if self.hold.swap(on, Ordering::AcqRel) != on && !on {
+            self.poke.notify_one();
+        }
+    }
 }
 
 /// Starts the prober for `url`; it runs until the runtime shuts down.
@@ -217,12 +230,14 @@ pub fn spawn_prober(url: UpstreamUrl, cfg: HealthConfig) -> HealthHandle {
     });
     let state = Arc::new(AtomicU8::new(State::Down.to_u8()));
     let poke = Arc::new(Notify::new());
+    let hold = Arc::new(AtomicBool::new(false));
     let handle = HealthHandle {
         rx,
         state: state.clone(),
         poke: poke.clone(),
+        hold: hold.clone(),
     };
-    tokio::spawn(Prober::new(url, cfg, tx, state, poke).run());
+    tokio::spawn(Prober::new(url, cfg, tx, state, poke, hold).run());
     handle
 }
 
@@ -282,6 +297,7 @@ struct Prober {
     tx: watch::Sender<Health>,
     state: Arc<AtomicU8>,
     poke: Arc<Notify>,
+    hold: Arc<AtomicBool>,
     conn: Option<Conn>,
     good: u32,
     bad: u32,
@@ -301,6 +317,7 @@ impl Prober {
         tx: watch::Sender<Health>,
         state: Arc<AtomicU8>,
         poke: Arc<Notify>,
+        hold: Arc<AtomicBool>,
     ) -> Self {
         Prober {
             url,
@@ -308,6 +325,7 @@ impl Prober {
             tx,
             state,
             poke,
+            hold,
             conn: None,
             good: 0,
             bad: 0,
@@ -387,6 +405,14 @@ impl Prober {
     }
 
     fn publish(&mut self, state: State, reason: String, facts: Option<ServerFacts>) {
+        let (state, reason) = if state == State::Up && self.hold.load(Ordering::Acquire) {
+            (
+                State::Recovering,
+                "redis answers; replaying the outage's journal into it".to_string(),
+            )
+        } else {
+            (state, reason)
+        };
         let prev = self.tx.borrow().state;
         let bad = self.bad;
         // The atomic first: whoever wakes on the watch and then reads the
@@ -501,6 +527,9 @@ impl Prober {
                 self.publish(State::Up, "redis accepts writes again".into(), facts)
             }
             State::Up if facts.is_some() => self.publish(State::Up, "PING answered".into(), facts),
+            // Published as Up once the journal is drained (the hold is
+            // cleared), Recovering until then.
+            State::Recovering => self.publish(State::Up, "journal replayed".into(), facts),
             _ => {}
         }
     }

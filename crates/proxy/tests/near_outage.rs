@@ -1,0 +1,254 @@
+//! The near-cache in the data path: values of `durable` and `cache` keys
+//! read while Redis is Up answer during an outage; `cache` keys follow
+//! their own rules while Down; Recovering lasts until the journal drains.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use proxy::outage::Outage;
+use proxy::policy::{Keyspaces, Policy};
+use proxy::{LimitsConfig, Proxy, ProxySettings};
+use resp::Frame;
+use upstream::health::spawn_prober;
+use upstream::{State, Upstream, UpstreamConfig, UpstreamUrl};
+
+struct Setup {
+    f: Fixture,
+    outage: Arc<Outage>,
+    journal: Arc<journal::Journal>,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(redis: &RedisServer) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        journal::Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
+    let journal = Arc::new(journal);
+    let keyspaces = Keyspaces::new(vec![
+        ("sess:*".into(), Policy::Durable),
+        ("cache:*".into(), Policy::Cache),
+    ]);
+    let outage = Outage::new(keyspaces, journal.clone(), Arc::default()).unwrap();
+    let url = UpstreamUrl::parse(&redis.url()).unwrap();
+    let probes = upstream::HealthConfig {
+        interval_ms: 50,
+        timeout_ms: 500,
+        down_after: 2,
+        up_after: 2,
+    };
+    let health = spawn_prober(url.clone(), probes);
+    outage.spawn_recovery(
+        url.clone(),
+        dir.path().to_path_buf(),
+        "near-node".into(),
+        health.clone(),
+    );
+    outage.start_near_cache(1 << 20, 60_000, &url, health.clone());
+    let upstream = Upstream::new(
+        url.clone(),
+        UpstreamConfig {
+            connect_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let proxy = Proxy::start(
+        ProxySettings {
+            listen: "127.0.0.1:0".into(),
+            limits: LimitsConfig::default(),
+            outage: Some(outage.clone()),
+        },
+        upstream.clone(),
+        health.clone(),
+    )
+    .await
+    .unwrap();
+    let f = Fixture {
+        proxy,
+        health,
+        upstream,
+    };
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    let near = outage.near_cache().expect("near-cache started").clone();
+    test_support::wait_for("tracking to start", Duration::from_secs(5), || {
+        near.is_tracking()
+    });
+    Setup {
+        f,
+        outage,
+        journal,
+        _dir: dir,
+    }
+}
+
+fn unavailable(f: &Frame, why: &str) {
+    let text = err_text(f);
+    assert!(
+        text.starts_with("UNAVAILABLE") && text.contains(why),
+        "expected UNAVAILABLE … {why}, got {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_read_before_the_outage_answer_during_it() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let s = setup(&redis).await;
+    let near = s.outage.near_cache().unwrap().clone();
+    let mut c = s.f.raw().await;
+    for cmd in [
+        &["SET", "sess:alice", "a1", "EX", "100"][..],
+        &["HSET", "sess:h", "user", "bob", "role", "admin"],
+        &["SET", "sess:ctr", "10"],
+        &["SET", "sess:never-read", "x"],
+        &["SET", "cache:page", "<html>"],
+        &["SET", "cache:gone", "old"],
+    ] {
+        assert!(!c.cmd(cmd).await.is_error(), "{cmd:?}");
+    }
+    // Reading them through Redoubt is what puts them in the near-cache.
+    assert_eq!(c.cmd(&["GET", "sess:alice"]).await, Frame::bulk("a1"));
+    c.cmd(&["HGETALL", "sess:h"]).await;
+    assert_eq!(c.cmd(&["GET", "sess:ctr"]).await, Frame::bulk("10"));
+    assert_eq!(c.cmd(&["GET", "cache:page"]).await, Frame::bulk("<html>"));
+    assert_eq!(c.cmd(&["GET", "cache:gone"]).await, Frame::bulk("old"));
+    assert_eq!(near.len(), 5, "five values kept: {near:?}");
+    // A fail-fast key is never kept, and the hidden PEXPIRETIME replies
+    // never reach the client: the next reply is the next command's.
+    assert_eq!(c.cmd(&["SET", "other", "1"]).await, Frame::simple("OK"));
+    assert_eq!(c.cmd(&["GET", "other"]).await, Frame::bulk("1"));
+    assert_eq!(near.len(), 5);
+
+    // Another client changes a value behind Redoubt: Redis's invalidation
+    // drops the copy, and the next read keeps the new value.
+    redis.cmd(&["SET", "sess:alice", "a2", "EX", "100"]);
+    test_support::wait_for("the invalidation", Duration::from_secs(5), || {
+        near.get(0, b"sess:alice", 0).is_miss()
+    });
+    assert_eq!(c.cmd(&["GET", "sess:alice"]).await, Frame::bulk("a2"));
+
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    // Durable keys: the copies answer every read, with their expiry.
+    assert_eq!(c.cmd(&["GET", "sess:alice"]).await, Frame::bulk("a2"));
+    match c.cmd(&["TTL", "sess:alice"]).await {
+        Frame::Integer(t) => assert!((90..=100).contains(&t), "ttl {t}"),
+        other => panic!("TTL: {other:?}"),
+    }
+    assert_eq!(
+        c.cmd(&["HGET", "sess:h", "role"]).await,
+        Frame::bulk("admin")
+    );
+    match c.cmd(&["HGETALL", "sess:h"]).await {
+        Frame::Array(items) => assert_eq!(items.len(), 4),
+        other => panic!("HGETALL: {other:?}"),
+    }
+    // A client reconnecting with RESP3 gets RESP3 answers.
+    let mut c3 = s.f.raw().await;
+    assert!(!c3.cmd(&["HELLO", "3"]).await.is_error());
+    match c3.cmd(&["HGETALL", "sess:h"]).await {
+        Frame::Map(items) => assert_eq!(items.len(), 2),
+        other => panic!("HGETALL over RESP3: {other:?}"),
+    }
+    // A value-dependent write on a copied value is accepted and journaled.
+    assert_eq!(c.cmd(&["INCR", "sess:ctr"]).await, Frame::Integer(11));
+    assert_eq!(c.cmd(&["GET", "sess:ctr"]).await, Frame::bulk("11"));
+    // Never read through Redoubt: unknown, never a made-up nil.
+    unavailable(
+        &c.cmd(&["GET", "sess:never-read"]).await,
+        "value unknown locally",
+    );
+    // Cache keys: copies answer, a miss is nil, SETs stay local, DEL is
+    // journaled so Redis hears of it.
+    assert_eq!(c.cmd(&["GET", "cache:page"]).await, Frame::bulk("<html>"));
+    assert_eq!(c.cmd(&["GET", "cache:nothing"]).await, Frame::NullBulk);
+    assert_eq!(
+        c.cmd(&["SET", "cache:new", "local", "EX", "100"]).await,
+        Frame::simple("OK")
+    );
+    assert_eq!(c.cmd(&["GET", "cache:new"]).await, Frame::bulk("local"));
+    assert_eq!(c.cmd(&["DEL", "cache:gone"]).await, Frame::Integer(1));
+    assert_eq!(c.cmd(&["GET", "cache:gone"]).await, Frame::NullBulk);
+    unavailable(
+        &c.cmd(&["INCR", "cache:page"]).await,
+        "not served during an outage",
+    );
+    unavailable(
+        &c.cmd(&["MGET", "cache:page", "sess:alice"]).await,
+        "mixes keyspaces",
+    );
+    // The handshake: INFO with the last-known facts.
+    match c.cmd(&["INFO"]).await {
+        Frame::Bulk(b) => {
+            let t = String::from_utf8_lossy(&b);
+            assert!(
+                t.contains("redis_version:7.") && t.contains("loading:0"),
+                "{t}"
+            );
+        }
+        other => panic!("INFO: {other:?}"),
+    }
+    assert!(s.outage.fallback_keys() >= 5);
+    assert_eq!(
+        s.journal.pending_entries(),
+        2,
+        "the INCR and the DEL are journaled; the cache SET is not"
+    );
+
+    let mut states = s.f.health.subscribe();
+    redis.restart();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let st = states.borrow_and_update().state;
+            if seen.last() != Some(&st) {
+                seen.push(st);
+            }
+            if st == State::Up {
+                break;
+            }
+            states.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never Up again; states seen {seen:?}"));
+    assert!(
+        seen.contains(&State::Recovering),
+        "Redis answered while the journal was pending: Recovering first; saw {seen:?}"
+    );
+    assert_eq!(s.journal.pending_entries(), 0, "Up only once drained");
+    assert_eq!(redis.cmd(&["GET", "sess:ctr"]), "11");
+    assert_eq!(redis.cmd(&["EXISTS", "cache:gone"]), ":0");
+    assert_eq!(
+        redis.cmd(&["EXISTS", "cache:new"]),
+        ":0",
+        "a cache SET during the outage stays local"
+    );
+    // Back upstream: the local cache SET is gone with the flush.
+    assert_eq!(c.cmd(&["GET", "cache:new"]).await, Frame::NullBulk);
+    assert_eq!(c.cmd(&["GET", "sess:alice"]).await, Frame::bulk("a2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_from_an_earlier_outage_never_answers_a_later_one() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let s = setup(&redis).await;
+    let mut c = s.f.raw().await;
+    c.cmd(&["SET", "sess:k", "v1"]).await;
+    assert_eq!(c.cmd(&["GET", "sess:k"]).await, Frame::bulk("v1"));
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    assert_eq!(c.cmd(&["GET", "sess:k"]).await, Frame::bulk("v1"));
+    redis.restart();
+    s.f.wait_state(State::Up, Duration::from_secs(10)).await;
+    let near = s.outage.near_cache().unwrap().clone();
+    test_support::wait_for("tracking to restart", Duration::from_secs(5), || {
+        near.is_tracking()
+    });
+    // Changed while Up, and never read again through Redoubt.
+    assert_eq!(c.cmd(&["SET", "sess:k", "v2"]).await, Frame::simple("OK"));
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    unavailable(&c.cmd(&["GET", "sess:k"]).await, "value unknown locally");
+}
