@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::extract::State as AxState;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -45,6 +45,9 @@ pub struct AdminState {
     pub incidents: StatusFn,
     /// Bearer token required on everything but `/healthz` and `/readyz`.
     pub token: Option<String>,
+    /// `POST /admin/replay`: asks for a replay attempt now and returns the
+    /// journal's state; `None` when there is no journal to replay.
+    pub replay: Option<StatusFn>,
 }
 
 /// The `/readyz` body.
@@ -112,6 +115,7 @@ pub async fn serve(listen: &str, state: AdminState) -> std::io::Result<AdminHand
         .route("/status", get(status))
         .route("/incidents", get(incidents))
         .route("/", get(page))
+        .route("/admin/replay", post(replay))
         .with_state(state);
     let listener = TcpListener::bind(listen).await?;
     let local_addr = listener.local_addr()?;
@@ -182,6 +186,20 @@ async fn incidents(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Respo
         return unauthorized();
     }
     Json((s.incidents)()).into_response()
+}
+
+async fn replay(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    match &s.replay {
+        Some(f) => (StatusCode::ACCEPTED, Json(f())).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no journal to replay: no durable or cache keyspace is configured, or redoubt runs standalone\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn page(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {

@@ -89,6 +89,8 @@ pub struct Outage {
     tracker: Mutex<Option<Tracker>>,
     /// Held in Recovering while records are pending; last-known facts.
     health: OnceLock<HealthHandle>,
+    /// `POST /admin/replay`: try now rather than at the next tick.
+    replay_now: tokio::sync::Notify,
 }
 
 /// A `GET`/`HGETALL` whose reply should go into the near-cache: the
@@ -199,6 +201,7 @@ impl Outage {
             near: OnceLock::new(),
             tracker: Mutex::default(),
             health: OnceLock::new(),
+            replay_now: tokio::sync::Notify::new(),
         };
         if o.journal.pending_entries() > 0 {
             for entry in o.journal.replay_all()? {
@@ -789,10 +792,20 @@ impl Outage {
                 }
                 tokio::select! {
                     _ = rx.changed() => {}
+                    _ = me.replay_now.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 }
             }
         });
+    }
+
+    /// Asks the recovery task to try a replay now (after an operator
+    /// fixed what paused it), and returns the journal's state.
+    pub fn request_replay(&self) -> serde_json::Value {
+        self.replay_now.notify_one();
+        let mut v = self.status_json();
+        v["replay_requested"] = serde_json::Value::Bool(true);
+        v
     }
 
     fn publish_gauges(&self) {

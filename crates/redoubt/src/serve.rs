@@ -174,6 +174,7 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
             status,
             incidents: Arc::new(|| serde_json::json!({ "open": null, "recent": [] })),
             token,
+            replay: None,
         },
     )
     .await
@@ -249,6 +250,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             status,
             incidents: Arc::new(move || incidents.to_json()),
             token,
+            replay: outage
+                .clone()
+                .map(|o| -> admin::StatusFn { Arc::new(move || o.request_replay()) }),
         },
     )
     .await

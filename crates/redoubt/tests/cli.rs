@@ -149,10 +149,14 @@ fn serve_with(upstream: &str, toml: &str) -> Running {
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
+    http("GET", port, path)
+}
+
+fn http(method: &str, port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();
@@ -201,6 +205,8 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
     let (code, status) = http_get(r.admin, "/status");
     assert_eq!(code, 200);
     assert!(status.contains("\"state\":\"up\""), "{status}");
+    let (code, body) = http("POST", r.admin, "/admin/replay");
+    assert_eq!(code, 404, "no keyspace, no journal: {body}");
 
     redis.kill();
     wait_for("readyz 503", Duration::from_secs(5), || {
@@ -499,6 +505,14 @@ fn durable_keyspace_keeps_accepting_writes_through_a_redis_kill() {
     });
     assert_eq!(cmd(r.port, &["SET", "sess:42", "alice"]), "+OK");
     assert!(cmd(r.port, &["SET", "other", "x"]).starts_with("-UNAVAILABLE"));
+    // An operator may ask for a replay attempt; while Redis is down it
+    // just reports what waits.
+    let (code, body) = http("POST", r.admin, "/admin/replay");
+    assert_eq!(code, 202, "{body}");
+    assert!(
+        body.contains("\"replay_requested\":true") && body.contains("\"pending_commands\":1"),
+        "{body}"
+    );
     redis.restart();
     wait_for(
         "the outage write to reach redis",
