@@ -550,6 +550,127 @@ impl Outage {
         Route::Local(out.reply.to_bytes(), Some(durable))
     }
 
+    /// A `MULTI … EXEC` block while Redis is not Up: served here only if
+    /// every command in it would be (durable keys, allowed, values known),
+    /// its writes journaled as one record and so replayed as one
+    /// transaction. Otherwise refused whole: part of a transaction cannot
+    /// run here and part in Redis.
+    pub async fn route_multi(
+        &self,
+        state: State,
+        session: &mut store::Session,
+        db: u32,
+        cmds: &[Vec<Bytes>],
+    ) -> Route {
+        if matches!(state, State::Up | State::Recovering) && !self.active.load(Ordering::Acquire) {
+            return Route::Upstream;
+        }
+        let keyed: Vec<(Vec<Bytes>, OutageRule)> = cmds
+            .iter()
+            .map(|c| (Self::keys(c), outage_rule(c)))
+            .collect();
+        let all_keys: Vec<Bytes> = keyed.iter().flat_map(|(k, _)| k.iter().cloned()).collect();
+        let any_dirty = Self::any_in(&self.dirty, db, &all_keys);
+        let any_write = keyed
+            .iter()
+            .any(|(_, r)| matches!(r, OutageRule::Blind | OutageRule::ValueDependent));
+        let local = match state {
+            State::Down => true,
+            State::WritesDown => any_dirty || any_write,
+            _ => any_dirty,
+        };
+        if !local {
+            return Route::Upstream;
+        }
+        for (cmd, (keys, rule)) in cmds.iter().zip(&keyed) {
+            let name = resp::lookup(cmd).map(|s| s.name).unwrap_or("?");
+            if keys.is_empty()
+                || keys
+                    .iter()
+                    .any(|k| self.keyspaces.policy(k) != Policy::Durable)
+            {
+                return Route::Local(
+                    self.refuse(&format!(
+                        "'{name}' in the transaction is not on durable keys (a transaction during an outage may only touch durable keys)"
+                    )),
+                    None,
+                );
+            }
+            if *rule == OutageRule::Never {
+                return Route::Local(
+                    self.refuse(&format!(
+                        "'{name}' in the transaction is not allowed during an outage"
+                    )),
+                    None,
+                );
+            }
+        }
+        if any_write {
+            if let Some(e) = self.journal.refusal() {
+                return Route::Local(
+                    reply::error(format!("UNAVAILABLE {e}: command not executed")),
+                    None,
+                );
+            }
+        }
+        self.select(session, db).await;
+        let _order = self.order.lock().await;
+        let seeded = self.materialize(db, &all_keys);
+        let known = |keys: &[Bytes]| {
+            keys.iter()
+                .all(|k| seeded.contains(k) || self.all_known(db, std::slice::from_ref(k)))
+        };
+        // In order: a key the block itself overwrote earlier is known.
+        let mut written: HashSet<Bytes> = HashSet::new();
+        for (cmd, (keys, rule)) in cmds.iter().zip(&keyed) {
+            let by_block = keys.iter().all(|k| written.contains(k));
+            if matches!(rule, OutageRule::Read | OutageRule::ValueDependent)
+                && !by_block
+                && !known(keys)
+            {
+                return Route::Local(self.refuse("value unknown locally"), None);
+            }
+            if resp::lookup(cmd).is_some_and(|s| OVERWRITES.contains(&s.name)) {
+                written.extend(keys.iter().cloned());
+            }
+        }
+        self.counters
+            .served_locally
+            .fetch_add(cmds.len() as u64, Ordering::Relaxed);
+        let now = now_ms();
+        let mut out = bytes::BytesMut::new();
+        out.extend_from_slice(format!("*{}\r\n", cmds.len()).as_bytes());
+        let mut journaled = Vec::new();
+        for (cmd, (_, rule)) in cmds.iter().zip(&keyed) {
+            let r = self.store.execute(session, cmd.clone()).await;
+            // As in Redis, a failing command does not undo the others; it
+            // is not journaled, since replaying it would fail the same way.
+            if *rule != OutageRule::Read && !r.reply.is_error() {
+                journaled.push(absolute(cmd, now));
+                self.mark(db, cmd);
+            }
+            out.extend_from_slice(&r.reply.to_bytes());
+        }
+        if journaled.is_empty() {
+            return Route::Local(out.freeze(), None);
+        }
+        if !seeded.is_empty() {
+            if let Ok(mut k) = self.known.lock() {
+                k.extend(seeded.into_iter().map(|key| (db, key)));
+            }
+        }
+        self.counters
+            .journaled
+            .fetch_add(journaled.len() as u64, Ordering::Relaxed);
+        let entry = Entry {
+            db,
+            commands: journaled,
+            time_ms: now,
+        };
+        let durable: Durable = Box::pin(self.journal.append(entry));
+        Route::Local(out.freeze(), Some(durable))
+    }
+
     async fn select(&self, session: &mut store::Session, db: u32) {
         if session.db() != db as usize {
             let _ = self

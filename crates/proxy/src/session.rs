@@ -713,6 +713,28 @@ impl Session {
             ));
             return Flow::Go;
         }
+        if let (Some(o), None) = (self.shared.outage.clone(), &self.pinned) {
+            // Not under WATCH (Redis holds those keys' versions): a block
+            // of durable commands may be served locally during an outage.
+            let state = self.shared.health.state();
+            let local = self.store_session.get_or_insert_with(|| o.session());
+            local.set_protocol(self.proto);
+            let cmds: Vec<Vec<Bytes>> = multi.cmds.iter().map(|r| r.args.clone()).collect();
+            match o.route_multi(state, local, self.db, &cmds).await {
+                crate::outage::Route::Upstream => {}
+                crate::outage::Route::Local(reply, None) => {
+                    self.shared.metrics.local.increment(1);
+                    self.push_ready(reply);
+                    return Flow::Go;
+                }
+                crate::outage::Route::Local(reply, Some(durable)) => {
+                    self.shared.metrics.local.increment(1);
+                    self.flush_batch();
+                    self.push(Body::Durable(reply, durable));
+                    return Flow::Go;
+                }
+            }
+        }
         if let Some(r) = self.down_reply() {
             self.push_ready(r);
             return Flow::Go;

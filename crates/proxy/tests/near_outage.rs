@@ -252,3 +252,75 @@ async fn a_copy_from_an_earlier_outage_never_answers_a_later_one() {
     s.f.wait_state(State::Down, Duration::from_secs(5)).await;
     unavailable(&c.cmd(&["GET", "sess:k"]).await, "value unknown locally");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_of_durable_commands_is_served_whole_or_refused_whole() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let s = setup(&redis).await;
+    let mut c = s.f.raw().await;
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+
+    let r = block(
+        &mut c,
+        vec![
+            vec!["SET", "sess:m1", "a"],
+            vec!["SET", "sess:m2", "5"],
+            vec!["INCR", "sess:m2"],
+            vec!["GET", "sess:m1"],
+        ],
+    )
+    .await;
+    assert_eq!(
+        r,
+        Frame::Array(vec![
+            Frame::simple("OK"),
+            Frame::simple("OK"),
+            Frame::Integer(6),
+            Frame::bulk("a"),
+        ])
+    );
+    assert_eq!(s.journal.pending_entries(), 1, "one record for the block");
+    // Refused whole: an unknown value, a key outside the durable keyspaces.
+    let r = block(
+        &mut c,
+        vec![vec!["SET", "sess:m3", "x"], vec!["INCR", "sess:unknown"]],
+    )
+    .await;
+    unavailable(&r, "value unknown locally");
+    let r = block(
+        &mut c,
+        vec![vec!["SET", "sess:m3", "x"], vec!["SET", "plain", "y"]],
+    )
+    .await;
+    unavailable(&r, "not on durable keys");
+    assert_eq!(
+        s.journal.pending_entries(),
+        1,
+        "nothing of the refused blocks"
+    );
+    unavailable(&c.cmd(&["GET", "sess:m3"]).await, "value unknown locally");
+
+    redis.restart();
+    s.f.wait_state(State::Up, Duration::from_secs(10)).await;
+    assert_eq!(redis.cmd(&["GET", "sess:m1"]), "a");
+    assert_eq!(redis.cmd(&["GET", "sess:m2"]), "6");
+    assert_eq!(redis.cmd(&["EXISTS", "sess:m3"]), ":0");
+}
+
+/// Sends `MULTI`, `cmds`, `EXEC`; checks the `+OK`/`+QUEUED`s and returns
+/// EXEC's reply.
+async fn block(c: &mut Raw, cmds: Vec<Vec<&str>>) -> Frame {
+    let mut out = bytes::BytesMut::new();
+    resp::frame::encode_command(&mut out, &["MULTI"]);
+    for cmd in &cmds {
+        resp::frame::encode_command(&mut out, cmd);
+    }
+    resp::frame::encode_command(&mut out, &["EXEC"]);
+    c.send(&out).await;
+    assert_eq!(c.read().await.unwrap(), Frame::simple("OK"));
+    for _ in &cmds {
+        assert_eq!(c.read().await.unwrap(), Frame::simple("QUEUED"));
+    }
+    c.read().await.unwrap()
+}
