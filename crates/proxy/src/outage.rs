@@ -395,7 +395,7 @@ impl Outage {
             Ok(d) => keys.iter().map(|k| d.contains(&(db, k.clone()))).collect(),
             Err(_) => return Vec::new(),
         };
-        let now = now_ms();
+        let now = self.redis_now_ms();
         let mut seeded = Vec::new();
         for (key, dirty) in keys.iter().zip(dirty) {
             if dirty {
@@ -537,7 +537,7 @@ impl Outage {
         if rule == OutageRule::Read || out.reply.is_error() {
             return Route::Local(out.reply.to_bytes(), None);
         }
-        let entry = Entry::command(db, absolute(args, now_ms()), now_ms());
+        let entry = Entry::command(db, absolute(args, self.redis_now_ms()), now_ms());
         let durable: Durable = Box::pin(self.journal.append(entry));
         self.mark(db, args);
         if !seeded.is_empty() {
@@ -637,7 +637,7 @@ impl Outage {
         self.counters
             .served_locally
             .fetch_add(cmds.len() as u64, Ordering::Relaxed);
-        let now = now_ms();
+        let now = self.redis_now_ms();
         let mut out = bytes::BytesMut::new();
         out.extend_from_slice(format!("*{}\r\n", cmds.len()).as_bytes());
         let mut journaled = Vec::new();
@@ -669,6 +669,18 @@ impl Outage {
         };
         let durable: Durable = Box::pin(self.journal.append(entry));
         Route::Local(out.freeze(), Some(durable))
+    }
+
+    /// Now on Redis's clock (ours plus the offset last measured from
+    /// `INFO`), so expiries journaled as absolute times mean to Redis what
+    /// the client meant.
+    fn redis_now_ms(&self) -> u64 {
+        let offset = self
+            .health
+            .get()
+            .and_then(|h| h.current().facts.clock_offset_ms)
+            .unwrap_or(0);
+        now_ms().saturating_add_signed(offset)
     }
 
     async fn select(&self, session: &mut store::Session, db: u32) {
@@ -731,7 +743,7 @@ impl Outage {
             return Route::Local(self.refuse("the near-cache is off"), None);
         };
         let name = resp::lookup(args).map(|s| s.name).unwrap_or("?");
-        let now = now_ms();
+        let now = self.redis_now_ms();
         let int = |n: usize| resp::Frame::Integer(n as i64).to_bytes();
         if rule == OutageRule::Read {
             self.counters.served_locally.fetch_add(1, Ordering::Relaxed);

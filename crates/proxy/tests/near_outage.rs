@@ -128,6 +128,11 @@ async fn values_read_before_the_outage_answer_during_it() {
     });
     assert_eq!(c.cmd(&["GET", "sess:alice"]).await, Frame::bulk("a2"));
 
+    // Redis's clock is measured, so relative expiries journaled during the
+    // outage become absolute on Redis's clock (same host: tiny offset).
+    let offset = s.f.health.current().facts.clock_offset_ms;
+    assert!(offset.is_some_and(|o| o.abs() < 1000), "{offset:?}");
+
     redis.kill();
     s.f.wait_state(State::Down, Duration::from_secs(5)).await;
     // Durable keys: the copies answer every read, with their expiry.

@@ -135,6 +135,10 @@ pub struct ServerFacts {
     pub maxmemory_policy: Option<String>,
     /// `run_id`, to tell a restart from a blip.
     pub run_id: Option<String>,
+    /// Redis's clock minus ours, in ms (from `server_time_usec`, Redis
+    /// 6.2+): relative expiries journaled during an outage are made
+    /// absolute on Redis's clock.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// One published health observation.
@@ -264,6 +268,7 @@ pub fn judge_info(info: &str) -> (InfoVerdict, ServerFacts) {
         role: get("role").map(str::to_string),
         maxmemory_policy: get("maxmemory_policy").map(str::to_string),
         run_id: get("run_id").map(str::to_string),
+        clock_offset_ms: None,
     };
     let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let verdict = if get("loading") == Some("1") {
@@ -394,14 +399,24 @@ impl Prober {
 
     async fn info(&mut self) -> Option<(InfoVerdict, ServerFacts)> {
         let conn = self.connection().await.ok()?;
+        let sent = unix_ms();
         let reply = conn
             .call(&["INFO"], self.timeout().max(Duration::from_millis(500)))
             .await
             .ok()?;
+        // Redis read its clock somewhere between send and reply: the
+        // midpoint is off by at most half the round trip.
+        let local = (sent + unix_ms()) / 2;
         let text = reply
             .as_bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())?;
-        Some(judge_info(&text))
+        let (verdict, mut facts) = judge_info(&text);
+        facts.clock_offset_ms = text
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix("server_time_usec:"))
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|usec| usec / 1000 - local);
+        Some((verdict, facts))
     }
 
     fn publish(&mut self, state: State, reason: String, facts: Option<ServerFacts>) {
@@ -533,6 +548,14 @@ impl Prober {
             _ => {}
         }
     }
+}
+
+/// Now, in Unix ms.
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
