@@ -92,10 +92,30 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
 
 /// Creates and locks `data_dir` (one process per data dir: two would share
 /// a journal and a node id) and returns the lock with the node id.
-fn claim_data_dir(cfg: &config::Config) -> anyhow::Result<(journal::DataDirLock, String)> {
+fn claim_data_dir(
+    cfg: &config::Config,
+    mode: &str,
+) -> anyhow::Result<(journal::DataDirLock, String)> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
     let lock = journal::DataDirLock::acquire(&cfg.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A standalone server's journal is its whole dataset; a proxy would
+    // replay it into Redis as if it were an outage's writes (and a proxy's
+    // journal is not a dataset). Each data_dir serves one mode.
+    let path = cfg.data_dir.join("mode");
+    match std::fs::read_to_string(&path) {
+        Ok(m) if m.trim() != mode => anyhow::bail!(
+            "data_dir {} belongs to a redoubt that ran {}; starting it as {mode} would mix the two \
+             (a standalone dataset would be replayed into Redis, or an outage journal served as a dataset). \
+             Nothing was started. Use another data_dir, or, if you mean it, move the data away and delete {}",
+            cfg.data_dir.display(),
+            m.trim(),
+            path.display()
+        ),
+        Ok(_) => {}
+        Err(_) => std::fs::write(&path, format!("{mode}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?,
+    }
     let id = node_id(&cfg.data_dir, &cfg.node_id)?;
     Ok((lock, id))
 }
@@ -118,7 +138,7 @@ fn open_journal(
 
 /// No upstream: the local store serves everything, journaled.
 async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
-    let (_lock, node_id) = claim_data_dir(&cfg)?;
+    let (_lock, node_id) = claim_data_dir(&cfg, "standalone")?;
     let prometheus = install_metrics()?;
     let limits = config::limits(&cfg).map_err(anyhow::Error::msg)?;
     let jcfg = config::journal(&cfg).map_err(anyhow::Error::msg)?;
@@ -188,7 +208,7 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
-    let (_lock, node_id) = claim_data_dir(&cfg)?;
+    let (_lock, node_id) = claim_data_dir(&cfg, "proxy")?;
     let prometheus = install_metrics()?;
     let url = UpstreamUrl::parse(&cfg.upstream)?;
     let limits = config::limits(&cfg).map_err(anyhow::Error::msg)?;

@@ -286,6 +286,34 @@ fn a_second_process_on_the_same_data_dir_is_refused() {
 }
 
 #[test]
+fn a_data_dir_serves_one_mode_only() {
+    let redis = RedisServer::new();
+    let r = serve(&redis.url());
+    assert_eq!(
+        std::fs::read_to_string(r.data.path().join("mode")).unwrap(),
+        "proxy\n"
+    );
+    drop(r);
+    // A standalone server's data_dir, started as a proxy: its dataset
+    // would be replayed into Redis. Refused before anything starts.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mode"), "standalone\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["serve", "--upstream", &redis.url()])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("ran standalone") && text(&o).contains("Nothing was started"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
 fn sigterm_drains_in_flight_commands_then_exits_0() {
     let redis = RedisServer::new();
     let mut r = serve(&redis.url());
