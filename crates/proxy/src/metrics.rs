@@ -53,8 +53,12 @@ pub struct Metrics {
 impl Metrics {
     /// Registers the handles with the installed recorder (or the no-op one).
     pub fn new() -> Metrics {
-        // Until keyspace policies exist every key is fail-fast.
-        let c = |route: &'static str| counter!(COMMANDS_TOTAL, "route" => route, "policy" => "fail-fast");
+        // Commands not routed by keyspace (forwarded while Up, connection
+        // commands, refusals while Down before any key is looked at):
+        // classifying each by its keys would cost a glob match per command
+        // on the hot path. Outage routing counts with the real policy
+        // ([`count_routed`]).
+        let c = |route: &'static str| counter!(COMMANDS_TOTAL, "route" => route, "policy" => "unclassified");
         Metrics {
             upstream: c("upstream"),
             local: c("local"),
@@ -69,6 +73,12 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+/// Counts one command routed by keyspace during an outage: `route` is
+/// `local` or `rejected`.
+pub fn count_routed(route: &'static str, policy: &'static str) {
+    counter!(COMMANDS_TOTAL, "route" => route, "policy" => policy).increment(1);
 }
 
 /// Publishes `redoubt_state` and `redoubt_upstream_up` for `state`.

@@ -454,6 +454,31 @@ impl Outage {
         if matches!(state, State::Up | State::Recovering) && !self.active.load(Ordering::Acquire) {
             return Route::Upstream;
         }
+        let r = self.route_slow(state, session, db, args).await;
+        self.count(&r, Self::keys(args).first());
+        r
+    }
+
+    /// `redoubt_commands_total{route, policy}` for a command routed here.
+    fn count(&self, r: &Route, key: Option<&Bytes>) {
+        if let Route::Local(reply, _) = r {
+            let route = if reply.starts_with(b"-UNAVAILABLE") {
+                "rejected"
+            } else {
+                "local"
+            };
+            let policy = key.map_or("none", |k| self.keyspaces.policy(k).as_str());
+            crate::metrics::count_routed(route, policy);
+        }
+    }
+
+    async fn route_slow(
+        &self,
+        state: State,
+        session: &mut store::Session,
+        db: u32,
+        args: &[Bytes],
+    ) -> Route {
         let keys = Self::keys(args);
         if keys.is_empty() {
             if state == State::Down {
@@ -565,6 +590,23 @@ impl Outage {
         if matches!(state, State::Up | State::Recovering) && !self.active.load(Ordering::Acquire) {
             return Route::Upstream;
         }
+        let r = self.route_multi_slow(state, session, db, cmds).await;
+        self.count(
+            &r,
+            cmds.iter()
+                .find_map(|c| Self::keys(c).first().cloned())
+                .as_ref(),
+        );
+        r
+    }
+
+    async fn route_multi_slow(
+        &self,
+        state: State,
+        session: &mut store::Session,
+        db: u32,
+        cmds: &[Vec<Bytes>],
+    ) -> Route {
         let keyed: Vec<(Vec<Bytes>, OutageRule)> = cmds
             .iter()
             .map(|c| (Self::keys(c), outage_rule(c)))

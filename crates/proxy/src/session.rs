@@ -612,12 +612,10 @@ impl Session {
             match o.route(state, local, self.db, &req.args).await {
                 crate::outage::Route::Upstream => {}
                 crate::outage::Route::Local(reply, None) => {
-                    self.shared.metrics.local.increment(1);
                     self.push_ready(reply);
                     return Flow::Go;
                 }
                 crate::outage::Route::Local(reply, Some(durable)) => {
-                    self.shared.metrics.local.increment(1);
                     self.flush_batch();
                     self.push(Body::Durable(reply, durable));
                     return Flow::Go;
@@ -723,12 +721,10 @@ impl Session {
             match o.route_multi(state, local, self.db, &cmds).await {
                 crate::outage::Route::Upstream => {}
                 crate::outage::Route::Local(reply, None) => {
-                    self.shared.metrics.local.increment(1);
                     self.push_ready(reply);
                     return Flow::Go;
                 }
                 crate::outage::Route::Local(reply, Some(durable)) => {
-                    self.shared.metrics.local.increment(1);
                     self.flush_batch();
                     self.push(Body::Durable(reply, durable));
                     return Flow::Go;

@@ -561,7 +561,9 @@ fn durable_keyspace_keeps_accepting_writes_through_a_redis_kill() {
     assert!(
         metrics.contains("redoubt_journal_pending_commands")
             && metrics.contains("redoubt_replayed_commands_total")
-            && metrics.contains("redoubt_fallback_keys"),
+            && metrics.contains("redoubt_fallback_keys")
+            && metrics.contains(r#"redoubt_commands_total{route="local",policy="durable"} 1"#)
+            && metrics.contains(r#"redoubt_commands_total{route="rejected",policy="fail-fast"} 1"#),
         "{metrics}"
     );
     // The outage ends once the journal is drained and Up is published.
