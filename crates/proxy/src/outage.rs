@@ -908,8 +908,13 @@ impl Outage {
 
     fn refuse(&self, why: &str) -> Bytes {
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        let redis = match self.health.get().map(|h| h.state()) {
+            Some(State::WritesDown) => "redis rejects writes",
+            Some(State::Recovering) => "redoubt is replaying the outage's writes",
+            _ => "redis is down",
+        };
         reply::error(format!(
-            "UNAVAILABLE redis is down and {why}: command not executed"
+            "UNAVAILABLE {redis} and {why}: command not executed"
         ))
     }
 

@@ -329,3 +329,35 @@ async fn block(c: &mut Raw, cmds: Vec<Vec<&str>>) -> Frame {
     }
     c.read().await.unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_rejected_by_redis_are_journaled_and_replayed_once_it_accepts_them() {
+    let redis = RedisServer::start(&["--maxmemory-policy", "noeviction"]);
+    let s = setup(&redis).await;
+    let mut c = s.f.raw().await;
+    assert_eq!(c.cmd(&["SET", "sess:pre", "p"]).await, Frame::simple("OK"));
+    // Full: Redis answers reads and refuses writes with OOM.
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    let oom = c.cmd(&["SET", "plain", "x"]).await;
+    assert!(err_text(&oom).starts_with("OOM"), "{oom:?}");
+    s.f.wait_state(State::WritesDown, Duration::from_secs(5))
+        .await;
+    // Durable writes are journaled instead of failing …
+    assert_eq!(c.cmd(&["SET", "sess:w", "v"]).await, Frame::simple("OK"));
+    assert_eq!(c.cmd(&["RPUSH", "sess:q", "a"]).await, Frame::Integer(1));
+    // … a key with pending writes is read locally, others from Redis …
+    assert_eq!(c.cmd(&["GET", "sess:w"]).await, Frame::bulk("v"));
+    assert_eq!(c.cmd(&["GET", "sess:pre"]).await, Frame::bulk("p"));
+    // … and other keys' writes get Redis's own answer.
+    let oom = c.cmd(&["SET", "plain", "y"]).await;
+    assert!(err_text(&oom).starts_with("OOM"), "{oom:?}");
+    assert_eq!(s.journal.pending_entries(), 2);
+
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    s.f.wait_state(State::Up, Duration::from_secs(10)).await;
+    assert_eq!(s.journal.pending_entries(), 0);
+    assert_eq!(redis.cmd(&["GET", "sess:w"]), "v");
+    assert_eq!(redis.cmd(&["LINDEX", "sess:q", "0"]), "a");
+    assert_eq!(redis.cmd(&["LLEN", "sess:q"]), ":1");
+    assert_eq!(c.cmd(&["GET", "sess:w"]).await, Frame::bulk("v"));
+}
