@@ -155,15 +155,31 @@ impl Journal {
                 (Position::new(last, meta.bytes), None)
             }
         };
-        let released_seq = segments
+        let mut released_seq = segments
             .values()
             .next()
             .map_or(scan.next_seq - 1, |m| m.first_seq - 1);
+        // The release point of the last run, so records replayed before a
+        // restart are not pending again (a proxy restarted while Redis is
+        // down would otherwise serve them as the outage's writes).
+        let mut released = Position::START;
+        if let Some((pos, seq)) = read_release_point(&dir, epoch) {
+            if pos <= committed && seq < scan.next_seq && seq >= released_seq {
+                released = pos;
+                released_seq = seq;
+                // Retention counts again from now: when they were replayed
+                // is not kept.
+                let now = Instant::now();
+                for (_, m) in segments.range_mut(..pos.segment) {
+                    m.released_at = Some(now);
+                }
+            }
+        }
         let state = State {
             segments,
             committed,
             last_seq: scan.next_seq - 1,
-            released: Position::START,
+            released,
             released_seq,
             refused,
             corruption: scan.corruption.clone(),
@@ -413,8 +429,14 @@ impl Journal {
             for (_, m) in st.segments.range_mut(..pos.segment) {
                 m.released_at.get_or_insert(now);
             }
+            write_release_point(&self.shared.dir, self.shared.epoch, pos, seq - 1);
         }
         Ok(())
+    }
+
+    /// Where the records not yet released start.
+    pub fn released(&self) -> Position {
+        self.shared.state().released
     }
 
     /// Deletes segments released at least `retain_after_replay` before
@@ -578,4 +600,30 @@ mod tests {
         send::<Reader>();
         send::<ReplayAll>();
     }
+}
+
+/// The file keeping the release point across restarts.
+const RELEASED_FILE: &str = "released";
+
+/// Keeps `pos` (and the last released sequence number) for the next open.
+/// Written to a temporary file and renamed, so a crash leaves the old or
+/// the new point, never a torn one; not synced, since a point lost with
+/// the host only makes records pending again, which the replay's
+/// checkpoint then releases without applying them twice.
+fn write_release_point(dir: &std::path::Path, epoch: u64, pos: Position, seq: u64) {
+    let tmp = dir.join(format!("{RELEASED_FILE}.tmp"));
+    let text = format!("{epoch} {} {} {seq}\n", pos.segment, pos.offset);
+    let written =
+        std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, dir.join(RELEASED_FILE)));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "journal: cannot keep the release point; replayed records will count as pending after a restart until the replay confirms them");
+    }
+}
+
+/// The release point kept by the last run of this journal (same epoch).
+fn read_release_point(dir: &std::path::Path, epoch: u64) -> Option<(Position, u64)> {
+    let text = std::fs::read_to_string(dir.join(RELEASED_FILE)).ok()?;
+    let mut it = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+    let (e, segment, offset, seq) = (it.next()??, it.next()??, it.next()??, it.next()??);
+    (e == epoch).then_some((Position::new(segment, offset), seq))
 }

@@ -888,3 +888,43 @@ fn repair_moves_the_corrupt_data_aside_and_the_journal_goes_on() {
     assert_eq!(p, bad, "appends continue where the good data ends");
     assert_eq!(all_records(&j).last().map(|r| r.seq), Some(3));
 }
+
+#[test]
+fn the_release_point_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = {
+        let (j, _) = open(tmp.path(), cfg(Fsync::Always));
+        for i in 0..5 {
+            j.append_blocking(set(i)).unwrap();
+        }
+        let records = all_records(&j);
+        j.release(records[2].next).unwrap();
+        assert_eq!(j.pending_entries(), 2);
+        records
+    };
+    let (j, _) = open(tmp.path(), cfg(Fsync::Always));
+    assert_eq!(
+        j.pending_entries(),
+        2,
+        "replayed records are not pending again"
+    );
+    assert_eq!(j.released(), records[2].next);
+    let rest: Vec<Entry> = j
+        .reader(j.released())
+        .unwrap()
+        .map(|r| r.unwrap().entry)
+        .collect();
+    assert_eq!(rest, vec![set(3), set(4)]);
+    // A point kept for another journal (another epoch) is not trusted.
+    drop(j);
+    let p = tmp.path().join("journal").join("released");
+    let kept = fs::read_to_string(&p).expect("the release point is kept in the journal dir");
+    let (_, rest) = kept.split_once(' ').unwrap();
+    fs::write(&p, format!("1 {rest}")).unwrap();
+    let (j, _) = open(tmp.path(), cfg(Fsync::Always));
+    assert_eq!(
+        j.pending_entries(),
+        5,
+        "a point of another epoch is not trusted"
+    );
+}

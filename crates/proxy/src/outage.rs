@@ -204,8 +204,10 @@ impl Outage {
             replay_now: tokio::sync::Notify::new(),
         };
         if o.journal.pending_entries() > 0 {
-            for entry in o.journal.replay_all()? {
-                let entry = entry?;
+            // Only what was not replayed yet: records Redis already has are
+            // not the outage's knowledge any more.
+            for record in o.journal.reader(o.journal.released())? {
+                let entry = record?.entry;
                 for cmd in &entry.commands {
                     o.store.apply(entry.db as usize, cmd);
                     o.mark(entry.db, cmd);
