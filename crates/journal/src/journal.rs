@@ -587,21 +587,6 @@ impl Iterator for ReplayAll {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn send_sync<T: Send + Sync>() {}
-    fn send<T: Send>() {}
-
-    #[test]
-    fn handles_can_be_shared_across_tasks_and_threads() {
-        send_sync::<Journal>();
-        send::<Reader>();
-        send::<ReplayAll>();
-    }
-}
-
 /// The file keeping the release point across restarts.
 const RELEASED_FILE: &str = "released";
 
@@ -626,4 +611,19 @@ fn read_release_point(dir: &std::path::Path, epoch: u64) -> Option<(Position, u6
     let mut it = text.split_whitespace().map(|w| w.parse::<u64>().ok());
     let (e, segment, offset, seq) = (it.next()??, it.next()??, it.next()??, it.next()??);
     (e == epoch).then_some((Position::new(segment, offset), seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn handles_can_be_shared_across_tasks_and_threads() {
+        send_sync::<Journal>();
+        send::<Reader>();
+        send::<ReplayAll>();
+    }
 }
