@@ -163,6 +163,16 @@ impl CommandSpec {
     /// Indices of the key arguments in `args` (command name at 0), following
     /// Redis's key-spec algorithm. Channels (`K_NOT_KEY`) are left out.
     pub fn key_indices<B: AsRef<[u8]>>(&self, args: &[B]) -> Vec<usize> {
+        self.key_positions(args)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// [`key_indices`](Self::key_indices) with each key's spec flags
+    /// (`K_*`): what the command does to that key, which is what Redis's
+    /// read/write key permissions (`%R~`, `%W~`) are checked against.
+    pub fn key_positions<B: AsRef<[u8]>>(&self, args: &[B]) -> Vec<(usize, u32)> {
         let mut out = Vec::new();
         let argc = args.len() as i32;
         for spec in self.key_specs {
@@ -199,7 +209,7 @@ impl CommandSpec {
                     let step = step.max(1);
                     let mut i = first;
                     while i <= last && i < argc {
-                        out.push(i as usize);
+                        out.push((i as usize, spec.flags));
                         i += step;
                     }
                 }
@@ -222,7 +232,7 @@ impl CommandSpec {
                         if i >= argc {
                             break;
                         }
-                        out.push(i as usize);
+                        out.push((i as usize, spec.flags));
                     }
                 }
                 FindKeys::Unknown => {}
