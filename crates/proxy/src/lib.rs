@@ -25,9 +25,12 @@
 //! - [`replay`]: puts the journal back into Redis, exactly once, in order.
 //! - [`near_cache`]: byte-bounded LRU of values seen while Up, kept
 //!   fresh by Redis's client-side caching invalidations.
+//! - [`access`]: `[auth]`: logins (Redis's users remembered as salted
+//!   hashes, or Redoubt's own) and the permission check on local data.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod classify;
 pub mod config;
 pub mod incident;
