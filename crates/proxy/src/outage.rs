@@ -34,7 +34,8 @@
 //! Recovering ([`upstream::HealthHandle::hold_recovering`]): Redis answers
 //! but is not Up until the replay has drained.
 //!
-//! Not built yet: credentials checks during an outage.
+//! Who may have what is answered here is [`crate::access`]'s call: every
+//! local answer passes [`crate::access::Caller::check`] first.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -445,18 +446,20 @@ impl Outage {
 
     /// Decides where a keyed command goes in `state`, and runs it here when
     /// it stays local. `session` is the client's store session (its db is
-    /// kept in step with the client's).
+    /// kept in step with the client's); `caller` says whether the client
+    /// may use what is answered here (Redis judges everything else).
     pub async fn route(
         &self,
         state: State,
         session: &mut store::Session,
         db: u32,
         args: &[Bytes],
+        caller: &crate::access::Caller<'_>,
     ) -> Route {
         if matches!(state, State::Up | State::Recovering) && !self.active.load(Ordering::Acquire) {
             return Route::Upstream;
         }
-        let r = self.route_slow(state, session, db, args).await;
+        let r = self.route_slow(state, session, db, args, caller).await;
         self.count(&r, Self::keys(args).first());
         r
     }
@@ -480,11 +483,12 @@ impl Outage {
         session: &mut store::Session,
         db: u32,
         args: &[Bytes],
+        caller: &crate::access::Caller<'_>,
     ) -> Route {
         let keys = Self::keys(args);
         if keys.is_empty() {
             if state == State::Down {
-                return self.keyless(session, args).await;
+                return self.keyless(session, args, caller).await;
             }
             return Route::Upstream;
         }
@@ -501,6 +505,12 @@ impl Outage {
         };
         if !local {
             return Route::Upstream;
+        }
+        // Every local answer below, durable store or near-cache, is given
+        // only to a client whose Redis user may have it.
+        if let Some(denied) = caller.check(args) {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Route::Local(denied, None);
         }
         if !durable {
             if state != State::Down {
@@ -742,8 +752,18 @@ impl Outage {
     /// Keyless commands while Down: the handshake a reconnecting client
     /// sends is answered here, so its health checks pass while its local
     /// keys are served; the rest fail fast.
-    async fn keyless(&self, session: &mut store::Session, args: &[Bytes]) -> Route {
+    async fn keyless(
+        &self,
+        session: &mut store::Session,
+        args: &[Bytes],
+        caller: &crate::access::Caller<'_>,
+    ) -> Route {
         let name = resp::lookup(args).map(|s| s.name).unwrap_or("");
+        if matches!(name, "ping" | "echo" | "time" | "info") {
+            if let Some(denied) = caller.check(args) {
+                return Route::Local(denied, None);
+            }
+        }
         match name {
             "ping" | "echo" | "time" => {
                 let out = self.store.execute(session, args.to_vec()).await;

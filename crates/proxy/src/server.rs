@@ -28,6 +28,8 @@ pub struct ProxySettings {
     /// Durable keyspaces served locally during outages (`None`: every key
     /// is fail-fast).
     pub outage: Option<Arc<crate::outage::Outage>>,
+    /// `[auth]`: pass-through to Redis's users, or Redoubt's own.
+    pub auth: crate::access::AuthMode,
 }
 
 /// State every proxy session shares.
@@ -39,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) counters: Arc<IncidentCounters>,
     pub(crate) outage: Option<Arc<crate::outage::Outage>>,
+    /// Logins and what sessions may touch when Redoubt answers itself.
+    pub(crate) access: Arc<crate::access::Access>,
     /// `CLIENT LIST` rows of the connected sessions, by client id.
     pub(crate) clients: std::sync::Mutex<std::collections::BTreeMap<u64, ClientRow>>,
 }
@@ -60,6 +64,7 @@ pub struct ProxyHandle {
     done: mpsc::Receiver<()>,
     listener: Arc<Listener>,
     upstream: Option<Arc<Upstream>>,
+    access: Option<Arc<crate::access::Access>>,
 }
 
 /// A session's future.
@@ -106,6 +111,16 @@ impl Proxy {
             .as_ref()
             .map(|o| o.counters())
             .unwrap_or_default();
+        // Permissions matter only where Redoubt answers itself: with local
+        // keyspaces.
+        let access = crate::access::Access::new(
+            settings.auth.clone(),
+            upstream.url().clone(),
+            health.clone(),
+            settings.outage.is_some(),
+            Duration::from_millis(settings.limits.command_timeout_ms),
+        );
+        access.spawn_refresh(shutdown_rx.clone());
         let shared = Arc::new(Shared {
             upstream: upstream.clone(),
             health: health.clone(),
@@ -114,6 +129,7 @@ impl Proxy {
             shutdown: shutdown_rx.clone(),
             counters: counters.clone(),
             outage: settings.outage.clone(),
+            access: access.clone(),
             clients: Default::default(),
         });
         let state = Listener::new(settings.limits, metrics, counters);
@@ -123,14 +139,16 @@ impl Proxy {
             Box::pin(session.run(stream))
         });
         tokio::spawn(watch_state(health, shutdown_rx.clone()));
-        listen(
+        let mut handle = listen(
             &settings.listen,
             state,
             Some(upstream),
             (shutdown_tx, shutdown_rx),
             spawn,
         )
-        .await
+        .await?;
+        handle.access = Some(access);
+        Ok(handle)
     }
 }
 
@@ -159,6 +177,7 @@ pub(crate) async fn listen(
         done: done_rx,
         listener: state,
         upstream,
+        access: None,
     })
 }
 
@@ -181,6 +200,11 @@ impl ProxyHandle {
     /// The upstream it forwards to (`None` in standalone mode).
     pub fn upstream(&self) -> Option<&Arc<Upstream>> {
         self.upstream.as_ref()
+    }
+
+    /// Logins and learned permissions (`None` in standalone mode).
+    pub fn access(&self) -> Option<&Arc<crate::access::Access>> {
+        self.access.as_ref()
     }
 
     /// Resolves when shutdown has been asked for (e.g. by `shutdown`).

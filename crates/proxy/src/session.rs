@@ -209,7 +209,10 @@ pub(crate) struct Session {
     lib_ver: Option<Bytes>,
     db: u32,
     proto: u8,
+    /// The identity upstream connections log in with.
     auth: Option<Credentials>,
+    /// Who the session acts as ([`crate::access`]).
+    who: crate::access::Identity,
     conn: Option<Conn>,
     pinned: Option<Dedicated>,
     unpin_when_idle: bool,
@@ -237,6 +240,8 @@ impl Session {
     ) -> Session {
         let limits = shared.limits.decoder();
         let timeout = Duration::from_millis(shared.limits.command_timeout_ms);
+        let auth = shared.access.upstream_auth();
+        let who = shared.access.anonymous();
         Session {
             shared,
             id,
@@ -247,7 +252,8 @@ impl Session {
             lib_ver: None,
             db: 0,
             proto: 2,
-            auth: None,
+            auth,
+            who,
             conn: None,
             pinned: None,
             unpin_when_idle: false,
@@ -543,6 +549,10 @@ impl Session {
     }
 
     async fn dispatch(&mut self, req: Request) -> Flow {
+        if let Some(r) = self.shared.access.gate(&self.who, &req.args) {
+            self.push_ready(r);
+            return Flow::Go;
+        }
         let kind = classify(&req.args);
         if self.multi.is_some()
             && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Watch)
@@ -609,7 +619,8 @@ impl Session {
             let state = self.shared.health.state();
             let local = self.store_session.get_or_insert_with(|| o.session());
             local.set_protocol(self.proto);
-            match o.route(state, local, self.db, &req.args).await {
+            let caller = self.shared.access.caller(&self.who);
+            match o.route(state, local, self.db, &req.args, &caller).await {
                 crate::outage::Route::Upstream => {}
                 crate::outage::Route::Local(reply, None) => {
                     self.push_ready(reply);
@@ -1181,7 +1192,8 @@ impl Session {
                 self.unpin_when_idle = false;
                 self.db = 0;
                 self.proto = 2;
-                self.auth = None;
+                self.auth = self.shared.access.upstream_auth();
+                self.who = self.shared.access.anonymous();
                 self.name = None;
                 self.conn = None;
                 self.reply_mode = ReplyMode::On;
@@ -1200,12 +1212,8 @@ impl Session {
                         user: user.map(|u| String::from_utf8_lossy(u).into_owned()),
                         password: String::from_utf8_lossy(pass).into_owned(),
                     };
-                    match self.verify(Some(creds.clone()), self.db, self.proto).await {
-                        Ok(()) => {
-                            self.auth = Some(creds);
-                            self.conn = None;
-                            reply::ok()
-                        }
+                    match self.authenticate(creds, self.proto).await {
+                        Ok(()) => reply::ok(),
                         Err(r) => r,
                     }
                 }
@@ -1359,6 +1367,50 @@ impl Session {
         }
     }
 
+    /// Logs the session in as `creds` (`AUTH`, `HELLO … AUTH`). In local
+    /// mode Redoubt's users decide. In pass-through Redis decides while it
+    /// answers (and Redoubt remembers what it accepted); when it does not,
+    /// the credentials it accepted recently do.
+    async fn authenticate(&mut self, creds: Credentials, proto: u8) -> Result<(), Bytes> {
+        let access = self.shared.access.clone();
+        if access.is_local() {
+            self.who = access.check_local(&creds).inspect_err(|_| self.reject())?;
+            return Ok(());
+        }
+        let judged = if self.shared.health.state() == State::Down {
+            Err(crate::access::Access::not_seen())
+        } else {
+            let key = PoolKey {
+                auth: Some(creds.clone()),
+                db: self.db,
+                proto,
+            };
+            match self
+                .shared
+                .upstream
+                .pool(&key)
+                .get(Instant::now() + self.timeout)
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(ConnectError::Rejected(text)) => {
+                    self.shared.upstream.forget(&key);
+                    access.refused(&creds, &text);
+                    self.reject();
+                    return Err(reply::error(text));
+                }
+                Err(e) => Err(reply::unavailable_connect(&e.to_string())),
+            }
+        };
+        self.who = match judged {
+            Ok(()) => access.accepted(&creds).await,
+            Err(why) => access.recall(&creds, why).inspect_err(|_| self.reject())?,
+        };
+        self.auth = Some(creds);
+        self.conn = None;
+        Ok(())
+    }
+
     async fn hello(&mut self, args: &[Bytes]) -> Bytes {
         let mut proto = self.proto;
         let mut auth = None;
@@ -1403,11 +1455,12 @@ impl Session {
             }
         }
         if let Some(creds) = auth {
-            if let Err(r) = self.verify(Some(creds.clone()), self.db, proto).await {
+            if let Err(r) = self.authenticate(creds, proto).await {
                 return r;
             }
-            self.auth = Some(creds);
-            self.conn = None;
+        }
+        if let Some(r) = self.shared.access.hello_refusal(&self.who) {
+            return r;
         }
         if proto != self.proto {
             self.proto = proto;
@@ -1507,11 +1560,7 @@ impl Session {
             .as_ref()
             .map(|n| String::from_utf8_lossy(n).into_owned())
             .unwrap_or_default();
-        let user = self
-            .auth
-            .as_ref()
-            .and_then(|a| a.user.clone())
-            .unwrap_or_else(|| "default".into());
+        let user = self.who.name();
         let multi = self
             .multi
             .as_ref()

@@ -50,6 +50,7 @@ async fn durable_writes_ride_out_a_kill_and_reach_redis_exactly_once() {
         listen: "127.0.0.1:0".into(),
         limits: LimitsConfig::default(),
         outage: Some(outage),
+        auth: Default::default(),
     };
     let proxy = Proxy::start(settings, upstream, health.clone())
         .await

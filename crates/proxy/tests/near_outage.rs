@@ -59,6 +59,7 @@ async fn setup(redis: &RedisServer) -> Setup {
             listen: "127.0.0.1:0".into(),
             limits: LimitsConfig::default(),
             outage: Some(outage.clone()),
+            auth: Default::default(),
         },
         upstream.clone(),
         health.clone(),

@@ -543,6 +543,12 @@ pub fn validate(c: &Config) -> Vec<String> {
         "local" if c.auth.users.is_empty() => {
             p.push("auth.users: mode = \"local\" needs at least one user".into())
         }
+        // Standalone sessions do not check logins yet: refusing the
+        // combination beats serving clients the operator meant to lock out.
+        "local" if c.upstream.is_empty() => p.push(
+            "auth.mode: \"local\" needs an upstream; standalone mode does not check logins yet"
+                .into(),
+        ),
         "local" => {}
         m => p.push(format!("auth.mode: '{m}' is not one of passthrough, local")),
     }
@@ -578,6 +584,21 @@ pub fn limits(c: &Config) -> Result<proxy::LimitsConfig, String> {
         proto_max_bulk_len: c.limits.proto_max_bulk_len.bytes()?,
         max_nesting: c.limits.max_nesting,
     })
+}
+
+/// The `[auth]` mode, with local users' password hashes decoded.
+pub fn auth(c: &Config) -> Result<proxy::access::AuthMode, String> {
+    match c.auth.mode.as_str() {
+        "passthrough" => Ok(proxy::access::AuthMode::Passthrough),
+        "local" => c
+            .auth
+            .users
+            .iter()
+            .map(|u| proxy::access::LocalUser::new(&u.name, &u.password_sha256))
+            .collect::<Result<Vec<_>, _>>()
+            .map(proxy::access::AuthMode::Local),
+        other => Err(format!("auth.mode: '{other}'")),
+    }
 }
 
 /// The journal settings.
@@ -707,6 +728,38 @@ mod tests {
         let all = l.problems.join("\n");
         assert!(all.contains("health.nope: unknown key"), "{all}");
         assert!(all.contains("REDOUBT_WHATEVER"), "{all}");
+    }
+
+    #[test]
+    fn local_auth_decodes_its_users_and_needs_an_upstream() {
+        let users = r#"
+            [auth]
+            mode = "local"
+            users = [{ name = "app", password_sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8" }]
+            "#;
+        let l = load_str(
+            &format!("upstream = \"redis://127.0.0.1:6379\"\n{users}"),
+            &[],
+            Overrides::default(),
+        );
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        match auth(&l.config) {
+            Ok(proxy::access::AuthMode::Local(u)) => assert_eq!(u.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        let l = load_str(users, &[], Overrides::default());
+        assert!(
+            l.problems
+                .join("\n")
+                .contains("auth.mode: \"local\" needs an upstream"),
+            "{:?}",
+            l.problems
+        );
+        let l = load_str("", &[], Overrides::default());
+        assert!(matches!(
+            auth(&l.config),
+            Ok(proxy::access::AuthMode::Passthrough)
+        ));
     }
 
     #[test]

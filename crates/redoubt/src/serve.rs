@@ -212,6 +212,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let prometheus = install_metrics()?;
     let url = UpstreamUrl::parse(&cfg.upstream)?;
     let limits = config::limits(&cfg).map_err(anyhow::Error::msg)?;
+    let auth = config::auth(&cfg).map_err(anyhow::Error::msg)?;
     let health = spawn_prober(url.clone(), cfg.health);
     let upstream = Upstream::new(
         url.clone(),
@@ -226,6 +227,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             listen: cfg.listen.clone(),
             limits,
             outage: outage.clone(),
+            auth,
         },
         upstream.clone(),
         health.clone(),

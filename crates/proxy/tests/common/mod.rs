@@ -45,6 +45,7 @@ pub async fn start_with(url: &str, health: HealthConfig, limits: LimitsConfig) -
             listen: "127.0.0.1:0".into(),
             limits,
             outage: None,
+            auth: Default::default(),
         },
         upstream.clone(),
         health.clone(),
