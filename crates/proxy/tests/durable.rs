@@ -64,6 +64,12 @@ async fn durable_writes_ride_out_a_kill_and_reach_redis_exactly_once() {
         ),
     };
     f.wait_state(State::Up, Duration::from_secs(5)).await;
+    // Local data goes only to sessions whose Redis user is known: here
+    // unauthenticated ones, Redis's `default`.
+    let access = f.proxy.access().unwrap().clone();
+    test_support::wait_for("default's ACL", Duration::from_secs(5), || {
+        access.knows("default")
+    });
     let mut c = f.raw().await;
     assert_eq!(
         c.cmd(&["SET", "sess:pre", "before"]).await,

@@ -76,6 +76,12 @@ async fn setup(redis: &RedisServer) -> Setup {
     test_support::wait_for("tracking to start", Duration::from_secs(5), || {
         near.is_tracking()
     });
+    // Local data goes only to sessions whose Redis user is known: here
+    // unauthenticated ones, Redis's `default`.
+    let access = f.proxy.access().unwrap().clone();
+    test_support::wait_for("default's ACL", Duration::from_secs(5), || {
+        access.knows("default")
+    });
     Setup {
         f,
         outage,

@@ -245,6 +245,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let status_outage = outage.clone();
     let status_health = health.clone();
     let status_upstream = upstream.clone();
+    let status_access = proxy.access().cloned();
     let redacted = url.redacted();
     let started = std::time::Instant::now();
     let status: admin::StatusFn = Arc::new(move || {
@@ -259,6 +260,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             "uptime_seconds": started.elapsed().as_secs(),
             "upstream_connections": { "shared": status_upstream.shared_connections(), "dedicated": status_upstream.dedicated_in_use() },
             "journal": status_outage.as_ref().map(|o| o.status_json()),
+            "auth": status_access.as_ref().map(|a| a.status_json()),
             "latest_diagnosis": status_diagnosis.lock().ok().and_then(|d| d.clone()),
         })
     });

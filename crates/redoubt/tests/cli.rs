@@ -526,6 +526,13 @@ fn durable_keyspace_keeps_accepting_writes_through_a_redis_kill() {
     wait_for("up", Duration::from_secs(5), || {
         http_get(r.admin, "/readyz").0 == 200 && cmd(r.port, &["PING"]) == "+PONG"
     });
+    // Unauthenticated sessions are Redis's `default`: its permissions must
+    // have been read before local data is served to them.
+    wait_for("default's ACL to be read", Duration::from_secs(5), || {
+        http_get(r.admin, "/status")
+            .1
+            .contains("\"users_with_known_permissions\":1")
+    });
     redis.kill();
     wait_for("down, degraded but ready", Duration::from_secs(5), || {
         let (code, body) = http_get(r.admin, "/readyz");
