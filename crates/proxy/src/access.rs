@@ -251,11 +251,9 @@ impl Access {
         if *who != Identity::Anonymous {
             return None;
         }
-        let spec = resp::lookup(args);
-        if !spec.is_some_and(|s| s.has(resp::command::F_NO_AUTH)) {
-            return Some(reply::error(NOAUTH));
-        }
-        None
+        // The command table says which commands Redis runs before `AUTH`.
+        let allowed = resp::lookup(args).is_some_and(|s| s.has(resp::command::F_NO_AUTH));
+        (!allowed).then(|| reply::error(NOAUTH))
     }
 
     /// Local mode: the refusal for a `HELLO` that did not log the session
@@ -312,9 +310,9 @@ impl Access {
         }
     }
 
-    /// Redis cannot judge `creds` now: the credential memory does. `down`:
-    /// Redis is known down (else it just did not answer, and `why` is the
-    /// reply for credentials never seen).
+    /// Redis cannot judge `creds` now (down, or it did not answer): the
+    /// credential memory does. `why` is the reply for credentials never
+    /// seen.
     pub fn recall(&self, creds: &Credentials, why: Bytes) -> Result<Identity, Bytes> {
         let user = creds.user.as_deref().unwrap_or("default");
         let recall = match self.memory.lock() {
