@@ -588,6 +588,19 @@ impl Access {
         })
     }
 
+    /// The refusal when `user`'s permissions could not be read, worded for
+    /// the state Redoubt answers in.
+    fn unknown(&self, user: &str, why: &str) -> Bytes {
+        let redis = match self.health.state() {
+            State::WritesDown => "redis rejects writes",
+            State::Recovering => "redoubt is replaying the outage's writes",
+            _ => "redis is down",
+        };
+        reply::error(format!(
+            "UNAVAILABLE {redis} and the permissions of user '{user}' are unknown ({why}); redoubt's own identity needs +acl|getuser +acl|cat: command not executed"
+        ))
+    }
+
     /// Redis's `NOPERM` for a key.
     fn noperm_key(&self) -> Bytes {
         reply::error(if self.version_at_least_7_2() {
@@ -636,11 +649,8 @@ impl Caller<'_> {
         let a = self.access;
         match a.known(user) {
             None | Some(Known::Failed(_)) if keys.is_empty() => None,
-            None => Some(unknown(
-                user,
-                "never read: redis was not up since redoubt started",
-            )),
-            Some(Known::Failed(why)) => Some(unknown(user, &why)),
+            None => Some(a.unknown(user, "never read: redis was not up since redoubt started")),
+            Some(Known::Failed(why)) => Some(a.unknown(user, &why)),
             Some(Known::NoAcl { open }) => (unauthenticated && !open).then(|| reply::error(NOAUTH)),
             Some(Known::Missing) if unauthenticated => Some(reply::error(NOAUTH)),
             Some(Known::Missing) => Some(a.noperm_command(user, &command_name(spec, args))),
@@ -666,12 +676,6 @@ impl Caller<'_> {
             }
         }
     }
-}
-
-fn unknown(user: &str, why: &str) -> Bytes {
-    reply::error(format!(
-        "UNAVAILABLE redis is down and the permissions of user '{user}' are unknown ({why}); redoubt's own identity needs +acl|getuser +acl|cat: command not executed"
-    ))
 }
 
 /// The name ACL rules use: `get`, or `container|sub` for a subcommand.
