@@ -467,7 +467,10 @@ impl Outage {
     /// `redoubt_commands_total{route, policy}` for a command routed here.
     fn count(&self, r: &Route, key: Option<&Bytes>) {
         if let Route::Local(reply, _) = r {
-            let route = if reply.starts_with(b"-UNAVAILABLE") {
+            // Refusals: Redoubt's own, and Redis's words for what the
+            // session's user may not do.
+            let refused = [&b"-UNAVAILABLE"[..], b"-NOPERM", b"-NOAUTH"];
+            let route = if refused.iter().any(|r| reply.starts_with(r)) {
                 "rejected"
             } else {
                 "local"
@@ -598,11 +601,14 @@ impl Outage {
         session: &mut store::Session,
         db: u32,
         cmds: &[Vec<Bytes>],
+        caller: &crate::access::Caller<'_>,
     ) -> Route {
         if matches!(state, State::Up | State::Recovering) && !self.active.load(Ordering::Acquire) {
             return Route::Upstream;
         }
-        let r = self.route_multi_slow(state, session, db, cmds).await;
+        let r = self
+            .route_multi_slow(state, session, db, cmds, caller)
+            .await;
         self.count(
             &r,
             cmds.iter()
@@ -618,6 +624,7 @@ impl Outage {
         session: &mut store::Session,
         db: u32,
         cmds: &[Vec<Bytes>],
+        caller: &crate::access::Caller<'_>,
     ) -> Route {
         let keyed: Vec<(Vec<Bytes>, OutageRule)> = cmds
             .iter()
@@ -635,6 +642,12 @@ impl Outage {
         };
         if !local {
             return Route::Upstream;
+        }
+        // As in Redis, a command the user may not run refuses the whole
+        // transaction; nothing of it runs.
+        if let Some(denied) = cmds.iter().find_map(|c| caller.check(c)) {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Route::Local(denied, None);
         }
         for (cmd, (keys, rule)) in cmds.iter().zip(&keyed) {
             let name = resp::lookup(cmd).map(|s| s.name).unwrap_or("?");

@@ -729,7 +729,8 @@ impl Session {
             let local = self.store_session.get_or_insert_with(|| o.session());
             local.set_protocol(self.proto);
             let cmds: Vec<Vec<Bytes>> = multi.cmds.iter().map(|r| r.args.clone()).collect();
-            match o.route_multi(state, local, self.db, &cmds).await {
+            let caller = self.shared.access.caller(&self.who);
+            match o.route_multi(state, local, self.db, &cmds, &caller).await {
                 crate::outage::Route::Upstream => {}
                 crate::outage::Route::Local(reply, None) => {
                     self.push_ready(reply);

@@ -83,6 +83,11 @@ async fn setup(redis: &RedisServer, url_user: Option<(&str, &str)>, auth: AuthMo
         upstream,
     };
     f.wait_state(State::Up, Duration::from_secs(5)).await;
+    // Reads are kept in the near-cache only once its invalidations flow.
+    let near = outage.near_cache().expect("near-cache started").clone();
+    test_support::wait_for("tracking to start", Duration::from_secs(5), || {
+        near.is_tracking()
+    });
     Setup { f, _dir: dir }
 }
 
@@ -102,6 +107,23 @@ impl Setup {
         assert_eq!(c.cmd(&["AUTH", user, pass]).await, Frame::simple("OK"));
         c
     }
+}
+
+/// Sends `MULTI`, `cmds`, `EXEC`; checks the `+OK`/`+QUEUED`s and returns
+/// EXEC's reply.
+async fn block(c: &mut Raw, cmds: Vec<Vec<&str>>) -> Frame {
+    let mut out = bytes::BytesMut::new();
+    resp::frame::encode_command(&mut out, &["MULTI"]);
+    for cmd in &cmds {
+        resp::frame::encode_command(&mut out, cmd);
+    }
+    resp::frame::encode_command(&mut out, &["EXEC"]);
+    c.send(&out).await;
+    assert_eq!(c.read().await.unwrap(), Frame::simple("OK"));
+    for _ in &cmds {
+        assert_eq!(c.read().await.unwrap(), Frame::simple("QUEUED"));
+    }
+    c.read().await.unwrap()
 }
 
 fn acl(redis: &RedisServer, rules: &[&str]) {
@@ -164,6 +186,25 @@ async fn passthrough_users_keep_their_own_keys_during_an_outage_and_nothing_else
         admin.cmd(&["GET", "cache:page"]).await,
         Frame::bulk("<html>"),
         "the admin still reads it"
+    );
+    // A transaction is served whole or refused whole: one key the user
+    // may not touch refuses all of it.
+    assert_eq!(
+        block(
+            &mut app,
+            vec![vec!["SET", "sess:5", "x"], vec!["SET", "other:5", "y"]]
+        )
+        .await,
+        Frame::Error(redis_says.clone().into())
+    );
+    assert!(err_text(&app.cmd(&["GET", "sess:5"]).await).contains("value unknown locally"));
+    assert_eq!(
+        block(
+            &mut app,
+            vec![vec!["SET", "sess:6", "a"], vec!["GET", "sess:6"]]
+        )
+        .await,
+        Frame::Array(vec![Frame::simple("OK"), Frame::bulk("a")])
     );
     // Unauthenticated: default's keys only.
     assert_eq!(
