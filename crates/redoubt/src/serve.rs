@@ -368,6 +368,12 @@ fn spawn_diagnosis_on_state_change(
             }
             let from = last;
             last = state;
+            if matches!(state, upstream::State::Down | upstream::State::WritesDown) {
+                // Open it now (the incident follower may not have yet), so
+                // the diagnosis of the way down attaches to this outage. Not
+                // after diagnosing: by then the outage may be over.
+                incidents.open(state, &reason);
+            }
             let opts = doctor::DoctorOptions {
                 total_timeout: Duration::from_secs(5),
                 baseline: baseline.clone(),
@@ -381,11 +387,6 @@ fn spawn_diagnosis_on_state_change(
                 "at_unix_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
                 "report": report.to_json(),
             });
-            if matches!(state, upstream::State::Down | upstream::State::WritesDown) {
-                // The incident follower may not have opened it yet; the
-                // diagnosis of the way down belongs to it.
-                incidents.open(state, &reason);
-            }
             incidents.attach(json.clone());
             if let Ok(mut g) = out.lock() {
                 *g = Some(json);
