@@ -1,10 +1,12 @@
 """Fixtures: a real redis-server and the real redoubt binary in front of it."""
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import pytest
 import redis
@@ -59,17 +61,40 @@ class Redis:
 
 
 class Redoubt:
-    def __init__(self, upstream_url, *args, env=None):
+    """The real binary. `config` is TOML text (e.g. `[[keyspace]]` entries,
+    which only a file can declare), written beside the data dir."""
+
+    def __init__(self, upstream_url, *args, env=None, config=None):
         self.port = free_port()
         self.admin = free_port()
         self.dir = tempfile.mkdtemp()
+        self.conf_dir = None
+        if config is not None:
+            self.conf_dir = tempfile.mkdtemp()
+            path = os.path.join(self.conf_dir, "redoubt.toml")
+            with open(path, "w") as f:
+                f.write(config)
+            args = ("--config", path, *args)
+        self.log = os.path.join(self.conf_dir or tempfile.mkdtemp(), "redoubt.log")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--upstream", upstream_url, "--listen", "127.0.0.1:%d" % self.port,
              "--admin", "127.0.0.1:%d" % self.admin, "--data-dir", self.dir, *args],
-            stderr=open(os.path.join(self.dir, "redoubt.log"), "w"),
+            stderr=open(self.log, "w"),
             env={**os.environ, "REDOUBT_HEALTH_INTERVAL_MS": "50", **(env or {})},
         )
         wait_until("redoubt listening", lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None)
+
+    def status(self):
+        """`/status` on the admin port, as a dict."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/status" % self.admin, timeout=2) as r:
+            return json.load(r)
+
+    def log_tail(self, n=40):
+        try:
+            with open(self.log) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return "(no log)"
 
     def stop(self):
         self.proc.terminate()
@@ -78,6 +103,7 @@ class Redoubt:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(os.path.dirname(self.log), ignore_errors=True)
 
 
 @pytest.fixture
