@@ -38,7 +38,7 @@
 //! local answer passes [`crate::access::Caller::check`] first.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -81,6 +81,11 @@ pub struct Outage {
     dirty: Mutex<HashSet<(u32, Bytes)>>,
     /// True while anything is dirty: the Up fast path checks only this.
     active: AtomicBool,
+    /// Journal appends sent but not answered yet. The journal counts a
+    /// record in `pending_entries` only once it is written, so without this
+    /// the recovery could find the journal drained, forget the dirty keys,
+    /// and let later commands on a key reach Redis before its last record.
+    appending: Arc<AtomicU64>,
     /// The recovery task's replay progress, for `/status`.
     progress: Mutex<Option<crate::replay::ProgressHandle>>,
     counters: Arc<IncidentCounters>,
@@ -197,6 +202,7 @@ impl Outage {
             known: Mutex::default(),
             dirty: Mutex::default(),
             active: AtomicBool::new(false),
+            appending: Arc::default(),
             progress: Mutex::default(),
             counters,
             near: OnceLock::new(),
@@ -578,7 +584,7 @@ impl Outage {
             return Route::Local(out.reply.to_bytes(), None);
         }
         let entry = Entry::command(db, absolute(args, self.redis_now_ms()), now_ms());
-        let durable: Durable = Box::pin(self.journal.append(entry));
+        let durable = self.append(entry);
         self.mark(db, args);
         if !seeded.is_empty() {
             // The seeded value plus this write is now the whole value.
@@ -734,7 +740,7 @@ impl Outage {
             commands: journaled,
             time_ms: now,
         };
-        let durable: Durable = Box::pin(self.journal.append(entry));
+        let durable = self.append(entry);
         Route::Local(out.freeze(), Some(durable))
     }
 
@@ -932,13 +938,29 @@ impl Outage {
         }
         let _order = self.order.lock().await;
         let entry = Entry::command(db, abs, now);
-        let durable: Durable = Box::pin(self.journal.append(entry));
+        let durable = self.append(entry);
         self.active.store(true, Ordering::Release);
         if let Some(h) = self.health.get() {
             h.hold_recovering(true);
         }
         self.counters.journaled.fetch_add(1, Ordering::Relaxed);
         Route::Local(reply, Some(durable))
+    }
+
+    /// Appends under the order lock; the reply waits for the returned
+    /// future. Counted in `appending` until the journal has answered.
+    fn append(&self, entry: Entry) -> Durable {
+        let append = self.journal.append(entry);
+        self.appending.fetch_add(1, Ordering::AcqRel);
+        // Its own task, so the count falls when the journal has answered
+        // even if the client goes away and its reply is dropped.
+        let appending = self.appending.clone();
+        let task = tokio::spawn(async move {
+            let r = append.await;
+            appending.fetch_sub(1, Ordering::AcqRel);
+            r
+        });
+        Box::pin(async move { task.await.unwrap_or(Err(JournalError::Closed)) })
     }
 
     fn refuse(&self, why: &str) -> Bytes {
@@ -992,17 +1014,35 @@ impl Outage {
                             tracing::info!(replayed, failed, "journal replayed into redis");
                             me.counters.replayed.fetch_add(replayed, Ordering::Relaxed);
                             me.counters.failed.fetch_add(failed, Ordering::Relaxed);
-                            let _order = me.order.lock().await;
+                            let mut end = me.journal.watch_end();
+                            end.borrow_and_update();
+                            // Under the order lock no append can start; one
+                            // already sent is counted in `appending` until
+                            // the journal has it.
+                            let order = me.order.lock().await;
                             if me.journal.pending_entries() == 0 {
-                                me.forget();
-                                health.hold_recovering(false);
+                                if me.appending.load(Ordering::Acquire) == 0 {
+                                    me.forget();
+                                    health.hold_recovering(false);
+                                } else {
+                                    // Replay it as soon as it is written.
+                                    drop(order);
+                                    let _ = tokio::time::timeout(
+                                        Duration::from_millis(250),
+                                        end.changed(),
+                                    )
+                                    .await;
+                                }
                             }
                             continue;
                         }
                         Ok(other) => tracing::warn!(?other, "replay stopped; will retry"),
                         Err(e) => tracing::error!(error = %e, "replay failed; will retry"),
                     }
-                } else if answering && me.journal.pending_entries() == 0 {
+                } else if answering
+                    && me.journal.pending_entries() == 0
+                    && me.appending.load(Ordering::Acquire) == 0
+                {
                     health.hold_recovering(false);
                 }
                 tokio::select! {
