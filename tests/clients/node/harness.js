@@ -186,11 +186,13 @@ class Proc {
 }
 
 export class RedisServer extends Proc {
-  constructor() {
+  /** `args`: extra redis-server options, after the defaults so they win (e.g. `--appendonly yes`). */
+  constructor({ args = [] } = {}) {
     super('redis-server');
     this.dir = mkTemp('redoubt-node-redis-');
     this.log = path.join(this.dir, 'redis.log');
     this.port = null;
+    this.args = args;
   }
 
   /** Starts redis-server; on a restart it keeps the same port. */
@@ -200,7 +202,7 @@ export class RedisServer extends Proc {
       if (!fixedPort) this.port = await freePort();
       this._spawn('redis-server', [
         '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-        '--dir', this.dir, '--daemonize', 'no',
+        '--dir', this.dir, '--daemonize', 'no', ...this.args,
       ], this.log);
       try {
         await this._waitReady(`redis-server on ${this.port}`,
@@ -233,7 +235,8 @@ function redoubtEnv() {
 }
 
 export class Redoubt extends Proc {
-  constructor(upstreamPort, { env = {}, args = [] } = {}) {
+  /** `config`: TOML text for `--config` (`[[keyspace]]` can only come from a file). */
+  constructor(upstreamPort, { env = {}, args = [], config = null } = {}) {
     super('redoubt');
     this.upstreamPort = upstreamPort;
     this.dir = mkTemp('redoubt-node-data-');
@@ -241,6 +244,12 @@ export class Redoubt extends Proc {
     tempDirs.add(this.log);
     this.env = env;
     this.args = args;
+    if (config !== null) {
+      this.configFile = this.log.replace(/\.log$/, '.toml');
+      fs.writeFileSync(this.configFile, config);
+      tempDirs.add(this.configFile);
+      this.args = ['--config', this.configFile, ...args];
+    }
     this.port = null;
     this.admin = null;
   }
@@ -259,9 +268,11 @@ export class Redoubt extends Proc {
       ], this.log, { ...redoubtEnv(), REDOUBT_HEALTH_INTERVAL_MS: '50', ...this.env });
       try {
         // Listening is not enough: wait until the prober has seen Redis and
-        // PING is forwarded (before that Redoubt answers -UNAVAILABLE).
+        // PING is forwarded (before that Redoubt answers -UNAVAILABLE, or
+        // +PONG itself when durable keyspaces are configured, hence /readyz).
         await this._waitReady(`redoubt on ${this.port} forwarding PING`,
-          async () => (await rawCommand(this.port, 'PING')) === '+PONG', 15000);
+          async () => (await rawCommand(this.port, 'PING')) === '+PONG'
+            && (await this.readyz()).body.state === 'up', 15000);
         return this;
       } catch (e) {
         await this.signal('SIGKILL');
@@ -275,6 +286,13 @@ export class Redoubt extends Proc {
     return { status: res.status, body: await res.json() };
   }
 
+  /** `/status` on the admin port: state, journal depth, replay progress. */
+  async status() {
+    const res = await fetch(`http://127.0.0.1:${this.admin}/status`);
+    if (!res.ok) throw new Error(`/status answered ${res.status}`);
+    return res.json();
+  }
+
   logTail(n) {
     return logTail(this.log, n);
   }
@@ -282,14 +300,17 @@ export class Redoubt extends Proc {
   async stop() {
     await this.signal('SIGTERM', 5000);
     rmTemp(this.dir);
-    fs.rmSync(this.log, { force: true });
-    tempDirs.delete(this.log);
+    for (const f of [this.log, this.configFile]) {
+      if (!f) continue;
+      fs.rmSync(f, { force: true });
+      tempDirs.delete(f);
+    }
   }
 }
 
-/** redis-server plus Redoubt in front of it, both answering. */
-export async function startStack(opts) {
-  const redis = new RedisServer();
+/** redis-server plus Redoubt in front of it, both answering. `opts`: Redoubt's, plus `redisArgs`. */
+export async function startStack({ redisArgs = [], ...opts } = {}) {
+  const redis = new RedisServer({ args: redisArgs });
   let redoubt = null;
   try {
     await redis.start();
