@@ -10,7 +10,9 @@
 //! stopped Redis keeps its sockets open and sends nothing, so the
 //! connection alone cannot tell), close it, start the staleness clock
 //! ([`NearCache::stop_tracking`]) and reconnect with jittered exponential
-//! backoff, retrying at once when health leaves Down.
+//! backoff, but never while health says Down (reads are served from the
+//! cache then, and a new connection would flush it): at once when health
+//! leaves Down.
 //!
 //! This connection only ever reads after its setup: replies and pushes
 //! never share a queue with data-path commands, so a push cannot be taken
@@ -159,7 +161,17 @@ async fn run(
     let mut watcher = HealthWatch::new(&health);
     let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
     loop {
+        // While health says Down the cache is what reads are served from;
+        // Redis accepting again before the prober has seen `up_after` good
+        // probes must not flush it yet. Reconnect once health leaves Down.
+        if watcher.down_now() {
+            watcher.left_down().await;
+        }
         match connect(&cfg, &cache).await {
+            Ok(_) if watcher.down_now() => {
+                // Health turned Down while connecting: keep the cache.
+                continue;
+            }
             Ok((stream, buf)) => {
                 backoff.reset();
                 cache.start_tracking();
@@ -331,6 +343,14 @@ impl HealthWatch {
         let mut rx = health.subscribe();
         let down = rx.borrow_and_update().state == State::Down;
         HealthWatch { rx: Some(rx), down }
+    }
+
+    /// Whether health says Down now (remembered, like a seen transition).
+    fn down_now(&mut self) -> bool {
+        if let Some(rx) = self.rx.as_mut() {
+            self.down = rx.borrow_and_update().state == State::Down;
+        }
+        self.down
     }
 
     /// The next health observation (pending forever without a prober).
