@@ -101,9 +101,19 @@ def test_users_stay_logged_in_across_a_redis_kill_and_restart():
         # Before the outage: users log in and use the site (every request
         # reads the session through Redoubt, which is how it learns them).
         before = {"user%02d" % i: app.login("user%02d" % i) for i in range(20)}
-        for _ in range(3):
+
+        def browse():
             for user, token in before.items():
                 assert app.request(token) == user
+            return d.status()["journal"]["near_cache"]["keys"] >= len(before)
+        # Their traffic goes on until Redoubt's near-cache holds every one
+        # of their sessions (the first reads may come before its tracking
+        # connection is up, and are then not kept).
+        wait_until("the near-cache to hold the sessions the app reads", browse)
+        # Local answers go only to sessions whose Redis user Redoubt knows
+        # (here Redis's `default`): it reads the user's ACL while Up.
+        wait_until("redoubt to know the app's redis user",
+                   lambda: d.status()["auth"]["users_with_known_permissions"] >= 1)
         assert direct.get("sess:" + before["user00"]) is not None
 
         # Traffic for the users logged in before the outage, from now on:
