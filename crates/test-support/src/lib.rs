@@ -171,6 +171,93 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Graceful stop: SIGTERM, which makes Redis flush its AOF (and save
+    /// an RDB when `save` is set) before it exits; waits for the exit.
+    pub fn shutdown(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port, dir and options after
+    /// [`kill`](Self::kill) or [`shutdown`](Self::shutdown), leaving a gap
+    /// the caller chose (unlike [`restart`](Self::restart)). Does nothing
+    /// while it runs.
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
+    /// True between a start and a [`kill`](Self::kill) or
+    /// [`shutdown`](Self::shutdown).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Makes Redis refuse writes with `MISCONF`, as a full or failing disk
+    /// does. Permissions cannot do it when the tests run as root, so this
+    /// points `dir` at a directory, deletes it, and has a background save
+    /// fail there; with a `save` rule set (needed for `MISCONF`) and the
+    /// default `stop-writes-on-bgsave-error yes`, Redis then refuses every
+    /// write (reads still work). Needs the server started with
+    /// `--enable-protected-configs yes` (`dir` is protected since 7.0).
+    /// Redis's AOF, if on, keeps its open file and is unaffected.
+    pub fn break_persistence(&self) {
+        let gone = self.dir.path().join("gone");
+        std::fs::create_dir_all(&gone).expect("create the dir to delete");
+        self.cmd(&["CONFIG", "SET", "save", "3600 1"]);
+        self.cmd(&["CONFIG", "SET", "dir", &gone.to_string_lossy()]);
+        std::fs::remove_dir(&gone).expect("delete redis's dir");
+        self.background_save();
+        wait_for(
+            "redis's background save to fail",
+            Duration::from_secs(10),
+            || self.persistence_field("rdb_last_bgsave_status").as_deref() == Some("err"),
+        );
+    }
+
+    /// Undoes [`break_persistence`](Self::break_persistence): `dir` back,
+    /// a background save that succeeds (which lifts `MISCONF`), `save`
+    /// back to `""` (the fixture's default).
+    pub fn repair_persistence(&self) {
+        self.cmd(&["CONFIG", "SET", "dir", &self.dir.path().to_string_lossy()]);
+        self.background_save();
+        wait_for(
+            "redis's background save to succeed",
+            Duration::from_secs(10),
+            || {
+                self.persistence_field("rdb_bgsave_in_progress").as_deref() == Some("0")
+                    && self.persistence_field("rdb_last_bgsave_status").as_deref() == Some("ok")
+            },
+        );
+        self.cmd(&["CONFIG", "SET", "save", ""]);
+    }
+
+    /// `BGSAVE`, scheduled for later if an AOF rewrite is running; waits
+    /// out a save already in progress.
+    fn background_save(&self) {
+        wait_for(
+            "redis to start a background save",
+            Duration::from_secs(10),
+            || {
+                self.cmd_raw(&["BGSAVE", "SCHEDULE"])
+                    .is_ok_and(|r| r.starts_with("+Background saving"))
+            },
+        );
+    }
+
+    /// One `INFO persistence` field, if Redis answers.
+    pub fn persistence_field(&self, name: &str) -> Option<String> {
+        let info = self.cmd_raw(&["INFO", "persistence"]).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    }
+
     /// True while `PING` answers `+PONG` (or `-NOAUTH`, which proves it is up).
     pub fn raw_ping(&self) -> bool {
         match self.cmd_raw(&["PING"]) {
@@ -248,5 +335,29 @@ mod tests {
         r.restart();
         assert_eq!(r.port(), port);
         assert!(r.raw_ping());
+    }
+
+    #[test]
+    fn shutdown_then_start_again_keeps_aof_data() {
+        let mut r = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+        assert_eq!(r.cmd(&["SET", "k", "v"]), "+OK");
+        r.shutdown();
+        assert!(!r.is_running() && !r.raw_ping());
+        r.start_again();
+        assert_eq!(r.cmd(&["GET", "k"]), "v");
+    }
+
+    #[test]
+    fn broken_persistence_refuses_writes_with_misconf_until_repaired() {
+        let r = RedisServer::start(&["--appendonly", "yes", "--enable-protected-configs", "yes"]);
+        assert_eq!(r.cmd(&["SET", "k", "v"]), "+OK");
+        r.break_persistence();
+        assert!(r
+            .cmd_raw(&["SET", "k", "w"])
+            .unwrap()
+            .starts_with("-MISCONF"));
+        assert_eq!(r.cmd(&["GET", "k"]), "v", "reads still work");
+        r.repair_persistence();
+        assert_eq!(r.cmd(&["SET", "k", "w"]), "+OK");
     }
 }
