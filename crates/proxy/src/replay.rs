@@ -698,6 +698,16 @@ impl Replayer {
                 )))
             }
         };
+        // Everything before the checkpoint is in Redis. The journal keeps
+        // no release point across a restart, so without this a journal
+        // that had drained before the restart would count its retained
+        // records as pending forever: nothing left to replay would ever
+        // release them.
+        self.journal.release(pos)?;
+        if pos > self.released {
+            self.released = pos;
+            self.released_tx.send_replace(pos);
+        }
         self.set_checkpoint(pos);
         Ok(Ok(pos))
     }

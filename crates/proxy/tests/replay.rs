@@ -209,6 +209,41 @@ async fn a_new_replayer_resumes_after_the_checkpoint() {
     assert_counters_and_queue(&redis, 600);
 }
 
+#[tokio::test]
+async fn a_restart_after_a_drained_replay_has_nothing_pending() {
+    // Found by the chaos suite: Redoubt killed after its journal had
+    // drained came back with every retained record counted as pending
+    // (the journal keeps no release point of its own), replayed none of
+    // them (the checkpoint was at the end), and so never drained: the
+    // recovery loop spun and the keys were served locally for good.
+    let redis = RedisServer::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let j = open(tmp.path(), 4096);
+    counters_and_queue(&j, 300);
+    let out = Replayer::new(j.clone(), NODE, config(&redis, tmp.path(), 32))
+        .run_until_drained()
+        .await
+        .unwrap();
+    assert!(matches!(out, ReplayOutcome::Drained { replayed: 300, .. }));
+    drop(j);
+
+    let j = open(tmp.path(), 4096);
+    assert_eq!(j.pending_entries(), 300, "retained, not yet known replayed");
+    let out = Replayer::new(j.clone(), NODE, config(&redis, tmp.path(), 32))
+        .run_until_drained()
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        ReplayOutcome::Drained {
+            replayed: 0,
+            failed: 0
+        }
+    );
+    assert_eq!(j.pending_entries(), 0, "released up to the checkpoint");
+    assert_counters_and_queue(&redis, 300);
+}
+
 /// Entries `from..to` of [`counters_and_queue`].
 fn counters_and_queue_from(j: &Journal, from: usize, to: usize) {
     off_runtime(|| {
