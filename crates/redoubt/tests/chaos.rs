@@ -541,7 +541,14 @@ policy = "durable"
             .expect("spawn redoubt");
         self.child = Some(child);
         let (port, admin) = (self.port, self.admin);
+        let log = &self.log;
+        let child = self.child.as_mut().unwrap();
         wait_for("redoubt to listen", Duration::from_secs(10), || {
+            // One that exited (its port taken meanwhile, a bad journal)
+            // says why rather than timing out.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("redoubt exited at start ({status}):\n{}", tail(log, 20));
+            }
             TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", admin)).is_ok()
         });
@@ -855,7 +862,9 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
     }
     plan.truncate(rounds);
 
-    let dir = tempfile::tempdir().unwrap();
+    // Kept after a failure (its path is in the message): Redoubt's journal
+    // and log are the evidence. Removed after a pass.
+    let dir = tempfile::tempdir().unwrap().keep();
     let redis = RedisServer::start(&[
         "--appendonly",
         "yes",
@@ -866,11 +875,12 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
         "--enable-protected-configs",
         "yes",
     ]);
-    let redoubt = Redoubt::new(dir.path(), redis.port());
+    let redoubt = Redoubt::new(&dir, redis.port());
     let mut rig = Rig { redis, redoubt };
     let fail = |rig: &Rig, msg: String| -> ! {
         panic!(
-            "chaos: seed={seed} FAILED: {msg}\n--- redoubt log (tail) ---\n{}\n--- redis log (tail) ---\n{}",
+            "chaos: seed={seed} FAILED: {msg}\n--- redoubt's data dir and log are kept in {} ---\n--- redoubt log (tail) ---\n{}\n--- redis log (tail) ---\n{}",
+            dir.display(),
             tail(&rig.redoubt.log, 40),
             tail(&rig.redis.log_path(), 20)
         )
@@ -1130,6 +1140,8 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
         .iter()
         .filter_map(|f| faults.get(f).map(|n| format!("{}:{n}", f.name())))
         .collect();
+    drop(rig);
+    let _ = std::fs::remove_dir_all(&dir);
     let (max_ms, max_what) = slowest_ever.unwrap_or_default();
     eprintln!("chaos: slowest reply: {max_what}");
     println!(
