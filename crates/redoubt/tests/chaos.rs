@@ -51,7 +51,9 @@ const DEADLINE_MS: u64 = 1000;
 /// Redoubt (fsync on every journaled write), eight client tasks and the
 /// controller, so a reply written at the deadline can wait a scheduling
 /// slice or two before the client task runs. Measured maxima here are
-/// about 1010–1060 ms (the SIGSTOP case, answered at the deadline).
+/// 1000–1003 ms (a write in flight to a SIGSTOPped Redis, answered
+/// `-UNCERTAIN` at the deadline), also while other builds loaded the
+/// machine.
 const MARGIN_MS: u64 = 250;
 /// A reply not here by then is a hang: the client gives up on it.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -147,7 +149,8 @@ impl Fault {
     }
 }
 
-/// What a write's reply says about whether it was applied.
+/// What a write's reply says about whether it was applied. For a read:
+/// `Acked` is the session's value, `NotApplied` a refusal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     /// `+OK`, an integer: applied, and must stay applied.
