@@ -453,6 +453,9 @@ async fn worker(
 /// ports and data dir; stderr (its log) appended to `redoubt.log`.
 struct Redoubt {
     child: Option<Child>,
+    /// How long the latest start took until both ports answered (it
+    /// rebuilds its local state from the journal first).
+    last_start: Duration,
     port: u16,
     admin: u16,
     conf: PathBuf,
@@ -509,6 +512,7 @@ policy = "durable"
         std::fs::write(&conf, toml).unwrap();
         let mut r = Redoubt {
             child: None,
+            last_start: Duration::ZERO,
             port,
             admin,
             conf,
@@ -524,6 +528,7 @@ policy = "durable"
 
     fn start(&mut self) {
         assert!(self.child.is_none(), "redoubt already running");
+        let began = Instant::now();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -555,6 +560,7 @@ policy = "durable"
             TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", admin)).is_ok()
         });
+        self.last_start = began.elapsed();
     }
 
     fn kill9(&mut self) {
@@ -981,7 +987,10 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
             _ => std::thread::sleep(hold),
         }
         let end = Instant::now();
-        let note = rig.repair(fault);
+        let mut note = rig.repair(fault);
+        if fault.restarts_redoubt() {
+            note += &format!(" redoubt_start={}ms", rig.redoubt.last_start.as_millis());
+        }
         std::thread::sleep(after);
         control.pause();
         let drained = rig
@@ -1003,7 +1012,9 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
             .flat_map(|g| g.violations.iter().cloned())
             .collect();
         let mut tally = Tally::default();
+        let checking = Instant::now();
         check_redis(&rig.redis, seed, &all, &mut tally);
+        let checked_in = checking.elapsed();
         violations.append(&mut tally.violations);
 
         let acked_while_down = new
@@ -1073,7 +1084,7 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
             "-".into()
         };
         eprintln!(
-            "round {}/{rounds} {:<15} hold={}ms{note}: writes acked={} uncertain={} unavailable={} acked_while_down={acked_while_down} session_reads_during_outage={sessions} drained_in={}ms round={:.1}s slowest={slow_text}",
+            "round {}/{rounds} {:<15} hold={}ms{note}: writes acked={} uncertain={} unavailable={} acked_while_down={acked_while_down} session_reads_during_outage={sessions} drained_in={}ms checked_in={}ms round={:.1}s slowest={slow_text}",
             round + 1,
             fault.name(),
             (end - start).as_millis(),
@@ -1081,6 +1092,7 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
             count(Outcome::Uncertain),
             count(Outcome::NotApplied),
             drained.as_millis(),
+            checked_in.as_millis(),
             round_began.elapsed().as_secs_f64(),
         );
         if !violations.is_empty() {
@@ -1158,5 +1170,49 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
         tally.duplicated,
         tally.counters_ok,
         began.elapsed().as_secs_f64(),
+    );
+}
+
+/// Minimized from what the chaos rounds' Redoubt restarts exposed: a
+/// restarted Redoubt rebuilds its local state from every journal record it
+/// still keeps (`retain_after_replay`), replayed or not, because the
+/// journal keeps no release point of its own; while Redis is down it then
+/// answers reads with values Redis replaced after their replay.
+#[test]
+#[ignore = "known bug: a restart serves journal records replayed before it (see the doc comment)"]
+fn a_restarted_redoubt_never_serves_a_value_redis_replaced_before_the_restart() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut redoubt = Redoubt::new(dir.path(), redis.port());
+    let state_is = |r: &Redoubt, want: &str| r.status().is_some_and(|s| s["state"] == want);
+    redoubt.wait_drained().unwrap();
+
+    redis.kill();
+    wait_for("down", Duration::from_secs(10), || {
+        state_is(&redoubt, "down")
+    });
+    assert_eq!(
+        raw_cmd(redoubt.port, &["SET", "sess:1", "a"]).unwrap(),
+        "+OK"
+    );
+    redis.start_again();
+    redoubt.wait_drained().unwrap();
+    assert_eq!(redis.cmd(&["GET", "sess:1"]), "a", "replayed");
+    assert_eq!(
+        raw_cmd(redoubt.port, &["SET", "sess:1", "b"]).unwrap(),
+        "+OK"
+    );
+    assert_eq!(redis.cmd(&["GET", "sess:1"]), "b", "written while up");
+
+    redoubt.kill9();
+    redis.kill();
+    redoubt.start();
+    wait_for("down", Duration::from_secs(10), || {
+        state_is(&redoubt, "down")
+    });
+    let v = raw_cmd(redoubt.port, &["GET", "sess:1"]).unwrap();
+    assert!(
+        v == "b" || v.starts_with("-UNAVAILABLE"),
+        "served {v:?}: Redis had replaced it with \"b\" before the restart"
     );
 }
