@@ -698,11 +698,11 @@ impl Replayer {
                 )))
             }
         };
-        // Everything before the checkpoint is in Redis. The journal keeps
-        // no release point across a restart, so without this a journal
-        // that had drained before the restart would count its retained
-        // records as pending forever: nothing left to replay would ever
-        // release them.
+        // Everything before the checkpoint is in Redis. The journal's own
+        // release point can lag it (it is not synced, so a host crash can
+        // lose it): records Redis already has would then count as pending
+        // with nothing left to replay that could release them, and the
+        // recovery would never drain.
         self.journal.release(pos)?;
         if pos > self.released {
             self.released = pos;
