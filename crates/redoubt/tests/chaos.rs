@@ -60,10 +60,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent clients.
 const WORKERS: usize = 8;
 /// Each client's pace at most (about 3,200 commands a second in all): the
-/// checks cover everything acknowledged so far and a Redoubt restart
-/// rebuilds every journal record it retains, so an unpaced run's length
-/// would follow the machine's speed. Still enough concurrency for group
-/// commit and the ordering lock to matter.
+/// checks cover everything acknowledged so far, so an unpaced run's length
+/// (and memory) would follow the machine's speed. Still enough concurrency
+/// for group commit and the ordering lock to matter.
 const MAX_OPS_PER_WORKER_PER_SEC: u64 = 400;
 const COUNTERS: usize = 4;
 const QUEUES: usize = 4;
