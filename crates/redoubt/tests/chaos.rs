@@ -1161,6 +1161,18 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
             .filter(|r| r.op.is_write() && r.outcome == o)
             .count()
     };
+    // Not a failure (within the deadline), but worth watching: writes
+    // refused as not executed only after a long wait, typically a session
+    // stuck on a reconnect to a dead Redis after the prober had already
+    // declared it down (so a durable write could have been journaled).
+    let late_refusals = all
+        .iter()
+        .filter(|r| {
+            r.op.is_write()
+                && r.outcome == Outcome::NotApplied
+                && r.latency() > Duration::from_millis(MARGIN_MS)
+        })
+        .count();
     let kinds: Vec<String> = Fault::ALL
         .iter()
         .filter_map(|f| faults.get(f).map(|n| format!("{}:{n}", f.name())))
@@ -1170,7 +1182,7 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
     let (max_ms, max_what) = slowest_ever.unwrap_or_default();
     eprintln!("chaos: slowest reply: {max_what}");
     println!(
-        "chaos: seed={seed} rounds={rounds} faults={} acked={} acked_while_down={acked_while_down_total} uncertain={} unavailable={} connect_failures={connect_failures} session_reads_during_outage={session_reads_total} lost={} phantom={} duplicated={} counters_ok={}/{COUNTERS} max_reply_ms={max_ms} duration={:.0}s PASS",
+        "chaos: seed={seed} rounds={rounds} faults={} acked={} acked_while_down={acked_while_down_total} uncertain={} unavailable={} late_refusals={late_refusals} connect_failures={connect_failures} session_reads_during_outage={session_reads_total} lost={} phantom={} duplicated={} counters_ok={}/{COUNTERS} max_reply_ms={max_ms} duration={:.0}s PASS",
         kinds.join(","),
         writes(Outcome::Acked),
         writes(Outcome::Uncertain),
