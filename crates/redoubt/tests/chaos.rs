@@ -21,7 +21,7 @@
 //!   least [`MIN_SESSION_READS_PER_OUTAGE`] in each such round Redoubt was
 //!   not restarted in). A proxy that refuses everything fails.
 //!
-//! `CHAOS_ROUNDS` (default [`DEFAULT_ROUNDS`], about two minutes here) and
+//! `CHAOS_ROUNDS` (default [`DEFAULT_ROUNDS`], about 90 s here) and
 //! `CHAOS_SEED` (random, printed) make a run repeatable in its fault
 //! sequence and durations; one summary line is printed at the end:
 //! `CHAOS_ROUNDS=100 cargo test -p redoubt --test chaos -- --nocapture`.
@@ -41,7 +41,7 @@ use test_support::{free_port, wait_for, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
 
-/// About two minutes on the 2-core machines (2.5–4 s a round); every fault
+/// About 90 s on the 2-core machines (about 2.7 s a round); every fault
 /// kind occurs.
 const DEFAULT_ROUNDS: usize = 32;
 /// `limits.command_timeout_ms` given to Redoubt: no reply may come later.
