@@ -531,12 +531,22 @@ impl Session {
             return Err(Ok(()));
         }
         let pool = self.shared.upstream.pool(&self.key());
-        match pool.get(Instant::now() + self.timeout).await {
-            Ok(c) => {
+        // Connecting may wait out a reconnect backoff. If Redis is declared
+        // Down meanwhile, stop waiting: the request is dispatched again and
+        // routed by policy (a durable write is journaled, others refused at
+        // once) instead of being refused only when the connect gives up.
+        let mut health = self.shared.health.subscribe();
+        let got = tokio::select! {
+            r = pool.get(Instant::now() + self.timeout) => Some(r),
+            _ = health.wait_for(|h| h.state == State::Down) => None,
+        };
+        match got {
+            None => Err(Ok(())),
+            Some(Ok(c)) => {
                 self.conn = Some(c.clone());
                 Ok(c)
             }
-            Err(e) => Err(Err(self.connect_error(e))),
+            Some(Err(e)) => Err(Err(self.connect_error(e))),
         }
     }
 
