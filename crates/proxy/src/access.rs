@@ -183,6 +183,9 @@ pub struct Access {
     timeout: Duration,
     memory: Mutex<CredentialMemory>,
     profiles: Mutex<Profiles>,
+    /// Where `default`'s permissions are kept across restarts (see
+    /// [`Access::keep_default_in`]).
+    default_file: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl std::fmt::Debug for Access {
@@ -213,7 +216,79 @@ impl Access {
             timeout,
             memory: Mutex::new(CredentialMemory::new(MAX_REMEMBERED_USERS, REMEMBER_FOR)),
             profiles: Mutex::default(),
+            default_file: Mutex::default(),
         })
+    }
+
+    /// Keeps `default`'s permissions (Redis's `ACL GETUSER default` reply
+    /// without its password hashes, and the categories it names) in
+    /// `path`, and loads what an
+    /// earlier run kept there. So a Redoubt restarted during an outage
+    /// still serves unauthenticated sessions the keys `default` may
+    /// access. Other users cannot log in after such a restart anyway (their
+    /// credentials live in memory only).
+    pub fn keep_default_in(&self, path: std::path::PathBuf) {
+        if let Some((reply, cats)) = load_default(&path) {
+            if let Ok(Some(p)) = acl::parse_getuser(&reply) {
+                if let Ok(mut known) = self.profiles.lock() {
+                    known.categories.extend(cats);
+                }
+                self.store("default", Known::Profile(Arc::new(p)), true);
+                tracing::info!(path = %path.display(), "default user's permissions loaded from the last run");
+            }
+        }
+        if let Ok(mut f) = self.default_file.lock() {
+            *f = Some(path);
+        }
+    }
+
+    fn persist_default(&self, reply: &Frame, p: &AclProfile) {
+        let Some(path) = self.default_file.lock().ok().and_then(|f| f.clone()) else {
+            return;
+        };
+        // The password hashes stay in memory: the file is for permissions.
+        let strip = |pairs: &[Frame]| -> Vec<Frame> {
+            pairs
+                .chunks(2)
+                .flat_map(|kv| match kv {
+                    [k, _] if k.as_bytes() == Some(&b"passwords"[..]) => {
+                        vec![k.clone(), Frame::Array(Vec::new())]
+                    }
+                    other => other.to_vec(),
+                })
+                .collect()
+        };
+        let reply = match reply {
+            Frame::Array(v) => Frame::Array(strip(v)),
+            Frame::Map(m) => Frame::Map(
+                m.iter()
+                    .map(|(k, v)| {
+                        if k.as_bytes() == Some(&b"passwords"[..]) {
+                            (k.clone(), Frame::Array(Vec::new()))
+                        } else {
+                            (k.clone(), v.clone())
+                        }
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        let mut items = vec![reply];
+        if let Ok(known) = self.profiles.lock() {
+            for cat in p.categories() {
+                if let Some(members) = known.categories.get(cat) {
+                    let mut row = vec![Frame::bulk(cat)];
+                    row.extend(members.iter().map(Frame::bulk));
+                    items.push(Frame::Array(row));
+                }
+            }
+        }
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, Frame::Array(items).to_bytes())
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the default user's permissions; after a restart during an outage local data is refused until Redis is back");
+        }
     }
 
     /// True in local mode.
@@ -445,6 +520,9 @@ impl Access {
                     None => match acl::parse_getuser(&f) {
                         Ok(Some(p)) => {
                             self.learn_categories(&conn.0, &p).await;
+                            if user == "default" {
+                                self.persist_default(&f, &p);
+                            }
                             Known::Profile(Arc::new(p))
                         }
                         Ok(None) => Known::Missing,
@@ -687,6 +765,33 @@ fn command_name(spec: Option<&resp::CommandSpec>, args: &[Bytes]) -> String {
             .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
             .unwrap_or_default(),
     }
+}
+
+/// What [`Access::persist_default`] wrote: the `ACL GETUSER` reply and
+/// the categories it names.
+fn load_default(path: &std::path::Path) -> Option<(Frame, acl::Categories)> {
+    let bytes = std::fs::read(path).ok()?;
+    let (frame, _) = resp::parse_frame(&bytes, &resp::Limits::upstream()).ok()??;
+    let Frame::Array(mut items) = frame else {
+        return None;
+    };
+    if items.is_empty() {
+        return None;
+    }
+    let reply = items.remove(0);
+    let mut cats = acl::Categories::new();
+    for row in items {
+        if let Frame::Array(row) = row {
+            let mut names = row
+                .iter()
+                .filter_map(|f| f.as_bytes())
+                .map(|b| String::from_utf8_lossy(b).to_ascii_lowercase());
+            if let Some(cat) = names.next() {
+                cats.insert(cat, names.collect());
+            }
+        }
+    }
+    Some((reply, cats))
 }
 
 #[cfg(test)]

@@ -97,6 +97,8 @@ pub struct Outage {
     health: OnceLock<HealthHandle>,
     /// `POST /admin/replay`: try now rather than at the next tick.
     replay_now: tokio::sync::Notify,
+    /// The locked data_dir (set by [`Outage::spawn_recovery`]).
+    data_dir: OnceLock<std::path::PathBuf>,
 }
 
 /// A `GET`/`HGETALL` whose reply should go into the near-cache: the
@@ -209,6 +211,7 @@ impl Outage {
             tracker: Mutex::default(),
             health: OnceLock::new(),
             replay_now: tokio::sync::Notify::new(),
+            data_dir: OnceLock::new(),
         };
         if o.journal.pending_entries() > 0 {
             // Only what was not replayed yet: records Redis already has are
@@ -276,6 +279,11 @@ impl Outage {
     /// The keyspace rules.
     pub fn keyspaces(&self) -> &Keyspaces {
         &self.keyspaces
+    }
+
+    /// The data_dir, once recovery runs.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.get().map(|d| d.as_path())
     }
 
     /// The journal.
@@ -991,6 +999,7 @@ impl Outage {
         health: HealthHandle,
     ) {
         let _ = self.health.set(health.clone());
+        let _ = self.data_dir.set(data_dir.clone());
         if self.journal.pending_entries() > 0 {
             health.hold_recovering(true);
         }

@@ -120,6 +120,9 @@ impl Proxy {
             settings.outage.is_some(),
             Duration::from_millis(settings.limits.command_timeout_ms),
         );
+        if let Some(dir) = settings.outage.as_ref().and_then(|o| o.data_dir()) {
+            access.keep_default_in(dir.join("acl-default.resp"));
+        }
         access.spawn_refresh(shutdown_rx.clone());
         let shared = Arc::new(Shared {
             upstream: upstream.clone(),

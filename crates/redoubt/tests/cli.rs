@@ -112,11 +112,16 @@ fn serve(upstream: &str) -> Running {
 
 /// `serve` with extra TOML config (e.g. `[[keyspace]]` tables).
 fn serve_with(upstream: &str, toml: &str) -> Running {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("redoubt.toml"), toml).unwrap();
+    serve_in(upstream, data)
+}
+
+/// `serve` on `data` (holding `redoubt.toml`), on fresh ports.
+fn serve_in(upstream: &str, data: tempfile::TempDir) -> Running {
     let port = free_port();
     let admin = free_port();
-    let data = tempfile::tempdir().unwrap();
     let conf = data.path().join("redoubt.toml");
-    std::fs::write(&conf, toml).unwrap();
     let child = Command::new(BIN)
         .args(["serve", "--config", conf.to_str().unwrap()])
         .args([
@@ -311,6 +316,68 @@ fn a_data_dir_serves_one_mode_only() {
         "{}",
         text(&o)
     );
+}
+
+#[test]
+fn a_redoubt_restarted_during_an_outage_keeps_serving_the_default_user() {
+    let mut redis = RedisServer::new();
+    redis.cmd(&[
+        "ACL",
+        "SETUSER",
+        "default",
+        "on",
+        "nopass",
+        "resetkeys",
+        "~sess:*",
+        "+@all",
+    ]);
+    let r = serve_with(
+        &redis.url(),
+        "[[keyspace]]\npattern = \"sess:*\"\npolicy = \"durable\"\n[[keyspace]]\npattern = \"other:*\"\npolicy = \"durable\"\n",
+    );
+    wait_for("default's ACL to be read", Duration::from_secs(5), || {
+        http_get(r.admin, "/status")
+            .1
+            .contains("\"users_with_known_permissions\":1")
+    });
+    redis.kill();
+    wait_for("down", Duration::from_secs(5), || {
+        http_get(r.admin, "/readyz")
+            .1
+            .contains("\"state\":\"down\"")
+    });
+    assert_eq!(cmd(r.port, &["SET", "sess:1", "a"]), "+OK");
+    // kill -9 mid-outage, and start again on the same data_dir.
+    let mut r = r;
+    r.child.kill().unwrap();
+    r.child.wait().unwrap();
+    let data = std::mem::replace(&mut r.data, tempfile::tempdir().unwrap());
+    drop(r);
+    let r = serve_in(&redis.url(), data);
+    wait_for("down again", Duration::from_secs(5), || {
+        http_get(r.admin, "/readyz")
+            .1
+            .contains("\"state\":\"down\"")
+    });
+    // Redis has not been seen by this process, yet `default`'s kept
+    // permissions let its sessions go on: the outage's writes and new ones.
+    assert_eq!(
+        cmd(r.port, &["GET", "sess:1"]),
+        "$1",
+        "a one-byte value, not a refusal"
+    );
+    assert_eq!(cmd(r.port, &["SET", "sess:2", "b"]), "+OK");
+    assert!(
+        cmd(r.port, &["SET", "other:1", "x"]).starts_with("-NOPERM"),
+        "keys default may not access stay refused"
+    );
+    redis.restart();
+    wait_for(
+        "the outage's writes in redis",
+        Duration::from_secs(10),
+        || redis.cmd(&["GET", "sess:2"]) == "b",
+    );
+    assert_eq!(redis.cmd(&["GET", "sess:1"]), "a");
 }
 
 #[test]
