@@ -474,12 +474,14 @@ impl Outage {
             return Route::Upstream;
         }
         let r = self.route_slow(state, session, db, args, caller).await;
-        self.count(&r, Self::keys(args).first());
+        self.count(&r, || Self::keys(args).into_iter().next());
         r
     }
 
-    /// `redoubt_commands_total{route, policy}` for a command routed here.
-    fn count(&self, r: &Route, key: Option<&Bytes>) {
+    /// `redoubt_commands_total{route, policy}` for a command routed here;
+    /// `key` (the first key, looked up only for local answers) names the
+    /// policy.
+    fn count(&self, r: &Route, key: impl FnOnce() -> Option<Bytes>) {
         if let Route::Local(reply, _) = r {
             // Refusals: Redoubt's own, and Redis's words for what the
             // session's user may not do.
@@ -489,7 +491,7 @@ impl Outage {
             } else {
                 "local"
             };
-            let policy = key.map_or("none", |k| self.keyspaces.policy(k).as_str());
+            let policy = key().map_or("none", |k| self.keyspaces.policy(&k).as_str());
             crate::metrics::count_routed(route, policy);
         }
     }
@@ -623,12 +625,9 @@ impl Outage {
         let r = self
             .route_multi_slow(state, session, db, cmds, caller)
             .await;
-        self.count(
-            &r,
-            cmds.iter()
-                .find_map(|c| Self::keys(c).first().cloned())
-                .as_ref(),
-        );
+        self.count(&r, || {
+            cmds.iter().find_map(|c| Self::keys(c).into_iter().next())
+        });
         r
     }
 
@@ -759,7 +758,7 @@ impl Outage {
         let offset = self
             .health
             .get()
-            .and_then(|h| h.current().facts.clock_offset_ms)
+            .and_then(|h| h.clock_offset_ms())
             .unwrap_or(0);
         now_ms().saturating_add_signed(offset)
     }

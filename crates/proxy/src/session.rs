@@ -624,23 +624,33 @@ impl Session {
         }
     }
 
+    /// Queues the reply of a command the outage answered here (a local
+    /// write's reply waits for its journal record); false when it goes to
+    /// Redis.
+    fn answered_locally(&mut self, route: crate::outage::Route) -> bool {
+        match route {
+            crate::outage::Route::Upstream => false,
+            crate::outage::Route::Local(reply, None) => {
+                self.push_ready(reply);
+                true
+            }
+            crate::outage::Route::Local(reply, Some(durable)) => {
+                self.flush_batch();
+                self.push(Body::Durable(reply, durable));
+                true
+            }
+        }
+    }
+
     async fn forward(&mut self, req: Request, write: bool) -> Flow {
         if let Some(o) = self.shared.outage.clone() {
             let state = self.shared.health.state();
             let local = self.store_session.get_or_insert_with(|| o.session());
             local.set_protocol(self.proto);
             let caller = self.shared.access.caller(&self.who);
-            match o.route(state, local, self.db, &req.args, &caller).await {
-                crate::outage::Route::Upstream => {}
-                crate::outage::Route::Local(reply, None) => {
-                    self.push_ready(reply);
-                    return Flow::Go;
-                }
-                crate::outage::Route::Local(reply, Some(durable)) => {
-                    self.flush_batch();
-                    self.push(Body::Durable(reply, durable));
-                    return Flow::Go;
-                }
+            let route = o.route(state, local, self.db, &req.args, &caller).await;
+            if self.answered_locally(route) {
+                return Flow::Go;
             }
         }
         if let Some(r) = self.down_reply() {
@@ -740,17 +750,9 @@ impl Session {
             local.set_protocol(self.proto);
             let cmds: Vec<Vec<Bytes>> = multi.cmds.iter().map(|r| r.args.clone()).collect();
             let caller = self.shared.access.caller(&self.who);
-            match o.route_multi(state, local, self.db, &cmds, &caller).await {
-                crate::outage::Route::Upstream => {}
-                crate::outage::Route::Local(reply, None) => {
-                    self.push_ready(reply);
-                    return Flow::Go;
-                }
-                crate::outage::Route::Local(reply, Some(durable)) => {
-                    self.flush_batch();
-                    self.push(Body::Durable(reply, durable));
-                    return Flow::Go;
-                }
+            let route = o.route_multi(state, local, self.db, &cmds, &caller).await;
+            if self.answered_locally(route) {
+                return Flow::Go;
             }
         }
         if let Some(r) = self.down_reply() {

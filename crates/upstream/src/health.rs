@@ -199,6 +199,12 @@ impl HealthHandle {
         self.rx.borrow().clone()
     }
 
+    /// Redis's clock minus ours, last measured (no copy of the facts: it
+    /// is read for every write journaled during an outage).
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        self.rx.borrow().facts.clock_offset_ms
+    }
+
     /// A receiver that wakes on every published change.
     pub fn subscribe(&self) -> watch::Receiver<Health> {
         self.rx.clone()
