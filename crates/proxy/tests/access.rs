@@ -3,105 +3,42 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use proxy::access::{AuthMode, LocalUser};
-use proxy::outage::Outage;
 use proxy::policy::{Keyspaces, Policy};
-use proxy::{LimitsConfig, Proxy, ProxySettings};
 use resp::Frame;
-use upstream::health::spawn_prober;
-use upstream::{State, Upstream, UpstreamConfig, UpstreamUrl};
+use upstream::State;
 
 const NOPERM_KEY: &str =
     "NOPERM this user has no permissions to access one of the keys used as arguments";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 const NOAUTH: &str = "NOAUTH Authentication required.";
 
-struct Setup {
-    f: Fixture,
-    _dir: tempfile::TempDir,
-}
-
 /// Redoubt in front of `redis`, logged in upstream as `url_user` (an
 /// admin), with durable `sess:*`, `other:*`, `public:*` and cache
 /// `cache:*` keyspaces.
-async fn setup(redis: &RedisServer, url_user: Option<(&str, &str)>, auth: AuthMode) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _) =
-        journal::Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
+async fn setup(redis: &RedisServer, url_user: Option<(&str, &str)>, auth: AuthMode) -> Local {
     let keyspaces = Keyspaces::new(vec![
         ("sess:*".into(), Policy::Durable),
         ("other:*".into(), Policy::Durable),
         ("public:*".into(), Policy::Durable),
         ("cache:*".into(), Policy::Cache),
     ]);
-    let outage = Outage::new(keyspaces, Arc::new(journal), Arc::default()).unwrap();
     let url = match url_user {
         Some((u, p)) => format!("redis://{u}:{p}@{}", redis.addr()),
         None => redis.url(),
     };
-    let url = UpstreamUrl::parse(&url).unwrap();
-    let probes = upstream::HealthConfig {
-        interval_ms: 50,
-        timeout_ms: 500,
-        down_after: 2,
-        up_after: 2,
-    };
-    let health = spawn_prober(url.clone(), probes);
-    outage.spawn_recovery(
-        url.clone(),
-        dir.path().to_path_buf(),
-        "access-node".into(),
-        health.clone(),
-    );
-    outage.start_near_cache(1 << 20, 60_000, &url, health.clone());
-    let upstream = Upstream::new(
-        url,
-        UpstreamConfig {
-            connect_timeout: Duration::from_millis(500),
-            ..Default::default()
-        },
-    );
-    let proxy = Proxy::start(
-        ProxySettings {
-            listen: "127.0.0.1:0".into(),
-            limits: LimitsConfig::default(),
-            outage: Some(outage.clone()),
-            auth,
-        },
-        upstream.clone(),
-        health.clone(),
-    )
-    .await
-    .unwrap();
-    let f = Fixture {
-        proxy,
-        health,
-        upstream,
-    };
-    f.wait_state(State::Up, Duration::from_secs(5)).await;
-    // Reads are kept in the near-cache only once its invalidations flow.
-    let near = outage.near_cache().expect("near-cache started").clone();
-    test_support::wait_for("tracking to start", Duration::from_secs(5), || {
-        near.is_tracking()
-    });
-    Setup { f, _dir: dir }
+    start_local(&url, keyspaces, "access-node", auth, true).await
 }
 
-impl Setup {
-    /// Waits until Redoubt has read `user`'s permissions from Redis.
-    fn wait_knows(&self, user: &str) {
-        let access = self.f.proxy.access().expect("proxy mode has access");
-        test_support::wait_for(
-            &format!("redoubt to read {user}'s ACL"),
-            Duration::from_secs(5),
-            || access.knows(user),
-        );
-    }
+/// Test helpers on the shared fixture.
+trait LogIn {
+    async fn logged_in(&self, user: &str, pass: &str) -> Raw;
+}
 
+impl LogIn for Local {
     async fn logged_in(&self, user: &str, pass: &str) -> Raw {
         let mut c = self.f.raw().await;
         assert_eq!(c.cmd(&["AUTH", user, pass]).await, Frame::simple("OK"));

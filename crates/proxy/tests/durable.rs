@@ -3,73 +3,28 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use proxy::outage::Outage;
 use proxy::policy::{Keyspaces, Policy};
-use proxy::{LimitsConfig, Proxy, ProxySettings};
 use resp::Frame;
-use upstream::health::spawn_prober;
-use upstream::{State, Upstream, UpstreamConfig, UpstreamUrl};
+use upstream::State;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_writes_ride_out_a_kill_and_reach_redis_exactly_once() {
     let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _) =
-        journal::Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
-    let journal = Arc::new(journal);
-    let keyspaces = Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]);
-    let outage = Outage::new(keyspaces, journal.clone(), Arc::default()).unwrap();
-    let url = UpstreamUrl::parse(&redis.url()).unwrap();
-    // Probes a little slower than fast_health(): a loaded CI machine must
-    // not flap the state while the test checks the Up-state behaviour.
-    let probes = upstream::HealthConfig {
-        interval_ms: 50,
-        timeout_ms: 500,
-        down_after: 2,
-        up_after: 2,
-    };
-    let health = spawn_prober(url.clone(), probes);
-    outage.spawn_recovery(
-        url.clone(),
-        dir.path().to_path_buf(),
-        "test-node".into(),
-        health.clone(),
-    );
-    let upstream = Upstream::new(
-        url,
-        UpstreamConfig {
-            connect_timeout: Duration::from_millis(500),
-            ..Default::default()
-        },
-    );
-    let settings = ProxySettings {
-        listen: "127.0.0.1:0".into(),
-        limits: LimitsConfig::default(),
-        outage: Some(outage),
-        auth: Default::default(),
-    };
-    let proxy = Proxy::start(settings, upstream, health.clone())
-        .await
-        .unwrap();
-    let f = Fixture {
-        proxy,
-        health,
-        upstream: Upstream::new(
-            UpstreamUrl::parse(&redis.url()).unwrap(),
-            UpstreamConfig::default(),
-        ),
-    };
-    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    let s = start_local(
+        &redis.url(),
+        Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
+        "test-node",
+        Default::default(),
+        false,
+    )
+    .await;
     // Local data goes only to sessions whose Redis user is known: here
     // unauthenticated ones, Redis's `default`.
-    let access = f.proxy.access().unwrap().clone();
-    test_support::wait_for("default's ACL", Duration::from_secs(5), || {
-        access.knows("default")
-    });
+    s.wait_knows("default");
+    let (f, journal) = (&s.f, &s.journal);
     let mut c = f.raw().await;
     assert_eq!(
         c.cmd(&["SET", "sess:pre", "before"]).await,

@@ -4,90 +4,30 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use proxy::outage::Outage;
 use proxy::policy::{Keyspaces, Policy};
-use proxy::{LimitsConfig, Proxy, ProxySettings};
 use resp::Frame;
-use upstream::health::spawn_prober;
-use upstream::{State, Upstream, UpstreamConfig, UpstreamUrl};
+use upstream::State;
 
-struct Setup {
-    f: Fixture,
-    outage: Arc<Outage>,
-    journal: Arc<journal::Journal>,
-    _dir: tempfile::TempDir,
-}
-
-async fn setup(redis: &RedisServer) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _) =
-        journal::Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
-    let journal = Arc::new(journal);
+/// Durable `sess:*` and cache `cache:*`, with a near-cache; returns once
+/// Redoubt knows `default`'s permissions (unauthenticated sessions).
+async fn setup(redis: &RedisServer) -> Local {
     let keyspaces = Keyspaces::new(vec![
         ("sess:*".into(), Policy::Durable),
         ("cache:*".into(), Policy::Cache),
     ]);
-    let outage = Outage::new(keyspaces, journal.clone(), Arc::default()).unwrap();
-    let url = UpstreamUrl::parse(&redis.url()).unwrap();
-    let probes = upstream::HealthConfig {
-        interval_ms: 50,
-        timeout_ms: 500,
-        down_after: 2,
-        up_after: 2,
-    };
-    let health = spawn_prober(url.clone(), probes);
-    outage.spawn_recovery(
-        url.clone(),
-        dir.path().to_path_buf(),
-        "near-node".into(),
-        health.clone(),
-    );
-    outage.start_near_cache(1 << 20, 60_000, &url, health.clone());
-    let upstream = Upstream::new(
-        url.clone(),
-        UpstreamConfig {
-            connect_timeout: Duration::from_millis(500),
-            ..Default::default()
-        },
-    );
-    let proxy = Proxy::start(
-        ProxySettings {
-            listen: "127.0.0.1:0".into(),
-            limits: LimitsConfig::default(),
-            outage: Some(outage.clone()),
-            auth: Default::default(),
-        },
-        upstream.clone(),
-        health.clone(),
+    let s = start_local(
+        &redis.url(),
+        keyspaces,
+        "near-node",
+        Default::default(),
+        true,
     )
-    .await
-    .unwrap();
-    let f = Fixture {
-        proxy,
-        health,
-        upstream,
-    };
-    f.wait_state(State::Up, Duration::from_secs(5)).await;
-    let near = outage.near_cache().expect("near-cache started").clone();
-    test_support::wait_for("tracking to start", Duration::from_secs(5), || {
-        near.is_tracking()
-    });
-    // Local data goes only to sessions whose Redis user is known: here
-    // unauthenticated ones, Redis's `default`.
-    let access = f.proxy.access().unwrap().clone();
-    test_support::wait_for("default's ACL", Duration::from_secs(5), || {
-        access.knows("default")
-    });
-    Setup {
-        f,
-        outage,
-        journal,
-        _dir: dir,
-    }
+    .await;
+    s.wait_knows("default");
+    s
 }
 
 fn unavailable(f: &Frame, why: &str) {

@@ -5,66 +5,29 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use proxy::outage::Outage;
 use proxy::policy::{Keyspaces, Policy};
-use proxy::{LimitsConfig, Proxy, ProxySettings};
 use resp::Frame;
-use upstream::health::spawn_prober;
-use upstream::{State, Upstream, UpstreamConfig, UpstreamUrl};
+use upstream::State;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_during_recovery_reach_redis_in_acknowledged_order() {
     let mut redis = RedisServer::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let (journal, _) =
-        journal::Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
-    let journal = Arc::new(journal);
-    let keyspaces = Keyspaces::new(vec![("q:*".into(), Policy::Durable)]);
-    let outage = Outage::new(keyspaces, journal.clone(), Arc::default()).unwrap();
-    let url = UpstreamUrl::parse(&redis.url()).unwrap();
-    let health = spawn_prober(
-        url.clone(),
-        upstream::HealthConfig {
-            interval_ms: 50,
-            timeout_ms: 500,
-            down_after: 2,
-            up_after: 2,
-        },
-    );
-    outage.spawn_recovery(
-        url.clone(),
-        dir.path().to_path_buf(),
-        "test-node".into(),
-        health.clone(),
-    );
-    let proxy = Proxy::start(
-        ProxySettings {
-            listen: "127.0.0.1:0".into(),
-            limits: LimitsConfig::default(),
-            outage: Some(outage.clone()),
-            auth: Default::default(),
-        },
-        Upstream::new(url.clone(), UpstreamConfig::default()),
-        health.clone(),
+    let s = start_local(
+        &redis.url(),
+        Keyspaces::new(vec![("q:*".into(), Policy::Durable)]),
+        "test-node",
+        Default::default(),
+        false,
     )
-    .await
-    .unwrap();
-    let f = Fixture {
-        proxy,
-        health,
-        upstream: Upstream::new(url, UpstreamConfig::default()),
-    };
-    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    .await;
     // Local data goes only to sessions whose Redis user is known: here
     // unauthenticated ones, Redis's `default`.
-    let access = f.proxy.access().unwrap().clone();
-    test_support::wait_for("default's ACL", Duration::from_secs(5), || {
-        access.knows("default")
-    });
+    s.wait_knows("default");
+    let (f, journal, outage) = (&s.f, &s.journal, &s.outage);
     let mut c = f.raw().await;
 
     redis.kill();
@@ -79,7 +42,7 @@ async fn pushes_during_recovery_reach_redis_in_acknowledged_order() {
     // empty, one of its appends is usually still on its way to disk.
     redis.restart();
     let serving_locally = |o: &Outage| o.status_json()["serving_locally"] == true;
-    while serving_locally(&outage) || journal.pending_entries() > 0 {
+    while serving_locally(outage) || journal.pending_entries() > 0 {
         n += 1;
         push(&mut c, n).await;
     }
@@ -88,7 +51,7 @@ async fn pushes_during_recovery_reach_redis_in_acknowledged_order() {
         push(&mut c, n).await;
     }
     test_support::wait_for("the journal to drain", Duration::from_secs(10), || {
-        journal.pending_entries() == 0 && !serving_locally(&outage)
+        journal.pending_entries() == 0 && !serving_locally(outage)
     });
     let mut direct = redis::Client::open(redis.url())
         .unwrap()

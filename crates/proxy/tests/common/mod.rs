@@ -154,3 +154,99 @@ pub fn err_text(f: &Frame) -> String {
     )
     .into_owned()
 }
+
+/// A proxy with local keyspaces in front of Redis at `url`: journal in a
+/// temporary data_dir, recovery running, probes every 50 ms (a 500 ms
+/// timeout, so a loaded CI machine does not flap the state).
+pub struct Local {
+    pub f: Fixture,
+    pub outage: Arc<proxy::outage::Outage>,
+    pub journal: Arc<journal::Journal>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts [`Local`] with node id `node`, `auth`, and a near-cache of 1 MiB
+/// when `near_cache`; returns once Redis is Up (and the near-cache's
+/// invalidations flow).
+pub async fn start_local(
+    url: &str,
+    keyspaces: proxy::policy::Keyspaces,
+    node: &str,
+    auth: proxy::access::AuthMode,
+    near_cache: bool,
+) -> Local {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        journal::Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
+    let journal = Arc::new(journal);
+    let outage = proxy::outage::Outage::new(keyspaces, journal.clone(), Arc::default()).unwrap();
+    let url = UpstreamUrl::parse(url).unwrap();
+    let health = spawn_prober(
+        url.clone(),
+        HealthConfig {
+            interval_ms: 50,
+            timeout_ms: 500,
+            down_after: 2,
+            up_after: 2,
+        },
+    );
+    outage.spawn_recovery(
+        url.clone(),
+        dir.path().to_path_buf(),
+        node.into(),
+        health.clone(),
+    );
+    if near_cache {
+        outage.start_near_cache(1 << 20, 60_000, &url, health.clone());
+    }
+    let upstream = Upstream::new(
+        url,
+        UpstreamConfig {
+            connect_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let proxy = Proxy::start(
+        ProxySettings {
+            listen: "127.0.0.1:0".into(),
+            limits: LimitsConfig::default(),
+            outage: Some(outage.clone()),
+            auth,
+        },
+        upstream.clone(),
+        health.clone(),
+    )
+    .await
+    .expect("proxy binds");
+    let f = Fixture {
+        proxy,
+        health,
+        upstream,
+    };
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    if let Some(near) = outage.near_cache() {
+        // Reads are kept only once invalidations flow.
+        test_support::wait_for("tracking to start", Duration::from_secs(5), || {
+            near.is_tracking()
+        });
+    }
+    Local {
+        f,
+        outage,
+        journal,
+        dir,
+    }
+}
+
+impl Local {
+    /// Waits until Redoubt has read `user`'s permissions: local data goes
+    /// only to sessions whose Redis user is known.
+    pub fn wait_knows(&self, user: &str) {
+        let access = self.f.proxy.access().expect("proxy mode has access");
+        test_support::wait_for(
+            &format!("redoubt to read {user}'s ACL"),
+            Duration::from_secs(5),
+            || access.knows(user),
+        );
+    }
+}
