@@ -10,8 +10,9 @@
 //!   outage, keys still being replayed), it keeps two things in memory:
 //!   - the credentials Redis accepted recently, as salted hashes
 //!     ([`credentials`]), so a client reconnecting during an outage can
-//!     log in again; a wrong password is `WRONGPASS`, credentials never
-//!     seen are `UNAVAILABLE`;
+//!     log in again; a wrong password and credentials never seen get
+//!     the same `UNAVAILABLE` (so an outage does not reveal which user
+//!     names exist);
 //!   - each user's permissions from `ACL GETUSER` ([`acl`]), read with
 //!     Redoubt's identity when the user logs in, when Redis comes up, and
 //!     every [`REFRESH_EVERY`] while it is up. Local data is served only
@@ -54,6 +55,7 @@ use upstream::{Conn, Credentials, Handshake, HealthHandle, State, UpstreamUrl};
 pub use acl::{AclProfile, Categories};
 pub use credentials::{constant_time_eq, CredentialMemory, Recall};
 
+use crate::gate::{Gated, Refusal};
 use crate::reply;
 
 /// Users whose credentials are remembered at most (the least recently
@@ -63,17 +65,15 @@ pub const MAX_REMEMBERED_USERS: usize = 1024;
 pub const REMEMBER_FOR: Duration = Duration::from_secs(24 * 3600);
 /// Permissions are read again this often while Redis is up, so an
 /// `ACL SETUSER` reaches local serving within this time.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
 /// A login retries reading permissions that could not be read after this.
 const RETRY_FAILED: Duration = Duration::from_secs(5);
 
-const NOAUTH: &str = "NOAUTH Authentication required.";
-const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 const AUTH_WITHOUT_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 const NOT_SEEN: &str =
-    "UNAVAILABLE redis is down and these credentials were not seen recently: command not executed";
+    "UNAVAILABLE redis is down and these credentials cannot be checked now (only logins redis accepted recently are known): command not executed; retry when redis is back";
 
 /// `[auth] mode`.
 #[derive(Debug, Clone, Default)]
@@ -178,7 +178,8 @@ pub struct Access {
     mode: AuthMode,
     url: UpstreamUrl,
     health: HealthHandle,
-    /// Learn permissions only when there is local data to guard.
+    /// Read users' permissions from Redis (pass-through: Redoubt answers
+    /// connection commands itself, and local data during outages).
     learn: bool,
     timeout: Duration,
     memory: Mutex<CredentialMemory>,
@@ -186,6 +187,8 @@ pub struct Access {
     /// Where `default`'s permissions are kept across restarts (see
     /// [`Access::keep_default_in`]).
     default_file: Mutex<Option<std::path::PathBuf>>,
+    /// Closes the pooled connections of a login Redis stopped accepting.
+    on_revoked: std::sync::OnceLock<Box<dyn Fn(&str, bool) + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Access {
@@ -217,6 +220,7 @@ impl Access {
             memory: Mutex::new(CredentialMemory::new(MAX_REMEMBERED_USERS, REMEMBER_FOR)),
             profiles: Mutex::default(),
             default_file: Mutex::default(),
+            on_revoked: std::sync::OnceLock::new(),
         })
     }
 
@@ -322,19 +326,31 @@ impl Access {
 
     /// Local mode, before `AUTH`: the refusal for a command Redis would
     /// not run unauthenticated. `None`: go ahead.
-    pub fn gate(&self, who: &Identity, args: &[Bytes]) -> Option<Bytes> {
+    pub fn gate(&self, who: &Identity, args: &[Bytes]) -> Option<Refusal> {
         if *who != Identity::Anonymous {
             return None;
         }
         // The command table says which commands Redis runs before `AUTH`.
         let allowed = resp::lookup(args).is_some_and(|s| s.has(resp::command::F_NO_AUTH));
-        (!allowed).then(|| reply::error(NOAUTH))
+        (!allowed).then_some(Refusal::NoAuth)
     }
 
-    /// Local mode: the refusal for a `HELLO` that did not log the session
-    /// in (Redis answers `HELLO` only to logged-in clients).
+    /// The refusal for a `HELLO` without `AUTH` from a session that is not
+    /// logged in (Redis answers `HELLO` only to logged-in clients): in
+    /// local mode before `AUTH`; in pass-through when `default` needs a
+    /// password.
     pub fn hello_refusal(&self, who: &Identity) -> Option<Bytes> {
-        (*who == Identity::Anonymous).then(|| reply::error(HELLO_NOAUTH))
+        let refused = match who {
+            Identity::Anonymous => true,
+            Identity::Default => match self.known("default") {
+                Some(Known::Profile(p)) => !(p.enabled && p.nopass),
+                Some(Known::NoAcl { open }) => !open,
+                Some(Known::Missing) => true,
+                None | Some(Known::Failed(_)) => false,
+            },
+            _ => false,
+        };
+        refused.then(|| Refusal::HelloNoAuth.reply())
     }
 
     /// Local mode: checks `creds` against Redoubt's users.
@@ -406,8 +422,9 @@ impl Access {
             Recall::Match => Ok(Identity::Redis(user.to_string())),
             // A `nopass` user logs in with any password, as in Redis.
             Recall::Mismatch | Recall::Unknown if nopass => Ok(Identity::Redis(user.to_string())),
-            Recall::Mismatch => Err(reply::error(WRONGPASS)),
-            Recall::Unknown => Err(why),
+            // A wrong password and a user never seen answer alike, so an
+            // outage does not tell a caller which user names exist.
+            Recall::Mismatch | Recall::Unknown => Err(why),
         }
     }
 
@@ -551,6 +568,16 @@ impl Access {
             (Known::Profile(new), Some(Known::Profile(old))) => old.passwords() != new.passwords(),
             _ => false,
         };
+        // `default` that needs a password now: connections that never
+        // sent `AUTH` are no longer logged in for new sessions.
+        let locked = |k: &Known| match k {
+            Known::Profile(p) => !(p.enabled && p.nopass),
+            Known::Missing => true,
+            _ => false,
+        };
+        let default_locked = user == "default"
+            && locked(&known)
+            && !p.users.get(user).is_some_and(|l| locked(&l.known));
         let keep_old = !definite
             && p.users
                 .get(user)
@@ -582,6 +609,17 @@ impl Access {
                 m.forget_user(user);
             }
         }
+        if forget || default_locked {
+            if let Some(close) = self.on_revoked.get() {
+                close(user, default_locked);
+            }
+        }
+    }
+
+    /// Tells Access how to close the pooled connections of a login Redis
+    /// stopped accepting: `close(user, unauthenticated_too)`.
+    pub fn on_revoked(&self, close: impl Fn(&str, bool) + Send + Sync + 'static) {
+        let _ = self.on_revoked.set(Box::new(close));
     }
 
     /// Reads the members of the categories `p`'s rules name that are not
@@ -656,36 +694,17 @@ impl Access {
         (major, minor) >= (7, 2)
     }
 
-    /// Redis's `NOPERM` for a command, in the wording of the last-known
-    /// Redis version (it changed in 7.2).
-    fn noperm_command(&self, user: &str, name: &str) -> Bytes {
-        reply::error(if self.version_at_least_7_2() {
-            format!("NOPERM User {user} has no permissions to run the '{name}' command")
-        } else {
-            format!("NOPERM this user has no permissions to run the '{name}' command")
-        })
-    }
-
     /// The refusal when `user`'s permissions could not be read, worded for
     /// the state Redoubt answers in.
-    fn unknown(&self, user: &str, why: &str) -> Bytes {
+    fn unknown(&self, user: &str, why: &str) -> Refusal {
         let redis = match self.health.state() {
             State::WritesDown => "redis rejects writes",
             State::Recovering => "redoubt is replaying the outage's writes",
             _ => "redis is down",
         };
-        reply::error(format!(
-            "UNAVAILABLE {redis} and the permissions of user '{user}' are unknown ({why}); redoubt's own identity needs +acl|getuser +acl|cat: command not executed"
+        Refusal::Unavailable(format!(
+            "{redis} and the permissions of user '{user}' are unknown ({why}); redoubt's own identity needs +acl|getuser +acl|cat: command not executed"
         ))
-    }
-
-    /// Redis's `NOPERM` for a key.
-    fn noperm_key(&self) -> Bytes {
-        reply::error(if self.version_at_least_7_2() {
-            "NOPERM No permissions to access a key"
-        } else {
-            "NOPERM this user has no permissions to access one of the keys used as arguments"
-        })
     }
 }
 
@@ -713,57 +732,77 @@ pub struct Caller<'a> {
 impl Caller<'_> {
     /// Whether this session may run `args` on local data: `None` when it
     /// may, else the reply (Redis's `NOAUTH`/`NOPERM`, or `UNAVAILABLE`
-    /// when the user's permissions are unknown).
+    /// when the user's permissions are unknown). Runs the gate first, so
+    /// a malformed command is refused as Redis refuses it.
     pub fn check(&self, args: &[Bytes]) -> Option<Bytes> {
+        let verdict = match crate::gate::admit(args) {
+            Ok(g) => self.judge(args, &g),
+            Err(r) => Some(r),
+        };
+        verdict.map(|r| r.reply())
+    }
+
+    /// Whether this session's user may run the gated request `args`, as
+    /// Redis would judge it: `None` when it may.
+    pub fn judge(&self, args: &[Bytes], g: &Gated) -> Option<Refusal> {
         let user = match self.who {
             Identity::Local(_) => return None,
-            Identity::Anonymous => return Some(reply::error(NOAUTH)),
+            Identity::Anonymous => return Some(Refusal::NoAuth),
             Identity::Default => "default",
             Identity::Redis(u) => u.as_str(),
         };
         let unauthenticated = *self.who == Identity::Default;
-        let spec = resp::lookup(args);
-        let keys = spec.map(|s| s.key_positions(args)).unwrap_or_default();
         let a = self.access;
+        let no_keys = g.keys.is_empty() && g.every_key.is_none();
+        let new_wording = a.version_at_least_7_2();
         match a.known(user) {
-            None | Some(Known::Failed(_)) if keys.is_empty() => None,
+            None | Some(Known::Failed(_)) if no_keys => None,
             None => Some(a.unknown(user, "never read: redis was not up since redoubt started")),
             Some(Known::Failed(why)) => Some(a.unknown(user, &why)),
-            Some(Known::NoAcl { open }) => (unauthenticated && !open).then(|| reply::error(NOAUTH)),
-            Some(Known::Missing) if unauthenticated => Some(reply::error(NOAUTH)),
-            Some(Known::Missing) => Some(a.noperm_command(user, &command_name(spec, args))),
+            Some(Known::NoAcl { open }) => (unauthenticated && !open).then_some(Refusal::NoAuth),
+            Some(Known::Missing) if unauthenticated => Some(Refusal::NoAuth),
+            Some(Known::Missing) => Some(Refusal::NoPermCommand {
+                user: user.to_string(),
+                command: g.acl_name(args),
+                new_wording,
+            }),
             Some(Known::Profile(p)) => {
                 // An unauthenticated connection is `default` only when
                 // Redis would log it in without a password.
-                if unauthenticated && !(p.enabled && p.nopass) {
-                    return Some(reply::error(NOAUTH));
+                let no_auth_cmd = g.spec.is_some_and(|s| s.has(resp::command::F_NO_AUTH));
+                if unauthenticated && !(p.enabled && p.nopass) && !no_auth_cmd {
+                    return Some(Refusal::NoAuth);
                 }
-                let name = command_name(spec, args);
-                let may_run = a
-                    .profiles
-                    .lock()
-                    .is_ok_and(|known| p.may_run(&name, &known.categories));
+                let name = g.acl_name(args);
+                // Redis lets every user run the commands allowed before
+                // `AUTH` (`AUTH`, `HELLO`, `QUIT`, `RESET`).
+                let may_run = no_auth_cmd
+                    || a.profiles
+                        .lock()
+                        .is_ok_and(|known| p.may_run(&name, &known.categories));
                 if !may_run {
-                    return Some(a.noperm_command(user, &name));
+                    return Some(Refusal::NoPermCommand {
+                        user: user.to_string(),
+                        command: name,
+                        new_wording,
+                    });
                 }
-                if keys.iter().all(|&(i, flags)| p.may_access(&args[i], flags)) {
-                    None
-                } else {
-                    Some(a.noperm_key())
+                if !g
+                    .keys
+                    .iter()
+                    .all(|&(i, flags)| args.get(i).is_some_and(|k| p.may_access(k, flags)))
+                {
+                    return Some(Refusal::NoPermKey { new_wording });
+                }
+                match g.every_key {
+                    Some(opt) if !p.may_access_every_key() => Some(match g.spec.map(|s| s.name) {
+                        Some("sort" | "sort_ro") => Refusal::SortOption(opt),
+                        _ => Refusal::NoPermKey { new_wording },
+                    }),
+                    _ => None,
                 }
             }
         }
-    }
-}
-
-/// The name ACL rules use: `get`, or `container|sub` for a subcommand.
-fn command_name(spec: Option<&resp::CommandSpec>, args: &[Bytes]) -> String {
-    match spec {
-        Some(s) => s.name.to_string(),
-        None => args
-            .first()
-            .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
-            .unwrap_or_default(),
     }
 }
 
@@ -867,7 +906,7 @@ mod tests {
         let acc = local(&[("app", "pw")]);
         let who = acc.anonymous();
         for cmd in [&["GET", "k"][..], &["PING"], &["CLIENT", "SETNAME", "x"]] {
-            assert_eq!(acc.gate(&who, &a(cmd)), Some(reply::error(NOAUTH)));
+            assert_eq!(acc.gate(&who, &a(cmd)), Some(Refusal::NoAuth));
         }
         for cmd in [
             &["AUTH", "app", "pw"][..],
@@ -877,7 +916,7 @@ mod tests {
         ] {
             assert_eq!(acc.gate(&who, &a(cmd)), None, "{cmd:?}");
         }
-        assert_eq!(acc.hello_refusal(&who), Some(reply::error(HELLO_NOAUTH)));
+        assert_eq!(acc.hello_refusal(&who), Some(Refusal::HelloNoAuth.reply()));
         assert_eq!(acc.hello_refusal(&Identity::Local("app".into())), None);
         assert_eq!(
             acc.gate(&Identity::Local("app".into()), &a(&["GET", "k"])),
@@ -956,16 +995,16 @@ mod tests {
         assert_eq!(acc.caller(&anon).check(&a(&["SET", "public:1", "v"])), None);
         assert!(text(acc.caller(&anon).check(&set)).is_some_and(|t| t.starts_with("-NOPERM")));
         acc.store("default", profile(&["off", "nopass"], "+@all", "~*"), true);
-        assert_eq!(acc.caller(&anon).check(&set), Some(reply::error(NOAUTH)));
+        assert_eq!(acc.caller(&anon).check(&set), Some(Refusal::NoAuth.reply()));
         acc.store("default", profile(&["on"], "+@all", "~*"), true);
         assert_eq!(
             acc.caller(&anon).check(&a(&["PING"])),
-            Some(reply::error(NOAUTH)),
+            Some(Refusal::NoAuth.reply()),
             "default with a password (requirepass)"
         );
         // Redis without ACLs.
         acc.store("default", Known::NoAcl { open: false }, true);
-        assert_eq!(acc.caller(&anon).check(&set), Some(reply::error(NOAUTH)));
+        assert_eq!(acc.caller(&anon).check(&set), Some(Refusal::NoAuth.reply()));
         acc.store("default", Known::NoAcl { open: true }, true);
         assert_eq!(acc.caller(&anon).check(&set), None);
         // A deleted user.
@@ -981,9 +1020,10 @@ mod tests {
         assert_eq!(who, Identity::Redis("app".into()));
         let why = Access::not_seen();
         assert_eq!(acc.recall(&good, why.clone()), Ok(who.clone()));
+        // A wrong password answers exactly as an unknown user does.
         assert_eq!(
             acc.recall(&creds(Some("app"), "bad"), why.clone()),
-            Err(reply::error(WRONGPASS))
+            Err(why.clone())
         );
         assert_eq!(
             acc.recall(&creds(Some("new"), "pw"), why.clone()),

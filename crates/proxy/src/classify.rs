@@ -59,6 +59,10 @@ pub enum SessionCmd {
     /// `CLIENT NO-EVICT|NO-TOUCH`: per-connection switches that make no
     /// sense on a shared connection; acknowledged.
     ClientSwitch,
+    /// `UNSUBSCRIBE`, `PUNSUBSCRIBE`, `SUNSUBSCRIBE` from a connection
+    /// that is not subscribed (a subscribed one is relayed): Redis's
+    /// confirmation with a count of 0.
+    Unsubscribe,
     /// `RESET`
     Reset,
     /// `QUIT`
@@ -71,6 +75,9 @@ const SESSION_TABLE: &[(&str, SessionCmd)] = &[
     ("hello", SessionCmd::Hello),
     ("select", SessionCmd::Select),
     ("reset", SessionCmd::Reset),
+    ("unsubscribe", SessionCmd::Unsubscribe),
+    ("punsubscribe", SessionCmd::Unsubscribe),
+    ("sunsubscribe", SessionCmd::Unsubscribe),
     ("quit", SessionCmd::Quit),
     ("client|id", SessionCmd::ClientId),
     ("client|setname", SessionCmd::ClientSetName),

@@ -16,6 +16,10 @@ pub const DEFAULT_MAX_OUTPUT_BUFFER: u64 = 256 << 20;
 pub const DEFAULT_PROTO_MAX_BULK_LEN: u64 = 512 << 20;
 /// DESIGN `limits.max_nesting`.
 pub const DEFAULT_MAX_NESTING: usize = 128;
+/// `limits.client_write_timeout_ms`: a client that reads none of its
+/// replies for this long is disconnected, so it cannot hold them in
+/// memory for ever.
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 30_000;
 
 /// Per-client limits, with sizes already in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +39,9 @@ pub struct LimitsConfig {
     pub proto_max_bulk_len: u64,
     /// Deepest aggregate nesting accepted.
     pub max_nesting: usize,
+    /// A client that takes none of its replies for this long is
+    /// disconnected.
+    pub client_write_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -47,11 +54,17 @@ impl Default for LimitsConfig {
             max_output_buffer_bytes: DEFAULT_MAX_OUTPUT_BUFFER,
             proto_max_bulk_len: DEFAULT_PROTO_MAX_BULK_LEN,
             max_nesting: DEFAULT_MAX_NESTING,
+            client_write_timeout_ms: DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
         }
     }
 }
 
 impl LimitsConfig {
+    /// How long one write to a client may wait for it to read.
+    pub fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.client_write_timeout_ms)
+    }
+
     /// Every problem with the values, with key names.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -63,6 +76,12 @@ impl LimitsConfig {
         }
         if self.max_inflight_per_client == 0 {
             p.push("limits.max_inflight_per_client must be at least 1".into());
+        }
+        if self.client_write_timeout_ms == 0 {
+            p.push("limits.client_write_timeout_ms must be at least 1".into());
+        }
+        if self.max_output_buffer_bytes == 0 {
+            p.push("limits.max_output_buffer_bytes must be at least 1 byte".into());
         }
         if self.max_nesting == 0 {
             p.push("limits.max_nesting must be at least 1".into());

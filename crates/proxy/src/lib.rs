@@ -1,13 +1,16 @@
 //! The data path: accept clients, read their commands, route each one, and
 //! answer in order, always within a deadline.
 //!
-//! One request's way: socket → [`resp::parse_request`] → [`classify`] →
+//! One request's way: socket → [`resp::parse_request`] → [`gate`] (arity,
+//! keys; permissions for what Redoubt answers itself) → [`classify`] →
 //! route (connection-scoped commands answered here; the rest batched onto
 //! the session's upstream connection) → replies back in order, each bounded
 //! by `command_timeout_ms`.
 //!
 //! # Layout
 //! - [`config`]: [`LimitsConfig`], the `[limits]` section.
+//! - [`gate`]: the one check every request passes first, and
+//!   [`gate::Refusal`], every refusal rendered in one place.
 //! - [`classify`]: what kind of command this is ([`classify::Kind`]).
 //! - [`reply`]: the replies Redoubt itself writes (`-UNAVAILABLE`,
 //!   `-UNCERTAIN`, `HELLO`, `CLIENT INFO`).
@@ -33,6 +36,7 @@
 pub mod access;
 pub mod classify;
 pub mod config;
+pub mod gate;
 pub mod incident;
 pub mod metrics;
 pub mod near_cache;

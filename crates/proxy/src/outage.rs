@@ -131,31 +131,34 @@ pub fn absolute(args: &[Bytes], now: u64) -> Vec<Bytes> {
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
     };
+    // `t × unit` after `now`, or `None` when it overflows: the command is
+    // then left as sent, and the store refuses it as Redis does ("invalid
+    // expire time").
+    let at = |t: i64, unit: i64| {
+        t.checked_mul(unit)
+            .and_then(|ms| ms.checked_add(now as i64))
+            .map(|ms| Bytes::from(ms.to_string()))
+    };
     let name = args.first().map(lower).unwrap_or_default();
-    let at = |ms: i64| Bytes::from((now as i64 + ms).to_string());
     match &name[..] {
         b"setex" | b"psetex" if args.len() == 4 => {
-            let mult = if &name[..] == b"setex" { 1000 } else { 1 };
-            match num(&args[2]) {
-                Some(t) => vec![
+            let unit = if &name[..] == b"setex" { 1000 } else { 1 };
+            match num(&args[2]).and_then(|t| at(t, unit)) {
+                Some(when) => vec![
                     Bytes::from_static(b"SET"),
                     args[1].clone(),
                     args[3].clone(),
                     Bytes::from_static(b"PXAT"),
-                    at(t * mult),
+                    when,
                 ],
                 None => args.to_vec(),
             }
         }
         b"expire" | b"pexpire" if args.len() >= 3 => {
-            let mult = if &name[..] == b"expire" { 1000 } else { 1 };
-            match num(&args[2]) {
-                Some(t) => {
-                    let mut v = vec![
-                        Bytes::from_static(b"PEXPIREAT"),
-                        args[1].clone(),
-                        at(t * mult),
-                    ];
+            let unit = if &name[..] == b"expire" { 1000 } else { 1 };
+            match num(&args[2]).and_then(|t| at(t, unit)) {
+                Some(when) => {
+                    let mut v = vec![Bytes::from_static(b"PEXPIREAT"), args[1].clone(), when];
                     v.extend_from_slice(&args[3..]);
                     v
                 }
@@ -167,17 +170,21 @@ pub fn absolute(args: &[Bytes], now: u64) -> Vec<Bytes> {
             let mut i = if &name[..] == b"set" { 3 } else { 2 };
             while i + 1 < v.len() {
                 let opt = lower(&v[i]);
-                let mult = match &opt[..] {
+                let unit = match &opt[..] {
                     b"ex" => Some(1000),
                     b"px" => Some(1),
                     _ => None,
                 };
-                if let (Some(m), Some(t)) = (mult, num(&v[i + 1])) {
-                    v[i] = Bytes::from_static(b"PXAT");
-                    v[i + 1] = at(t * m);
-                    i += 2;
-                } else {
-                    i += 1;
+                match unit.and_then(|u| num(&v[i + 1]).map(|t| (t, u))) {
+                    Some((t, u)) => match at(t, u) {
+                        Some(when) => {
+                            v[i] = Bytes::from_static(b"PXAT");
+                            v[i + 1] = when;
+                            i += 2;
+                        }
+                        None => return args.to_vec(),
+                    },
+                    None => i += 1,
                 }
             }
             v

@@ -111,18 +111,28 @@ impl Proxy {
             .as_ref()
             .map(|o| o.counters())
             .unwrap_or_default();
-        // Permissions matter only where Redoubt answers itself: with local
-        // keyspaces.
+        // Permissions matter wherever Redoubt answers itself: connection
+        // commands (`CLIENT …`, `HELLO`) always, local data in outages.
         let access = crate::access::Access::new(
             settings.auth.clone(),
             upstream.url().clone(),
             health.clone(),
-            settings.outage.is_some(),
+            true,
             Duration::from_millis(settings.limits.command_timeout_ms),
         );
         if let Some(dir) = settings.outage.as_ref().and_then(|o| o.data_dir()) {
             access.keep_default_in(dir.join("acl-default.resp"));
         }
+        let pools = Arc::downgrade(&upstream);
+        access.on_revoked(move |user, unauthenticated| {
+            if let Some(up) = pools.upgrade() {
+                tracing::info!(
+                    user,
+                    "redis no longer accepts this login: its pooled connections are closed"
+                );
+                up.close_logins(user, unauthenticated);
+            }
+        });
         access.spawn_refresh(shutdown_rx.clone());
         let shared = Arc::new(Shared {
             upstream: upstream.clone(),
@@ -261,16 +271,32 @@ async fn accept_loop(
             continue;
         }
         state.metrics.clients.increment(1.0);
+        let slot = ClientSlot {
+            state: state.clone(),
+            _done: done.clone(),
+        };
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
         let session = spawn(stream, peer, id);
-        let state2 = state.clone();
-        let done = done.clone();
         tokio::spawn(async move {
+            // The slot is given back when the task ends, however it ends:
+            // a session that panics must not keep its `max_clients` slot.
+            let _slot = slot;
             session.await;
-            state2.clients.fetch_sub(1, Ordering::AcqRel);
-            state2.metrics.clients.decrement(1.0);
-            drop(done);
         });
+    }
+}
+
+/// A client's place under `max_clients`, held by its session's task.
+struct ClientSlot {
+    state: Arc<Listener>,
+    /// Shutdown waits until every session has dropped its sender.
+    _done: mpsc::Sender<()>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.state.clients.fetch_sub(1, Ordering::AcqRel);
+        self.state.metrics.clients.decrement(1.0);
     }
 }
 

@@ -27,6 +27,7 @@ use upstream::pool::Dedicated;
 use upstream::{BatchReply, Conn, ConnectError, Credentials, PoolKey, State};
 
 use crate::classify::{classify, is_write, Kind, SessionCmd};
+use crate::gate::{self, Refusal};
 use crate::reply;
 use crate::server::Shared;
 
@@ -292,6 +293,7 @@ impl Session {
         let max_inflight = self.shared.limits.max_inflight_per_client;
         let max_query = self.shared.limits.max_query_buffer_bytes;
         let max_output = self.shared.limits.max_output_buffer_bytes;
+        let write_timeout = self.shared.limits.write_timeout();
         let mut closing = false;
         loop {
             // Dispatch what has arrived, unless waiting for a switch.
@@ -313,7 +315,14 @@ impl Session {
                         Flow::Stall(r) => stalled = Some(r),
                         Flow::Tunnel(r) => tunnel = Some(r),
                     },
-                    Ok(None) => break,
+                    Ok(None) => {
+                        if eof {
+                            // The client is gone: what is complete was
+                            // answered; a partial command never will be.
+                            inbuf.clear();
+                        }
+                        break;
+                    }
                     Err(e) => {
                         self.flush_batch();
                         self.push_ready(reply::error(format!("ERR {e}; connection closed")));
@@ -335,8 +344,19 @@ impl Session {
                 return;
             }
             if !out.is_empty() {
-                if wr.write_all(&out).await.is_err() {
-                    return;
+                // Nothing is read from a client while its replies wait to
+                // be written, and one that stops reading is let go.
+                match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::warn!(
+                            client = self.id,
+                            bytes = out.len(),
+                            "client read none of its replies within limits.client_write_timeout_ms; closing"
+                        );
+                        return;
+                    }
                 }
                 out.clear();
             }
@@ -558,12 +578,47 @@ impl Session {
         }
     }
 
+    /// Refuses a request: inside `MULTI` the transaction is then
+    /// discarded at `EXEC`, as Redis flags it.
+    fn refuse(&mut self, r: Refusal) {
+        if let Some(m) = self.multi.as_mut() {
+            m.failed = true;
+        }
+        self.reject();
+        self.push_ready(r.reply());
+    }
+
     async fn dispatch(&mut self, req: Request) -> Flow {
+        // The gate: shape first (arity, keys), as Redis checks before auth.
+        let gated = match gate::admit(&req.args) {
+            Ok(g) => g,
+            Err(r) => {
+                self.refuse(r);
+                return Flow::Go;
+            }
+        };
         if let Some(r) = self.shared.access.gate(&self.who, &req.args) {
-            self.push_ready(r);
+            self.refuse(r);
             return Flow::Go;
         }
         let kind = classify(&req.args);
+        if let Kind::Session(_) = kind {
+            // Answered here, never by Redis: the session's permissions are
+            // checked as Redis would check them.
+            if let Some(r) = self
+                .shared
+                .access
+                .caller(&self.who)
+                .judge(&req.args, &gated)
+            {
+                self.refuse(r);
+                return Flow::Go;
+            }
+        }
+        if self.multi.is_some() && gated.spec.is_some_and(|s| s.has(resp::command::F_NO_MULTI)) {
+            self.refuse(Refusal::NotInMulti);
+            return Flow::Go;
+        }
         if self.multi.is_some()
             && !matches!(kind, Kind::Exec | Kind::Discard | Kind::Multi | Kind::Watch)
         {
@@ -707,13 +762,10 @@ impl Session {
             return;
         };
         let name = String::from_utf8_lossy(&req.args[0]).to_lowercase();
-        let err = match (kind, resp::lookup(&req.args)) {
-            (Kind::Session(_), _) | (Kind::Tunnel, _) => Some(format!(
+        let err = match kind {
+            Kind::Session(_) | Kind::Tunnel => Some(format!(
                 "ERR '{name}' inside MULTI is not supported through redoubt; the transaction will be discarded"
             )),
-            (_, Some(spec)) if !spec.arity_ok(req.args.len()) => {
-                Some(format!("ERR wrong number of arguments for '{}' command", spec.name))
-            }
             _ => None,
         };
         match err {
@@ -847,7 +899,10 @@ impl Session {
             return Flow::Go;
         }
         self.flush_batch();
-        let deadline = block_ms.map(|b| Instant::now() + self.timeout + Duration::from_millis(b));
+        // A block time too large for the clock blocks for ever, as Redis
+        // would (it refuses what it cannot represent itself).
+        let deadline = block_ms
+            .and_then(|b| Instant::now().checked_add(self.timeout + Duration::from_millis(b)));
         let write = is_write(&req.args);
         if let Some(p) = &self.pinned {
             if !self.unpin_when_idle {
@@ -1262,6 +1317,16 @@ impl Session {
                                     self.verify(self.auth.clone(), n, self.proto).await
                                 };
                             match verified {
+                                Ok(()) if self.pinned.is_some() && !self.unpin_when_idle => {
+                                    // Under WATCH the session's commands run on
+                                    // the pinned connection: it must follow the
+                                    // session to the new db, or a write meant
+                                    // for db 1 would touch a watched key of db 5.
+                                    self.db = n;
+                                    self.conn = None;
+                                    self.publish_row();
+                                    return self.forward(req, false).await;
+                                }
                                 Ok(()) => {
                                     if n != self.db {
                                         self.db = n;
@@ -1341,6 +1406,31 @@ impl Session {
                 }
             }
             SessionCmd::ClientSwitch => reply::ok(),
+            SessionCmd::Unsubscribe => {
+                let kind = Frame::Bulk(Bytes::from(
+                    String::from_utf8_lossy(&args[0]).to_lowercase(),
+                ));
+                let none = if self.proto == 3 {
+                    Frame::Null
+                } else {
+                    Frame::NullBulk
+                };
+                let targets: Vec<Frame> = if args.len() > 1 {
+                    args[1..].iter().cloned().map(Frame::Bulk).collect()
+                } else {
+                    vec![none]
+                };
+                let mut out = BytesMut::new();
+                for t in targets {
+                    let items = vec![kind.clone(), t, Frame::Integer(0)];
+                    out.extend_from_slice(&reply::encode(&if self.proto == 3 {
+                        Frame::Push(items)
+                    } else {
+                        Frame::Array(items)
+                    }));
+                }
+                out.freeze()
+            }
             SessionCmd::ClientList => self.client_list(args),
         };
         if matches!(
@@ -1398,14 +1488,16 @@ impl Session {
                 db: self.db,
                 proto,
             };
-            match self
-                .shared
-                .upstream
-                .pool(&key)
-                .get(Instant::now() + self.timeout)
-                .await
-            {
-                Ok(_) => Ok(()),
+            let deadline = Instant::now() + self.timeout;
+            // Redis judges every login while it answers: a pooled
+            // connection that logged in earlier proves nothing once the
+            // password changed or the user was disabled.
+            let judged = match self.shared.upstream.pool(&key).get(deadline).await {
+                Ok(conn) => auth_on(&conn, &creds, deadline).await,
+                Err(e) => Err(e),
+            };
+            match judged {
+                Ok(()) => Ok(()),
                 Err(ConnectError::Rejected(text)) => {
                     self.shared.upstream.forget(&key);
                     access.refused(&creds, &text);
@@ -1674,6 +1766,29 @@ fn last_frame(data: &[u8]) -> Option<&[u8]> {
         pos += n;
     }
     last
+}
+
+/// Sends `AUTH` for `creds` on `conn` and reads Redis's verdict: an
+/// error reply is a refusal (`Rejected`), no reply in time is a timeout.
+async fn auth_on(conn: &Conn, creds: &Credentials, deadline: Instant) -> Result<(), ConnectError> {
+    let mut args: Vec<&[u8]> = vec![b"AUTH"];
+    if let Some(u) = &creds.user {
+        args.push(u.as_bytes());
+    }
+    args.push(creds.password.as_bytes());
+    let budget = deadline.saturating_duration_since(Instant::now());
+    match conn.call(&args, budget).await {
+        Ok(f) => match f.error_text() {
+            Some(t) => Err(ConnectError::Rejected(
+                String::from_utf8_lossy(t).into_owned(),
+            )),
+            None => Ok(()),
+        },
+        Err(e) => Err(ConnectError::Io {
+            addr: "the pooled connection".into(),
+            why: format!("AUTH got {e}"),
+        }),
+    }
 }
 
 /// `PEXPIRETIME key`, sent behind a read the near-cache keeps.

@@ -245,6 +245,9 @@ fn entries(exec: &Executed) -> Vec<Entry> {
         .collect()
 }
 
+/// Reply bytes gathered before they are written to the client.
+const FLUSH_AT: usize = 1 << 20;
+
 type Durable = Pin<Box<dyn Future<Output = Result<journal::Position, JournalError>> + Send>>;
 
 /// A reply waiting for its journal entries to be durable.
@@ -278,8 +281,12 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
     let mut closing = false;
     loop {
         let mut pending: Vec<Pending> = Vec::new();
+        let mut pending_bytes = 0usize;
         let mut quit = false;
-        while !quit {
+        // Replies are written once they pass FLUSH_AT: a client pipelining
+        // reads of a big value and never reading the replies then holds
+        // one batch, not every reply to everything it sent.
+        while !quit && pending_bytes < FLUSH_AT {
             let req = match parse_request(&mut inbuf, &limits) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -346,6 +353,7 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
                 .metrics
                 .duration
                 .record(started.elapsed().as_secs_f64());
+            pending_bytes += buf.len();
             pending.push(Pending {
                 reply: buf.freeze(),
                 durable,
@@ -354,6 +362,7 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
                 quit = true;
             }
         }
+        let full = pending_bytes >= FLUSH_AT;
         // Replies go out only once their writes are durable; a write the
         // journal failed to keep is reported, not acknowledged.
         for p in pending {
@@ -376,15 +385,31 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
         while let Ok(push) = session.pushes().try_recv() {
             push.encode(&mut out);
         }
+        if out.len() as u64 > local.limits.max_output_buffer_bytes {
+            tracing::warn!(%peer, bytes = out.len(), "output buffer over limits.max_output_buffer_bytes; closing");
+            return;
+        }
         if !out.is_empty() {
-            if wr.write_all(&out).await.is_err() {
-                return;
+            // Nothing more is read or run for a client while its replies
+            // wait; one that reads none of them in time is let go.
+            match tokio::time::timeout(local.limits.write_timeout(), wr.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!(%peer, bytes = out.len(), "client read none of its replies within limits.client_write_timeout_ms; closing");
+                    return;
+                }
             }
             out.clear();
         }
-        if quit || closing {
+        if quit || (closing && !full) {
             let _ = wr.shutdown().await;
             return;
+        }
+        if full {
+            // Commands may be waiting in `inbuf` already: run them before
+            // waiting for more input.
+            continue;
         }
         if inbuf.len() as u64 > local.limits.max_query_buffer_bytes {
             let _ = wr.write_all(&reply::error("ERR Protocol error: query buffer over limits.max_query_buffer_bytes; connection closed")).await;

@@ -583,6 +583,7 @@ pub fn limits(c: &Config) -> Result<proxy::LimitsConfig, String> {
         max_output_buffer_bytes: c.limits.max_output_buffer_bytes.bytes()?,
         proto_max_bulk_len: c.limits.proto_max_bulk_len.bytes()?,
         max_nesting: c.limits.max_nesting,
+        ..proxy::LimitsConfig::default()
     })
 }
 

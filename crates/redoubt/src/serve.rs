@@ -253,6 +253,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         serde_json::json!({
             "state": h.state.as_str(),
             "reason": h.reason,
+            "busy": h.busy,
             "since_unix_ms": h.since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
             "upstream": redacted,
             "node_id": node_id,

@@ -154,6 +154,10 @@ pub struct Health {
     pub consecutive_failures: u32,
     /// Last-known server facts.
     pub facts: ServerFacts,
+    /// Redis's `BUSY` text while it runs a script or function past
+    /// `busy-reply-threshold`: it answers (so not Down), refusing all but
+    /// `SCRIPT KILL`, `FUNCTION KILL` and `SHUTDOWN NOSAVE`.
+    pub busy: Option<String>,
 }
 
 /// A cheap, clonable view of the prober's output.
@@ -177,6 +181,7 @@ impl HealthHandle {
             since: SystemTime::now(),
             consecutive_failures: 0,
             facts: ServerFacts::default(),
+            busy: None,
         });
         // Keep the sender alive for the process lifetime so `changed()` on
         // clones does not report a closed channel.
@@ -237,6 +242,7 @@ pub fn spawn_prober(url: UpstreamUrl, cfg: HealthConfig) -> HealthHandle {
         since: SystemTime::now(),
         consecutive_failures: 0,
         facts: ServerFacts::default(),
+        busy: None,
     });
     let state = Arc::new(AtomicU8::new(State::Down.to_u8()));
     let poke = Arc::new(Notify::new());
@@ -318,6 +324,8 @@ struct Prober {
 
 enum Probe {
     Good,
+    /// Redis answered `BUSY`: it is alive, running a long script.
+    Busy(String),
     Bad(String),
 }
 
@@ -384,6 +392,9 @@ impl Prober {
                         .error_text()
                         .map(|t| String::from_utf8_lossy(t).into_owned())
                         .unwrap_or_default();
+                    if text.starts_with("BUSY") {
+                        return Probe::Busy(text);
+                    }
                     if text.starts_with("NOAUTH") {
                         return Probe::Bad(format!(
                             "redis requires a password the upstream URL does not give: {text}"
@@ -459,7 +470,26 @@ impl Prober {
         loop {
             self.probes += 1;
             let current = self.tx.borrow().state;
-            match self.ping().await {
+            let probe = self.ping().await;
+            let busy = match &probe {
+                Probe::Busy(text) => Some(text.clone()),
+                _ => None,
+            };
+            if self.tx.borrow().busy != busy {
+                if let Some(text) = &busy {
+                    tracing::warn!(reply = %text, "redis is busy running a script: only SCRIPT KILL, FUNCTION KILL and SHUTDOWN NOSAVE will run");
+                }
+                self.tx.send_modify(|h| h.busy = busy.clone());
+            }
+            match probe {
+                Probe::Busy(_) => {
+                    // Answering, so not an outage: clients get Redis's own
+                    // BUSY and can end the script through Redoubt. INFO
+                    // would be refused too, so it is not read.
+                    self.good += 1;
+                    self.bad = 0;
+                    self.maybe_up(current, None);
+                }
                 Probe::Good => {
                     self.good += 1;
                     self.bad = 0;

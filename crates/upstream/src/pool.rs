@@ -129,6 +129,24 @@ impl Upstream {
         }
     }
 
+    /// Closes and drops every pool that logs in as `user` (`AUTH pw`
+    /// counts as `default`), and with `unauthenticated` also the pools
+    /// that send no `AUTH` at all: Redis no longer accepts that login, and
+    /// a connection opened before the change must not serve new sessions.
+    pub fn close_logins(&self, user: &str, unauthenticated: bool) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|k, p| {
+            let hit = match &k.auth {
+                None => unauthenticated,
+                Some(c) => c.user.as_deref().unwrap_or("default") == user,
+            };
+            if hit {
+                p.close_all();
+            }
+            !hit
+        });
+    }
+
     /// Total live shared connections (for metrics and tests).
     pub fn shared_connections(&self) -> usize {
         let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
@@ -228,6 +246,16 @@ impl Pool {
             connect_timeout: cfg.connect_timeout,
             slots,
             next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Closes every connection; commands in flight on them fail as on a
+    /// lost connection.
+    fn close_all(&self) {
+        for slot in &self.slots {
+            if let Some(c) = slot.conn.lock().ok().and_then(|mut g| g.take()) {
+                c.close();
+            }
         }
     }
 

@@ -240,6 +240,14 @@ impl AclProfile {
         allowed
     }
 
+    /// May the user touch every key (what Redis asks of commands whose
+    /// keys are found only while they run)?
+    pub fn may_access_every_key(&self) -> bool {
+        // Redis asks for unrestricted key access (`~*`, `allkeys`) when a
+        // command's keys are known only while it runs (SORT's BY/GET).
+        self.all_keys
+    }
+
     /// May the user touch `key` the way a command's key spec says
     /// (`flags`: `K_*`)? Redis's rule: reading user data (`access`) needs
     /// a read pattern, inserting/updating/deleting needs a write pattern,

@@ -1,0 +1,374 @@
+//! The data path as an adversarial client meets it: nothing a client
+//! sends gets past Redis's own access rules, crashes a session, or keeps a
+//! client slot; Redis's own behaviour shows through unchanged.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use proxy::access::AuthMode;
+use proxy::policy::{Keyspaces, Policy};
+use proxy::LimitsConfig;
+use resp::Frame;
+use tokio::io::AsyncWriteExt;
+use upstream::State;
+
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+const NOAUTH: &str = "NOAUTH Authentication required.";
+
+fn acl(redis: &RedisServer, rules: &[&str]) {
+    let mut args = vec!["ACL", "SETUSER"];
+    args.extend_from_slice(rules);
+    redis.cmd(&args);
+}
+
+/// Redoubt logged in upstream as an admin, with durable `sess:*`,
+/// `other:*`, `public:*` and cache `cache:*`.
+async fn local(redis: &RedisServer) -> Local {
+    acl(redis, &["admin", "on", ">adminpw", "~*", "&*", "+@all"]);
+    let keyspaces = Keyspaces::new(vec![
+        ("sess:*".into(), Policy::Durable),
+        ("other:*".into(), Policy::Durable),
+        ("public:*".into(), Policy::Durable),
+        ("cache:*".into(), Policy::Cache),
+    ]);
+    let url = format!("redis://admin:adminpw@{}", redis.addr());
+    start_local(&url, keyspaces, "trust-node", AuthMode::Passthrough, true).await
+}
+
+async fn logged_in(f: &Fixture, user: &str, pass: &str) -> Raw {
+    let mut c = f.raw().await;
+    assert_eq!(c.cmd(&["AUTH", user, pass]).await, Frame::simple("OK"));
+    c
+}
+
+/// Polls `probe` until it returns true, at most `within`: for effects that
+/// follow a periodic refresh, with no event to await.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if probe().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within {within:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sort_patterns_during_an_outage_are_refused_as_redis_refuses_them() {
+    let mut redis = RedisServer::new();
+    acl(&redis, &["app", "on", ">pw", "~sess:*", "+@all"]);
+    acl(&redis, &["other", "on", ">pw", "~other:*", "+@all"]);
+    acl(&redis, &["default", "resetkeys", "~public:*"]);
+    let s = local(&redis).await;
+    let mut app = logged_in(&s.f, "app", "pw").await;
+    let mut anon = s.f.raw().await;
+    // While Up, Redis judges; keep its words.
+    assert_eq!(
+        app.cmd(&["SET", "sess:secret", "app's"]).await,
+        Frame::simple("OK")
+    );
+    assert_eq!(
+        anon.cmd(&["RPUSH", "public:l", "secret"]).await,
+        Frame::Integer(1)
+    );
+    let redis_get = err_text(
+        &anon
+            .cmd(&["SORT_RO", "public:l", "BY", "nosort", "GET", "sess:*"])
+            .await,
+    );
+    let redis_by = err_text(&anon.cmd(&["SORT", "public:l", "BY", "sess:*"]).await);
+    assert_eq!(
+        redis_get,
+        "ERR GET option of SORT denied due to insufficient ACL permissions."
+    );
+    s.wait_knows("default");
+    s.wait_knows("app");
+
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    assert_eq!(
+        anon.cmd(&["RPUSH", "public:l2", "secret"]).await,
+        Frame::Integer(1)
+    );
+    assert_eq!(
+        app.cmd(&["RPUSH", "sess:l", "secret"]).await,
+        Frame::Integer(1)
+    );
+    assert_eq!(
+        err_text(
+            &anon
+                .cmd(&["SORT_RO", "public:l2", "BY", "nosort", "GET", "sess:*"])
+                .await
+        ),
+        redis_get
+    );
+    assert_eq!(
+        err_text(&anon.cmd(&["SORT", "public:l2", "BY", "sess:*"]).await),
+        redis_by
+    );
+    assert_eq!(
+        err_text(
+            &app.cmd(&["SORT_RO", "sess:l", "BY", "nosort", "GET", "other:*"])
+                .await
+        ),
+        redis_get
+    );
+    // STORE's destination is a key the user must be allowed to write.
+    assert!(err_text(
+        &app.cmd(&["SORT", "sess:l", "ALPHA", "STORE", "other:dst"])
+            .await
+    )
+    .starts_with("NOPERM"));
+    // Without patterns the permission check passes, and the outage
+    // policy decides.
+    assert!(!err_text(&app.cmd(&["SORT", "sess:l", "ALPHA"]).await).starts_with("NOPERM"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_redis_no_longer_accepts_is_refused_through_redoubt() {
+    let redis = RedisServer::new();
+    acl(&redis, &["admin", "on", ">adminpw", "~*", "&*", "+@all"]);
+    acl(&redis, &["app", "on", ">pw", "~sess:*", "+@all"]);
+    let url = format!("redis://admin:adminpw@{}", redis.addr());
+    let f = start_with(&url, fast_health(), LimitsConfig::default()).await;
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+
+    let mut first = logged_in(&f, "app", "pw").await;
+    assert_eq!(
+        first.cmd(&["SET", "sess:1", "a"]).await,
+        Frame::simple("OK")
+    );
+    // The password changes: the pooled connection that logged in with the
+    // old one proves nothing.
+    acl(&redis, &["app", "resetpass", ">newpw"]);
+    let mut c = f.raw().await;
+    assert_eq!(err_text(&c.cmd(&["AUTH", "app", "pw"]).await), WRONGPASS);
+    assert_eq!(c.cmd(&["AUTH", "app", "newpw"]).await, Frame::simple("OK"));
+    // Disabled: refused at once too.
+    acl(&redis, &["app", "off"]);
+    let mut c = f.raw().await;
+    assert_eq!(err_text(&c.cmd(&["AUTH", "app", "newpw"]).await), WRONGPASS);
+
+    // `default` loses `nopass` at run time: a client that never sends AUTH
+    // is refused as Redis refuses it, once the ACL refresh has seen it.
+    let mut anon = f.raw().await;
+    assert_eq!(anon.cmd(&["SET", "k", "v"]).await, Frame::simple("OK"));
+    acl(&redis, &["default", "resetpass", ">x"]);
+    assert_eq!(
+        redis.cmd_raw(&["SET", "k", "v"]).unwrap(),
+        format!("-{NOAUTH}")
+    );
+    let access = f.proxy.access().unwrap().clone();
+    test_support::wait_for(
+        "the ACL refresh to see default's password",
+        Duration::from_secs(15),
+        || {
+            access
+                .hello_refusal(&proxy::access::Identity::Default)
+                .is_some()
+        },
+    );
+    // The pooled connections that logged in as `default` before are
+    // closed; give the closing a moment to finish on the refresh task.
+    eventually(
+        "the old unauthenticated pool to be closed",
+        Duration::from_secs(5),
+        || {
+            let up = f.upstream.clone();
+            async move { up.shared_connections() == 0 }
+        },
+    )
+    .await;
+    let mut late = f.raw().await;
+    assert_eq!(err_text(&late.cmd(&["SET", "k", "w"]).await), NOAUTH);
+    assert!(err_text(&late.cmd(&["CLIENT", "LIST"]).await) == NOAUTH);
+    assert!(err_text(&late.cmd(&["HELLO", "3"]).await).starts_with("NOAUTH HELLO must be called"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_commands_answered_by_redoubt_pass_redis_permission_checks() {
+    let redis = RedisServer::new();
+    acl(&redis, &["admin", "on", ">adminpw", "~*", "&*", "+@all"]);
+    acl(
+        &redis,
+        &["getonly", "on", ">pw", "~*", "-@all", "+get", "+auth"],
+    );
+    let url = format!("redis://admin:adminpw@{}", redis.addr());
+    let f = start_with(&url, fast_health(), LimitsConfig::default()).await;
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    let access = f.proxy.access().unwrap().clone();
+    let mut c = logged_in(&f, "getonly", "pw").await;
+    test_support::wait_for("getonly's ACL", Duration::from_secs(5), || {
+        access.knows("getonly")
+    });
+    for (cmd, name) in [
+        (&["CLIENT", "LIST"][..], "client|list"),
+        (&["CLIENT", "INFO"], "client|info"),
+        (&["CLIENT", "SETNAME", "x"], "client|setname"),
+        (&["SELECT", "1"], "select"),
+    ] {
+        assert_eq!(
+            err_text(&c.cmd(cmd).await),
+            format!("NOPERM this user has no permissions to run the '{name}' command"),
+            "{cmd:?}"
+        );
+    }
+    // Allowed to every user, as in Redis.
+    assert!(matches!(c.cmd(&["HELLO", "2"]).await, Frame::Array(_)));
+    assert_eq!(c.cmd(&["GET", "nokey"]).await, Frame::NullBulk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_command_then_close_gives_the_client_slot_back() {
+    let redis = RedisServer::new();
+    let limits = LimitsConfig {
+        max_clients: 5,
+        ..Default::default()
+    };
+    let f = start_with(&redis.url(), fast_health(), limits).await;
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    for _ in 0..10 {
+        let mut c = f.raw().await;
+        c.send(b"*2\r\n").await;
+        c.stream.shutdown().await.unwrap();
+        drop(c);
+    }
+    eventually(
+        "every slot to be given back",
+        Duration::from_secs(5),
+        || {
+            let n = f.proxy.clients();
+            async move { n == 0 }
+        },
+    )
+    .await;
+    let mut c = f.raw().await;
+    assert_eq!(c.cmd(&["PING"]).await, Frame::simple("PONG"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_commands_during_an_outage_get_redis_errors_not_panics() {
+    let mut redis = RedisServer::new();
+    let s = local(&redis).await;
+    s.wait_knows("default");
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    let mut c = s.f.raw().await;
+    assert_eq!(
+        err_text(&c.cmd(&["EXPIRE", "cache:x"]).await),
+        "ERR wrong number of arguments for 'expire' command"
+    );
+    assert_eq!(
+        err_text(&c.cmd(&["SETEX", "cache:y", "10"]).await),
+        "ERR wrong number of arguments for 'setex' command"
+    );
+    assert_eq!(c.cmd(&["GET", "cache:y"]).await, Frame::NullBulk);
+    for cmd in [
+        &["SET", "sess:x", "v", "EX", "9223372036854775807"][..],
+        &["SETEX", "sess:x", "9223372036854775807", "v"],
+        &["EXPIRE", "sess:x", "9223372036854775807"],
+    ] {
+        let r = c.cmd(cmd).await;
+        assert!(
+            err_text(&r).contains("invalid expire time"),
+            "{cmd:?}: {r:?}"
+        );
+    }
+    assert_eq!(c.cmd(&["PING"]).await, Frame::simple("PONG"));
+    assert_eq!(
+        s.f.proxy.clients(),
+        1,
+        "the session is alive and counted once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_behaviour_shows_through_reply_for_reply() {
+    let redis = RedisServer::new();
+    let f = start(&redis).await;
+    let mut direct = Raw::connect(&redis.addr()).await;
+    let mut via = f.raw().await;
+    let cases: Vec<Vec<Vec<&str>>> = vec![
+        vec![vec!["UNSUBSCRIBE"], vec!["PUNSUBSCRIBE", "a", "b"]],
+        // SELECT under WATCH: the write to db 1 does not touch db 5's key.
+        vec![
+            vec!["SELECT", "5"],
+            vec!["WATCH", "x"],
+            vec!["SELECT", "1"],
+            vec!["SET", "x", "10"],
+            vec!["SELECT", "5"],
+            vec!["MULTI"],
+            vec!["PING"],
+            vec!["EXEC"],
+            vec!["SELECT", "0"],
+        ],
+        // Refused at queue time: the transaction is aborted.
+        vec![vec!["MULTI"], vec!["SAVE"], vec!["PING"], vec!["EXEC"]],
+        vec![vec!["MULTI"], vec!["GET"], vec!["PING"], vec!["EXEC"]],
+        vec![vec!["MULTI"], vec!["SET", "a", "1"], vec!["EXEC"]],
+    ];
+    for case in cases {
+        for cmd in &case {
+            let d = direct.cmd(cmd).await;
+            let v = via.cmd(cmd).await;
+            assert_eq!(v, d, "{cmd:?} in {case:?}");
+        }
+    }
+    // RESP3: the confirmation is a push, as Redis sends it.
+    let mut direct3 = Raw::connect(&redis.addr()).await;
+    let mut via3 = f.raw().await;
+    direct3.cmd(&["HELLO", "3"]).await;
+    via3.cmd(&["HELLO", "3"]).await;
+    assert_eq!(
+        via3.cmd(&["UNSUBSCRIBE", "c"]).await,
+        direct3.cmd(&["UNSUBSCRIBE", "c"]).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_redis_is_not_down_and_its_script_can_be_killed_through_redoubt() {
+    let redis = RedisServer::start(&["--busy-reply-threshold", "100"]);
+    let f = start(&redis).await;
+    let mut states = f.health.subscribe();
+    let seen_down = tokio::spawn(async move {
+        loop {
+            if states.borrow_and_update().state == State::Down {
+                return true;
+            }
+            if states.changed().await.is_err() {
+                return false;
+            }
+        }
+    });
+    // A script that never ends, sent straight to Redis.
+    let mut runner = Raw::connect(&redis.addr()).await;
+    let mut out = bytes::BytesMut::new();
+    resp::frame::encode_command(&mut out, &["EVAL", "while true do end", "0"]);
+    runner.send(&out).await;
+    let mut rx = f.health.subscribe();
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|h| h.busy.is_some()))
+        .await
+        .expect("the prober sees BUSY")
+        .unwrap();
+    let mut c = f.raw().await;
+    assert!(err_text(&c.cmd(&["GET", "k"]).await).starts_with("BUSY"));
+    assert_eq!(c.cmd(&["SCRIPT", "KILL"]).await, Frame::simple("OK"));
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|h| h.busy.is_none()))
+        .await
+        .expect("BUSY clears")
+        .unwrap();
+    assert_eq!(c.cmd(&["PING"]).await, Frame::simple("PONG"));
+    assert!(err_text(&runner.read().await.unwrap()).contains("killed"));
+    seen_down.abort();
+    assert!(
+        !matches!(seen_down.await, Ok(true)),
+        "a busy Redis answered every probe: never Down"
+    );
+}
