@@ -114,6 +114,19 @@ impl LocalUser {
     }
 }
 
+/// Checks `password` for `user` against Redoubt's users: every user's
+/// digest is compared alike (constant time), so timing does not tell
+/// which names exist. True when it logs in.
+pub fn check_users(users: &[LocalUser], user: &str, password: &[u8]) -> bool {
+    let digest: [u8; 32] = Sha256::digest(password).into();
+    let mut found = false;
+    for u in users {
+        let same = constant_time_eq(&u.password_sha256, &digest);
+        found |= same & (u.name == user);
+    }
+    found
+}
+
 impl std::fmt::Debug for LocalUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalUser")
@@ -359,14 +372,7 @@ impl Access {
             return Err(reply::error(WRONGPASS));
         };
         let name = creds.user.as_deref().unwrap_or("default");
-        let digest: [u8; 32] = Sha256::digest(creds.password.as_bytes()).into();
-        // Hash and compare against every user alike, so timing does not
-        // tell which names exist.
-        let mut found = false;
-        for u in users {
-            let same = constant_time_eq(&u.password_sha256, &digest);
-            found |= same & (u.name == name);
-        }
+        let found = check_users(users, name, creds.password.as_bytes());
         if found {
             Ok(Identity::Local(name.to_string()))
         } else {
@@ -745,8 +751,10 @@ impl Caller<'_> {
     /// Whether this session's user may run the gated request `args`, as
     /// Redis would judge it: `None` when it may.
     pub fn judge(&self, args: &[Bytes], g: &Gated) -> Option<Refusal> {
+        let no_auth_cmd = g.spec.is_some_and(|s| s.has(resp::command::F_NO_AUTH));
         let user = match self.who {
             Identity::Local(_) => return None,
+            Identity::Anonymous if no_auth_cmd => return None,
             Identity::Anonymous => return Some(Refusal::NoAuth),
             Identity::Default => "default",
             Identity::Redis(u) => u.as_str(),
@@ -769,7 +777,6 @@ impl Caller<'_> {
             Some(Known::Profile(p)) => {
                 // An unauthenticated connection is `default` only when
                 // Redis would log it in without a password.
-                let no_auth_cmd = g.spec.is_some_and(|s| s.has(resp::command::F_NO_AUTH));
                 if unauthenticated && !(p.enabled && p.nopass) && !no_auth_cmd {
                     return Some(Refusal::NoAuth);
                 }

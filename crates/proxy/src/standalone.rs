@@ -59,6 +59,10 @@ pub struct StandaloneSettings {
     pub compact_ratio: f64,
     /// ... and at least this many bytes.
     pub compact_min_bytes: u64,
+    /// `[auth] users`: clients must `AUTH` as one of them. Empty: no
+    /// login, and then only a loopback `listen` is allowed (Redis's
+    /// protected mode).
+    pub users: Vec<crate::access::LocalUser>,
 }
 
 /// What a restore found.
@@ -104,6 +108,7 @@ struct Local {
     journal: Arc<Journal>,
     limits: LimitsConfig,
     max_bytes: u64,
+    users: Vec<crate::access::LocalUser>,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
 }
@@ -123,6 +128,12 @@ impl Standalone {
                 "standalone mode needs a current-thread runtime (journal order = execution order)",
             ));
         }
+        if settings.users.is_empty() && !is_loopback(&settings.listen) {
+            return Err(std::io::Error::other(format!(
+                "protected mode: listen = {} is reachable from other hosts and no [auth] users are configured, so anyone could read and write every key: not started; add [auth] mode = \"local\" with users, or listen on 127.0.0.1",
+                settings.listen
+            )));
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let metrics = Metrics::new();
         publish_state(State::Standalone);
@@ -131,6 +142,7 @@ impl Standalone {
             journal: journal.clone(),
             limits: settings.limits,
             max_bytes: settings.journal_max_bytes,
+            users: settings.users.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
         });
@@ -159,6 +171,98 @@ impl Standalone {
             spawn,
         )
         .await
+    }
+}
+
+/// True for `127.0.0.1:…`, `[::1]:…`, `localhost:…`: reachable from this
+/// host only.
+fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What the login gate decided for one request.
+enum Login {
+    /// Answer this, run nothing.
+    Reply(Bytes),
+    /// Run these arguments (`HELLO` without its `AUTH` part).
+    Run(Vec<Bytes>),
+}
+
+/// Standalone's login gate, as Redis's with `requirepass`/ACL users:
+/// before `AUTH` only the commands Redis allows unauthenticated run; a
+/// failed `AUTH` leaves the session as it was; `RESET` logs out.
+fn login(users: &[crate::access::LocalUser], authed: &mut bool, args: Vec<Bytes>) -> Login {
+    use crate::gate::Refusal;
+    let wrongpass =
+        || reply::error("WRONGPASS invalid username-password pair or user is disabled.");
+    let name = args[0].to_ascii_lowercase();
+    if name == b"config"
+        && args.len() >= 4
+        && args[1].eq_ignore_ascii_case(b"set")
+        && args[2..]
+            .iter()
+            .step_by(2)
+            .any(|p| p.eq_ignore_ascii_case(b"requirepass"))
+    {
+        return Login::Reply(reply::error(
+            "ERR requirepass cannot be set at run time: redoubt's logins are its [auth] users (mode = \"local\") in its config file",
+        ));
+    }
+    if users.is_empty() {
+        return Login::Run(args);
+    }
+    let check = |user: &[u8], pass: &[u8]| {
+        crate::access::check_users(users, &String::from_utf8_lossy(user), pass)
+    };
+    match &name[..] {
+        b"auth" => {
+            let ok = match args.len() {
+                2 => check(b"default", &args[1]),
+                3 => check(&args[1], &args[2]),
+                _ => return Login::Reply(reply::error("ERR syntax error")),
+            };
+            if ok {
+                *authed = true;
+                Login::Reply(reply::ok())
+            } else {
+                Login::Reply(wrongpass())
+            }
+        }
+        b"hello" => {
+            let at = args
+                .iter()
+                .skip(2)
+                .position(|a| a.eq_ignore_ascii_case(b"auth"))
+                .map(|i| i + 2);
+            match at {
+                Some(i) if i + 2 < args.len() => {
+                    if !check(&args[i + 1], &args[i + 2]) {
+                        return Login::Reply(wrongpass());
+                    }
+                    *authed = true;
+                    let mut rest = args[..i].to_vec();
+                    rest.extend_from_slice(&args[i + 3..]);
+                    Login::Run(rest)
+                }
+                Some(_) => Login::Reply(reply::error("ERR Syntax error in HELLO option 'auth'")),
+                None if !*authed => Login::Reply(Refusal::HelloNoAuth.reply()),
+                None => Login::Run(args),
+            }
+        }
+        b"reset" => {
+            *authed = false;
+            Login::Run(args)
+        }
+        _ if *authed => Login::Run(args),
+        _ if resp::lookup(&args).is_some_and(|s| s.has(resp::command::F_NO_AUTH)) => {
+            Login::Run(args)
+        }
+        _ => Login::Reply(Refusal::NoAuth.reply()),
     }
 }
 
@@ -279,6 +383,7 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut shutdown = local.shutdown.clone();
     let mut closing = false;
+    let mut authed = local.users.is_empty();
     loop {
         let mut pending: Vec<Pending> = Vec::new();
         let mut pending_bytes = 0usize;
@@ -298,6 +403,27 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
                     quit = true;
                     break;
                 }
+            };
+            // The gate, as in proxy mode: shape, then login.
+            if let Err(r) = crate::gate::admit(&req.args) {
+                local.metrics.rejected.increment(1);
+                pending_bytes += r.reply().len();
+                pending.push(Pending {
+                    reply: r.reply(),
+                    durable: vec![],
+                });
+                continue;
+            }
+            let req = match login(&local.users, &mut authed, req.args) {
+                Login::Reply(r) => {
+                    pending_bytes += r.len();
+                    pending.push(Pending {
+                        reply: r,
+                        durable: vec![],
+                    });
+                    continue;
+                }
+                Login::Run(args) => resp::Request { args, raw: req.raw },
             };
             if req.args[0].eq_ignore_ascii_case(b"quit") {
                 pending.push(Pending {

@@ -543,12 +543,6 @@ pub fn validate(c: &Config) -> Vec<String> {
         "local" if c.auth.users.is_empty() => {
             p.push("auth.users: mode = \"local\" needs at least one user".into())
         }
-        // Standalone sessions do not check logins yet: refusing the
-        // combination beats serving clients the operator meant to lock out.
-        "local" if c.upstream.is_empty() => p.push(
-            "auth.mode: \"local\" needs an upstream; standalone mode does not check logins yet"
-                .into(),
-        ),
         "local" => {}
         m => p.push(format!("auth.mode: '{m}' is not one of passthrough, local")),
     }
@@ -748,14 +742,9 @@ mod tests {
             Ok(proxy::access::AuthMode::Local(u)) => assert_eq!(u.len(), 1),
             other => panic!("{other:?}"),
         }
+        // Standalone checks logins too.
         let l = load_str(users, &[], Overrides::default());
-        assert!(
-            l.problems
-                .join("\n")
-                .contains("auth.mode: \"local\" needs an upstream"),
-            "{:?}",
-            l.problems
-        );
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
         let l = load_str("", &[], Overrides::default());
         assert!(matches!(
             auth(&l.config),

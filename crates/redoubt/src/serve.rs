@@ -168,6 +168,10 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
             .compact_min_bytes
             .bytes()
             .map_err(anyhow::Error::msg)?,
+        users: match config::auth(&cfg).map_err(anyhow::Error::msg)? {
+            proxy::access::AuthMode::Local(users) => users,
+            proxy::access::AuthMode::Passthrough => Vec::new(),
+        },
     };
     let server = proxy::standalone::Standalone::start(settings, store.clone(), journal.clone())
         .await

@@ -310,3 +310,109 @@ fn pubsub_blocking_pops_and_active_expiry_work_standalone() {
         c.cmd(&["DBSIZE"]).as_deref() == Some(":0")
     });
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn logins_protected_mode_and_a_client_that_never_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    // Protected mode: reachable from other hosts without users.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0"])
+        .args(["--data-dir", dir.path().join("open").to_str().unwrap()])
+        .env_remove("REDOUBT_UPSTREAM")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("protected mode"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `[auth]` users: nothing runs before AUTH.
+    let port = free_port();
+    let conf = dir.path().join("redoubt.toml");
+    // sha256("s3cret")
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[auth]\nmode = \"local\"\nusers = [{{ name = \"app\", password_sha256 = \"{}\" }}]\n",
+            dir.path().join("data").display(),
+            free_port(),
+            "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", conf.to_str().unwrap()])
+        .env_remove("REDOUBT_UPSTREAM")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("redoubt to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let mut c = Client::new(port);
+    assert_eq!(
+        c.cmd(&["SET", "k", "v"]).as_deref(),
+        Some("-NOAUTH Authentication required.")
+    );
+    assert!(c
+        .cmd(&["HELLO", "3"])
+        .unwrap()
+        .starts_with("-NOAUTH HELLO must be called"));
+    assert!(c
+        .cmd(&["AUTH", "app", "nope"])
+        .unwrap()
+        .starts_with("-WRONGPASS"));
+    assert!(c
+        .cmd(&["CONFIG", "SET", "requirepass", "x"])
+        .unwrap()
+        .starts_with("-ERR requirepass cannot be set"));
+    assert_eq!(c.cmd(&["AUTH", "app", "s3cret"]).as_deref(), Some("+OK"));
+    let big = "x".repeat(1 << 20);
+    assert_eq!(c.cmd(&["SET", "big", &big]).as_deref(), Some("+OK"));
+    assert_eq!(c.cmd(&["RESET"]).as_deref(), Some("+RESET"));
+    assert_eq!(
+        c.cmd(&["GET", "k"]).as_deref(),
+        Some("-NOAUTH Authentication required.")
+    );
+
+    // A client pipelining 2000 reads of a 1 MiB value and reading none of
+    // the replies: Redoubt holds about one batch of them, not 2 GiB.
+    let before = rss_kib(child.id());
+    let mut greedy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = String::from("*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$6\r\ns3cret\r\n");
+    for _ in 0..2000 {
+        req.push_str("*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n");
+    }
+    greedy.write_all(req.as_bytes()).unwrap();
+    let mut peak = 0;
+    for _ in 0..40 {
+        peak = peak.max(rss_kib(child.id()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        peak < before + 256 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB for a client that reads nothing"
+    );
+    let mut other = Client::new(port);
+    assert_eq!(
+        other.cmd(&["PING"]).as_deref(),
+        Some("-NOAUTH Authentication required.")
+    );
+    drop(greedy);
+    let _ = child.kill();
+    let _ = child.wait();
+}
