@@ -9,6 +9,7 @@ use thiserror::Error;
 
 use crate::frame::Frame;
 use crate::limits::Limits;
+use crate::request_decoder::RequestDecoder;
 
 /// Why a byte stream is not valid RESP. The text follows Redis's own
 /// wording where Redis has one, so clients see familiar errors.
@@ -72,7 +73,11 @@ pub struct Request {
 /// Finds the CRLF-terminated line starting at `pos`. Returns the line (without
 /// CRLF) and the position after it.
 #[inline]
-fn line_at(buf: &[u8], pos: usize, max: usize) -> Result<Option<(&[u8], usize)>, ProtocolError> {
+pub(crate) fn line_at(
+    buf: &[u8],
+    pos: usize,
+    max: usize,
+) -> Result<Option<(&[u8], usize)>, ProtocolError> {
     let rest = &buf[pos..];
     match memchr_crlf(rest) {
         Some(i) => {
@@ -108,7 +113,7 @@ fn memchr_crlf(b: &[u8]) -> Option<usize> {
 /// `+`, no leading zeros, no `-0`. Being as strict as Redis keeps
 /// encode ∘ decode the identity (`$05` would re-encode as `$5`).
 #[inline]
-fn parse_i64(s: &[u8]) -> Option<i64> {
+pub(crate) fn parse_i64(s: &[u8]) -> Option<i64> {
     if s == b"0" {
         return Some(0);
     }
@@ -134,7 +139,7 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
     Some(n)
 }
 
-fn blob_len(
+pub(crate) fn blob_len(
     line: &[u8],
     limits: &Limits,
     allow_null: bool,
@@ -324,106 +329,17 @@ fn build(b: &Bytes, pos: &mut usize) -> Result<Frame, ProtocolError> {
 /// Takes one client command off the front of `buf`: a multibulk of bulk
 /// strings, or an inline command line. Empty commands (`*0`, blank lines)
 /// are consumed and skipped, as Redis does. Returns `Ok(None)` when the
-/// command is not complete yet; `buf` is then left untouched.
+/// command is not complete yet; `buf` then still holds it.
+///
+/// Each call starts from the first byte of `buf`, so calling this after
+/// every socket read costs time quadratic in the size of a command that
+/// arrives in many reads: a connection should keep a [`RequestDecoder`],
+/// which resumes where it stopped. This is a fresh one for a single call.
 pub fn parse_request(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Request>, ProtocolError> {
-    loop {
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        let parsed = if buf[0] == b'*' {
-            parse_multibulk(buf, limits)?
-        } else {
-            parse_inline(buf, limits)?
-        };
-        match parsed {
-            Parsed::Incomplete => return Ok(None),
-            Parsed::Empty => continue,
-            Parsed::Done(req) => return Ok(Some(req)),
-        }
-    }
-}
-
-enum Parsed {
-    Incomplete,
-    Empty,
-    Done(Request),
-}
-
-fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, ProtocolError> {
-    // Header lines of a request are short; anything longer is garbage.
-    const MAX_HEADER: usize = 32;
-    let Some((line, mut pos)) = line_at(buf, 1, MAX_HEADER)? else {
-        return Ok(Parsed::Incomplete);
-    };
-    let n = parse_i64(line).ok_or(ProtocolError::InvalidMultibulkLength)?;
-    if n <= 0 {
-        let _ = buf.split_to(pos);
-        return Ok(Parsed::Empty);
-    }
-    if n as u64 > limits.max_array_len as u64 {
-        return Err(ProtocolError::ArrayTooLong {
-            len: n as u64,
-            max: limits.max_array_len,
-        });
-    }
-    let n = n as usize;
-    let mut spans = Vec::with_capacity(n.min(1024));
-    for _ in 0..n {
-        if pos >= buf.len() {
-            return Ok(Parsed::Incomplete);
-        }
-        if buf[pos] != b'$' {
-            return Err(ProtocolError::ExpectedBulk(buf[pos] as char));
-        }
-        let Some((line, next)) = line_at(buf, pos + 1, MAX_HEADER)? else {
-            return Ok(Parsed::Incomplete);
-        };
-        let len = blob_len(line, limits, false)?.unwrap_or(0);
-        if buf.len() < next + len + 2 {
-            return Ok(Parsed::Incomplete);
-        }
-        if &buf[next + len..next + len + 2] != b"\r\n" {
-            return Err(ProtocolError::MissingCrlf);
-        }
-        spans.push((next, len));
-        pos = next + len + 2;
-    }
-    let raw = buf.split_to(pos).freeze();
-    let args = spans
-        .into_iter()
-        .map(|(s, l)| raw.slice(s..s + l))
-        .collect();
-    Ok(Parsed::Done(Request { args, raw }))
-}
-
-fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, ProtocolError> {
-    let Some(nl) = buf.iter().position(|&c| c == b'\n') else {
-        if buf.len() > limits.max_inline_len {
-            return Err(ProtocolError::InlineTooLong);
-        }
-        return Ok(Parsed::Incomplete);
-    };
-    if nl > limits.max_inline_len {
-        return Err(ProtocolError::InlineTooLong);
-    }
-    let line = buf.split_to(nl + 1);
-    let mut text = &line[..nl];
-    if text.last() == Some(&b'\r') {
-        text = &text[..text.len() - 1];
-    }
-    let args = split_inline(text)?;
-    if args.is_empty() {
-        return Ok(Parsed::Empty);
-    }
-    let mut raw = BytesMut::new();
-    crate::frame::encode_command(&mut raw, &args);
-    Ok(Parsed::Done(Request {
-        args,
-        raw: raw.freeze(),
-    }))
+    RequestDecoder::new(*limits).decode(buf)
 }
 
 /// Splits an inline command the way `redis-cli` and Redis do: whitespace
