@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use resp::{frame_len, parse_request, Frame, Limits, Request};
+use resp::{frame_len, Frame, Limits, Request, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -285,6 +285,9 @@ impl Session {
         self.publish_row();
         let (mut rd, mut wr) = stream.into_split();
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        // Resumes a partly received command where it stopped: parsing
+        // costs time linear in the bytes received, however they trickle in.
+        let mut decoder = RequestDecoder::new(self.limits);
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut stalled: Option<Request> = None;
         let mut tunnel: Option<Request> = None;
@@ -309,7 +312,7 @@ impl Session {
                 && !closing
                 && self.pending_cmds < max_inflight
             {
-                match parse_request(&mut inbuf, &self.limits) {
+                match decoder.decode(&mut inbuf) {
                     Ok(Some(req)) => match self.dispatch(req).await {
                         Flow::Go => {}
                         Flow::Stall(r) => stalled = Some(r),

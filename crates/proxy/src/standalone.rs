@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use journal::{Entry, Journal, JournalError};
-use resp::parse_request;
+use resp::RequestDecoder;
 use store::{Executed, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -378,7 +378,7 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
     let (mut rd, mut wr) = stream.into_split();
     let mut session = local.store.session();
     session.set_addr(&peer.to_string());
-    let limits = local.limits.decoder();
+    let mut decoder = RequestDecoder::new(local.limits.decoder());
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut shutdown = local.shutdown.clone();
@@ -392,7 +392,7 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
         // reads of a big value and never reading the replies then holds
         // one batch, not every reply to everything it sent.
         while !quit && pending_bytes < FLUSH_AT {
-            let req = match parse_request(&mut inbuf, &limits) {
+            let req = match decoder.decode(&mut inbuf) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
