@@ -185,6 +185,9 @@ struct Profiles {
     categories: Categories,
 }
 
+/// Closes the pooled connections of `(user, unauthenticated_too)`.
+type Revoke = Box<dyn Fn(&str, bool) + Send + Sync>;
+
 /// The sessions' shared access state: mode, credential memory, learned
 /// permissions.
 pub struct Access {
@@ -201,7 +204,7 @@ pub struct Access {
     /// [`Access::keep_default_in`]).
     default_file: Mutex<Option<std::path::PathBuf>>,
     /// Closes the pooled connections of a login Redis stopped accepting.
-    on_revoked: std::sync::OnceLock<Box<dyn Fn(&str, bool) + Send + Sync>>,
+    on_revoked: std::sync::OnceLock<Revoke>,
 }
 
 impl std::fmt::Debug for Access {
