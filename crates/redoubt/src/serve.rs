@@ -98,7 +98,14 @@ fn claim_data_dir(
 ) -> anyhow::Result<(journal::DataDirLock, String)> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
-    let lock = journal::DataDirLock::acquire(&cfg.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A predecessor killed inside an fsync still holds the lock for a
+    // moment; a supervisor restarting us at once must not be refused for
+    // that. Blocking here is harmless: nothing runs on the runtime yet.
+    let lock = journal::DataDirLock::acquire_waiting(
+        &cfg.data_dir,
+        journal::lock::EXITING_HOLDER_PATIENCE,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     // A standalone server's journal is its whole dataset; a proxy would
     // replay it into Redis as if it were an outage's writes (and a proxy's
     // journal is not a dataset). Each data_dir serves one mode.
