@@ -1,8 +1,11 @@
 //! Incremental decoding. Every function looks at the bytes received so far
 //! and answers `Ok(None)` when a frame is not complete yet, so callers just
 //! read more and call again. Limits are enforced before anything is
-//! allocated, and aggregates are measured with an explicit stack, so a deep
-//! or huge frame costs neither stack nor memory.
+//! allocated, and aggregates are measured and built with explicit heap
+//! stacks, so a deep or huge frame costs neither call stack nor memory
+//! beyond its own bytes. These functions start from the first byte each
+//! time; a connection reading commands keeps a
+//! [`RequestDecoder`] instead.
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
