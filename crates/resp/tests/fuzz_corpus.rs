@@ -12,7 +12,11 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
         .expect("corpus dir")
         .map(|entry| std::fs::read(entry.expect("dir entry").path()).expect("corpus file"))
         .collect();
-    assert!(inputs.len() >= 5, "corpus {target} has {} files", inputs.len());
+    assert!(
+        inputs.len() >= 5,
+        "corpus {target} has {} files",
+        inputs.len()
+    );
     inputs
 }
 
