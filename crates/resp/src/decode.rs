@@ -1,14 +1,17 @@
 //! Incremental decoding. Every function looks at the bytes received so far
 //! and answers `Ok(None)` when a frame is not complete yet, so callers just
 //! read more and call again. Limits are enforced before anything is
-//! allocated, and aggregates are measured with an explicit stack, so a deep
-//! or huge frame costs neither stack nor memory.
+//! allocated, and aggregates are measured and built with explicit heap
+//! stacks, so a deep or huge frame costs neither call stack nor memory
+//! beyond its own bytes. These functions start from the first byte each
+//! time; a connection reading commands keeps a
+//! [`RequestDecoder`] instead.
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::frame::Frame;
-use crate::limits::Limits;
+use crate::limits::{Limits, MAX_FRAME_NESTING};
 use crate::request_decoder::RequestDecoder;
 
 /// Why a byte stream is not valid RESP. The text follows Redis's own
@@ -179,7 +182,8 @@ fn agg_len(line: &[u8], limits: &Limits, allow_null: bool) -> Result<Option<usiz
 
 /// Measures the complete frame at the start of `buf`: `Ok(Some(len))` when
 /// all `len` bytes are there, `Ok(None)` when more are needed. Allocates
-/// only the nesting stack, so replies can be forwarded as raw bytes.
+/// only the nesting stack, on the heap, so replies of any depth the limits
+/// allow can be forwarded as raw bytes.
 pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolError> {
     let mut pos = 0usize;
     // Remaining children of each open aggregate.
@@ -246,81 +250,133 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolE
 
 /// Decodes the complete frame at the start of `buf`, returning it with the
 /// number of bytes it took, or `Ok(None)` when more bytes are needed.
+///
+/// Nesting is bounded by [`MAX_FRAME_NESTING`] as well as by
+/// `limits.max_nesting`: a frame nested deeper is refused with
+/// [`ProtocolError::TooDeep`] even under [`Limits::upstream`], because the
+/// tree it would build could not be dropped, cloned, compared or encoded
+/// without overflowing the stack. Callers that must accept any reply
+/// forward it as raw bytes measured by [`frame_len`] instead.
 pub fn parse_frame(buf: &[u8], limits: &Limits) -> Result<Option<(Frame, usize)>, ProtocolError> {
-    let Some(len) = frame_len(buf, limits)? else {
+    let limits = Limits {
+        max_nesting: limits.max_nesting.min(MAX_FRAME_NESTING),
+        ..*limits
+    };
+    let Some(len) = frame_len(buf, &limits)? else {
         return Ok(None);
     };
-    // `frame_len` validated structure, lengths and depth, so the recursive
-    // build below is bounded by `max_nesting` and cannot run out of input.
+    // `frame_len` validated structure, lengths and depth, so the build
+    // below cannot run out of input.
     let bytes = Bytes::copy_from_slice(&buf[..len]);
-    let mut pos = 0;
-    let frame = build(&bytes, &mut pos)?;
+    let frame = build(&bytes)?;
     Ok(Some((frame, len)))
 }
 
-fn build(b: &Bytes, pos: &mut usize) -> Result<Frame, ProtocolError> {
-    let tag = b[*pos];
-    let (line, next) = line_at(b, *pos + 1, usize::MAX - 2)?.ok_or(ProtocolError::MissingCrlf)?;
-    let line_start = *pos + 1;
-    let line_len = line.len();
-    *pos = next;
-    let text = || b.slice(line_start..line_start + line_len);
-    let count = |line: &[u8]| parse_i64(line).unwrap_or(0).max(0) as usize;
-    Ok(match tag {
-        b'+' => Frame::Simple(text()),
-        b'-' => Frame::Error(text()),
-        b':' => Frame::Integer(parse_i64(line).ok_or(ProtocolError::InvalidValue("integer"))?),
-        b'_' => Frame::Null,
-        b'#' => match line {
-            b"t" => Frame::Boolean(true),
-            b"f" => Frame::Boolean(false),
-            _ => return Err(ProtocolError::InvalidValue("boolean")),
-        },
-        b',' => Frame::Double(text()),
-        b'(' => Frame::BigNumber(text()),
-        b'$' | b'!' | b'=' => {
-            let n = parse_i64(line).unwrap_or(-1);
-            if n < 0 {
-                Frame::NullBulk
-            } else {
-                let n = n as usize;
-                let data = b.slice(*pos..*pos + n);
-                *pos += n + 2;
-                match tag {
-                    b'$' => Frame::Bulk(data),
-                    b'!' => Frame::BulkError(data),
-                    _ => Frame::Verbatim(data),
+/// Builds the frame `frame_len` measured in `b`. Iterative, with the open
+/// aggregates on a heap stack: a recursive build took 4 KiB of stack per
+/// level unoptimised, so 512 levels filled a 2 MiB thread.
+fn build(b: &Bytes) -> Result<Frame, ProtocolError> {
+    /// An aggregate still being filled: its type byte, the children so far
+    /// (maps and attributes flattened, key then value) and how many more
+    /// are to come.
+    struct Open {
+        tag: u8,
+        items: Vec<Frame>,
+        left: usize,
+    }
+    let mut open: Vec<Open> = Vec::new();
+    let mut pos = 0;
+    loop {
+        let &tag = b.get(pos).ok_or(ProtocolError::MissingCrlf)?;
+        let (line, next) =
+            line_at(b, pos + 1, usize::MAX - 2)?.ok_or(ProtocolError::MissingCrlf)?;
+        let text = b.slice(pos + 1..pos + 1 + line.len());
+        pos = next;
+        let count = || parse_i64(&text).unwrap_or(0).max(0) as usize;
+        let mut done = match tag {
+            b'+' => Frame::Simple(text),
+            b'-' => Frame::Error(text),
+            b':' => Frame::Integer(parse_i64(&text).ok_or(ProtocolError::InvalidValue("integer"))?),
+            b'_' => Frame::Null,
+            b'#' => match &text[..] {
+                b"t" => Frame::Boolean(true),
+                b"f" => Frame::Boolean(false),
+                _ => return Err(ProtocolError::InvalidValue("boolean")),
+            },
+            b',' => Frame::Double(text),
+            b'(' => Frame::BigNumber(text),
+            b'$' | b'!' | b'=' => match usize::try_from(parse_i64(&text).unwrap_or(-1)) {
+                Err(_) => Frame::NullBulk,
+                Ok(n) => {
+                    let end = pos.checked_add(n).filter(|&end| end <= b.len());
+                    let end = end.ok_or(ProtocolError::MissingCrlf)?;
+                    let data = b.slice(pos..end);
+                    pos += n + 2;
+                    match tag {
+                        b'$' => Frame::Bulk(data),
+                        b'!' => Frame::BulkError(data),
+                        _ => Frame::Verbatim(data),
+                    }
                 }
+            },
+            b'*' if parse_i64(&text) == Some(-1) => Frame::NullArray,
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let left = match tag {
+                    b'%' => count() * 2,
+                    b'|' => count() * 2 + 1,
+                    _ => count(),
+                };
+                if left > 0 {
+                    open.push(Open {
+                        tag,
+                        // Announced counts are not trusted with memory.
+                        items: Vec::with_capacity(left.min(1024)),
+                        left,
+                    });
+                    continue;
+                }
+                close(tag, Vec::new())?
+            }
+            other => return Err(ProtocolError::UnknownType(other)),
+        };
+        // One element done: hand it to its parent, closing every aggregate
+        // it completes.
+        loop {
+            let Some(top) = open.last_mut() else {
+                return Ok(done);
+            };
+            top.items.push(done);
+            top.left -= 1;
+            if top.left > 0 {
+                break;
+            }
+            match open.pop() {
+                Some(full) => done = close(full.tag, full.items)?,
+                None => return Err(ProtocolError::MissingCrlf),
             }
         }
-        b'*' | b'~' | b'>' => {
-            if parse_i64(line) == Some(-1) {
-                return Ok(Frame::NullArray);
-            }
-            let n = count(line);
-            let mut items = Vec::with_capacity(n.min(1024));
-            for _ in 0..n {
-                items.push(build(b, pos)?);
-            }
-            match tag {
-                b'*' => Frame::Array(items),
-                b'~' => Frame::Set(items),
-                _ => Frame::Push(items),
-            }
+    }
+}
+
+/// The aggregate frame of type `tag` holding `items` (for maps and
+/// attributes: key, value, key, value, …, then an attribute's value).
+fn close(tag: u8, mut items: Vec<Frame>) -> Result<Frame, ProtocolError> {
+    fn pairs(items: Vec<Frame>) -> Vec<(Frame, Frame)> {
+        let mut out = Vec::with_capacity(items.len() / 2);
+        let mut it = items.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            out.push((k, v));
         }
-        b'%' | b'|' => {
-            let n = count(line);
-            let mut pairs = Vec::with_capacity(n.min(1024));
-            for _ in 0..n {
-                let k = build(b, pos)?;
-                let v = build(b, pos)?;
-                pairs.push((k, v));
-            }
-            if tag == b'%' {
-                Frame::Map(pairs)
-            } else {
-                Frame::Attribute(pairs, Box::new(build(b, pos)?))
-            }
+        out
+    }
+    Ok(match tag {
+        b'*' => Frame::Array(items),
+        b'~' => Frame::Set(items),
+        b'>' => Frame::Push(items),
+        b'%' => Frame::Map(pairs(items)),
+        b'|' => {
+            let value = items.pop().ok_or(ProtocolError::InvalidMultibulkLength)?;
+            Frame::Attribute(pairs(items), Box::new(value))
         }
         other => return Err(ProtocolError::UnknownType(other)),
     })
@@ -470,6 +526,8 @@ pub fn check_roundtrip(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn lim() -> Limits {
@@ -492,6 +550,139 @@ mod tests {
             frame_len(deep.as_bytes(), &lim()),
             Err(ProtocolError::TooDeep(128))
         );
+    }
+
+    /// A reply nested `depth` deep, through every aggregate type: arrays,
+    /// sets, pushes, maps (in key and value position) and attributes.
+    fn deep_reply(depth: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for level in 0..depth {
+            out.extend_from_slice(match level % 6 {
+                0 => &b"*1\r\n"[..],
+                1 => b"~2\r\n:1\r\n",
+                2 => b">1\r\n",
+                3 => b"%1\r\n+key\r\n",
+                4 => b"%1\r\n",
+                _ => b"|1\r\n+a\r\n#t\r\n",
+            });
+        }
+        out.extend_from_slice(b"$5\r\nhello\r\n");
+        // Close what the levels left open: map keys (level 4) get a value.
+        for level in (0..depth).rev() {
+            if level % 6 == 4 {
+                out.extend_from_slice(b"_\r\n");
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn upstream_reply_nested_100_000_deep_is_measured_whole() {
+        let reply = deep_reply(100_000);
+        assert_eq!(
+            frame_len(&reply, &Limits::upstream()),
+            Ok(Some(reply.len()))
+        );
+        for cut in [1, reply.len() / 2, reply.len() - 1] {
+            assert_eq!(frame_len(&reply[..cut], &Limits::upstream()), Ok(None));
+        }
+    }
+
+    #[test]
+    fn parse_frame_refuses_a_reply_deeper_than_it_can_build_without_crashing() {
+        let reply = deep_reply(100_000);
+        assert_eq!(
+            parse_frame(&reply, &Limits::upstream()),
+            Err(ProtocolError::TooDeep(MAX_FRAME_NESTING))
+        );
+        // Just within the bound it builds, and re-encodes to the same bytes.
+        let reply = deep_reply(MAX_FRAME_NESTING);
+        let (frame, n) = parse_frame(&reply, &Limits::upstream()).unwrap().unwrap();
+        assert_eq!(n, reply.len());
+        assert_eq!(&frame.to_bytes()[..], &reply[..]);
+    }
+
+    fn any_frame() -> impl Strategy<Value = Frame> {
+        let text = "[ -~]{0,12}".prop_map(Bytes::from);
+        let blob = proptest::collection::vec(any::<u8>(), 0..16).prop_map(Bytes::from);
+        let leaf = prop_oneof![
+            text.clone().prop_map(Frame::Simple),
+            text.clone().prop_map(Frame::Error),
+            any::<i64>().prop_map(Frame::Integer),
+            blob.clone().prop_map(Frame::Bulk),
+            Just(Frame::NullBulk),
+            Just(Frame::NullArray),
+            Just(Frame::Null),
+            any::<bool>().prop_map(Frame::Boolean),
+            text.clone().prop_map(Frame::Double),
+            text.prop_map(Frame::BigNumber),
+            blob.clone().prop_map(Frame::BulkError),
+            blob.prop_map(Frame::Verbatim),
+        ];
+        leaf.prop_recursive(6, 64, 4, |inner| {
+            let items = proptest::collection::vec(inner.clone(), 0..4);
+            let pairs = proptest::collection::vec((inner.clone(), inner.clone()), 0..3);
+            prop_oneof![
+                items.clone().prop_map(Frame::Array),
+                items.clone().prop_map(Frame::Set),
+                items.prop_map(Frame::Push),
+                pairs.clone().prop_map(Frame::Map),
+                (pairs, inner).prop_map(|(p, v)| Frame::Attribute(p, Box::new(v))),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_frames_decode_to_themselves(frame in any_frame()) {
+            let wire = frame.to_bytes();
+            let got = parse_frame(&wire, &Limits::upstream());
+            proptest::prop_assert_eq!(got, Ok(Some((frame, wire.len()))));
+        }
+    }
+
+    #[test]
+    fn parse_frame_builds_the_deepest_frame_in_a_tiny_stack() {
+        // The build keeps its open aggregates on the heap; a recursive one
+        // needs several times this much at this depth. The frame comes back
+        // to this thread to be dropped.
+        let built = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(|| parse_frame(&deep_reply(MAX_FRAME_NESTING), &Limits::upstream()))
+            .unwrap();
+        assert!(matches!(built.join().unwrap(), Ok(Some(_))));
+    }
+
+    #[test]
+    fn deepest_frame_parse_frame_builds_fits_in_a_small_stack() {
+        // Half of what Tokio and std give a thread by default: building,
+        // encoding, cloning, comparing, printing and dropping the deepest
+        // frame `parse_frame` accepts must fit with room to spare, in any
+        // build profile (`cargo nextest run -p resp --cargo-profile dev`).
+        let run = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(|| {
+                let reply = deep_reply(MAX_FRAME_NESTING);
+                let (frame, _) = parse_frame(&reply, &Limits::upstream()).unwrap().unwrap();
+                assert_eq!(&frame.to_bytes()[..], &reply[..]);
+                let copy = frame.clone();
+                assert_eq!(copy, frame);
+                assert!(format!("{frame:?}").len() > MAX_FRAME_NESTING);
+            })
+            .unwrap();
+        run.join().unwrap();
+    }
+
+    #[test]
+    fn client_limits_still_refuse_deep_nesting() {
+        let reply = deep_reply(129);
+        assert_eq!(Limits::default().max_nesting, 128);
+        assert_eq!(frame_len(&reply, &lim()), Err(ProtocolError::TooDeep(128)));
+        assert_eq!(
+            parse_frame(&reply, &lim()),
+            Err(ProtocolError::TooDeep(128))
+        );
+        assert!(frame_len(&deep_reply(128), &lim()).unwrap().is_some());
     }
 
     #[test]
