@@ -74,13 +74,23 @@ pub struct AdminSection {
     pub listen: String,
     /// Required when `listen` is not loopback.
     pub token: String,
+    /// See [`admin::AdminLimits::max_connections`].
+    pub max_connections: usize,
+    /// See [`admin::AdminLimits::header_timeout`].
+    pub header_timeout_ms: u64,
+    /// See [`admin::AdminLimits::idle_timeout`].
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
+        let d = admin::AdminLimits::default();
         AdminSection {
             listen: DEFAULT_ADMIN_LISTEN.into(),
             token: String::new(),
+            max_connections: d.max_connections,
+            header_timeout_ms: d.header_timeout.as_millis() as u64,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
         }
     }
 }
@@ -467,6 +477,10 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
     c
 }
 
+/// More admin connections than this is more than a process can hold open
+/// (Linux's `nr_open` default), and would overflow the server's counter.
+const MAX_ADMIN_CONNECTIONS: usize = 1 << 20;
+
 fn is_loopback(addr: &str) -> bool {
     match addr.parse::<SocketAddr>() {
         Ok(a) => a.ip().is_loopback(),
@@ -500,6 +514,24 @@ pub fn validate(c: &Config) -> Vec<String> {
             "admin.token: required because admin.listen '{}' is not a loopback address",
             c.admin.listen
         ));
+    }
+    if c.admin.max_connections == 0 {
+        p.push("admin.max_connections: 0 would refuse every admin connection (/readyz included); give at least 1 (default 64)".into());
+    } else if c.admin.max_connections > MAX_ADMIN_CONNECTIONS {
+        p.push(format!(
+            "admin.max_connections: {} is more connections than a process can open files; give at most {MAX_ADMIN_CONNECTIONS} (default 64)",
+            c.admin.max_connections
+        ));
+    }
+    for (key, ms) in [
+        ("admin.header_timeout_ms", c.admin.header_timeout_ms),
+        ("admin.idle_timeout_ms", c.admin.idle_timeout_ms),
+    ] {
+        if ms == 0 {
+            p.push(format!(
+                "{key}: 0 would close every admin connection before its request; give at least 1"
+            ));
+        }
     }
     p.extend(c.health.problems());
     for (key, size) in [
@@ -586,6 +618,15 @@ pub fn limits(c: &Config) -> Result<proxy::LimitsConfig, String> {
     })
 }
 
+/// The admin server's bounds.
+pub fn admin_limits(c: &Config) -> admin::AdminLimits {
+    admin::AdminLimits {
+        max_connections: c.admin.max_connections,
+        header_timeout: std::time::Duration::from_millis(c.admin.header_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(c.admin.idle_timeout_ms),
+    }
+}
+
 /// The `[auth]` mode, with local users' password hashes decoded.
 pub fn auth(c: &Config) -> Result<proxy::access::AuthMode, String> {
     match c.auth.mode.as_str() {
@@ -666,7 +707,16 @@ mod tests {
         assert_eq!(c.health.interval_ms, 250);
         assert_eq!(limits(&c).unwrap().max_query_buffer_bytes, 1 << 30);
         assert_eq!(c.journal.fsync, "always");
+        assert_eq!(
+            admin_limits(&c),
+            admin::AdminLimits {
+                max_connections: 64,
+                header_timeout: std::time::Duration::from_secs(5),
+                idle_timeout: std::time::Duration::from_secs(30),
+            }
+        );
     }
+
 
     #[test]
     fn every_problem_is_reported_at_once_with_key_names() {

@@ -194,6 +194,7 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let token = (!cfg.admin.token.is_empty()).then(|| cfg.admin.token.clone());
     let admin = admin::serve(
         &cfg.admin.listen,
+        config::admin_limits(&cfg),
         admin::AdminState {
             health,
             local_keyspaces: true,
@@ -274,6 +275,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let token = (!cfg.admin.token.is_empty()).then(|| cfg.admin.token.clone());
     let admin = admin::serve(
         &cfg.admin.listen,
+        config::admin_limits(&cfg),
         admin::AdminState {
             health: health.clone(),
             local_keyspaces: outage.is_some(),
