@@ -95,7 +95,10 @@ pub(crate) async fn run(
     limits: AdminLimits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Semaphore::new panics above MAX_PERMITS; no process holds that many.
+    let permits = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let mut conns = JoinSet::new();
     let mut refused = Throttled::new();
     let mut failed = Throttled::new();
