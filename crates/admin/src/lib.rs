@@ -7,9 +7,16 @@
 //! # Layout
 //! - [`AdminState`]: what the endpoints read.
 //! - [`readiness`]: DESIGN's `/readyz` table as a function.
-//! - [`serve`]: binds and runs the HTTP server.
+//! - [`serve`]: binds the HTTP server and starts it.
+//! - [`server`]: the accept loop and its bounds ([`AdminLimits`]):
+//!   connections, header and idle timeouts.
+//! - `idle` (private): the idle timeout on a connection's reads and writes.
+//! - [`authorized`]: the `Authorization: Bearer` check.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+mod idle;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +27,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use upstream::{HealthHandle, State};
+
+pub use server::AdminLimits;
 
 /// Renders the Prometheus text.
 pub type RenderFn = Arc<dyn Fn() -> String + Send + Sync>;
@@ -106,8 +116,13 @@ impl AdminHandle {
     }
 }
 
-/// Binds `listen` and serves the endpoints until stopped.
-pub async fn serve(listen: &str, state: AdminState) -> std::io::Result<AdminHandle> {
+/// Binds `listen` and serves the endpoints, within `limits`, until
+/// stopped.
+pub async fn serve(
+    listen: &str,
+    limits: AdminLimits,
+    state: AdminState,
+) -> std::io::Result<AdminHandle> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -119,18 +134,8 @@ pub async fn serve(listen: &str, state: AdminState) -> std::io::Result<AdminHand
         .with_state(state);
     let listener = TcpListener::bind(listen).await?;
     let local_addr = listener.local_addr()?;
-    let (stop, mut stop_rx) = watch::channel(false);
-    let join = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
+    let (stop, stop_rx) = watch::channel(false);
+    let join = tokio::spawn(server::run(listener, app, limits, stop_rx));
     Ok(AdminHandle {
         local_addr,
         stop,
@@ -138,21 +143,40 @@ pub async fn serve(listen: &str, state: AdminState) -> std::io::Result<AdminHand
     })
 }
 
-fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.token else {
+/// Whether `headers` carry the admin token, when one is set:
+/// `Authorization: Bearer <token>`, the scheme in any case (RFC 7235 makes
+/// it case-insensitive, and some clients send `bearer`).
+pub fn authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
+    let Some(token) = token else {
         return true;
     };
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == token)
+        .and_then(|v| v.trim().split_once(' '))
+        .is_some_and(|(scheme, given)| {
+            scheme.eq_ignore_ascii_case("bearer") && same_secret(given.trim_start(), token)
+        })
+}
+
+/// Compares two secrets in time that does not depend on where they
+/// differ: `==` stops at the first differing byte, which lets an attacker
+/// on the network find the token byte by byte. Hashing first also hides
+/// the token's length.
+fn same_secret(given: &str, token: &str) -> bool {
+    let (a, b) = (Sha256::digest(given), Sha256::digest(token));
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // Keeps the compiler from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
 }
 
 fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        "admin token required: send 'Authorization: Bearer <admin.token>'\n",
+        "admin token missing or wrong: request refused; send 'Authorization: Bearer <admin.token>'\n",
     )
         .into_response()
 }
@@ -164,7 +188,7 @@ async fn readyz(AxState(s): AxState<AdminState>) -> Response {
 }
 
 async fn metrics(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&s, &headers) {
+    if !authorized(s.token.as_deref(), &headers) {
         return unauthorized();
     }
     (
@@ -175,21 +199,21 @@ async fn metrics(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Respons
 }
 
 async fn status(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&s, &headers) {
+    if !authorized(s.token.as_deref(), &headers) {
         return unauthorized();
     }
     Json((s.status)()).into_response()
 }
 
 async fn incidents(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&s, &headers) {
+    if !authorized(s.token.as_deref(), &headers) {
         return unauthorized();
     }
     Json((s.incidents)()).into_response()
 }
 
 async fn replay(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&s, &headers) {
+    if !authorized(s.token.as_deref(), &headers) {
         return unauthorized();
     }
     match &s.replay {
@@ -203,7 +227,7 @@ async fn replay(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response
 }
 
 async fn page(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
-    if !authorized(&s, &headers) {
+    if !authorized(s.token.as_deref(), &headers) {
         return unauthorized();
     }
     let status = (s.status)();
@@ -229,6 +253,39 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_auth(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_the_token_must_match_exactly() {
+        let token = Some("s3cret");
+        for ok in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "Bearer   s3cret",
+        ] {
+            assert!(authorized(token, &with_auth(ok)), "{ok}");
+        }
+        for bad in [
+            "Bearer wrong",
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "Bearer S3CRET",
+            "Bearer ",
+            "Bearers3cret",
+            "Basic s3cret",
+            "s3cret",
+        ] {
+            assert!(!authorized(token, &with_auth(bad)), "{bad}");
+        }
+        assert!(!authorized(token, &HeaderMap::new()));
+        assert!(authorized(None, &HeaderMap::new()), "no token, no check");
+    }
 
     #[test]
     fn readyz_follows_design_table() {

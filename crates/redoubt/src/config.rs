@@ -74,13 +74,23 @@ pub struct AdminSection {
     pub listen: String,
     /// Required when `listen` is not loopback.
     pub token: String,
+    /// See [`admin::AdminLimits::max_connections`].
+    pub max_connections: usize,
+    /// See [`admin::AdminLimits::header_timeout`].
+    pub header_timeout_ms: u64,
+    /// See [`admin::AdminLimits::idle_timeout`].
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
+        let d = admin::AdminLimits::default();
         AdminSection {
             listen: DEFAULT_ADMIN_LISTEN.into(),
             token: String::new(),
+            max_connections: d.max_connections,
+            header_timeout_ms: d.header_timeout.as_millis() as u64,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
         }
     }
 }
@@ -208,7 +218,7 @@ pub struct Keyspace {
 }
 
 /// A byte size written as a number or with a unit (`"64MiB"`, `"1GB"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Size {
     /// Plain bytes.
@@ -231,44 +241,96 @@ impl Size {
     }
 }
 
-/// Parses `512`, `64k`, `64KiB`, `1GB`, `1.5GiB` (binary and decimal units).
+// By hand rather than `untagged`: a negative number or a table would
+// otherwise be "did not match any variant", which tells nobody anything.
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size: a number of bytes, or a string such as \"64MiB\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size::Bytes)
+                    .map_err(|_| E::custom(format!("{v} is negative; a size is 0 bytes or more")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size::Bytes(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                Ok(Size::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Parses `512`, `64k`, `64KiB`, `1GB`, `1.5GiB` (binary and decimal
+/// units). A size that does not fit in 64 bits is an error, not the
+/// largest number (`as u64` would quietly saturate).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (examples: 1048576, \"64MiB\", \"1GB\")"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024f64.powi(4),
+    let not_a_size = || format!("'{s}' is not a size (examples: 1048576, \"64MiB\", \"1GB\")");
+    let too_big =
+        || format!("'{s}' is more than 16 EiB, which does not fit in 64 bits; give a smaller size");
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
         u => {
             return Err(format!(
-                "'{s}' has an unknown unit '{u}' (use B, KiB, MiB, GiB, KB, MB, GB)"
+                "'{s}' has an unknown unit '{u}' (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
             ))
         }
     };
-    Ok((n * mult) as u64)
+    if num.contains('.') {
+        let n: f64 = num.parse().map_err(|_| not_a_size())?;
+        let bytes = n * mult as f64;
+        // 2^64 is exact as an f64; anything from it up does not fit.
+        if !bytes.is_finite() || bytes >= 18_446_744_073_709_551_616.0 {
+            return Err(too_big());
+        }
+        return Ok(bytes as u64);
+    }
+    let n: u64 = num.parse().map_err(|e: std::num::ParseIntError| {
+        if *e.kind() == std::num::IntErrorKind::PosOverflow {
+            too_big()
+        } else {
+            not_a_size()
+        }
+    })?;
+    n.checked_mul(mult).ok_or_else(too_big)
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h`, `1d` into milliseconds.
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1d` into milliseconds; one that
+/// does not fit in 64 bits of milliseconds is an error.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (examples: \"500ms\", \"30s\", \"1h\")"))?;
-    let mult = match unit {
+    let too_long = || {
+        format!("'{s}' is longer than 64 bits of milliseconds (584 million years); give a shorter duration")
+    };
+    let n: u64 = num.parse().map_err(|e: std::num::ParseIntError| {
+        if *e.kind() == std::num::IntErrorKind::PosOverflow {
+            too_long()
+        } else {
+            format!("'{s}' is not a duration (examples: \"500ms\", \"30s\", \"1h\")")
+        }
+    })?;
+    let mult: u64 = match unit {
         "ms" => 1,
         "s" | "" => 1000,
         "m" => 60_000,
@@ -280,7 +342,25 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
             ))
         }
     };
-    Ok(n * mult)
+    n.checked_mul(mult).ok_or_else(too_long)
+}
+
+/// `url` with the password in its user info replaced by `***`, whether or
+/// not it parses: for `config print` and for error messages, which must
+/// never show the upstream's password.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    // The same split as the parser: the user info ends at the last '@'.
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, pass)) if !pass.is_empty() => format!("{scheme}{user}:***@{host}"),
+        _ => url.to_string(),
+    }
 }
 
 /// Command-line overrides (`redoubt serve` flags).
@@ -440,31 +520,125 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
         }
     }
     let mut c = Config::default();
-    fn take<T: DeserializeOwned>(
-        root: &toml::Table,
-        key: &str,
-        into: &mut T,
-        problems: &mut Vec<String>,
-    ) {
-        if let Some(v) = root.get(key) {
-            match v.clone().try_into::<T>() {
-                Ok(x) => *into = x,
-                Err(e) => problems.push(format!("{key}: {}", e.message().trim())),
-            }
-        }
-    }
     take(&root, "listen", &mut c.listen, problems);
     take(&root, "upstream", &mut c.upstream, problems);
     take(&root, "data_dir", &mut c.data_dir, problems);
     take(&root, "node_id", &mut c.node_id, problems);
-    take(&root, "admin", &mut c.admin, problems);
-    take(&root, "health", &mut c.health, problems);
-    take(&root, "limits", &mut c.limits, problems);
-    take(&root, "journal", &mut c.journal, problems);
-    take(&root, "near_cache", &mut c.near_cache, problems);
-    take(&root, "auth", &mut c.auth, problems);
-    take(&root, "keyspace", &mut c.keyspace, problems);
+    section(&root, "admin", &mut c.admin, problems);
+    section(&root, "health", &mut c.health, problems);
+    section(&root, "limits", &mut c.limits, problems);
+    section(&root, "journal", &mut c.journal, problems);
+    section(&root, "near_cache", &mut c.near_cache, problems);
+    section(&root, "auth", &mut c.auth, problems);
+    if let Some(v) = root.get("keyspace") {
+        match v {
+            Value::Array(entries) => {
+                for (i, e) in entries.iter().enumerate() {
+                    match e.clone().try_into::<Keyspace>() {
+                        Ok(k) => c.keyspace.push(k),
+                        Err(e) => problems.push(format!("keyspace[{i}]: {}", e.message().trim())),
+                    }
+                }
+            }
+            _ => problems.push(
+                "keyspace: must be an array of tables ([[keyspace]] with pattern and policy)"
+                    .into(),
+            ),
+        }
+    }
     c
+}
+
+/// Keys whose values are secrets: a type error names the key, never the
+/// value.
+const SECRET_KEYS: &[&str] = &["upstream", "admin.token"];
+
+/// The deserializer's complaint about `key`, or a value-free one for a
+/// secret.
+fn type_problem(key: &str, e: &toml::de::Error) -> String {
+    if SECRET_KEYS.contains(&key) {
+        format!("{key}: must be a string (the value is not shown: it may be a secret)")
+    } else {
+        format!("{key}: {}", e.message().trim())
+    }
+}
+
+/// A top-level key into `into`, if present.
+fn take<T: DeserializeOwned>(
+    root: &toml::Table,
+    key: &str,
+    into: &mut T,
+    problems: &mut Vec<String>,
+) {
+    if let Some(v) = root.get(key) {
+        match v.clone().try_into::<T>() {
+            Ok(x) => *into = x,
+            Err(e) => problems.push(type_problem(key, &e)),
+        }
+    }
+}
+
+/// A section into `into` (which holds its defaults), key by key: each key
+/// is tried alone on top of the defaults, so a wrong type in one key is
+/// reported without hiding the others, and the good keys still apply.
+fn section<T: Serialize + DeserializeOwned>(
+    root: &toml::Table,
+    name: &str,
+    into: &mut T,
+    problems: &mut Vec<String>,
+) {
+    let Some(v) = root.get(name) else {
+        return;
+    };
+    let Value::Table(given) = v else {
+        problems.push(format!("{name}: must be a table ([{name}])"));
+        return;
+    };
+    let Ok(Value::Table(defaults)) = Value::try_from(&*into) else {
+        problems.push(format!(
+            "{name}: internal error: its defaults do not serialize; please report this"
+        ));
+        return;
+    };
+    let mut good = defaults.clone();
+    for (key, value) in given {
+        let mut one = defaults.clone();
+        one.insert(key.clone(), value.clone());
+        match Value::Table(one).try_into::<T>() {
+            Ok(_) => {
+                good.insert(key.clone(), value.clone());
+            }
+            Err(e) => problems.push(type_problem(&format!("{name}.{key}"), &e)),
+        }
+    }
+    match Value::Table(good).try_into::<T>() {
+        Ok(x) => *into = x,
+        Err(e) => problems.push(format!("{name}: {}", e.message().trim())),
+    }
+}
+
+/// More admin connections than this is more than a process can hold open
+/// (Linux's `nr_open` default), and would overflow the server's counter.
+const MAX_ADMIN_CONNECTIONS: usize = 1 << 20;
+
+/// A listen address: `host:port` with a port from 1 to 65535. Port 0 would
+/// bind a port the system picks, which no client could be told.
+fn check_listen(addr: &str) -> Result<(), String> {
+    let port = match addr.parse::<SocketAddr>() {
+        Ok(a) => a.port(),
+        Err(_) => match addr.rsplit_once(':') {
+            Some((h, port)) if !h.is_empty() => port
+                .parse::<u16>()
+                .map_err(|_| format!("'{addr}' is not host:port (port from 1 to 65535)"))?,
+            _ => return Err(format!("'{addr}' is not host:port")),
+        },
+    };
+    if port == 0 {
+        return Err(format!(
+            "'{addr}' has port 0, which would listen on a port the system picks and nobody is told; give a port from 1 to 65535"
+        ));
+    }
+    Ok(())
 }
 
 fn is_loopback(addr: &str) -> bool {
@@ -477,29 +651,48 @@ fn is_loopback(addr: &str) -> bool {
 /// Semantic checks, every one of them.
 pub fn validate(c: &Config) -> Vec<String> {
     let mut p = Vec::new();
-    let addr_ok = |a: &str| {
-        a.parse::<SocketAddr>().is_ok()
-            || a.rsplit_once(':')
-                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok())
-    };
-    if !addr_ok(&c.listen) {
-        p.push(format!("listen: '{}' is not host:port", c.listen));
+    if let Err(e) = check_listen(&c.listen) {
+        p.push(format!("listen: {e}"));
     }
     if !c.upstream.is_empty() {
-        if let Err(e) = UpstreamUrl::parse(&c.upstream) {
-            p.push(format!("upstream: {e}"));
+        match UpstreamUrl::parse(&c.upstream) {
+            // The parser's messages quote the URL as given, password and all.
+            Err(e) => p.push(format!(
+                "upstream: {}",
+                e.to_string().replace(&c.upstream, &redact_url(&c.upstream))
+            )),
+            Ok(u) if u.port == 0 => p.push(format!(
+                "upstream: '{}' has port 0, which no Redis listens on; give its port (default 6379)",
+                redact_url(&c.upstream)
+            )),
+            Ok(_) => {}
         }
     }
-    if !addr_ok(&c.admin.listen) {
-        p.push(format!(
-            "admin.listen: '{}' is not host:port",
-            c.admin.listen
-        ));
+    if let Err(e) = check_listen(&c.admin.listen) {
+        p.push(format!("admin.listen: {e}"));
     } else if !is_loopback(&c.admin.listen) && c.admin.token.is_empty() {
         p.push(format!(
             "admin.token: required because admin.listen '{}' is not a loopback address",
             c.admin.listen
         ));
+    }
+    if c.admin.max_connections == 0 {
+        p.push("admin.max_connections: 0 would refuse every admin connection (/readyz included); give at least 1 (default 64)".into());
+    } else if c.admin.max_connections > MAX_ADMIN_CONNECTIONS {
+        p.push(format!(
+            "admin.max_connections: {} is more connections than a process can open files; give at most {MAX_ADMIN_CONNECTIONS} (default 64)",
+            c.admin.max_connections
+        ));
+    }
+    for (key, ms) in [
+        ("admin.header_timeout_ms", c.admin.header_timeout_ms),
+        ("admin.idle_timeout_ms", c.admin.idle_timeout_ms),
+    ] {
+        if ms == 0 {
+            p.push(format!(
+                "{key}: 0 would close every admin connection before its request; give at least 1"
+            ));
+        }
     }
     p.extend(c.health.problems());
     for (key, size) in [
@@ -520,8 +713,30 @@ pub fn validate(c: &Config) -> Vec<String> {
             p.push(format!("{key}: {e}"));
         }
     }
-    if let Ok(limits) = limits(c) {
-        p.extend(limits.problems());
+    // A size that does not parse is reported above; its default stands in
+    // so that the other limits are still checked.
+    // Field by field, so a limit added to the proxy keeps its default here.
+    let mut lenient = proxy::LimitsConfig::default();
+    let sizes = &c.limits;
+    if let Ok(b) = sizes.max_query_buffer_bytes.bytes() {
+        lenient.max_query_buffer_bytes = b;
+    }
+    if let Ok(b) = sizes.max_output_buffer_bytes.bytes() {
+        lenient.max_output_buffer_bytes = b;
+    }
+    if let Ok(b) = sizes.proto_max_bulk_len.bytes() {
+        lenient.proto_max_bulk_len = b;
+    }
+    lenient.command_timeout_ms = c.limits.command_timeout_ms;
+    lenient.max_clients = c.limits.max_clients;
+    lenient.max_inflight_per_client = c.limits.max_inflight_per_client;
+    lenient.max_nesting = c.limits.max_nesting;
+    p.extend(lenient.problems());
+    if lenient.max_output_buffer_bytes == 0 {
+        p.push("limits.max_output_buffer_bytes: 0 would disconnect every client at its first reply; give a size such as \"256MiB\" (the default)".into());
+    }
+    if c.journal.max_bytes.bytes() == Ok(0) {
+        p.push("journal.max_bytes: 0 would refuse every durable write; give a size such as \"1GiB\" (the default)".into());
     }
     if !["always", "everysec", "no"].contains(&c.journal.fsync.as_str()) {
         p.push(format!(
@@ -529,9 +744,10 @@ pub fn validate(c: &Config) -> Vec<String> {
             c.journal.fsync
         ));
     }
-    if c.journal.compact_ratio.is_nan() || c.journal.compact_ratio <= 1.0 {
+    // `inf` and `nan` are valid TOML floats; neither is a ratio.
+    if !c.journal.compact_ratio.is_finite() || c.journal.compact_ratio <= 1.0 {
         p.push(format!(
-            "journal.compact_ratio: {} must be more than 1",
+            "journal.compact_ratio: {} must be a finite number more than 1 (default 4.0)",
             c.journal.compact_ratio
         ));
     }
@@ -581,6 +797,15 @@ pub fn limits(c: &Config) -> Result<proxy::LimitsConfig, String> {
     })
 }
 
+/// The admin server's bounds.
+pub fn admin_limits(c: &Config) -> admin::AdminLimits {
+    admin::AdminLimits {
+        max_connections: c.admin.max_connections,
+        header_timeout: std::time::Duration::from_millis(c.admin.header_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(c.admin.idle_timeout_ms),
+    }
+}
+
 /// The `[auth]` mode, with local users' password hashes decoded.
 pub fn auth(c: &Config) -> Result<proxy::access::AuthMode, String> {
     match c.auth.mode.as_str() {
@@ -620,6 +845,7 @@ pub fn to_toml(c: &Config) -> String {
     if !c.admin.token.is_empty() {
         c.admin.token = "***".into();
     }
+    c.upstream = redact_url(&c.upstream);
     let mut s = toml::to_string_pretty(&c).unwrap_or_default();
     if c.keyspace.is_empty() {
         s.push_str("\n# no [[keyspace]]: every key is fail-fast during an outage\n");
@@ -661,6 +887,198 @@ mod tests {
         assert_eq!(c.health.interval_ms, 250);
         assert_eq!(limits(&c).unwrap().max_query_buffer_bytes, 1 << 30);
         assert_eq!(c.journal.fsync, "always");
+        assert_eq!(
+            admin_limits(&c),
+            admin::AdminLimits {
+                max_connections: 64,
+                header_timeout: std::time::Duration::from_secs(5),
+                idle_timeout: std::time::Duration::from_secs(30),
+            }
+        );
+    }
+
+    fn problems_of(toml: &str) -> String {
+        load_str(toml, &[], Overrides::default())
+            .problems
+            .join("\n")
+    }
+
+    fn assert_has(all: &str, needles: &[&str]) {
+        for needle in needles {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn a_type_error_in_one_key_hides_no_other_problem_of_its_section() {
+        let l = load_str(
+            r#"
+            [health]
+            interval_ms = "fast"
+            timeout_ms = 0
+            down_after = "two"
+            up_after = 7
+            [limits]
+            command_timeout_ms = "1s"
+            max_clients = 0
+            max_nesting = 16
+            [journal]
+            fsync = 1
+            compact_ratio = 0.5
+            retain_after_replay = "2h"
+            [admin]
+            max_connections = "many"
+            idle_timeout_ms = 0
+            "#,
+            &[],
+            Overrides::default(),
+        );
+        let all = l.problems.join("\n");
+        assert_has(
+            &all,
+            &[
+                "health.interval_ms: invalid type",
+                "health.timeout_ms must be at least 1",
+                "health.down_after: invalid type",
+                "limits.command_timeout_ms: invalid type",
+                "limits.max_clients must be at least 1",
+                "journal.fsync: invalid type",
+                "journal.compact_ratio: 0.5 must be a finite number more than 1",
+                "admin.max_connections: invalid type",
+                "admin.idle_timeout_ms: 0 would close",
+            ],
+        );
+        // The good keys beside the bad ones still apply.
+        assert_eq!(l.config.health.up_after, 7);
+        assert_eq!(l.config.limits.max_nesting, 16);
+        assert_eq!(l.config.journal.retain_after_replay, "2h");
+    }
+
+    #[test]
+    fn zero_where_it_makes_no_sense_is_refused() {
+        let all = problems_of(
+            r#"
+            listen = "127.0.0.1:0"
+            upstream = "redis://127.0.0.1:0"
+            [admin]
+            listen = "127.0.0.1:0"
+            max_connections = 0
+            header_timeout_ms = 0
+            [limits]
+            max_output_buffer_bytes = 0
+            [journal]
+            max_bytes = "0"
+            "#,
+        );
+        assert_has(
+            &all,
+            &[
+                "listen: '127.0.0.1:0' has port 0",
+                "admin.listen: '127.0.0.1:0' has port 0",
+                "upstream: 'redis://127.0.0.1:0' has port 0",
+                "admin.max_connections: 0 would refuse",
+                "admin.header_timeout_ms: 0 would close",
+                "limits.max_output_buffer_bytes: 0 would disconnect",
+                "journal.max_bytes: 0 would refuse every durable write",
+            ],
+        );
+        // Zero that means something stays allowed.
+        let l = load_str(
+            "[near_cache]\nmax_bytes = 0\nmax_stale_ms = 0\n[journal]\nretain_after_replay = \"0s\"\ncompact_min_bytes = 0\n",
+            &[],
+            Overrides::default(),
+        );
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+    }
+
+    #[test]
+    fn infinite_nan_negative_and_overflowing_values_are_refused() {
+        let all = problems_of(
+            r#"
+            [journal]
+            compact_ratio = inf
+            retain_after_replay = "99999999999999999999d"
+            compact_min_bytes = -1
+            [near_cache]
+            max_bytes = "99999999999999999999999TiB"
+            [limits]
+            proto_max_bulk_len = "17179869184GiB"
+            max_query_buffer_bytes = "1.5e3"
+            [admin]
+            max_connections = 9223372036854775807
+            "#,
+        );
+        assert_has(
+            &all,
+            &[
+                "journal.compact_ratio: inf must be a finite number",
+                "journal.retain_after_replay: '99999999999999999999d' is longer than 64 bits",
+                "journal.compact_min_bytes: -1 is negative",
+                "near_cache.max_bytes: '99999999999999999999999TiB' is more than 16 EiB",
+                "limits.proto_max_bulk_len: '17179869184GiB' is more than 16 EiB",
+                "limits.max_query_buffer_bytes: '1.5e3' has an unknown unit",
+                "admin.max_connections: 9223372036854775807 is more connections",
+            ],
+        );
+        assert!(problems_of("[journal]\ncompact_ratio = nan\n")
+            .contains("journal.compact_ratio: NaN must be a finite number"));
+        assert!(problems_of("[journal]\ncompact_ratio = -inf\n").contains("journal.compact_ratio"));
+    }
+
+    #[test]
+    fn the_upstream_password_is_never_printed() {
+        let url = "redis://app:hunter2@10.0.0.1:6390/3";
+        let l = load_str(
+            &format!("upstream = \"{url}\"\n"),
+            &[],
+            Overrides::default(),
+        );
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        assert_eq!(l.config.upstream, url, "the effective value keeps it");
+        let printed = to_toml(&l.config);
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("redis://app:***@10.0.0.1:6390/3"),
+            "{printed}"
+        );
+        // Refused URLs: the parser quotes them, the messages must not.
+        for bad in [
+            "redis://app:hunter2@10.0.0.1:notaport",
+            "redis://:hunter2@:6379",
+            "http://app:hunter2@10.0.0.1:6379",
+            "app:hunter2@10.0.0.1:6379",
+            "redis://app:hunter2@10.0.0.1:0",
+            "redis://app:hunter2@10.0.0.1:6379/notadb",
+        ] {
+            let all = problems_of(&format!("upstream = \"{bad}\"\n"));
+            assert!(all.contains("upstream:"), "{bad} is refused: {all}");
+            assert!(!all.contains("hunter2"), "{all}");
+        }
+        // From the environment too, and a secret of the wrong type is
+        // named, not shown.
+        let l = load_str(
+            "[admin]\ntoken = 271828\n",
+            &[("REDOUBT_UPSTREAM", "redis://u:hunter2@h:notaport")],
+            Overrides::default(),
+        );
+        let all = l.problems.join("\n");
+        assert!(all.contains("admin.token: must be a string"), "{all}");
+        assert!(!all.contains("hunter2") && !all.contains("271828"), "{all}");
+    }
+
+    #[test]
+    fn redact_url_masks_only_the_password() {
+        for (given, want) in [
+            ("redis://u:p@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://:p@h:1", "redis://:***@h:1"),
+            ("redis://u:p@ss@h:1", "redis://u:***@h:1"),
+            ("u:p@h:1", "u:***@h:1"),
+            ("redis://u@h:1", "redis://u@h:1"),
+            ("redis://h:1", "redis://h:1"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(given), want, "{given}");
+        }
     }
 
     #[test]
@@ -690,7 +1108,7 @@ mod tests {
             "bogus: unknown key",
             "limits.nope: unknown key",
             "upstream: scheme 'rediss://' is not supported yet",
-            "health:",
+            "health.interval_ms",
             "limits.max_query_buffer_bytes",
             "journal.fsync",
             "keyspace[0].policy",
@@ -754,6 +1172,15 @@ mod tests {
 
     #[test]
     fn sizes_and_durations() {
+        assert_eq!(parse_size("18446744073709551615").unwrap(), u64::MAX);
+        assert!(parse_size("18446744073709551616").is_err());
+        assert!(parse_size("16777216TiB").is_err(), "2^64 does not fit");
+        assert_eq!(parse_size("16777215TiB").unwrap(), 16_777_215 << 40);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert!(parse_size("1.5e300TiB").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_duration_ms("213503982334601d").is_err());
+        assert_eq!(parse_duration_ms("0s").unwrap(), 0);
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);

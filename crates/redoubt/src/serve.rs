@@ -198,6 +198,7 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let token = (!cfg.admin.token.is_empty()).then(|| cfg.admin.token.clone());
     let admin = admin::serve(
         &cfg.admin.listen,
+        config::admin_limits(&cfg),
         admin::AdminState {
             health,
             local_keyspaces: true,
@@ -279,6 +280,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let token = (!cfg.admin.token.is_empty()).then(|| cfg.admin.token.clone());
     let admin = admin::serve(
         &cfg.admin.listen,
+        config::admin_limits(&cfg),
         admin::AdminState {
             health: health.clone(),
             local_keyspaces: outage.is_some(),

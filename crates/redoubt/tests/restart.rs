@@ -25,10 +25,21 @@ const WRITES_PER_ROUND: usize = 300;
 /// so a refusal shows as an exit, not as a timeout here.
 const START_DEADLINE: Duration = Duration::from_secs(45);
 
+/// A running Redoubt, killed and reaped on drop (a failing test leaves no
+/// process behind).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts standalone Redoubt with `fsync = "always"` and waits until it
 /// listens; panics with its log if it exits instead.
-fn start(data: &Path, port: u16, admin: u16, log: &Path) -> Child {
-    let mut child = Command::new(BIN)
+fn start(data: &Path, port: u16, admin: u16, log: &Path) -> Server {
+    let child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin", &format!("127.0.0.1:{admin}")])
         .arg("--data-dir")
@@ -40,6 +51,7 @@ fn start(data: &Path, port: u16, admin: u16, log: &Path) -> Child {
         .stderr(std::fs::File::create(log).expect("create the log file"))
         .spawn()
         .expect("spawn redoubt");
+    let mut server = Server(child);
     // Its log, not a connection, says it is up: right after a kill the
     // port may still be the killed process's listener.
     let start = Instant::now();
@@ -48,7 +60,7 @@ fn start(data: &Path, port: u16, admin: u16, log: &Path) -> Child {
         if text.contains("redoubt serving standalone") {
             break;
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = server.0.try_wait() {
             panic!("redoubt exited ({status}) instead of starting:\n{text}");
         }
         assert!(
@@ -61,7 +73,7 @@ fn start(data: &Path, port: u16, admin: u16, log: &Path) -> Child {
         TcpStream::connect(("127.0.0.1", port)).is_ok(),
         "redoubt said it serves but does not accept on port {port}"
     );
-    child
+    server
 }
 
 /// Writers SETting distinct keys until their connection breaks; every
@@ -138,14 +150,14 @@ fn restart_right_after_kill_9_comes_up_every_time_and_loses_no_acknowledged_writ
         );
         // SIGKILL, and start the next one at once, as a supervisor would:
         // no wait for the old process to be gone.
-        server.kill().expect("SIGKILL redoubt");
+        server.0.kill().expect("SIGKILL redoubt");
         let next = start(&data, port, admin, &log(round + 1));
-        let mut killed = std::mem::replace(&mut server, next);
+        // Reaped only now, after the new one is up.
+        drop(std::mem::replace(&mut server, next));
         stop.store(true, Ordering::Relaxed);
         for w in writers {
             w.join().unwrap();
         }
-        killed.wait().unwrap();
 
         let text = std::fs::read_to_string(log(round + 1)).unwrap_or_default();
         if text.contains("waiting for it to release the lock") {
@@ -153,8 +165,7 @@ fn restart_right_after_kill_9_comes_up_every_time_and_loses_no_acknowledged_writ
         }
         check_all_readable(port, &acked.lock().unwrap());
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     eprintln!(
         "{ROUNDS} kill -9 restarts, {} acknowledged writes all readable; \
          {waited_rounds} restart(s) waited for the killed process to release the data dir",
