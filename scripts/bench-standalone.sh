@@ -14,7 +14,7 @@ for c in redis-server redis-benchmark taskset; do
 done
 cargo build --release --quiet -p redoubt
 D=$(mktemp -d /tmp/redoubt-bench-standalone.XXXX)
-RPORT=17101; SPORT=17102; PIDS=()
+RPORT=17101; SPORT=17102; APORT=17103; PIDS=()
 # Only the main shell cleans up: pipeline subshells must not kill the servers.
 cleanup() { [ "$BASHPID" = "$$" ] || return 0; for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -25,7 +25,7 @@ start_pair() { # $1 = everysec|always
   taskset -c 0 redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly yes --appendfsync $1 \
     --dir $D/redis --logfile $D/redis.log & PIDS+=($!)
   RUST_LOG=warn REDOUBT_JOURNAL_FSYNC=$1 taskset -c 0 target/release/redoubt serve --listen 127.0.0.1:$SPORT \
-    --admin 127.0.0.1:0 --data-dir $D/redoubt 2>$D/redoubt.log & PIDS+=($!)
+    --admin 127.0.0.1:$APORT --data-dir $D/redoubt 2>$D/redoubt.log & PIDS+=($!)
   up $RPORT; up $SPORT
 }
 

@@ -12,7 +12,7 @@ for c in redis-server redis-benchmark nutcracker taskset; do
   command -v $c >/dev/null || { echo "bench: $c missing (scripts/test.sh installs redis-server, redis-tools, nutcracker)" >&2; exit 1; }
 done
 cargo build --release --quiet -p redoubt
-REDIS_PORT=${REDIS_PORT:-17001}; PROXY_PORT=${PROXY_PORT:-17005}
+REDIS_PORT=${REDIS_PORT:-17001}; PROXY_PORT=${PROXY_PORT:-17005}; ADMIN_PORT=${ADMIN_PORT:-17009}
 D=$(mktemp -d /tmp/redoubt-bench.XXXX)
 cleanup() { [ -n "${RPID:-}" ] && kill $RPID 2>/dev/null; [ -n "${SPID:-}" ] && kill $SPID 2>/dev/null; true; }
 trap cleanup EXIT
@@ -21,6 +21,6 @@ if ! redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; then
   until redis-cli -p $REDIS_PORT ping >/dev/null 2>&1; do sleep 0.05; done
 fi
 RUST_LOG=warn taskset -c 0 target/release/redoubt serve --upstream redis://127.0.0.1:$REDIS_PORT \
-  --listen 127.0.0.1:$PROXY_PORT --admin 127.0.0.1:0 --data-dir $D/data 2>$D/redoubt.log & RPID=$!
+  --listen 127.0.0.1:$PROXY_PORT --admin 127.0.0.1:$ADMIN_PORT --data-dir $D/data 2>$D/redoubt.log & RPID=$!
 until redis-cli -p $PROXY_PORT ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
 REDIS_PORT=$REDIS_PORT REDIS_CPU=0 TWEM_CPU=0 BENCH_CPU=1 "$COMPARE" $PROXY_PORT "${1:-3}"

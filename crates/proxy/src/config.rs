@@ -80,9 +80,6 @@ impl LimitsConfig {
         if self.client_write_timeout_ms == 0 {
             p.push("limits.client_write_timeout_ms must be at least 1".into());
         }
-        if self.max_output_buffer_bytes == 0 {
-            p.push("limits.max_output_buffer_bytes must be at least 1 byte".into());
-        }
         if self.max_nesting == 0 {
             p.push("limits.max_nesting must be at least 1".into());
         }

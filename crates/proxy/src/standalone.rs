@@ -176,7 +176,7 @@ impl Standalone {
 
 /// True for `127.0.0.1:…`, `[::1]:…`, `localhost:…`: reachable from this
 /// host only.
-fn is_loopback(listen: &str) -> bool {
+pub fn is_loopback(listen: &str) -> bool {
     let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost"

@@ -113,6 +113,8 @@ pub struct LimitsSection {
     pub proto_max_bulk_len: Size,
     /// See [`proxy::LimitsConfig`].
     pub max_nesting: usize,
+    /// See [`proxy::LimitsConfig`].
+    pub client_write_timeout_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -126,6 +128,7 @@ impl Default for LimitsSection {
             max_output_buffer_bytes: Size::text("256MiB"),
             proto_max_bulk_len: Size::text("512MiB"),
             max_nesting: d.max_nesting,
+            client_write_timeout_ms: d.client_write_timeout_ms,
         }
     }
 }
@@ -641,18 +644,21 @@ fn check_listen(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_loopback(addr: &str) -> bool {
-    match addr.parse::<SocketAddr>() {
-        Ok(a) => a.ip().is_loopback(),
-        Err(_) => addr.starts_with("localhost:"),
-    }
-}
-
 /// Semantic checks, every one of them.
 pub fn validate(c: &Config) -> Vec<String> {
     let mut p = Vec::new();
     if let Err(e) = check_listen(&c.listen) {
         p.push(format!("listen: {e}"));
+    } else if c.upstream.is_empty()
+        && c.auth.mode != "local"
+        && !proxy::standalone::is_loopback(&c.listen)
+    {
+        // Redis's protected mode: a server every host can reach and that
+        // asks nobody for a password is refused.
+        p.push(format!(
+            "listen: protected mode: '{}' is reachable from other hosts and standalone has no [auth] users, so anyone could read and write every key; add [auth] mode = \"local\" with users, or listen on 127.0.0.1",
+            c.listen
+        ));
     }
     if !c.upstream.is_empty() {
         match UpstreamUrl::parse(&c.upstream) {
@@ -670,7 +676,7 @@ pub fn validate(c: &Config) -> Vec<String> {
     }
     if let Err(e) = check_listen(&c.admin.listen) {
         p.push(format!("admin.listen: {e}"));
-    } else if !is_loopback(&c.admin.listen) && c.admin.token.is_empty() {
+    } else if !proxy::standalone::is_loopback(&c.admin.listen) && c.admin.token.is_empty() {
         p.push(format!(
             "admin.token: required because admin.listen '{}' is not a loopback address",
             c.admin.listen
@@ -731,6 +737,7 @@ pub fn validate(c: &Config) -> Vec<String> {
     lenient.max_clients = c.limits.max_clients;
     lenient.max_inflight_per_client = c.limits.max_inflight_per_client;
     lenient.max_nesting = c.limits.max_nesting;
+    lenient.client_write_timeout_ms = c.limits.client_write_timeout_ms;
     p.extend(lenient.problems());
     if lenient.max_output_buffer_bytes == 0 {
         p.push("limits.max_output_buffer_bytes: 0 would disconnect every client at its first reply; give a size such as \"256MiB\" (the default)".into());
@@ -793,7 +800,7 @@ pub fn limits(c: &Config) -> Result<proxy::LimitsConfig, String> {
         max_output_buffer_bytes: c.limits.max_output_buffer_bytes.bytes()?,
         proto_max_bulk_len: c.limits.proto_max_bulk_len.bytes()?,
         max_nesting: c.limits.max_nesting,
-        ..proxy::LimitsConfig::default()
+        client_write_timeout_ms: c.limits.client_write_timeout_ms,
     })
 }
 
@@ -1116,6 +1123,24 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn standalone_on_an_address_other_hosts_reach_needs_users() {
+        let open = load_str("listen = \"0.0.0.0:6380\"", &[], Overrides::default());
+        assert!(
+            open.problems.join("\n").contains("protected mode"),
+            "{:?}",
+            open.problems
+        );
+        let proxy = load_str(
+            "listen = \"0.0.0.0:6380\"\nupstream = \"redis://127.0.0.1:6379\"",
+            &[],
+            Overrides::default(),
+        );
+        assert!(proxy.problems.is_empty(), "{:?}", proxy.problems);
+        let local = load_str("listen = \"[::1]:6380\"", &[], Overrides::default());
+        assert!(local.problems.is_empty(), "{:?}", local.problems);
     }
 
     #[test]

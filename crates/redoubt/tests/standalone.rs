@@ -327,12 +327,17 @@ fn logins_protected_mode_and_a_client_that_never_reads() {
     let dir = tempfile::tempdir().unwrap();
     // Protected mode: reachable from other hosts without users.
     let out = Command::new(BIN)
-        .args(["serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0"])
+        .args(["serve", "--listen", &format!("0.0.0.0:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
         .args(["--data-dir", dir.path().join("open").to_str().unwrap()])
         .env_remove("REDOUBT_UPSTREAM")
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a configuration Redoubt refuses"
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("protected mode"),
         "{}",
