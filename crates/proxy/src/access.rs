@@ -764,7 +764,8 @@ impl Caller<'_> {
         };
         let unauthenticated = *self.who == Identity::Default;
         let a = self.access;
-        let no_keys = g.keys.is_empty() && g.every_key.is_none();
+        let keys = g.keys(args);
+        let no_keys = keys.named.is_empty() && keys.every_key.is_none();
         let new_wording = a.version_at_least_7_2();
         match a.known(user) {
             None | Some(Known::Failed(_)) if no_keys => None,
@@ -797,14 +798,14 @@ impl Caller<'_> {
                         new_wording,
                     });
                 }
-                if !g
-                    .keys
+                if !keys
+                    .named
                     .iter()
                     .all(|&(i, flags)| args.get(i).is_some_and(|k| p.may_access(k, flags)))
                 {
                     return Some(Refusal::NoPermKey { new_wording });
                 }
-                match g.every_key {
+                match keys.every_key {
                     Some(opt) if !p.may_access_every_key() => Some(match g.spec.map(|s| s.name) {
                         Some("sort" | "sort_ro") => Refusal::SortOption(opt),
                         _ => Refusal::NoPermKey { new_wording },

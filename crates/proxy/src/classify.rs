@@ -104,11 +104,11 @@ fn eq(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
 
-/// Classifies a request by its arguments (name first), with one command
-/// table lookup: this runs for every command.
-pub fn classify(args: &[Bytes]) -> Kind {
+/// Classifies a request by its arguments (name first) and its row in the
+/// command table, which the gate looked up: this runs for every command.
+pub fn classify(args: &[Bytes], spec: Option<&resp::CommandSpec>) -> Kind {
     // Not in the table (a module, a newer Redis): forwarded as is.
-    let Some(spec) = resp::lookup(args) else {
+    let Some(spec) = spec else {
         return Kind::Forward(true);
     };
     let name = spec.name;
@@ -203,7 +203,7 @@ mod tests {
             .iter()
             .map(|s| Bytes::copy_from_slice(s.as_bytes()))
             .collect();
-        classify(&a)
+        classify(&a, resp::lookup(&a))
     }
 
     #[test]

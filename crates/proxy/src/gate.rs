@@ -20,13 +20,20 @@ use resp::command::{CommandSpec, K_ACCESS, K_OW, K_RO, K_UPDATE};
 use crate::reply;
 
 /// A request the gate let through: its command-table row (`None` for a
-/// command the table does not know, such as a module's) and its keys.
-#[derive(Debug, Clone)]
+/// command the table does not know, such as a module's). Its keys are
+/// resolved only where a permission is judged ([`Gated::keys`]): forwarded
+/// commands are judged by Redis, and the hot path allocates nothing here.
+#[derive(Debug, Clone, Copy)]
 pub struct Gated {
     /// The command's row; subcommands have their own (`client|list`).
     pub spec: Option<&'static CommandSpec>,
+}
+
+/// A request's keys, as a permission check needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
     /// Key argument indices with their key-spec flags (`K_*`).
-    pub keys: Vec<(usize, u32)>,
+    pub named: Vec<(usize, u32)>,
     /// Keys the command finds only while it runs: permission needs every
     /// key. The `&str` names the option, for Redis's wording.
     pub every_key: Option<&'static str>,
@@ -41,6 +48,31 @@ impl Gated {
                 .first()
                 .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
                 .unwrap_or_default(),
+        }
+    }
+
+    /// Every key `args` names, with keys known only at run time (SORT's
+    /// `BY`/`GET` patterns, any key spec Redis cannot describe) counted as
+    /// "every key", as Redis's ACL counts them.
+    pub fn keys(&self, args: &[Bytes]) -> Keys {
+        let Some(spec) = self.spec else {
+            return Keys {
+                named: Vec::new(),
+                every_key: None,
+            };
+        };
+        if matches!(spec.name, "sort" | "sort_ro") {
+            let (named, every_key) = sort_keys(args);
+            return Keys { named, every_key };
+        }
+        let unresolved = spec.key_specs.iter().any(|k| {
+            k.flags & resp::command::K_NOT_KEY == 0
+                && (matches!(k.begin, resp::command::BeginSearch::Unknown)
+                    || matches!(k.find, resp::command::FindKeys::Unknown))
+        });
+        Keys {
+            named: spec.key_positions(args),
+            every_key: unresolved.then_some("this command's"),
         }
     }
 }
@@ -130,35 +162,13 @@ impl Refusal {
 /// resolved. Unknown commands pass (Redis, or the local store, answers
 /// them).
 pub fn admit(args: &[Bytes]) -> Result<Gated, Refusal> {
-    let Some(spec) = resp::lookup(args) else {
-        return Ok(Gated {
-            spec: None,
-            keys: Vec::new(),
-            every_key: None,
-        });
-    };
-    if !spec.arity_ok(args.len()) {
-        return Err(Refusal::Arity(spec.name));
-    }
-    let (keys, every_key) = match spec.name {
-        "sort" | "sort_ro" => sort_keys(args),
-        _ => {
-            let unresolved = spec.key_specs.iter().any(|k| {
-                k.flags & resp::command::K_NOT_KEY == 0
-                    && (matches!(k.begin, resp::command::BeginSearch::Unknown)
-                        || matches!(k.find, resp::command::FindKeys::Unknown))
-            });
-            (
-                spec.key_positions(args),
-                unresolved.then_some("this command's"),
-            )
+    let spec = resp::lookup(args);
+    if let Some(spec) = spec {
+        if !spec.arity_ok(args.len()) {
+            return Err(Refusal::Arity(spec.name));
         }
-    };
-    Ok(Gated {
-        spec: Some(spec),
-        keys,
-        every_key,
-    })
+    }
+    Ok(Gated { spec })
 }
 
 /// `SORT key [BY pattern] [LIMIT o c] [GET pattern …] [ASC|DESC] [ALPHA]
@@ -218,17 +228,22 @@ mod tests {
         assert!(admit(&args(&["NOSUCH.MODULECMD", "x"])).is_ok());
     }
 
+    fn keys(a: &[&str]) -> Keys {
+        let a = args(a);
+        admit(&a).unwrap().keys(&a)
+    }
+
     #[test]
     fn sort_patterns_need_every_key_and_store_is_a_written_key() {
-        let g = admit(&args(&["SORT_RO", "l", "BY", "nosort", "GET", "sess:*"])).unwrap();
-        assert_eq!(g.every_key, Some("GET"));
-        let g = admit(&args(&["SORT", "l", "BY", "w_*"])).unwrap();
-        assert_eq!(g.every_key, Some("BY"));
-        let g = admit(&args(&["SORT", "l", "BY", "nosort", "STORE", "dst"])).unwrap();
-        assert_eq!(g.every_key, None);
-        assert_eq!(g.keys.iter().map(|k| k.0).collect::<Vec<_>>(), [1, 5]);
-        let g = admit(&args(&["SORT", "l", "LIMIT", "0", "1", "ALPHA"])).unwrap();
-        assert_eq!(g.every_key, None);
-        assert_eq!(g.keys.len(), 1);
+        let k = keys(&["SORT_RO", "l", "BY", "nosort", "GET", "sess:*"]);
+        assert_eq!(k.every_key, Some("GET"));
+        assert_eq!(keys(&["SORT", "l", "BY", "w_*"]).every_key, Some("BY"));
+        let k = keys(&["SORT", "l", "BY", "nosort", "STORE", "dst"]);
+        assert_eq!(k.every_key, None);
+        assert_eq!(k.named.iter().map(|k| k.0).collect::<Vec<_>>(), [1, 5]);
+        let k = keys(&["SORT", "l", "LIMIT", "0", "1", "ALPHA"]);
+        assert_eq!(k.every_key, None);
+        assert_eq!(k.named.len(), 1);
+        assert_eq!(keys(&["MSET", "a", "1", "b", "2"]).named.len(), 2);
     }
 }

@@ -604,7 +604,7 @@ impl Session {
             self.refuse(r);
             return Flow::Go;
         }
-        let kind = classify(&req.args);
+        let kind = classify(&req.args, gated.spec);
         if let Kind::Session(_) = kind {
             // Answered here, never by Redis: the session's permissions are
             // checked as Redis would check them.
