@@ -58,7 +58,13 @@ pub struct AdminState {
     /// `POST /admin/replay`: asks for a replay attempt now and returns the
     /// journal's state; `None` when there is no journal to replay.
     pub replay: Option<StatusFn>,
+    /// Why writes are being refused right now (journal full or failed),
+    /// if they are: `/readyz` then says degraded, with the reason.
+    pub writes_refused: Option<RefusingFn>,
 }
+
+/// Why writes are refused now, or `None`.
+pub type RefusingFn = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// The `/readyz` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,15 +80,23 @@ pub struct Readiness {
 }
 
 /// DESIGN's `/readyz` table.
-pub fn readiness(state: State, local_keyspaces: bool, reason: &str) -> (StatusCode, Readiness) {
+pub fn readiness(
+    state: State,
+    local_keyspaces: bool,
+    reason: &str,
+    writes_refused: Option<&str>,
+) -> (StatusCode, Readiness) {
     let (ready, degraded) = match state {
         State::Up | State::Standalone => (true, false),
         State::Down | State::WritesDown | State::Recovering => (local_keyspaces, true),
     };
-    let reason = if ready && !degraded {
-        String::new()
-    } else {
-        reason.to_string()
+    // Reads are still served, so not unready; but a balancer and a
+    // person must see that writes are not.
+    let degraded = degraded || writes_refused.is_some();
+    let reason = match writes_refused {
+        Some(why) => format!("writes refused: {why}"),
+        None if ready && !degraded => String::new(),
+        None => reason.to_string(),
     };
     let code = if ready {
         StatusCode::OK
@@ -183,7 +197,8 @@ fn unauthorized() -> Response {
 
 async fn readyz(AxState(s): AxState<AdminState>) -> Response {
     let h = s.health.current();
-    let (code, body) = readiness(h.state, s.local_keyspaces, &h.reason);
+    let refusing = s.writes_refused.as_ref().and_then(|f| f());
+    let (code, body) = readiness(h.state, s.local_keyspaces, &h.reason, refusing.as_deref());
     (code, Json(body)).into_response()
 }
 
@@ -300,13 +315,16 @@ mod tests {
             (State::WritesDown, false, 503, false, true),
             (State::Recovering, false, 503, false, true),
         ] {
-            let (c, r) = readiness(state, local, "why");
+            let (c, r) = readiness(state, local, "why", None);
             assert_eq!(
                 (c.as_u16(), r.ready, r.degraded),
                 (code, ready, degraded),
                 "{state:?} local={local}"
             );
             assert_eq!(r.state, state.as_str());
+            // Refused writes always show, whatever the state.
+            let (_, r) = readiness(state, local, "why", Some("journal full"));
+            assert!(r.degraded && r.reason == "writes refused: journal full");
         }
     }
 }

@@ -21,6 +21,7 @@ fn state(token: Option<&str>) -> AdminState {
         incidents: Arc::new(|| serde_json::json!({ "recent": [] })),
         token: token.map(str::to_string),
         replay: None,
+        writes_refused: None,
     }
 }
 

@@ -193,6 +193,7 @@ impl Journal {
             state: Mutex::new(state),
             end: watch::Sender::new(committed),
             fsyncs: AtomicU64::new(0),
+            full: AtomicBool::new(false),
             current: Mutex::new(file.clone()),
             dirty: AtomicBool::new(false),
         });
@@ -486,6 +487,19 @@ impl Journal {
             epoch: self.shared.epoch,
             position,
         }
+    }
+
+    /// True when the latest append was refused because the journal is at
+    /// `max_bytes` (until an append fits again).
+    pub fn refusing_full(&self) -> bool {
+        self.shared.full.load(Ordering::Relaxed)
+    }
+
+    /// Records that a caller refused a write because it would not fit
+    /// (checked before running it): [`refusing_full`](Self::refusing_full)
+    /// then says so until an append fits again.
+    pub fn note_refused_full(&self) {
+        self.shared.full.store(true, Ordering::Relaxed);
     }
 
     /// Why appends are refused, if they are (corruption found at open, or

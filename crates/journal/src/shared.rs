@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     pub current: Mutex<Option<Arc<File>>>,
     /// Bytes written since the syncer last synced.
     pub dirty: AtomicBool,
+    /// The latest append was refused for `max_bytes` (cleared by the next
+    /// one that fits): writes are being refused, which `/readyz` shows.
+    pub full: AtomicBool,
 }
 
 impl Shared {

@@ -140,6 +140,9 @@ impl Writer {
                         continue;
                     }
                     if pending + len > cfg.max_bytes {
+                        self.shared
+                            .full
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                         drop(done.send(Err(JournalError::Full {
                             max_bytes: cfg.max_bytes,
                         })));
@@ -155,6 +158,9 @@ impl Writer {
                         rolled = true;
                         pending += HEADER_LEN;
                     }
+                    self.shared
+                        .full
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     let pos = Position::new(self.segment, self.offset + self.buf.len() as u64);
                     encode_record(self.next_seq, &entry, &mut self.buf);
                     self.next_seq += 1;

@@ -23,6 +23,9 @@ pub const OUTAGE_SECONDS_TOTAL: &str = "redoubt_outage_seconds_total";
 pub const JOURNAL_PENDING: &str = "redoubt_journal_pending_commands";
 /// `redoubt_journal_bytes` gauge.
 pub const JOURNAL_BYTES: &str = "redoubt_journal_bytes";
+/// `redoubt_writes_refused_total{reason}`: writes refused because the
+/// journal could not keep them (`journal-full`, `journal-failed`).
+pub const WRITES_REFUSED: &str = "redoubt_writes_refused_total";
 /// Gauge: keys Redoubt could answer locally (local store + near-cache).
 pub const FALLBACK_KEYS: &str = "redoubt_fallback_keys";
 /// Gauge: bytes held for local answers (local store + near-cache).
@@ -79,6 +82,12 @@ impl Default for Metrics {
 /// `local` or `rejected`.
 pub fn count_routed(route: &'static str, policy: &'static str) {
     counter!(COMMANDS_TOTAL, "route" => route, "policy" => policy).increment(1);
+}
+
+/// Counts one write refused for `reason` (`journal-full`,
+/// `journal-failed`).
+pub fn count_write_refused(reason: &'static str) {
+    counter!(WRITES_REFUSED, "reason" => reason).increment(1);
 }
 
 /// Publishes `redoubt_state` and `redoubt_upstream_up` for `state`.

@@ -568,6 +568,7 @@ impl Outage {
         }
         if rule != OutageRule::Read {
             if let Some(e) = self.journal.refusal() {
+                crate::metrics::count_write_refused("journal-failed");
                 return Route::Local(
                     reply::error(format!("UNAVAILABLE {e}: command not executed")),
                     None,
@@ -694,6 +695,7 @@ impl Outage {
         }
         if any_write {
             if let Some(e) = self.journal.refusal() {
+                crate::metrics::count_write_refused("journal-failed");
                 return Route::Local(
                     reply::error(format!("UNAVAILABLE {e}: command not executed")),
                     None,
@@ -866,6 +868,7 @@ impl Outage {
         );
         if journaled {
             if let Some(e) = self.journal.refusal() {
+                crate::metrics::count_write_refused("journal-failed");
                 return Route::Local(
                     reply::error(format!("UNAVAILABLE {e}: command not executed")),
                     None,
@@ -1098,6 +1101,12 @@ impl Outage {
     /// near-cache's.
     pub fn fallback_memory(&self) -> usize {
         self.store.used_memory() + self.near.get().map_or(0, |n| n.bytes())
+    }
+
+    /// Why durable writes are refused now (the journal failed), if they
+    /// are: for `/readyz`.
+    pub fn write_refusal(&self) -> Option<String> {
+        self.journal.refusal().map(|e| e.to_string())
     }
 
     /// For `/status`: journal depth and bytes, replay progress, whether

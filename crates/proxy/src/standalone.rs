@@ -360,18 +360,50 @@ struct Pending {
     durable: Vec<Durable>,
 }
 
-fn refuse_write(local: &Local) -> Option<Bytes> {
-    if let Some(e) = local.journal.refusal() {
-        return Some(reply::error(format!("ERR {e}")));
+/// Why the journal refuses writes now, if it does: the reason's label
+/// for `redoubt_writes_refused_total` and the text a client and
+/// `/readyz` see. `incoming`: the size of the write about to be made (0
+/// for "is it refusing now"), so a write that would not fit is refused
+/// before it runs, never applied and then found not durable.
+pub fn write_refusal(
+    journal: &Journal,
+    max_bytes: u64,
+    incoming: u64,
+) -> Option<(&'static str, String)> {
+    if let Some(e) = journal.refusal() {
+        return Some(("journal-failed", e.to_string()));
     }
-    let bytes = local.journal.bytes();
-    if bytes >= local.max_bytes {
-        return Some(reply::error(format!(
-            "ERR journal full ({bytes} of journal.max_bytes {} bytes): write not executed; raise journal.max_bytes or delete data",
-            local.max_bytes
-        )));
+    let bytes = journal.bytes();
+    let full = if incoming == 0 {
+        bytes >= max_bytes || journal.refusing_full()
+    } else {
+        bytes.saturating_add(incoming) > max_bytes
+    };
+    full.then(|| {
+        (
+            "journal-full",
+            format!(
+                "journal full ({bytes} of journal.max_bytes {max_bytes} bytes): write not executed; raise journal.max_bytes or delete data"
+            ),
+        )
+    })
+}
+
+/// Bytes a journal record of a command of `raw_len` request bytes may
+/// take: its effects are the command itself or close to it (relative
+/// expiries made absolute add a few bytes), and the request's framing
+/// outweighs the record's.
+fn record_estimate(raw_len: usize) -> u64 {
+    raw_len as u64 + 64
+}
+
+fn refuse_write(local: &Local, raw_len: usize) -> Option<Bytes> {
+    let (reason, text) = write_refusal(&local.journal, local.max_bytes, record_estimate(raw_len))?;
+    if reason == "journal-full" {
+        local.journal.note_refused_full();
     }
-    None
+    crate::metrics::count_write_refused(reason);
+    Some(reply::error(format!("ERR {text}")))
 }
 
 async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
@@ -436,7 +468,7 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
             let started = std::time::Instant::now();
             let is_write = resp::lookup(&req.args).is_some_and(|s| s.is_write());
             if is_write && !session.in_multi() {
-                if let Some(r) = refuse_write(&local) {
+                if let Some(r) = refuse_write(&local, req.raw.len()) {
                     local.metrics.rejected.increment(1);
                     pending.push(Pending {
                         reply: r,
@@ -501,6 +533,7 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
             match failed {
                 None => out.extend_from_slice(&p.reply),
                 Some(e) => {
+                    crate::metrics::count_write_refused("journal-failed");
                     tracing::error!(error = %e, "journal append failed");
                     out.extend_from_slice(&reply::error(format!(
                         "ERR {e}: the write was applied in memory but is not durable"

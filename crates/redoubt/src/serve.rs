@@ -185,6 +185,8 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {} (listen)", cfg.listen))?;
     let health = upstream::HealthHandle::fixed(upstream::State::Standalone);
     let status_journal = journal.clone();
+    let ready_journal = journal.clone();
+    let ready_max = jcfg.max_bytes;
     let status_store = store.clone();
     let status: admin::StatusFn = Arc::new(move || {
         serde_json::json!({
@@ -207,6 +209,9 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
             incidents: Arc::new(|| serde_json::json!({ "open": null, "recent": [] })),
             token,
             replay: None,
+            writes_refused: Some(Arc::new(move || {
+                proxy::standalone::write_refusal(&ready_journal, ready_max, 0).map(|(_, why)| why)
+            })),
         },
     )
     .await
@@ -291,6 +296,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             replay: outage
                 .clone()
                 .map(|o| -> admin::StatusFn { Arc::new(move || o.request_replay()) }),
+            writes_refused: outage
+                .clone()
+                .map(|o| -> admin::RefusingFn { Arc::new(move || o.write_refusal()) }),
         },
     )
     .await

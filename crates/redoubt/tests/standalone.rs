@@ -421,3 +421,51 @@ fn logins_protected_mode_and_a_client_that_never_reads() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+fn admin_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    std::io::Read::read_to_string(&mut s, &mut raw).unwrap();
+    raw
+}
+
+#[test]
+fn a_full_journal_refuses_writes_visibly_in_readyz_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("data"),
+        &[("REDOUBT_JOURNAL_MAX_BYTES", "64KiB")],
+    );
+    let mut c = Client::new(s.port);
+    assert!(admin_get(s.admin, "/readyz").contains("\"degraded\":false"));
+    let value = "v".repeat(4096);
+    let mut refused = None;
+    for i in 0..64 {
+        let r = c.cmd(&["SET", &format!("k{i}"), &value]).unwrap();
+        if r != "+OK" {
+            refused = Some((i, r));
+            break;
+        }
+    }
+    let (i, text) = refused.expect("a 64 KiB journal refuses writes before 256 KiB");
+    assert!(text.starts_with("-ERR journal full"), "{text}");
+    // Refused, so never readable; reads go on.
+    assert_eq!(c.cmd(&["GET", &format!("k{i}")]).as_deref(), Some("(nil)"));
+    assert_eq!(c.cmd(&["GET", "k0"]).as_deref(), Some(value.as_str()));
+    let ready = admin_get(s.admin, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(
+        ready.contains("\"degraded\":true") && ready.contains("writes refused: journal full"),
+        "{ready}"
+    );
+    let metrics = admin_get(s.admin, "/metrics");
+    assert!(
+        metrics.contains("redoubt_writes_refused_total{reason=\"journal-full\"} 1"),
+        "{metrics}"
+    );
+}
