@@ -372,3 +372,338 @@ async fn a_busy_redis_is_not_down_and_its_script_can_be_killed_through_redoubt()
         "a busy Redis answered every probe: never Down"
     );
 }
+
+/// The commands the ACL differential sends, for every user.
+const DIFFERENTIAL: &[&[&str]] = &[
+    &["SET", "sess:1", "a"],
+    &["GET", "sess:1"],
+    &["SET", "other:1", "b"],
+    &["GET", "other:1"],
+    &["SET", "public:1", "c"],
+    &["GET", "public:1"],
+    &["MGET", "sess:1", "other:1"],
+    &["MSET", "sess:2", "x", "public:2", "y"],
+    &["INCR", "sess:n"],
+    &["DEL", "public:1"],
+    &["HSET", "sess:h", "f", "v"],
+    &["HGETALL", "other:h"],
+    &["RPUSH", "sess:l", "1"],
+    &["SORT_RO", "sess:l", "BY", "nosort", "GET", "other:*"],
+    &["SORT", "sess:l", "ALPHA", "STORE", "other:dst"],
+    &["EXPIRE", "sess:1", "100"],
+    &["COPY", "sess:1", "other:copy"],
+    &["CLIENT", "LIST"],
+    &["CLIENT", "INFO"],
+    &["PING"],
+];
+
+/// Connects straight to Redis or through Redoubt as `user` (`None`: no
+/// AUTH, Redis's `default`).
+async fn session(addr: &str, user: Option<&str>) -> Raw {
+    let mut c = Raw::connect(addr).await;
+    if let Some(u) = user {
+        assert_eq!(c.cmd(&["AUTH", u, "pw"]).await, Frame::simple("OK"), "{u}");
+    }
+    c
+}
+
+fn refusal(f: &Frame) -> Option<String> {
+    match f {
+        Frame::Error(e) => {
+            let t = String::from_utf8_lossy(e).into_owned();
+            (t.starts_with("NOPERM") || t.starts_with("NOAUTH") || t.contains("insufficient ACL"))
+                .then_some(t)
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatever_redis_refuses_a_user_redoubt_refuses_too_up_and_during_an_outage() {
+    let mut redis = RedisServer::new();
+    acl(
+        &redis,
+        &[
+            "app",
+            "on",
+            ">pw",
+            "~sess:*",
+            "%R~public:*",
+            "+@all",
+            "-@dangerous",
+        ],
+    );
+    acl(
+        &redis,
+        &["reader", "on", ">pw", "%R~sess:*", "+@read", "+@connection"],
+    );
+    acl(
+        &redis,
+        &["getset", "on", ">pw", "~*", "-@all", "+get", "+set"],
+    );
+    acl(
+        &redis,
+        &["writer", "on", ">pw", "%W~sess:*", "~public:*", "+@all"],
+    );
+    acl(&redis, &["default", "resetkeys", "~public:*"]);
+    let s = local(&redis).await;
+    let users = [
+        None,
+        Some("app"),
+        Some("reader"),
+        Some("getset"),
+        Some("writer"),
+    ];
+
+    // While Up: every refusal through Redoubt is Redis's own, word for word.
+    let mut refused_by_redis = Vec::new();
+    for user in users {
+        let mut direct = session(&redis.addr(), user).await;
+        let mut via = session(&s.f.addr(), user).await;
+        s.wait_knows(user.unwrap_or("default"));
+        for cmd in DIFFERENTIAL {
+            let d = direct.cmd(cmd).await;
+            let v = via.cmd(cmd).await;
+            assert_eq!(refusal(&v), refusal(&d), "{user:?} {cmd:?}: {v:?} vs {d:?}");
+            if let Some(text) = refusal(&d) {
+                refused_by_redis.push((user, *cmd, text));
+            }
+        }
+    }
+    assert!(
+        refused_by_redis.len() > 20,
+        "the users are restricted enough to test something"
+    );
+
+    // During an outage Redoubt answers from local data: it must still
+    // refuse all of it.
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    for user in users {
+        let mut via = session(&s.f.addr(), user).await;
+        for (u, cmd, text) in refused_by_redis.iter().filter(|(u, ..)| *u == user) {
+            let v = via.cmd(cmd).await;
+            match &v {
+                Frame::Error(e) => {
+                    let e = String::from_utf8_lossy(e);
+                    assert!(
+                        e == *text || e.starts_with("UNAVAILABLE"),
+                        "{u:?} {cmd:?}: Redis said {text}, Redoubt {e}"
+                    );
+                }
+                other => {
+                    panic!("{u:?} {cmd:?}: Redis refused ({text}), Redoubt answered {other:?}")
+                }
+            }
+        }
+    }
+}
+
+/// A small deterministic generator (the seed is printed on failure).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.next() as usize % from.len()]
+    }
+}
+
+const NAMES: &[&str] = &[
+    "GET",
+    "SET",
+    "SETEX",
+    "PSETEX",
+    "EXPIRE",
+    "PEXPIRE",
+    "EXPIREAT",
+    "INCR",
+    "INCRBY",
+    "DECRBY",
+    "APPEND",
+    "GETEX",
+    "GETDEL",
+    "DEL",
+    "HSET",
+    "HGET",
+    "HGETALL",
+    "HINCRBY",
+    "LPUSH",
+    "RPUSH",
+    "LRANGE",
+    "LPOP",
+    "SADD",
+    "SMEMBERS",
+    "ZADD",
+    "ZRANGE",
+    "ZINCRBY",
+    "MSET",
+    "MGET",
+    "SORT",
+    "SORT_RO",
+    "EXISTS",
+    "TTL",
+    "PTTL",
+    "PERSIST",
+    "TYPE",
+    "RENAME",
+    "COPY",
+    "BLPOP",
+    "CLIENT",
+    "SELECT",
+    "HELLO",
+    "PING",
+    "ECHO",
+    "INFO",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
+    "UNSUBSCRIBE",
+    "OBJECT",
+    "SCAN",
+    "NOSUCHCMD",
+];
+const ARGS: &[&str] = &[
+    "sess:a",
+    "sess:b",
+    "cache:a",
+    "other:x",
+    "public:p",
+    "sess:*",
+    "0",
+    "1",
+    "-1",
+    "10",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "99999999999999999999",
+    "1e400",
+    "nan",
+    "inf",
+    "-inf",
+    "EX",
+    "PX",
+    "EXAT",
+    "PXAT",
+    "KEEPTTL",
+    "NX",
+    "XX",
+    "GET",
+    "BY",
+    "STORE",
+    "LIMIT",
+    "ALPHA",
+    "WITHSCORES",
+    "REV",
+    "LIST",
+    "INFO",
+    "SETNAME",
+    "3",
+    "AUTH",
+    "",
+];
+
+/// Sends `rounds` random commands (any arity, odd numbers and options)
+/// and checks that every one gets a reply and the session survives.
+async fn fuzz_session(addr: &str, seed: u64, rounds: usize) {
+    let mut rng = Lcg(seed);
+    let mut c = Raw::connect(addr).await;
+    for i in 0..rounds {
+        let mut cmd = vec![rng.pick(NAMES)];
+        let n = rng.next() % 6;
+        for _ in 0..n {
+            cmd.push(rng.pick(ARGS));
+        }
+        if cmd[0] == "BLPOP" {
+            // Never block the run: a timeout of 0.01 s.
+            cmd.push("0.01");
+        }
+        let mut out = bytes::BytesMut::new();
+        resp::frame::encode_command(&mut out, &cmd);
+        c.send(&out).await;
+        let mut reply = c.read().await;
+        // SUBSCRIBE-style replies and RESP3 pushes may come as several
+        // frames; one reply is enough to show the session answers.
+        if reply.is_none() {
+            panic!("seed {seed} round {i}: {cmd:?} closed the connection");
+        }
+        if let Some(Frame::Error(e)) = &reply {
+            let text = String::from_utf8_lossy(e);
+            assert!(
+                !text.is_empty() && !text.contains("panicked"),
+                "seed {seed} round {i}: {cmd:?}: {text}"
+            );
+        }
+        reply.take();
+        // Reset state a command may have left (MULTI, WATCH, RESP3, db).
+        if i % 16 == 15 {
+            c.send(b"*1\r\n$5\r\nRESET\r\n").await;
+            loop {
+                match c.read().await {
+                    Some(Frame::Simple(s)) if &s[..] == b"RESET" => break,
+                    Some(_) => {}
+                    None => panic!("seed {seed} round {i}: the session closed"),
+                }
+            }
+        }
+    }
+    c.send(b"*1\r\n$5\r\nRESET\r\n*1\r\n$4\r\nPING\r\n").await;
+    loop {
+        match c.read().await {
+            Some(Frame::Simple(s)) if &s[..] == b"PONG" => break,
+            Some(_) => {}
+            None => panic!("seed {seed}: the session did not survive"),
+        }
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("TRUST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_commands_in_every_state_never_break_a_session_or_leak_a_slot() {
+    let mut redis = RedisServer::new();
+    let s = local(&redis).await;
+    s.wait_knows("default");
+    let seed = seed();
+    eprintln!("TRUST_SEED={seed}");
+    // Up.
+    fuzz_session(&s.f.addr(), seed, 3000).await;
+    // Down: durable and cache keyspaces served locally.
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    fuzz_session(&s.f.addr(), seed ^ 1, 3000).await;
+    // Recovering, then Up again.
+    redis.start_again();
+    // A restart without persistence forgets Redoubt's own ACL user.
+    acl(&redis, &["admin", "on", ">adminpw", "~*", "&*", "+@all"]);
+    fuzz_session(&s.f.addr(), seed ^ 2, 500).await;
+    s.f.wait_state(State::Up, Duration::from_secs(10)).await;
+    eventually(
+        "every client slot to be given back",
+        Duration::from_secs(5),
+        || {
+            let n = s.f.proxy.clients();
+            async move { n == 0 }
+        },
+    )
+    .await;
+}
