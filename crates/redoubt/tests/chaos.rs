@@ -23,7 +23,9 @@
 //!
 //! `CHAOS_ROUNDS` (default [`DEFAULT_ROUNDS`], about 90 s here) and
 //! `CHAOS_SEED` (random, printed) make a run repeatable in its fault
-//! sequence and durations; one summary line is printed at the end:
+//! sequence and durations; `CHAOS_LOAD=N` adds N spinning threads (a
+//! loaded machine), `CHAOS_FAULTS=kill-pause-kill,both` only those kinds;
+//! one summary line is printed at the end:
 //! `CHAOS_ROUNDS=100 cargo test -p redoubt --test chaos -- --nocapture`.
 
 use std::collections::{HashMap, HashSet};
@@ -31,6 +33,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,13 +100,18 @@ enum Fault {
     /// writes and restarted (rebuilding them from its journal), then Redis
     /// back.
     Both,
+    /// Redis killed, journal filled, Redoubt killed -9 mid-outage and
+    /// restarted; Redis back, then paused while the replay runs, then
+    /// killed again and restarted: the sequence of an external ledger that
+    /// once saw part of a journal replayed twice.
+    KillPauseKill,
     /// Redis killed, journal filled, Redis back, Redoubt killed -9 a moment
     /// later, when the replay is under way or just done.
     KillMidReplay,
 }
 
 impl Fault {
-    const ALL: [Fault; 8] = [
+    const ALL: [Fault; 9] = [
         Fault::RedisKill,
         Fault::RedisStop,
         Fault::RedisRestart,
@@ -111,6 +119,7 @@ impl Fault {
         Fault::Misconf,
         Fault::RedoubtKill,
         Fault::Both,
+        Fault::KillPauseKill,
         Fault::KillMidReplay,
     ];
 
@@ -123,6 +132,7 @@ impl Fault {
             Fault::Misconf => "misconf",
             Fault::RedoubtKill => "redoubt-kill",
             Fault::Both => "both",
+            Fault::KillPauseKill => "kill-pause-kill",
             Fault::KillMidReplay => "kill-mid-replay",
         }
     }
@@ -141,6 +151,7 @@ impl Fault {
                 | Fault::RedisStop
                 | Fault::RedisRestart
                 | Fault::Both
+                | Fault::KillPauseKill
                 | Fault::KillMidReplay
         )
     }
@@ -149,7 +160,7 @@ impl Fault {
     fn restarts_redoubt(self) -> bool {
         matches!(
             self,
-            Fault::RedoubtKill | Fault::Both | Fault::KillMidReplay
+            Fault::RedoubtKill | Fault::Both | Fault::KillPauseKill | Fault::KillMidReplay
         )
     }
 }
@@ -805,7 +816,9 @@ impl Rig {
     /// Puts `fault` in place; returns once it has taken effect.
     fn inject(&mut self, fault: Fault) {
         match fault {
-            Fault::RedisKill | Fault::Both | Fault::KillMidReplay => self.redis.kill(),
+            Fault::RedisKill | Fault::Both | Fault::KillPauseKill | Fault::KillMidReplay => {
+                self.redis.kill()
+            }
             Fault::RedisStop => self.redis.pause(),
             Fault::RedisRestart => self.redis.shutdown(),
             Fault::Oom => {
@@ -819,7 +832,9 @@ impl Rig {
     /// Undoes `fault`; returns a note for the round's line.
     fn repair(&mut self, fault: Fault) -> String {
         match fault {
-            Fault::RedisKill | Fault::Both | Fault::RedisRestart => self.redis.start_again(),
+            Fault::RedisKill | Fault::Both | Fault::KillPauseKill | Fault::RedisRestart => {
+                self.redis.start_again()
+            }
             Fault::RedisStop => self.redis.resume(),
             Fault::Oom => {
                 self.redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
@@ -872,12 +887,35 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
     );
     let began = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
+    // CHAOS_LOAD=N: N threads spinning for the whole run, the loaded
+    // machine on which a double replay was once seen.
+    let spin = Arc::new(AtomicBool::new(true));
+    let spinners: Vec<_> = (0..env_or("CHAOS_LOAD", 0usize))
+        .map(|_| {
+            let spin = spin.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while spin.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+        })
+        .collect();
 
     // Every kind at least once (when there are enough rounds), then random.
-    let mut plan: Vec<Fault> = Fault::ALL.to_vec();
+    // CHAOS_FAULTS=kill-pause-kill,both: only these kinds.
+    let kinds: Vec<Fault> = match std::env::var("CHAOS_FAULTS") {
+        Ok(names) => Fault::ALL
+            .into_iter()
+            .filter(|f| names.split(',').any(|n| n.trim() == f.name()))
+            .collect(),
+        Err(_) => Fault::ALL.to_vec(),
+    };
+    assert!(!kinds.is_empty(), "CHAOS_FAULTS names no fault kind");
+    let mut plan: Vec<Fault> = kinds.clone();
     plan.shuffle(&mut rng);
     while plan.len() < rounds {
-        plan.push(*Fault::ALL.choose(&mut rng).unwrap());
+        plan.push(*kinds.choose(&mut rng).unwrap());
     }
     plan.truncate(rounds);
 
@@ -993,6 +1031,23 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
                 std::thread::sleep(gap);
                 rig.redoubt.start();
                 std::thread::sleep(hold * 2 / 3);
+            }
+            Fault::KillPauseKill => {
+                std::thread::sleep(hold / 4);
+                rig.redoubt.kill9();
+                rig.redoubt.start();
+                std::thread::sleep(hold / 4);
+                rig.redis.start_again();
+                let redoubt = &rig.redoubt;
+                wait_for("redoubt to see redis back", Duration::from_secs(10), || {
+                    redoubt
+                        .status()
+                        .is_some_and(|s| s["state"] == "up" || s["state"] == "recovering")
+                });
+                rig.redis.pause();
+                std::thread::sleep(gap);
+                rig.redis.kill();
+                std::thread::sleep(hold / 4);
             }
             _ => std::thread::sleep(hold),
         }
@@ -1179,6 +1234,10 @@ fn chaos_rounds_lose_nothing_acknowledged_and_keep_serving_through_outages() {
         .collect();
     drop(rig);
     let _ = std::fs::remove_dir_all(&dir);
+    spin.store(false, Ordering::Relaxed);
+    for s in spinners {
+        let _ = s.join();
+    }
     let (max_ms, max_what) = slowest_ever.unwrap_or_default();
     eprintln!("chaos: slowest reply: {max_what}");
     println!(
