@@ -5,6 +5,10 @@
 use bytes::{Bytes, BytesMut};
 use resp::Frame;
 
+/// Reply bytes gathered for a client before they are written to it: a
+/// client pipelining large reads gets them in pieces, never gathered whole.
+pub const FLUSH_AT: usize = 1 << 20;
+
 /// Encodes a frame.
 pub fn encode(f: &Frame) -> Bytes {
     f.to_bytes()

@@ -21,10 +21,11 @@ use bytes::{Bytes, BytesMut};
 use resp::{frame_len, Frame, Limits, Request, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use upstream::pool::Dedicated;
-use upstream::{BatchReply, Conn, ConnectError, Credentials, PoolKey, State};
+use upstream::{
+    BatchReply, Conn, ConnectError, Credentials, OutputBudget, PoolKey, Replies, State,
+};
 
 use crate::classify::{classify, is_write, Kind, SessionCmd};
 use crate::gate::{self, Refusal};
@@ -62,7 +63,7 @@ enum Body {
 }
 
 struct Wait {
-    rx: oneshot::Receiver<BatchReply>,
+    rx: Replies,
     conn: Conn,
     /// Per command: may it change data?
     writes: Vec<bool>,
@@ -94,8 +95,9 @@ impl Wait {
         write: bool,
         deadline: Option<Instant>,
         dedicated: Option<Dedicated>,
+        budget: &Arc<OutputBudget>,
     ) -> Wait {
-        let rx = conn.send(req.raw.clone(), 1);
+        let rx = conn.send_bounded(req.raw.clone(), 1, budget, false);
         Wait {
             rx,
             conn,
@@ -227,6 +229,8 @@ pub(crate) struct Session {
     /// (connection id, slots in flight on it)
     inflight: Vec<(u64, usize)>,
     batch: Option<Builder>,
+    /// Reply bytes read from Redis and not yet given to the client.
+    budget: Arc<OutputBudget>,
     created: Instant,
     limits: Limits,
     timeout: Duration,
@@ -243,6 +247,7 @@ impl Session {
         let timeout = Duration::from_millis(shared.limits.command_timeout_ms);
         let auth = shared.access.upstream_auth();
         let who = shared.access.anonymous();
+        let budget = OutputBudget::new(shared.limits.max_output_buffer_bytes);
         Session {
             shared,
             id,
@@ -266,6 +271,7 @@ impl Session {
             pending_cmds: 0,
             inflight: Vec::new(),
             batch: None,
+            budget,
             created: Instant::now(),
             limits,
             timeout,
@@ -338,10 +344,10 @@ impl Session {
             if self.collect_ready(&mut out).await {
                 closing = true;
             }
-            if out.len() as u64 > max_output {
+            if out.len() as u64 > max_output || self.budget.is_over() {
                 tracing::warn!(
                     client = self.id,
-                    bytes = out.len(),
+                    bytes = out.len() as u64 + self.budget.used(),
                     "output buffer over limits.max_output_buffer_bytes; closing"
                 );
                 return;
@@ -497,7 +503,11 @@ impl Session {
             buf.freeze()
         };
         let expect = b.raws.len();
-        let rx = b.conn.send(raw, expect);
+        // Replies stream to the client as they complete, unless some fill
+        // the near-cache (those are taken apart whole).
+        let rx = b
+            .conn
+            .send_bounded(raw, expect, &self.budget, b.fills.is_empty());
         self.shared.metrics.upstream.increment(expect as u64);
         let deadline = Some(Instant::now() + self.timeout);
         self.push(Body::Wait(Wait {
@@ -842,7 +852,7 @@ impl Session {
         }
         raw.extend_from_slice(&req.raw);
         let count = multi.cmds.len() + 2;
-        let rx = conn.send(raw.freeze(), count);
+        let rx = conn.send_bounded(raw.freeze(), count, &self.budget, false);
         self.shared.metrics.upstream.increment(1);
         if self.pinned.is_some() {
             // EXEC ends the WATCH; the pinned connection is released once
@@ -913,7 +923,10 @@ impl Session {
                 if !self.may_use(&conn) {
                     return Flow::Stall(req);
                 }
-                self.push(Body::Wait(Wait::single(conn, req, write, deadline, None)));
+                let budget = self.budget.clone();
+                self.push(Body::Wait(Wait::single(
+                    conn, req, write, deadline, None, &budget,
+                )));
                 return Flow::Go;
             }
         }
@@ -933,12 +946,14 @@ impl Session {
         };
         let conn = ded.conn.clone();
         self.shared.metrics.upstream.increment(1);
+        let budget = self.budget.clone();
         self.push(Body::Wait(Wait::single(
             conn,
             req,
             write,
             deadline,
             Some(ded),
+            &budget,
         )));
         Flow::Go
     }
@@ -947,6 +962,11 @@ impl Session {
     /// Returns true when a slot asks to close the connection.
     async fn collect_ready(&mut self, out: &mut BytesMut) -> bool {
         loop {
+            if out.len() >= reply::FLUSH_AT {
+                // Write these first: the rest stays with Redis's replies,
+                // counted against the client's budget.
+                return false;
+            }
             let health = self.shared.health.state();
             let outcome = match self.pending.front_mut() {
                 None => return false,
@@ -980,9 +1000,9 @@ impl Session {
                     body: Body::Wait(w),
                     ..
                 }) => match w.rx.try_recv() {
-                    Ok(r) => Outcome::Reply(r),
-                    Err(oneshot::error::TryRecvError::Closed) => Outcome::NotSent,
-                    Err(oneshot::error::TryRecvError::Empty) => {
+                    Ok(Some(r)) => Outcome::Reply(r),
+                    Err(()) => Outcome::NotSent,
+                    Ok(None) => {
                         if w.deadline.is_some_and(|d| Instant::now() >= d) {
                             Outcome::Deadline
                         } else {
@@ -1031,8 +1051,28 @@ impl Session {
             }
         };
         let timeout_ms = self.timeout.as_millis() as u64;
+        if self.budget.is_over() {
+            // The client is over its output limit and is being closed; its
+            // replies were dropped as they came.
+            self.pop_front();
+            return;
+        }
         match outcome {
             Outcome::Journaled(_) => {}
+            Outcome::Reply(r) if r.more => {
+                // The first replies of a streamed batch: they go out now,
+                // and the slot stands for the commands still unanswered.
+                emit(&r.data);
+                let n = r.received.min(w.writes.len());
+                w.writes.drain(..n);
+                w.raws.drain(..n.min(w.raws.len()));
+                w.expect -= r.received.min(w.expect);
+                // Redis is answering: the rest get a full timeout of their
+                // own rather than what the first pieces left of it.
+                if w.deadline.is_some() {
+                    w.deadline = Some(Instant::now() + self.timeout);
+                }
+            }
             Outcome::Reply(r) => {
                 let complete = r.received == w.expect && !r.lost;
                 if w.exec_only {
@@ -1185,7 +1225,7 @@ impl Session {
             raw.extend_from_slice(r);
         }
         w.expect = w.raws.len();
-        w.rx = conn.send(raw.freeze(), w.expect);
+        w.rx = conn.send_bounded(raw.freeze(), w.expect, &self.budget, w.fills.is_empty());
         w.conn = conn.clone();
         // Move the in-flight count from the dead connection to the new one.
         if let Some(pos) = self.inflight.iter().position(|(c, _)| *c == old_id) {
@@ -1738,17 +1778,17 @@ async fn wait_front(pending: &mut VecDeque<Slot>, health: &upstream::HealthHandl
         return std::future::pending().await;
     };
     match w.deadline {
-        Some(d) => match tokio::time::timeout_at(d, &mut w.rx).await {
-            Ok(Ok(r)) => Outcome::Reply(r),
-            Ok(Err(_)) => Outcome::NotSent,
+        Some(d) => match tokio::time::timeout_at(d, w.rx.recv()).await {
+            Ok(Some(r)) => Outcome::Reply(r),
+            Ok(None) => Outcome::NotSent,
             Err(_) => Outcome::Deadline,
         },
         None => {
             let mut h = health.subscribe();
             tokio::select! {
-                r = &mut w.rx => match r {
-                    Ok(r) => Outcome::Reply(r),
-                    Err(_) => Outcome::NotSent,
+                r = w.rx.recv() => match r {
+                    Some(r) => Outcome::Reply(r),
+                    None => Outcome::NotSent,
                 },
                 _ = h.wait_for(|h| h.state == State::Down) => Outcome::Deadline,
             }

@@ -349,9 +349,6 @@ fn entries(exec: &Executed) -> Vec<Entry> {
         .collect()
 }
 
-/// Reply bytes gathered before they are written to the client.
-const FLUSH_AT: usize = 1 << 20;
-
 type Durable = Pin<Box<dyn Future<Output = Result<journal::Position, JournalError>> + Send>>;
 
 /// A reply waiting for its journal entries to be durable.
@@ -420,10 +417,10 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
         let mut pending: Vec<Pending> = Vec::new();
         let mut pending_bytes = 0usize;
         let mut quit = false;
-        // Replies are written once they pass FLUSH_AT: a client pipelining
+        // Replies are written once they pass reply::FLUSH_AT: a client pipelining
         // reads of a big value and never reading the replies then holds
         // one batch, not every reply to everything it sent.
-        while !quit && pending_bytes < FLUSH_AT {
+        while !quit && pending_bytes < reply::FLUSH_AT {
             let req = match decoder.decode(&mut inbuf) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -520,7 +517,7 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
                 quit = true;
             }
         }
-        let full = pending_bytes >= FLUSH_AT;
+        let full = pending_bytes >= reply::FLUSH_AT;
         // Replies go out only once their writes are durable; a write the
         // journal failed to keep is reported, not acknowledged.
         for p in pending {

@@ -648,3 +648,97 @@ fn durable_keyspace_keeps_accepting_writes_through_a_redis_kill() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(v["recent"][0]["journaled"].as_u64().unwrap() >= 1, "{body}");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `n` pipelined `GET` of a 256 KiB value, one write.
+fn greedy_pipeline(port: u16, n: usize) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let req = "*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(n);
+    s.write_all(req.as_bytes()).unwrap();
+    s
+}
+
+#[test]
+fn replies_are_bounded_while_gathered_and_stream_to_a_client_that_reads() {
+    let redis = RedisServer::new();
+    let big = "x".repeat(256 << 10);
+    let mut set = TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+    write!(
+        set,
+        "*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${}\r\n{big}\r\n",
+        big.len()
+    )
+    .unwrap();
+    let mut ok = [0u8; 5];
+    set.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    let r = serve_with(
+        &redis.url(),
+        "[limits]\nmax_output_buffer_bytes = \"16MiB\"\n",
+    );
+    wait_for("up", Duration::from_secs(5), || {
+        cmd(r.port, &["PING"]) == "+PONG"
+    });
+
+    // A client that reads: 12 MiB of replies, in pieces as they come.
+    let mut reader = greedy_pipeline(r.port, 48);
+    reader
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let one = format!("$262144\r\n{big}\r\n");
+    let want = 48 * one.len();
+    let mut all = Vec::with_capacity(want);
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    while got < want {
+        let n = reader.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed after {got} of {want} bytes");
+        got += n;
+        all.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        all == one.repeat(48).into_bytes(),
+        "replies out of order or torn"
+    );
+    drop(reader);
+
+    // A client that reads nothing: Redoubt holds about its limit, not the
+    // 250 MiB Redis sends, and then lets it go.
+    let before = rss_kib(r.child.id());
+    let mut greedy = greedy_pipeline(r.port, 1000);
+    let mut peak = 0;
+    for _ in 0..40 {
+        peak = peak.max(rss_kib(r.child.id()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        peak < before + 96 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB for a client that reads nothing"
+    );
+    greedy
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut drained = 0usize;
+    loop {
+        match greedy.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => drained += n,
+            Err(e) => panic!("not closed after {drained} bytes: {e}"),
+        }
+    }
+    assert!(
+        drained < 96 << 20,
+        "{drained} bytes reached a client over its limit"
+    );
+    assert_eq!(cmd(r.port, &["PING"]), "+PONG");
+}

@@ -13,6 +13,8 @@
 //! - [`request_decoder`]: [`RequestDecoder`], the per-connection form of
 //!   [`parse_request`] that resumes a partly received command where it
 //!   stopped instead of parsing it again.
+//! - [`scanner`]: [`ReplyScanner`], which measures replies as they stream
+//!   in, keeping its place between reads (the upstream reader's measure).
 //! - [`limits`]: the [`Limits`] every decoder call enforces (client
 //!   defaults, and [`Limits::upstream`] for Redis's replies, which bounds no
 //!   depth), and [`limits::MAX_FRAME_NESTING`], the deepest frame
@@ -29,9 +31,11 @@ pub mod decode;
 pub mod frame;
 pub mod limits;
 pub mod request_decoder;
+pub mod scanner;
 
 pub use command::{lookup, CommandFlags, CommandSpec, KeySpec};
 pub use decode::{frame_len, parse_frame, parse_request, ProtocolError, Request};
 pub use frame::Frame;
 pub use limits::Limits;
 pub use request_decoder::RequestDecoder;
+pub use scanner::{ReplyScanner, Scanned};

@@ -1,16 +1,18 @@
 //! One pipelined connection to Redis.
 //!
 //! Callers hand in batches: the raw bytes of one or more commands and a
-//! oneshot for the replies. A writer task writes batches in arrival order;
-//! a reader task measures replies with [`resp::frame_len`] and hands each
-//! batch its replies as one contiguous `Bytes` (no re-encoding). Replies are
+//! channel for the replies. A writer task writes batches in arrival order;
+//! a reader task measures replies with [`resp::ReplyScanner`] and hands each
+//! batch its replies as contiguous `Bytes` (no re-encoding): all at once,
+//! or for a client's batch ([`Conn::send_bounded`]) in pieces as they
+//! complete, counted against the client's [`OutputBudget`]. Replies are
 //! matched to batches purely by position, so a caller that stopped waiting
-//! (deadline passed) just drops its oneshot: the late reply is discarded
-//! when it arrives and the connection stays usable.
+//! (deadline passed) just drops its receiver: the late replies are dropped
+//! as they arrive, never gathered, and the connection stays usable.
 //!
 //! Every batch gets exactly one fate: a full [`BatchReply`]; a partial one
 //! with `lost = true` (the connection died after the batch was handed to
-//! the writer: the rest may have executed); or its oneshot is dropped
+//! the writer: the rest may have executed); or its channel is dropped
 //! unanswered, meaning the batch was never written (safe to resend).
 
 use std::collections::VecDeque;
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use resp::frame::encode_command;
-use resp::{frame_len, parse_frame, Frame, Limits};
+use resp::{parse_frame, Frame, Limits, ReplyScanner};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -108,7 +110,8 @@ pub enum ConnectError {
     Rejected(String),
 }
 
-/// The replies to one batch.
+/// The replies to one batch, or (for a streamed batch) to its next few
+/// commands.
 #[derive(Debug)]
 pub struct BatchReply {
     /// `received` complete replies, back to back, as Redis sent them.
@@ -118,17 +121,188 @@ pub struct BatchReply {
     /// The connection died before every reply came: the rest may or may
     /// not have executed.
     pub lost: bool,
+    /// Only for a streamed batch: these are the replies to the batch's next
+    /// `received` commands, and more will follow for the rest.
+    pub more: bool,
+    /// Holds `data`'s bytes against the session's [`OutputBudget`] until
+    /// this reply is dropped.
+    _charge: Option<Charge>,
+}
+
+impl BatchReply {
+    fn new(data: Bytes, received: usize, lost: bool) -> Self {
+        BatchReply {
+            data,
+            received,
+            lost,
+            more: false,
+            _charge: None,
+        }
+    }
+}
+
+/// One client's allowance for reply bytes that Redis has sent but the
+/// client has not yet been given: replies read from Redis and not yet
+/// taken, plus the part of a reply still arriving. Past `max` the client is
+/// over its limit: the reader drops its replies as they come instead of
+/// holding them, and the session closes the client.
+#[derive(Debug)]
+pub struct OutputBudget {
+    used: AtomicU64,
+    max: u64,
+    over: AtomicBool,
+}
+
+impl OutputBudget {
+    /// An allowance of `max` bytes.
+    pub fn new(max: u64) -> Arc<Self> {
+        Arc::new(OutputBudget {
+            used: AtomicU64::new(0),
+            max,
+            over: AtomicBool::new(false),
+        })
+    }
+
+    /// True once the client went over its allowance (it stays over).
+    pub fn is_over(&self) -> bool {
+        self.over.load(Ordering::Acquire)
+    }
+
+    /// Bytes held now (taken replies not counted).
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Whether `extra` more bytes fit; marks the budget over when not.
+    fn admits(&self, extra: u64) -> bool {
+        if self.is_over() {
+            return false;
+        }
+        if self.used().saturating_add(extra) > self.max {
+            self.over.store(true, Ordering::Release);
+            return false;
+        }
+        true
+    }
+}
+
+/// Bytes counted against a budget while a reply is held.
+#[derive(Debug)]
+struct Charge {
+    budget: Arc<OutputBudget>,
+    bytes: u64,
+}
+
+impl Charge {
+    fn new(budget: &Arc<OutputBudget>, bytes: u64) -> Self {
+        budget.used.fetch_add(bytes, Ordering::AcqRel);
+        Charge {
+            budget: budget.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Where a batch's replies go.
+enum Tx {
+    /// All at once, when the last arrives.
+    Whole(oneshot::Sender<BatchReply>),
+    /// Counted against a budget; `stream` hands out replies in pieces as
+    /// they complete instead of gathering the whole batch.
+    Bounded {
+        tx: mpsc::UnboundedSender<BatchReply>,
+        budget: Arc<OutputBudget>,
+        stream: bool,
+    },
+}
+
+impl Tx {
+    /// Nobody will take the replies (the caller stopped waiting) or the
+    /// client is over its budget: drop them as they arrive.
+    fn unwanted(&self) -> bool {
+        match self {
+            Tx::Whole(tx) => tx.is_closed(),
+            Tx::Bounded { tx, budget, .. } => tx.is_closed() || budget.is_over(),
+        }
+    }
+
+    fn streams(&self) -> bool {
+        matches!(self, Tx::Bounded { stream: true, .. })
+    }
+
+    /// Whether `extra` bytes still being gathered fit the budget.
+    fn admits(&self, extra: u64) -> bool {
+        match self {
+            Tx::Whole(_) => true,
+            Tx::Bounded { budget, .. } => budget.admits(extra),
+        }
+    }
+
+    fn part(&self, data: Bytes, received: usize) {
+        if let Tx::Bounded { tx, budget, .. } = self {
+            let charge = Charge::new(budget, data.len() as u64);
+            let _ = tx.send(BatchReply {
+                data,
+                received,
+                lost: false,
+                more: true,
+                _charge: Some(charge),
+            });
+        }
+    }
+
+    fn last(self, mut reply: BatchReply) {
+        match self {
+            Tx::Whole(tx) => {
+                let _ = tx.send(reply);
+            }
+            Tx::Bounded { tx, budget, .. } => {
+                reply._charge = Some(Charge::new(&budget, reply.data.len() as u64));
+                let _ = tx.send(reply);
+            }
+        }
+    }
+}
+
+/// The receiving end of [`Conn::send_bounded`]: zero or more pieces with
+/// `more` set, then one without. Closed with nothing received means the
+/// batch was never written.
+#[derive(Debug)]
+pub struct Replies(mpsc::UnboundedReceiver<BatchReply>);
+
+impl Replies {
+    /// The next piece; `None` when the batch was never written.
+    pub async fn recv(&mut self) -> Option<BatchReply> {
+        self.0.recv().await
+    }
+
+    /// The next piece if one is there: `Ok(None)` when none is yet,
+    /// `Err(())` when the batch was never written.
+    #[allow(clippy::result_unit_err)]
+    pub fn try_recv(&mut self) -> Result<Option<BatchReply>, ()> {
+        match self.0.try_recv() {
+            Ok(r) => Ok(Some(r)),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(()),
+        }
+    }
 }
 
 struct Batch {
     raw: Bytes,
     count: usize,
-    tx: oneshot::Sender<BatchReply>,
+    tx: Tx,
 }
 
 struct Pending {
     count: usize,
-    tx: oneshot::Sender<BatchReply>,
+    tx: Tx,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -204,12 +378,46 @@ impl Conn {
     /// written.
     pub fn send(&self, raw: Bytes, count: usize) -> oneshot::Receiver<BatchReply> {
         let (tx, rx) = oneshot::channel();
-        if self.is_alive() {
-            // A send error means the writer is gone: dropping `tx` tells the
-            // caller "not sent", which is the truth.
-            let _ = self.inner.tx.send(Batch { raw, count, tx });
-        }
+        self.queue(Batch {
+            raw,
+            count,
+            tx: Tx::Whole(tx),
+        });
         rx
+    }
+
+    /// Like [`Conn::send`], for a client's commands: the replies count
+    /// against the client's `budget` until they are dropped, and a batch
+    /// whose replies would take the client over it is dropped as it
+    /// arrives. With `stream`, replies are handed out in pieces as they
+    /// complete (about every [`STREAM_PIECE`] bytes), so a long pipeline of
+    /// large replies is never gathered whole.
+    pub fn send_bounded(
+        &self,
+        raw: Bytes,
+        count: usize,
+        budget: &Arc<OutputBudget>,
+        stream: bool,
+    ) -> Replies {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.queue(Batch {
+            raw,
+            count,
+            tx: Tx::Bounded {
+                tx,
+                budget: budget.clone(),
+                stream,
+            },
+        });
+        Replies(rx)
+    }
+
+    fn queue(&self, batch: Batch) {
+        if self.is_alive() {
+            // A send error means the writer is gone: dropping the sender
+            // tells the caller "not sent", which is the truth.
+            let _ = self.inner.tx.send(batch);
+        }
     }
 
     /// Sends one command and waits for its reply, decoded. For probes and
@@ -334,11 +542,7 @@ fn fail_all(queue: &Mutex<VecDeque<Pending>>, front_data: Bytes, front_received:
             (Bytes::new(), 0)
         };
         first = false;
-        let _ = p.tx.send(BatchReply {
-            data,
-            received,
-            lost: true,
-        });
+        p.tx.last(BatchReply::new(data, received, true));
     }
 }
 
@@ -404,6 +608,10 @@ async fn writer(
     let _ = wr.shutdown().await;
 }
 
+/// Replies of a streamed batch are handed out once this many bytes of
+/// complete ones are gathered.
+pub const STREAM_PIECE: usize = 256 * 1024;
+
 async fn reader(
     mut rd: OwnedReadHalf,
     queue: Arc<Mutex<VecDeque<Pending>>>,
@@ -412,66 +620,105 @@ async fn reader(
 ) {
     let limits = Limits::upstream();
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    // Progress on the front batch: bytes measured and replies complete.
+    // `buf[..scanned]` is measured: `buf[..boundary]` holds `done` complete
+    // replies for the front batch, and the rest is the start of the frame
+    // being received. The scanner keeps its place in that frame, so bytes
+    // are measured once however slowly a large reply arrives, and may be
+    // dropped as soon as they are measured.
+    let mut scanner = ReplyScanner::new();
     let mut scanned = 0usize;
+    let mut boundary = 0usize;
     let mut done = 0usize;
     'outer: loop {
-        // Hand out every batch whose replies are complete.
         loop {
-            let front_count = match queue.lock() {
-                Ok(q) => q.front().map(|p| p.count),
+            let front = match queue.lock() {
+                Ok(q) => q
+                    .front()
+                    .map(|p| (p.count, p.tx.unwanted(), p.tx.streams())),
                 Err(_) => break 'outer,
             };
-            let Some(count) = front_count else {
-                if !buf.is_empty() && scanned == 0 {
-                    // Bytes nobody asked for: push frames we did not
-                    // subscribe to, or a desynchronised stream. Drop pushes,
-                    // give up on anything else.
-                    match frame_len(&buf, &limits) {
-                        Ok(Some(n)) if buf[0] == b'>' => {
-                            let _ = buf.split_to(n);
-                            continue;
-                        }
-                        Ok(None) if buf[0] == b'>' => {}
-                        _ => break 'outer,
-                    }
+            let Some((count, unwanted, streams)) = front else {
+                // Bytes nobody asked for: push frames we did not subscribe
+                // to, or a desynchronised stream. Drop pushes as they come,
+                // give up on anything else.
+                if scanned == buf.len() {
+                    break;
                 }
-                break;
+                if scanner.at_boundary() && buf[scanned] != b'>' {
+                    break 'outer;
+                }
+                let Ok(r) = scanner.scan(&buf[scanned..], &limits) else {
+                    break 'outer;
+                };
+                scanned += r.consumed;
+                let _ = buf.split_to(scanned);
+                scanned = 0;
+                if r.frame_done.is_none() && r.consumed == 0 {
+                    break;
+                }
+                continue;
             };
-            while done < count {
-                match frame_len(&buf[scanned..], &limits) {
-                    Ok(Some(n)) => {
-                        if buf[scanned] == b'>' {
-                            // Out-of-band push between replies: skip it.
-                            let tail = buf.split_off(scanned + n);
-                            buf.truncate(scanned);
-                            buf.unsplit(tail);
-                            continue;
-                        }
-                        scanned += n;
-                        done += 1;
-                    }
-                    Ok(None) => break,
+            if unwanted && scanned > 0 {
+                // Nobody takes these replies: drop what is measured, keep
+                // counting.
+                let _ = buf.split_to(scanned);
+                scanned = 0;
+                boundary = 0;
+            }
+            if done == count {
+                let data = buf.split_to(boundary).freeze();
+                scanned -= boundary;
+                boundary = 0;
+                let p = match queue.lock() {
+                    Ok(mut q) => q.pop_front(),
                     Err(_) => break 'outer,
+                };
+                if let Some(p) = p {
+                    p.tx.last(BatchReply::new(data, done, false));
                 }
+                done = 0;
+                continue;
             }
-            if done < count {
+            if scanned == buf.len() {
                 break;
             }
-            let data = buf.split_to(scanned).freeze();
-            let p = match queue.lock() {
-                Ok(mut q) => q.pop_front(),
+            let Ok(r) = scanner.scan(&buf[scanned..], &limits) else {
+                break 'outer;
+            };
+            let frame_start = boundary;
+            scanned += r.consumed;
+            match r.frame_done {
+                Some(true) => {
+                    // An out-of-band push between replies: cut it out.
+                    let tail = buf.split_off(scanned);
+                    buf.truncate(frame_start);
+                    buf.unsplit(tail);
+                    scanned = frame_start;
+                }
+                Some(false) => {
+                    done += 1;
+                    boundary = scanned;
+                }
+                None if r.consumed == 0 => break,
+                None => {}
+            }
+            let mut q = match queue.lock() {
+                Ok(q) => q,
                 Err(_) => break 'outer,
             };
-            if let Some(p) = p {
-                let _ = p.tx.send(BatchReply {
-                    data,
-                    received: done,
-                    lost: false,
-                });
+            let Some(p) = q.front_mut() else { continue };
+            if !p.tx.admits(scanned as u64) {
+                // Over the client's budget: its session closes it; the
+                // replies are dropped as they come.
+                continue;
             }
-            scanned = 0;
-            done = 0;
+            if streams && done > 0 && done < count && boundary >= STREAM_PIECE {
+                p.tx.part(buf.split_to(boundary).freeze(), done);
+                p.count -= done;
+                scanned -= boundary;
+                boundary = 0;
+                done = 0;
+            }
         }
         let read = tokio::select! {
             r = rd.read_buf(&mut buf) => r,
@@ -483,6 +730,6 @@ async fn reader(
         }
     }
     inner.die();
-    let partial = buf.split_to(scanned).freeze();
+    let partial = buf.split_to(boundary).freeze();
     fail_all(&queue, partial, done);
 }

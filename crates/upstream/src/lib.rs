@@ -24,7 +24,7 @@ pub mod health;
 pub mod pool;
 pub mod url;
 
-pub use conn::{BatchReply, Conn, ConnectError, Credentials, Handshake};
+pub use conn::{BatchReply, Conn, ConnectError, Credentials, Handshake, OutputBudget, Replies};
 pub use health::{Health, HealthConfig, HealthHandle, ServerFacts, State};
 pub use pool::{PoolKey, Upstream, UpstreamConfig};
 pub use url::{UpstreamUrl, UrlError};
