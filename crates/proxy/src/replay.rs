@@ -37,10 +37,14 @@
 //! checkpoint key in Redis (db 0): if its epoch is this journal's
 //! ([`Journal::epoch`]), replay resumes at its position. Otherwise (no key,
 //! a key from an older journal, or a value that does not parse) it starts
-//! at the oldest record this replayer has not released: after a restart,
-//! the oldest record on disk, which includes segments kept for
-//! `retain_after_replay` — a Redis without our checkpoint is taken not to
-//! hold what they contain. A checkpoint whose segment was already deleted
+//! at the journal's release point ([`Journal::released`], kept across
+//! restarts): a record released was acknowledged by Redis inside the same
+//! `EXEC` as a checkpoint, and applying it again would apply it twice
+//! whenever the key alone went missing (deleted, evicted, a new node id)
+//! while the data stayed. Only a Redis with no key at all, one that came
+//! back empty, gets the released records still on disk (segments kept for
+//! `retain_after_replay`) again: it holds none of what they wrote.
+//! A checkpoint whose segment was already deleted
 //! resumes at the oldest segment on disk (with a warning); one past the
 //! journal's end is an error (the journal was replaced: delete the key).
 //!
@@ -640,6 +644,21 @@ impl Replayer {
         Ok(Ok(conn))
     }
 
+    /// True when Redis holds no key in any database (`INFO keyspace` lists
+    /// none).
+    async fn is_empty(&self, conn: &Conn) -> Result<bool, String> {
+        match conn
+            .call(&["INFO", "keyspace"], self.cfg.reply_timeout)
+            .await
+        {
+            Ok(Frame::Bulk(b)) | Ok(Frame::Verbatim(b)) => {
+                Ok(!String::from_utf8_lossy(&b).contains("keys="))
+            }
+            Ok(other) => Err(format!("INFO keyspace answered {other:?}")),
+            Err(e) => Err(format!("reading INFO keyspace: {e}")),
+        }
+    }
+
     /// Where this run starts (module docs, "Where replay starts").
     async fn resume_position(
         &mut self,
@@ -653,9 +672,18 @@ impl Replayer {
             Ok(f) => f,
             Err(e) => return Ok(Err(format!("reading the replay checkpoint: {e}"))),
         };
-        let fallback = self.released;
+        let fallback = self.released.max(self.journal.released());
         let pos = match frame {
-            Frame::NullBulk | Frame::Null => fallback,
+            Frame::NullBulk | Frame::Null => match self.is_empty(conn).await {
+                Ok(true) => Position::START,
+                Ok(false) => {
+                    if fallback != Position::START {
+                        tracing::warn!(key, from = %fallback, "replay: no checkpoint in redis; resuming at the journal's release point, so nothing replayed before is applied again");
+                    }
+                    fallback
+                }
+                Err(why) => return Ok(Err(why)),
+            },
             Frame::Bulk(b) => {
                 let text = String::from_utf8_lossy(&b).into_owned();
                 match text.parse::<Checkpoint>() {

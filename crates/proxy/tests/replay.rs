@@ -210,6 +210,53 @@ async fn a_new_replayer_resumes_after_the_checkpoint() {
 }
 
 #[tokio::test]
+async fn a_missing_checkpoint_never_replays_what_was_released_unless_redis_is_empty() {
+    let redis = RedisServer::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let j = open(tmp.path(), 4096);
+    counters_and_queue(&j, 300);
+    let out = Replayer::new(j.clone(), NODE, config(&redis, tmp.path(), 32))
+        .run_until_drained()
+        .await
+        .unwrap();
+    assert!(matches!(out, ReplayOutcome::Drained { replayed: 300, .. }));
+    counters_and_queue_from(&j, 300, 600);
+    drop(j);
+
+    // The checkpoint key alone goes missing (deleted, evicted, another
+    // node id) while Redis keeps the data; Redoubt restarts.
+    redis.cmd(&["DEL", "redoubt:replay:{node-a}"]);
+    let j = open(tmp.path(), 4096);
+    let out = Replayer::new(j.clone(), NODE, config(&redis, tmp.path(), 32))
+        .run_until_drained()
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        ReplayOutcome::Drained {
+            replayed: 300,
+            failed: 0
+        },
+        "only what was not released"
+    );
+    assert_counters_and_queue(&redis, 600);
+    drop(j);
+
+    // A Redis that came back empty gets what the journal still keeps.
+    redis.cmd(&["FLUSHALL"]);
+    let j = open(tmp.path(), 4096);
+    let out = Replayer::new(j.clone(), NODE, config(&redis, tmp.path(), 32))
+        .run_until_drained()
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, ReplayOutcome::Drained { replayed: 600, .. }),
+        "{out:?}"
+    );
+    assert_counters_and_queue(&redis, 600);
+}
+
+#[tokio::test]
 async fn a_lost_release_point_is_recovered_from_the_checkpoint() {
     // Found by the chaos suite: a Redoubt killed after its journal had
     // drained came back with every retained record pending again (then

@@ -428,9 +428,20 @@ fn node_id(data_dir: &std::path::Path, configured: &str) -> anyhow::Result<Strin
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
         _ => {
+            // Written whole and synced before it is used: a crash at first
+            // start must not leave an empty file, whose replacement would
+            // name another checkpoint key.
             let id = uuid::Uuid::new_v4().to_string();
-            std::fs::write(&path, format!("{id}\n"))
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            let tmp = data_dir.join("node_id.tmp");
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(format!("{id}\n").as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(data_dir)?.sync_all()
+            };
+            write().with_context(|| format!("cannot write {}", path.display()))?;
             Ok(id)
         }
     }
