@@ -14,8 +14,9 @@
 //! - [`classify`]: what kind of command this is ([`classify::Kind`]).
 //! - [`reply`]: the replies Redoubt itself writes (`-UNAVAILABLE`,
 //!   `-UNCERTAIN`, `HELLO`, `CLIENT INFO`).
-//! - [`session`]: one client connection: its state and its ordered queue of
-//!   replies.
+//! - [`session`]: one client connection: its state, main loop and dispatch
+//!   (`session/mod.rs`), then routing (`route.rs`), the ordered reply queue
+//!   (`queue.rs`) and the connection-scoped commands (`conn_cmds.rs`).
 //! - [`server`]: [`Proxy`], the listener, client limits and shutdown.
 //! - [`standalone`]: no upstream: the local store serves everything and
 //!   every write is journaled before its reply.
