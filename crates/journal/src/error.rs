@@ -114,6 +114,11 @@ pub enum JournalError {
     /// The journal was closed (its writer stopped).
     #[error("journal closed: durable write not executed")]
     Closed,
+    /// An earlier write could not be journaled, and writes executed after
+    /// it may depend on it: they are refused too until its owner has undone
+    /// it ([`Journal::unfence`](crate::Journal::unfence)).
+    #[error("an earlier write could not be journaled and is being undone: durable write not executed; retry")]
+    Fenced,
 }
 
 impl JournalError {

@@ -194,6 +194,8 @@ impl Journal {
             end: watch::Sender::new(committed),
             fsyncs: AtomicU64::new(0),
             full: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
+            fence_set: tokio::sync::Notify::new(),
             current: Mutex::new(file.clone()),
             dirty: AtomicBool::new(false),
         });
@@ -506,6 +508,61 @@ impl Journal {
     /// an earlier write failure).
     pub fn refusal(&self) -> Option<JournalError> {
         self.shared.state().refused.clone()
+    }
+
+    /// True after an append failed and before [`unfence`](Self::unfence):
+    /// every append fails with [`JournalError::Fenced`].
+    pub fn is_fenced(&self) -> bool {
+        self.shared.fenced.load(Ordering::Acquire)
+    }
+
+    /// Refuses appends from now on, as a failed append does. An owner
+    /// undoing a failed write calls it first, so nothing executed before
+    /// the undo becomes durable behind its back.
+    pub fn fence(&self) {
+        self.shared.set_fence();
+    }
+
+    /// Resolves once the journal is fenced (at once if it is).
+    pub async fn fenced(&self) {
+        loop {
+            let set = self.shared.fence_set.notified();
+            if self.is_fenced() {
+                return;
+            }
+            set.await;
+        }
+    }
+
+    /// Accepts appends again, once the writes the failures refused are
+    /// undone. Appends called before it may still be refused.
+    pub fn unfence(&self) {
+        self.shared.fenced.store(false, Ordering::Release);
+    }
+
+    /// Waits, blocking the thread, until every append called before it
+    /// has been answered. Usable inside an async task (it blocks that
+    /// thread): the writer is a thread of its own.
+    pub fn barrier_blocking(&self) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let done = Box::new(move || {
+            let _ = tx.send(());
+        });
+        self.send(Request::Barrier { done })?;
+        rx.recv().map_err(|_| JournalError::Closed)
+    }
+
+    /// Resolves once every append called before it has been answered.
+    pub fn barrier(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let done = Box::new(move || {
+            let _ = tx.send(());
+        });
+        let sent = self.send(Request::Barrier { done });
+        async move {
+            sent?;
+            rx.await.map_err(|_| JournalError::Closed)
+        }
     }
 
     /// Numbers of the segments on disk.

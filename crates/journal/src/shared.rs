@@ -71,6 +71,21 @@ pub(crate) struct Shared {
     /// The latest append was refused for `max_bytes` (cleared by the next
     /// one that fits): writes are being refused, which `/readyz` shows.
     pub full: AtomicBool,
+    /// An append failed: later ones fail with `Fenced` until the owner
+    /// has undone what the failed one executed.
+    pub fenced: AtomicBool,
+    /// Woken when `fenced` is set.
+    pub fence_set: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Fences the journal ([`crate::Journal::fence`]) and wakes whoever
+    /// waits for it.
+    pub(crate) fn set_fence(&self) {
+        self.fenced
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.fence_set.notify_waiters();
+    }
 }
 
 impl Shared {

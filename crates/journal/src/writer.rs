@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +45,8 @@ pub(crate) enum Request {
     /// Start a new segment (unless the current one is empty); answered with
     /// the number of the segment later appends go to.
     Rotate { done: oneshot::Sender<Result<u64>> },
+    /// Called once every request before it is answered.
+    Barrier { done: Box<dyn FnOnce() + Send> },
 }
 
 impl Request {
@@ -53,6 +56,7 @@ impl Request {
         match self {
             Request::Append { done, .. } => drop(done.send(Err(err))),
             Request::Rotate { done } => drop(done.send(Err(err))),
+            Request::Barrier { done } => done(),
         }
     }
 }
@@ -60,6 +64,7 @@ impl Request {
 enum Ack {
     Append(oneshot::Sender<Result<Position>>, Position),
     Rotate(oneshot::Sender<Result<u64>>, u64),
+    Barrier(Box<dyn FnOnce() + Send>),
 }
 
 /// The writer thread's state.
@@ -134,15 +139,22 @@ impl Writer {
         for req in rest.by_ref() {
             match req {
                 Request::Append { entry, done } => {
+                    // After a refused append, refuse the ones behind it:
+                    // they executed after it and may depend on it, until
+                    // its owner has undone it and unfenced.
+                    if self.shared.fenced.load(Ordering::Acquire) {
+                        drop(done.send(Err(JournalError::Fenced)));
+                        continue;
+                    }
                     let len = record_len(&entry);
                     if len - FRAME_HEADER_LEN > u64::from(MAX_PAYLOAD) {
+                        self.shared.set_fence();
                         drop(done.send(Err(JournalError::TooLarge { bytes: len })));
                         continue;
                     }
                     if pending + len > cfg.max_bytes {
-                        self.shared
-                            .full
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        self.shared.full.store(true, Ordering::Relaxed);
+                        self.shared.set_fence();
                         drop(done.send(Err(JournalError::Full {
                             max_bytes: cfg.max_bytes,
                         })));
@@ -158,9 +170,7 @@ impl Writer {
                         rolled = true;
                         pending += HEADER_LEN;
                     }
-                    self.shared
-                        .full
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    self.shared.full.store(false, Ordering::Relaxed);
                     let pos = Position::new(self.segment, self.offset + self.buf.len() as u64);
                     encode_record(self.next_seq, &entry, &mut self.buf);
                     self.next_seq += 1;
@@ -179,6 +189,7 @@ impl Writer {
                     }
                     acks.push(Ack::Rotate(done, self.segment));
                 }
+                Request::Barrier { done } => acks.push(Ack::Barrier(done)),
             }
         }
         if failure.is_none() {
@@ -188,10 +199,13 @@ impl Writer {
         }
         if let Some(err) = failure {
             self.shared.fail(&err);
+            // What ran before these appends must be undone by its owner.
+            self.shared.set_fence();
             for ack in acks {
                 match ack {
                     Ack::Append(done, _) => drop(done.send(Err(err.clone()))),
                     Ack::Rotate(done, _) => drop(done.send(Err(err.clone()))),
+                    Ack::Barrier(done) => done(),
                 }
             }
             let refused = self
@@ -219,6 +233,7 @@ impl Writer {
             match ack {
                 Ack::Append(done, pos) => drop(done.send(Ok(pos))),
                 Ack::Rotate(done, seg) => drop(done.send(Ok(seg))),
+                Ack::Barrier(done) => done(),
             }
         }
         if rolled {

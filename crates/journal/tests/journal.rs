@@ -368,6 +368,57 @@ fn full_journal_refuses_appends_and_says_what_to_do() {
     ));
 }
 
+#[test]
+fn a_refused_append_fences_the_ones_behind_it_until_unfenced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = JournalConfig {
+        max_bytes: 40 + 3 * journal_record_len(),
+        ..cfg(Fsync::Always)
+    };
+    let (j, _) = open(tmp.path(), small);
+    j.append_blocking(set(0)).unwrap();
+    // Queued together: the one that does not fit, then two that would.
+    let big = Entry::command(
+        0,
+        vec![
+            Bytes::from_static(b"SET"),
+            Bytes::from_static(b"big"),
+            Bytes::from(vec![b'x'; 4096]),
+        ],
+        0,
+    );
+    let refused = j.append(big);
+    let behind = j.append(set(1));
+    let barrier = j.barrier_blocking();
+    assert!(barrier.is_ok());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert!(matches!(
+        rt.block_on(refused),
+        Err(JournalError::Full { .. })
+    ));
+    let err = rt.block_on(behind).unwrap_err();
+    assert!(matches!(err, JournalError::Fenced));
+    assert!(
+        err.to_string().contains("durable write not executed"),
+        "{err}"
+    );
+    assert!(j.is_fenced());
+    assert!(matches!(
+        j.append_blocking(set(2)),
+        Err(JournalError::Fenced)
+    ));
+    j.unfence();
+    j.append_blocking(set(3)).unwrap();
+    let got: Vec<Entry> = all_records(&j).into_iter().map(|r| r.entry).collect();
+    assert_eq!(
+        got,
+        vec![set(0), set(3)],
+        "only what was acknowledged is there"
+    );
+}
+
 /// Frame length of `set(i)` for single-digit `i`.
 fn journal_record_len() -> u64 {
     let tmp = tempfile::tempdir().unwrap();
@@ -725,6 +776,12 @@ fn full_journal_accepts_again_once_replay_releases_records() {
     let records = all_records(&j);
     j.release(records[1].next).unwrap();
     assert_eq!(j.pending_entries(), 2);
+    // The refused append fenced the journal until its owner undid it.
+    assert!(matches!(
+        j.append_blocking(set(9)),
+        Err(JournalError::Fenced)
+    ));
+    j.unfence();
     j.append_blocking(set(10)).unwrap();
     j.append_blocking(set(11)).unwrap();
     assert!(matches!(

@@ -73,9 +73,9 @@ pub struct Outage {
     keyspaces: Keyspaces,
     store: Store,
     journal: Arc<Journal>,
-    order: tokio::sync::Mutex<()>,
+    order: Arc<tokio::sync::Mutex<()>>,
     /// Keys whose whole value is local (db, key).
-    known: Mutex<HashSet<(u32, Bytes)>>,
+    known: Arc<Mutex<HashSet<(u32, Bytes)>>>,
     /// Keys with journal records not replayed yet: served locally even
     /// when Redis is back, until the replay has drained.
     dirty: Mutex<HashSet<(u32, Bytes)>>,
@@ -207,8 +207,8 @@ impl Outage {
             keyspaces,
             store,
             journal,
-            order: tokio::sync::Mutex::new(()),
-            known: Mutex::default(),
+            order: Arc::default(),
+            known: Arc::default(),
             dirty: Mutex::default(),
             active: AtomicBool::new(false),
             appending: Arc::default(),
@@ -602,7 +602,7 @@ impl Outage {
             return Route::Local(out.reply.to_bytes(), None);
         }
         let entry = Entry::command(db, absolute(args, self.redis_now_ms()), now_ms());
-        let durable = self.append(entry);
+        let durable = self.append(entry, Self::keys(args));
         self.mark(db, args);
         if !seeded.is_empty() {
             // The seeded value plus this write is now the whole value.
@@ -756,7 +756,8 @@ impl Outage {
             commands: journaled,
             time_ms: now,
         };
-        let durable = self.append(entry);
+        let keys = entry.commands.iter().flat_map(|c| Self::keys(c)).collect();
+        let durable = self.append(entry, keys);
         Route::Local(out.freeze(), Some(durable))
     }
 
@@ -955,7 +956,9 @@ impl Outage {
         }
         let _order = self.order.lock().await;
         let entry = Entry::command(db, abs, now);
-        let durable = self.append(entry);
+        // A cache key's local copy is the near-cache's, a cache: a refused
+        // write there needs no undo in the store.
+        let durable = self.append(entry, Vec::new());
         self.active.store(true, Ordering::Release);
         if let Some(h) = self.health.get() {
             h.hold_recovering(true);
@@ -966,14 +969,48 @@ impl Outage {
 
     /// Appends under the order lock; the reply waits for the returned
     /// future. Counted in `appending` until the journal has answered.
-    fn append(&self, entry: Entry) -> Durable {
+    ///
+    /// A refused append is undone before its reply goes: the write already
+    /// ran in the local store, so its `keys` are forgotten there (reads of
+    /// them are refused as unknown until the replay has drained, never
+    /// served from a write that will not reach Redis). The journal fences
+    /// itself at the refusal, so writes that ran after this one (and may
+    /// have read its effect) are refused and undone too; the fence is
+    /// lifted under the order lock once the keys are forgotten.
+    fn append(&self, entry: Entry, keys: Vec<Bytes>) -> Durable {
+        let db = entry.db;
         let append = self.journal.append(entry);
         self.appending.fetch_add(1, Ordering::AcqRel);
         // Its own task, so the count falls when the journal has answered
         // even if the client goes away and its reply is dropped.
         let appending = self.appending.clone();
+        let (journal, order, store, known) = (
+            self.journal.clone(),
+            self.order.clone(),
+            self.store.clone(),
+            self.known.clone(),
+        );
         let task = tokio::spawn(async move {
             let r = append.await;
+            if let Err(e) = &r {
+                crate::metrics::count_write_refused(match e {
+                    JournalError::Full { .. } => "journal-full",
+                    _ => "journal-failed",
+                });
+                let _order = order.lock().await;
+                if let Ok(mut k) = known.lock() {
+                    for key in &keys {
+                        k.remove(&(db, key.clone()));
+                    }
+                }
+                for key in keys {
+                    let _ = store.apply(db as usize, &[Bytes::from_static(b"DEL"), key]);
+                }
+                // Every append queued before this point ran before the
+                // undo: it must meet the fence, not slip in after it.
+                let _ = journal.barrier().await;
+                journal.unfence();
+            }
             appending.fetch_sub(1, Ordering::AcqRel);
             r
         });

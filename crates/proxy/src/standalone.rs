@@ -19,6 +19,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -111,6 +112,52 @@ struct Local {
     users: Vec<crate::access::LocalUser>,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
+    /// A write ran since the store last matched the journal: a refused
+    /// append then means rebuilding from what is durable.
+    unjournaled: AtomicBool,
+}
+
+impl Local {
+    /// Undoes writes the journal refused after they ran: the journal is
+    /// fenced (so nothing that ran meanwhile becomes durable behind the
+    /// undo), every append already called is answered, and the store is
+    /// rebuilt from what is durable. Blocks this (current-thread) runtime
+    /// on purpose: no session may run, or read the refused write, midway.
+    /// A refused write is then never readable, and the replies of writes
+    /// that ran after it, also refused, say so.
+    fn roll_back(&self) {
+        if !self.unjournaled.swap(false, Ordering::AcqRel) {
+            // The store already matches the journal.
+            self.journal.unfence();
+            return;
+        }
+        self.journal.fence();
+        if let Err(e) = self.journal.barrier_blocking() {
+            tracing::error!(error = %e, "journal closed while undoing refused writes");
+            return;
+        }
+        let _ = self.store.apply(0, &[Bytes::from_static(b"FLUSHALL")]);
+        match restore(&self.store, &self.journal) {
+            Ok(r) if r.stopped.is_none() => {
+                tracing::warn!(
+                    commands = r.commands,
+                    "writes the journal refused were undone: data rebuilt from the journal"
+                );
+                self.journal.unfence();
+            }
+            // Writes stay refused (fenced): serving on from a store that
+            // is not what the journal holds would lose acknowledged data
+            // at the next restart.
+            Ok(r) => tracing::error!(
+                stopped = r.stopped.as_deref().unwrap_or(""),
+                "undoing refused writes: the journal could not be read back; writes refused until restart"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "undoing refused writes: the journal could not be read back; writes refused until restart"
+            ),
+        }
+    }
 }
 
 impl Standalone {
@@ -145,6 +192,24 @@ impl Standalone {
             users: settings.users.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
+            unjournaled: AtomicBool::new(false),
+        });
+        // A refused append whose client left before its reply still has to
+        // be undone: the journal says when it fenced itself.
+        let undo = local.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = undo.journal.fenced() => undo.roll_back(),
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if undo.journal.is_fenced() {
+                    // Nothing more to undo: the journal could not be read
+                    // back and refuses writes until restart.
+                    return;
+                }
+            }
         });
         let counters: Arc<IncidentCounters> = Arc::default();
         let state = Listener::new(settings.limits, metrics, counters);
@@ -498,6 +563,9 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
                 .into_iter()
                 .map(|e| Box::pin(local.journal.append(e)) as Durable)
                 .collect();
+            if !durable.is_empty() {
+                local.unjournaled.store(true, Ordering::Release);
+            }
             let mut buf = BytesMut::new();
             exec.reply.encode(&mut buf);
             for m in &exec.more {
@@ -530,11 +598,15 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
             match failed {
                 None => out.extend_from_slice(&p.reply),
                 Some(e) => {
-                    crate::metrics::count_write_refused("journal-failed");
+                    crate::metrics::count_write_refused(match e {
+                        JournalError::Full { .. } => "journal-full",
+                        _ => "journal-failed",
+                    });
                     tracing::error!(error = %e, "journal append failed");
-                    out.extend_from_slice(&reply::error(format!(
-                        "ERR {e}: the write was applied in memory but is not durable"
-                    )));
+                    // Undone before the client hears of it: once the error
+                    // arrives, nobody can read the write.
+                    local.roll_back();
+                    out.extend_from_slice(&reply::error(format!("ERR {e}")));
                 }
             }
         }

@@ -107,3 +107,66 @@ async fn durable_writes_ride_out_a_kill_and_reach_redis_exactly_once() {
     assert_eq!(c.cmd(&["GET", "sess:pre"]).await, Frame::bulk("before"));
     assert_eq!(c.cmd(&["INCR", "sess:n"]).await, Frame::Integer(7));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_journal_refuses_is_undone_locally_and_never_replayed() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let s = start_local_journal(
+        &redis.url(),
+        Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
+        "test-node",
+        Default::default(),
+        false,
+        journal::JournalConfig {
+            max_bytes: 64 << 10,
+            ..Default::default()
+        },
+    )
+    .await;
+    s.wait_knows("default");
+    let (f, journal) = (&s.f, &s.journal);
+    let mut c = f.raw().await;
+    redis.kill();
+    f.wait_state(State::Down, Duration::from_secs(5)).await;
+    assert_eq!(c.cmd(&["SET", "sess:n", "5"]).await, Frame::simple("OK"));
+    assert_eq!(c.cmd(&["INCR", "sess:n"]).await, Frame::Integer(6));
+    // One record, known only once it ran: two 40 KiB values do not fit.
+    let value = "v".repeat(40 << 10);
+    assert_eq!(c.cmd(&["MULTI"]).await, Frame::simple("OK"));
+    for cmd in [
+        &["SET", "sess:big", value.as_str()][..],
+        &["INCR", "sess:n"],
+        &["SET", "sess:big2", value.as_str()],
+    ] {
+        assert_eq!(c.cmd(cmd).await, Frame::simple("QUEUED"));
+    }
+    let text = err_text(&c.cmd(&["EXEC"]).await);
+    assert!(
+        text.starts_with("UNAVAILABLE") && text.contains("journal full"),
+        "{text}"
+    );
+    // Undone: what it wrote is not served, from any client.
+    let mut other = f.raw().await;
+    for cl in [&mut c, &mut other] {
+        for key in ["sess:big", "sess:n"] {
+            let text = err_text(&cl.cmd(&["GET", key]).await);
+            assert!(text.contains("value unknown locally"), "{key}: {text}");
+        }
+    }
+    // Writes that fit go on.
+    assert_eq!(
+        c.cmd(&["SET", "sess:after", "x"]).await,
+        Frame::simple("OK")
+    );
+    assert_eq!(journal.pending_entries(), 3);
+
+    redis.restart();
+    test_support::wait_for(
+        "the journal to drain into redis",
+        Duration::from_secs(10),
+        || journal.pending_entries() == 0,
+    );
+    assert_eq!(redis.cmd(&["GET", "sess:n"]), "6");
+    assert_eq!(redis.cmd(&["EXISTS", "sess:big", "sess:big2"]), ":0");
+    assert_eq!(redis.cmd(&["GET", "sess:after"]), "x");
+}

@@ -469,3 +469,48 @@ fn a_full_journal_refuses_writes_visibly_in_readyz_and_metrics() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_write_the_journal_refuses_after_it_ran_is_undone_and_never_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("REDOUBT_JOURNAL_MAX_BYTES", "64KiB")];
+    let s = start(&data, &env);
+    let mut c = Client::new(s.port);
+    assert_eq!(c.cmd(&["SET", "counter", "1"]).as_deref(), Some("+OK"));
+    assert_eq!(c.cmd(&["RPUSH", "queue", "a"]).as_deref(), Some(":1"));
+    // A transaction is one journal record, known only once it ran: two
+    // 40 KiB values do not fit a 64 KiB journal.
+    let value = "v".repeat(40 << 10);
+    assert_eq!(c.cmd(&["MULTI"]).as_deref(), Some("+OK"));
+    assert_eq!(c.cmd(&["SET", "t1", &value]).as_deref(), Some("+QUEUED"));
+    assert_eq!(c.cmd(&["INCR", "counter"]).as_deref(), Some("+QUEUED"));
+    assert_eq!(c.cmd(&["RPUSH", "queue", "b"]).as_deref(), Some("+QUEUED"));
+    assert_eq!(c.cmd(&["SET", "t2", &value]).as_deref(), Some("+QUEUED"));
+    let exec = c.cmd(&["EXEC"]).unwrap();
+    assert!(exec.starts_with("-ERR journal full"), "{exec}");
+    // None of it is readable, from this client or another.
+    let mut other = Client::new(s.port);
+    for cl in [&mut c, &mut other] {
+        assert_eq!(cl.cmd(&["GET", "t1"]).as_deref(), Some("(nil)"));
+        assert_eq!(cl.cmd(&["GET", "counter"]).as_deref(), Some("1"));
+        assert_eq!(
+            cl.cmd(&["LRANGE", "queue", "0", "-1"]).as_deref(),
+            Some("a")
+        );
+    }
+    // Writes that fit go on, on top of what is durable.
+    assert_eq!(c.cmd(&["INCR", "counter"]).as_deref(), Some(":2"));
+    let metrics = admin_get(s.admin, "/metrics");
+    assert!(
+        metrics.contains("redoubt_writes_refused_total{reason=\"journal-full\"} 1"),
+        "{metrics}"
+    );
+    drop(s);
+    // After a restart the data is what the clients were told.
+    let s = start(&data, &env);
+    let mut c = Client::new(s.port);
+    assert_eq!(c.cmd(&["GET", "counter"]).as_deref(), Some("2"));
+    assert_eq!(c.cmd(&["EXISTS", "t1", "t2"]).as_deref(), Some(":0"));
+    assert_eq!(c.cmd(&["LRANGE", "queue", "0", "-1"]).as_deref(), Some("a"));
+}

@@ -330,9 +330,9 @@ impl Session {
                 if !silent {
                     match result {
                         Ok(()) => out.extend_from_slice(&reply),
-                        Err(e) => out.extend_from_slice(&reply::error(format!(
-                            "UNCERTAIN the journal failed ({e}): the write was applied locally but may not survive a crash"
-                        ))),
+                        // The outage undid the write locally before this
+                        // (`Outage::append`): it ran nowhere.
+                        Err(e) => out.extend_from_slice(&reply::error(format!("UNAVAILABLE {e}"))),
                     }
                 }
             }

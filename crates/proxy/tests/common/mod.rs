@@ -175,9 +175,21 @@ pub async fn start_local(
     auth: proxy::access::AuthMode,
     near_cache: bool,
 ) -> Local {
+    let cfg = journal::JournalConfig::default();
+    start_local_journal(url, keyspaces, node, auth, near_cache, cfg).await
+}
+
+/// [`start_local`] with a journal configured as `cfg`.
+pub async fn start_local_journal(
+    url: &str,
+    keyspaces: proxy::policy::Keyspaces,
+    node: &str,
+    auth: proxy::access::AuthMode,
+    near_cache: bool,
+    cfg: journal::JournalConfig,
+) -> Local {
     let dir = tempfile::tempdir().unwrap();
-    let (journal, _) =
-        journal::Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
+    let (journal, _) = journal::Journal::open(dir.path(), cfg).unwrap();
     let journal = Arc::new(journal);
     let outage = proxy::outage::Outage::new(keyspaces, journal.clone(), Arc::default()).unwrap();
     let url = UpstreamUrl::parse(url).unwrap();
