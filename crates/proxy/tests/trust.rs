@@ -347,6 +347,13 @@ async fn a_busy_redis_is_not_down_and_its_script_can_be_killed_through_redoubt()
             }
         }
     });
+    // Transactions opened before the script, through Redoubt and straight
+    // to Redis: what Redis refuses while busy aborts them alike.
+    let mut tx = f.raw().await;
+    let mut direct_tx = Raw::connect(&redis.addr()).await;
+    for t in [&mut tx, &mut direct_tx] {
+        assert_eq!(t.cmd(&["MULTI"]).await, Frame::simple("OK"));
+    }
     // A script that never ends, sent straight to Redis.
     let mut runner = Raw::connect(&redis.addr()).await;
     let mut out = bytes::BytesMut::new();
@@ -359,6 +366,9 @@ async fn a_busy_redis_is_not_down_and_its_script_can_be_killed_through_redoubt()
         .unwrap();
     let mut c = f.raw().await;
     assert!(err_text(&c.cmd(&["GET", "k"]).await).starts_with("BUSY"));
+    let queued = direct_tx.cmd(&["SET", "k", "1"]).await;
+    assert!(err_text(&queued).starts_with("BUSY"), "{queued:?}");
+    assert_eq!(tx.cmd(&["SET", "k", "1"]).await, queued, "queued while busy");
     assert_eq!(c.cmd(&["SCRIPT", "KILL"]).await, Frame::simple("OK"));
     tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|h| h.busy.is_none()))
         .await
@@ -366,6 +376,10 @@ async fn a_busy_redis_is_not_down_and_its_script_can_be_killed_through_redoubt()
         .unwrap();
     assert_eq!(c.cmd(&["PING"]).await, Frame::simple("PONG"));
     assert!(err_text(&runner.read().await.unwrap()).contains("killed"));
+    let aborted = direct_tx.cmd(&["EXEC"]).await;
+    assert!(err_text(&aborted).starts_with("EXECABORT"), "{aborted:?}");
+    assert_eq!(tx.cmd(&["EXEC"]).await, aborted);
+    assert_eq!(redis.cmd(&["EXISTS", "k"]), ":0");
     seen_down.abort();
     assert!(
         !matches!(seen_down.await, Ok(true)),

@@ -199,6 +199,12 @@ impl HealthHandle {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    /// Redis's `BUSY` reply while a script runs past
+    /// `busy-reply-threshold` (no copy of the rest of the facts).
+    pub fn busy(&self) -> Option<String> {
+        self.rx.borrow().busy.clone()
+    }
+
     /// The latest full observation.
     pub fn current(&self) -> Health {
         self.rx.borrow().clone()

@@ -339,6 +339,7 @@ impl Session {
                 return Flow::Go;
             }
         }
+
         match kind {
             Kind::Session(cmd) => self.session_cmd(cmd, req).await,
             Kind::Multi => {

@@ -172,7 +172,9 @@ impl Session {
             Kind::Session(_) | Kind::Tunnel => Some(format!(
                 "ERR '{name}' inside MULTI is not supported through redoubt; the transaction will be discarded"
             )),
-            _ => None,
+            // Redis refuses what it is sent while busy, flagging the
+            // transaction: EXEC then answers EXECABORT, as Redis would.
+            _ => self.shared.health.busy(),
         };
         match err {
             Some(e) => {
