@@ -333,6 +333,53 @@ async fn redis_behaviour_shows_through_reply_for_reply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_blocked_on_one_list_are_served_in_the_order_they_blocked() {
+    // Redis's own test ("BRPOPLPUSH with multiple blocked clients"): the
+    // first client blocked gets the element first; its destination holds a
+    // string, so it gets WRONGTYPE and the element goes to the second.
+    // Which of two clients sending at the same instant blocks first is not
+    // defined through any multi-threaded proxy, so each sends once the one
+    // before is blocked, as Redis reports.
+    let redis = RedisServer::new();
+    let f = start(&redis).await;
+    let mut r = f.raw().await;
+    let enc = |args: &[&str]| {
+        let mut out = bytes::BytesMut::new();
+        resp::frame::encode_command(&mut out, args);
+        out
+    };
+    for round in 0..30 {
+        r.cmd(&["DEL", "blist", "target1", "target2"]).await;
+        r.cmd(&["SET", "target1", "nolist"]).await;
+        // Fresh clients each round: each needs a connection of its own.
+        let mut rd1 = f.raw().await;
+        let mut rd2 = f.raw().await;
+        for (i, (rd, target)) in [(&mut rd1, "target1"), (&mut rd2, "target2")]
+            .into_iter()
+            .enumerate()
+        {
+            rd.send(&enc(&["BRPOPLPUSH", "blist", target, "0"])).await;
+            let want = format!("blocked_clients:{}", i + 1);
+            test_support::wait_for("the client to block", Duration::from_secs(5), || {
+                redis.cmd(&["INFO", "clients"]).contains(&want)
+            });
+        }
+        r.cmd(&["LPUSH", "blist", "foo"]).await;
+        let first = tokio::time::timeout(Duration::from_secs(5), rd1.read())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the first client got nothing"))
+            .unwrap();
+        assert!(err_text(&first).starts_with("WRONGTYPE"), "round {round}: {first:?}");
+        let second = tokio::time::timeout(Duration::from_secs(5), rd2.read())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the second client got nothing"))
+            .unwrap();
+        assert_eq!(second, Frame::bulk("foo"), "round {round}");
+        assert_eq!(redis.cmd(&["LLEN", "target2"]), ":1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_redis_is_not_down_and_its_script_can_be_killed_through_redoubt() {
     let redis = RedisServer::start(&["--busy-reply-threshold", "100"]);
     let f = start(&redis).await;
