@@ -369,7 +369,10 @@ async fn clients_blocked_on_one_list_are_served_in_the_order_they_blocked() {
             .await
             .unwrap_or_else(|_| panic!("round {round}: the first client got nothing"))
             .unwrap();
-        assert!(err_text(&first).starts_with("WRONGTYPE"), "round {round}: {first:?}");
+        assert!(
+            err_text(&first).starts_with("WRONGTYPE"),
+            "round {round}: {first:?}"
+        );
         let second = tokio::time::timeout(Duration::from_secs(5), rd2.read())
             .await
             .unwrap_or_else(|_| panic!("round {round}: the second client got nothing"))
@@ -415,7 +418,11 @@ async fn a_busy_redis_is_not_down_and_its_script_can_be_killed_through_redoubt()
     assert!(err_text(&c.cmd(&["GET", "k"]).await).starts_with("BUSY"));
     let queued = direct_tx.cmd(&["SET", "k", "1"]).await;
     assert!(err_text(&queued).starts_with("BUSY"), "{queued:?}");
-    assert_eq!(tx.cmd(&["SET", "k", "1"]).await, queued, "queued while busy");
+    assert_eq!(
+        tx.cmd(&["SET", "k", "1"]).await,
+        queued,
+        "queued while busy"
+    );
     assert_eq!(c.cmd(&["SCRIPT", "KILL"]).await, Frame::simple("OK"));
     tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|h| h.busy.is_none()))
         .await
