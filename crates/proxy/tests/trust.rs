@@ -755,6 +755,14 @@ async fn random_commands_in_every_state_never_break_a_session_or_leak_a_slot() {
     eprintln!("TRUST_SEED={seed}");
     // Up.
     fuzz_session(&s.f.addr(), seed, 3000).await;
+    // WritesDown: Redis refuses writes (maxmemory reached).
+    redis.cmd(&["SET", "filler", "xxxxxxxxxxxxxxxxxxxxxxxx"]);
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    s.f.wait_state(State::WritesDown, Duration::from_secs(5))
+        .await;
+    fuzz_session(&s.f.addr(), seed ^ 3, 1000).await;
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    s.f.wait_state(State::Up, Duration::from_secs(10)).await;
     // Down: durable and cache keyspaces served locally.
     redis.kill();
     s.f.wait_state(State::Down, Duration::from_secs(5)).await;
@@ -774,4 +782,51 @@ async fn random_commands_in_every_state_never_break_a_session_or_leak_a_slot() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_commands_never_break_a_standalone_session_or_leak_a_slot() {
+    // Standalone runs on a current-thread runtime of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) =
+        journal::Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
+    let journal = std::sync::Arc::new(journal);
+    let store = store::Store::new(store::StoreConfig::default());
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let settings = proxy::standalone::StandaloneSettings {
+                listen: "127.0.0.1:0".into(),
+                limits: LimitsConfig::default(),
+                journal_max_bytes: 1 << 30,
+                compact_ratio: 4.0,
+                compact_min_bytes: 64 << 20,
+                users: Vec::new(),
+            };
+            let h = proxy::standalone::Standalone::start(settings, store, journal)
+                .await
+                .unwrap();
+            addr_tx.send(h.local_addr().to_string()).unwrap();
+            let _ = stop_rx.await;
+            // Every session is closed now: each must give its slot back.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while h.clients() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let clients = h.clients();
+            h.shutdown(Duration::from_secs(1)).await;
+            clients
+        })
+    });
+    let addr = addr_rx.recv().unwrap();
+    let seed = seed();
+    eprintln!("TRUST_SEED={seed}");
+    fuzz_session(&addr, seed ^ 4, 3000).await;
+    stop_tx.send(()).unwrap();
+    assert_eq!(server.join().unwrap(), 0, "client slots given back");
 }
