@@ -740,15 +740,14 @@ pub struct Caller<'a> {
 
 impl Caller<'_> {
     /// Whether this session may run `args` on local data: `None` when it
-    /// may, else the reply (Redis's `NOAUTH`/`NOPERM`, or `UNAVAILABLE`
+    /// may, else the refusal (Redis's `NOAUTH`/`NOPERM`, or `UNAVAILABLE`
     /// when the user's permissions are unknown). Runs the gate first, so
     /// a malformed command is refused as Redis refuses it.
-    pub fn check(&self, args: &[Bytes]) -> Option<Bytes> {
-        let verdict = match crate::gate::admit(args) {
+    pub fn check(&self, args: &[Bytes]) -> Option<Refusal> {
+        match crate::gate::admit(args) {
             Ok(g) => self.judge(args, &g),
             Err(r) => Some(r),
-        };
-        verdict.map(|r| r.reply())
+        }
     }
 
     /// Whether this session's user may run the gated request `args`, as
@@ -975,7 +974,7 @@ mod tests {
         let acc = passthrough();
         let app = Identity::Redis("app".into());
         let set = a(&["SET", "sess:1", "v"]);
-        let text = |b: Option<Bytes>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let text = |r: Option<Refusal>| r.map(|r| String::from_utf8_lossy(&r.reply()).into_owned());
         // Nothing known: keys are refused, keyless commands pass.
         assert!(text(acc.caller(&app).check(&set)).is_some_and(|t| t.starts_with("-UNAVAILABLE")));
         assert_eq!(acc.caller(&app).check(&a(&["PING"])), None);
@@ -1006,16 +1005,16 @@ mod tests {
         assert_eq!(acc.caller(&anon).check(&a(&["SET", "public:1", "v"])), None);
         assert!(text(acc.caller(&anon).check(&set)).is_some_and(|t| t.starts_with("-NOPERM")));
         acc.store("default", profile(&["off", "nopass"], "+@all", "~*"), true);
-        assert_eq!(acc.caller(&anon).check(&set), Some(Refusal::NoAuth.reply()));
+        assert_eq!(acc.caller(&anon).check(&set), Some(Refusal::NoAuth));
         acc.store("default", profile(&["on"], "+@all", "~*"), true);
         assert_eq!(
             acc.caller(&anon).check(&a(&["PING"])),
-            Some(Refusal::NoAuth.reply()),
+            Some(Refusal::NoAuth),
             "default with a password (requirepass)"
         );
         // Redis without ACLs.
         acc.store("default", Known::NoAcl { open: false }, true);
-        assert_eq!(acc.caller(&anon).check(&set), Some(Refusal::NoAuth.reply()));
+        assert_eq!(acc.caller(&anon).check(&set), Some(Refusal::NoAuth));
         acc.store("default", Known::NoAcl { open: true }, true);
         assert_eq!(acc.caller(&anon).check(&set), None);
         // A deleted user.

@@ -47,6 +47,7 @@ use journal::{Entry, Journal, JournalError};
 use store::Store;
 use upstream::{HealthHandle, State, UpstreamUrl};
 
+use crate::gate::Refusal;
 use crate::incident::IncidentCounters;
 use crate::near_cache::prefix::Tracked;
 use crate::near_cache::tracker::{spawn_tracker, Tracker, TrackerConfig};
@@ -66,6 +67,9 @@ pub enum Route {
     Upstream,
     /// Answered here: the reply, and the journal append it waits for.
     Local(Bytes, Option<Durable>),
+    /// Refused here, as Redis would (`NOAUTH`, `NOPERM`) or because the
+    /// outage cannot serve it (`UNAVAILABLE`).
+    Refused(Refusal),
 }
 
 /// Local serving of durable keyspaces and the journal behind it.
@@ -489,18 +493,13 @@ impl Outage {
     /// `key` (the first key, looked up only for local answers) names the
     /// policy.
     fn count(&self, r: &Route, key: impl FnOnce() -> Option<Bytes>) {
-        if let Route::Local(reply, _) = r {
-            // Refusals: Redoubt's own, and Redis's words for what the
-            // session's user may not do.
-            let refused = [&b"-UNAVAILABLE"[..], b"-NOPERM", b"-NOAUTH"];
-            let route = if refused.iter().any(|r| reply.starts_with(r)) {
-                "rejected"
-            } else {
-                "local"
-            };
-            let policy = key().map_or("none", |k| self.keyspaces.policy(&k).as_str());
-            crate::metrics::count_routed(route, policy);
-        }
+        let route = match r {
+            Route::Upstream => return,
+            Route::Local(..) => "local",
+            Route::Refused(_) => "rejected",
+        };
+        let policy = key().map_or("none", |k| self.keyspaces.policy(&k).as_str());
+        crate::metrics::count_routed(route, policy);
     }
 
     async fn route_slow(
@@ -536,7 +535,7 @@ impl Outage {
         // only to a client whose Redis user may have it.
         if let Some(denied) = caller.check(args) {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return Route::Local(denied, None);
+            return Route::Refused(denied);
         }
         if !durable {
             if state != State::Down {
@@ -551,14 +550,11 @@ impl Outage {
             } else {
                 "its keys are not in a durable or cache keyspace"
             };
-            return Route::Local(self.refuse(why), None);
+            return self.refuse(why);
         }
         let name = resp::lookup(args).map(|s| s.name).unwrap_or("?");
         if rule == OutageRule::Never {
-            return Route::Local(
-                self.refuse(&format!("'{name}' is not allowed during an outage")),
-                None,
-            );
+            return self.refuse(&format!("'{name}' is not allowed during an outage"));
         }
         self.select(session, db).await;
         if rule == OutageRule::Read && self.all_known(db, &keys) {
@@ -569,10 +565,7 @@ impl Outage {
         if rule != OutageRule::Read {
             if let Some(e) = self.journal.refusal() {
                 crate::metrics::count_write_refused("journal-failed");
-                return Route::Local(
-                    reply::error(format!("UNAVAILABLE {e}: command not executed")),
-                    None,
-                );
+                return Route::Refused(Refusal::Unavailable(format!("{e}: command not executed")));
             }
         }
         // Seed, execute and append under one lock: journal order = store
@@ -583,7 +576,7 @@ impl Outage {
             let known = keys.iter().all(|k| seeded.contains(k)) || self.all_known(db, &keys) || {
                 // Some known from the outage, the rest seeded just now.
                 let (Ok(kn), Ok(d)) = (self.known.lock(), self.dirty.lock()) else {
-                    return Route::Local(self.refuse("value unknown locally"), None);
+                    return self.refuse("value unknown locally");
                 };
                 keys.iter().all(|k| {
                     seeded.contains(k) || {
@@ -593,7 +586,7 @@ impl Outage {
                 })
             };
             if !known {
-                return Route::Local(self.refuse("value unknown locally"), None);
+                return self.refuse("value unknown locally");
             }
         }
         self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
@@ -668,7 +661,7 @@ impl Outage {
         // transaction; nothing of it runs.
         if let Some(denied) = cmds.iter().find_map(|c| caller.check(c)) {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return Route::Local(denied, None);
+            return Route::Refused(denied);
         }
         for (cmd, (keys, rule)) in cmds.iter().zip(&keyed) {
             let name = resp::lookup(cmd).map(|s| s.name).unwrap_or("?");
@@ -677,29 +670,20 @@ impl Outage {
                     .iter()
                     .any(|k| self.keyspaces.policy(k) != Policy::Durable)
             {
-                return Route::Local(
-                    self.refuse(&format!(
+                return self.refuse(&format!(
                         "'{name}' in the transaction is not on durable keys (a transaction during an outage may only touch durable keys)"
-                    )),
-                    None,
-                );
+                    ));
             }
             if *rule == OutageRule::Never {
-                return Route::Local(
-                    self.refuse(&format!(
-                        "'{name}' in the transaction is not allowed during an outage"
-                    )),
-                    None,
-                );
+                return self.refuse(&format!(
+                    "'{name}' in the transaction is not allowed during an outage"
+                ));
             }
         }
         if any_write {
             if let Some(e) = self.journal.refusal() {
                 crate::metrics::count_write_refused("journal-failed");
-                return Route::Local(
-                    reply::error(format!("UNAVAILABLE {e}: command not executed")),
-                    None,
-                );
+                return Route::Refused(Refusal::Unavailable(format!("{e}: command not executed")));
             }
         }
         self.select(session, db).await;
@@ -717,7 +701,7 @@ impl Outage {
                 && !by_block
                 && !known(keys)
             {
-                return Route::Local(self.refuse("value unknown locally"), None);
+                return self.refuse("value unknown locally");
             }
             if resp::lookup(cmd).is_some_and(|s| OVERWRITES.contains(&s.name)) {
                 written.extend(keys.iter().cloned());
@@ -797,7 +781,7 @@ impl Outage {
         let name = resp::lookup(args).map(|s| s.name).unwrap_or("");
         if matches!(name, "ping" | "echo" | "time" | "info") {
             if let Some(denied) = caller.check(args) {
-                return Route::Local(denied, None);
+                return Route::Refused(denied);
             }
         }
         match name {
@@ -840,7 +824,7 @@ impl Outage {
         rule: OutageRule,
     ) -> Route {
         let Some(near) = self.near.get() else {
-            return Route::Local(self.refuse("the near-cache is off"), None);
+            return self.refuse("the near-cache is off");
         };
         let name = resp::lookup(args).map(|s| s.name).unwrap_or("?");
         let now = self.redis_now_ms();
@@ -858,10 +842,7 @@ impl Outage {
             return Route::Local(out.reply.to_bytes(), None);
         }
         if rule == OutageRule::Never {
-            return Route::Local(
-                self.refuse(&format!("'{name}' is not allowed during an outage")),
-                None,
-            );
+            return self.refuse(&format!("'{name}' is not allowed during an outage"));
         }
         let journaled = matches!(
             name,
@@ -870,26 +851,18 @@ impl Outage {
         if journaled {
             if let Some(e) = self.journal.refusal() {
                 crate::metrics::count_write_refused("journal-failed");
-                return Route::Local(
-                    reply::error(format!("UNAVAILABLE {e}: command not executed")),
-                    None,
-                );
+                return Route::Refused(Refusal::Unavailable(format!("{e}: command not executed")));
             }
         }
         let abs = absolute(args, now);
         let reply = match name {
             "set" | "setex" | "psetex" => {
                 let Some(at) = set_expiry(&abs) else {
-                    return Route::Local(
-                        self.refuse("this SET form is not served for cache keys during an outage"),
-                        None,
-                    );
+                    return self
+                        .refuse("this SET form is not served for cache keys during an outage");
                 };
                 if !near.set_local_string(db, abs[1].clone(), abs[2].clone(), at) {
-                    return Route::Local(
-                        self.refuse("the value does not fit in the near-cache"),
-                        None,
-                    );
+                    return self.refuse("the value does not fit in the near-cache");
                 }
                 reply::ok()
             }
@@ -927,27 +900,20 @@ impl Outage {
                     Lookup::Hit(n) if name == "hset" => int(n),
                     Lookup::Hit(_) => reply::ok(),
                     Lookup::WrongType => reply::error(WRONGTYPE),
-                    Lookup::Miss => {
-                        return Route::Local(self.refuse("value unknown locally"), None)
-                    }
+                    Lookup::Miss => return self.refuse("value unknown locally"),
                 }
             }
             "hdel" if args.len() >= 3 => {
                 match near.hdel_local(db, &keys[0], args[2..].iter().map(|f| &f[..]), now) {
                     Lookup::Hit(n) => int(n),
                     Lookup::WrongType => reply::error(WRONGTYPE),
-                    Lookup::Miss => {
-                        return Route::Local(self.refuse("value unknown locally"), None)
-                    }
+                    Lookup::Miss => return self.refuse("value unknown locally"),
                 }
             }
             _ => {
-                return Route::Local(
-                    self.refuse(&format!(
-                        "'{name}' on a cache key is not served during an outage"
-                    )),
-                    None,
-                )
+                return self.refuse(&format!(
+                    "'{name}' on a cache key is not served during an outage"
+                ))
             }
         };
         self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
@@ -1017,16 +983,16 @@ impl Outage {
         Box::pin(async move { task.await.unwrap_or(Err(JournalError::Closed)) })
     }
 
-    fn refuse(&self, why: &str) -> Bytes {
+    fn refuse(&self, why: &str) -> Route {
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
         let redis = match self.health.get().map(|h| h.state()) {
             Some(State::WritesDown) => "redis rejects writes",
             Some(State::Recovering) => "redoubt is replaying the outage's writes",
             _ => "redis is down",
         };
-        reply::error(format!(
-            "UNAVAILABLE {redis} and {why}: command not executed"
-        ))
+        Route::Refused(Refusal::Unavailable(format!(
+            "{redis} and {why}: command not executed"
+        )))
     }
 
     /// A store session for one client.

@@ -100,6 +100,11 @@ impl Session {
                 self.push(Body::Durable(reply, durable));
                 true
             }
+            // Counted by the outage, with its keyspace's policy.
+            crate::outage::Route::Refused(r) => {
+                self.push_ready(r.reply());
+                true
+            }
         }
     }
 
