@@ -387,3 +387,42 @@ async fn a_deep_pipeline_is_throttled_not_refused() {
         assert_eq!(r.read().await.unwrap(), Frame::Integer(i));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prober_keeps_probing_while_client_work_holds_every_worker() {
+    let redis = RedisServer::new();
+    let f = start(&redis).await;
+    // Both workers of the data path's runtime busy for 3.5 s (the test
+    // body itself runs on another thread).
+    let busy: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async { std::thread::sleep(Duration::from_millis(3500)) }))
+        .collect();
+    // Meanwhile Redis keeps seeing probes: the probe connection is never
+    // idle much longer than the probe interval.
+    let started = Instant::now();
+    let mut longest_idle = 0u64;
+    while started.elapsed() < Duration::from_millis(3300) {
+        let list = redis.cmd(&["CLIENT", "LIST"]);
+        let idle = list
+            .lines()
+            .filter(|l| l.contains("name=redoubt-probe"))
+            .filter_map(|l| {
+                l.split(' ')
+                    .find_map(|kv| kv.strip_prefix("idle="))?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .min()
+            .expect("the probe connection");
+        longest_idle = longest_idle.max(idle);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for b in busy {
+        b.await.unwrap();
+    }
+    assert!(
+        longest_idle <= 1,
+        "the probe connection sat idle {longest_idle} s while client work held the workers"
+    );
+    assert_eq!(f.health.state(), State::Up);
+}

@@ -238,7 +238,8 @@ impl HealthHandle {
     }
 }
 
-/// Starts the prober for `url`; it runs until the runtime shuts down.
+/// Starts the prober for `url` on a thread of its own; it runs until every
+/// [`HealthHandle`] is dropped.
 /// The state starts as Down and becomes Up on the first good probe, so a
 /// Redoubt started before Redis simply waits for it.
 pub fn spawn_prober(url: UpstreamUrl, cfg: HealthConfig) -> HealthHandle {
@@ -259,7 +260,24 @@ pub fn spawn_prober(url: UpstreamUrl, cfg: HealthConfig) -> HealthHandle {
         poke: poke.clone(),
         hold: hold.clone(),
     };
-    tokio::spawn(Prober::new(url, cfg, tx, state, poke, hold).run());
+    let prober = Prober::new(url, cfg, tx, state, poke, hold);
+    // A thread and runtime of its own: however busy the clients keep the
+    // data path's workers, probes go out and time out on time, so a
+    // healthy Redis is never declared Down because Redoubt was slow.
+    let spawned = std::thread::Builder::new()
+        .name("redoubt-prober".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(prober.run()),
+                Err(e) => tracing::error!(error = %e, "cannot start the health prober's runtime"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the health prober's thread");
+    }
     handle
 }
 
@@ -472,8 +490,9 @@ impl Prober {
         }
     }
 
+    /// Probes until every [`HealthHandle`] is gone.
     async fn run(mut self) {
-        loop {
+        while !self.tx.is_closed() {
             self.probes += 1;
             let current = self.tx.borrow().state;
             let probe = self.ping().await;
