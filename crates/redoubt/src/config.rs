@@ -455,6 +455,16 @@ fn overlay_env(root: &mut toml::Table, env: &[(String, String)], problems: &mut 
         let Some(rest) = k.strip_prefix("REDOUBT_") else {
             continue;
         };
+        // A Kubernetes Service named `redoubt` gives every pod in its
+        // namespace these variables; refusing them would keep the pod from
+        // starting. A real setting of the same name would still win.
+        if is_service_link(rest) && !is_setting(rest) {
+            tracing::debug!(
+                var = %k,
+                "ignoring a Kubernetes service-link variable, not a setting"
+            );
+            continue;
+        }
         let rest = rest.to_ascii_lowercase();
         let value = if let Ok(i) = v.parse::<i64>() {
             Value::Integer(i)
@@ -484,6 +494,66 @@ fn overlay_env(root: &mut toml::Table, env: &[(String, String)], problems: &mut 
             None => problems.push(format!("environment: {k} is not a known setting (REDOUBT_<SECTION>_<KEY>, e.g. REDOUBT_HEALTH_INTERVAL_MS)")),
         }
     }
+}
+
+/// Whether `REDOUBT_<rest>` has the shape of a variable Kubernetes injects
+/// for a Service named `redoubt`: `SERVICE_HOST`, `SERVICE_PORT`,
+/// `SERVICE_PORT_<NAME>`, `PORT`, `PORT_<n>_<PROTO>` and that one's
+/// `_PROTO`, `_PORT` and `_ADDR`.
+fn is_service_link(rest: &str) -> bool {
+    // Kubernetes upper-cases port names and turns '-' into '_'.
+    let port_name = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if let Some(svc) = rest.strip_prefix("SERVICE_") {
+        return match svc {
+            "HOST" | "PORT" => true,
+            _ => svc.strip_prefix("PORT_").is_some_and(port_name),
+        };
+    }
+    if rest == "PORT" {
+        return true;
+    }
+    let Some(port) = rest.strip_prefix("PORT_") else {
+        return false;
+    };
+    let mut parts = port.splitn(3, '_');
+    let number = parts.next().unwrap_or("");
+    let proto = parts.next().unwrap_or("");
+    let field = parts.next();
+    !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && matches!(proto, "TCP" | "UDP" | "SCTP")
+        && matches!(field, None | Some("PROTO" | "PORT" | "ADDR"))
+}
+
+/// Whether `REDOUBT_<rest>` names a real setting (`LISTEN`, `HEALTH_INTERVAL_MS`).
+fn is_setting(rest: &str) -> bool {
+    setting_env_names()
+        .iter()
+        .any(|n| n.strip_prefix("REDOUBT_") == Some(rest))
+}
+
+/// The environment name of every setting the environment can set.
+fn setting_env_names() -> Vec<String> {
+    let Ok(Value::Table(d)) = Value::try_from(Config::default()) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    for (key, value) in &d {
+        match value {
+            Value::Table(t) => names.extend(
+                t.keys()
+                    .map(|k| format!("REDOUBT_{key}_{k}").to_ascii_uppercase()),
+            ),
+            // `[[keyspace]]` has no environment form.
+            Value::Array(_) => {}
+            _ => names.push(format!("REDOUBT_{key}").to_ascii_uppercase()),
+        }
+    }
+    names
 }
 
 fn default_is_string(section: &str, key: &str) -> bool {
@@ -1166,6 +1236,76 @@ mod tests {
         let all = l.problems.join("\n");
         assert!(all.contains("health.nope: unknown key"), "{all}");
         assert!(all.contains("REDOUBT_WHATEVER"), "{all}");
+    }
+
+    /// What a Kubernetes Service named `redoubt` (ports `resp` 6379 and
+    /// `admin-http` 9380) puts in every pod's environment.
+    const SERVICE_LINKS: &[(&str, &str)] = &[
+        ("REDOUBT_SERVICE_HOST", "10.0.0.1"),
+        ("REDOUBT_SERVICE_PORT", "6379"),
+        ("REDOUBT_SERVICE_PORT_RESP", "6379"),
+        ("REDOUBT_SERVICE_PORT_ADMIN_HTTP", "9380"),
+        ("REDOUBT_PORT", "tcp://10.0.0.1:6379"),
+        ("REDOUBT_PORT_6379_TCP", "tcp://10.0.0.1:6379"),
+        ("REDOUBT_PORT_6379_TCP_PROTO", "tcp"),
+        ("REDOUBT_PORT_6379_TCP_PORT", "6379"),
+        ("REDOUBT_PORT_6379_TCP_ADDR", "10.0.0.1"),
+        ("REDOUBT_PORT_9380_UDP_ADDR", "10.0.0.1"),
+    ];
+
+    #[test]
+    fn kubernetes_service_links_are_ignored() {
+        let l = load_str("", SERVICE_LINKS, Overrides::default());
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        assert_eq!(
+            l.config.listen, DEFAULT_LISTEN,
+            "nothing was taken from them"
+        );
+        // Alongside real settings, which still apply.
+        let mut env = SERVICE_LINKS.to_vec();
+        env.push(("REDOUBT_HEALTH_INTERVAL_MS", "50"));
+        let l = load_str("", &env, Overrides::default());
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        assert_eq!(l.config.health.interval_ms, 50);
+    }
+
+    #[test]
+    fn near_misses_of_service_links_and_misspelt_settings_are_refused() {
+        for k in [
+            "REDOUBT_HEALTH_INTERVL_MS",
+            "REDOUBT_SERVICE_HOSTS",
+            "REDOUBT_SERVICE_PORT_",
+            "REDOUBT_SERVICE_PORT_resp",
+            "REDOUBT_SERVICE",
+            "REDOUBT_PORTS",
+            "REDOUBT_PORT_6379",
+            "REDOUBT_PORT_6379_HTTP",
+            "REDOUBT_PORT_X_TCP",
+            "REDOUBT_PORT_6379_TCP_HOST",
+            "REDOUBT_PORT_6379_TCP_ADDR_X",
+            "REDOUBT_LISTN",
+        ] {
+            let l = load_str("", &[(k, "1")], Overrides::default());
+            assert_eq!(l.problems.len(), 1, "{k} is refused: {:?}", l.problems);
+        }
+    }
+
+    #[test]
+    fn no_setting_is_named_like_a_service_link() {
+        let names = setting_env_names();
+        assert!(
+            names.contains(&"REDOUBT_HEALTH_INTERVAL_MS".to_string()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"REDOUBT_LISTEN".to_string()), "{names:?}");
+        for n in &names {
+            let rest = n.strip_prefix("REDOUBT_").unwrap_or(n);
+            assert!(
+                !is_service_link(rest),
+                "{n} would be ignored as a service link"
+            );
+            assert!(is_setting(rest), "{n}");
+        }
     }
 
     #[test]

@@ -160,6 +160,8 @@ fn main() -> ExitCode {
                 admin,
                 data_dir,
             };
+            // Before loading, so what loading logs (ignored variables) is seen.
+            serve::init_logging();
             let loaded = config::load(config.as_deref(), &config::process_env(), &flags);
             serve::run(loaded)
         }

@@ -84,6 +84,80 @@ fn config_print_shows_effective_values_with_env_and_hides_the_token() {
     assert!(!t.contains("sekrit"), "{t}");
 }
 
+/// What a Kubernetes Service named `redoubt` puts in every pod's environment.
+const SERVICE_LINKS: &[(&str, &str)] = &[
+    ("REDOUBT_SERVICE_HOST", "10.0.0.1"),
+    ("REDOUBT_SERVICE_PORT", "6379"),
+    ("REDOUBT_SERVICE_PORT_RESP", "6379"),
+    ("REDOUBT_PORT", "tcp://10.0.0.1:6379"),
+    ("REDOUBT_PORT_6379_TCP", "tcp://10.0.0.1:6379"),
+    ("REDOUBT_PORT_6379_TCP_PROTO", "tcp"),
+    ("REDOUBT_PORT_6379_TCP_PORT", "6379"),
+    ("REDOUBT_PORT_6379_TCP_ADDR", "10.0.0.1"),
+];
+
+#[test]
+fn kubernetes_service_link_variables_do_not_stop_redoubt() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |extra: &[(&str, &str)]| {
+        Command::new(BIN)
+            .args(["config", "check"])
+            .current_dir(dir.path())
+            .env_remove("REDOUBT_UPSTREAM")
+            .envs(SERVICE_LINKS.iter().chain(extra).copied())
+            .output()
+            .unwrap()
+    };
+    let o = check(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("config ok"), "{}", text(&o));
+    // A misspelt setting among them is still refused.
+    let o = check(&[("REDOUBT_HEALTH_INTERVL_MS", "50")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("health.intervl_ms"), "{}", text(&o));
+    assert!(!text(&o).contains("REDOUBT_PORT"), "{}", text(&o));
+
+    // `serve` starts with them, and says at debug level what it ignored.
+    let (port, admin) = (free_port(), free_port());
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .env_remove("REDOUBT_UPSTREAM")
+        .envs(SERVICE_LINKS.iter().copied())
+        .env("RUST_LOG", "redoubt=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "serve exited {status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "admin never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(http_get(admin, "/healthz").0, 200);
+    assert_eq!(cmd(port, &["PING"]), "+PONG");
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("service-link") && logged.contains("REDOUBT_PORT_6379_TCP_ADDR"),
+        "{logged}"
+    );
+}
+
 #[test]
 fn status_exits_3_when_nothing_answers() {
     let port = free_port();
