@@ -55,7 +55,7 @@ impl Default for JournalConfig {
 }
 
 /// Formats a byte count the way error messages show it: `1.0 GiB`.
-pub(crate) fn human_bytes(n: u64) -> String {
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

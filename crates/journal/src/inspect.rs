@@ -98,7 +98,7 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<InspectReport> {
 }
 
 fn time(ms: Option<u64>) -> String {
-    ms.map_or_else(|| "-".into(), |ms| format!("{ms} ms since the Unix epoch"))
+    ms.map_or_else(|| "-".into(), crate::rfc3339::rfc3339_millis)
 }
 
 impl fmt::Display for InspectReport {

@@ -15,10 +15,18 @@ pub fn inspect(dir: &Path, json: bool) -> ExitCode {
         }
         Ok(report) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+                // The epoch-ms fields stay as they are for scripts; the
+                // RFC 3339 ones beside them are for whoever reads the JSON.
+                let mut v = serde_json::to_value(&report).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    for (ms, text) in [
+                        (report.first_time_ms, "first_time"),
+                        (report.last_time_ms, "last_time"),
+                    ] {
+                        o.insert(text.into(), ms.map(journal::rfc3339_millis).into());
+                    }
+                }
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 print!("{report}");
             }
@@ -72,7 +80,7 @@ pub fn export(dir: &Path) -> ExitCode {
 /// `journal replay DIR --to URL`: 0 drained, 1 paused or disconnected
 /// (nothing lost; run again to resume), 2 error.
 pub fn replay(dir: &Path, url: &str, node_id: Option<&str>) -> ExitCode {
-    crate::serve::init_logging();
+    crate::serve::init_logging(crate::serve::LogFormat::Human);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

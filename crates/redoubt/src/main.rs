@@ -47,6 +47,10 @@ enum Command {
         /// Data directory (default ./redoubt-data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Log lines on stderr: `human` text, or `json` (one object per
+        /// line, with `level` and `fields`) for a log collector.
+        #[arg(long, value_enum, default_value_t = serve::LogFormat::Human)]
+        log_format: serve::LogFormat,
     },
     /// Diagnose a Redis: what is wrong and what to do (exit 0 healthy,
     /// 1 warnings, 2 critical, 3 could not diagnose).
@@ -78,7 +82,11 @@ enum Command {
         #[command(subcommand)]
         action: JournalAction,
     },
-    /// Ask a running Redoubt for its status (exit 3 if it does not answer).
+    /// Ask a running Redoubt how it is doing: a short summary (or --json).
+    /// Exit 0 Redis up or standalone; 1 degraded (Redis rejects writes,
+    /// the outage's journal is being replayed, Redis is down with local
+    /// keyspaces serving, or the journal refuses writes); 2 Redis down and
+    /// nothing served locally; 3 the admin endpoint does not answer.
     Status {
         /// Admin address of the running Redoubt.
         #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
@@ -86,6 +94,9 @@ enum Command {
         /// Bearer token, if admin.token is set.
         #[arg(long, env = "REDOUBT_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// The raw /status JSON instead of the summary (same exit codes).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -153,6 +164,7 @@ fn main() -> ExitCode {
             upstream,
             admin,
             data_dir,
+            log_format,
         } => {
             let flags = config::Overrides {
                 listen,
@@ -163,7 +175,7 @@ fn main() -> ExitCode {
             // Before loading, so what loading logs (ignored variables) is seen.
             serve::init_logging();
             let loaded = config::load(config.as_deref(), &config::process_env(), &flags);
-            serve::run(loaded)
+            serve::run(loaded, log_format)
         }
         Command::Config { action } => {
             let (file, print) = match action {
@@ -204,6 +216,6 @@ fn main() -> ExitCode {
                 journal_cmd::replay(&dir, &to, node_id.as_deref())
             }
         },
-        Command::Status { admin, token } => status::run(&admin, token.as_deref()),
+        Command::Status { admin, token, json } => status::run(&admin, token.as_deref(), json),
     }
 }

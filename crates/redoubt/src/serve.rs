@@ -12,7 +12,7 @@ use upstream::{health::spawn_prober, Upstream, UpstreamConfig, UpstreamUrl};
 use crate::config::{self, Loaded};
 
 /// Runs `serve`; exit 2 on invalid config, 0 after a clean shutdown.
-pub fn run(loaded: Loaded) -> ExitCode {
+pub fn run(loaded: Loaded, log_format: LogFormat) -> ExitCode {
     if !loaded.problems.is_empty() {
         for p in &loaded.problems {
             eprintln!("config: {p}");
@@ -23,7 +23,7 @@ pub fn run(loaded: Loaded) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    init_logging();
+    init_logging(log_format);
     // Standalone runs on one thread: the journal's order must be the order
     // in which commands changed the store (see proxy::standalone).
     let standalone = loaded.config.upstream.is_empty();
@@ -57,15 +57,29 @@ pub fn run(loaded: Loaded) -> ExitCode {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text for a person at a terminal.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// Logs to stderr, `RUST_LOG` filtered (default `info`).
-pub fn init_logging() {
+pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // Colour codes inside JSON strings would only corrupt the values.
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
@@ -216,7 +230,7 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
     )
     .await
     .with_context(|| format!("cannot listen on {} (admin.listen)", cfg.admin.listen))?;
-    tracing::info!(listen = %server.local_addr(), admin = %admin.local_addr, data_dir = %cfg.data_dir.display(), "redoubt serving standalone");
+    tracing::info!(mode = "standalone", listen = %server.local_addr(), admin = %admin.local_addr, data_dir = %cfg.data_dir.display(), "redoubt serving standalone: no upstream, the local store serves every command");
     wait_for_signal().await;
     let grace = Duration::from_millis(cfg.limits.command_timeout_ms) + Duration::from_secs(1);
     server.shutdown(grace).await;
@@ -303,7 +317,17 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     )
     .await
     .with_context(|| format!("cannot listen on {} (admin.listen)", cfg.admin.listen))?;
-    tracing::info!(listen = %proxy.local_addr(), admin = %admin.local_addr, upstream = %url.redacted(), "redoubt serving");
+    tracing::info!(
+        mode = "proxy",
+        listen = %proxy.local_addr(),
+        admin = %admin.local_addr,
+        upstream = %config::redact_url(&cfg.upstream),
+        keyspaces = cfg.keyspace.len(),
+        local_keyspaces = outage.is_some(),
+        data_dir = %cfg.data_dir.display(),
+        "redoubt serving in front of Redis"
+    );
+    spawn_reachability_log(config::redact_url(&cfg.upstream), health.clone());
 
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight commands");
@@ -361,6 +385,60 @@ fn local_keyspaces(
         health.clone(),
     );
     Ok(Some(outage))
+}
+
+/// While Redis stays unreachable, how often the warning is repeated: often
+/// enough that someone tailing the log sees it, rarely enough not to bury
+/// everything else.
+const UNREACHABLE_REMINDER: Duration = Duration::from_secs(30);
+
+/// Says in the log when Redis cannot be reached and why (once, then every
+/// [`UNREACHABLE_REMINDER`] while it stays so), and when it answers. The
+/// prober logs state changes only, and it starts Down: a misspelt or
+/// unreachable upstream would otherwise never be mentioned after startup.
+fn spawn_reachability_log(upstream: String, health: upstream::HealthHandle) {
+    tokio::spawn(async move {
+        let mut rx = health.subscribe();
+        // When the last warning was logged, while unreachable.
+        let mut warned: Option<std::time::Instant> = None;
+        let mut answered = false;
+        loop {
+            let (state, reason, since, failures) = {
+                let h = rx.borrow_and_update();
+                (h.state, h.reason.clone(), h.since, h.consecutive_failures)
+            };
+            match state {
+                // Before the first probe: nothing to say yet.
+                upstream::State::Down if failures == 0 => {}
+                upstream::State::Down => {
+                    if !matches!(warned, Some(at) if at.elapsed() < UNREACHABLE_REMINDER) {
+                        let down_s = std::time::SystemTime::now()
+                            .duration_since(since)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0);
+                        tracing::warn!(
+                            upstream = %upstream,
+                            reason = %reason,
+                            down_for_s = down_s,
+                            "redis is unreachable or not serving"
+                        );
+                        warned = Some(std::time::Instant::now());
+                    }
+                }
+                _ => {
+                    if warned.take().is_some() || !answered {
+                        tracing::info!(upstream = %upstream, state = state.as_str(), "redis answers");
+                    }
+                    answered = true;
+                }
+            }
+            // The prober publishes after every probe while Redis is down,
+            // so the reminder needs no timer of its own.
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Latest diagnosis, JSON, with the state change that triggered it.

@@ -166,6 +166,80 @@ fn status_exits_3_when_nothing_answers() {
     assert!(text(&o).contains("no answer"), "{}", text(&o));
 }
 
+/// `serve` in front of `upstream` with stderr in `dir/stderr.log`, and
+/// the extra flags `args`; returns the child and the log's path.
+fn serve_logging(
+    upstream: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (Child, std::path::PathBuf) {
+    let log = dir.join("stderr.log");
+    let child = Command::new(BIN)
+        .args(["serve", "--upstream", upstream])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .args(["--data-dir", dir.join("data").to_str().unwrap()])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("REDOUBT_HEALTH_INTERVAL_MS", "50")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+#[test]
+fn an_unreachable_upstream_is_logged_with_its_reason_and_no_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let upstream = format!("redis://app:hunter2@127.0.0.1:{closed}");
+    let (mut child, log) = serve_logging(&upstream, dir.path(), &[]);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("a warning saying why", Duration::from_secs(10), || {
+        read().lines().any(|l| {
+            l.contains("WARN")
+                && l.contains("unreachable")
+                && (l.contains("cannot connect") || l.contains("refused"))
+        })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let t = read();
+    assert!(
+        t.contains("mode=\"proxy\"") && t.contains("keyspaces=0") && t.contains("app:***@"),
+        "startup says what it does: {t}"
+    );
+    assert!(!t.contains("hunter2"), "the password is masked: {t}");
+    // Probes fail every 50 ms, but the warning is not repeated for each.
+    let warnings = t.lines().filter(|l| l.contains("unreachable")).count();
+    assert_eq!(warnings, 1, "{t}");
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = format!("redis://127.0.0.1:{}", free_port());
+    let (mut child, log) = serve_logging(&upstream, dir.path(), &["--log-format", "json"]);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the unreachable warning", Duration::from_secs(10), || {
+        read().contains("unreachable")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let t = read();
+    let mut lines = 0;
+    for l in t.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+        lines += 1;
+    }
+    assert!(lines >= 2, "{t}");
+    assert!(t.contains("\"level\":\"WARN\""), "{t}");
+}
+
 struct Running {
     child: Child,
     port: u16,
@@ -284,6 +358,14 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
     let (code, status) = http_get(r.admin, "/status");
     assert_eq!(code, 200);
     assert!(status.contains("\"state\":\"up\""), "{status}");
+    let admin = format!("127.0.0.1:{}", r.admin);
+    let o = redoubt(&["status", "--admin", &admin]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).starts_with("Redis is up since 20"), "{}", text(&o));
+    let o = redoubt(&["status", "--admin", &admin, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json is JSON");
+    assert_eq!(v["state"], "up", "{v}");
     let (code, body) = http("POST", r.admin, "/admin/replay");
     assert_eq!(code, 404, "no keyspace, no journal: {body}");
 
@@ -297,9 +379,19 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
         "{body}"
     );
     assert!(cmd(r.port, &["GET", "a"]).starts_with("-UNAVAILABLE"));
-    let o = redoubt(&["status", "--admin", &format!("127.0.0.1:{}", r.admin)]);
-    assert_eq!(o.status.code(), Some(0));
-    assert!(text(&o).contains("\"down\""), "{}", text(&o));
+    // Down with no local keyspace: nothing is served, exit 2, and why.
+    let o = redoubt(&["status", "--admin", &admin]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.starts_with("Redis is down since 20") && t.contains("nothing is served locally"),
+        "{t}"
+    );
+    assert!(t.contains("refused"), "the probe's reason: {t}");
+    let o = redoubt(&["status", "--admin", &admin, "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json is JSON");
+    assert_eq!(v["state"], "down", "{v}");
     // The doctor ran on the way down and says why in /status.
     wait_for("a diagnosis in /status", Duration::from_secs(10), || {
         http_get(r.admin, "/status")
@@ -516,9 +608,18 @@ fn journal_inspect_and_export_through_redis_cli_pipe() {
     }
     let o = redoubt(&["journal", "inspect", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Times for people are dates, not epoch milliseconds.
+    assert!(
+        text(&o).contains("first      1970-01-01T00:00:00.001Z")
+            && text(&o).contains("last       1970-01-01T00:00:00.002Z"),
+        "{}",
+        text(&o)
+    );
     let o = redoubt(&["journal", "inspect", "--json", dir.path().to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inspect --json is JSON");
     assert_eq!(v["records"], 2);
+    assert_eq!(v["first_time_ms"], 1, "machine fields unchanged: {v}");
+    assert_eq!(v["last_time"], "1970-01-01T00:00:00.002Z", "{v}");
 
     let export = redoubt(&[
         "journal",
@@ -681,6 +782,16 @@ fn durable_keyspace_keeps_accepting_writes_through_a_redis_kill() {
     });
     assert_eq!(cmd(r.port, &["SET", "sess:42", "alice"]), "+OK");
     assert!(cmd(r.port, &["SET", "other", "x"]).starts_with("-UNAVAILABLE"));
+    // Down but durable keys served: degraded, exit 1.
+    let o = redoubt(&["status", "--admin", &format!("127.0.0.1:{}", r.admin)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("Redis is down since")
+            && t.contains("serving durable and cache keyspaces locally")
+            && t.contains("journal: 1 commands pending"),
+        "{t}"
+    );
     // An operator may ask for a replay attempt; while Redis is down it
     // just reports what waits.
     let (code, body) = http("POST", r.admin, "/admin/replay");
