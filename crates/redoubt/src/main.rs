@@ -173,9 +173,9 @@ fn main() -> ExitCode {
                 data_dir,
             };
             // Before loading, so what loading logs (ignored variables) is seen.
-            serve::init_logging();
+            serve::init_logging(log_format);
             let loaded = config::load(config.as_deref(), &config::process_env(), &flags);
-            serve::run(loaded, log_format)
+            serve::run(loaded)
         }
         Command::Config { action } => {
             let (file, print) = match action {

@@ -11,8 +11,9 @@ use upstream::{health::spawn_prober, Upstream, UpstreamConfig, UpstreamUrl};
 
 use crate::config::{self, Loaded};
 
-/// Runs `serve`; exit 2 on invalid config, 0 after a clean shutdown.
-pub fn run(loaded: Loaded, log_format: LogFormat) -> ExitCode {
+/// Runs `serve` (logging already set up by [`init_logging`]); exit 2 on
+/// invalid config, 0 after a clean shutdown.
+pub fn run(loaded: Loaded) -> ExitCode {
     if !loaded.problems.is_empty() {
         for p in &loaded.problems {
             eprintln!("config: {p}");
@@ -23,7 +24,6 @@ pub fn run(loaded: Loaded, log_format: LogFormat) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    init_logging(log_format);
     // Standalone runs on one thread: the journal's order must be the order
     // in which commands changed the store (see proxy::standalone).
     let standalone = loaded.config.upstream.is_empty();

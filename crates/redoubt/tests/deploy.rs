@@ -42,11 +42,17 @@ fn flags_in(text: &str) -> BTreeSet<String> {
 
 /// The port of `(default HOST:PORT)` on the help line of `flag`.
 fn default_port(help: &str, flag: &str) -> String {
-    let line = help
-        .lines()
-        .find(|l| l.contains(&format!("{flag} <")))
+    // The flag's entry: its line and, in clap's long layout, the lines
+    // under it.
+    let start = help
+        .find(&format!("{flag} <"))
         .unwrap_or_else(|| panic!("{flag} not in:\n{help}"));
-    let default = line.split("(default ").nth(1).unwrap();
+    let entry = &help[start..];
+    let entry = &entry[..entry.find("\n\n").unwrap_or(entry.len())];
+    let default = entry
+        .split("(default ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no default for {flag} in:\n{entry}"));
     default
         .split(')')
         .next()
