@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use metrics::counter;
+use metrics::{counter, gauge};
 use serde::Serialize;
 use upstream::{HealthHandle, State};
 
-use crate::metrics::{OUTAGES_TOTAL, OUTAGE_SECONDS_TOTAL};
+use crate::metrics::{OUTAGES_TOTAL, OUTAGE_CURRENT_SECONDS, OUTAGE_SECONDS_TOTAL};
 
 /// How many finished incidents `GET /incidents` keeps in memory.
 const KEEP: usize = 100;
@@ -107,6 +107,8 @@ impl IncidentLog {
             }
         }
         let done = done.into_iter().filter_map(incident_from_json).collect();
+        // Present from the start, so "no outage" reads 0 rather than absent.
+        gauge!(OUTAGE_CURRENT_SECONDS).set(0.0);
         Arc::new(IncidentLog {
             path,
             open: Mutex::new(None),
@@ -133,6 +135,23 @@ impl IncidentLog {
                 .and_then(|p| p.parent())
                 .map(|d| d.join("replay-failed.jsonl").display().to_string());
         }
+    }
+
+    /// Sets `redoubt_outage_current_seconds` to how long the open incident
+    /// has lasted (0 when none is open). `redoubt_outage_seconds_total`
+    /// only moves when an outage ends, so without this an outage in
+    /// progress is invisible to an alert on its length; called when
+    /// `/metrics` is rendered, so the value is as of the scrape.
+    pub fn publish_current(&self) {
+        let Ok(open) = self.open.lock() else {
+            return;
+        };
+        // Set under the lock: a close racing with this cannot have its 0
+        // overwritten by the length of the outage it just ended.
+        let secs = open.as_ref().map_or(0.0, |i| {
+            now_ms().saturating_sub(i.started_at_ms) as f64 / 1000.0
+        });
+        gauge!(OUTAGE_CURRENT_SECONDS).set(secs);
     }
 
     /// Opens an incident if none is open.
@@ -197,6 +216,7 @@ impl IncidentLog {
         let end = now_ms();
         inc.ended_at_ms = Some(end);
         counter!(OUTAGE_SECONDS_TOTAL).increment(end.saturating_sub(inc.started_at_ms) / 1000);
+        gauge!(OUTAGE_CURRENT_SECONDS).set(0.0);
         if let Some(p) = &self.path {
             let line = serde_json::to_string(&inc).unwrap_or_default();
             let written = std::fs::OpenOptions::new()

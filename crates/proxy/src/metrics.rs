@@ -1,7 +1,10 @@
 //! Metric names (part of the contract, see DESIGN) and handles registered
 //! once, so the data path only bumps atomics.
 
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
 use upstream::State;
 
 /// `redoubt_commands_total{route,policy}`.
@@ -18,11 +21,17 @@ pub const STATE: &str = "redoubt_state";
 pub const OUTAGES_TOTAL: &str = "redoubt_outages_total";
 /// `redoubt_outage_seconds_total` counter.
 pub const OUTAGE_SECONDS_TOTAL: &str = "redoubt_outage_seconds_total";
+/// `redoubt_outage_current_seconds` gauge: how long the open outage has
+/// lasted, 0 when none is open.
+pub const OUTAGE_CURRENT_SECONDS: &str = "redoubt_outage_current_seconds";
 
 /// `redoubt_journal_pending_commands` gauge: journaled, not yet replayed.
 pub const JOURNAL_PENDING: &str = "redoubt_journal_pending_commands";
 /// `redoubt_journal_bytes` gauge.
 pub const JOURNAL_BYTES: &str = "redoubt_journal_bytes";
+/// `redoubt_journal_max_bytes` gauge: `journal.max_bytes`, so an alert can
+/// compare [`JOURNAL_BYTES`] with the point where writes are refused.
+pub const JOURNAL_MAX_BYTES: &str = "redoubt_journal_max_bytes";
 /// `redoubt_writes_refused_total{reason}`: writes refused because the
 /// journal could not keep them (`journal-full`, `journal-failed`).
 pub const WRITES_REFUSED: &str = "redoubt_writes_refused_total";
@@ -37,6 +46,87 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 ];
+
+/// Gives every metric this crate names its `# HELP` text (and unit), once,
+/// after the recorder is installed: a scraper or a person reading
+/// `/metrics` should not have to find the source to know what a number is.
+pub fn describe() {
+    describe_counter!(
+        COMMANDS_TOTAL,
+        Unit::Count,
+        "Commands handled, by route (upstream, local, rejected) and keyspace policy"
+    );
+    describe_histogram!(
+        COMMAND_DURATION,
+        Unit::Seconds,
+        "Time from a command's arrival to its reply, as the client sees it"
+    );
+    describe_gauge!(
+        CLIENT_CONNECTIONS,
+        Unit::Count,
+        "Client connections open now"
+    );
+    describe_gauge!(
+        UPSTREAM_UP,
+        "1 when Redis answers through Redoubt (up, writes_down, recovering), else 0 (always 0 standalone)"
+    );
+    describe_gauge!(STATE, "1 for Redoubt's current state, 0 for the others");
+    describe_counter!(
+        OUTAGES_TOTAL,
+        Unit::Count,
+        "Outages (Redis down or refusing writes) since start"
+    );
+    describe_counter!(
+        OUTAGE_SECONDS_TOTAL,
+        Unit::Seconds,
+        "Seconds spent in outages that have ended"
+    );
+    describe_gauge!(
+        OUTAGE_CURRENT_SECONDS,
+        Unit::Seconds,
+        "Seconds the current outage has lasted, 0 when there is none"
+    );
+    describe_gauge!(
+        JOURNAL_PENDING,
+        Unit::Count,
+        "Journaled commands not yet replayed into Redis"
+    );
+    describe_gauge!(
+        JOURNAL_BYTES,
+        Unit::Bytes,
+        "Bytes the journal holds on disk"
+    );
+    describe_gauge!(
+        JOURNAL_MAX_BYTES,
+        Unit::Bytes,
+        "journal.max_bytes: writes are refused before the journal reaches it"
+    );
+    describe_counter!(
+        WRITES_REFUSED,
+        Unit::Count,
+        "Writes refused because the journal could not keep them, by reason"
+    );
+    describe_gauge!(
+        FALLBACK_KEYS,
+        Unit::Count,
+        "Keys Redoubt could answer locally (local store and near-cache)"
+    );
+    describe_gauge!(
+        FALLBACK_MEMORY,
+        Unit::Bytes,
+        "Bytes held for local answers (local store and near-cache)"
+    );
+    describe_counter!(
+        crate::replay::REPLAYED_COMMANDS_TOTAL,
+        Unit::Count,
+        "Journaled commands that ran in Redis on replay"
+    );
+    describe_counter!(
+        crate::replay::REPLAY_ERRORS_TOTAL,
+        Unit::Count,
+        "Journaled commands Redis refused on replay (kept in replay-failed.jsonl)"
+    );
+}
 
 /// Handles the sessions use.
 #[derive(Clone)]

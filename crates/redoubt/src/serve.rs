@@ -82,6 +82,22 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// `redoubt_build_info{version}`: always 1; the label says which release
+/// answers, so a dashboard can show it and an alert can join on it.
+const BUILD_INFO: &str = "redoubt_build_info";
+
+/// Describes every metric (this crate's and the proxy's) and publishes the
+/// build info. Descriptions go to the installed recorder, so this runs
+/// right after it is installed, in both modes.
+fn describe_metrics() {
+    proxy::metrics::describe();
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label is the running Redoubt's version"
+    );
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
 fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -91,6 +107,7 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    describe_metrics();
     // Histogram samples pile up until upkeep folds them into buckets;
     // without a scraper nothing else would, and memory would grow.
     let upkeep = handle.clone();
@@ -165,6 +182,7 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let jcfg = config::journal(&cfg).map_err(anyhow::Error::msg)?;
     let journal = open_journal(&cfg, jcfg.clone())?;
     let journal = Arc::new(journal);
+    metrics::gauge!(proxy::metrics::JOURNAL_MAX_BYTES).set(jcfg.max_bytes as f64);
     let store = store::Store::new(store::StoreConfig::default());
     // INFO shows the port clients reach us on.
     if let Some(port) = cfg.listen.rsplit(':').next() {
@@ -199,6 +217,7 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {} (listen)", cfg.listen))?;
     let health = upstream::HealthHandle::fixed(upstream::State::Standalone);
     let status_journal = journal.clone();
+    let metrics_journal = journal.clone();
     let ready_journal = journal.clone();
     let ready_max = jcfg.max_bytes;
     let status_store = store.clone();
@@ -218,7 +237,12 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
         admin::AdminState {
             health,
             local_keyspaces: true,
-            metrics: Arc::new(move || prometheus.render()),
+            metrics: Arc::new(move || {
+                // The standalone journal is the dataset and grows with every
+                // write; read its size at the scrape, when it is wanted.
+                metrics::gauge!(proxy::metrics::JOURNAL_BYTES).set(metrics_journal.bytes() as f64);
+                prometheus.render()
+            }),
             status,
             incidents: Arc::new(|| serde_json::json!({ "open": null, "recent": [] })),
             token,
@@ -270,6 +294,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         proxy.counters(),
     );
     incidents.spawn_follower(health.clone());
+    let metrics_incidents = incidents.clone();
     let diagnosis =
         spawn_diagnosis_on_state_change(cfg.upstream.clone(), health.clone(), incidents.clone());
     let status_diagnosis = diagnosis.clone();
@@ -303,7 +328,10 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         admin::AdminState {
             health: health.clone(),
             local_keyspaces: outage.is_some(),
-            metrics: Arc::new(move || prometheus.render()),
+            metrics: Arc::new(move || {
+                metrics_incidents.publish_current();
+                prometheus.render()
+            }),
             status,
             incidents: Arc::new(move || incidents.to_json()),
             token,
@@ -365,6 +393,7 @@ fn local_keyspaces(
         return Ok(None);
     }
     let jcfg = config::journal(cfg).map_err(anyhow::Error::msg)?;
+    metrics::gauge!(proxy::metrics::JOURNAL_MAX_BYTES).set(jcfg.max_bytes as f64);
     let journal = open_journal(cfg, jcfg)?;
     let outage = proxy::outage::Outage::new(keyspaces, Arc::new(journal), Arc::default())?;
     let near_max = cfg

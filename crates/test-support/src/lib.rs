@@ -8,6 +8,8 @@
 //! - [`RedisServer`]: one `redis-server` child process.
 //! - [`free_port`]: a loopback port nobody listens on.
 //! - [`wait_for`]: poll a condition until it holds or a deadline passes.
+//! - [`http`]: one HTTP request to a local port (Redoubt's admin endpoint).
+//! - [`send_command`]: one RESP command on a fresh connection, first reply line.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -37,6 +39,48 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// One `method path` request to 127.0.0.1:`port`; returns the status code
+/// and the body. Enough HTTP for Redoubt's admin endpoint, no more.
+pub fn http(method: &str, port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP port");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the HTTP request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read the HTTP response");
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {raw:?}"));
+    (
+        code,
+        raw.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// Sends one RESP command to 127.0.0.1:`port` on a new connection and
+/// returns the first line of the reply, without its CRLF.
+pub fn send_command(port: u16, args: &[&str]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the RESP port");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(out.as_bytes()).expect("send the command");
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .expect("read the reply");
+    line.trim_end().to_string()
 }
 
 /// A `redis-server` child on a free loopback port, with its own data dir.

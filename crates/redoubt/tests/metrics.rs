@@ -1,0 +1,256 @@
+//! `/metrics` as Prometheus reads it, and the alert rules shipped in
+//! deploy/prometheus, both checked by `promtool` (Debian's `prometheus`
+//! package; scripts/test.sh installs it).
+//!
+//! promtool missing is a failure, not a skip: a suite that passes because
+//! the checker was absent proves nothing. `REDOUBT_SKIP_PROMTOOL=1` opts
+//! out explicitly.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use test_support::{free_port, http, send_command, wait_for, RedisServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
+
+/// `None` when the caller asked to skip; panics when promtool is missing.
+fn promtool() -> Option<&'static str> {
+    if std::env::var("REDOUBT_SKIP_PROMTOOL").as_deref() == Ok("1") {
+        eprintln!("REDOUBT_SKIP_PROMTOOL=1: promtool checks skipped");
+        return None;
+    }
+    match Command::new("promtool").arg("--version").output() {
+        Ok(o) if o.status.success() => Some("promtool"),
+        _ => panic!(
+            "promtool is not installed (Debian package `prometheus`): run scripts/test.sh, \
+             which installs it, or set REDOUBT_SKIP_PROMTOOL=1 to skip these checks"
+        ),
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `promtool check metrics` on `body`: must pass with no lint problem
+/// (promtool prints lint problems and exits non-zero for them).
+fn assert_promtool_accepts(promtool: &str, body: &str) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("promtool stdin")
+        .write_all(body.as_bytes())
+        .expect("write /metrics to promtool");
+    let o = child.wait_with_output().expect("wait for promtool");
+    let out = text(&o);
+    assert!(
+        o.status.success() && out.trim().is_empty(),
+        "promtool check metrics: {}\n{out}\n--- /metrics ---\n{body}",
+        o.status
+    );
+}
+
+struct Running {
+    child: Child,
+    port: u16,
+    admin: u16,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `serve` on fresh ports and a fresh data_dir, in front of `upstream`
+/// (standalone when `None`), with `toml` as its config file.
+fn serve(upstream: Option<&str>, toml: &str) -> Running {
+    let data = tempfile::tempdir().unwrap();
+    let conf = data.path().join("redoubt.toml");
+    std::fs::write(&conf, toml).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config", conf.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--data-dir", data.path().to_str().unwrap()])
+        .env_remove("REDOUBT_UPSTREAM")
+        .env("REDOUBT_HEALTH_INTERVAL_MS", "50")
+        .env("REDOUBT_HEALTH_TIMEOUT_MS", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(u) = upstream {
+        cmd.args(["--upstream", u]);
+    }
+    let child = cmd.spawn().unwrap();
+    let running = Running {
+        child,
+        port,
+        admin,
+        _data: data,
+    };
+    for (what, p) in [("redoubt to listen", port), ("admin to listen", admin)] {
+        wait_for(what, Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", p)).is_ok()
+        });
+    }
+    running
+}
+
+fn metrics(r: &Running) -> String {
+    let (code, body) = http("GET", r.admin, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// The `# HELP` line of every metric family in `body` is there.
+fn assert_every_family_has_help(body: &str) {
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split_whitespace().next().unwrap_or_default();
+            assert!(
+                body.contains(&format!("# HELP {name} ")),
+                "{name} has no # HELP:\n{body}"
+            );
+        }
+    }
+}
+
+fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn proxy_metrics_pass_promtool_and_the_outage_gauge_moves_while_redis_is_down() {
+    let Some(promtool) = promtool() else { return };
+    let mut redis = RedisServer::new();
+    // A durable keyspace, so the journal metrics exist too.
+    let r = serve(
+        Some(&redis.url()),
+        "[[keyspace]]\npattern = \"d:*\"\npolicy = \"durable\"\n",
+    );
+    wait_for("Redis up through Redoubt", Duration::from_secs(10), || {
+        value(&metrics(&r), "redoubt_upstream_up") == Some(1.0)
+    });
+    assert_eq!(send_command(r.port, &["SET", "d:1", "x"]), "+OK");
+    assert_eq!(send_command(r.port, &["GET", "d:1"]), "$1");
+    assert_eq!(send_command(r.port, &["PING"]), "+PONG");
+    // Histograms reach /metrics once upkeep folds their samples in.
+    wait_for("the latency histogram", Duration::from_secs(10), || {
+        metrics(&r).contains("redoubt_command_duration_seconds_bucket")
+    });
+    let body = metrics(&r);
+    for series in [
+        "redoubt_build_info{version=\"",
+        "redoubt_outage_current_seconds 0",
+        "redoubt_journal_max_bytes ",
+        "# HELP redoubt_command_duration_seconds ",
+    ] {
+        assert!(body.contains(series), "no {series}:\n{body}");
+    }
+    assert_every_family_has_help(&body);
+    assert_promtool_accepts(promtool, &body);
+
+    // While Redis is down the current outage's length grows, before the
+    // outage ends (redoubt_outage_seconds_total only moves then).
+    redis.kill();
+    wait_for("the outage gauge to move", Duration::from_secs(20), || {
+        value(&metrics(&r), "redoubt_outage_current_seconds").is_some_and(|s| s > 0.5)
+    });
+    let body = metrics(&r);
+    assert_eq!(value(&body, "redoubt_state{state=\"down\"}"), Some(1.0));
+    assert_promtool_accepts(promtool, &body);
+}
+
+#[test]
+fn standalone_metrics_pass_promtool() {
+    let Some(promtool) = promtool() else { return };
+    let r = serve(None, "");
+    assert_eq!(send_command(r.port, &["SET", "a", "1"]), "+OK");
+    assert_eq!(send_command(r.port, &["GET", "a"]), "$1");
+    wait_for("the latency histogram", Duration::from_secs(10), || {
+        metrics(&r).contains("redoubt_command_duration_seconds_bucket")
+    });
+    let body = metrics(&r);
+    for series in [
+        "redoubt_build_info{version=\"",
+        "redoubt_state{state=\"standalone\"} 1",
+        "redoubt_journal_max_bytes ",
+    ] {
+        assert!(body.contains(series), "no {series}:\n{body}");
+    }
+    assert!(
+        value(&body, "redoubt_journal_bytes").is_some_and(|b| b > 0.0),
+        "{body}"
+    );
+    assert_every_family_has_help(&body);
+    assert_promtool_accepts(promtool, &body);
+}
+
+fn prometheus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus")
+}
+
+#[test]
+fn alert_rules_are_valid_and_their_tests_pass() {
+    let Some(promtool) = promtool() else { return };
+    let dir = prometheus_dir();
+    let o = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(dir.join("alerts.yml"))
+        .output()
+        .expect("run promtool check rules");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(dir.join("alerts_test.yml"))
+        .output()
+        .expect("run promtool test rules");
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn every_metric_the_alert_rules_use_is_one_redoubt_exports() {
+    // A renamed metric would leave an alert that can never fire, and
+    // promtool cannot know which names Redoubt exports. Counters only
+    // appear on /metrics once bumped, so compare with the names' source.
+    let rules = std::fs::read_to_string(prometheus_dir().join("alerts.yml")).unwrap();
+    let used: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("redoubt_"))
+        .collect();
+    assert!(!used.is_empty());
+    let exported = [
+        proxy::metrics::STATE,
+        proxy::metrics::UPSTREAM_UP,
+        proxy::metrics::JOURNAL_BYTES,
+        proxy::metrics::JOURNAL_MAX_BYTES,
+        proxy::metrics::WRITES_REFUSED,
+        proxy::metrics::OUTAGE_CURRENT_SECONDS,
+        proxy::replay::REPLAY_ERRORS_TOTAL,
+    ];
+    for name in used {
+        assert!(
+            exported.contains(&name),
+            "alerts.yml uses {name}, which Redoubt does not export"
+        );
+    }
+}
