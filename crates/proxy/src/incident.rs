@@ -75,7 +75,14 @@ pub struct Incident {
     /// Where the commands Redis refused at replay are, when any were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay_failed_log: Option<String>,
+    /// Remediation commands run while it was open (JSON: attempt, exit,
+    /// first lines of output), so the record says what was tried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remediation: Vec<serde_json::Value>,
 }
+
+/// Called with each incident as it closes (webhook alerts).
+type CloseHook = Box<dyn Fn(&Incident) + Send + Sync>;
 
 /// The log. Cheap to share.
 pub struct IncidentLog {
@@ -85,6 +92,7 @@ pub struct IncidentLog {
     /// Bumped by the data path; folded into the open incident.
     pub counters: Arc<IncidentCounters>,
     baseline: Mutex<[u64; 5]>,
+    on_close: Mutex<Vec<CloseHook>>,
 }
 
 fn now_ms() -> u64 {
@@ -115,6 +123,7 @@ impl IncidentLog {
             done: Mutex::new(done),
             counters,
             baseline: Mutex::new([0; 5]),
+            on_close: Mutex::new(Vec::new()),
         })
     }
 
@@ -178,6 +187,7 @@ impl IncidentLog {
             rejected: 0,
             diagnoses: Vec::new(),
             replay_failed_log: None,
+            remediation: Vec::new(),
         });
     }
 
@@ -188,6 +198,25 @@ impl IncidentLog {
                 i.replayed += replayed;
                 i.failed += failed;
             }
+        }
+    }
+
+    /// Records a remediation attempt in the open incident (dropped when
+    /// none is open: the outage it was for is over).
+    pub fn add_remediation(&self, attempt: serde_json::Value) {
+        if let Ok(mut open) = self.open.lock() {
+            if let Some(i) = open.as_mut() {
+                i.remediation.push(attempt);
+            }
+        }
+    }
+
+    /// Calls `hook` with every incident as it closes. The hook runs on the
+    /// task that follows the health state: it must only hand the record
+    /// on, never wait.
+    pub fn on_close(&self, hook: impl Fn(&Incident) + Send + Sync + 'static) {
+        if let Ok(mut hooks) = self.on_close.lock() {
+            hooks.push(Box::new(hook));
         }
     }
 
@@ -232,6 +261,11 @@ impl IncidentLog {
             done.push_back(inc.clone());
             while done.len() > KEEP {
                 done.pop_front();
+            }
+        }
+        if let Ok(hooks) = self.on_close.lock() {
+            for hook in hooks.iter() {
+                hook(&inc);
             }
         }
         Some(inc)
@@ -310,6 +344,11 @@ fn incident_from_json(v: serde_json::Value) -> Option<Incident> {
             .get("replay_failed_log")
             .and_then(|x| x.as_str())
             .map(str::to_string),
+        remediation: v
+            .get("remediation")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default(),
     })
 }
 

@@ -46,6 +46,10 @@ pub struct Config {
     pub auth: AuthSection,
     /// `[[keyspace]]`
     pub keyspace: Vec<Keyspace>,
+    /// `[[alert]]`
+    pub alert: Vec<Alert>,
+    /// `[remediation]`
+    pub remediation: RemediationSection,
 }
 
 impl Default for Config {
@@ -62,6 +66,8 @@ impl Default for Config {
             near_cache: NearCacheSection::default(),
             auth: AuthSection::default(),
             keyspace: Vec::new(),
+            alert: Vec::new(),
+            remediation: RemediationSection::default(),
         }
     }
 }
@@ -218,6 +224,50 @@ pub struct Keyspace {
     pub pattern: String,
     /// `durable` | `cache` | `fail-fast`.
     pub policy: String,
+}
+
+/// Default `[[alert]] timeout_ms`.
+pub const DEFAULT_ALERT_TIMEOUT_MS: u64 = 2000;
+
+fn default_alert_timeout_ms() -> u64 {
+    DEFAULT_ALERT_TIMEOUT_MS
+}
+
+/// One `[[alert]]`: a webhook POSTed a JSON body on every state change,
+/// incident close and remediation attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    /// `http://host[:port][/path]`.
+    pub url: String,
+    /// Per delivery attempt: connect, send and read the status line.
+    #[serde(default = "default_alert_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// `[remediation]`: a command run when Redis stays Down.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemediationSection {
+    /// argv, run without a shell; empty: no remediation.
+    pub on_down: Vec<String>,
+    /// How long Redis must have been Down before the first attempt.
+    pub after_ms: u64,
+    /// Attempts per outage (reset when Redis is Up again).
+    pub max_attempts: u32,
+    /// Wait between attempts while Redis stays Down.
+    pub backoff_ms: u64,
+}
+
+impl Default for RemediationSection {
+    fn default() -> Self {
+        RemediationSection {
+            on_down: Vec::new(),
+            after_ms: 10_000,
+            max_attempts: 3,
+            backoff_ms: 30_000,
+        }
+    }
 }
 
 /// A byte size written as a number or with a unit (`"64MiB"`, `"1GB"`).
@@ -390,7 +440,15 @@ pub struct Loaded {
     pub problems: Vec<String>,
 }
 
-const SECTIONS: &[&str] = &["admin", "health", "limits", "journal", "near_cache", "auth"];
+const SECTIONS: &[&str] = &[
+    "admin",
+    "health",
+    "limits",
+    "journal",
+    "near_cache",
+    "auth",
+    "remediation",
+];
 
 /// Reads the file (explicit, or `./redoubt.toml` if present), overlays the
 /// environment and the flags, and validates.
@@ -575,7 +633,7 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
     };
     for key in root.keys().cloned().collect::<Vec<_>>() {
         match defaults.get(&key) {
-            None if key != "keyspace" => {
+            None if key != "keyspace" && key != "alert" => {
                 problems.push(format!("{key}: unknown key"));
                 root.remove(&key);
             }
@@ -603,6 +661,7 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
     section(&root, "journal", &mut c.journal, problems);
     section(&root, "near_cache", &mut c.near_cache, problems);
     section(&root, "auth", &mut c.auth, problems);
+    section(&root, "remediation", &mut c.remediation, problems);
     if let Some(v) = root.get("keyspace") {
         match v {
             Value::Array(entries) => {
@@ -615,6 +674,22 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
             }
             _ => problems.push(
                 "keyspace: must be an array of tables ([[keyspace]] with pattern and policy)"
+                    .into(),
+            ),
+        }
+    }
+    if let Some(v) = root.get("alert") {
+        match v {
+            Value::Array(entries) => {
+                for (i, e) in entries.iter().enumerate() {
+                    match e.clone().try_into::<Alert>() {
+                        Ok(a) => c.alert.push(a),
+                        Err(e) => problems.push(format!("alert[{i}]: {}", e.message().trim())),
+                    }
+                }
+            }
+            _ => problems.push(
+                "alert: must be an array of tables ([[alert]] with url and optional timeout_ms)"
                     .into(),
             ),
         }
@@ -846,6 +921,26 @@ pub fn validate(c: &Config) -> Vec<String> {
             p.push(format!("auth.users[{i}].password_sha256: must be 64 hex digits (sha256sum of the password)"));
         }
     }
+    for (i, a) in c.alert.iter().enumerate() {
+        if let Err(e) = crate::ops::HttpUrl::parse(&a.url) {
+            p.push(format!("alert[{i}].url: {e}"));
+        }
+        if a.timeout_ms == 0 {
+            p.push(format!(
+                "alert[{i}].timeout_ms: 0 would give up on every delivery before it starts; give at least 1 (default {DEFAULT_ALERT_TIMEOUT_MS})"
+            ));
+        }
+    }
+    let r = &c.remediation;
+    if r.on_down.first().is_some_and(|prog| prog.trim().is_empty()) {
+        p.push("remediation.on_down: the first element is the program to run and must not be empty (e.g. [\"systemctl\", \"restart\", \"redis-server\"])".into());
+    }
+    if r.after_ms == 0 {
+        p.push("remediation.after_ms: 0 would run the command on the first failed probe, for any blip; give at least 1 (default 10000)".into());
+    }
+    if r.max_attempts == 0 {
+        p.push("remediation.max_attempts: 0 would never run the command; give at least 1 (default 3), or leave on_down empty to turn remediation off".into());
+    }
     for (i, k) in c.keyspace.iter().enumerate() {
         if k.pattern.is_empty() {
             p.push(format!("keyspace[{i}].pattern: must not be empty"));
@@ -923,6 +1018,15 @@ pub fn to_toml(c: &Config) -> String {
         c.admin.token = "***".into();
     }
     c.upstream = redact_url(&c.upstream);
+    // Webhook URLs often carry their secret in the path (chat services'
+    // incoming webhooks do); the host is enough to tell which one is set.
+    for a in &mut c.alert {
+        if let Ok(u) = crate::ops::HttpUrl::parse(&a.url) {
+            if u.path != "/" {
+                a.url = format!("http://{}/***", u.authority());
+            }
+        }
+    }
     let mut s = toml::to_string_pretty(&c).unwrap_or_default();
     if c.keyspace.is_empty() {
         s.push_str("\n# no [[keyspace]]: every key is fail-fast during an outage\n");
@@ -1141,6 +1245,35 @@ mod tests {
         let all = l.problems.join("\n");
         assert!(all.contains("admin.token: must be a string"), "{all}");
         assert!(!all.contains("hunter2") && !all.contains("271828"), "{all}");
+    }
+
+    #[test]
+    fn alerts_and_remediation_load_and_print_without_the_webhook_path() {
+        let l = load_str(
+            "[[alert]]\nurl = \"http://hooks.internal:8080/T0/B1/s3cret\"\n[[alert]]\nurl = \"http://relay\"\ntimeout_ms = 500\n[remediation]\non_down = [\"systemctl\", \"restart\", \"redis-server\"]\n",
+            &[("REDOUBT_REMEDIATION_AFTER_MS", "2000")],
+            Overrides::default(),
+        );
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        let c = &l.config;
+        assert_eq!(c.alert.len(), 2);
+        assert_eq!(c.alert[0].timeout_ms, DEFAULT_ALERT_TIMEOUT_MS);
+        assert_eq!(c.alert[1].timeout_ms, 500);
+        assert_eq!(c.remediation.on_down.len(), 3);
+        assert_eq!(c.remediation.after_ms, 2000);
+        assert_eq!(c.remediation.max_attempts, 3);
+        let printed = to_toml(c);
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(
+            printed.contains("http://hooks.internal:8080/***"),
+            "{printed}"
+        );
+        assert!(printed.contains("http://relay"), "{printed}");
+        assert!(
+            problems_of("[remediation]\nmax_attempts = 0\non_down = [\"\"]\n")
+                .contains("remediation.max_attempts: 0")
+        );
+        assert!(problems_of("alert = 1\n").contains("alert: must be an array of tables"));
     }
 
     #[test]

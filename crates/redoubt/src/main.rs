@@ -5,6 +5,7 @@
 mod config;
 mod diagnose;
 mod journal_cmd;
+mod ops;
 mod serve;
 mod status;
 

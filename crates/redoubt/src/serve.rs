@@ -293,6 +293,18 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         Some(cfg.data_dir.join("incidents.jsonl")),
         proxy.counters(),
     );
+    let alerts = crate::ops::Alerts::spawn(&cfg.alert, &node_id);
+    {
+        let alerts = alerts.clone();
+        incidents.on_close(move |i| alerts.incident_closed(i));
+    }
+    crate::ops::spawn_state_alerts(health.clone(), alerts.clone());
+    crate::ops::spawn_remediation(
+        cfg.remediation.clone(),
+        health.clone(),
+        incidents.clone(),
+        alerts,
+    );
     incidents.spawn_follower(health.clone());
     let metrics_incidents = incidents.clone();
     let diagnosis =
