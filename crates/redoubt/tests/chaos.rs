@@ -1267,6 +1267,17 @@ fn a_restarted_redoubt_never_serves_a_value_redis_replaced_before_the_restart() 
     let mut redoubt = Redoubt::new(dir.path(), redis.port());
     let state_is = |r: &Redoubt, want: &str| r.status().is_some_and(|s| s["state"] == want);
     redoubt.wait_drained().unwrap();
+    // Local data goes only to sessions whose Redis user is known: the
+    // unauthenticated client below is Redis's `default`.
+    wait_for(
+        "default's permissions to be read",
+        Duration::from_secs(10),
+        || {
+            redoubt
+                .status()
+                .is_some_and(|s| s.to_string().contains("\"users_with_known_permissions\":1"))
+        },
+    );
 
     redis.kill();
     wait_for("down", Duration::from_secs(10), || {
