@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use test_support::{free_port, wait_for, RedisServer};
+use test_support::{free_port, rss_kib, wait_for, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
 
@@ -809,17 +809,6 @@ fn durable_keyspace_keeps_accepting_writes_through_a_redis_kill() {
     let (_, body) = http_get(r.admin, "/incidents");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(v["recent"][0]["journaled"].as_u64().unwrap() >= 1, "{body}");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// `n` pipelined `GET` of a 256 KiB value, one write.

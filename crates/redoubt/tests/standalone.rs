@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use test_support::{free_port, wait_for};
+use test_support::{free_port, rss_kib, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
 
@@ -309,17 +309,6 @@ fn pubsub_blocking_pops_and_active_expiry_work_standalone() {
     wait_for("active expiry", Duration::from_secs(5), || {
         c.cmd(&["DBSIZE"]).as_deref() == Some(":0")
     });
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[test]

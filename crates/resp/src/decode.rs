@@ -180,6 +180,23 @@ fn agg_len(line: &[u8], limits: &Limits, allow_null: bool) -> Result<Option<usiz
     Ok(Some(n as usize))
 }
 
+/// Checks a value that is whole on its header line (`+ - , ( _ # :`):
+/// true when `tag` is one of those, false for blobs and aggregates.
+#[inline]
+pub(crate) fn line_value(tag: u8, line: &[u8]) -> Result<bool, ProtocolError> {
+    match tag {
+        b'+' | b'-' | b',' | b'(' => Ok(true),
+        b'_' if line.is_empty() => Ok(true),
+        b'_' => Err(ProtocolError::InvalidValue("null")),
+        b'#' if line == b"t" || line == b"f" => Ok(true),
+        b'#' => Err(ProtocolError::InvalidValue("boolean")),
+        b':' => parse_i64(line)
+            .map(|_| true)
+            .ok_or(ProtocolError::InvalidValue("integer")),
+        _ => Ok(false),
+    }
+}
+
 /// Measures the complete frame at the start of `buf`: `Ok(Some(len))` when
 /// all `len` bytes are there, `Ok(None)` when more are needed. Allocates
 /// only the nesting stack, on the heap, so replies of any depth the limits
@@ -199,14 +216,7 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolE
         pos = next;
         let mut children = 0usize;
         match tag {
-            b'+' | b'-' | b',' | b'(' => {}
-            b'_' if line.is_empty() => {}
-            b'_' => return Err(ProtocolError::InvalidValue("null")),
-            b'#' if line == b"t" || line == b"f" => {}
-            b'#' => return Err(ProtocolError::InvalidValue("boolean")),
-            b':' => {
-                parse_i64(line).ok_or(ProtocolError::InvalidValue("integer"))?;
-            }
+            _ if line_value(tag, line)? => {}
             b'$' | b'!' | b'=' => {
                 if let Some(n) = blob_len(line, limits, tag == b'$')? {
                     if buf.len() < pos + n + 2 {

@@ -10,7 +10,7 @@
 //! bytes received, and the caller may drop the bytes it consumed (a reply
 //! nobody waits for any more is discarded as it streams in, never held).
 
-use crate::decode::{blob_len, line_at, parse_i64};
+use crate::decode::{blob_len, line_at, line_value, parse_i64};
 use crate::{Limits, ProtocolError};
 
 /// What one call to [`ReplyScanner::scan`] found.
@@ -90,14 +90,7 @@ impl ReplyScanner {
             }
             let mut more = 0u64;
             match tag {
-                b'+' | b'-' | b',' | b'(' => {}
-                b'_' if line.is_empty() => {}
-                b'_' => return Err(ProtocolError::InvalidValue("null")),
-                b'#' if line == b"t" || line == b"f" => {}
-                b'#' => return Err(ProtocolError::InvalidValue("boolean")),
-                b':' => {
-                    parse_i64(line).ok_or(ProtocolError::InvalidValue("integer"))?;
-                }
+                _ if line_value(tag, line)? => {}
                 b'$' | b'!' | b'=' => {
                     if let Some(n) = blob_len(line, limits, tag == b'$')? {
                         self.skip = n as u64;
