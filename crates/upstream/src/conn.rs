@@ -682,42 +682,63 @@ async fn reader(
             if scanned == buf.len() {
                 break;
             }
-            let Ok(r) = scanner.scan(&buf[scanned..], &limits) else {
-                break 'outer;
-            };
-            let frame_start = boundary;
-            scanned += r.consumed;
-            match r.frame_done {
-                Some(true) => {
-                    // An out-of-band push between replies: cut it out.
-                    let tail = buf.split_off(scanned);
-                    buf.truncate(frame_start);
-                    buf.unsplit(tail);
-                    scanned = frame_start;
+            // Measure as far as the buffer and this batch go (a streamed
+            // batch: up to a piece) before taking the queue lock again: a
+            // long pipeline of small replies takes it once, not per reply.
+            let mut need_more = false;
+            while done < count && scanned < buf.len() {
+                let Ok(r) = scanner.scan(&buf[scanned..], &limits) else {
+                    break 'outer;
+                };
+                let frame_start = boundary;
+                scanned += r.consumed;
+                match r.frame_done {
+                    Some(true) => {
+                        // An out-of-band push between replies: cut it out.
+                        let tail = buf.split_off(scanned);
+                        buf.truncate(frame_start);
+                        buf.unsplit(tail);
+                        scanned = frame_start;
+                    }
+                    Some(false) => {
+                        done += 1;
+                        boundary = scanned;
+                        if streams && boundary >= STREAM_PIECE {
+                            break;
+                        }
+                    }
+                    // The rest of the frame (or of a header line) is still
+                    // to come.
+                    None => {
+                        need_more = true;
+                        break;
+                    }
                 }
-                Some(false) => {
-                    done += 1;
-                    boundary = scanned;
-                }
-                None if r.consumed == 0 => break,
-                None => {}
             }
             let mut q = match queue.lock() {
                 Ok(q) => q,
                 Err(_) => break 'outer,
             };
-            let Some(p) = q.front_mut() else { continue };
-            if !p.tx.admits(scanned as u64) {
-                // Over the client's budget: its session closes it; the
-                // replies are dropped as they come.
-                continue;
+            if let Some(p) = q.front_mut() {
+                // Over the client's budget, `admits` marks it so: its
+                // session closes it, and the next pass drops what is
+                // measured instead of handing it out.
+                if p.tx.admits(scanned as u64)
+                    && streams
+                    && done > 0
+                    && done < count
+                    && boundary >= STREAM_PIECE
+                {
+                    p.tx.part(buf.split_to(boundary).freeze(), done);
+                    p.count -= done;
+                    scanned -= boundary;
+                    boundary = 0;
+                    done = 0;
+                }
             }
-            if streams && done > 0 && done < count && boundary >= STREAM_PIECE {
-                p.tx.part(buf.split_to(boundary).freeze(), done);
-                p.count -= done;
-                scanned -= boundary;
-                boundary = 0;
-                done = 0;
+            drop(q);
+            if need_more {
+                break;
             }
         }
         let read = tokio::select! {
