@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or not: installs what the tests
 # need if it is missing (redis-server, redis-tools, nutcracker, and
-# prometheus for promtool, from Debian;
-# redis-py and pytest in .venv; ioredis and BullMQ from npm), then runs the
-# lints, the Rust tests and the client tests against the real binary.
+# prometheus for promtool, from Debian; redis-py, rq and pytest in .venv;
+# ioredis, node-redis and BullMQ from npm), then runs the lints, the Rust
+# tests and the client tests against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

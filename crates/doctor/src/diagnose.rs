@@ -387,6 +387,7 @@ async fn gather_acl(
     snap: &mut Snapshot,
     skipped: &mut Vec<String>,
 ) -> Result<(), ConnError> {
+    gather_replica_grant(conn, snap, skipped).await?;
     match conn.call(&["ACL", "LIST"]).await? {
         Frame::Array(lines) => snap.acl_users = lines.iter().filter_map(text).collect(),
         // Redis < 6 has no ACL; requirepass then tells about passwords.
@@ -435,6 +436,61 @@ async fn gather_acl(
     }
     snap.app_user_named = opts.app_user.is_some();
     snap.dangerous = Some((user, allowed));
+    Ok(())
+}
+
+/// Whether the user this connection acts as (Redoubt's, when `serve` runs
+/// the doctor) may attach as a replica: `PSYNC` and `REPLCONF`. `ACL
+/// DRYRUN` tells when the user may run it; a user too restricted for that
+/// is asked `REPLCONF listening-port` itself, which changes nothing.
+async fn gather_replica_grant(
+    conn: &mut Conn,
+    snap: &mut Snapshot,
+    skipped: &mut Vec<String>,
+) -> Result<(), ConnError> {
+    let me = match conn.call(&["ACL", "WHOAMI"]).await? {
+        Frame::Bulk(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        _ => None,
+    };
+    if let Some(me) = &me {
+        let probes: [&[&str]; 2] = [
+            &["PSYNC", "?", "-1"],
+            &["REPLCONF", "listening-port", "6380"],
+        ];
+        let cmds: Vec<Vec<Vec<u8>>> = probes
+            .iter()
+            .map(|p| {
+                let mut a = args(&["ACL", "DRYRUN", me]);
+                a.extend(p.iter().map(|s| s.as_bytes().to_vec()));
+                a
+            })
+            .collect();
+        let replies = conn.pipeline(&cmds).await?;
+        let mut missing = Vec::new();
+        let mut judged = true;
+        for (probe, reply) in probes.iter().zip(replies) {
+            match reply {
+                Frame::Simple(s) if s.as_ref() == b"OK" => {}
+                // DRYRUN's answer for a missing grant is the reason, as text.
+                Frame::Bulk(_) => missing.push(probe[0].to_lowercase()),
+                _ => judged = false,
+            }
+        }
+        if judged {
+            snap.replica_grant = Some((me.clone(), missing));
+            return Ok(());
+        }
+    }
+    let who = me.unwrap_or_else(|| "(the connecting user)".into());
+    match conn.call(&["REPLCONF", "listening-port", "6380"]).await? {
+        Frame::Error(e) if e.starts_with(b"NOPERM") => {
+            snap.replica_grant = Some((who, vec!["replconf".into()]));
+        }
+        f => skipped.push(format!(
+            "replica grant of {who}: REPLCONF allowed ({}); PSYNC cannot be checked without ACL DRYRUN",
+            text(&f).unwrap_or_default()
+        )),
+    }
     Ok(())
 }
 

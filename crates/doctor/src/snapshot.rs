@@ -80,6 +80,9 @@ pub(crate) struct Snapshot {
     /// The user judged by the dangerous-commands check and which of the
     /// probed commands it may run.
     pub dangerous: Option<(String, Vec<String>)>,
+    /// The user this connection acts as and which replication commands
+    /// it may not run (Redoubt's replica needs `PSYNC` and `REPLCONF`).
+    pub replica_grant: Option<(String, Vec<String>)>,
     /// Whether the app user was named by the caller (a warning) or is the
     /// `default` user by assumption (information).
     pub app_user_named: bool,

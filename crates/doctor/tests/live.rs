@@ -674,3 +674,37 @@ async fn many_keys_in_one_database_warn() {
         .detail
         .contains("db0 holds 2000 keys"));
 }
+
+#[tokio::test]
+async fn a_user_that_cannot_attach_as_a_replica_is_told_the_grant() {
+    let r = RedisServer::new();
+    r.cmd(&[
+        "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-psync", "-sync",
+    ]);
+    // Too restricted to ask ACL DRYRUN: asked REPLCONF itself.
+    r.cmd(&[
+        "ACL",
+        "SETUSER",
+        "lim",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-acl",
+        "-replconf",
+        "-psync",
+    ]);
+    let port = r.port();
+    let rep = doctor(&format!("redis://app:pw@127.0.0.1:{port}")).await;
+    assert_fires(&rep, "redoubt.replica-grant", Severity::Warn);
+    let f = rep.get("redoubt.replica-grant").unwrap();
+    assert!(
+        f.detail.contains("psync") && f.fix.contains("+psync +replconf"),
+        "{f:?}"
+    );
+    let rep = doctor(&format!("redis://lim:pw@127.0.0.1:{port}")).await;
+    assert_fires(&rep, "redoubt.replica-grant", Severity::Warn);
+    let rep = doctor(&r.url()).await;
+    assert_silent(&rep, "redoubt.replica-grant");
+}

@@ -213,7 +213,7 @@ impl Read for Generated {
                 let mut l = vec![b'x'; 1 << 20];
                 l.extend_from_slice(b" ERR max number of clients reached\n");
                 l
-            } else if self.line_no % 1000 == 0 {
+            } else if self.line_no.is_multiple_of(1000) {
                 b"2024-05-02T10:00:00Z api error ReplyError: OOM command not allowed when used memory > 'maxmemory'.\n".to_vec()
             } else {
                 b"2024-05-02T10:00:00Z api info GET /items 200 2ms user=42 trace=abcdef0123456789\n"

@@ -443,7 +443,7 @@ impl Access {
     }
 
     /// A session's view for checking one command.
-    pub fn caller<'a>(&'a self, who: &'a Identity) -> Caller<'a> {
+    pub fn caller<'a>(self: &'a Arc<Self>, who: &'a Identity) -> Caller<'a> {
         Caller { access: self, who }
     }
 
@@ -734,11 +734,34 @@ fn error_text(f: &Frame) -> Option<String> {
 
 /// One session's identity, checking the commands Redoubt answers itself.
 pub struct Caller<'a> {
-    access: &'a Access,
+    access: &'a Arc<Access>,
     who: &'a Identity,
 }
 
+/// A [`Caller`] that owns its parts: for checks made later, inside the
+/// local store (each command a script runs during an outage).
+#[derive(Clone)]
+pub struct OwnedCaller {
+    access: Arc<Access>,
+    who: Identity,
+}
+
+impl OwnedCaller {
+    /// [`Caller::check`], for this session.
+    pub fn check(&self, args: &[Bytes]) -> Option<Refusal> {
+        self.access.caller(&self.who).check(args)
+    }
+}
+
 impl Caller<'_> {
+    /// This caller, owned.
+    pub fn to_owned(&self) -> OwnedCaller {
+        OwnedCaller {
+            access: self.access.clone(),
+            who: self.who.clone(),
+        }
+    }
+
     /// Whether this session may run `args` on local data: `None` when it
     /// may, else the refusal (Redis's `NOAUTH`/`NOPERM`, or `UNAVAILABLE`
     /// when the user's permissions are unknown). Runs the gate first, so

@@ -148,7 +148,12 @@ pub fn classify(args: &[Bytes], spec: Option<&resp::CommandSpec>) -> Kind {
 }
 
 fn spec_writes(spec: &resp::CommandSpec) -> bool {
-    spec.has(F_WRITE | F_MAY_REPLICATE) || spec.group == "scripting"
+    // A PUBLISH whose reply was lost may have been delivered: resending it
+    // could deliver it twice, so it is not a read (7.0's table does not
+    // flag it may-replicate).
+    spec.has(F_WRITE | F_MAY_REPLICATE)
+        || spec.group == "scripting"
+        || matches!(spec.name, "publish" | "spublish")
 }
 
 /// The block time of a blocking command in ms (`Some(None)`: forever), or

@@ -42,6 +42,12 @@ pub struct LimitsConfig {
     /// A client that takes none of its replies for this long is
     /// disconnected.
     pub client_write_timeout_ms: u64,
+    /// While Redis is Down, a command that cannot be served locally waits
+    /// up to this long for Redis to come back before `-UNAVAILABLE`, as a
+    /// client library's offline queue would, but bounded. 0: refused at
+    /// once.
+    #[serde(default)]
+    pub hold_during_outage_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -55,6 +61,7 @@ impl Default for LimitsConfig {
             proto_max_bulk_len: DEFAULT_PROTO_MAX_BULK_LEN,
             max_nesting: DEFAULT_MAX_NESTING,
             client_write_timeout_ms: DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
+            hold_during_outage_ms: 0,
         }
     }
 }

@@ -79,6 +79,10 @@ pub struct Incident {
     /// first lines of output), so the record says what was tried.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remediation: Vec<serde_json::Value>,
+    /// Durable keys written back into a Redis that came back without them
+    /// (JSON: keys, bytes, ms, replication IDs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restored: Vec<serde_json::Value>,
 }
 
 /// Called with each incident as it closes (webhook alerts).
@@ -188,6 +192,7 @@ impl IncidentLog {
             diagnoses: Vec::new(),
             replay_failed_log: None,
             remediation: Vec::new(),
+            restored: Vec::new(),
         });
     }
 
@@ -207,6 +212,22 @@ impl IncidentLog {
         if let Ok(mut open) = self.open.lock() {
             if let Some(i) = open.as_mut() {
                 i.remediation.push(attempt);
+            }
+        }
+    }
+
+    /// Records a restore of lost durable keys in the open incident (or the
+    /// last one, when it closed first).
+    pub fn add_restore(&self, facts: serde_json::Value) {
+        if let Ok(mut open) = self.open.lock() {
+            if let Some(i) = open.as_mut() {
+                i.restored.push(facts);
+                return;
+            }
+        }
+        if let Ok(mut done) = self.done.lock() {
+            if let Some(last) = done.back_mut() {
+                last.restored.push(facts);
             }
         }
     }
@@ -346,6 +367,11 @@ fn incident_from_json(v: serde_json::Value) -> Option<Incident> {
             .map(str::to_string),
         remediation: v
             .get("remediation")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default(),
+        restored: v
+            .get("restored")
             .and_then(|d| d.as_array())
             .cloned()
             .unwrap_or_default(),

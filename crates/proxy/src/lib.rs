@@ -24,11 +24,18 @@
 //! - [`metrics`]: metric names and pre-registered handles.
 //! - [`outage`]: durable keyspaces served locally while Redis is not Up,
 //!   journaled, and replayed when it is back.
+//! - `pubsub`: the local subscribers, for `PUBLISH` while Redis is down.
 //! - [`policy`]: keyspace policies and what commands may do during an
 //!   outage (a table).
 //! - [`replay`]: puts the journal back into Redis, exactly once, in order.
+//! - [`replica`]: the durable keyspaces kept as a Redis replica keeps
+//!   them (`PSYNC`, the RDB, the stream): values and absence for an outage.
 //! - [`near_cache`]: byte-bounded LRU of values seen while Up, kept
 //!   fresh by Redis's client-side caching invalidations.
+//! - [`scripts`]: the scripts clients sent, by SHA1, for `EVALSHA`
+//!   during an outage and for a Redis that returns without them.
+//! - [`writer`]: the outage-writer lease: at most one Redoubt in front of
+//!   a Redis takes durable writes during an outage.
 //! - [`access`]: `[auth]`: logins (Redis's users remembered as salted
 //!   hashes, or Redoubt's own) and the permission check on local data.
 #![forbid(unsafe_code)]
@@ -43,11 +50,15 @@ pub mod metrics;
 pub mod near_cache;
 pub mod outage;
 pub mod policy;
+pub(crate) mod pubsub;
 pub mod replay;
+pub mod replica;
 pub mod reply;
+pub mod scripts;
 pub mod server;
 pub mod session;
 pub mod standalone;
+pub mod writer;
 
 pub use config::LimitsConfig;
 pub use server::{Proxy, ProxyHandle, ProxySettings};

@@ -40,6 +40,30 @@ pub const FALLBACK_KEYS: &str = "redoubt_fallback_keys";
 /// Gauge: bytes held for local answers (local store + near-cache).
 pub const FALLBACK_MEMORY: &str = "redoubt_fallback_memory_bytes";
 
+/// Gauge: 1 for the replica's current state (`state` label), 0 for the others.
+pub const REPLICA_STATE: &str = "redoubt_replica_state";
+/// Gauge: keys in the replica of the durable keyspaces.
+pub const REPLICA_KEYS: &str = "redoubt_replica_keys";
+/// Gauge: approximate bytes the replica holds.
+pub const REPLICA_BYTES: &str = "redoubt_replica_memory_bytes";
+/// Gauge: replication stream offset applied.
+pub const REPLICA_OFFSET: &str = "redoubt_replica_offset";
+/// Gauge: bytes of Redis's replication stream the replica has not applied.
+pub const REPLICA_LAG: &str = "redoubt_replica_lag_bytes";
+/// Gauge: seconds since Redis last sent anything on the replication link.
+pub const REPLICA_LAST_IO: &str = "redoubt_replica_last_io_seconds";
+
+/// The replica's states, for [`REPLICA_STATE`].
+pub const REPLICA_STATES: &[&str] = &[
+    "connecting",
+    "syncing",
+    "loading",
+    "streaming",
+    "lost",
+    "refused",
+    "too-large",
+];
+
 /// Buckets for [`COMMAND_DURATION`], in seconds: 50 µs to the 1 s default
 /// deadline and beyond, for blocking commands.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -116,6 +140,35 @@ pub fn describe() {
         Unit::Bytes,
         "Bytes held for local answers (local store and near-cache)"
     );
+    describe_gauge!(
+        REPLICA_STATE,
+        "1 for the replica's current state (streaming, lost, refused, …), 0 for the others"
+    );
+    describe_gauge!(
+        REPLICA_KEYS,
+        Unit::Count,
+        "Keys in Redoubt's replica of the durable keyspaces"
+    );
+    describe_gauge!(
+        REPLICA_BYTES,
+        Unit::Bytes,
+        "Approximate bytes held by the replica of the durable keyspaces"
+    );
+    describe_gauge!(
+        REPLICA_OFFSET,
+        Unit::Bytes,
+        "Replication stream offset the replica has applied"
+    );
+    describe_gauge!(
+        REPLICA_LAG,
+        Unit::Bytes,
+        "Bytes of Redis's replication stream the replica has not applied yet (master_repl_offset from the prober's INFO minus the replica's offset)"
+    );
+    describe_gauge!(
+        REPLICA_LAST_IO,
+        Unit::Seconds,
+        "Seconds since Redis last sent anything on the replication link (it pings every 10 s)"
+    );
     describe_counter!(
         crate::replay::REPLAYED_COMMANDS_TOTAL,
         Unit::Count,
@@ -178,6 +231,13 @@ pub fn count_routed(route: &'static str, policy: &'static str) {
 /// `journal-failed`).
 pub fn count_write_refused(reason: &'static str) {
     counter!(WRITES_REFUSED, "reason" => reason).increment(1);
+}
+
+/// Publishes [`REPLICA_STATE`] for `state`.
+pub fn replica_state(state: &str) {
+    for s in REPLICA_STATES {
+        gauge!(REPLICA_STATE, "state" => *s).set(if *s == state { 1.0 } else { 0.0 });
+    }
 }
 
 /// Publishes `redoubt_state` and `redoubt_upstream_up` for `state`.

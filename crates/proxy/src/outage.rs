@@ -54,7 +54,12 @@ use crate::near_cache::tracker::{spawn_tracker, Tracker, TrackerConfig};
 use crate::near_cache::{Cached, Lookup, NearCache, Ticket};
 use crate::policy::{outage_rule, Keyspaces, OutageRule, Policy};
 use crate::replay::{ReplayConfig, ReplayOutcome, Replayer};
+use crate::replica::Knowledge;
 use crate::reply;
+
+mod blocking;
+mod script;
+pub use blocking::Try;
 
 /// A reply that may only be sent once its journal entry is durable.
 pub type Durable = std::pin::Pin<
@@ -82,7 +87,7 @@ pub struct Outage {
     known: Arc<Mutex<HashSet<(u32, Bytes)>>>,
     /// Keys with journal records not replayed yet: served locally even
     /// when Redis is back, until the replay has drained.
-    dirty: Mutex<HashSet<(u32, Bytes)>>,
+    dirty: Arc<Mutex<HashSet<(u32, Bytes)>>>,
     /// True while anything is dirty: the Up fast path checks only this.
     active: AtomicBool,
     /// Journal appends sent but not answered yet. The journal counts a
@@ -97,12 +102,20 @@ pub struct Outage {
     near: OnceLock<Arc<NearCache>>,
     /// Keeps the near-cache's invalidation feed running.
     tracker: Mutex<Option<Tracker>>,
+    /// The replica of the durable keyspaces, when Redis serves one.
+    replica: OnceLock<Arc<crate::replica::Replica>>,
+    /// Whether this instance takes durable writes during an outage (none
+    /// attached: it does, as if alone).
+    writer: OnceLock<Arc<crate::writer::Writer>>,
     /// Held in Recovering while records are pending; last-known facts.
     health: OnceLock<HealthHandle>,
     /// `POST /admin/replay`: try now rather than at the next tick.
     replay_now: tokio::sync::Notify,
     /// The locked data_dir (set by [`Outage::spawn_recovery`]).
     data_dir: OnceLock<std::path::PathBuf>,
+    /// Scripts clients sent, for `EVALSHA` here and for a Redis that
+    /// comes back without them.
+    scripts: crate::scripts::ScriptCache,
 }
 
 /// A `GET`/`HGETALL` whose reply should go into the near-cache: the
@@ -124,7 +137,7 @@ fn now_ms() -> u64 {
 }
 
 /// Commands after which a key's whole value is known.
-const OVERWRITES: &[&str] = &["set", "setex", "psetex", "mset", "del", "unlink"];
+pub(crate) const OVERWRITES: &[&str] = &["set", "setex", "psetex", "mset", "del", "unlink"];
 
 /// The journal form of an outage write: relative expiries as absolute
 /// Unix-ms times, so replaying later means the same instant.
@@ -213,16 +226,19 @@ impl Outage {
             journal,
             order: Arc::default(),
             known: Arc::default(),
-            dirty: Mutex::default(),
+            dirty: Arc::default(),
             active: AtomicBool::new(false),
             appending: Arc::default(),
             progress: Mutex::default(),
             counters,
             near: OnceLock::new(),
             tracker: Mutex::default(),
+            replica: OnceLock::new(),
+            writer: OnceLock::new(),
             health: OnceLock::new(),
             replay_now: tokio::sync::Notify::new(),
             data_dir: OnceLock::new(),
+            scripts: crate::scripts::ScriptCache::new(crate::scripts::DEFAULT_MAX_BYTES),
         };
         if o.journal.pending_entries() > 0 {
             // Only what was not replayed yet: records Redis already has are
@@ -256,15 +272,7 @@ impl Outage {
             return;
         }
         let near = Arc::new(NearCache::new(max_bytes, max_stale_ms, tracked));
-        let handshake = upstream::Handshake {
-            auth: url.password.clone().map(|password| upstream::Credentials {
-                user: url.user.clone(),
-                password,
-            }),
-            db: 0,
-            proto: 3,
-            name: Some("redoubt-tracking".into()),
-        };
+        let handshake = url.control_handshake(3, "redoubt-tracking");
         let tracker = spawn_tracker(
             near.clone(),
             TrackerConfig::new(url.addr(), handshake),
@@ -275,6 +283,40 @@ impl Outage {
                 *t = Some(tracker);
             }
         }
+    }
+
+    /// Seeds durable keys from `replica` from now on (the near-cache only
+    /// for keys the replica cannot answer for).
+    pub fn attach_replica(&self, replica: Arc<crate::replica::Replica>) {
+        let _ = self.replica.set(replica);
+        self.restore_only_by_the_writer();
+    }
+
+    /// Decides with `writer` whether durable writes are taken during an
+    /// outage ([`crate::writer`]).
+    pub fn attach_writer(&self, writer: Arc<crate::writer::Writer>) {
+        let _ = self.writer.set(writer);
+        self.restore_only_by_the_writer();
+    }
+
+    /// With a writer lease, only its holder restores a Redis that came
+    /// back without durable keys: another instance's copy lacks what the
+    /// holder's clients did since, and would put back what they deleted.
+    fn restore_only_by_the_writer(&self) {
+        if let (Some(r), Some(w)) = (self.replica.get(), self.writer.get()) {
+            let w = w.clone();
+            r.restore_only_if(Arc::new(move || w.holds()));
+        }
+    }
+
+    /// True while a Redis that came back is checked for lost durable keys.
+    fn restoring(&self) -> bool {
+        self.replica.get().is_some_and(|r| r.restoring())
+    }
+
+    /// The replica, when one is attached.
+    pub fn replica(&self) -> Option<&Arc<crate::replica::Replica>> {
+        self.replica.get()
     }
 
     /// The near-cache, when one is attached.
@@ -340,6 +382,20 @@ impl Outage {
         keys.iter().all(|key| {
             let e = (db, key.clone());
             k.contains(&e) && d.contains(&e)
+        })
+    }
+
+    /// True when every key's whole value is here: seeded just now, or
+    /// known from what the outage wrote.
+    fn all_whole(&self, db: u32, keys: &[Bytes], seeded: &[Bytes]) -> bool {
+        let (Ok(kn), Ok(d)) = (self.known.lock(), self.dirty.lock()) else {
+            return false;
+        };
+        keys.iter().all(|k| {
+            seeded.contains(k) || {
+                let e = (db, k.clone());
+                kn.contains(&e) && d.contains(&e)
+            }
         })
     }
 
@@ -416,8 +472,9 @@ impl Outage {
     }
 
     /// Under the order lock: every key the outage has not written is
-    /// reset in the local store and, when the near-cache knows it, seeded
-    /// with that value. Returns the seeded keys.
+    /// reset in the local store and seeded from the replica (a value, or
+    /// known absence) or else, when it knows it, the near-cache. Returns
+    /// the keys whose state is now known.
     fn materialize(&self, db: u32, keys: &[Bytes]) -> Vec<Bytes> {
         let dirty: Vec<bool> = match self.dirty.lock() {
             Ok(d) => keys.iter().map(|k| d.contains(&(db, k.clone()))).collect(),
@@ -432,6 +489,20 @@ impl Outage {
             let d = db as usize;
             self.store
                 .apply(d, &[Bytes::from_static(b"DEL"), key.clone()]);
+            // The replica knows values and absence, in Redis's order; the
+            // near-cache only what was read.
+            match self.replica.get().map(|r| r.lookup(db, key)) {
+                Some(Knowledge::Value(v, at)) => {
+                    self.store.import(d, key.clone(), v, at);
+                    seeded.push(key.clone());
+                    continue;
+                }
+                Some(Knowledge::Absent) => {
+                    seeded.push(key.clone());
+                    continue;
+                }
+                Some(Knowledge::Unknown) | None => {}
+            }
             let Some(near) = self.near.get() else {
                 continue;
             };
@@ -481,7 +552,10 @@ impl Outage {
         args: &[Bytes],
         caller: &crate::access::Caller<'_>,
     ) -> Route {
-        if matches!(state, State::Up | State::Recovering) && !self.active.load(Ordering::Acquire) {
+        if matches!(state, State::Up | State::Recovering)
+            && !self.active.load(Ordering::Acquire)
+            && !self.restoring()
+        {
             return Route::Upstream;
         }
         let r = self.route_slow(state, session, db, args, caller).await;
@@ -512,21 +586,36 @@ impl Outage {
     ) -> Route {
         let keys = Self::keys(args);
         if keys.is_empty() {
-            if state == State::Down {
-                return self.keyless(session, args, caller).await;
+            if state != State::Down {
+                return Route::Upstream;
             }
-            return Route::Upstream;
+            let name = resp::lookup(args).map(|s| s.name).unwrap_or("");
+            if script::is_script(name) {
+                // No declared keys: each key it touches is judged as it
+                // comes.
+                if let Some(denied) = caller.check(args) {
+                    return Route::Refused(denied);
+                }
+                return self
+                    .script_route(session, db, args, name, caller.to_owned())
+                    .await;
+            }
+            return self.keyless(session, args, caller).await;
         }
         let policies: Vec<Policy> = keys.iter().map(|k| self.keyspaces.policy(k)).collect();
         let durable = policies.iter().all(|p| *p == Policy::Durable);
         let dirty = durable && Self::any_in(&self.dirty, db, &keys);
         let rule = outage_rule(args);
+        // While a Redis that came back is checked for lost durable keys
+        // (and they are restored), those keys are served as during the
+        // outage: Redis may not have them yet.
+        let restoring = durable && self.restoring();
         let local = match state {
             State::Down => true,
             State::WritesDown => {
-                dirty || matches!(rule, OutageRule::Blind | OutageRule::ValueDependent)
+                dirty || restoring || matches!(rule, OutageRule::Blind | OutageRule::ValueDependent)
             }
-            _ => dirty,
+            _ => dirty || restoring,
         };
         if !local {
             return Route::Upstream;
@@ -553,7 +642,16 @@ impl Outage {
             return self.refuse(why);
         }
         let name = resp::lookup(args).map(|s| s.name).unwrap_or("?");
-        if rule == OutageRule::Never {
+        if script::is_script(name) {
+            return self
+                .script_route(session, db, args, name, caller.to_owned())
+                .await;
+        }
+        // With an exact copy of what Redis held, a conditional write, a pop
+        // or a rename is decided here and journaled as its effects, as
+        // Redis replicates it: replay then does what the client was told.
+        let exact = rule == OutageRule::Never && self.decidable_here(args);
+        if rule == OutageRule::Never && !exact {
             return self.refuse(&format!("'{name}' is not allowed during an outage"));
         }
         self.select(session, db).await;
@@ -563,38 +661,37 @@ impl Outage {
             return Route::Local(out.reply.to_bytes(), None);
         }
         if rule != OutageRule::Read {
-            if let Some(e) = self.journal.refusal() {
-                crate::metrics::count_write_refused("journal-failed");
-                return Route::Refused(Refusal::Unavailable(format!("{e}: command not executed")));
+            if let Some(refused) = self.durable_write_refused() {
+                return refused;
             }
         }
         // Seed, execute and append under one lock: journal order = store
         // order, and no seeding overwrites a write in between.
         let _order = self.order.lock().await;
         let seeded = self.materialize(db, &keys);
-        if matches!(rule, OutageRule::Read | OutageRule::ValueDependent) {
-            let known = keys.iter().all(|k| seeded.contains(k)) || self.all_known(db, &keys) || {
-                // Some known from the outage, the rest seeded just now.
-                let (Ok(kn), Ok(d)) = (self.known.lock(), self.dirty.lock()) else {
-                    return self.refuse("value unknown locally");
-                };
-                keys.iter().all(|k| {
-                    seeded.contains(k) || {
-                        let e = (db, k.clone());
-                        kn.contains(&e) && d.contains(&e)
-                    }
-                })
-            };
-            if !known {
-                return self.refuse("value unknown locally");
-            }
+        if (exact || matches!(rule, OutageRule::Read | OutageRule::ValueDependent))
+            && !self.all_whole(db, &keys, &seeded)
+        {
+            return self.refuse("value unknown locally");
         }
         self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
         let out = self.store.execute(session, args.to_vec()).await;
         if rule == OutageRule::Read || out.reply.is_error() {
             return Route::Local(out.reply.to_bytes(), None);
         }
-        let entry = Entry::command(db, absolute(args, self.redis_now_ms()), now_ms());
+        let entry = if exact {
+            if out.effects.is_empty() {
+                // It changed nothing (`SET … NX` on an existing key).
+                return Route::Local(out.reply.to_bytes(), None);
+            }
+            Entry {
+                db,
+                commands: out.effects.iter().map(|e| e.args.clone()).collect(),
+                time_ms: now_ms(),
+            }
+        } else {
+            Entry::command(db, absolute(args, self.redis_now_ms()), now_ms())
+        };
         let durable = self.append(entry, Self::keys(args));
         self.mark(db, args);
         if !seeded.is_empty() {
@@ -605,6 +702,37 @@ impl Outage {
         }
         self.counters.journaled.fetch_add(1, Ordering::Relaxed);
         Route::Local(out.reply.to_bytes(), Some(durable))
+    }
+
+    /// True when a command the rules call [`OutageRule::Never`] can still
+    /// be decided here: the replica holds Redis's exact state, the local
+    /// store runs the command, and its effects stay in this db. Scripts
+    /// and blocking commands never are.
+    fn decidable_here(&self, args: &[Bytes]) -> bool {
+        const NOT_HERE: &[&str] = &[
+            "eval",
+            "evalsha",
+            "eval_ro",
+            "evalsha_ro",
+            "fcall",
+            "fcall_ro",
+            "move",
+            "copy",
+            "swapdb",
+            "flushdb",
+            "flushall",
+            "restore",
+            "migrate",
+            "sort",
+        ];
+        let Some(spec) = resp::lookup(args) else {
+            return false;
+        };
+        if NOT_HERE.contains(&spec.name) || spec.has(resp::command::F_BLOCKING) {
+            return false;
+        }
+        self.replica.get().is_some_and(|r| r.is_complete())
+            && store::implemented_commands().contains(&spec.name)
     }
 
     /// A `MULTI … EXEC` block while Redis is not Up: served here only if
@@ -620,7 +748,10 @@ impl Outage {
         cmds: &[Vec<Bytes>],
         caller: &crate::access::Caller<'_>,
     ) -> Route {
-        if matches!(state, State::Up | State::Recovering) && !self.active.load(Ordering::Acquire) {
+        if matches!(state, State::Up | State::Recovering)
+            && !self.active.load(Ordering::Acquire)
+            && !self.restoring()
+        {
             return Route::Upstream;
         }
         let r = self
@@ -649,10 +780,17 @@ impl Outage {
         let any_write = keyed
             .iter()
             .any(|(_, r)| matches!(r, OutageRule::Blind | OutageRule::ValueDependent));
+        // While a Redis that came back is checked for lost data, durable
+        // keys stay local (as in `route_slow`).
+        let restoring = self.restoring()
+            && !all_keys.is_empty()
+            && all_keys
+                .iter()
+                .all(|k| self.keyspaces.policy(k) == Policy::Durable);
         let local = match state {
             State::Down => true,
-            State::WritesDown => any_dirty || any_write,
-            _ => any_dirty,
+            State::WritesDown => any_dirty || any_write || restoring,
+            _ => any_dirty || restoring,
         };
         if !local {
             return Route::Upstream;
@@ -674,21 +812,29 @@ impl Outage {
                         "'{name}' in the transaction is not on durable keys (a transaction during an outage may only touch durable keys)"
                     ));
             }
-            if *rule == OutageRule::Never {
+            if *rule == OutageRule::Never && !self.decidable_here(cmd) {
                 return self.refuse(&format!(
                     "'{name}' in the transaction is not allowed during an outage"
                 ));
             }
         }
+        // A command decided on the exact copy (`XADD`, a pop) makes the
+        // whole block run as a transaction of the local store, journaled
+        // as its effects, as Redis replicates it.
+        let exact = session.watching() || keyed.iter().any(|(_, r)| *r == OutageRule::Never);
         if any_write {
-            if let Some(e) = self.journal.refusal() {
-                crate::metrics::count_write_refused("journal-failed");
-                return Route::Refused(Refusal::Unavailable(format!("{e}: command not executed")));
+            if let Some(refused) = self.durable_write_refused() {
+                return refused;
             }
         }
         self.select(session, db).await;
         let _order = self.order.lock().await;
         let seeded = self.materialize(db, &all_keys);
+        if exact {
+            return self
+                .exact_multi(session, db, cmds, &all_keys, &seeded)
+                .await;
+        }
         let known = |keys: &[Bytes]| {
             keys.iter()
                 .all(|k| seeded.contains(k) || self.all_known(db, std::slice::from_ref(k)))
@@ -743,6 +889,141 @@ impl Outage {
         let keys = entry.commands.iter().flat_map(|c| Self::keys(c)).collect();
         let durable = self.append(entry, keys);
         Route::Local(out.freeze(), Some(durable))
+    }
+
+    /// `WATCH` on durable keys while Redis is Down, held by the local
+    /// store on the exact copy: the keys are seeded and then kept (as if
+    /// written) so no later seeding counts as a change, and the `EXEC`
+    /// that follows runs as a local transaction, which the WATCH guards.
+    /// `None` when it is not served here.
+    pub async fn watch_locally(
+        &self,
+        session: &mut store::Session,
+        db: u32,
+        args: &[Bytes],
+        caller: &crate::access::Caller<'_>,
+    ) -> Option<Route> {
+        let keys = Self::keys(args);
+        if keys.is_empty()
+            || !keys
+                .iter()
+                .all(|k| self.keyspaces.policy(k) == Policy::Durable)
+            || !self.replica.get().is_some_and(|r| r.is_complete())
+        {
+            return None;
+        }
+        if let Some(denied) = caller.check(args) {
+            return Some(Route::Refused(denied));
+        }
+        let _order = self.order.lock().await;
+        self.select(session, db).await;
+        let seeded = self.materialize(db, &keys);
+        if !self.all_whole(db, &keys, &seeded) {
+            return Some(self.refuse("value unknown locally"));
+        }
+        let out = self.store.execute(session, args.to_vec()).await;
+        if !out.reply.is_error() {
+            if let (Ok(mut d), Ok(mut k)) = (self.dirty.lock(), self.known.lock()) {
+                for key in &keys {
+                    d.insert((db, key.clone()));
+                    k.insert((db, key.clone()));
+                }
+            }
+            self.active.store(true, Ordering::Release);
+            if let Some(h) = self.health.get() {
+                h.hold_recovering(true);
+            }
+        }
+        Some(Route::Local(out.reply.to_bytes(), None))
+    }
+
+    /// A `MULTI … EXEC` block with commands decided on the exact copy:
+    /// run as one transaction of the local store (under the order lock,
+    /// keys seeded), its effects journaled as one record.
+    async fn exact_multi(
+        &self,
+        session: &mut store::Session,
+        db: u32,
+        cmds: &[Vec<Bytes>],
+        keys: &[Bytes],
+        seeded: &[Bytes],
+    ) -> Route {
+        if !self.all_whole(db, keys, seeded) {
+            return self.refuse("value unknown locally");
+        }
+        let out = match self.run_transaction(session, cmds).await {
+            Ok(out) => out,
+            Err(refused) => return Route::Local(refused, None),
+        };
+        self.counters
+            .served_locally
+            .fetch_add(cmds.len() as u64, Ordering::Relaxed);
+        if out.effects.is_empty() {
+            return Route::Local(out.reply.to_bytes(), None);
+        }
+        let durable = self.journal_effects(db, &out.effects);
+        Route::Local(out.reply.to_bytes(), Some(durable))
+    }
+
+    /// Why a durable write cannot be taken now (another Redoubt holds the
+    /// outage-writer lease, or the journal refuses), as the refusal.
+    fn durable_write_refused(&self) -> Option<Route> {
+        if let Some(w) = self.writer.get().filter(|w| !w.holds()) {
+            return Some(self.refuse(&w.refusal()));
+        }
+        let e = self.journal.refusal()?;
+        crate::metrics::count_write_refused("journal-failed");
+        Some(Route::Refused(Refusal::Unavailable(format!(
+            "{e}: command not executed"
+        ))))
+    }
+
+    /// Runs `cmds` as one transaction of the local store (`MULTI … EXEC`,
+    /// where a blocking command takes what is there, as in Redis): its
+    /// reply and effects, or the reply refusing `MULTI`.
+    async fn run_transaction(
+        &self,
+        session: &mut store::Session,
+        cmds: &[Vec<Bytes>],
+    ) -> Result<store::Executed, Bytes> {
+        let multi = self
+            .store
+            .execute(session, vec![Bytes::from_static(b"MULTI")])
+            .await;
+        if multi.reply.is_error() {
+            return Err(multi.reply.to_bytes());
+        }
+        for cmd in cmds {
+            let _ = self.store.execute(session, cmd.clone()).await;
+        }
+        Ok(self
+            .store
+            .execute(session, vec![Bytes::from_static(b"EXEC")])
+            .await)
+    }
+
+    /// Journals what a local execution decided on the exact copy, as one
+    /// record of its effects (replayed as one transaction). The keys they
+    /// write were whole here (seeded or the outage's own), so they are
+    /// whole now, and dirty until the replay.
+    fn journal_effects(&self, db: u32, effects: &[store::Effect]) -> Durable {
+        let commands: Vec<Vec<Bytes>> = effects.iter().map(|e| e.args.clone()).collect();
+        for c in &commands {
+            self.mark(db, c);
+        }
+        let mut written: Vec<Bytes> = commands.iter().flat_map(|c| Self::keys(c)).collect();
+        written.sort();
+        written.dedup();
+        if let Ok(mut k) = self.known.lock() {
+            k.extend(written.iter().map(|key| (db, key.clone())));
+        }
+        self.counters.journaled.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            db,
+            commands,
+            time_ms: now_ms(),
+        };
+        self.append(entry, written)
     }
 
     /// Now on Redis's clock (ours plus the offset last measured from
@@ -1000,6 +1281,11 @@ impl Outage {
         self.store.session()
     }
 
+    /// The local store the outage serves from.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Replays the journal whenever Redis answers and records are pending,
     /// then forgets the local state (Redis has it all) and lets the health
     /// handle publish Up.
@@ -1026,9 +1312,20 @@ impl Outage {
                 *p = Some(replayer.progress());
             }
             let mut rx = health.subscribe();
+            // Whether Redis may have lost its script cache since the
+            // scripts were last loaded: at start, and after every Down.
+            let mut scripts_stale = true;
             loop {
                 me.publish_gauges();
-                let answering = matches!(health.state(), State::Up | State::Recovering);
+                if health.state() == State::Down {
+                    scripts_stale = true;
+                } else if scripts_stale && matches!(health.state(), State::Up | State::Recovering) {
+                    scripts_stale = !me.reload_scripts(&url).await;
+                }
+                // The journal goes on top of whatever a restore puts back,
+                // never under it.
+                let answering = matches!(health.state(), State::Up | State::Recovering)
+                    && !me.replica.get().is_some_and(|r| r.restoring());
                 if answering && me.journal.pending_entries() > 0 {
                     match replayer.run_until_drained().await {
                         Ok(ReplayOutcome::Drained { replayed, failed }) => {
@@ -1073,6 +1370,49 @@ impl Outage {
                 }
             }
         });
+    }
+
+    /// The scripts clients sent through this Redoubt.
+    pub fn scripts(&self) -> &crate::scripts::ScriptCache {
+        &self.scripts
+    }
+
+    /// Loads every remembered script into Redis (`SCRIPT LOAD`): a Redis
+    /// that restarted has an empty script cache, and clients that only
+    /// send `EVALSHA` would get `NOSCRIPT` for a restart they did not
+    /// cause. True when done (or nothing to do).
+    async fn reload_scripts(&self, url: &UpstreamUrl) -> bool {
+        let bodies = self.scripts.all();
+        if bodies.is_empty() {
+            return true;
+        }
+        let hs = url.control_handshake(2, "redoubt-scripts");
+        let conn = match upstream::Conn::connect(&url.addr(), &hs, Duration::from_secs(2)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot load scripts into redis yet");
+                return false;
+            }
+        };
+        let mut loaded = 0usize;
+        for body in &bodies {
+            let cmd = [b"SCRIPT".to_vec(), b"LOAD".to_vec(), body.to_vec()];
+            match conn.call(&cmd, Duration::from_secs(5)).await {
+                Ok(r) if !r.is_error() => loaded += 1,
+                Ok(r) => {
+                    // Redoubt's own user may not be allowed SCRIPT; clients
+                    // then fall back to EVAL on NOSCRIPT, as they must.
+                    tracing::warn!(reply = %String::from_utf8_lossy(&r.to_bytes()).trim_end(), "redis refused to load a remembered script: clients may see NOSCRIPT once");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "loading scripts into redis failed; will retry");
+                    return false;
+                }
+            }
+        }
+        tracing::info!(loaded, "remembered scripts loaded into redis");
+        true
     }
 
     /// Asks the recovery task to try a replay now (after an operator
@@ -1128,6 +1468,8 @@ impl Outage {
             "replay": replay,
             "fallback_keys": self.fallback_keys(),
             "fallback_memory_bytes": self.fallback_memory(),
+            "replica": self.replica.get().map(|r| r.status()),
+            "writer": self.writer.get().map(|w| w.status_json()),
             "near_cache": self.near.get().map(|n| serde_json::json!({
                 "keys": n.len(),
                 "bytes": n.bytes(),

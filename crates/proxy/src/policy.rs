@@ -74,6 +74,11 @@ impl Keyspaces {
         self.rules.iter().any(|(_, p)| *p != Policy::FailFast)
     }
 
+    /// True when any keyspace is `durable`: those are kept by the replica.
+    pub fn any_durable(&self) -> bool {
+        self.rules.iter().any(|(_, p)| *p == Policy::Durable)
+    }
+
     /// The globs of the local (`cache`, `durable`) keyspaces: what the
     /// near-cache tracks ([`crate::near_cache::prefix::Tracked`]).
     pub fn local_patterns(&self) -> Vec<Bytes> {

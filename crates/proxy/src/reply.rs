@@ -14,6 +14,17 @@ pub fn encode(f: &Frame) -> Bytes {
     f.to_bytes()
 }
 
+/// A bulk string.
+pub fn bulk(b: &[u8]) -> Bytes {
+    let mut out = bytes::BytesMut::with_capacity(b.len() + 16);
+    out.extend_from_slice(b"$");
+    out.extend_from_slice(b.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
+
 /// `+OK`.
 pub fn ok() -> Bytes {
     Bytes::from_static(b"+OK\r\n")

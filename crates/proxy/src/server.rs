@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) access: Arc<crate::access::Access>,
     /// `CLIENT LIST` rows of the connected sessions, by client id.
     pub(crate) clients: std::sync::Mutex<std::collections::BTreeMap<u64, ClientRow>>,
+    /// Local subscribers, for `PUBLISH` while Redis is down.
+    pub(crate) pubsub: crate::pubsub::Hub,
 }
 
 /// One session's `CLIENT LIST` row: the line with `{age}` left to fill in.
@@ -144,6 +146,7 @@ impl Proxy {
             outage: settings.outage.clone(),
             access: access.clone(),
             clients: Default::default(),
+            pubsub: Default::default(),
         });
         let state = Listener::new(settings.limits, metrics, counters);
         let spawn: Spawner = Arc::new(move |stream: TcpStream, peer, id| {

@@ -807,3 +807,74 @@ async fn misconf_pauses_replay_until_redis_can_persist_again() {
     );
     assert_counters_and_queue(&redis, 100);
 }
+
+#[tokio::test]
+async fn a_stream_entry_redis_has_since_passed_is_added_under_a_new_id() {
+    let redis = RedisServer::new();
+    // Redis came back with an entry the outage's copy never saw.
+    redis.cmd(&["XADD", "events", "5000-0", "seen", "by-redis-only"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let j = open(tmp.path(), 1 << 20);
+    // The outage's entries, journaled under the IDs its clients were told.
+    append_tx(
+        &j,
+        0,
+        &[
+            &["XADD", "events", "4000-0", "job", "1"],
+            &["SET", "after", "x"],
+        ],
+    );
+    append(&j, 0, &["XADD", "fresh", "4000-1", "job", "2"]);
+    // As the local store journals a trimmed XADD (BullMQ's events).
+    append(
+        &j,
+        0,
+        &["XADD", "events", "MAXLEN", "=", "10", "4500-0", "job", "1b"],
+    );
+    // Any other XADD error is still an error, recorded as such.
+    append(&j, 0, &["SET", "notastream", "v"]);
+    append(&j, 0, &["XADD", "notastream", "4000-2", "job", "3"]);
+    let mut cfg = config(&redis, tmp.path(), 10);
+    cfg.failed_log_path = tmp.path().join("replay-failed.jsonl");
+    let out = Replayer::new(j.clone(), NODE, cfg)
+        .run_until_drained()
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        ReplayOutcome::Drained {
+            replayed: 5,
+            failed: 1
+        }
+    );
+    assert_eq!(redis.cmd(&["XLEN", "events"]), ":3");
+    // Newest entry: the outage's, after Redis's own.
+    let mut con = client(&redis, 0);
+    let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg("events")
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(newest[0].1, vec![("job".to_string(), "1b".to_string())]);
+    let ms: u64 = newest[0].0.split('-').next().unwrap().parse().unwrap();
+    assert!(ms > 5000, "{newest:?}");
+    // A stream that had not moved keeps the journaled ID.
+    let fresh: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("fresh")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(fresh[0].0, "4000-1");
+    assert_eq!(get(&mut con, "after").as_deref(), Some("x"));
+    let lines = read_failed_log(tmp.path().join("replay-failed.jsonl")).unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].error.starts_with("WRONGTYPE"),
+        "{}",
+        lines[0].error
+    );
+}

@@ -42,6 +42,10 @@ pub struct Config {
     pub journal: JournalSection,
     /// `[near_cache]`
     pub near_cache: NearCacheSection,
+    /// `[replica]`
+    pub replica: ReplicaSection,
+    /// `[outage]`
+    pub outage: OutageSection,
     /// `[auth]`
     pub auth: AuthSection,
     /// `[[keyspace]]`
@@ -64,6 +68,8 @@ impl Default for Config {
             limits: LimitsSection::default(),
             journal: JournalSection::default(),
             near_cache: NearCacheSection::default(),
+            replica: ReplicaSection::default(),
+            outage: OutageSection::default(),
             auth: AuthSection::default(),
             keyspace: Vec::new(),
             alert: Vec::new(),
@@ -121,6 +127,8 @@ pub struct LimitsSection {
     pub max_nesting: usize,
     /// See [`proxy::LimitsConfig`].
     pub client_write_timeout_ms: u64,
+    /// See [`proxy::LimitsConfig`].
+    pub hold_during_outage_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -135,6 +143,7 @@ impl Default for LimitsSection {
             proto_max_bulk_len: Size::text("512MiB"),
             max_nesting: d.max_nesting,
             client_write_timeout_ms: d.client_write_timeout_ms,
+            hold_during_outage_ms: d.hold_during_outage_ms,
         }
     }
 }
@@ -183,6 +192,50 @@ impl Default for NearCacheSection {
         NearCacheSection {
             max_bytes: Size::text("64MiB"),
             max_stale_ms: 300_000,
+        }
+    }
+}
+
+/// `[replica]`: Redoubt's copy of the durable keyspaces, kept as a Redis
+/// replica (`PSYNC`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaSection {
+    /// `auto`: attach as a replica when there are durable keyspaces, and
+    /// fall back to the near-cache if Redis refuses; `off`: near-cache only.
+    pub mode: String,
+    /// Byte bound of the copy (approximate, as Redis's `used_memory`).
+    pub max_bytes: Size,
+    /// `restore`: a Redis that comes back without durable keys the copy
+    /// holds gets them back (then the outage's journal) before Up;
+    /// `replay-only`: only the journal is replayed.
+    pub on_data_loss: String,
+}
+
+impl Default for ReplicaSection {
+    fn default() -> Self {
+        ReplicaSection {
+            mode: "auto".into(),
+            max_bytes: Size::text("1GiB"),
+            on_data_loss: "restore".into(),
+        }
+    }
+}
+
+/// `[outage]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutageSection {
+    /// `auto`: take durable writes during an outage when this instance
+    /// holds the outage-writer lease (one instance per Redis does);
+    /// `never`: serve durable reads only.
+    pub writer: String,
+}
+
+impl Default for OutageSection {
+    fn default() -> Self {
+        OutageSection {
+            writer: "auto".into(),
         }
     }
 }
@@ -446,6 +499,8 @@ const SECTIONS: &[&str] = &[
     "limits",
     "journal",
     "near_cache",
+    "replica",
+    "outage",
     "auth",
     "remediation",
 ];
@@ -660,6 +715,8 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
     section(&root, "limits", &mut c.limits, problems);
     section(&root, "journal", &mut c.journal, problems);
     section(&root, "near_cache", &mut c.near_cache, problems);
+    section(&root, "replica", &mut c.replica, problems);
+    section(&root, "outage", &mut c.outage, problems);
     section(&root, "auth", &mut c.auth, problems);
     section(&root, "remediation", &mut c.remediation, problems);
     if let Some(v) = root.get("keyspace") {
@@ -859,6 +916,7 @@ pub fn validate(c: &Config) -> Vec<String> {
         ("journal.max_bytes", &c.journal.max_bytes),
         ("journal.compact_min_bytes", &c.journal.compact_min_bytes),
         ("near_cache.max_bytes", &c.near_cache.max_bytes),
+        ("replica.max_bytes", &c.replica.max_bytes),
     ] {
         if let Err(e) = size.bytes() {
             p.push(format!("{key}: {e}"));
@@ -883,6 +941,7 @@ pub fn validate(c: &Config) -> Vec<String> {
     lenient.max_inflight_per_client = c.limits.max_inflight_per_client;
     lenient.max_nesting = c.limits.max_nesting;
     lenient.client_write_timeout_ms = c.limits.client_write_timeout_ms;
+    lenient.hold_during_outage_ms = c.limits.hold_during_outage_ms;
     p.extend(lenient.problems());
     if lenient.max_output_buffer_bytes == 0 {
         p.push("limits.max_output_buffer_bytes: 0 would disconnect every client at its first reply; give a size such as \"256MiB\" (the default)".into());
@@ -905,6 +964,27 @@ pub fn validate(c: &Config) -> Vec<String> {
     }
     if let Err(e) = parse_duration_ms(&c.journal.retain_after_replay) {
         p.push(format!("journal.retain_after_replay: {e}"));
+    }
+    if !matches!(c.replica.mode.as_str(), "auto" | "off") {
+        p.push(format!(
+            "replica.mode: '{}' is not one of auto, off",
+            c.replica.mode
+        ));
+    }
+    if !matches!(c.outage.writer.as_str(), "auto" | "never") {
+        p.push(format!(
+            "outage.writer: '{}' is not one of auto, never",
+            c.outage.writer
+        ));
+    }
+    if !matches!(c.replica.on_data_loss.as_str(), "restore" | "replay-only") {
+        p.push(format!(
+            "replica.on_data_loss: '{}' is not one of restore, replay-only",
+            c.replica.on_data_loss
+        ));
+    }
+    if c.replica.max_bytes.bytes() == Ok(0) {
+        p.push("replica.max_bytes: must be more than 0 (set replica.mode = \"off\" to have no replica)".into());
     }
     match c.auth.mode.as_str() {
         "passthrough" => {}
@@ -966,6 +1046,7 @@ pub fn limits(c: &Config) -> Result<proxy::LimitsConfig, String> {
         proto_max_bulk_len: c.limits.proto_max_bulk_len.bytes()?,
         max_nesting: c.limits.max_nesting,
         client_write_timeout_ms: c.limits.client_write_timeout_ms,
+        hold_during_outage_ms: c.limits.hold_during_outage_ms,
     })
 }
 

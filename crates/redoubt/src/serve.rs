@@ -306,6 +306,12 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         alerts,
     );
     incidents.spawn_follower(health.clone());
+    if let Some(replica) = outage.as_ref().and_then(|o| o.replica()) {
+        let log = incidents.clone();
+        replica.on_restore(move |facts| {
+            log.add_restore(serde_json::to_value(facts).unwrap_or_default());
+        });
+    }
     let metrics_incidents = incidents.clone();
     let diagnosis =
         spawn_diagnosis_on_state_change(cfg.upstream.clone(), health.clone(), incidents.clone());
@@ -407,7 +413,28 @@ fn local_keyspaces(
     let jcfg = config::journal(cfg).map_err(anyhow::Error::msg)?;
     metrics::gauge!(proxy::metrics::JOURNAL_MAX_BYTES).set(jcfg.max_bytes as f64);
     let journal = open_journal(cfg, jcfg)?;
+    let replica_keyspaces = keyspaces.clone();
     let outage = proxy::outage::Outage::new(keyspaces, Arc::new(journal), Arc::default())?;
+    if cfg.replica.mode == "auto" && replica_keyspaces.any_durable() {
+        let max_bytes = cfg.replica.max_bytes.bytes().map_err(anyhow::Error::msg)?;
+        // Shown in Redis's INFO replication as this replica's port.
+        let port = cfg
+            .listen
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(0);
+        let link = proxy::replica::link_config(url, port, &cfg.data_dir, max_bytes);
+        let replica = proxy::replica::Replica::spawn(
+            replica_keyspaces,
+            proxy::replica::ReplicaConfig {
+                link,
+                max_bytes,
+                restore: cfg.replica.on_data_loss == "restore",
+            },
+            Some(health.clone()),
+        );
+        outage.attach_replica(replica);
+    }
     let near_max = cfg
         .near_cache
         .max_bytes
@@ -425,6 +452,13 @@ fn local_keyspaces(
         node_id.to_string(),
         health.clone(),
     );
+    let writer = if cfg.outage.writer == "never" {
+        proxy::writer::Writer::never()
+    } else {
+        proxy::writer::Writer::alone()
+    };
+    writer.spawn_lease(url.clone(), node_id.to_string(), health.clone());
+    outage.attach_writer(writer);
     Ok(Some(outage))
 }
 

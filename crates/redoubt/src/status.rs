@@ -176,6 +176,19 @@ fn summary(v: &Value, now_ms: u64) -> (String, u8) {
         if let Some(why) = refusing {
             line(format!("the journal refuses writes: {why}"));
         }
+        if let Some(r) = j.get("replica").filter(|r| !r.is_null()) {
+            line(replica_line(r));
+            if let Some(rs) = r.get("last_restore").filter(|x| !x.is_null()) {
+                let n = |k: &str| rs.get(k).and_then(Value::as_u64).unwrap_or(0);
+                line(format!(
+                    "last restore: {} durable keys ({}) written back into a Redis that came back without them, {} failed, in {} ms",
+                    n("keys"),
+                    journal::human_bytes(n("bytes")),
+                    n("failed"),
+                    n("ms")
+                ));
+            }
+        }
     }
     if state != "up" {
         if let Some(d) = v.get("latest_diagnosis").filter(|d| !d.is_null()) {
@@ -202,6 +215,32 @@ fn summary(v: &Value, now_ms: u64) -> (String, u8) {
         line(format!("redoubt running for {}", human_duration(up)));
     }
     (out, code)
+}
+
+/// One line on the replica of the durable keyspaces.
+fn replica_line(r: &Value) -> String {
+    let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let state = r.get("state").and_then(Value::as_str).unwrap_or("?");
+    let why = r
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(|w| format!(": {w}"))
+        .unwrap_or_default();
+    let lag = r
+        .get("lag_bytes")
+        .and_then(Value::as_u64)
+        .map(|l| format!(", {} behind", journal::human_bytes(l)))
+        .unwrap_or_default();
+    let restoring = if r.get("restoring").and_then(Value::as_bool) == Some(true) {
+        "; checking whether Redis kept the durable keyspaces"
+    } else {
+        ""
+    };
+    format!(
+        "replica: {state}{why}; {} keys ({}){lag}{restoring}",
+        n("keys"),
+        journal::human_bytes(n("bytes"))
+    )
 }
 
 /// `12 s`, `5 min 3 s`, `2 h 5 min`, `3 d 4 h`: two units are enough to
@@ -307,6 +346,33 @@ mod tests {
         assert!(text.contains("running for 1 h 2 min"), "{text}");
         let (text, _) = summary(&proxy("down", Value::Null), NOW);
         assert!(text.contains("nothing is served locally"), "{text}");
+    }
+
+    #[test]
+    fn the_replica_and_its_last_restore_are_one_line_each() {
+        let mut j = local();
+        j["replica"] = json!({
+            "state": "streaming", "reason": null, "keys": 1200, "bytes": 2_097_152,
+            "lag_bytes": 0, "restoring": false,
+            "last_restore": { "keys": 40, "bytes": 4096, "failed": 0, "ms": 12 }
+        });
+        let (text, _) = summary(&proxy("up", j), NOW);
+        assert!(
+            text.contains("replica: streaming; 1200 keys (2.0 MiB), 0 B behind\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last restore: 40 durable keys (4.0 KiB) written back"),
+            "{text}"
+        );
+        let mut j = local();
+        j["replica"] =
+            json!({ "state": "refused", "reason": "NOPERM psync", "keys": 0, "bytes": 0 });
+        let (text, _) = summary(&proxy("down", j), NOW);
+        assert!(
+            text.contains("replica: refused: NOPERM psync; 0 keys"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -51,6 +51,12 @@ fn start(data: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
         Duration::from_secs(10),
         || TcpStream::connect(("127.0.0.1", port)).is_ok(),
     );
+    // The admin endpoint binds after the data port.
+    wait_for(
+        "standalone redoubt's admin endpoint to listen",
+        Duration::from_secs(10),
+        || TcpStream::connect(("127.0.0.1", admin)).is_ok(),
+    );
     Server {
         child,
         port,

@@ -1,5 +1,6 @@
 //! The hot path: one SET and one GET through `Store::execute`, including
-//! dispatch, the lock and effect building (no sockets).
+//! dispatch, the lock and effect building (no sockets); and EVALSHA of a
+//! small cached script (one `redis.call` and its effect).
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -25,6 +26,16 @@ fn bench_execute(c: &mut Criterion) {
     });
     c.bench_function("execute GET", |b| {
         b.iter(|| rt.block_on(store.execute(&mut session, get.clone())))
+    });
+    let script = "return redis.call('incr', KEYS[1])";
+    let load = rt.block_on(store.execute(&mut session, args(&["SCRIPT", "LOAD", script])));
+    let sha = match load.reply {
+        resp::Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("SCRIPT LOAD: {other:?}"),
+    };
+    let evalsha = args(&["EVALSHA", &sha, "1", "counter"]);
+    c.bench_function("execute EVALSHA incr", |b| {
+        b.iter(|| rt.block_on(store.execute(&mut session, evalsha.clone())))
     });
 }
 

@@ -94,6 +94,9 @@ pub(crate) struct Config {
     pub lfu_decay_time: u64,
     /// Enabled keyspace notification classes.
     pub notify_flags: u32,
+    /// busy-reply-threshold (alias lua-time-limit) in ms: a script running
+    /// longer makes other clients get BUSY and may be killed.
+    pub busy_reply_ms: u64,
 }
 
 impl Config {
@@ -110,6 +113,7 @@ impl Config {
             lfu_log_factor: 10,
             lfu_decay_time: 1,
             notify_flags: 0,
+            busy_reply_ms: 5000,
         };
         c.refresh();
         c
@@ -127,6 +131,7 @@ impl Config {
         self.samples = num(self, "maxmemory-samples").max(1) as usize;
         self.lfu_log_factor = num(self, "lfu-log-factor") as u32;
         self.lfu_decay_time = num(self, "lfu-decay-time");
+        self.busy_reply_ms = num(self, "busy-reply-threshold");
         self.policy = self
             .get("maxmemory-policy")
             .and_then(Policy::parse)
@@ -152,6 +157,13 @@ impl Config {
     fn store(&mut self, name: &'static str, given: &str, canonical: String) {
         if name == "notify-keyspace-events" {
             self.notify_flags = crate::pubsub::parse_events(given).unwrap_or(0);
+        }
+        // lua-time-limit is the old name of busy-reply-threshold: one value.
+        if name == "busy-reply-threshold" {
+            self.values.insert("lua-time-limit", canonical.clone());
+        } else if name == "lua-time-limit" {
+            self.values
+                .insert("busy-reply-threshold", canonical.clone());
         }
         self.values.insert(name, canonical);
     }

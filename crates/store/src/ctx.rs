@@ -43,6 +43,10 @@ pub(crate) struct Block {
     pub timeout_ms: u64,
     /// Keys it waits on, in the session's database.
     pub keys: Vec<Bytes>,
+    /// The command to run on each retry instead of the one sent, when the
+    /// first run fixed something the retries must keep (XREAD's `$`
+    /// resolved to the IDs current when it blocked).
+    pub retry_args: Option<Vec<Bytes>>,
 }
 
 pub(crate) struct Ctx<'a> {
@@ -67,6 +71,11 @@ pub(crate) struct Ctx<'a> {
     pub wake: bool,
     /// True inside EXEC, apply or a script-like context: never block.
     pub no_block: bool,
+    /// Journal `effects` even when the reply is an error (a script that
+    /// failed after writing keeps its writes).
+    pub keep_effects: bool,
+    /// `effects` must replay as one transaction.
+    pub atomic: bool,
 }
 
 macro_rules! typed_access {
@@ -253,6 +262,13 @@ impl<'a> Ctx<'a> {
         Value::Set(IndexSet::new())
     );
     typed_access!(get_zset, zset_mut, ZSet, ZSet, Value::ZSet(ZSet::default()));
+    typed_access!(
+        get_stream,
+        stream_mut,
+        Stream,
+        Box<crate::stream::Stream>,
+        Value::Stream(Box::default())
+    );
 
     /// Stores a value, replacing any old one. The TTL is cleared unless
     /// `keep_ttl`.
@@ -333,6 +349,15 @@ impl<'a> Ctx<'a> {
         if self.inner.delete_key(db, key) {
             self.dirty += 1;
             self.signal(db, key);
+            // A consumer blocked on a deleted stream is told at once.
+            if self.inner.blocked > 0
+                && self
+                    .inner
+                    .waiting
+                    .contains_key(&(db, Bytes::copy_from_slice(key)))
+            {
+                self.wake = true;
+            }
             true
         } else {
             false
@@ -368,7 +393,12 @@ impl<'a> Ctx<'a> {
             let new = entry_size(key, e);
             self.inner.used_memory = self.inner.used_memory.saturating_sub(e.size) + new;
             e.size = new;
-            if self.inner.blocked > 0 && matches!(&*e.value, Value::List(_) | Value::ZSet(_)) {
+            if self.inner.blocked > 0
+                && matches!(
+                    &*e.value,
+                    Value::List(_) | Value::ZSet(_) | Value::Stream(_)
+                )
+            {
                 self.wake = true;
             }
         }

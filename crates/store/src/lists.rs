@@ -507,7 +507,11 @@ pub(crate) fn block(
     keys: Vec<Bytes>,
 ) -> Reply {
     if !ctx.no_block {
-        ctx.block = Some(Block { timeout_ms, keys });
+        ctx.block = Some(Block {
+            timeout_ms,
+            keys,
+            retry_args: None,
+        });
     }
     Ok(timeout_reply)
 }

@@ -34,6 +34,11 @@ pub struct Session {
     pub(crate) pushes: mpsc::Receiver<Frame>,
     pub(crate) killed: Arc<AtomicBool>,
     pub(crate) unblock: Arc<Notify>,
+    /// Asked about every key a script of this session touches.
+    pub(crate) key_hook: Option<crate::scripting::KeyHook>,
+    /// Asked about every command a script of this session runs, while a
+    /// key hook is set.
+    pub(crate) command_hook: Option<crate::scripting::CommandHook>,
 }
 
 impl Session {
@@ -50,6 +55,11 @@ impl Session {
     /// Protocol version chosen with HELLO: 2 or 3.
     pub fn protocol(&self) -> u8 {
         self.resp
+    }
+
+    /// True while this session WATCHes keys.
+    pub fn watching(&self) -> bool {
+        !self.watched.is_empty()
     }
 
     /// Sets the protocol version, for a session whose HELLO was answered
@@ -78,6 +88,21 @@ impl Session {
     /// behind on pushes: the connection loop should close the connection.
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Relaxed)
+    }
+
+    /// Sets (or clears) the hook asked about each key a script run by this
+    /// session is about to touch: see [`crate::KeyAccess`]. Used by the
+    /// proxy to run scripts on a partial local copy.
+    pub fn set_key_hook(&mut self, hook: Option<crate::scripting::KeyHook>) {
+        self.key_hook = hook;
+    }
+
+    /// Sets (or clears) the hook asked, while a key hook is set, about each
+    /// command a script of this session runs: the proxy checks the client's
+    /// permissions there, as Redis checks each `redis.call` against the
+    /// user's ACL. A refusal fails that command, as in Redis.
+    pub fn set_command_hook(&mut self, hook: Option<crate::scripting::CommandHook>) {
+        self.command_hook = hook;
     }
 
     /// Records the peer address shown by `CLIENT LIST` (`addr=`).

@@ -16,12 +16,18 @@ const BATCH: usize = 128;
 /// either side writes them.
 pub struct Snapshot {
     dbs: Vec<Db>,
+    /// Function libraries' code (they are data too).
+    libraries: Vec<Bytes>,
     now: u64,
 }
 
 impl Snapshot {
-    pub(crate) fn new(dbs: Vec<Db>, now: u64) -> Snapshot {
-        Snapshot { dbs, now }
+    pub(crate) fn new(dbs: Vec<Db>, libraries: Vec<Bytes>, now: u64) -> Snapshot {
+        Snapshot {
+            dbs,
+            libraries,
+            now,
+        }
     }
 
     /// Time (store clock, Unix ms) the snapshot was taken.
@@ -43,12 +49,22 @@ impl Snapshot {
             .sum()
     }
 
-    /// Commands that rebuild the data in an empty store: one write per key
+    /// Commands that rebuild the data in an empty store: `FUNCTION LOAD
+    /// REPLACE` for each function library, then one write per key
     /// (batched for big collections), then `PEXPIREAT` for keys with a TTL.
     /// Keys already expired are left out.
     pub fn commands(&self) -> impl Iterator<Item = Effect> + '_ {
         let now = self.now;
-        self.dbs.iter().enumerate().flat_map(move |(db, d)| {
+        let libraries = self.libraries.iter().map(|code| Effect {
+            db: 0,
+            args: vec![
+                Bytes::from_static(b"FUNCTION"),
+                Bytes::from_static(b"LOAD"),
+                Bytes::from_static(b"REPLACE"),
+                code.clone(),
+            ],
+        });
+        libraries.chain(self.dbs.iter().enumerate().flat_map(move |(db, d)| {
             d.map
                 .iter()
                 .filter(move |(_, e)| e.expire_at.is_none_or(|t| t > now))
@@ -100,6 +116,7 @@ impl Snapshot {
                                 out.push(c);
                             }
                         }
+                        Value::Stream(s) => out.extend(s.rebuild_commands(k)),
                     }
                     if let Some(t) = e.expire_at {
                         let mut c = cmd("PEXPIREAT");
@@ -108,6 +125,6 @@ impl Snapshot {
                     }
                     out.into_iter().map(move |args| Effect { db, args })
                 })
-        })
+        }))
     }
 }

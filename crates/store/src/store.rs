@@ -18,6 +18,7 @@ use crate::ctx::{err, Block, Ctx, Handler};
 use crate::db::Db;
 use crate::session::{Session, PUSH_CAPACITY};
 use crate::stats::Stats;
+use crate::value::{Entry, Value};
 use crate::{Effect, Executed};
 
 /// Where the store reads the time. Expiry, TTL replies and the absolute
@@ -128,6 +129,8 @@ pub(crate) struct Inner {
     pub blocked: usize,
     /// Clients blocked on each (db, key), in the order they blocked.
     pub waiting: HashMap<(usize, Bytes), std::collections::VecDeque<u64>>,
+    /// The Lua engine and its cached scripts.
+    pub scripting: crate::scripting::Scripting,
 }
 
 impl Inner {
@@ -255,6 +258,8 @@ pub(crate) struct Shared {
     pub started_ms: u64,
     pub run_id: String,
     pub databases: usize,
+    /// The running script's busy/kill state, read before the lock.
+    pub script_gate: Arc<crate::scripting::gate::Gate>,
 }
 
 impl Shared {
@@ -287,6 +292,9 @@ fn table() -> &'static HashMap<&'static str, Handler> {
             crate::tx::COMMANDS,
             crate::config::COMMANDS,
             crate::sort::COMMANDS,
+            crate::scripting::COMMANDS,
+            crate::scripting::functions::COMMANDS,
+            crate::streams::COMMANDS,
         ];
         families.iter().flat_map(|f| f.iter().copied()).collect()
     })
@@ -297,6 +305,20 @@ pub fn implemented_commands() -> Vec<&'static str> {
     let mut v: Vec<_> = table().keys().copied().collect();
     v.sort_unstable();
     v
+}
+
+/// `Some(true)` for SCRIPT KILL, `Some(false)` for FUNCTION KILL.
+fn kill_kind(args: &[Bytes]) -> Option<bool> {
+    if args.len() != 2 || !args[1].eq_ignore_ascii_case(b"kill") {
+        return None;
+    }
+    if args[0].eq_ignore_ascii_case(b"script") {
+        Some(true)
+    } else if args[0].eq_ignore_ascii_case(b"function") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// Commands that may run while a RESP2 client is subscribed.
@@ -333,7 +355,7 @@ pub(crate) fn unknown_command(args: &[Bytes]) -> Frame {
     Frame::Error(Bytes::from(msg))
 }
 
-fn is_container(name: &str) -> bool {
+pub(crate) fn is_container(name: &str) -> bool {
     static CONTAINERS: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
     CONTAINERS
         .get_or_init(|| {
@@ -389,6 +411,8 @@ pub(crate) struct Ran {
     pub more: Vec<Frame>,
     pub effects: Vec<Effect>,
     pub block: Option<Block>,
+    /// The effects replay as one transaction (a script's).
+    pub atomic: bool,
 }
 
 /// Runs one resolved command under the lock.
@@ -418,6 +442,8 @@ pub(crate) fn run(
         block: None,
         wake: false,
         no_block,
+        keep_effects: false,
+        atomic: false,
     };
     let result = handler(&mut ctx);
     let (reply, ok) = match result {
@@ -426,6 +452,7 @@ pub(crate) fn run(
     };
     let effects = match (ok, ctx.effects.take()) {
         (true, Some(e)) => e,
+        (false, Some(e)) if ctx.keep_effects => e,
         (true, None) if ctx.dirty > 0 => vec![Effect {
             db,
             args: args.to_vec(),
@@ -447,6 +474,7 @@ pub(crate) fn run(
         more: std::mem::take(&mut ctx.more),
         effects,
         block: ctx.block,
+        atomic: ctx.atomic,
     }
 }
 
@@ -473,6 +501,7 @@ impl Store {
             peak_memory: 0,
             blocked: 0,
             waiting: HashMap::new(),
+            scripting: Default::default(),
         };
         let run_id: String = {
             use rand::Rng;
@@ -490,6 +519,7 @@ impl Store {
                 wake,
                 run_id,
                 databases,
+                script_gate: Arc::new(crate::scripting::gate::Gate::new()),
             }),
         }
     }
@@ -545,11 +575,13 @@ impl Store {
             pushes: rx,
             killed,
             unblock,
+            key_hook: None,
+            command_hook: None,
         }
     }
 
     /// A session that is not registered as a client: for [`Store::apply`].
-    fn internal_session(db: usize) -> Session {
+    pub(crate) fn internal_session(db: usize) -> Session {
         let (_tx, rx) = mpsc::channel(1);
         Session {
             shared: None,
@@ -564,13 +596,15 @@ impl Store {
             pushes: rx,
             killed: Arc::new(AtomicBool::new(false)),
             unblock: Arc::new(Notify::new()),
+            key_hook: None,
+            command_hook: None,
         }
     }
 
     /// Executes one client command for `session`. Blocking commands wait
     /// here (tokio time) until served, timed out or unblocked; nothing else
     /// awaits, and the lock is never held across an await.
-    pub async fn execute(&self, session: &mut Session, args: Vec<Bytes>) -> Executed {
+    pub async fn execute(&self, session: &mut Session, mut args: Vec<Bytes>) -> Executed {
         let mut deadline: Option<tokio::time::Instant> = None;
         // Our place in the wait queues of the keys we block on, kept across
         // wake-ups and left however this call ends.
@@ -587,6 +621,9 @@ impl Store {
             };
             if queued.keys.is_empty() {
                 queued.keys = block.keys.clone();
+            }
+            if let Some(retry) = block.retry_args {
+                args = retry;
             }
             if deadline.is_none() && block.timeout_ms > 0 {
                 deadline =
@@ -627,9 +664,19 @@ impl Store {
         if args.is_empty() {
             return (Executed::reply(err("ERR empty command")), None, None);
         }
-        let now = self.now_ms();
         let shared = &*self.shared;
-        let mut guard = shared.lock();
+        let mut guard = match self.lock_unless_busy(args) {
+            Ok(g) => g,
+            Err(reply) => {
+                if sess.multi.is_some() && kill_kind(args).is_none() {
+                    sess.multi_error = true;
+                }
+                return (Executed::reply(reply), None, None);
+            }
+        };
+        // Read after the lock: a command that waited behind a long script
+        // must see the time it actually runs at.
+        let now = self.now_ms();
         let inner = &mut *guard;
         inner.stats.commands_processed += 1;
         let resolved = resolve(args);
@@ -706,7 +753,7 @@ impl Store {
             reply: ran.reply,
             more: ran.more,
             effects: evicted,
-            atomic: false,
+            atomic: ran.atomic,
         };
         match ran.block {
             Some(b) => {
@@ -724,6 +771,43 @@ impl Store {
                 (exec, Some(b), Some(rx))
             }
             None => (exec, None, None),
+        }
+    }
+
+    /// The lock, unless a script holds it past busy-reply-threshold: then
+    /// Redis's BUSY error, or the answer to SCRIPT KILL / FUNCTION KILL,
+    /// which must reach the script without waiting for the lock it holds.
+    /// While a script runs but is not yet past the threshold, the lock is
+    /// polled rather than waited on, so a client that arrived early still
+    /// gets BUSY once the script crosses it (as Redis serves clients from
+    /// inside a slow script).
+    fn lock_unless_busy(&self, args: &[Bytes]) -> Result<MutexGuard<'_, Inner>, Frame> {
+        let gate = &self.shared.script_gate;
+        let kill = kill_kind(args);
+        // Never a blocking lock(): a script may start between a check and
+        // the wait, and a client parked on the mutex behind a script that
+        // never ends could not be told BUSY, nor deliver the SCRIPT KILL
+        // that ends it.
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            if let Some(reply) = gate.refuse(kill) {
+                return Err(reply);
+            }
+            match self.shared.inner.try_lock() {
+                Ok(g) => return Ok(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if gate.running.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    } else if attempt <= 64 {
+                        // Ordinary commands hold the lock for microseconds.
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+            }
         }
     }
 
@@ -745,6 +829,57 @@ impl Store {
                 run(inner, shared, &mut sess, args, name, handler, now, true).reply
             }
         }
+    }
+
+    /// A key's live value and absolute expiry (Unix ms), or `None` when it
+    /// does not exist or has expired. The value is shared, not copied: a
+    /// later write to either store copies on write.
+    pub fn export(&self, db: usize, key: &[u8]) -> Option<(Arc<Value>, Option<u64>)> {
+        let now = self.now_ms();
+        let inner = self.shared.lock();
+        let e = inner.dbs.get(db)?.map.get(key)?;
+        if e.expire_at.is_some_and(|t| t <= now) {
+            return None;
+        }
+        Some((e.value.clone(), e.expire_at))
+    }
+
+    /// Every key of `db` with its value (shared, not copied) and absolute
+    /// expiry, expired ones included.
+    pub fn entries(&self, db: usize) -> Vec<(Bytes, Arc<Value>, Option<u64>)> {
+        let inner = self.shared.lock();
+        inner.dbs.get(db).map_or_else(Vec::new, |d| {
+            d.map
+                .iter()
+                .map(|(k, e)| (k.clone(), e.value.clone(), e.expire_at))
+                .collect()
+        })
+    }
+
+    /// Puts a whole value under `key` in `db`, replacing whatever was there
+    /// (memory accounted, WATCHes touched), as loading a snapshot or a
+    /// replica's copy does. An empty collection deletes the key instead,
+    /// since Redis never holds one.
+    pub fn import(&self, db: usize, key: Bytes, value: Arc<Value>, expire_at: Option<u64>) {
+        let now = self.now_ms();
+        let mut guard = self.shared.lock();
+        let inner = &mut *guard;
+        if db >= inner.dbs.len() {
+            return;
+        }
+        inner.delete_key(db, &key);
+        inner.touch_watched(db, &key);
+        if value.is_empty_collection() {
+            return;
+        }
+        let mut e = Entry::new(Value::Str(Bytes::new()), now);
+        e.value = value;
+        e.size = crate::ctx::entry_size(&key, &e);
+        inner.used_memory += e.size;
+        inner.peak_memory = inner.peak_memory.max(inner.used_memory);
+        let d = &mut inner.dbs[db];
+        d.map.insert(key.clone(), e);
+        d.set_expire(&key, expire_at);
     }
 
     /// Number of keys in database `db` (0 for a database that does not exist).
@@ -804,7 +939,59 @@ impl Store {
     /// the next write. Iterate it outside the lock.
     pub fn snapshot(&self) -> crate::Snapshot {
         let inner = self.shared.lock();
-        crate::snapshot::Snapshot::new(inner.dbs.clone(), self.now_ms())
+        let libraries = inner
+            .scripting
+            .libraries
+            .values()
+            .map(|l| l.code.clone())
+            .collect();
+        crate::snapshot::Snapshot::new(inner.dbs.clone(), libraries, self.now_ms())
+    }
+}
+
+/// A waiter outside the store for lists, sorted sets or streams to gain
+/// elements (a blocking command the proxy serves during an outage, one
+/// non-blocking try at a time). While it lives the store counts one more
+/// blocked client, so every push bumps the wake-up channel.
+pub struct Pushes {
+    shared: Arc<Shared>,
+    rx: watch::Receiver<u64>,
+}
+
+impl Pushes {
+    /// Resolves at the next push after this waiter was made or last woke.
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            // The store is gone; nothing will ever be pushed.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Pushes {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        inner.blocked = inner.blocked.saturating_sub(1);
+    }
+}
+
+impl Store {
+    /// Number of waiters for pushes: blocked clients and [`Pushes`].
+    pub fn waiting_for_pushes(&self) -> usize {
+        self.shared.lock().blocked
+    }
+
+    /// A [`Pushes`] waiter. Make it before the try that found nothing, so
+    /// a push in between is not missed.
+    pub fn watch_pushes(&self) -> Pushes {
+        let mut inner = self.shared.lock();
+        inner.blocked += 1;
+        let rx = self.shared.wake.subscribe();
+        drop(inner);
+        Pushes {
+            shared: self.shared.clone(),
+            rx,
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The five Redis data types as held in the keyspace, and the per-key entry
+//! The six Redis data types as held in the keyspace, and the per-key entry
 //! (value, expiry, access statistics for eviction).
 //!
 //! Values sit behind an `Arc` in [`Entry`] so a snapshot can share them and
@@ -31,9 +31,48 @@ pub enum Value {
     Set(IndexSet<Bytes>),
     /// A sorted set.
     ZSet(ZSet),
+    /// A stream, with its consumer groups.
+    Stream(Box<crate::stream::Stream>),
 }
 
 impl Value {
+    /// A list of `items`, head first.
+    pub fn list(items: impl IntoIterator<Item = Bytes>) -> Value {
+        Value::List(items.into_iter().collect())
+    }
+
+    /// A hash of `pairs`, in their order (a repeated field keeps its last value).
+    pub fn hash(pairs: impl IntoIterator<Item = (Bytes, Bytes)>) -> Value {
+        Value::Hash(pairs.into_iter().collect())
+    }
+
+    /// A set of `members`.
+    pub fn set(members: impl IntoIterator<Item = Bytes>) -> Value {
+        Value::Set(members.into_iter().collect())
+    }
+
+    /// A sorted set of `(member, score)` pairs.
+    pub fn zset(pairs: impl IntoIterator<Item = (Bytes, f64)>) -> Value {
+        let mut z = ZSet::default();
+        for (m, s) in pairs {
+            z.insert(m, s);
+        }
+        Value::ZSet(z)
+    }
+
+    /// True for a list, hash, set or sorted set with no elements.
+    pub fn is_empty_collection(&self) -> bool {
+        match self {
+            Value::Str(_) => false,
+            Value::List(l) => l.is_empty(),
+            Value::Hash(h) => h.is_empty(),
+            Value::Set(s) => s.is_empty(),
+            Value::ZSet(z) => z.is_empty(),
+            // Redis keeps a stream with no entries (its IDs and groups).
+            Value::Stream(_) => false,
+        }
+    }
+
     /// The name `TYPE` reports.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -42,6 +81,7 @@ impl Value {
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -87,6 +127,7 @@ impl Value {
                     "skiplist"
                 }
             }
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -109,6 +150,7 @@ impl Value {
             Value::Hash(h) => est(h.iter().map(|(k, v)| k.len() + v.len() + 2 * PER_ELEM)) + 48,
             Value::Set(s) => est(s.iter().map(|e| e.len() + PER_ELEM)) + 48,
             Value::ZSet(z) => est(z.scores.keys().map(|m| 2 * m.len() + 3 * PER_ELEM)) + 64,
+            Value::Stream(s) => s.approx_size(),
         }
     }
 }

@@ -248,6 +248,19 @@ impl RedisServer {
         }
     }
 
+    /// Deletes its persistence files (the AOF dir or file, `dump.rdb`)
+    /// while it is not running, so that [`start_again`](Self::start_again)
+    /// brings up a Redis without its data (a wiped volume). Panics while
+    /// it runs.
+    pub fn wipe_data(&self) {
+        assert!(self.child.is_none(), "wipe_data while redis runs");
+        let dir = self.dir.path();
+        let _ = std::fs::remove_dir_all(dir.join("appendonlydir"));
+        for f in ["appendonly.aof", "dump.rdb"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+    }
+
     /// True between a start and a [`kill`](Self::kill) or
     /// [`shutdown`](Self::shutdown).
     pub fn is_running(&self) -> bool {

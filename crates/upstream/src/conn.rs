@@ -101,6 +101,10 @@ pub enum ConnectError {
         /// The OS error.
         why: String,
     },
+    /// Nothing listens at the address: Redis is not running there (a
+    /// sure sign of an outage, unlike a timeout).
+    #[error("cannot connect to redis at {0}: connection refused")]
+    Refused(String),
     /// Connect or handshake took too long.
     #[error("redis at {0} did not answer the handshake in time")]
     Timeout(String),
@@ -486,9 +490,14 @@ pub async fn open_stream(
 }
 
 async fn open(addr: &str, hs: &Handshake) -> Result<(TcpStream, ()), ConnectError> {
-    let io = |e: std::io::Error| ConnectError::Io {
-        addr: addr.to_string(),
-        why: e.to_string(),
+    let io = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            return ConnectError::Refused(addr.to_string());
+        }
+        ConnectError::Io {
+            addr: addr.to_string(),
+            why: e.to_string(),
+        }
     };
     let mut s = TcpStream::connect(addr).await.map_err(io)?;
     s.set_nodelay(true).map_err(io)?;

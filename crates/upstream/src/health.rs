@@ -9,7 +9,7 @@
 //! state: a probe whose connection was cut reconnects and retries at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::backoff::jitter;
-use crate::conn::{CallError, Conn, Credentials, Handshake};
+use crate::conn::{CallError, Conn};
 use crate::url::UpstreamUrl;
 use resp::Frame;
 
@@ -139,6 +139,9 @@ pub struct ServerFacts {
     /// 6.2+): relative expiries journaled during an outage are made
     /// absolute on Redis's clock.
     pub clock_offset_ms: Option<i64>,
+    /// `master_repl_offset`: how far Redis's replication stream has gone,
+    /// for the replica's lag.
+    pub master_repl_offset: Option<u64>,
 }
 
 /// One published health observation.
@@ -160,6 +163,11 @@ pub struct Health {
     pub busy: Option<String>,
 }
 
+/// Hold bit: the outage's journal is being replayed.
+const HOLD_REPLAY: u8 = 1;
+/// Hold bit: the replica checks (and restores) what Redis kept.
+const HOLD_RESTORE: u8 = 2;
+
 /// A cheap, clonable view of the prober's output.
 #[derive(Clone)]
 pub struct HealthHandle {
@@ -168,7 +176,7 @@ pub struct HealthHandle {
     poke: Arc<Notify>,
     /// Set while a journal waits to be replayed: a Redis that answers is
     /// then published as Recovering, not Up.
-    hold: Arc<AtomicBool>,
+    hold: Arc<AtomicU8>,
 }
 
 impl HealthHandle {
@@ -232,7 +240,24 @@ impl HealthHandle {
     /// journal of an outage is still being replayed into it. Clearing it
     /// wakes the prober so Up is published at once.
     pub fn hold_recovering(&self, on: bool) {
-        if self.hold.swap(on, Ordering::AcqRel) != on && !on {
+        self.set_hold(HOLD_REPLAY, on);
+    }
+
+    /// While `on`, a Redis that answers is Recovering rather than Up: it
+    /// came back and the replica is checking it kept the durable keyspaces
+    /// (restoring them if not).
+    pub fn hold_restore(&self, on: bool) {
+        self.set_hold(HOLD_RESTORE, on);
+    }
+
+    fn set_hold(&self, bit: u8, on: bool) {
+        let before = if on {
+            self.hold.fetch_or(bit, Ordering::AcqRel)
+        } else {
+            self.hold.fetch_and(!bit, Ordering::AcqRel)
+        };
+        if !on && before == bit {
+            // The last hold went: Up at once.
             self.poke.notify_one();
         }
     }
@@ -253,7 +278,7 @@ pub fn spawn_prober(url: UpstreamUrl, cfg: HealthConfig) -> HealthHandle {
     });
     let state = Arc::new(AtomicU8::new(State::Down.to_u8()));
     let poke = Arc::new(Notify::new());
-    let hold = Arc::new(AtomicBool::new(false));
+    let hold = Arc::new(AtomicU8::new(0));
     let handle = HealthHandle {
         rx,
         state: state.clone(),
@@ -305,6 +330,7 @@ pub fn judge_info(info: &str) -> (InfoVerdict, ServerFacts) {
         maxmemory_policy: get("maxmemory_policy").map(str::to_string),
         run_id: get("run_id").map(str::to_string),
         clock_offset_ms: None,
+        master_repl_offset: get("master_repl_offset").and_then(|v| v.parse().ok()),
     };
     let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let verdict = if get("loading") == Some("1") {
@@ -338,7 +364,7 @@ struct Prober {
     tx: watch::Sender<Health>,
     state: Arc<AtomicU8>,
     poke: Arc<Notify>,
-    hold: Arc<AtomicBool>,
+    hold: Arc<AtomicU8>,
     conn: Option<Conn>,
     good: u32,
     bad: u32,
@@ -360,7 +386,7 @@ impl Prober {
         tx: watch::Sender<Health>,
         state: Arc<AtomicU8>,
         poke: Arc<Notify>,
-        hold: Arc<AtomicBool>,
+        hold: Arc<AtomicU8>,
     ) -> Self {
         Prober {
             url,
@@ -385,15 +411,7 @@ impl Prober {
         if let Some(c) = self.conn.as_ref().filter(|c| c.is_alive()) {
             return Ok(c.clone());
         }
-        let hs = Handshake {
-            auth: self.url.password.clone().map(|password| Credentials {
-                user: self.url.user.clone(),
-                password,
-            }),
-            db: 0,
-            proto: 2,
-            name: Some("redoubt-probe".into()),
-        };
+        let hs = self.url.control_handshake(2, "redoubt-probe");
         let c = Conn::connect(&self.url.addr(), &hs, self.timeout())
             .await
             .map_err(|e| e.to_string())?;
@@ -461,11 +479,14 @@ impl Prober {
     }
 
     fn publish(&mut self, state: State, reason: String, facts: Option<ServerFacts>) {
-        let (state, reason) = if state == State::Up && self.hold.load(Ordering::Acquire) {
-            (
-                State::Recovering,
-                "redis answers; replaying the outage's journal into it".to_string(),
-            )
+        let hold = self.hold.load(Ordering::Acquire);
+        let (state, reason) = if state == State::Up && hold != 0 {
+            let why = if hold & HOLD_RESTORE != 0 {
+                "redis answers; checking it kept the durable keyspaces (restoring them from the replica if not)"
+            } else {
+                "redis answers; replaying the outage's journal into it"
+            };
+            (State::Recovering, why.to_string())
         } else {
             (state, reason)
         };

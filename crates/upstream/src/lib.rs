@@ -14,6 +14,8 @@
 //!   protocol, and the capped supply of dedicated connections.
 //! - [`health`]: [`HealthConfig`], [`Health`], the prober and its
 //!   hysteresis.
+//! - [`replication`]: the replication link (`REPLCONF`, `PSYNC`): a full
+//!   resync's RDB onto disk, then the stream's commands with offsets.
 //! - [`backoff`]: jittered exponential backoff.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -22,6 +24,7 @@ pub mod backoff;
 pub mod conn;
 pub mod health;
 pub mod pool;
+pub mod replication;
 pub mod url;
 
 pub use conn::{BatchReply, Conn, ConnectError, Credentials, Handshake, OutputBudget, Replies};

@@ -117,6 +117,22 @@ impl UpstreamUrl {
         }
     }
 
+    /// The handshake of one of Redoubt's own control connections (prober,
+    /// tracking, replica link, lease): this URL's credentials, database 0,
+    /// protocol `proto`, and `CLIENT SETNAME name` so operators can tell
+    /// them apart in `CLIENT LIST`.
+    pub fn control_handshake(&self, proto: u8, name: &str) -> crate::Handshake {
+        crate::Handshake {
+            auth: self.password.clone().map(|password| crate::Credentials {
+                user: self.user.clone(),
+                password,
+            }),
+            db: 0,
+            proto,
+            name: Some(name.to_string()),
+        }
+    }
+
     /// The URL without its password, for logs and status pages.
     pub fn redacted(&self) -> String {
         let auth = match (&self.user, &self.password) {

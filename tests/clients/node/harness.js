@@ -235,7 +235,11 @@ function redoubtEnv() {
 }
 
 export class Redoubt extends Proc {
-  /** `config`: TOML text for `--config` (`[[keyspace]]` can only come from a file). */
+  /**
+   * `upstreamPort`: the Redis it fronts, or `null` for standalone (the local
+   * store serves everything). `config`: TOML text for `--config`
+   * (`[[keyspace]]` can only come from a file).
+   */
   constructor(upstreamPort, { env = {}, args = [], config = null } = {}) {
     super('redoubt');
     this.upstreamPort = upstreamPort;
@@ -261,18 +265,21 @@ export class Redoubt extends Proc {
     for (let attempt = 0; ; attempt++) {
       this.port = await freePort();
       this.admin = await freePort();
+      const upstream = this.upstreamPort === null ? [] : ['--upstream', `redis://127.0.0.1:${this.upstreamPort}`];
+      const env = { ...redoubtEnv(), REDOUBT_HEALTH_INTERVAL_MS: '50', ...this.env };
+      if (this.upstreamPort === null) delete env.REDOUBT_UPSTREAM;
       this._spawn(BIN, [
-        'serve', '--upstream', `redis://127.0.0.1:${this.upstreamPort}`,
+        'serve', ...upstream,
         '--listen', `127.0.0.1:${this.port}`, '--admin', `127.0.0.1:${this.admin}`,
         '--data-dir', this.dir, ...this.args,
-      ], this.log, { ...redoubtEnv(), REDOUBT_HEALTH_INTERVAL_MS: '50', ...this.env });
+      ], this.log, env);
       try {
         // Listening is not enough: wait until the prober has seen Redis and
         // PING is forwarded (before that Redoubt answers -UNAVAILABLE, or
         // +PONG itself when durable keyspaces are configured, hence /readyz).
         await this._waitReady(`redoubt on ${this.port} forwarding PING`,
           async () => (await rawCommand(this.port, 'PING')) === '+PONG'
-            && (await this.readyz()).body.state === 'up', 15000);
+            && (await this.readyz()).body.state === (this.upstreamPort === null ? 'standalone' : 'up'), 15000);
         return this;
       } catch (e) {
         await this.signal('SIGKILL');
@@ -308,25 +315,34 @@ export class Redoubt extends Proc {
   }
 }
 
-/** redis-server plus Redoubt in front of it, both answering. `opts`: Redoubt's, plus `redisArgs`. */
-export async function startStack({ redisArgs = [], ...opts } = {}) {
+/**
+ * redis-server plus Redoubt in front of it, both answering. `opts`: Redoubt's,
+ * plus `redisArgs` and `redoubts` (how many Redoubt instances, each with its
+ * own data dir and so its own node id, in front of the same Redis; default 1).
+ * `redoubt` is the first, `redoubts` all of them, in start order.
+ */
+export async function startStack({ redisArgs = [], redoubts: count = 1, ...opts } = {}) {
   const redis = new RedisServer({ args: redisArgs });
-  let redoubt = null;
+  const redoubts = [];
   try {
     await redis.start();
-    redoubt = new Redoubt(redis.port, opts);
-    await redoubt.start();
+    for (let i = 0; i < count; i++) {
+      const r = new Redoubt(redis.port, opts);
+      redoubts.push(r);
+      await r.start();
+    }
   } catch (e) {
-    if (redoubt) await redoubt.stop();
+    for (const r of redoubts) await r.stop();
     await redis.stop();
     throw e;
   }
   return {
     redis,
-    redoubt,
+    redoubt: redoubts[0],
+    redoubts,
     async stop() {
-      // Redoubt first: it must drain while its upstream still answers.
-      await redoubt.stop();
+      // Redoubts first: each must drain while its upstream still answers.
+      for (const r of redoubts) await r.stop();
       await redis.stop();
     },
   };

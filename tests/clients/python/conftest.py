@@ -61,8 +61,10 @@ class Redis:
 
 
 class Redoubt:
-    """The real binary. `config` is TOML text (e.g. `[[keyspace]]` entries,
-    which only a file can declare), written beside the data dir."""
+    """The real binary, in front of `upstream_url` (None: standalone, the
+    local store serves everything). `config` is TOML text (e.g.
+    `[[keyspace]]` entries, which only a file can declare), written beside
+    the data dir."""
 
     def __init__(self, upstream_url, *args, env=None, config=None):
         self.port = free_port()
@@ -76,11 +78,15 @@ class Redoubt:
                 f.write(config)
             args = ("--config", path, *args)
         self.log = os.path.join(self.conf_dir or tempfile.mkdtemp(), "redoubt.log")
+        upstream = [] if upstream_url is None else ["--upstream", upstream_url]
+        env = {**os.environ, "REDOUBT_HEALTH_INTERVAL_MS": "50", **(env or {})}
+        if upstream_url is None:
+            env.pop("REDOUBT_UPSTREAM", None)
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--upstream", upstream_url, "--listen", "127.0.0.1:%d" % self.port,
+            [BIN, "serve", *upstream, "--listen", "127.0.0.1:%d" % self.port,
              "--admin", "127.0.0.1:%d" % self.admin, "--data-dir", self.dir, *args],
             stderr=open(self.log, "w"),
-            env={**os.environ, "REDOUBT_HEALTH_INTERVAL_MS": "50", **(env or {})},
+            env=env,
         )
         wait_until("redoubt listening", lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None)
 

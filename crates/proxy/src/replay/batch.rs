@@ -91,7 +91,7 @@ pub(super) fn encode(
             slots.push(Slot::Select { rec, db });
         }
         for (c, cmd) in r.entry.commands.iter().enumerate() {
-            encode_command(buf, cmd);
+            encode_replayed(buf, cmd);
             slots.push(Slot::Command { rec, cmd: c as u32 });
             commands += 1;
         }
@@ -113,6 +113,72 @@ pub(super) fn encode(
         raw: buf.split().freeze(),
         commands,
     }
+}
+
+/// Adds a stream entry under its journaled ID, or under a new one (`*`)
+/// when the stream has since moved past it: a Redis that came back with
+/// entries the replica had not seen yet would otherwise refuse it, and the
+/// entry would be lost. Any other error is the reply, as `XADD`'s.
+/// `ARGV[1]` is where the ID is among the arguments after it.
+const XADD_OR_NEWER: &str = "local i = tonumber(table.remove(ARGV, 1)) \
+local r = redis.pcall('XADD', KEYS[1], unpack(ARGV)) \
+if type(r) == 'table' and r.err then \
+if string.find(r.err, 'equal or smaller', 1, true) then \
+ARGV[i] = '*' return redis.call('XADD', KEYS[1], unpack(ARGV)) end \
+return redis.error_reply(r.err) end \
+return r";
+
+/// Lua's `unpack` needs a stack slot per argument: past this many, the
+/// entry is sent as a plain `XADD`.
+const XADD_OR_NEWER_MAX_ARGS: usize = 4000;
+
+/// One journaled command as replay sends it: as journaled, except an
+/// `XADD` with an explicit `<ms>-<seq>` ID (the form the local store
+/// journals, trim options included), which goes through [`XADD_OR_NEWER`].
+fn encode_replayed(buf: &mut BytesMut, cmd: &[Bytes]) {
+    let id_at = (cmd.len() <= XADD_OR_NEWER_MAX_ARGS
+        && cmd.first().is_some_and(|c| c.eq_ignore_ascii_case(b"xadd")))
+    .then(|| xadd_id_index(cmd))
+    .flatten();
+    let Some(i) = id_at else {
+        encode_command(buf, cmd);
+        return;
+    };
+    // The ID's place among the arguments after the key, from 1 (Lua).
+    let place = (i - 1).to_string();
+    let mut args: Vec<&[u8]> = Vec::with_capacity(cmd.len() + 4);
+    args.extend_from_slice(&[b"EVAL", XADD_OR_NEWER.as_bytes(), b"1", &cmd[1]]);
+    args.push(place.as_bytes());
+    args.extend(cmd[2..].iter().map(|a| &a[..]));
+    encode_command(buf, &args);
+}
+
+/// Where an `XADD`'s ID is, when it is explicit (`<ms>-<seq>`): past
+/// `NOMKSTREAM` and a `MAXLEN`/`MINID [=|~] threshold [LIMIT n]` trim.
+fn xadd_id_index(cmd: &[Bytes]) -> Option<usize> {
+    let is = |i: usize, w: &[u8]| cmd.get(i).is_some_and(|a| a.eq_ignore_ascii_case(w));
+    let mut i = 2;
+    if is(i, b"nomkstream") {
+        i += 1;
+    }
+    if is(i, b"maxlen") || is(i, b"minid") {
+        i += 1;
+        if is(i, b"=") || is(i, b"~") {
+            i += 1;
+        }
+        i += 1;
+        if is(i, b"limit") {
+            i += 2;
+        }
+        if is(i, b"nomkstream") {
+            i += 1;
+        }
+    }
+    let id = cmd.get(i)?;
+    let (ms, seq) = id.split_at(id.iter().position(|&b| b == b'-')?);
+    let digits = |p: &[u8]| !p.is_empty() && p.iter().all(u8::is_ascii_digit);
+    // A field and its value follow the ID.
+    (digits(ms) && digits(&seq[1..]) && cmd.len() >= i + 3).then_some(i)
 }
 
 fn select(buf: &mut BytesMut, db: u32) {

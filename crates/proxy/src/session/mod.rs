@@ -21,6 +21,7 @@
 mod conn_cmds;
 mod queue;
 mod route;
+mod subscriber;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub(crate) struct Session {
     who: crate::access::Identity,
     conn: Option<Conn>,
     pinned: Option<Dedicated>,
+    /// The WATCH is held by the outage's local store (Redis was down).
+    local_watch: bool,
     unpin_when_idle: bool,
     blocking: Option<Dedicated>,
     /// The client's session on the local store (durable keyspaces).
@@ -130,6 +133,7 @@ impl Session {
             who,
             conn: None,
             pinned: None,
+            local_watch: false,
             unpin_when_idle: false,
             blocking: None,
             store_session: None,
@@ -244,7 +248,11 @@ impl Session {
                 }
                 if let Some(req) = tunnel.take() {
                     let Ok(stream) = rd.reunite(wr) else { return };
-                    self.tunnel(stream, req, inbuf).await;
+                    if subscriber::is_subscribe(&req.args) {
+                        self.subscriber(stream, req, inbuf).await;
+                    } else {
+                        self.tunnel(stream, req, inbuf).await;
+                    }
                     return;
                 }
             }
@@ -364,6 +372,7 @@ impl Session {
                         if self.pinned.is_some() {
                             self.unpin_when_idle = true;
                         }
+                        self.unwatch_locally().await;
                         self.push_ready(reply::ok());
                     }
                 }
@@ -375,14 +384,19 @@ impl Session {
                 if self.pinned.is_some() {
                     self.unpin_when_idle = true;
                 }
+                self.unwatch_locally().await;
                 self.push_ready(reply::ok());
                 Flow::Go
             }
             Kind::Blocking(block) => self.blocking(req, block).await,
             Kind::Tunnel => {
-                if let Some(r) = self.down_reply() {
-                    self.push_ready(r);
-                    return Flow::Go;
+                // A subscriber is accepted while Redis is down and
+                // attached when it is back; MONITOR and tracking are not.
+                if !subscriber::is_subscribe(&req.args) {
+                    if let Some(r) = self.down_reply() {
+                        self.push_ready(r);
+                        return Flow::Go;
+                    }
                 }
                 self.flush_batch();
                 Flow::Tunnel(req)

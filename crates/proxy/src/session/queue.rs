@@ -198,6 +198,16 @@ impl Session {
         self.reply_mode = saved;
     }
 
+    /// Closes the client before anything else queued is answered.
+    fn close_first(&mut self) {
+        self.pending_cmds += 1;
+        self.pending.push_front(Slot {
+            body: Body::Close,
+            silent: false,
+            started: Instant::now(),
+        });
+    }
+
     fn pop_front(&mut self) -> Option<Slot> {
         let slot = self.pending.pop_front()?;
         let n = match &slot.body {
@@ -391,6 +401,20 @@ impl Session {
                         w.take_fills(&r.data, r.received, outage, &mut emit);
                         0
                     };
+                    if r.lost {
+                        // A reset data connection may be Redis gone: have
+                        // the prober look now.
+                        self.shared.health.poke();
+                    }
+                    if !complete && w.dedicated.is_some() {
+                        // A blocking command whose connection broke: client
+                        // libraries retry a broken connection, but take an
+                        // error reply as the command's answer (a worker
+                        // exits). So the client's connection is closed.
+                        self.pop_front();
+                        self.close_first();
+                        return;
+                    }
                     if !complete {
                         let all_reads = w.writes[rest..].iter().all(|x| !x);
                         let in_time = w.deadline.is_none_or(|d| Instant::now() < d);
@@ -465,6 +489,13 @@ impl Session {
             }
             Outcome::Deadline => {
                 let down_block = w.deadline.is_none();
+                if down_block && w.dedicated.is_some() {
+                    // Blocked for ever and Redis went down: closed as for a
+                    // broken connection, which client libraries retry.
+                    self.pop_front();
+                    self.close_first();
+                    return;
+                }
                 let mut o = BytesMut::new();
                 for (i, &write) in w.writes.iter().enumerate() {
                     if w.hidden(i) {

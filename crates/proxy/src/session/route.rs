@@ -39,11 +39,12 @@ impl Session {
         }
     }
 
-    /// The connection forwarded commands go to now, or why there is none.
-    async fn target(&mut self) -> Result<Conn, Result<(), Bytes>> {
+    /// The connection forwarded commands go to now; `Err(None)` when the
+    /// session must wait for its in-flight commands first.
+    async fn target(&mut self) -> Result<Conn, Option<ConnectError>> {
         if self.pinned.is_some() && self.unpin_when_idle {
             if !self.nothing_in_flight() {
-                return Err(Ok(()));
+                return Err(None);
             }
             self.pinned = None;
             self.unpin_when_idle = false;
@@ -55,7 +56,7 @@ impl Session {
             return Ok(c.clone());
         }
         if !self.nothing_in_flight() {
-            return Err(Ok(()));
+            return Err(None);
         }
         let pool = self.shared.upstream.pool(&self.key());
         // Connecting may wait out a reconnect backoff. If Redis is declared
@@ -68,12 +69,19 @@ impl Session {
             _ = health.wait_for(|h| h.state == State::Down) => None,
         };
         match got {
-            None => Err(Ok(())),
+            None => Err(None),
             Some(Ok(c)) => {
                 self.conn = Some(c.clone());
                 Ok(c)
             }
-            Some(Err(e)) => Err(Err(self.connect_error(e))),
+            Some(Err(e)) => {
+                if matches!(e, ConnectError::Refused(_)) {
+                    // Nothing listens where Redis was: have the prober
+                    // look now rather than at its next turn.
+                    self.shared.health.poke();
+                }
+                Err(Some(e))
+            }
         }
     }
 
@@ -108,16 +116,72 @@ impl Session {
         }
     }
 
+    /// The outage's decision for `req` in `state`: `None` when it goes to
+    /// Redis (or there is no outage serving).
+    async fn outage_route(&mut self, req: &Request, state: State) -> Option<crate::outage::Route> {
+        let o = self.shared.outage.clone()?;
+        let local = self.store_session.get_or_insert_with(|| o.session());
+        local.set_protocol(self.proto);
+        let caller = self.shared.access.caller(&self.who);
+        match o.route(state, local, self.db, &req.args, &caller).await {
+            crate::outage::Route::Upstream => None,
+            r => Some(r),
+        }
+    }
+
+    /// With `limits.hold_during_outage_ms`, waits that long at most for
+    /// Redis to leave Down. Returns the state then.
+    async fn hold_for_redis(&mut self) -> State {
+        let hold = Duration::from_millis(self.shared.limits.hold_during_outage_ms);
+        let health = self.shared.health.clone();
+        let mut rx = health.subscribe();
+        // The hot-path state is set before the watch is sent: judging by
+        // it, a lagging watch value cannot end the wait early.
+        let _ = tokio::time::timeout(hold, rx.wait_for(|_| health.state() != State::Down)).await;
+        health.state()
+    }
+
+    /// True when `req` should wait for Redis rather than be refused now.
+    fn may_hold(&self) -> bool {
+        self.shared.limits.hold_during_outage_ms > 0 && self.multi.is_none()
+    }
+
     pub(super) async fn forward(&mut self, req: Request, write: bool) -> Flow {
-        if let Some(o) = self.shared.outage.clone() {
-            let state = self.shared.health.state();
-            let local = self.store_session.get_or_insert_with(|| o.session());
-            local.set_protocol(self.proto);
+        let mut state = self.shared.health.state();
+        if state == State::Down
+            && req.args.len() == 3
+            && req.args[0].eq_ignore_ascii_case(b"publish")
+        {
+            // Redis is not there to relay it: the subscribers connected
+            // here get it, and the reply counts them, as Redis's would.
             let caller = self.shared.access.caller(&self.who);
-            let route = o.route(state, local, self.db, &req.args, &caller).await;
-            if self.answered_locally(route) {
-                return Flow::Go;
+            match caller.check(&req.args) {
+                Some(denied) => self.push_ready(denied.reply()),
+                None => {
+                    let n = self.shared.pubsub.publish(&req.args[1], &req.args[2]);
+                    self.push_ready(Bytes::from(format!(":{n}\r\n")));
+                }
             }
+            return Flow::Go;
+        }
+        let mut route = self.outage_route(&req, state).await;
+        let refused_down = |r: &Option<crate::outage::Route>, state: State| match r {
+            Some(crate::outage::Route::Refused(crate::gate::Refusal::Unavailable(_))) => true,
+            None => state == State::Down,
+            _ => false,
+        };
+        if refused_down(&route, state) && self.may_hold() {
+            // Earlier replies go out first; then this command waits,
+            // bounded, as a client's offline queue would.
+            if !self.pending.is_empty() {
+                return Flow::Stall(req);
+            }
+            state = self.hold_for_redis().await;
+            route = self.outage_route(&req, state).await;
+        }
+        if let Some(r) = route {
+            self.answered_locally(r);
+            return Flow::Go;
         }
         if let Some(r) = self.down_reply() {
             self.push_ready(r);
@@ -125,8 +189,20 @@ impl Session {
         }
         let conn = match self.target().await {
             Ok(c) => c,
-            Err(Ok(())) => return Flow::Stall(req),
-            Err(Err(reply)) => {
+            Err(None) => return Flow::Stall(req),
+            Err(Some(e @ ConnectError::Refused(_))) => {
+                // Redis is not running: whatever the outage serves is
+                // served now, not only once the prober has said Down.
+                if let Some(r) = self.outage_route(&req, State::Down).await {
+                    self.answered_locally(r);
+                } else {
+                    let reply = self.connect_error(e);
+                    self.push_ready(reply);
+                }
+                return Flow::Go;
+            }
+            Err(Some(e)) => {
+                let reply = self.connect_error(e);
                 self.push_ready(reply);
                 return Flow::Go;
             }
@@ -137,11 +213,10 @@ impl Session {
                 return Flow::Stall(req);
             }
         }
-        let fill = self
-            .shared
-            .outage
-            .as_ref()
-            .and_then(|o| o.near_fill(self.db, &req.args));
+        let fill = self.shared.outage.as_ref().and_then(|o| {
+            o.scripts().note(&req.args);
+            o.near_fill(self.db, &req.args)
+        });
         if !matches!(&self.batch, Some(b) if b.conn.id() == conn.id()) {
             self.flush_batch();
             self.batch = Some(Builder {
@@ -207,6 +282,8 @@ impl Session {
             ));
             return Flow::Go;
         }
+        // The store's EXEC ends its WATCH, whatever the route.
+        self.local_watch = false;
         if let (Some(o), None) = (self.shared.outage.clone(), &self.pinned) {
             // Not under WATCH (Redis holds those keys' versions): a block
             // of durable commands may be served locally during an outage.
@@ -233,11 +310,31 @@ impl Session {
             {
                 c
             }
-            Ok(_) | Err(Ok(())) => {
+            Ok(_) | Err(None) => {
                 self.multi = Some(multi);
                 return Flow::Stall(req);
             }
-            Err(Err(reply)) => {
+            Err(Some(e @ ConnectError::Refused(_))) => {
+                // Redis is not running: the block is routed as during an
+                // outage (served whole locally, or refused whole).
+                if let (Some(o), true) = (self.shared.outage.clone(), self.pinned.is_none()) {
+                    let local = self.store_session.get_or_insert_with(|| o.session());
+                    local.set_protocol(self.proto);
+                    let cmds: Vec<Vec<Bytes>> = multi.cmds.iter().map(|r| r.args.clone()).collect();
+                    let caller = self.shared.access.caller(&self.who);
+                    let route = o
+                        .route_multi(State::Down, local, self.db, &cmds, &caller)
+                        .await;
+                    if self.answered_locally(route) {
+                        return Flow::Go;
+                    }
+                }
+                let reply = self.connect_error(e);
+                self.push_ready(reply);
+                return Flow::Go;
+            }
+            Err(Some(e)) => {
+                let reply = self.connect_error(e);
                 self.push_ready(reply);
                 return Flow::Go;
             }
@@ -281,6 +378,21 @@ impl Session {
             self.push_ready(reply::error("ERR WATCH inside MULTI is not allowed"));
             return Flow::Go;
         }
+        if self.local_watch || self.shared.health.state() == State::Down {
+            if let Some(o) = self.shared.outage.clone() {
+                if !self.pending.is_empty() {
+                    return Flow::Stall(req);
+                }
+                let local = self.store_session.get_or_insert_with(|| o.session());
+                local.set_protocol(self.proto);
+                let caller = self.shared.access.caller(&self.who);
+                if let Some(route) = o.watch_locally(local, self.db, &req.args, &caller).await {
+                    self.local_watch = matches!(route, crate::outage::Route::Local(..));
+                    self.answered_locally(route);
+                    return Flow::Go;
+                }
+            }
+        }
         if let Some(r) = self.down_reply() {
             self.push_ready(r);
             return Flow::Go;
@@ -306,7 +418,76 @@ impl Session {
         self.forward(req, false).await
     }
 
-    pub(super) async fn blocking(&mut self, req: Request, block_ms: Option<u64>) -> Flow {
+    /// Forgets a WATCH the local store holds (EXEC, DISCARD, UNWATCH).
+    pub(super) async fn unwatch_locally(&mut self) {
+        if !std::mem::take(&mut self.local_watch) {
+            return;
+        }
+        if let (Some(o), Some(local)) = (self.shared.outage.clone(), self.store_session.as_mut()) {
+            let _ = o
+                .store()
+                .execute(local, vec![Bytes::from_static(b"UNWATCH")])
+                .await;
+        }
+    }
+
+    pub(super) async fn blocking(&mut self, mut req: Request, mut block_ms: Option<u64>) -> Flow {
+        if self.shared.health.state() == State::Down {
+            match self.block_locally(&req, block_ms).await {
+                Local::Answered => return Flow::Go,
+                Local::Stall => return Flow::Stall(req),
+                Local::Back(waited) => {
+                    // Redis is back: it gets what is left of the block time.
+                    let left = block_ms.map(|ms| ms.saturating_sub(waited));
+                    if left == Some(0) {
+                        if let Some(nil) = timeout_nil(&req.args, self.proto) {
+                            self.push_ready(nil);
+                            return Flow::Go;
+                        }
+                    }
+                    if let Some(r) = left.and_then(|l| with_block_ms(&req.args, l)) {
+                        req = r;
+                        block_ms = left;
+                    }
+                }
+                Local::NotHere => {}
+            }
+        }
+        if self.shared.health.state() == State::Down {
+            if let Some(nil) = timeout_nil(&req.args, self.proto) {
+                // Blocked as Redis would block it: until its own timeout
+                // (then nil), or until Redis is back (then sent there).
+                // Earlier replies go out first.
+                if !self.pending.is_empty() {
+                    return Flow::Stall(req);
+                }
+                let health = self.shared.health.clone();
+                let mut rx = health.subscribe();
+                let mut shutdown = self.shared.shutdown.clone();
+                // By the hot-path state, set before the watch is sent.
+                let back = rx.wait_for(|_| health.state() != State::Down);
+                let limit = block_ms.map_or(Duration::MAX, Duration::from_millis);
+                let started = Instant::now();
+                let is_back = tokio::select! {
+                    r = tokio::time::timeout(limit, back) => r.is_ok(),
+                    _ = shutdown.wait_for(|s| *s) => false,
+                };
+                // Sent to Redis with what is left of its block time, so the
+                // client never waits longer than it asked to in all.
+                let left =
+                    block_ms.map(|ms| ms.saturating_sub(started.elapsed().as_millis() as u64));
+                if !is_back || left == Some(0) {
+                    self.push_ready(nil);
+                    return Flow::Go;
+                }
+                if let Some(left) = left {
+                    if let Some(r) = with_block_ms(&req.args, left) {
+                        req = r;
+                        block_ms = Some(left);
+                    }
+                }
+            }
+        }
         if let Some(r) = self.down_reply() {
             self.push_ready(r);
             return Flow::Go;
@@ -358,6 +539,58 @@ impl Session {
         Flow::Go
     }
 
+    /// A blocking command on durable keys while Redis is Down, served
+    /// from the local copy: tried at once and after every push to the
+    /// local store, until it takes something, its block time passes (nil,
+    /// as Redis answers), or Redis is back.
+    async fn block_locally(&mut self, req: &Request, block_ms: Option<u64>) -> Local {
+        let Some(o) = self.shared.outage.clone() else {
+            return Local::NotHere;
+        };
+        let started = Instant::now();
+        let limit = block_ms.map_or(Duration::MAX, Duration::from_millis);
+        let mut tried = false;
+        loop {
+            // Earlier replies go out first.
+            if !self.pending.is_empty() {
+                return Local::Stall;
+            }
+            let local = self.store_session.get_or_insert_with(|| o.session());
+            local.set_protocol(self.proto);
+            let caller = self.shared.access.caller(&self.who);
+            let state = self.shared.health.state();
+            let mut pushes = match o
+                .try_blocking(state, local, self.db, &req.args, &caller)
+                .await
+            {
+                None if !tried => return Local::NotHere,
+                None => return Local::Back(started.elapsed().as_millis() as u64),
+                Some(crate::outage::Try::Done(route)) => {
+                    self.answered_locally(route);
+                    return Local::Answered;
+                }
+                Some(crate::outage::Try::Wait(p)) => p,
+            };
+            tried = true;
+            let health = self.shared.health.clone();
+            let mut rx = health.subscribe();
+            let mut shutdown = self.shared.shutdown.clone();
+            let left = limit.saturating_sub(started.elapsed());
+            let timed_out = tokio::select! {
+                _ = pushes.changed() => false,
+                _ = rx.wait_for(|_| health.state() != State::Down) => false,
+                _ = tokio::time::sleep(left) => true,
+                _ = shutdown.wait_for(|s| *s) => true,
+            };
+            if timed_out {
+                if let Some(nil) = timeout_nil(&req.args, self.proto) {
+                    self.push_ready(nil);
+                }
+                return Local::Answered;
+            }
+        }
+    }
+
     pub(super) async fn tunnel(&mut self, mut client: TcpStream, req: Request, rest: BytesMut) {
         let (mut up, _permit) = match self.shared.upstream.tunnel(&self.key()).await {
             Ok(t) => t,
@@ -387,6 +620,60 @@ impl Session {
             _ = shutdown.wait_for(|s| *s) => {}
         }
     }
+}
+
+/// How [`Session::block_locally`] ended.
+enum Local {
+    /// The reply is queued.
+    Answered,
+    /// Earlier replies must go out first: dispatch again later.
+    Stall,
+    /// Not served locally: go on as before.
+    NotHere,
+    /// Redis came back after this many ms of waiting here.
+    Back(u64),
+}
+
+/// `args` with its block time set to `ms` (re-encoded), for the blocking
+/// commands that take one; `None` for others.
+fn with_block_ms(args: &[Bytes], ms: u64) -> Option<Request> {
+    let name = args[0].to_ascii_lowercase();
+    let secs = || Bytes::from(format!("{}.{:03}", ms / 1000, ms % 1000));
+    let mut args = args.to_vec();
+    match &name[..] {
+        b"blpop" | b"brpop" | b"bzpopmin" | b"bzpopmax" | b"brpoplpush" | b"blmove" => {
+            *args.last_mut()? = secs();
+        }
+        b"blmpop" | b"bzmpop" => *args.get_mut(1)? = secs(),
+        b"xread" | b"xreadgroup" => {
+            let i = args.iter().position(|a| a.eq_ignore_ascii_case(b"block"))?;
+            *args.get_mut(i + 1)? = Bytes::from(ms.to_string());
+        }
+        _ => return None,
+    }
+    let mut raw = BytesMut::new();
+    resp::frame::encode_command(&mut raw, &args);
+    Some(Request {
+        args,
+        raw: raw.freeze(),
+    })
+}
+
+/// What a blocking command answers when its timeout passes with nothing
+/// to take; `None` for those that do not wait for data (`WAIT`).
+fn timeout_nil(args: &[Bytes], proto: u8) -> Option<Bytes> {
+    let name = args[0].to_ascii_lowercase();
+    let array = match &name[..] {
+        b"blpop" | b"brpop" | b"bzpopmin" | b"bzpopmax" | b"blmpop" | b"bzmpop" | b"xread"
+        | b"xreadgroup" => true,
+        b"brpoplpush" | b"blmove" => false,
+        _ => return None,
+    };
+    Some(Bytes::from_static(match (proto, array) {
+        (3, _) => b"_\r\n",
+        (_, true) => b"*-1\r\n",
+        (_, false) => b"$-1\r\n",
+    }))
 }
 
 /// `PEXPIRETIME key`, sent behind a read the near-cache keeps.

@@ -188,20 +188,31 @@ pub async fn start_local_journal(
     near_cache: bool,
     cfg: journal::JournalConfig,
 ) -> Local {
+    let health = HealthConfig {
+        interval_ms: 50,
+        timeout_ms: 500,
+        down_after: 2,
+        up_after: 2,
+    };
+    start_local_health(url, keyspaces, node, auth, near_cache, cfg, health).await
+}
+
+/// [`start_local_journal`] with the prober configured as `health`.
+pub async fn start_local_health(
+    url: &str,
+    keyspaces: proxy::policy::Keyspaces,
+    node: &str,
+    auth: proxy::access::AuthMode,
+    near_cache: bool,
+    cfg: journal::JournalConfig,
+    health: HealthConfig,
+) -> Local {
     let dir = tempfile::tempdir().unwrap();
     let (journal, _) = journal::Journal::open(dir.path(), cfg).unwrap();
     let journal = Arc::new(journal);
     let outage = proxy::outage::Outage::new(keyspaces, journal.clone(), Arc::default()).unwrap();
     let url = UpstreamUrl::parse(url).unwrap();
-    let health = spawn_prober(
-        url.clone(),
-        HealthConfig {
-            interval_ms: 50,
-            timeout_ms: 500,
-            down_after: 2,
-            up_after: 2,
-        },
-    );
+    let health = spawn_prober(url.clone(), health);
     outage.spawn_recovery(
         url.clone(),
         dir.path().to_path_buf(),
@@ -260,5 +271,56 @@ impl Local {
             Duration::from_secs(5),
             || access.knows(user),
         );
+    }
+}
+
+/// Attaches a replica of `keyspaces`' durable keys to `s`'s outage and
+/// waits until its first full resync is loaded.
+pub async fn attach_replica(
+    s: &Local,
+    url: &str,
+    keyspaces: proxy::policy::Keyspaces,
+) -> Arc<proxy::replica::Replica> {
+    let url = UpstreamUrl::parse(url).unwrap();
+    let max_bytes = 256 << 20;
+    let link = proxy::replica::link_config(&url, 0, s.dir.path(), max_bytes);
+    let replica = proxy::replica::Replica::spawn(
+        keyspaces,
+        proxy::replica::ReplicaConfig {
+            link,
+            max_bytes,
+            restore: true,
+        },
+        Some(s.f.health.clone()),
+    );
+    s.outage.attach_replica(replica.clone());
+    let r = replica.clone();
+    tokio::task::spawn_blocking(move || {
+        test_support::wait_for("the replica's first sync", Duration::from_secs(10), || {
+            r.is_complete()
+        })
+    })
+    .await
+    .unwrap();
+    replica
+}
+
+/// Waits until `replica` has applied everything `redis` has replicated.
+pub async fn wait_caught_up(redis: &RedisServer, replica: &proxy::replica::Replica) {
+    let info = redis.cmd(&["INFO", "replication"]);
+    let master: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO replication has master_repl_offset");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while replica.status().offset < master {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica stays behind: {} < {master}: {:?}",
+            replica.status().offset,
+            replica.status()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

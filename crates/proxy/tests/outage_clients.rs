@@ -1,0 +1,206 @@
+//! What client libraries see at the edges of an outage: a refused connect
+//! is an outage at once, blocking commands wait as Redis would have them
+//! wait, a blocked command whose connection broke closes the client (which
+//! libraries retry), and commands may be held, bounded, for Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use proxy::policy::{Keyspaces, Policy};
+use proxy::LimitsConfig;
+use resp::Frame;
+use upstream::{HealthConfig, State};
+
+fn enc(args: &[&str]) -> BytesMut {
+    let mut out = BytesMut::new();
+    resp::frame::encode_command(&mut out, args);
+    out
+}
+
+async fn wait_no_connections(f: &Fixture) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while f.upstream.shared_connections() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pooled connection should see Redis gone"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_is_an_outage_at_once_and_wakes_the_prober() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    // A prober that would take 20 s to notice on its own.
+    let slow = HealthConfig {
+        interval_ms: 10_000,
+        timeout_ms: 500,
+        down_after: 2,
+        up_after: 1,
+    };
+    let s = start_local_health(
+        &redis.url(),
+        Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
+        "n",
+        Default::default(),
+        false,
+        journal::JournalConfig::default(),
+        slow,
+    )
+    .await;
+    s.wait_knows("default");
+    let mut c = s.f.raw().await;
+    assert_eq!(c.cmd(&["SET", "plain", "1"]).await, Frame::simple("OK"));
+    redis.kill();
+    wait_no_connections(&s.f).await;
+    assert_eq!(
+        s.f.health.state(),
+        State::Up,
+        "the prober has not looked yet"
+    );
+    // The durable write is journaled at once, not refused "cannot reach".
+    assert_eq!(c.cmd(&["SET", "sess:a", "v"]).await, Frame::simple("OK"));
+    assert_eq!(c.cmd(&["GET", "sess:a"]).await, Frame::bulk("v"));
+    let text = err_text(&c.cmd(&["GET", "plain"]).await);
+    assert!(text.starts_with("UNAVAILABLE"), "{text}");
+    // Each refused connect had the prober look at once.
+    s.f.wait_state(State::Down, Duration::from_secs(3)).await;
+    assert_eq!(s.journal.pending_entries(), 1);
+    redis.start_again();
+    test_support::wait_for("the replay", Duration::from_secs(30), || {
+        s.journal.pending_entries() == 0
+    });
+    assert_eq!(redis.cmd(&["GET", "sess:a"]), "v");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_commands_wait_through_down_as_redis_would_have_them_wait() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes"]);
+    let f = start_with(&redis.url(), fast_health(), LimitsConfig::default()).await;
+    // Up first: the prober starts Down ("not probed yet"), so a wait for
+    // Down right after the kill must not see that start instead.
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    let mut c = f.raw().await;
+    redis.kill();
+    f.wait_state(State::Down, Duration::from_secs(5)).await;
+    // Their own timeout passes: nil, as Redis answers.
+    let started = tokio::time::Instant::now();
+    assert_eq!(c.cmd(&["BLPOP", "q", "0.2"]).await, Frame::NullArray);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(
+        c.cmd(&["BLMOVE", "q", "r", "LEFT", "LEFT", "0.05"]).await,
+        Frame::NullBulk
+    );
+    let mut c3 = f.raw().await;
+    c3.cmd(&["HELLO", "3"]).await;
+    assert_eq!(c3.cmd(&["BRPOP", "q", "0.05"]).await, Frame::Null);
+    // Blocked for ever: sent to Redis once it is back, and served.
+    c.send(&enc(&["BRPOP", "q", "0"])).await;
+    redis.start_again();
+    f.wait_state(State::Up, Duration::from_secs(10)).await;
+    test_support::wait_for(
+        "the client to block in redis",
+        Duration::from_secs(5),
+        || {
+            redis
+                .cmd(&["INFO", "clients"])
+                .contains("blocked_clients:1")
+        },
+    );
+    redis.cmd(&["LPUSH", "q", "x"]);
+    assert_eq!(
+        c.read().await,
+        Some(Frame::Array(vec![Frame::bulk("q"), Frame::bulk("x")]))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_command_whose_connection_broke_closes_the_client() {
+    let mut redis = RedisServer::new();
+    let f = start(&redis).await;
+    let mut c = f.raw().await;
+    assert_eq!(c.cmd(&["PING"]).await, Frame::simple("PONG"));
+    c.send(&enc(&["BLMOVE", "jobs", "active", "RIGHT", "LEFT", "0"]))
+        .await;
+    test_support::wait_for("the client to block", Duration::from_secs(5), || {
+        redis
+            .cmd(&["INFO", "clients"])
+            .contains("blocked_clients:1")
+    });
+    redis.kill();
+    // No error reply a worker would take as the answer: the connection
+    // closes, and client libraries reconnect.
+    assert_eq!(c.read().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_held_for_redis_up_to_the_configured_bound() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    redis.cmd(&["SET", "k", "kept"]);
+    let limits = LimitsConfig {
+        hold_during_outage_ms: 20_000,
+        ..LimitsConfig::default()
+    };
+    // Probes that tolerate a loaded machine: a healthy Redis flapping to
+    // Down would refuse the held command for a reason this test is not
+    // about.
+    let steady = HealthConfig {
+        interval_ms: 50,
+        timeout_ms: 1000,
+        down_after: 2,
+        up_after: 1,
+    };
+    let f = start_with(&redis.url(), steady, limits).await;
+    // Up first: the prober starts Down ("not probed yet"), so a wait for
+    // Down right after the kill must not see that start instead.
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    let mut c = f.raw().await;
+    redis.kill();
+    f.wait_state(State::Down, Duration::from_secs(5)).await;
+    c.send(&enc(&["GET", "k"])).await;
+    redis.start_again();
+    // Held, then answered by the Redis that came back.
+    assert_eq!(c.read().await, Some(Frame::bulk("kept")));
+
+    let short = LimitsConfig {
+        hold_during_outage_ms: 150,
+        ..LimitsConfig::default()
+    };
+    let f2 = start_with(&redis.url(), fast_health(), short).await;
+    // Up first: the prober starts Down ("not probed yet"), so a wait for
+    // Down right after the kill must not see that start instead.
+    f2.wait_state(State::Up, Duration::from_secs(5)).await;
+    let mut c2 = f2.raw().await;
+    redis.kill();
+    f2.wait_state(State::Down, Duration::from_secs(5)).await;
+    let started = tokio::time::Instant::now();
+    let text = err_text(&c2.cmd(&["GET", "k"]).await);
+    assert!(text.starts_with("UNAVAILABLE"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_command_sent_on_after_an_outage_keeps_only_what_is_left_of_its_timeout() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes"]);
+    let f = start_with(&redis.url(), fast_health(), LimitsConfig::default()).await;
+    // Up first: the prober starts Down ("not probed yet"), so a wait for
+    // Down right after the kill must not see that start instead.
+    f.wait_state(State::Up, Duration::from_secs(5)).await;
+    let mut c = f.raw().await;
+    redis.kill();
+    f.wait_state(State::Down, Duration::from_secs(5)).await;
+    let started = tokio::time::Instant::now();
+    c.send(&enc(&["BLPOP", "never", "2"])).await;
+    // Down for about half of its block time, then Redis is back.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.start_again();
+    assert_eq!(c.read().await, Some(Frame::NullArray));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(2700),
+        "BLPOP 2 answered after {took:?}: its whole timeout again after the outage would be ~3 s"
+    );
+}

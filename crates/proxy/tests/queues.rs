@@ -1,0 +1,154 @@
+//! Job queues on durable keys through an outage: workers blocked on a
+//! queue go on taking jobs from the local copy while Redis is down, and
+//! what they took is replayed once, so Redis ends as if it had served them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use proxy::policy::{Keyspaces, Policy};
+use resp::Frame;
+use upstream::State;
+
+fn keyspaces() -> Keyspaces {
+    Keyspaces::new(vec![("rq:*".into(), Policy::Durable)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_workers_take_jobs_pushed_during_an_outage_and_redis_hears_of_it_once() {
+    let mut redis = RedisServer::start(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]);
+    redis.cmd(&["RPUSH", "rq:queue:default", "job-1", "job-2"]);
+    let s = start_local(&redis.url(), keyspaces(), "w", Default::default(), false).await;
+    s.wait_knows("default");
+    let replica = attach_replica(&s, &redis.url(), keyspaces()).await;
+    wait_caught_up(&redis, &replica).await;
+    let mut producer = s.f.raw().await;
+    let mut worker = s.f.raw().await;
+
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    // Jobs queued before the outage are taken from the copy, oldest first.
+    let take = ["BLMOVE", "rq:queue:default", "rq:wip", "LEFT", "RIGHT", "5"];
+    assert_eq!(worker.cmd(&take).await, Frame::bulk("job-1"));
+    assert_eq!(worker.cmd(&take).await, Frame::bulk("job-2"));
+    // An idle worker blocks; a job pushed meanwhile wakes it at once.
+    worker.send(&enc(&take)).await;
+    wait_blocked(&s, 1).await;
+    assert_eq!(
+        producer.cmd(&["RPUSH", "rq:queue:default", "job-3"]).await,
+        Frame::Integer(1)
+    );
+    let woke = tokio::time::timeout(Duration::from_secs(2), worker.read())
+        .await
+        .expect("the blocked worker is woken by the push, not by its 5 s timeout");
+    assert_eq!(woke, Some(Frame::bulk("job-3")));
+    // With nothing to take it answers nil at its own timeout, as Redis.
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(
+        worker
+            .cmd(&["BLPOP", "rq:queue:default", "rq:queue:high", "0.3"])
+            .await,
+        Frame::NullArray
+    );
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+
+    // An RQ-style enqueue: one transaction with a stream entry in it.
+    let tx = [
+        &["HSET", "rq:job:4", "status", "queued"][..],
+        &["RPUSH", "rq:queue:default", "job-4"],
+        &["SADD", "rq:queues", "rq:queue:default"],
+        &["XADD", "rq:results:4", "*", "status", "queued"],
+    ];
+    assert_eq!(producer.cmd(&["MULTI"]).await, Frame::simple("OK"));
+    for cmd in tx {
+        assert_eq!(producer.cmd(cmd).await, Frame::simple("QUEUED"));
+    }
+    let Frame::Array(replies) = producer.cmd(&["EXEC"]).await else {
+        panic!("EXEC answers an array")
+    };
+    assert_eq!(
+        replies[..3],
+        [Frame::Integer(1), Frame::Integer(1), Frame::Integer(1)]
+    );
+    let Frame::Bulk(entry_id) = &replies[3] else {
+        panic!("XADD answers the new entry's id: {replies:?}")
+    };
+    let entry_id = String::from_utf8(entry_id.to_vec()).unwrap();
+    assert_eq!(worker.cmd(&take).await, Frame::bulk("job-4"));
+
+    // RQ finishes a job under WATCH: held by the local copy, and it
+    // guards the transaction as Redis's would.
+    assert_eq!(
+        worker.cmd(&["WATCH", "rq:job:4"]).await,
+        Frame::simple("OK")
+    );
+    assert_eq!(worker.cmd(&["MULTI"]).await, Frame::simple("OK"));
+    assert_eq!(
+        worker
+            .cmd(&["HSET", "rq:job:4", "status", "finished"])
+            .await,
+        Frame::simple("QUEUED")
+    );
+    assert_eq!(
+        worker.cmd(&["EXEC"]).await,
+        Frame::Array(vec![Frame::Integer(0)])
+    );
+    assert_eq!(
+        worker.cmd(&["WATCH", "rq:job:4"]).await,
+        Frame::simple("OK")
+    );
+    assert_eq!(
+        producer.cmd(&["HSET", "rq:job:4", "by", "other"]).await,
+        Frame::Integer(1)
+    );
+    assert_eq!(worker.cmd(&["MULTI"]).await, Frame::simple("OK"));
+    assert_eq!(
+        worker.cmd(&["HSET", "rq:job:4", "status", "lost"]).await,
+        Frame::simple("QUEUED")
+    );
+    assert_eq!(worker.cmd(&["EXEC"]).await, Frame::NullArray);
+
+    redis.start_again();
+    test_support::wait_for("the replay", Duration::from_secs(30), || {
+        s.journal.pending_entries() == 0
+    });
+    assert_eq!(redis.cmd(&["LLEN", "rq:queue:default"]), ":0");
+    assert_eq!(redis.cmd(&["LRANGE", "rq:wip", "0", "-1"]), "*4");
+    assert_eq!(redis.cmd(&["LINDEX", "rq:wip", "0"]), "job-1");
+    assert_eq!(redis.cmd(&["LINDEX", "rq:wip", "3"]), "job-4");
+    assert_eq!(redis.cmd(&["HGET", "rq:job:4", "status"]), "finished");
+    assert_eq!(redis.cmd(&["HGET", "rq:job:4", "by"]), "other");
+    // The entry has the id its producer was told.
+    assert_eq!(redis.cmd(&["XLEN", "rq:results:4"]), ":1");
+    assert_eq!(
+        redis.cmd(&["XRANGE", "rq:results:4", &entry_id, &entry_id]),
+        "*1"
+    );
+}
+
+/// Waits until `n` clients wait for a push to the outage's local store.
+async fn wait_blocked(s: &Local, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while s.outage.store().waiting_for_pushes() != n {
+        assert!(tokio::time::Instant::now() < deadline, "no worker waits");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn enc(args: &[&str]) -> bytes::BytesMut {
+    let mut out = bytes::BytesMut::new();
+    resp::frame::encode_command(&mut out, args);
+    out
+}

@@ -1,0 +1,514 @@
+//! Lua scripting as Redis 7.0 runs it: EVAL, EVALSHA, their `_RO`
+//! variants and SCRIPT LOAD|EXISTS|FLUSH|KILL; functions (FUNCTION, FCALL)
+//! in `functions`.
+//!
+//! One Lua state per store ([`engine::Engine`]), created on first use and
+//! kept in [`crate::store::Inner`] behind the store lock; a script runs
+//! with the lock held, so it is atomic like in Redis. Its `redis.call`s go
+//! through the store's own dispatch ([`crate::store::run`], never
+//! blocking), so they answer exactly as the commands do. A script is
+//! journaled by its effects: the effects of every command it ran, in order,
+//! replayed as one transaction; a script that fails half-way keeps (and
+//! journals) what it wrote before the error, as Redis does.
+//!
+//! - `engine`: the Lua state, sandbox and value conversions
+//!   (`prelude.lua` is its Lua half).
+//! - `gate`: the busy/kill state other clients read without the lock.
+//! - `keyhook`: [`KeyAccess`] / [`KeyHook`], the caller's say over each key
+//!   (the proxy's outage mode), with the undo log a refusal needs.
+
+pub(crate) mod engine;
+pub(crate) mod functions;
+pub(crate) mod gate;
+pub(crate) mod keyhook;
+
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use mlua::{MultiValue, Value as LuaValue};
+use resp::command::{F_DENYOOM, F_MAY_REPLICATE, F_NOSCRIPT, F_WRITE};
+use resp::Frame;
+
+use crate::ctx::{err, Ctx, Handler, Reply};
+use crate::session::Session;
+use crate::store::{is_container, resolve, run, Inner, Resolved, Shared, Store};
+use crate::Effect;
+use engine::{err_table, flags, frame_to_lua, lua_to_frame, sha1_hex, Engine, Script};
+use keyhook::KeyGuard;
+pub use keyhook::{CommandHook, KeyAccess, KeyHook};
+
+pub(crate) const COMMANDS: &[(&str, Handler)] = &[
+    ("eval", eval),
+    ("evalsha", evalsha),
+    ("eval_ro", eval_ro),
+    ("evalsha_ro", evalsha_ro),
+    ("script|load", script_load),
+    ("script|exists", script_exists),
+    ("script|flush", script_flush),
+    ("script|kill", script_kill),
+    ("script|help", script_help),
+];
+
+const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
+const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+
+/// What the store keeps for scripting, behind the lock.
+#[derive(Default)]
+pub(crate) struct Scripting {
+    /// The EVAL engine; `None` until first used and after SCRIPT FLUSH.
+    pub eval: Option<Box<Engine>>,
+    /// The functions engine; `None` until first used and after FUNCTION
+    /// FLUSH.
+    pub functions: Option<Box<Engine>>,
+    /// Loaded function libraries by name.
+    pub libraries: std::collections::BTreeMap<String, functions::Library>,
+}
+
+/// Takes the engine out of `inner` (creating it on first use) for the
+/// length of `f`: the script's commands need `inner` mutably meanwhile.
+fn with_engine(ctx: &mut Ctx, f: impl FnOnce(&mut Ctx, &mut Engine) -> Reply) -> Reply {
+    let mut engine = match ctx.inner.scripting.eval.take() {
+        Some(e) => e,
+        None => match Engine::new(ctx.shared.script_gate.clone()) {
+            Ok(e) => Box::new(e),
+            Err(e) => {
+                return Err(Frame::error(format!(
+                    "ERR failed to start the Lua engine: {e}"
+                )))
+            }
+        },
+    };
+    let out = f(ctx, &mut engine);
+    ctx.inner.scripting.eval = Some(engine);
+    out
+}
+
+/// Splits a `#!lua flags=...` first line off: the flags, and how many
+/// bytes to skip (the newline stays, so line numbers hold).
+fn shebang(body: &[u8]) -> Result<(u32, usize), String> {
+    if !body.starts_with(b"#!") {
+        return Ok((flags::EVAL_COMPAT, 0));
+    }
+    let Some(end) = body.iter().position(|&b| b == b'\n') else {
+        return Err("Invalid script shebang".into());
+    };
+    let line = String::from_utf8_lossy(&body[..end]);
+    let mut parts = line.split_whitespace();
+    let Some(engine) = parts.next() else {
+        return Err("Invalid engine in script shebang".into());
+    };
+    if engine != "#!lua" {
+        return Err(format!("Unexpected engine in script shebang: {engine}"));
+    }
+    let mut out = 0;
+    for p in parts {
+        let Some(list) = p.strip_prefix("flags=") else {
+            return Err(format!("Unknown lua shebang option: {p}"));
+        };
+        for f in list.split(',') {
+            match flags::NAMES.iter().find(|(n, _)| *n == f) {
+                Some((_, bit)) => out |= bit,
+                None => return Err(format!("Unexpected flag in script shebang: {f}")),
+            }
+        }
+    }
+    Ok((out, end))
+}
+
+/// Redis's `luaCreateFunction`: the cached script for `body`, compiling it
+/// on first sight.
+fn create(engine: &mut Engine, body: &[u8]) -> Result<(String, Script), Frame> {
+    let sha = sha1_hex(body);
+    if let Some(s) = engine.scripts.get(&sha) {
+        return Ok((sha, s.clone()));
+    }
+    let (fl, skip) = shebang(body).map_err(|e| Frame::error(format!("ERR {e}")))?;
+    let func = engine
+        .compile(&body[skip..], "@user_script")
+        .map_err(|e| Frame::error(format!("ERR Error compiling script (new function): {e}")))?;
+    let script = Script { flags: fl, func };
+    engine.scripts.insert(sha.clone(), script.clone());
+    Ok((sha, script))
+}
+
+fn eval(ctx: &mut Ctx) -> Reply {
+    eval_generic(ctx, false, false)
+}
+fn evalsha(ctx: &mut Ctx) -> Reply {
+    eval_generic(ctx, true, false)
+}
+fn eval_ro(ctx: &mut Ctx) -> Reply {
+    eval_generic(ctx, false, true)
+}
+fn evalsha_ro(ctx: &mut Ctx) -> Reply {
+    eval_generic(ctx, true, true)
+}
+
+fn eval_generic(ctx: &mut Ctx, by_sha: bool, ro: bool) -> Reply {
+    let numkeys = ctx.arg_i64(2)?;
+    let argc = ctx.args.len() as i64;
+    if numkeys > argc - 3 {
+        return Err(err(
+            "ERR Number of keys can't be greater than number of args",
+        ));
+    }
+    if numkeys < 0 {
+        return Err(err("ERR Number of keys can't be negative"));
+    }
+    if by_sha && ctx.args[1].len() != 40 {
+        return Err(err(NOSCRIPT));
+    }
+    with_engine(ctx, |ctx, engine| {
+        let (sha, script) = if by_sha {
+            let sha = String::from_utf8_lossy(&ctx.args[1]).to_ascii_lowercase();
+            match engine.scripts.get(&sha) {
+                Some(s) => (sha, s.clone()),
+                None => return Err(err(NOSCRIPT)),
+            }
+        } else {
+            let body = ctx.args[1].clone();
+            create(engine, &body)?
+        };
+        let n = numkeys as usize;
+        let prepared = prepare(ctx, script.flags, ro)?;
+        let lua_err = |e: mlua::Error| Frame::error(format!("ERR {e}"));
+        let k = engine.array(&ctx.args[3..3 + n]).map_err(lua_err)?;
+        let a = engine.array(&ctx.args[3 + n..]).map_err(lua_err)?;
+        engine.hidden.raw_set("KEYS", k).map_err(lua_err)?;
+        engine.hidden.raw_set("ARGV", a).map_err(lua_err)?;
+        execute(ctx, engine, &script.func, None, &sha, prepared, true)
+    })
+}
+
+/// Redis's `scriptPrepareForRun` checks; the run is read-only when true.
+fn prepare(ctx: &mut Ctx, fl: u32, ro: bool) -> Result<bool, Frame> {
+    if fl & flags::EVAL_COMPAT == 0 {
+        if fl & flags::NO_WRITES == 0 && ro {
+            return Err(err(
+                "ERR Can not execute a script with write flag using *_ro command.",
+            ));
+        }
+        let maxmemory = ctx.inner.config.maxmemory;
+        if maxmemory > 0
+            && ctx.inner.used_memory as u64 > maxmemory
+            && fl & (flags::ALLOW_OOM | flags::NO_WRITES) == 0
+        {
+            return Err(err("OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'"));
+        }
+    }
+    Ok(ro || (fl & flags::EVAL_COMPAT == 0 && fl & flags::NO_WRITES != 0))
+}
+
+/// One script run's state, reached from `redis.call`.
+struct Run<'a> {
+    inner: &'a mut Inner,
+    shared: &'a Shared,
+    /// The script's own client: its database and protocol are the
+    /// script's (SELECT inside a script does not move the caller).
+    sess: Session,
+    now: u64,
+    read_only: bool,
+    effects: Vec<Effect>,
+    keys: Option<KeyGuard>,
+    denied: Option<String>,
+    wrote: bool,
+}
+
+impl Run<'_> {
+    /// `redis.call` / `redis.pcall`: `(true, reply)` or `(false, error
+    /// table)`; raising is left to the Lua side.
+    fn call(&mut self, lua: &mlua::Lua, args: MultiValue) -> mlua::Result<(bool, LuaValue)> {
+        let mut it = args.into_iter();
+        let resp = match it.next() {
+            Some(LuaValue::Integer(3)) => 3,
+            Some(LuaValue::Number(3.0)) => 3,
+            _ => 2,
+        };
+        let mut argv = Vec::new();
+        for v in it {
+            match v {
+                LuaValue::String(s) => argv.push(Bytes::copy_from_slice(&s.as_bytes())),
+                LuaValue::Integer(i) => argv.push(Bytes::from(crate::num::fmt_g17(i as f64))),
+                LuaValue::Number(n) => argv.push(Bytes::from(crate::num::fmt_g17(n))),
+                _ => {
+                    return fail(
+                        lua,
+                        "ERR Lua redis lib command arguments must be strings or integers",
+                    )
+                }
+            }
+        }
+        if argv.is_empty() {
+            return fail(
+                lua,
+                "ERR Please specify at least one argument for this redis lib call",
+            );
+        }
+        let spec = match resp::lookup(&argv) {
+            Some(s) if !(argv.len() >= 2 && !s.name.contains('|') && is_container(s.name)) => s,
+            _ => return fail(lua, "ERR Unknown Redis command called from script"),
+        };
+        if !spec.arity_ok(argv.len()) {
+            return fail(
+                lua,
+                "ERR Wrong number of args calling Redis command from script",
+            );
+        }
+        if spec.flags & F_NOSCRIPT != 0 {
+            return fail(lua, "ERR This Redis command is not allowed from script");
+        }
+        if self.read_only && spec.flags & (F_WRITE | F_MAY_REPLICATE) != 0 {
+            return fail(
+                lua,
+                "ERR Write commands are not allowed from read-only scripts.",
+            );
+        }
+        let (name, handler, fl) = match resolve(&argv) {
+            Resolved::Run(n, h, f) => (n, h, f),
+            Resolved::Reject(e) => return Ok((false, frame_to_lua(lua, &e)?)),
+        };
+        let db = self.sess.db;
+        if let Some(guard) = self.keys.as_mut() {
+            let keyless_write = matches!(name, "flushdb" | "flushall" | "swapdb" | "move")
+                || (name == "copy" && argv.iter().any(|a| a.eq_ignore_ascii_case(b"db")));
+            if keyless_write {
+                return fail(
+                    lua,
+                    &format!(
+                        "ERR {} is not allowed in a script while keys are checked by the caller",
+                        name.to_ascii_uppercase()
+                    ),
+                );
+            }
+            if let Err(msg) = guard.check_command(db, &argv) {
+                // As Redis's ACL check of a script's command: this call
+                // fails, the script goes on (or not) as it handles that.
+                return fail(lua, &msg);
+            }
+            for i in spec.key_indices(&argv) {
+                if let Err(msg) = guard.check(self.inner, db, &argv[i], self.now) {
+                    self.denied = Some(msg.clone());
+                    return Ok((false, err_table(lua, &msg)?));
+                }
+            }
+        }
+        if fl & F_DENYOOM != 0 && !self.wrote && self.inner.config.maxmemory > 0 {
+            let mut evicted = Vec::new();
+            let room = crate::eviction::make_room(self.inner, self.now, &mut evicted);
+            self.effects.extend(evicted);
+            if !room {
+                return fail(lua, &format!("-{OOM}"));
+            }
+        }
+        if fl & F_WRITE != 0 {
+            self.wrote = true;
+            self.shared.script_gate.wrote.store(true, Ordering::SeqCst);
+            if let Some(guard) = self.keys.as_mut() {
+                for i in spec.key_indices(&argv) {
+                    guard.save(self.inner, db, &argv[i]);
+                }
+            }
+        }
+        self.sess.resp = resp;
+        let ran = run(
+            self.inner,
+            self.shared,
+            &mut self.sess,
+            &argv,
+            name,
+            handler,
+            self.now,
+            true,
+        );
+        self.effects.extend(ran.effects);
+        let ok = !matches!(ran.reply, Frame::Error(_) | Frame::BulkError(_));
+        Ok((ok, frame_to_lua(lua, &ran.reply)?))
+    }
+}
+
+/// An error from the scripting layer itself (Redis's `luaPushError`).
+fn fail(lua: &mlua::Lua, text: &str) -> mlua::Result<(bool, LuaValue)> {
+    let t = match text.strip_prefix('-') {
+        Some(raw) => engine::error_text(raw.as_bytes()),
+        None => text.to_string(),
+    };
+    Ok((false, err_table(lua, &t)?))
+}
+
+/// Runs a prepared script or function with the lock held and turns its
+/// outcome into the reply and effects.
+fn execute(
+    ctx: &mut Ctx,
+    engine: &mut Engine,
+    func: &mlua::Function,
+    keys_args: Option<(mlua::Table, mlua::Table)>,
+    funcname: &str,
+    read_only: bool,
+    eval_mode: bool,
+) -> Reply {
+    let gate = ctx.shared.script_gate.clone();
+    gate.begin(eval_mode, ctx.inner.config.busy_reply_ms);
+    // Ends the run however `execute` is left, a panic in a command
+    // included: a gate left "running" would make every client poll.
+    struct Ended(std::sync::Arc<gate::Gate>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            self.0.end();
+        }
+    }
+    let ended = Ended(gate);
+    engine.abort.store(false, Ordering::SeqCst);
+    let _ = engine.ctl.raw_set("resp", 2);
+    // The script's client is kept between runs (making one costs a
+    // channel and two allocations); only its database and protocol carry
+    // state, and both start from the caller's and RESP2 again.
+    let mut sess = engine
+        .session
+        .take()
+        .unwrap_or_else(|| Store::internal_session(ctx.sess.db));
+    sess.db = ctx.sess.db;
+    sess.resp = 2;
+    let caller_resp = ctx.sess.resp;
+    let hook = ctx.sess.key_hook.clone();
+    let command_hook = ctx.sess.command_hook.clone();
+    let run_state = RefCell::new(Run {
+        inner: &mut *ctx.inner,
+        shared: ctx.shared,
+        sess,
+        now: ctx.now,
+        read_only,
+        effects: Vec::new(),
+        keys: hook.map(|h| KeyGuard::new(h, command_hook)),
+        denied: None,
+        wrote: false,
+    });
+    let abort = engine.abort.clone();
+    let result = engine.lua.scope(|scope| {
+        let raw = scope.create_function_mut(|lua, args: MultiValue| {
+            let mut r = run_state.borrow_mut();
+            let out = r.call(lua, args);
+            if r.denied.is_some() {
+                abort.store(true, Ordering::SeqCst);
+            }
+            out
+        })?;
+        engine.ctl.raw_set("raw", raw)?;
+        let out = engine.call(func, keys_args, funcname);
+        engine.ctl.raw_set("raw", LuaValue::Nil)?;
+        let script_resp = match engine.ctl.raw_get::<LuaValue>("resp")? {
+            LuaValue::Integer(3) => 3,
+            LuaValue::Number(3.0) => 3,
+            _ => 2,
+        };
+        Ok(match out {
+            Ok(v) => Ok(lua_to_frame(&v, script_resp, caller_resp)),
+            Err(msg) => Err(Frame::Error(Bytes::from(msg.replace(['\r', '\n'], " ")))),
+        })
+    });
+    drop(ended);
+    engine.abort.store(false, Ordering::SeqCst);
+    let Run {
+        sess,
+        effects,
+        keys,
+        denied,
+        ..
+    } = run_state.into_inner();
+    engine.session = Some(sess);
+    if let Some(msg) = denied {
+        if let Some(guard) = keys {
+            guard.undo(ctx.inner);
+        }
+        return Err(Frame::Error(Bytes::from(msg)));
+    }
+    // Redis keeps what a failed script wrote, so its effects are journaled
+    // whatever the reply; several effects replay as one transaction.
+    ctx.keep_effects = true;
+    ctx.atomic = effects.len() > 1;
+    ctx.effects = Some(effects);
+    match result {
+        Ok(reply) => reply,
+        Err(e) => Err(Frame::error(format!("ERR {e}"))),
+    }
+}
+
+fn script_load(ctx: &mut Ctx) -> Reply {
+    let body = ctx.args[2].clone();
+    with_engine(ctx, |_, engine| {
+        let (sha, _) = create(engine, &body)?;
+        Ok(Frame::bulk(sha))
+    })
+}
+
+fn script_exists(ctx: &mut Ctx) -> Reply {
+    let known = |a: &Bytes| {
+        ctx.inner
+            .scripting
+            .eval
+            .as_ref()
+            .is_some_and(|e| std::str::from_utf8(a).is_ok_and(|s| e.scripts.contains_key(s)))
+    };
+    let out = ctx.args[2..]
+        .iter()
+        .map(|a| Frame::Integer(known(a) as i64))
+        .collect();
+    Ok(Frame::Array(out))
+}
+
+fn script_flush(ctx: &mut Ctx) -> Reply {
+    let ok = match ctx.args.len() {
+        2 => true,
+        3 => ctx.arg_is(2, "sync") || ctx.arg_is(2, "async"),
+        _ => false,
+    };
+    if !ok {
+        return Err(err("ERR SCRIPT FLUSH only support SYNC|ASYNC option"));
+    }
+    // A fresh Lua state, as Redis's scriptingReset: globals a script
+    // managed to leave behind go too.
+    ctx.inner.scripting.eval = None;
+    Ok(Frame::simple("OK"))
+}
+
+/// Reached with the lock held, so no script is running (a running one is
+/// killed from [`crate::Store`] before the lock, see `gate`).
+fn script_kill(_ctx: &mut Ctx) -> Reply {
+    Err(err(gate::NOT_BUSY))
+}
+
+/// Redis's `addReplyHelp`: the header, the lines, then HELP itself.
+pub(crate) fn help(cmd: &str, lines: &[&'static str]) -> Frame {
+    let mut out = vec![Frame::Simple(Bytes::from(format!(
+        "{cmd} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    )))];
+    out.extend(
+        lines
+            .iter()
+            .chain(&["HELP", "    Prints this help."])
+            .map(|l| Frame::Simple(Bytes::from_static(l.as_bytes()))),
+    );
+    Frame::Array(out)
+}
+
+fn script_help(_ctx: &mut Ctx) -> Reply {
+    Ok(help(
+        "SCRIPT",
+        &[
+            "DEBUG (YES|SYNC|NO)",
+            "    Set the debug mode for subsequent scripts executed.",
+            "EXISTS <sha1> [<sha1> ...]",
+            "    Return information about the existence of the scripts in the script cache.",
+            "FLUSH [ASYNC|SYNC]",
+            "    Flush the Lua scripts cache. Very dangerous on replicas.",
+            "    When called without the optional mode argument, the behavior is determined by the",
+            "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+            "    * ASYNC: Asynchronously flush the scripts cache.",
+            "    * SYNC: Synchronously flush the scripts cache.",
+            "KILL",
+            "    Kill the currently executing Lua script.",
+            "LOAD <script>",
+            "    Load a script into the scripts cache without executing it.",
+        ],
+    ))
+}
