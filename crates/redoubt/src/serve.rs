@@ -457,7 +457,13 @@ fn local_keyspaces(
     } else {
         proxy::writer::Writer::alone()
     };
-    writer.spawn_lease(url.clone(), node_id.to_string(), health.clone());
+    let journal = outage.journal().clone();
+    writer.spawn_lease(
+        url.clone(),
+        node_id.to_string(),
+        health.clone(),
+        move || journal.pending_entries() > 0,
+    );
     outage.attach_writer(writer);
     Ok(Some(outage))
 }
