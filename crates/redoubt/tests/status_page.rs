@@ -153,7 +153,10 @@ struct Redoubt {
     child: Child,
     port: u16,
     admin: u16,
-    dir: tempfile::TempDir,
+    /// Its config, data dir and log.
+    dir: std::path::PathBuf,
+    /// Removed when the test ends, unless the test owns `dir`.
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Drop for Redoubt {
@@ -166,9 +169,16 @@ impl Drop for Redoubt {
 /// `serve` on fresh ports with `toml` as its config and `env` on top,
 /// in front of `upstream` or standalone.
 fn serve(upstream: Option<&str>, toml: &str, env: &[(&str, &str)]) -> Redoubt {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let conf = dir.path().join("redoubt.toml");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = serve_in(tmp.path(), upstream, toml, env);
+    r._tmp = Some(tmp);
+    r
+}
+
+/// [`serve`] with its files in `dir`, which outlives it (a restart).
+fn serve_in(dir: &Path, upstream: Option<&str>, toml: &str, env: &[(&str, &str)]) -> Redoubt {
+    let data = dir.join("data");
+    let conf = dir.join("redoubt.toml");
     std::fs::write(&conf, toml).unwrap();
     let (port, admin) = (free_port(), free_port());
     let mut cmd = Command::new(BIN);
@@ -180,7 +190,7 @@ fn serve(upstream: Option<&str>, toml: &str, env: &[(&str, &str)]) -> Redoubt {
         .env("REDOUBT_HEALTH_INTERVAL_MS", "50")
         .env("REDOUBT_HEALTH_TIMEOUT_MS", "200")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("redoubt.log")).unwrap());
+        .stderr(std::fs::File::create(dir.join("redoubt.log")).unwrap());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -192,7 +202,8 @@ fn serve(upstream: Option<&str>, toml: &str, env: &[(&str, &str)]) -> Redoubt {
         child,
         port,
         admin,
-        dir,
+        dir: dir.to_path_buf(),
+        _tmp: None,
     };
     for p in [port, admin] {
         wait_for("redoubt to listen", Duration::from_secs(10), || {
@@ -246,7 +257,7 @@ fn history_points(admin: u16) -> usize {
 fn shots_dir(r: &Redoubt, test: &str) -> std::path::PathBuf {
     let dir = match std::env::var_os("TEST_SCREENSHOT_DIR") {
         Some(d) => Path::new(&d).join(test),
-        None => r.dir.path().join("screens"),
+        None => r.dir.join("screens"),
     };
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -469,5 +480,55 @@ fn with_a_token_a_browser_is_asked_for_it_and_basic_auth_opens_the_page() {
     assert_eq!(
         text_at(&dom, "state", "</h1>"),
         "Standalone — serving every command from the local store"
+    );
+}
+
+#[test]
+fn a_corrupt_journal_refusal_is_shown_whole() {
+    let Some(browser) = chromium() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let r = serve_in(tmp.path(), None, "", &[]);
+        let value = "v".repeat(1000);
+        for k in ["k1", "k2", "k3"] {
+            assert_eq!(send_command(r.port, &["SET", k, &value]), "+OK");
+        }
+    }
+    // A flipped byte in the middle record: not a torn tail (records
+    // follow it), so the journal refuses writes until an operator acts.
+    let segments: Vec<_> = std::fs::read_dir(tmp.path().join("data/journal"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let mut bytes = std::fs::read(&segments[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&segments[0], &bytes).unwrap();
+
+    let r = serve_in(tmp.path(), None, "", &[]);
+    let why = json(r.admin, "/status")["journal"]["refusing"]
+        .as_str()
+        .expect("a corrupt journal refuses writes")
+        .to_string();
+    assert!(why.contains("corrupt"), "{why}");
+    let dom = open_page(
+        browser,
+        &shots_dir(&r, "corrupt-journal"),
+        "corrupt-journal",
+        &format!("http://127.0.0.1:{}/", r.admin),
+    );
+    assert_eq!(
+        text_at(&dom, "state", "</h1>"),
+        "Standalone — writes refused"
+    );
+    assert_eq!(
+        text_at(&dom, "refusing", "</div>"),
+        format!(
+            "Writes are refused: {}",
+            why.split_whitespace().collect::<Vec<_>>().join(" ")
+        )
     );
 }
