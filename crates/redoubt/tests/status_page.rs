@@ -532,3 +532,31 @@ fn a_corrupt_journal_refusal_is_shown_whole() {
         )
     );
 }
+
+#[test]
+fn without_local_keyspaces_the_page_says_commands_are_refused_while_redis_is_down() {
+    let Some(browser) = chromium() else { return };
+    let mut redis = RedisServer::new();
+    let r = serve(Some(&redis.url()), "", &[]);
+    wait_for("Redis up through Redoubt", PATIENCE, || {
+        state(r.admin) == "up"
+    });
+    redis.kill();
+    wait_for("Redoubt to see Redis down", PATIENCE, || {
+        state(r.admin) == "down"
+    });
+    assert!(send_command(r.port, &["GET", "k"]).starts_with("-UNAVAILABLE"));
+    let dom = open_page(
+        browser,
+        &shots_dir(&r, "no-keyspaces"),
+        "down-no-keyspaces",
+        &format!("http://127.0.0.1:{}/", r.admin),
+    );
+    assert_eq!(
+        text_at(&dom, "state", "</h1>"),
+        "Redis is down — commands are refused (no durable or cache keyspace)"
+    );
+    assert_has(&text_at(&dom, "state-detail", "</p>"), "connection refused");
+    assert_eq!(text_at(&dom, "journal-depth", "</span>"), "none");
+    assert_has(&text_at(&dom, "incidents", "</table>"), "ongoing");
+}
