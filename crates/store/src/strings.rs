@@ -958,7 +958,11 @@ fn bitfield_generic(ctx: &mut Ctx, read_only: bool) -> Reply {
             } else {
                 value.wrapping_add(incr)
             };
-            let reply = if op.kind == FieldKind::Incrby { newv } else { oldv };
+            let reply = if op.kind == FieldKind::Incrby {
+                newv
+            } else {
+                oldv
+            };
             (newv as u64, reply, over)
         } else {
             let (value, incr) = match op.kind {
@@ -971,7 +975,11 @@ fn bitfield_generic(ctx: &mut Ctx, read_only: bool) -> Reply {
             } else {
                 value.wrapping_add(incr as u64)
             };
-            let reply = if op.kind == FieldKind::Incrby { newv } else { old };
+            let reply = if op.kind == FieldKind::Incrby {
+                newv
+            } else {
+                old
+            };
             (newv, reply as i64, over)
         };
         if overflowed && op.overflow == Overflow::Fail {
@@ -1088,8 +1096,7 @@ fn signed_overflow(value: i64, incr: i64, bits: u32, overflow: Overflow) -> (boo
             c as i64
         }
     };
-    if value > max || (bits != 64 && incr > maxincr) || (value >= 0 && incr > 0 && incr > maxincr)
-    {
+    if value > max || (bits != 64 && incr > maxincr) || (value >= 0 && incr > 0 && incr > maxincr) {
         return match overflow {
             Overflow::Wrap => (true, wrap()),
             Overflow::Sat => (true, max),
