@@ -724,7 +724,6 @@ impl Outage {
             "swapdb",
             "flushdb",
             "flushall",
-            "restore",
             "migrate",
             "sort",
         ];
