@@ -95,7 +95,7 @@
 //!   half-way; function libraries are journaled as FUNCTION commands.
 //!
 //! # Not supported yet
-//! HyperLogLog, geo, SCRIPT DEBUG, DUMP of a stream. Such commands
+//! Geo, SCRIPT DEBUG, PFDEBUG/PFSELFTEST, DUMP of a stream. Such commands
 //! answer `-ERR <NAME> is not supported by the local store yet …`. See the
 //! crate README for the full list and known differences.
 #![forbid(unsafe_code)]
@@ -109,6 +109,7 @@ mod eviction;
 mod expire;
 mod glob;
 mod hashes;
+mod hll;
 mod keys;
 mod lists;
 mod num;

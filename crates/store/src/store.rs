@@ -296,6 +296,7 @@ fn table() -> &'static HashMap<&'static str, Handler> {
             crate::scripting::functions::COMMANDS,
             crate::streams::COMMANDS,
             crate::dump::COMMANDS,
+            crate::hll::COMMANDS,
         ];
         families.iter().flat_map(|f| f.iter().copied()).collect()
     })
