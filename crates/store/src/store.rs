@@ -297,6 +297,7 @@ fn table() -> &'static HashMap<&'static str, Handler> {
             crate::streams::COMMANDS,
             crate::dump::COMMANDS,
             crate::hll::COMMANDS,
+            crate::geo::COMMANDS,
         ];
         families.iter().flat_map(|f| f.iter().copied()).collect()
     })

@@ -123,6 +123,20 @@ pub fn cmp_for(cmd: &[Bytes]) -> Cmp {
         "hello" => Cmp::Hello,
         "client" if cmd.get(1).is_some_and(|s| s.eq_ignore_ascii_case(b"id")) => Cmp::Shape,
         "srandmember" | "randomkey" | "hrandfield" | "zrandmember" | "spop" => Cmp::Shape,
+        // Unsorted geo searches come in an order Redis leaves unspecified.
+        "georadius"
+        | "georadius_ro"
+        | "georadiusbymember"
+        | "georadiusbymember_ro"
+        | "geosearch"
+            if !cmd.iter().any(|a| {
+                a.eq_ignore_ascii_case(b"asc")
+                    || a.eq_ignore_ascii_case(b"desc")
+                    || a.eq_ignore_ascii_case(b"count")
+            }) =>
+        {
+            Cmp::Unordered
+        }
         _ => Cmp::Exact,
     }
 }
