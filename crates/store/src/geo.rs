@@ -486,8 +486,9 @@ fn search(ctx: &mut Ctx, src: usize, flags: u8) -> Reply {
             }
             Shape::Box(w, h) => {
                 let (w, h) = (w * conversion, h * conversion);
+                // The width is measured at the point's latitude, as Redis does.
                 if lat_distance(lat, center.1) > h / 2.0
-                    || distance(lon, center.1, center.0, center.1) > w / 2.0
+                    || distance(lon, lat, center.0, lat) > w / 2.0
                 {
                     None
                 } else {
