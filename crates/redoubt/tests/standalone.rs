@@ -509,3 +509,40 @@ fn a_write_the_journal_refuses_after_it_ran_is_undone_and_never_readable() {
     assert_eq!(c.cmd(&["EXISTS", "t1", "t2"]).as_deref(), Some(":0"));
     assert_eq!(c.cmd(&["LRANGE", "queue", "0", "-1"]).as_deref(), Some("a"));
 }
+
+/// Redis's "XREAD: XADD + DEL + LPUSH should not awake client": woken by a
+/// write that leaves its key a list, a blocked XREAD keeps waiting (no
+/// WRONGTYPE) and is served by the next stream under that name.
+#[test]
+fn a_blocked_xread_waits_through_its_key_holding_another_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let mut reader = Client::new(s.port);
+    let mut c = Client::new(s.port);
+    let mut req = String::new();
+    for a in ["XREAD", "BLOCK", "10000", "STREAMS", "s1", "$"] {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    reader
+        .r
+        .get_mut()
+        .write_all(format!("*6\r\n{req}").as_bytes())
+        .unwrap();
+    wait_for("the XREAD to block", Duration::from_secs(5), || {
+        c.cmd(&["INFO", "clients"])
+            .is_some_and(|i| i.contains("blocked_clients:1"))
+    });
+    for cmd in [
+        &["MULTI"][..],
+        &["XADD", "s1", "*", "old", "abcd1234"],
+        &["DEL", "s1"],
+        &["LPUSH", "s1", "foo", "bar"],
+        &["EXEC"],
+        &["DEL", "s1"],
+        &["XADD", "s1", "*", "new", "abcd1234"],
+    ] {
+        c.cmd(cmd).unwrap();
+    }
+    let got = reader.reply().unwrap();
+    assert!(got.contains("new") && !got.contains("old"), "{got}");
+}

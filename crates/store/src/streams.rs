@@ -894,7 +894,16 @@ fn xread(ctx: &mut Ctx) -> Reply {
                 }
             }
         }
-        let s = read_stream(ctx, key)?;
+        // A plain XREAD woken on a key that now holds another type keeps
+        // waiting, as in Redis (only the first call answers WRONGTYPE).
+        let s = if group.is_none() && retrying(ctx, key) {
+            match ctx.lookup_read(key) {
+                Some(Value::Stream(s)) => Some(&**s),
+                _ => None,
+            }
+        } else {
+            read_stream(ctx, key)?
+        };
         if let Some((g, _)) = &group {
             if s.is_none_or(|s| !s.groups.contains_key(g)) {
                 return Err(Frame::error(format!(
@@ -935,7 +944,15 @@ fn xread(ctx: &mut Ctx) -> Reply {
         }
         match &group {
             None => {
-                let Some(s) = read_stream(ctx, key)? else {
+                let s = if retrying(ctx, key) {
+                    match ctx.lookup_read(key) {
+                        Some(Value::Stream(s)) => Some(&**s),
+                        _ => None,
+                    }
+                } else {
+                    read_stream(ctx, key)?
+                };
+                let Some(s) = s else {
                     continue;
                 };
                 let gt = ids[k].unwrap_or(StreamId::MAX);
