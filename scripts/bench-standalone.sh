@@ -4,6 +4,7 @@
 #   everysec: Redoubt journal.fsync = "everysec" vs appendonly yes + appendfsync everysec
 #   always:   Redoubt journal.fsync = "always"   vs appendfsync always (SET only)
 # Interleaved runs, medians, ratios Redoubt / redis-server. Not a test.
+# evalsha_incr: EVALSHA of a one-line INCR script, loaded into both first.
 #   scripts/bench-standalone.sh [REPS]   env: N (default 200000), TESTS
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,15 @@ run() { # $1 label, $2 port, $3.. extra args -> rows label,test,rps
     awk -F, -v l=$1 'NR>1 || $1!="test" {if ($1!="test") print l","$1","$2}'
 }
 
+# A small script run by EVALSHA (an INCR), loaded into both first: how fast
+# the local store's Lua runs beside Redis's.
+SCRIPT="return redis.call('INCR', KEYS[1])"
+evalsha_row() { # $1 label, $2 port, $3 pipeline depth
+  local sha
+  sha=$(redis-cli -p $2 SCRIPT LOAD "$SCRIPT")
+  run "$1" $2 -P $3 EVALSHA "$sha" 1 'counter:__rand_int__' | sed "s/,EVALSHA [^,]*,/,evalsha_incr,/"
+}
+
 : > $D/raw.csv
 start_pair everysec
 for rep in $(seq $REPS); do
@@ -41,6 +51,7 @@ for rep in $(seq $REPS); do
     for who in redis:$RPORT redoubt:$SPORT; do
       redis-cli -p ${who#*:} flushall >/dev/null
       run "${who%:*}/P$p" ${who#*:} -t $TESTS -P $p >> $D/raw.csv
+      evalsha_row "${who%:*}/P$p" ${who#*:} $p >> $D/raw.csv
     done
   done
 done

@@ -153,7 +153,10 @@ fn compile(
                         "ERR {BAD_NAME}"
                     ))));
                 }
-                if list.iter().any(|(i, _)| i.name == info.name) {
+                if list
+                    .iter()
+                    .any(|(i, _)| i.name.eq_ignore_ascii_case(&info.name))
+                {
                     return Err(mlua::Error::external(ScriptError(
                         "ERR Function already exists in the library".into(),
                     )));
@@ -209,7 +212,11 @@ fn compile(
         let clash = libraries
             .iter()
             .filter(|(lib, _)| **lib != name)
-            .any(|(_, l)| l.functions.iter().any(|f| f.name == info.name));
+            .any(|(_, l)| {
+                l.functions
+                    .iter()
+                    .any(|f| f.name.eq_ignore_ascii_case(&info.name))
+            });
         if clash {
             return Err(format!("Function {} already exists", info.name));
         }
@@ -343,11 +350,12 @@ fn load(ctx: &mut Ctx, engine: &mut Engine, code: &Bytes, replace: bool) -> Resu
     .map_err(|e| Frame::error(format!("ERR {e}")))?;
     if let Some(old) = ctx.inner.scripting.libraries.remove(&name) {
         for f in old.functions {
-            engine.functions.remove(&f.name);
+            engine.functions.remove(&f.name.to_ascii_lowercase());
         }
     }
     for (fname, script) in compiled {
-        engine.functions.insert(fname, script);
+        // Redis finds functions by name whatever the case (FCALL TEST runs test).
+        engine.functions.insert(fname.to_ascii_lowercase(), script);
     }
     ctx.inner.scripting.libraries.insert(name.clone(), lib);
     ctx.dirty += 1;
@@ -447,7 +455,7 @@ fn function_delete(ctx: &mut Ctx) -> Reply {
     };
     if let Some(engine) = ctx.inner.scripting.functions.as_mut() {
         for f in lib.functions {
-            engine.functions.remove(&f.name);
+            engine.functions.remove(&f.name.to_ascii_lowercase());
         }
     }
     ctx.dirty += 1;
@@ -581,7 +589,7 @@ fn fcall_ro(ctx: &mut Ctx) -> Reply {
 fn fcall_generic(ctx: &mut Ctx, ro: bool) -> Reply {
     let name = String::from_utf8_lossy(&ctx.args[1]).into_owned();
     with_engine(ctx, |ctx, engine| {
-        let Some(script) = engine.functions.get(&name).cloned() else {
+        let Some(script) = engine.functions.get(&name.to_ascii_lowercase()).cloned() else {
             return Err(err("ERR Function not found"));
         };
         let numkeys = crate::num::parse_i64(&ctx.args[2])

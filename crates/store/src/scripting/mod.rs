@@ -258,6 +258,16 @@ impl Run<'_> {
         if spec.flags & F_NOSCRIPT != 0 {
             return fail(lua, "ERR This Redis command is not allowed from script");
         }
+        if matches!(spec.name, "xread" | "xreadgroup") && blocks(&argv) {
+            // A script cannot wait: Redis refuses the option itself.
+            return fail(
+                lua,
+                &format!(
+                    "ERR {} command is not allowed with BLOCK option from scripts",
+                    spec.name
+                ),
+            );
+        }
         if self.read_only && spec.flags & (F_WRITE | F_MAY_REPLICATE) != 0 {
             return fail(
                 lua,
@@ -511,4 +521,13 @@ fn script_help(_ctx: &mut Ctx) -> Reply {
             "    Load a script into the scripts cache without executing it.",
         ],
     ))
+}
+
+/// True when an XREAD/XREADGROUP asks to BLOCK (before its STREAMS).
+fn blocks(argv: &[Bytes]) -> bool {
+    let opts = &argv[1..];
+    opts.iter()
+        .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
+        .enumerate()
+        .any(|(i, a)| a.eq_ignore_ascii_case(b"BLOCK") && i + 1 < opts.len())
 }
