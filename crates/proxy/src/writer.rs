@@ -109,9 +109,10 @@ impl Writer {
                 }
                 if health.state() != State::Down {
                     if conn.as_ref().is_none_or(|c| !c.is_alive()) {
-                        conn = upstream::Conn::connect(&url.addr(), &hs, Duration::from_secs(2))
-                            .await
-                            .ok();
+                        conn =
+                            upstream::Conn::connect(&url.endpoint(), &hs, Duration::from_secs(2))
+                                .await
+                                .ok();
                     }
                     if let Some(c) = &conn {
                         let ttl = LEASE_MS.to_string();
