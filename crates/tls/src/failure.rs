@@ -83,7 +83,7 @@ impl Failure {
                     presented,
                 } => Failure::NameMismatch {
                     expected: expected.to_str().into_owned(),
-                    presented: presented.clone(),
+                    presented: presented.iter().map(|n| bare_name(n)).collect(),
                 },
                 other => Failure::Other(format!("certificate refused: {other:?}")),
             },
@@ -122,6 +122,17 @@ impl Failure {
     }
 }
 
+/// `DnsName("redis.example")` → `redis.example`: rustls writes the names
+/// a certificate carries as their Rust debug form.
+fn bare_name(n: &str) -> String {
+    match (n.find('('), n.rfind(')')) {
+        (Some(open), Some(close)) if open < close => {
+            n[open + 1..close].trim_matches('"').to_string()
+        }
+        _ => n.to_string(),
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -155,6 +166,41 @@ impl fmt::Display for Failure {
                 f.write_str("TLS: the server refused our client certificate")
             }
             Failure::Other(why) => write!(f, "TLS: {why}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_lose_their_debug_wrapping() {
+        assert_eq!(bare_name("DnsName(\"redis.example\")"), "redis.example");
+        assert_eq!(bare_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(bare_name("plain"), "plain");
+    }
+
+    #[test]
+    fn every_failure_has_an_id_and_words() {
+        let all = [
+            Failure::UnknownCa,
+            Failure::NameMismatch {
+                expected: "h".into(),
+                presented: vec!["x".into()],
+            },
+            Failure::Expired,
+            Failure::NotYetValid,
+            Failure::NotTls,
+            Failure::Closed,
+            Failure::ClientCertRequired,
+            Failure::ClientCertRejected,
+            Failure::Other("why".into()),
+        ];
+        let ids: std::collections::HashSet<_> = all.iter().map(Failure::id).collect();
+        assert_eq!(ids.len(), all.len());
+        for f in &all {
+            assert!(f.to_string().starts_with("TLS: "), "{f}");
         }
     }
 }
