@@ -1317,6 +1317,54 @@ mod tests {
         );
     }
 
+    #[test]
+    fn tls_keys_that_go_together_are_checked_and_the_environment_sets_them() {
+        let all = problems_of(
+            r#"
+            upstream = "rediss://h:6380"
+            [tls]
+            cert_file = "/a.pem"
+            [upstream_tls]
+            cert_file = "/c.pem"
+            "#,
+        );
+        assert_has(
+            &all,
+            &[
+                "tls.cert_file: set, but tls.listen is empty",
+                "upstream_tls.key_file: required with upstream_tls.cert_file",
+            ],
+        );
+        let all = problems_of(
+            r#"
+            [tls]
+            listen = "127.0.0.1:6380"
+            "#,
+        );
+        assert_has(
+            &all,
+            &[
+                "tls.listen: '127.0.0.1:6380' is also listen",
+                "tls.cert_file: required with tls.listen",
+                "tls.key_file: required with tls.listen",
+            ],
+        );
+        let l = load_str(
+            "",
+            &[
+                ("REDOUBT_TLS_LISTEN", "127.0.0.1:6390"),
+                ("REDOUBT_UPSTREAM_TLS_INSECURE_SKIP_VERIFY", "true"),
+            ],
+            Overrides::default(),
+        );
+        assert_eq!(l.config.tls.listen, "127.0.0.1:6390");
+        assert!(l.config.upstream_tls.insecure_skip_verify);
+        assert_has(
+            &l.problems.join("\n"),
+            &["upstream_tls.insecure_skip_verify: set, but upstream is not a rediss:// URL"],
+        );
+    }
+
     fn problems_of(toml: &str) -> String {
         load_str(toml, &[], Overrides::default())
             .problems
@@ -1534,7 +1582,7 @@ mod tests {
     fn every_problem_is_reported_at_once_with_key_names() {
         let l = load_str(
             r#"
-            upstream = "rediss://h:1"
+            upstream = "redis+sentinel://h:1"
             bogus = 1
             [health]
             interval_ms = "fast"
@@ -1556,7 +1604,7 @@ mod tests {
         for needle in [
             "bogus: unknown key",
             "limits.nope: unknown key",
-            "upstream: scheme 'rediss://' is not supported yet",
+            "upstream: scheme 'redis+sentinel://' is not supported yet",
             "health.interval_ms",
             "limits.max_query_buffer_bytes",
             "journal.fsync",
