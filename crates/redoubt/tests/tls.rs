@@ -398,3 +398,39 @@ fn tls_settings_are_checked_key_by_key() {
         "{err}"
     );
 }
+
+#[test]
+fn doctor_on_the_command_line_takes_redis_cli_tls_flags_and_explains_failures() {
+    let pki = TestPki::new();
+    let good = RedisServer::start_tls(&pki, &pki.server, true, &[]);
+    let ca = pki.ca.display().to_string();
+    let (cert, key) = (
+        pki.client.cert.display().to_string(),
+        pki.client.key.display().to_string(),
+    );
+    let doctor = |url: &str, flags: &[&str]| {
+        Command::new(BIN)
+            .args(["doctor", url])
+            .args(flags)
+            .output()
+            .unwrap()
+    };
+    let out = doctor(
+        &good.tls_url(),
+        &["--cacert", &ca, "--cert", &cert, "--key", &key, "--json"],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["diagnosable"], true, "{report}");
+    let out = doctor(&good.tls_url(), &["--cacert", &ca]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("connection.tls-client-cert"), "{text}");
+    let untrusted = RedisServer::start_tls(&pki, &pki.untrusted, false, &[]);
+    let out = doctor(&untrusted.tls_url(), &["--cacert", &ca]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("not signed by a CA we trust"), "{text}");
+    // TLS flags with a plain URL are a usage error.
+    let out = doctor(&good.url(), &["--cacert", &ca]);
+    assert_eq!(out.status.code(), Some(64));
+}
