@@ -949,7 +949,21 @@ pub async fn replay_dir(
     url: &str,
     node_id: Option<&str>,
 ) -> Result<ReplayOutcome, ReplayError> {
-    let url = UpstreamUrl::parse(url)?;
+    replay_dir_tls(dir, url, node_id, None).await
+}
+
+/// [`replay_dir`] with TLS settings for a `rediss://` URL (`None`: the
+/// system's roots, no client certificate).
+pub async fn replay_dir_tls(
+    dir: impl AsRef<Path>,
+    url: &str,
+    node_id: Option<&str>,
+    tls: Option<tls::TlsClient>,
+) -> Result<ReplayOutcome, ReplayError> {
+    let mut url = UpstreamUrl::parse(url)?;
+    if let Some(t) = tls {
+        url = url.with_tls(t);
+    }
     let dir = dir.as_ref();
     let data_dir = if dir.join(journal::JOURNAL_DIR).is_dir() {
         dir.to_path_buf()

@@ -156,6 +156,8 @@ enum JournalAction {
         /// Node id (default: the one kept in the data dir).
         #[arg(long)]
         node_id: Option<String>,
+        #[command(flatten)]
+        tls: TlsFlags,
     },
     /// Write the journal as plain RESP for `redis-cli --pipe`.
     Export {
@@ -245,9 +247,12 @@ fn main() -> ExitCode {
         Command::Journal { action } => match action {
             JournalAction::Inspect { dir, json } => journal_cmd::inspect(&dir, json),
             JournalAction::Export { dir, format: _ } => journal_cmd::export(&dir),
-            JournalAction::Replay { dir, to, node_id } => {
-                journal_cmd::replay(&dir, &to, node_id.as_deref())
-            }
+            JournalAction::Replay {
+                dir,
+                to,
+                node_id,
+                tls,
+            } => journal_cmd::replay(&dir, &to, node_id.as_deref(), &tls.options()),
         },
         Command::Status { admin, token, json } => status::run(&admin, token.as_deref(), json),
     }

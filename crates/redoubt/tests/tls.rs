@@ -434,3 +434,53 @@ fn doctor_on_the_command_line_takes_redis_cli_tls_flags_and_explains_failures() 
     let out = doctor(&good.url(), &["--cacert", &ca]);
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// Reads from `s` until `want` has arrived (or fails after a while).
+async fn read_until(s: &mut tls::Stream, want: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(want.len()).any(|w| w == want) {
+        let n = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_and_blocking_pops_work_over_the_tls_listener() {
+    let pki = TestPki::new();
+    let redis = RedisServer::new();
+    let proxy = Redoubt::start(
+        &redis.url(),
+        &listener_toml(&pki.server.cert, &pki.server.key, None),
+    );
+    proxy.wait_status("up", |s| s["state"] == "up");
+    // A subscriber: the session hands its TLS stream to the relay.
+    let (mut sub, _) = tls_client(proxy.tls_port, &pki.ca).await;
+    tls::send(&mut sub, b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n")
+        .await
+        .unwrap();
+    read_until(&mut sub, b"subscribe\r\n$2\r\nch\r\n:1\r\n").await;
+    let port = proxy.port;
+    let published = tokio::task::spawn_blocking(move || raw_cmd(port, &["PUBLISH", "ch", "hi"]));
+    assert_eq!(published.await.unwrap(), ":1");
+    read_until(&mut sub, b"$2\r\nhi\r\n").await;
+
+    // Standalone: a blocking pop over TLS is woken by a push.
+    let local = Redoubt::start("", &listener_toml(&pki.server.cert, &pki.server.key, None));
+    let (mut c, _) = tls_client(local.tls_port, &pki.ca).await;
+    tls::send(&mut c, b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n5\r\n")
+        .await
+        .unwrap();
+    // Whether the push lands before or after the pop blocks, the reply is
+    // the same; sent after the pop, it almost always wakes a blocked one.
+    let port = local.port;
+    let pushed = tokio::task::spawn_blocking(move || raw_cmd(port, &["RPUSH", "q", "x"]));
+    assert_eq!(pushed.await.unwrap(), ":1");
+    read_until(&mut c, b"$1\r\nq\r\n$1\r\nx\r\n").await;
+}
