@@ -11,10 +11,16 @@
 //! - [`server`]: the accept loop and its bounds ([`AdminLimits`]):
 //!   connections, header and idle timeouts.
 //! - `idle` (private): the idle timeout on a connection's reads and writes.
-//! - [`authorized`]: the `Authorization: Bearer` check.
+//! - [`history`]: the last minutes of traffic for the status page, sampled
+//!   from `/metrics` once a second into a ring buffer (`/history`).
+//! - [`authorized`]: the `Authorization: Bearer` or `Basic` check.
+//! - `page.html` (private): the status page at `/`, one file with its CSS
+//!   and script inline, no build step; it reads `/status`, `/incidents`
+//!   and `/history` every 2 s.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod history;
 mod idle;
 pub mod server;
 
@@ -26,13 +32,19 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use upstream::{HealthHandle, State};
 
+pub use history::History;
 pub use server::AdminLimits;
+
+/// The status page: static, so it is served as is and fetches the JSON
+/// itself (no templating that could mis-escape a reason text).
+const PAGE: &str = include_str!("page.html");
 
 /// Renders the Prometheus text.
 pub type RenderFn = Arc<dyn Fn() -> String + Send + Sync>;
@@ -137,18 +149,23 @@ pub async fn serve(
     limits: AdminLimits,
     state: AdminState,
 ) -> std::io::Result<AdminHandle> {
+    let history = Arc::new(History::new());
+    let render = state.metrics.clone();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/incidents", get(incidents))
+        .route("/history", get(history_json))
         .route("/", get(page))
         .route("/admin/replay", post(replay))
+        .layer(axum::Extension(history.clone()))
         .with_state(state);
     let listener = TcpListener::bind(listen).await?;
     let local_addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(sample(render, history, stop_rx.clone()));
     let join = tokio::spawn(server::run(listener, app, limits, stop_rx));
     Ok(AdminHandle {
         local_addr,
@@ -157,20 +174,64 @@ pub async fn serve(
     })
 }
 
+/// Takes a sample of `/metrics` into `history` every
+/// [`history::INTERVAL`] until the server stops. Its own task: the data
+/// path never waits for it, and a slow render only delays a point.
+async fn sample(render: RenderFn, history: Arc<History>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(history::INTERVAL);
+    // After a stall, one point spanning the gap, not a burst of catch-up
+    // points a few microseconds apart.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let text = render();
+        history.record(
+            &text,
+            std::time::Instant::now(),
+            std::time::SystemTime::now(),
+        );
+    }
+}
+
 /// Whether `headers` carry the admin token, when one is set:
-/// `Authorization: Bearer <token>`, the scheme in any case (RFC 7235 makes
-/// it case-insensitive, and some clients send `bearer`).
+/// `Authorization: Bearer <token>`, or `Basic` with the token as the
+/// password and any user name (what a browser sends after its login
+/// prompt, so a person can open the status page); the scheme in any case
+/// (RFC 7235 makes it case-insensitive, and some clients send `bearer`).
 pub fn authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
     let Some(token) = token else {
         return true;
     };
-    headers
+    let Some((scheme, given)) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().split_once(' '))
-        .is_some_and(|(scheme, given)| {
-            scheme.eq_ignore_ascii_case("bearer") && same_secret(given.trim_start(), token)
-        })
+    else {
+        return false;
+    };
+    let given = given.trim_start();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return same_secret(given, token);
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        return basic_password(given).is_some_and(|password| same_secret(&password, token));
+    }
+    false
+}
+
+/// The password of a `Basic` credential (`base64(user:password)`, RFC
+/// 7617); the user name is ignored, there is only one token. `None` when
+/// it is not base64 of UTF-8 with a colon.
+fn basic_password(credentials: &str) -> Option<String> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_string())
 }
 
 /// Compares two secrets in time that does not depend on where they
@@ -190,9 +251,24 @@ fn same_secret(given: &str, token: &str) -> bool {
 fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        "admin token missing or wrong: request refused; send 'Authorization: Bearer <admin.token>'\n",
+        "admin token missing or wrong: request refused; send 'Authorization: Bearer <admin.token>' \
+         (or Basic auth with admin.token as the password)\n",
     )
         .into_response()
+}
+
+/// The page's refusal asks for Basic credentials, so a browser shows its
+/// login prompt (any user name, `admin.token` as the password) and then
+/// sends them with the page's own requests to `/status` and the rest. The
+/// JSON endpoints do not ask: a script polling them should fail, not have
+/// a prompt pop up.
+fn unauthorized_page() -> Response {
+    let mut r = unauthorized();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"redoubt\", charset=\"UTF-8\""),
+    );
+    r
 }
 
 async fn readyz(AxState(s): AxState<AdminState>) -> Response {
@@ -241,28 +317,22 @@ async fn replay(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response
     }
 }
 
-async fn page(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
+async fn history_json(
+    AxState(s): AxState<AdminState>,
+    axum::Extension(history): axum::Extension<Arc<History>>,
+    headers: HeaderMap,
+) -> Response {
     if !authorized(s.token.as_deref(), &headers) {
         return unauthorized();
     }
-    let status = (s.status)();
-    let pretty = serde_json::to_string_pretty(&status).unwrap_or_default();
-    let h = s.health.current();
-    Html(format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>Redoubt</title>\
-         <meta http-equiv=refresh content=2></head><body style=\"font-family:sans-serif\">\
-         <h1>Redoubt: {}</h1><p>{}</p><pre>{}</pre></body></html>",
-        h.state.as_str(),
-        escape(&h.reason),
-        escape(&pretty)
-    ))
-    .into_response()
+    Json(history.to_json()).into_response()
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+async fn page(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Response {
+    if !authorized(s.token.as_deref(), &headers) {
+        return unauthorized_page();
+    }
+    Html(PAGE).into_response()
 }
 
 #[cfg(test)]
@@ -300,6 +370,29 @@ mod tests {
         }
         assert!(!authorized(token, &HeaderMap::new()));
         assert!(authorized(None, &HeaderMap::new()), "no token, no check");
+    }
+
+    #[test]
+    fn basic_auth_takes_the_token_as_password_with_any_user_name() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let token = Some("s3cret");
+        for ok in [
+            format!("Basic {}", b64("admin:s3cret")),
+            format!("basic {}", b64("anyone:s3cret")),
+            format!("BASIC {}", b64(":s3cret")),
+        ] {
+            assert!(authorized(token, &with_auth(&ok)), "{ok}");
+        }
+        for bad in [
+            format!("Basic {}", b64("admin:wrong")),
+            format!("Basic {}", b64("s3cret")),
+            format!("Basic {}", b64("admin:s3cret2")),
+            format!("Basic {}", b64("s3cret:")),
+            "Basic !!!not-base64".to_string(),
+            format!("Digest {}", b64("admin:s3cret")),
+        ] {
+            assert!(!authorized(token, &with_auth(&bad)), "{bad}");
+        }
     }
 
     #[test]

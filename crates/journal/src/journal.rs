@@ -565,6 +565,16 @@ impl Journal {
         }
     }
 
+    /// Holds the writer thread for `d` once every append called before has
+    /// been answered: appends called after it wait, as on a stalled disk.
+    /// Only for tests of what waits on the journal (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn stall_writer(&self, d: std::time::Duration) -> Result<()> {
+        self.send(Request::Barrier {
+            done: Box::new(move || std::thread::sleep(d)),
+        })
+    }
+
     /// Numbers of the segments on disk.
     pub fn segments(&self) -> Vec<u64> {
         self.shared.state().segments.keys().copied().collect()

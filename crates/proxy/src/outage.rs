@@ -309,9 +309,12 @@ impl Outage {
         }
     }
 
-    /// True while a Redis that came back is checked for lost durable keys.
+    /// True while durable keys stay local though Redis answers: it is
+    /// checked for lost durable keys, or another Redoubt that took the
+    /// outage's writes may still be replaying them ([`crate::writer`]).
     fn restoring(&self) -> bool {
         self.replica.get().is_some_and(|r| r.restoring())
+            || self.writer.get().is_some_and(|w| w.waiting())
     }
 
     /// The replica, when one is attached.
@@ -721,7 +724,6 @@ impl Outage {
             "swapdb",
             "flushdb",
             "flushall",
-            "restore",
             "migrate",
             "sort",
         ];
@@ -969,7 +971,8 @@ impl Outage {
     /// outage-writer lease, or the journal refuses), as the refusal.
     fn durable_write_refused(&self) -> Option<Route> {
         if let Some(w) = self.writer.get().filter(|w| !w.holds()) {
-            return Some(self.refuse(&w.refusal()));
+            let answers = self.health.get().is_some_and(|h| h.state() != State::Down);
+            return Some(self.refuse(&w.refusal(answers)));
         }
         let e = self.journal.refusal()?;
         crate::metrics::count_write_refused("journal-failed");
@@ -1268,6 +1271,9 @@ impl Outage {
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
         let redis = match self.health.get().map(|h| h.state()) {
             Some(State::WritesDown) => "redis rejects writes",
+            Some(State::Recovering) if self.writer.get().is_some_and(|w| w.waiting()) => {
+                "redis answers again"
+            }
             Some(State::Recovering) => "redoubt is replaying the outage's writes",
             _ => "redis is down",
         };

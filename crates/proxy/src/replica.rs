@@ -956,55 +956,6 @@ struct Loaded {
     skipped: u64,
 }
 
-/// A decoded RDB stream as the store holds it: entries, counters, groups
-/// with their pending entries and consumers. A pending entry no consumer
-/// owns (not something Redis writes) is dropped.
-fn stream_value(s: rdb::Stream) -> Value {
-    use store::stream::{Consumer, Group, Nack, Stream, StreamId};
-    let id = |i: rdb::StreamId| StreamId::new(i.ms, i.seq);
-    let mut out = Stream::new();
-    for e in s.entries {
-        out.append(id(e.id), e.fields);
-    }
-    out.last_id = id(s.last_id);
-    out.first_id = id(s.first_id);
-    out.max_deleted_id = id(s.max_deleted_entry_id);
-    out.entries_added = s.entries_added;
-    for g in s.groups {
-        // Unknown (-1) when the RDB has none or stored it as invalid.
-        let read = g.entries_read.map_or(-1, |r| r as i64);
-        let mut group = Group::new(id(g.last_delivered_id), read);
-        let pel: std::collections::HashMap<StreamId, (i64, u64)> = g
-            .pel
-            .iter()
-            .map(|p| (id(p.id), (p.delivery_time_ms, p.delivery_count)))
-            .collect();
-        for c in g.consumers {
-            let mut consumer = Consumer {
-                seen_time: c.seen_time_ms.max(0) as u64,
-                ..Consumer::default()
-            };
-            for pid in c.pending {
-                let pid = id(pid);
-                if let Some((t, n)) = pel.get(&pid) {
-                    consumer.pel.insert(pid);
-                    group.pel.insert(
-                        pid,
-                        Nack {
-                            consumer: c.name.clone(),
-                            delivery_time: (*t).max(0) as u64,
-                            delivery_count: *n,
-                        },
-                    );
-                }
-            }
-            group.consumers.insert(c.name, consumer);
-        }
-        out.groups.insert(g.name, group);
-    }
-    Value::Stream(Box::new(out))
-}
-
 /// Loads the kept keys of an RDB into a fresh copy.
 fn load_rdb(path: &std::path::Path, keyspaces: &Keyspaces) -> Result<Loaded, String> {
     let file = std::fs::File::open(path)
@@ -1020,17 +971,9 @@ fn load_rdb(path: &std::path::Path, keyspaces: &Keyspaces) -> Result<Loaded, Str
             continue;
         }
         let at = rec.expire_at_ms.map(|t| t.max(0) as u64);
-        let value = match rec.value {
-            rdb::Value::String(s) => Value::Str(s),
-            rdb::Value::List(items) => Value::list(items),
-            rdb::Value::Set(members) => Value::set(members),
-            rdb::Value::Hash(pairs) => Value::hash(pairs),
-            rdb::Value::ZSet(pairs) => Value::zset(pairs),
-            rdb::Value::Stream(s) => stream_value(*s),
-            _ => {
-                unknown.insert((rec.db, rec.key));
-                continue;
-            }
+        let Some(value) = store::dump::from_rdb(rec.value) else {
+            unknown.insert((rec.db, rec.key));
+            continue;
         };
         store.import(rec.db as usize, rec.key, Arc::new(value), at);
         kept += 1;

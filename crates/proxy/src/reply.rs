@@ -77,6 +77,14 @@ pub fn uncertain_deadline(ms: u64) -> Bytes {
     ))
 }
 
+/// A write answered locally whose journal record was not confirmed on disk
+/// in time: it stays in the journal's queue and is replayed if it lands.
+pub fn uncertain_journal(ms: u64) -> Bytes {
+    error(format!(
+        "UNCERTAIN the journal did not confirm this write on disk within {ms} ms (disk stalled?): it may still become durable and reach redis; check before retrying"
+    ))
+}
+
 /// A write sent on a connection that broke before the reply.
 pub fn uncertain_lost() -> Bytes {
     error("UNCERTAIN connection to redis lost before the reply: command may have been executed; check before retrying")

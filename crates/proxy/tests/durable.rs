@@ -170,3 +170,51 @@ async fn a_write_the_journal_refuses_is_undone_locally_and_never_replayed() {
     assert_eq!(redis.cmd(&["EXISTS", "sess:big", "sess:big2"]), ":0");
     assert_eq!(redis.cmd(&["GET", "sess:after"]), "x");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_journal_cannot_confirm_in_time_is_uncertain_not_hung() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let s = start_local(
+        &redis.url(),
+        Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
+        "test-node",
+        Default::default(),
+        false,
+    )
+    .await;
+    s.wait_knows("default");
+    let (f, journal) = (&s.f, &s.journal);
+    let mut c = f.raw().await;
+    redis.kill();
+    f.wait_state(State::Down, Duration::from_secs(5)).await;
+    assert_eq!(c.cmd(&["SET", "sess:a", "1"]).await, Frame::simple("OK"));
+    // The disk stalls for 4 s: the client is answered at its deadline
+    // (limits.command_timeout_ms, 1 s by default), not when the disk is back.
+    journal.stall_writer(Duration::from_secs(4)).unwrap();
+    let asked = std::time::Instant::now();
+    let text = err_text(&c.cmd(&["SET", "sess:b", "2"]).await);
+    let waited = asked.elapsed();
+    assert!(
+        text.starts_with("UNCERTAIN the journal did not confirm this write on disk within 1000 ms"),
+        "{text}"
+    );
+    assert!(
+        waited < Duration::from_millis(2500),
+        "answered after {waited:?}"
+    );
+    // The client goes on; the write was not dropped: it lands once the
+    // disk is back and reaches Redis with the rest.
+    test_support::wait_for(
+        "the stalled append to land",
+        Duration::from_secs(10),
+        || journal.pending_entries() == 2,
+    );
+    redis.restart();
+    test_support::wait_for(
+        "the journal to drain into redis",
+        Duration::from_secs(10),
+        || journal.pending_entries() == 0,
+    );
+    assert_eq!(redis.cmd(&["GET", "sess:a"]), "1");
+    assert_eq!(redis.cmd(&["GET", "sess:b"]), "2");
+}

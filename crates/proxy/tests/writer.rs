@@ -28,6 +28,10 @@ async fn instance_at(url: &str, node: &str, writer: Arc<Writer>) -> Local {
         upstream::UpstreamUrl::parse(url).unwrap(),
         node.into(),
         s.f.health.clone(),
+        {
+            let j = s.journal.clone();
+            move || j.pending_entries() > 0
+        },
     );
     s.outage.attach_writer(writer);
     s
@@ -48,7 +52,9 @@ async fn only_the_lease_holder_takes_durable_writes_during_an_outage() {
     let a = instance(&redis, "node-a", wa.clone()).await;
     a.wait_knows("default");
     test_support::wait_for("node-a to hold the lease", Duration::from_secs(5), || {
-        redis.cmd(&["GET", proxy::writer::LEASE_KEY]) == "node-a"
+        redis
+            .cmd(&["GET", proxy::writer::LEASE_KEY])
+            .starts_with("node-a ")
     });
     let b = instance(&redis, "node-b", wb.clone()).await;
     b.wait_knows("default");
@@ -131,7 +137,6 @@ async fn only_the_writer_restores_a_redis_that_came_back_so_consumed_jobs_stay_c
         || !wb.holds(),
     );
     let replica_b = b.outage.replica().unwrap().clone();
-
     redis.kill();
     a.f.wait_state(State::Down, Duration::from_secs(5)).await;
     redis.start_again();
@@ -163,4 +168,114 @@ async fn only_the_writer_restores_a_redis_that_came_back_so_consumed_jobs_stay_c
     );
     assert_eq!(redis.cmd(&["EXISTS", "count:job:1"]), ":0");
     assert_eq!(redis.cmd(&["EXISTS", "count:job:2"]), ":1");
+}
+
+/// The other Redoubt is played by the lease key itself, as the writer's
+/// renewals write it (`NODE SEQ REPLAYING`): so the window where Redis is
+/// back and the writer has not replayed yet is held open for as long as
+/// the test needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_the_others_wait_until_the_writer_has_replayed() {
+    let mut redis = RedisServer::start(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]);
+    redis.cmd(&["SET", "count:jobs", "7"]);
+    let lease = |redis: &RedisServer, v: &str| {
+        let set = ["SET", proxy::writer::LEASE_KEY, v, "PX", "600000"];
+        assert_eq!(redis.cmd(&set), "+OK");
+    };
+    lease(&redis, "node-a 5 0");
+    let wb = Writer::alone();
+    let b = instance(&redis, "node-b", wb.clone()).await;
+    b.wait_knows("default");
+    test_support::wait_for(
+        "node-b to see node-a's lease",
+        Duration::from_secs(5),
+        || !wb.holds(),
+    );
+    let mut cb = b.f.raw().await;
+
+    redis.kill();
+    b.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    test_support::wait_for("node-b to wait for node-a", Duration::from_secs(5), || {
+        wb.waiting()
+    });
+    redis.start_again();
+    // node-a is back and replaying what it took during the outage.
+    lease(&redis, "node-a 6 1");
+    b.f.wait_state(State::Recovering, Duration::from_secs(10))
+        .await;
+    let refused = err_text(&cb.cmd(&["INCR", "count:jobs"]).await);
+    assert!(
+        refused.starts_with("UNAVAILABLE")
+            && refused.contains("another Redoubt (node node-a)")
+            && refused.contains("replaying")
+            && refused.contains("not executed"),
+        "{refused}"
+    );
+    assert_eq!(cb.cmd(&["GET", "count:jobs"]).await, Frame::bulk("7"));
+    assert_eq!(
+        redis.cmd(&["GET", "count:jobs"]),
+        "7",
+        "nothing reached redis"
+    );
+    assert!(wb.waiting());
+
+    // node-a's journal is drained: node-b sends writes to Redis again.
+    redis.cmd(&["SET", "count:jobs", "9"]);
+    lease(&redis, "node-a 7 0");
+    b.f.wait_state(State::Up, Duration::from_secs(10)).await;
+    assert!(!wb.waiting());
+    assert_eq!(cb.cmd(&["INCR", "count:jobs"]).await, Frame::Integer(10));
+    assert_eq!(redis.cmd(&["GET", "count:jobs"]), "10");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_silent_past_a_lease_life_after_the_outage_is_taken_as_gone() {
+    let mut redis = RedisServer::start(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]);
+    let set = [
+        "SET",
+        proxy::writer::LEASE_KEY,
+        "node-a 5 0",
+        "PX",
+        "600000",
+    ];
+    assert_eq!(redis.cmd(&set), "+OK");
+    let wb = Writer::alone();
+    let b = instance(&redis, "node-b", wb.clone()).await;
+    b.wait_knows("default");
+    test_support::wait_for(
+        "node-b to see node-a's lease",
+        Duration::from_secs(5),
+        || !wb.holds(),
+    );
+    redis.kill();
+    b.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    redis.start_again();
+    b.f.wait_state(State::Recovering, Duration::from_secs(10))
+        .await;
+    let held = std::time::Instant::now();
+    // node-a never renews: after a lease's life and one renewal period,
+    // node-b stops waiting.
+    b.f.wait_state(State::Up, Duration::from_secs(20)).await;
+    let waited = held.elapsed();
+    assert!(
+        waited >= Duration::from_millis(proxy::writer::LEASE_MS),
+        "stopped waiting after {waited:?}"
+    );
+    let mut cb = b.f.raw().await;
+    assert_eq!(cb.cmd(&["SET", "count:x", "1"]).await, Frame::simple("OK"));
+    assert_eq!(redis.cmd(&["GET", "count:x"]), "1");
 }

@@ -223,13 +223,25 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let ready_journal = journal.clone();
     let ready_max = jcfg.max_bytes;
     let status_store = store.clone();
+    let status_max = jcfg.max_bytes;
+    let started = std::time::Instant::now();
     let status: admin::StatusFn = Arc::new(move || {
+        // Refusing because it failed (corrupt, an I/O error) or because it
+        // is full: the page and `redoubt status` say either, as /readyz does.
+        let refusing =
+            proxy::standalone::write_refusal(&status_journal, status_max, 0).map(|(_, why)| why);
         serde_json::json!({
             "state": "standalone",
             "node_id": node_id,
+            "uptime_seconds": started.elapsed().as_secs(),
             "keys": (0..status_store.databases()).map(|db| status_store.key_count(db)).sum::<usize>(),
             "used_memory": status_store.used_memory(),
-            "journal": { "bytes": status_journal.bytes(), "fsyncs": status_journal.fsyncs(), "refusing": status_journal.refusal().map(|e| e.to_string()) },
+            "journal": {
+                "bytes": status_journal.bytes(),
+                "max_bytes": status_max,
+                "fsyncs": status_journal.fsyncs(),
+                "refusing": refusing,
+            },
         })
     });
     let token = (!cfg.admin.token.is_empty()).then(|| cfg.admin.token.clone());
@@ -344,8 +356,21 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let status_access = proxy.access().cloned();
     let redacted = url.redacted();
     let started = std::time::Instant::now();
+    // The page says what is served while Redis is away ("serving 2
+    // keyspaces locally"), and journal.max_bytes is the whole its journal
+    // bar measures against.
+    let keyspaces: Vec<serde_json::Value> = cfg
+        .keyspace
+        .iter()
+        .map(|k| serde_json::json!({ "pattern": k.pattern, "policy": k.policy }))
+        .collect();
+    let journal_max = config::journal(&cfg).map(|j| j.max_bytes).ok();
     let status: admin::StatusFn = Arc::new(move || {
         let h = status_health.current();
+        let mut journal = status_outage.as_ref().map(|o| o.status_json());
+        if let (Some(serde_json::Value::Object(j)), Some(max)) = (journal.as_mut(), journal_max) {
+            j.insert("max_bytes".into(), max.into());
+        }
         serde_json::json!({
             "state": h.state.as_str(),
             "reason": h.reason,
@@ -356,7 +381,8 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             "server": h.facts,
             "uptime_seconds": started.elapsed().as_secs(),
             "upstream_connections": { "shared": status_upstream.shared_connections(), "dedicated": status_upstream.dedicated_in_use() },
-            "journal": status_outage.as_ref().map(|o| o.status_json()),
+            "keyspaces": keyspaces,
+            "journal": journal,
             "auth": status_access.as_ref().map(|a| a.status_json()),
             "latest_diagnosis": status_diagnosis.lock().ok().and_then(|d| d.clone()),
         })
@@ -480,7 +506,13 @@ fn local_keyspaces(
     } else {
         proxy::writer::Writer::alone()
     };
-    writer.spawn_lease(url.clone(), node_id.to_string(), health.clone());
+    let journal = outage.journal().clone();
+    writer.spawn_lease(
+        url.clone(),
+        node_id.to_string(),
+        health.clone(),
+        move || journal.pending_entries() > 0,
+    );
     outage.attach_writer(writer);
     Ok(Some(outage))
 }

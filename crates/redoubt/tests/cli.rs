@@ -848,9 +848,12 @@ fn replies_are_bounded_while_gathered_and_stream_to_a_client_that_reads() {
     let mut ok = [0u8; 5];
     set.read_exact(&mut ok).unwrap();
     assert_eq!(&ok, b"+OK\r\n");
+    // The command deadline well past what a loaded machine takes to move
+    // 250 MiB: replies cut short by it (small UNAVAILABLEs) would never
+    // reach the output limit this test is about.
     let r = serve_with(
         &redis.url(),
-        "[limits]\nmax_output_buffer_bytes = \"16MiB\"\n",
+        "[limits]\nmax_output_buffer_bytes = \"16MiB\"\ncommand_timeout_ms = 60000\n",
     );
     wait_for("up", Duration::from_secs(5), || {
         cmd(r.port, &["PING"]) == "+PONG"

@@ -254,3 +254,167 @@ fn every_metric_the_alert_rules_use_is_one_redoubt_exports() {
         );
     }
 }
+
+/// The status page's sparklines read these names from /metrics; the
+/// admin crate spells them itself (it does not depend on proxy).
+#[test]
+fn the_status_page_history_reads_the_names_the_proxy_exports() {
+    use admin::history::names;
+    assert_eq!(names::COMMANDS_TOTAL, proxy::metrics::COMMANDS_TOTAL);
+    assert_eq!(names::COMMAND_DURATION, proxy::metrics::COMMAND_DURATION);
+    assert_eq!(names::JOURNAL_PENDING, proxy::metrics::JOURNAL_PENDING);
+    assert_eq!(
+        names::CLIENT_CONNECTIONS,
+        proxy::metrics::CLIENT_CONNECTIONS
+    );
+    assert_eq!(names::WRITES_REFUSED, proxy::metrics::WRITES_REFUSED);
+}
+
+fn dashboard() -> serde_json::Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/redoubt-dashboard.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every PromQL expression of the dashboard's panels (`expr`), and of its
+/// template variables (`query`, `definition`) when `variables` is set.
+fn dashboard_queries(v: &serde_json::Value, variables: bool, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                match (k.as_str(), x) {
+                    ("expr", serde_json::Value::String(s)) => out.push(s.clone()),
+                    ("query" | "definition", serde_json::Value::String(s))
+                        if variables && s.contains('(') =>
+                    {
+                        out.push(s.clone())
+                    }
+                    _ => dashboard_queries(x, variables, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| dashboard_queries(x, variables, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_dashboard_queries_are_promql_that_promtool_accepts() {
+    let Some(promtool) = promtool() else { return };
+    let mut queries = Vec::new();
+    dashboard_queries(&dashboard(), false, &mut queries);
+    assert!(queries.len() >= 20, "{queries:?}");
+    // Grafana's variables, made concrete; each query as a recording rule
+    // so `promtool check rules` parses it.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        let q = q
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: {}\n",
+            serde_json::to_string(&q).unwrap()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let o = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("run promtool check rules");
+    assert!(o.status.success(), "{}\n{rules}", text(&o));
+}
+
+#[test]
+fn every_metric_the_dashboard_queries_is_in_a_real_scrape() {
+    let mut queries = Vec::new();
+    dashboard_queries(&dashboard(), true, &mut queries);
+    let used: std::collections::BTreeSet<String> = queries
+        .iter()
+        .flat_map(|q| {
+            q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .filter(|w| w.starts_with("redoubt_"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(used.len() >= 15, "{used:?}");
+
+    // Counters appear on /metrics once they move, so the scrape is taken
+    // after Redoubt went through what the dashboard shows: traffic, an
+    // outage with durable writes until the journal is full, a replica, and
+    // the replay once Redis is back.
+    let mut redis = RedisServer::start(&["--repl-diskless-sync-delay", "0"]);
+    let r = serve(
+        Some(&redis.url()),
+        "[journal]\nmax_bytes = \"64KiB\"\n\n[[keyspace]]\npattern = \"d:*\"\npolicy = \"durable\"\n",
+    );
+    let status = |r: &Running| -> serde_json::Value {
+        let (code, body) = http("GET", r.admin, "/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    wait_for("Redis up through Redoubt", Duration::from_secs(20), || {
+        status(&r)["state"] == "up"
+    });
+    assert_eq!(send_command(r.port, &["SET", "d:seed", "x"]), "+OK");
+    assert_eq!(send_command(r.port, &["GET", "d:seed"]), "$1");
+    wait_for(
+        "default's permissions and the replica streaming",
+        Duration::from_secs(20),
+        || {
+            let s = status(&r);
+            s["auth"]["users_with_known_permissions"] == 1
+                && s["journal"]["replica"]["state"] == "streaming"
+        },
+    );
+    redis.kill();
+    wait_for("Redis down", Duration::from_secs(20), || {
+        status(&r)["state"] == "down"
+    });
+    let value = "v".repeat(4096);
+    let refused = (0..64)
+        .map(|i| send_command(r.port, &["SET", &format!("d:{i}"), &value]))
+        .find(|reply| reply != "+OK")
+        .expect("a 64 KiB journal refuses durable writes before 256 KiB");
+    assert!(refused.contains("journal full"), "{refused}");
+    redis.start_again();
+    wait_for(
+        "Up with the journal replayed",
+        Duration::from_secs(30),
+        || {
+            let s = status(&r);
+            s["state"] == "up" && s["journal"]["pending_commands"] == 0
+        },
+    );
+    // Histograms appear once upkeep folds their samples in, the replica's
+    // gauges on its 1 s timer: polled (as wait_for does) until all are
+    // there, then the ones still missing are named.
+    let missing_in = |body: &str| -> Vec<String> {
+        let exported: std::collections::BTreeSet<&str> = body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        used.iter()
+            .filter(|n| !exported.contains(n.as_str()))
+            .cloned()
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (body, missing) = loop {
+        let body = metrics(&r);
+        let missing = missing_in(&body);
+        if missing.is_empty() || std::time::Instant::now() > deadline {
+            break (body, missing);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries {missing:?}, not in /metrics:\n{body}"
+    );
+}

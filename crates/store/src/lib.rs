@@ -95,7 +95,7 @@
 //!   half-way; function libraries are journaled as FUNCTION commands.
 //!
 //! # Not supported yet
-//! HyperLogLog, geo, SCRIPT DEBUG, BITFIELD, DUMP/RESTORE. Such commands
+//! HyperLogLog, geo, SCRIPT DEBUG, DUMP of a stream. Such commands
 //! answer `-ERR <NAME> is not supported by the local store yet …`. See the
 //! crate README for the full list and known differences.
 #![forbid(unsafe_code)]
@@ -104,6 +104,7 @@
 mod config;
 mod ctx;
 pub mod db;
+pub mod dump;
 mod eviction;
 mod expire;
 mod glob;

@@ -295,6 +295,7 @@ fn table() -> &'static HashMap<&'static str, Handler> {
             crate::scripting::COMMANDS,
             crate::scripting::functions::COMMANDS,
             crate::streams::COMMANDS,
+            crate::dump::COMMANDS,
         ];
         families.iter().flat_map(|f| f.iter().copied()).collect()
     })

@@ -35,6 +35,8 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("bitcount", bitcount),
     ("bitpos", bitpos),
     ("bitop", bitop),
+    ("bitfield", bitfield),
+    ("bitfield_ro", bitfield_ro),
     ("lcs", lcs),
 ];
 
@@ -803,4 +805,310 @@ fn lcs(ctx: &mut Ctx) -> Reply {
         ]));
     }
     Ok(Frame::Bulk(Bytes::from(result)))
+}
+
+/// One parsed `BITFIELD` operation.
+struct FieldOp {
+    kind: FieldKind,
+    offset: u64,
+    bits: u32,
+    signed: bool,
+    /// The value of `SET`, the increment of `INCRBY`.
+    arg: i64,
+    overflow: Overflow,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldKind {
+    Get,
+    Set,
+    Incrby,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    Wrap,
+    Sat,
+    Fail,
+}
+
+fn bitfield(ctx: &mut Ctx) -> Reply {
+    bitfield_generic(ctx, false)
+}
+
+fn bitfield_ro(ctx: &mut Ctx) -> Reply {
+    bitfield_generic(ctx, true)
+}
+
+/// `BITFIELD` as Redis 7.0 runs it: every operation is parsed (and the
+/// first bad one refuses the command) before the key is read; a write
+/// grows the string to the farthest bit written, even when `OVERFLOW FAIL`
+/// then writes nothing.
+fn bitfield_generic(ctx: &mut Ctx, read_only: bool) -> Reply {
+    const BAD_TYPE: &str =
+        "ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.";
+    const BAD_OFFSET: &str = "ERR bit offset is not an integer or out of range";
+    let max_bytes = ctx.inner.config.proto_max_bulk_len;
+    let mut ops = Vec::new();
+    let mut overflow = Overflow::Wrap;
+    let mut highest: Option<u64> = None;
+    let n = ctx.args.len();
+    let mut j = 2;
+    while j < n {
+        let rem = n - j - 1;
+        let kind = if ctx.arg_is(j, "GET") && rem >= 2 {
+            FieldKind::Get
+        } else if ctx.arg_is(j, "SET") && rem >= 3 {
+            FieldKind::Set
+        } else if ctx.arg_is(j, "INCRBY") && rem >= 3 {
+            FieldKind::Incrby
+        } else if ctx.arg_is(j, "OVERFLOW") && rem >= 1 {
+            overflow = if ctx.arg_is(j + 1, "WRAP") {
+                Overflow::Wrap
+            } else if ctx.arg_is(j + 1, "SAT") {
+                Overflow::Sat
+            } else if ctx.arg_is(j + 1, "FAIL") {
+                Overflow::Fail
+            } else {
+                return Err(err("ERR Invalid OVERFLOW type specified"));
+            };
+            j += 2;
+            continue;
+        } else {
+            return Err(err(SYNTAX));
+        };
+        let ty = &ctx.args[j + 1];
+        let signed = match ty.first() {
+            Some(b'i') => true,
+            Some(b'u') => false,
+            _ => return Err(err(BAD_TYPE)),
+        };
+        let bits = num::parse_i64(&ty[1..])
+            .filter(|b| *b >= 1 && *b <= if signed { 64 } else { 63 })
+            .ok_or_else(|| err(BAD_TYPE))? as u32;
+        let off_arg = &ctx.args[j + 2];
+        let (hash, digits) = match off_arg.first() {
+            Some(b'#') => (true, &off_arg[1..]),
+            _ => (false, &off_arg[..]),
+        };
+        let mut offset = num::parse_i64(digits).ok_or_else(|| err(BAD_OFFSET))?;
+        if hash {
+            offset = offset.wrapping_mul(bits as i64);
+        }
+        if offset < 0 || (offset as u64 >> 3) >= max_bytes {
+            return Err(err(BAD_OFFSET));
+        }
+        let offset = offset as u64;
+        let mut arg = 0;
+        if kind != FieldKind::Get {
+            let last = offset + bits as u64 - 1;
+            highest = Some(highest.map_or(last, |h| h.max(last)));
+            arg = ctx.arg_i64(j + 3)?;
+        }
+        ops.push(FieldOp {
+            kind,
+            offset,
+            bits,
+            signed,
+            arg,
+            overflow,
+        });
+        j += if kind == FieldKind::Get { 3 } else { 4 };
+    }
+    let key = ctx.args[1].clone();
+    let Some(highest) = highest else {
+        // Only reads: a missing key reads as zeros.
+        let s = ctx.get_str(&key)?.unwrap_or_default();
+        let out = ops
+            .iter()
+            .map(|op| Frame::Integer(field_get(&s, op)))
+            .collect();
+        return Ok(Frame::Array(out));
+    };
+    if read_only {
+        return Err(err("ERR BITFIELD_RO only supports the GET subcommand"));
+    }
+    let (mut buf, existed) = match ctx.lookup(&key) {
+        None => (BytesMut::new(), false),
+        Some(Value::Str(s)) => (BytesMut::from(&s[..]), true),
+        Some(_) => return Err(err(WRONGTYPE)),
+    };
+    let need = (highest >> 3) as usize + 1;
+    let grown = buf.len() < need;
+    if grown {
+        buf.resize(need, 0);
+    }
+    let mut changes = 0;
+    let mut out = Vec::with_capacity(ops.len());
+    for op in &ops {
+        if op.kind == FieldKind::Get {
+            out.push(Frame::Integer(field_get(&buf, op)));
+            continue;
+        }
+        let old = read_bits(&buf, op.offset, op.bits);
+        let (new, reply, overflowed) = if op.signed {
+            let oldv = sign_extend(old, op.bits);
+            let (value, incr) = match op.kind {
+                FieldKind::Incrby => (oldv, op.arg),
+                _ => (op.arg, 0),
+            };
+            let (over, wrapped) = signed_overflow(value, incr, op.bits, op.overflow);
+            let newv = if over {
+                wrapped
+            } else {
+                value.wrapping_add(incr)
+            };
+            let reply = if op.kind == FieldKind::Incrby {
+                newv
+            } else {
+                oldv
+            };
+            (newv as u64, reply, over)
+        } else {
+            let (value, incr) = match op.kind {
+                FieldKind::Incrby => (old, op.arg),
+                _ => (op.arg as u64, 0),
+            };
+            let (over, wrapped) = unsigned_overflow(value, incr, op.bits, op.overflow);
+            let newv = if over {
+                wrapped
+            } else {
+                value.wrapping_add(incr as u64)
+            };
+            let reply = if op.kind == FieldKind::Incrby {
+                newv
+            } else {
+                old
+            };
+            (newv, reply as i64, over)
+        };
+        if overflowed && op.overflow == Overflow::Fail {
+            out.push(ctx.null());
+            continue;
+        }
+        out.push(Frame::Integer(reply));
+        write_bits(&mut buf, op.offset, op.bits, new);
+        if grown || !existed || read_bits(&buf, op.offset, op.bits) != old {
+            changes += 1;
+        }
+    }
+    if grown || !existed || changes > 0 {
+        ctx.set_value(&key, Value::Str(buf.freeze()), true);
+        ctx.mark_str_enc(&key, StrEnc::Raw);
+    }
+    if changes > 0 {
+        ctx.notify(STRING, "setbit", &key);
+    }
+    Ok(Frame::Array(out))
+}
+
+/// `GET` of a field: bits past the end of the string read as zeros.
+fn field_get(s: &[u8], op: &FieldOp) -> i64 {
+    let v = read_bits(s, op.offset, op.bits);
+    if op.signed {
+        sign_extend(v, op.bits)
+    } else {
+        v as i64
+    }
+}
+
+/// `bits` bits from bit `offset`, most significant first.
+fn read_bits(s: &[u8], offset: u64, bits: u32) -> u64 {
+    let mut v = 0u64;
+    for i in 0..bits as u64 {
+        let at = offset + i;
+        let byte = s.get((at >> 3) as usize).copied().unwrap_or(0);
+        v = (v << 1) | ((byte >> (7 - (at & 7))) & 1) as u64;
+    }
+    v
+}
+
+fn write_bits(s: &mut [u8], offset: u64, bits: u32, v: u64) {
+    for i in 0..bits as u64 {
+        let at = offset + i;
+        let bit = (v >> (bits as u64 - 1 - i)) & 1;
+        let mask = 1u8 << (7 - (at & 7));
+        let byte = &mut s[(at >> 3) as usize];
+        if bit == 1 {
+            *byte |= mask;
+        } else {
+            *byte &= !mask;
+        }
+    }
+}
+
+fn sign_extend(v: u64, bits: u32) -> i64 {
+    if bits < 64 && v & (1 << (bits - 1)) != 0 {
+        (v | (u64::MAX << bits)) as i64
+    } else {
+        v as i64
+    }
+}
+
+/// Whether `value + incr` leaves a `bits`-wide unsigned field, and the
+/// value `overflow` makes of it (Redis's `checkUnsignedBitfieldOverflow`).
+fn unsigned_overflow(value: u64, incr: i64, bits: u32, overflow: Overflow) -> (bool, u64) {
+    let max = if bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    let maxincr = max.wrapping_sub(value) as i64;
+    let minincr = (value as i64).wrapping_neg();
+    let wrap = || value.wrapping_add(incr as u64) & !(u64::MAX.checked_shl(bits).unwrap_or(0));
+    if value > max || (incr > 0 && incr > maxincr) {
+        return match overflow {
+            Overflow::Wrap => (true, wrap()),
+            Overflow::Sat => (true, max),
+            Overflow::Fail => (true, 0),
+        };
+    }
+    if incr < 0 && incr < minincr {
+        return match overflow {
+            Overflow::Wrap => (true, wrap()),
+            Overflow::Sat => (true, 0),
+            Overflow::Fail => (true, 0),
+        };
+    }
+    (false, 0)
+}
+
+/// The signed counterpart (Redis's `checkSignedBitfieldOverflow`).
+fn signed_overflow(value: i64, incr: i64, bits: u32, overflow: Overflow) -> (bool, i64) {
+    let max = if bits == 64 {
+        i64::MAX
+    } else {
+        (1i64 << (bits - 1)) - 1
+    };
+    let min = -max - 1;
+    let maxincr = (max as u64).wrapping_sub(value as u64) as i64;
+    let minincr = min.wrapping_sub(value);
+    let wrap = || {
+        let c = (value as u64).wrapping_add(incr as u64);
+        if bits < 64 {
+            let mask = u64::MAX << bits;
+            if c & (1u64 << (bits - 1)) != 0 {
+                (c | mask) as i64
+            } else {
+                (c & !mask) as i64
+            }
+        } else {
+            c as i64
+        }
+    };
+    if value > max || (bits != 64 && incr > maxincr) || (value >= 0 && incr > 0 && incr > maxincr) {
+        return match overflow {
+            Overflow::Wrap => (true, wrap()),
+            Overflow::Sat => (true, max),
+            Overflow::Fail => (true, 0),
+        };
+    }
+    if value < min || (bits != 64 && incr < minincr) || (value < 0 && incr < 0 && incr < minincr) {
+        return match overflow {
+            Overflow::Wrap => (true, wrap()),
+            Overflow::Sat => (true, min),
+            Overflow::Fail => (true, 0),
+        };
+    }
+    (false, 0)
 }

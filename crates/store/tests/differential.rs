@@ -7,6 +7,7 @@ mod common;
 
 use bytes::Bytes;
 use common::Pair;
+use resp::Frame;
 use test_support::RedisServer;
 
 /// Splits `"SET k v; GET k"` into commands; `""` is an empty argument.
@@ -114,6 +115,118 @@ async fn bitop_and_sort_match_redis() {
         ],
     )
     .await;
+}
+
+#[tokio::test]
+async fn bitfield_matches_redis() {
+    check(
+        "bitfield",
+        &[
+            "BITFIELD k SET i8 0 100 GET i8 0 INCRBY i8 0 100 GET u4 0 GET i64 0; GET k; STRLEN k",
+            "BITFIELD k INCRBY u2 100 1 OVERFLOW SAT INCRBY u2 102 1; BITFIELD k INCRBY u2 100 1 OVERFLOW SAT INCRBY u2 102 1; BITFIELD k INCRBY u2 100 1 OVERFLOW SAT INCRBY u2 102 1; BITFIELD k OVERFLOW FAIL INCRBY u2 102 1; STRLEN k",
+            "BITFIELD k SET u8 #0 255 SET u8 #1 200 GET u8 #0 GET u8 #1 GET u16 0 GET i16 0; BITFIELD_RO k GET u8 #1; BITFIELD_RO k SET u8 0 1; BITFIELD_RO k",
+            "BITFIELD k OVERFLOW WRAP SET i8 0 128 GET i8 0 SET i8 0 -129 GET i8 0 OVERFLOW SAT SET i8 0 1000 GET i8 0 SET i8 0 -1000 GET i8 0 OVERFLOW FAIL SET i8 0 1000 GET i8 0",
+            "BITFIELD k SET i64 0 -1 INCRBY i64 0 1 INCRBY i64 0 -9223372036854775808 OVERFLOW SAT INCRBY i64 0 -1 OVERFLOW WRAP INCRBY i64 0 -1 OVERFLOW FAIL INCRBY i64 0 -1",
+            "BITFIELD k SET u63 0 9223372036854775807 INCRBY u63 0 1 OVERFLOW SAT INCRBY u63 0 5 INCRBY u63 0 -9223372036854775808 SET u8 3 -1 GET u8 3",
+            "BITFIELD nokey GET u8 0 GET i5 3; EXISTS nokey; BITFIELD nokey OVERFLOW FAIL INCRBY u2 0 9; EXISTS nokey; STRLEN nokey; BITFIELD nokey2; EXISTS nokey2",
+            "BITFIELD k GET u64 0; BITFIELD k GET i65 0; BITFIELD k GET x8 0; BITFIELD k GET u0 0; BITFIELD k GET \"\" 0; BITFIELD k GET i8 -1; BITFIELD k GET i8 x; BITFIELD k GET i8 #x; BITFIELD k GET i8 4294967296; BITFIELD k SET i8 0 x; BITFIELD k OVERFLOW FOO; BITFIELD k OVERFLOW; BITFIELD k GET i8; BITFIELD k FOO i8 0; BITFIELD k SET i8 0",
+            "LPUSH l a; BITFIELD l GET u8 0; BITFIELD l SET u8 0 1; BITFIELD_RO l GET u8 0; SET s abc; BITFIELD s GET u8 8 SET u4 4 15 GET u8 0; GET s; BITFIELD s GET i8 #9223372036854775807",
+            "SET n 12345; BITFIELD n GET u8 0 INCRBY u8 0 1; GET n; OBJECT ENCODING n",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn restore_refuses_what_redis_refuses() {
+    check(
+        "restore",
+        &[
+            "DUMP nokey; RESTORE k 0 garbage; RESTORE k -1 garbage; RESTORE k x garbage; EXISTS k",
+            "SET k v; RESTORE k 0 garbage; RESTORE k 0 garbage FOO; RESTORE k 0 garbage IDLETIME; RESTORE k 0 garbage IDLETIME -1; RESTORE k 0 garbage FREQ 256; RESTORE k 0 garbage IDLETIME 1 FREQ 1; RESTORE k 0 garbage FREQ x; RESTORE k 0 garbage REPLACE; GET k",
+        ],
+    )
+    .await;
+}
+
+/// A value DUMPed by one side RESTOREs on the other to the same value:
+/// Redis's compact encodings into the store, the store's plain ones into
+/// Redis (the bytes differ; the values must not).
+#[tokio::test]
+async fn dump_payloads_restore_across_redis_and_the_store() {
+    let server = RedisServer::new();
+    let mut pair = Pair::new(&server);
+    let setups = [
+        "SET s hello",
+        "SET n 12345",
+        "SET big xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "RPUSH l a b 3 -7 c",
+        "SADD st x y 1 2",
+        "SADD si 1 2 3 100000",
+        "HSET h f1 v1 f2 2 f3 v3",
+        "ZADD z 1.5 a -2 b 3 c 1e100 d",
+    ];
+    let reads: &[(&str, &str)] = &[
+        ("s", "GET"),
+        ("n", "GET"),
+        ("big", "GET"),
+        ("l", "LRANGE"),
+        ("st", "SMEMBERS"),
+        ("si", "SMEMBERS"),
+        ("h", "HGETALL"),
+        ("z", "ZRANGE"),
+    ];
+    let read = |key: &str, how: &str| -> Vec<Bytes> {
+        match how {
+            "LRANGE" => common::args(&["LRANGE", key, "0", "-1"]),
+            "ZRANGE" => common::args(&["ZRANGE", key, "0", "-1", "WITHSCORES"]),
+            other => common::args(&[other, key]),
+        }
+    };
+    let mut mismatches = Vec::new();
+    pair.run_seq(&parse(&setups.join(";")), &mut mismatches)
+        .await;
+    for (key, how) in reads {
+        let dump = common::args(&["DUMP", key]);
+        let (theirs, ours) = pair.run(&dump).await;
+        let (Frame::Bulk(from_redis), Frame::Bulk(from_store)) = (&theirs[0], &ours[0]) else {
+            panic!("DUMP {key}: {theirs:?} / {ours:?}");
+        };
+        let copy = format!("{key}:copy");
+        // Redis's payload into the store, the store's into Redis, with a TTL.
+        let into_store = vec![
+            Bytes::from_static(b"RESTORE"),
+            Bytes::from(copy.clone()),
+            Bytes::from_static(b"100000"),
+            from_redis.clone(),
+        ];
+        let into_redis = vec![
+            Bytes::from_static(b"RESTORE"),
+            Bytes::from(copy.clone()),
+            Bytes::from_static(b"100000"),
+            from_store.clone(),
+        ];
+        let ours = pair.store.execute(&mut pair.session, into_store).await;
+        let theirs = pair.redis.cmd(&into_redis);
+        assert_eq!(ours.reply, Frame::simple("OK"), "store RESTORE {key}");
+        assert_eq!(theirs, Frame::simple("OK"), "redis RESTORE {key}");
+        for cmd in [
+            read(&copy, how),
+            common::args(&["TTL", &copy]),
+            read(key, how),
+        ] {
+            pair.run_seq(&[cmd], &mut mismatches).await;
+        }
+        // BUSYKEY, then REPLACE, the same on both.
+        let again = common::args(&["RESTORE", &copy, "0", "x"]);
+        pair.run_seq(&[again], &mut mismatches).await;
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
 }
 
 #[tokio::test]

@@ -445,11 +445,7 @@ async fn maxmemory_noeviction_refuses_writes_and_lru_evicts() {
 async fn unsupported_families_say_so() {
     let store = Store::new(StoreConfig::default());
     let mut s = store.session();
-    for cmd in [
-        &["BITFIELD", "b", "GET", "u8", "0"][..],
-        &["PFADD", "h", "a"],
-        &["GEOADD", "g", "1", "2", "m"],
-    ] {
+    for cmd in [&["PFADD", "h", "a"][..], &["GEOADD", "g", "1", "2", "m"]] {
         let r = run(&store, &mut s, cmd).await.reply;
         let text = String::from_utf8_lossy(r.error_text().unwrap_or_default()).into_owned();
         assert!(

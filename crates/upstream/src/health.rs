@@ -167,6 +167,8 @@ pub struct Health {
 const HOLD_REPLAY: u8 = 1;
 /// Hold bit: the replica checks (and restores) what Redis kept.
 const HOLD_RESTORE: u8 = 2;
+/// Another Redoubt took the outage's durable writes and may be replaying.
+const HOLD_WRITER: u8 = 4;
 
 /// A cheap, clonable view of the prober's output.
 #[derive(Clone)]
@@ -248,6 +250,13 @@ impl HealthHandle {
     /// (restoring them if not).
     pub fn hold_restore(&self, on: bool) {
         self.set_hold(HOLD_RESTORE, on);
+    }
+
+    /// While `on`, a Redis that answers is Recovering rather than Up:
+    /// another Redoubt took durable writes during the outage and may still
+    /// be replaying them into it.
+    pub fn hold_for_writer(&self, on: bool) {
+        self.set_hold(HOLD_WRITER, on);
     }
 
     fn set_hold(&self, bit: u8, on: bool) {
@@ -483,6 +492,8 @@ impl Prober {
         let (state, reason) = if state == State::Up && hold != 0 {
             let why = if hold & HOLD_RESTORE != 0 {
                 "redis answers; checking it kept the durable keyspaces (restoring them from the replica if not)"
+            } else if hold & HOLD_WRITER != 0 {
+                "redis answers; waiting for the Redoubt that took the outage's durable writes to replay them"
             } else {
                 "redis answers; replaying the outage's journal into it"
             };

@@ -23,8 +23,10 @@ pub(super) struct Slot {
 pub(super) enum Body {
     Ready(Bytes),
     Wait(Wait),
-    /// Answered locally; sent once its journal entry is durable.
-    Durable(Bytes, crate::outage::Durable),
+    /// Answered locally; sent once its journal entry is durable, or given
+    /// up as uncertain at the deadline (a stalled disk must not hang the
+    /// client).
+    Durable(Bytes, crate::outage::Durable, Instant),
     Close,
 }
 
@@ -143,6 +145,8 @@ pub(super) enum Outcome {
     NotSent,
     Deadline,
     Journaled(Result<(), String>),
+    /// The journal did not confirm a local write by its deadline.
+    JournalLate,
 }
 
 pub(super) struct Builder {
@@ -300,9 +304,14 @@ impl Session {
                     continue;
                 }
                 Some(Slot {
-                    body: Body::Durable(..),
+                    body: Body::Durable(_, _, deadline),
                     ..
-                }) => return false,
+                }) => {
+                    if Instant::now() < *deadline {
+                        return false;
+                    }
+                    Outcome::JournalLate
+                }
                 Some(Slot {
                     body: Body::Wait(w),
                     ..
@@ -328,11 +337,20 @@ impl Session {
         out: &mut BytesMut,
         health: State,
     ) {
+        if let Outcome::JournalLate = outcome {
+            if let Some(Slot { silent, .. }) = self.pop_front() {
+                if !silent {
+                    let ms = self.timeout.as_millis() as u64;
+                    out.extend_from_slice(&reply::uncertain_journal(ms));
+                }
+            }
+            return;
+        }
         if let Outcome::Journaled(result) = outcome {
             // A local write: its reply goes out only now that it is
             // durable, or an honest error if the journal failed it.
             if let Some(Slot {
-                body: Body::Durable(reply, _),
+                body: Body::Durable(reply, ..),
                 silent,
                 ..
             }) = self.pop_front()
@@ -370,7 +388,7 @@ impl Session {
             return;
         }
         match outcome {
-            Outcome::Journaled(_) => {}
+            Outcome::Journaled(_) | Outcome::JournalLate => {}
             Outcome::Reply(r) if r.more => {
                 // The first replies of a streamed batch: they go out now,
                 // and the slot stands for the commands still unanswered.
@@ -594,11 +612,16 @@ pub(super) async fn wait_front(
     health: &upstream::HealthHandle,
 ) -> Outcome {
     if let Some(Slot {
-        body: Body::Durable(_, fut),
+        body: Body::Durable(_, fut, deadline),
         ..
     }) = pending.front_mut()
     {
-        return Outcome::Journaled(fut.await.map(|_| ()).map_err(|e| e.to_string()));
+        // The append runs in a task of its own: giving up the wait here
+        // does not stop the write from becoming durable (and replayed).
+        return match tokio::time::timeout_at(*deadline, fut.as_mut()).await {
+            Ok(r) => Outcome::Journaled(r.map(|_| ()).map_err(|e| e.to_string())),
+            Err(_) => Outcome::JournalLate,
+        };
     }
     let Some(Slot {
         body: Body::Wait(w),

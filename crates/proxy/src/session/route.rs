@@ -103,7 +103,8 @@ impl Session {
             }
             crate::outage::Route::Local(reply, Some(durable)) => {
                 self.flush_batch();
-                self.push(Body::Durable(reply, durable));
+                let deadline = tokio::time::Instant::now() + self.timeout;
+                self.push(Body::Durable(reply, durable, deadline));
                 true
             }
             // Counted by the outage, with its keyspace's policy.

@@ -6,7 +6,9 @@
 // on one (the instance holding the outage-writer lease). The rule (README,
 // "Several Redoubts in front of one Redis"): during an outage only the
 // lease holder takes durable writes; the other refuses them, as not
-// executed. Asserted: no add through the writer rejected after detection;
+// executed, and goes on refusing them after Redis is back until the writer
+// has replayed its journal (else its producers would take job ids the
+// writer already handed out). Asserted: no add through the writer rejected after detection;
 // adds through the other rejected only by that rule, only while it is not
 // Up; job ids unique across both; every resolved add processed exactly once
 // under its id.
@@ -15,16 +17,8 @@ import assert from 'node:assert/strict';
 import { startStack, waitUntil } from '../harness.js';
 import { CONFIG, REDIS_ARGS, WRITER_RULE, check, closeAll, logDiagnostic, runScenario } from '../bullmq-scenario.js';
 
-// Known failure, run and reported as TODO (not counted against the suite)
-// until fixed: when the instance that was not the writer is Up again before
-// the writer has replayed its journal, its producers write straight to a
-// Redis that lacks the writer's outage writes (its job-id counter among
-// them), so ids are handed out twice. It needs the non-writer to hold
-// durable keys until the writer's replay has drained (issue "Scripts and
-// queues", item 6). Passes when the writer comes back first.
-const KNOWN = 'the non-writer can be Up before the writer has replayed: ids handed out twice';
 
-test('BullMQ with two Redoubt instances in front of one Redis: ids unique across both, every resolved add processed exactly once', { timeout: 110000, todo: KNOWN }, async (t) => {
+test('BullMQ with two Redoubt instances in front of one Redis: ids unique across both, every resolved add processed exactly once', { timeout: 110000 }, async (t) => {
   const stack = await startStack({ redisArgs: REDIS_ARGS, config: CONFIG, redoubts: 2 });
   let rec;
   try {
