@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or not: installs what the tests
-# need if it is missing (redis-server, redis-tools, nutcracker, prometheus
-# for promtool, and chromium for the status page, from Debian; redis-py, rq
-# and pytest in .venv; ioredis, node-redis and BullMQ from npm), then runs
-# the lints, the Rust tests and the client tests against the real binary.
+# need if it is missing (redis-server, redis-tools, nutcracker, openssl,
+# prometheus for promtool, and chromium for the status page, from Debian;
+# redis-py, rq and pytest in .venv; ioredis, node-redis and BullMQ from
+# npm), then runs the lints, the Rust tests and the client tests against
+# the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v nutcracker >/dev/null 2>&1 || missing+=(nutcracker)
+# The Python TLS test makes its certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # promtool lints /metrics and tests the alert rules (crates/redoubt/tests/metrics.rs).
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # Headless Chromium opens the status page in each state (crates/redoubt/tests/status_page.rs).

@@ -1,4 +1,5 @@
-//! A small async Redis connection for the doctor: one TCP stream, RESP
+//! A small async Redis connection for the doctor: one stream (plain or
+//! TLS, opened by `tls::connect` as every connection to Redis is), RESP
 //! framing from the `resp` crate, a timeout on every step and a deadline
 //! for the whole diagnosis. Deliberately not the proxy's upstream pool:
 //! the doctor must work when everything else is broken, and must classify
@@ -11,8 +12,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use resp::{Frame, Limits};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tls::{ConnectFailure, Failure, Stream, TlsClient};
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 /// Bytes the doctor accepts in one reply. Generous for INFO / CLIENT LIST
@@ -44,11 +45,24 @@ pub(crate) enum ConnError {
     /// Read or write failed after connecting.
     #[error("I/O error: {0}")]
     Io(io::Error),
+    /// The TLS handshake failed, or TLS broke after it (a client
+    /// certificate refused once the TLS 1.3 handshake is over).
+    #[error("{0}")]
+    Tls(Failure),
+}
+
+/// A read or write error: a TLS failure inside it is named as one.
+fn io_error(e: io::Error) -> ConnError {
+    if Failure::is_tls_error(&e) {
+        ConnError::Tls(Failure::from_io(&e))
+    } else {
+        ConnError::Io(e)
+    }
 }
 
 /// An open connection with a per-command timeout and an overall deadline.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     command_timeout: Duration,
     deadline: Instant,
@@ -57,10 +71,12 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Resolves and connects, each bounded by `connect_timeout` and the deadline.
+    /// Resolves and connects (with `tls`, the TLS handshake too), each
+    /// bounded by `connect_timeout` and the deadline.
     pub(crate) async fn connect(
         host: &str,
         port: u16,
+        tls: Option<&TlsClient>,
         connect_timeout: Duration,
         command_timeout: Duration,
         deadline: Instant,
@@ -77,12 +93,12 @@ impl Conn {
         };
         let mut last = ConnError::Dns("the name resolved to no address".into());
         for addr in addrs {
-            match tokio::time::timeout_at(step, TcpStream::connect(addr)).await {
+            match tokio::time::timeout_at(step, tls::connect(addr, host, tls)).await {
                 Err(_) => return Err(ConnError::Timeout(connect_timeout)),
-                Ok(Err(e)) => last = ConnError::Connect(e),
+                Ok(Err(ConnectFailure::Tcp(e))) => last = ConnError::Connect(e),
+                // The server answered: another address would not do better.
+                Ok(Err(ConnectFailure::Tls(f))) => return Err(ConnError::Tls(f)),
                 Ok(Ok(stream)) => {
-                    // Small commands, answered one by one: don't let Nagle delay them.
-                    let _ = stream.set_nodelay(true);
                     return Ok(Conn {
                         stream,
                         buf: BytesMut::with_capacity(16 * 1024),
@@ -127,7 +143,7 @@ impl Conn {
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         let step = step_deadline(self.command_timeout, self.deadline);
-        match tokio::time::timeout_at(step, self.stream.write_all(bytes)).await {
+        match tokio::time::timeout_at(step, tls::send(&mut self.stream, bytes)).await {
             Err(_) => Err(ConnError::Timeout(self.command_timeout)),
             Ok(Ok(())) => Ok(()),
             // A server that refuses us at accept time (DENIED, max clients)
@@ -140,7 +156,7 @@ impl Conn {
                     self.pending_error = Some(frame);
                     Ok(())
                 }
-                _ => Err(ConnError::Io(e)),
+                _ => Err(io_error(e)),
             },
         }
     }
@@ -181,10 +197,49 @@ impl Conn {
                     }
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(ConnError::Io(e)),
+                Ok(Err(e)) => return Err(io_error(e)),
             }
         }
     }
+}
+
+/// Whether a TLS server answers at `host:port`: a handshake that trusts
+/// any certificate (only to tell what the port speaks; nothing is sent
+/// over it).
+pub(crate) async fn speaks_tls(host: &str, port: u16, within: Duration) -> bool {
+    let Ok(any) = TlsClient::new(&tls::ClientOptions {
+        insecure_skip_verify: true,
+        ..tls::ClientOptions::default()
+    }) else {
+        return false;
+    };
+    let Ok(Ok(addrs)) = tokio::time::timeout(within, resolve(host, port)).await else {
+        return false;
+    };
+    let Some(addr) = addrs.first() else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(within, tls::connect(*addr, host, Some(&any))).await,
+        Ok(Ok(_))
+            | Ok(Err(ConnectFailure::Tls(
+                Failure::ClientCertRequired | Failure::ClientCertRejected
+            )))
+    )
+}
+
+/// Whether plain RESP answers at `host:port`: `PING` over TCP, any RESP
+/// reply (`+PONG`, `-NOAUTH …`) counts.
+pub(crate) async fn speaks_plain_resp(host: &str, port: u16, within: Duration) -> bool {
+    let probe = async {
+        let addrs = resolve(host, port).await.ok()?;
+        let mut s = tls::connect(*addrs.first()?, host, None).await.ok()?;
+        tls::send(&mut s, b"*1\r\n$4\r\nPING\r\n").await.ok()?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.ok()?;
+        Some(n > 0 && matches!(buf[0], b'+' | b'-') && buf[..n].ends_with(b"\r\n"))
+    };
+    matches!(tokio::time::timeout(within, probe).await, Ok(Some(true)))
 }
 
 /// Resolves `host` on a detached thread. tokio's `lookup_host` runs on

@@ -9,7 +9,7 @@ use resp::Frame;
 use tokio::time::Instant;
 
 use crate::checks::checks;
-use crate::conn::{text, Conn, ConnError};
+use crate::conn::{self, text, Conn, ConnError};
 use crate::finding::Finding;
 use crate::host::HostFacts;
 use crate::report::Report;
@@ -95,6 +95,9 @@ pub struct DoctorOptions {
     /// ([`Report::counters`]): counting checks then report what happened
     /// since, not since Redis started.
     pub baseline: Option<Counters>,
+    /// TLS settings for a `rediss://` URL (`[upstream_tls]`); `None`: the
+    /// system's roots, no client certificate.
+    pub tls: Option<tls::TlsClient>,
 }
 
 impl Default for DoctorOptions {
@@ -108,11 +111,12 @@ impl Default for DoctorOptions {
             host_checks: HostChecks::Auto,
             host_root: PathBuf::from("/"),
             baseline: None,
+            tls: None,
         }
     }
 }
 
-/// Diagnoses the Redis at `url` (`redis://[user:pass@]host:port[/db]`).
+/// Diagnoses the Redis at `url` (`redis[s]://[user:pass@]host:port[/db]`).
 /// Never fails: an unreachable Redis yields a report with
 /// `diagnosable: false` whose findings explain why. Returns within
 /// `opts.total_timeout` (plus scheduling slack).
@@ -169,12 +173,32 @@ fn finish(mut report: Report, started: Instant) -> Report {
     report
 }
 
+/// How long the doctor spends finding out what a port speaks when TLS
+/// or plain text failed there.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Connects, authenticates, gathers and checks, filling `report`.
 async fn run(target: &Target, opts: &DoctorOptions, deadline: Instant, report: &mut Report) {
     let addr = target.addr();
+    let client = if target.tls {
+        match opts.tls.clone().map(Ok).unwrap_or_else(|| {
+            tls::TlsClient::new(&tls::ClientOptions::default()).map_err(|e| e.to_string())
+        }) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                report
+                    .findings
+                    .push(unreachable::finding("connection.tls-config", e));
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let mut conn = match Conn::connect(
         &target.host,
         target.port,
+        client.as_ref(),
         opts.connect_timeout,
         opts.command_timeout,
         deadline,
@@ -183,14 +207,18 @@ async fn run(target: &Target, opts: &DoctorOptions, deadline: Instant, report: &
     {
         Ok(c) => c,
         Err(e) => {
-            report.findings.push(unreachable::finding(
-                unreachable::classify(&e),
-                format!("{addr}: {e}"),
-            ));
+            let id = refine(target, &e).await;
+            report
+                .findings
+                .push(unreachable::finding(id, format!("{addr}: {e}")));
             return;
         }
     };
-    if let Err((id, detail)) = handshake(&mut conn, target).await {
+    if let Err((id, e)) = handshake(&mut conn, target).await {
+        let (id, detail) = match e {
+            Step::Transport(e) => (refine(target, &e).await, e.to_string()),
+            Step::Reply(t) => (id, t),
+        };
         report
             .findings
             .push(unreachable::finding(id, format!("{addr}: {detail}")));
@@ -265,8 +293,41 @@ async fn run(target: &Target, opts: &DoctorOptions, deadline: Instant, report: &
     }
 }
 
+/// Which connection problem `e` is, looking again at the port when the
+/// error alone cannot tell: a plain connection dropped without a word may
+/// have reached a TLS port, and a TLS handshake that got no TLS answer
+/// (garbage, silence, a close) may have reached a plain one.
+async fn refine(target: &Target, e: &ConnError) -> &'static str {
+    let id = unreachable::classify(e);
+    let dropped = matches!(e, ConnError::Closed | ConnError::Tls(tls::Failure::Closed))
+        || matches!(e, ConnError::Io(io) if matches!(io.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe));
+    if target.tls {
+        let no_tls_answer = dropped
+            || matches!(
+                e,
+                ConnError::Timeout(_) | ConnError::Tls(tls::Failure::NotTls)
+            );
+        if no_tls_answer && conn::speaks_plain_resp(&target.host, target.port, PROBE_TIMEOUT).await
+        {
+            return "connection.plain-port";
+        }
+    } else if dropped && conn::speaks_tls(&target.host, target.port, PROBE_TIMEOUT).await {
+        return "connection.tls";
+    }
+    id
+}
+
+/// Why a handshake step failed.
+enum Step {
+    /// The connection failed.
+    Transport(ConnError),
+    /// Redis answered with this error.
+    Reply(String),
+}
+
 /// AUTH, SELECT and PING; an `Err` names the connection problem.
-async fn handshake(conn: &mut Conn, target: &Target) -> Result<(), (&'static str, String)> {
+async fn handshake(conn: &mut Conn, target: &Target) -> Result<(), (&'static str, Step)> {
     let mut steps: Vec<Vec<String>> = Vec::new();
     if let Some(pass) = &target.password {
         match &target.user {
@@ -283,11 +344,11 @@ async fn handshake(conn: &mut Conn, target: &Target) -> Result<(), (&'static str
         let reply = conn
             .call(&step)
             .await
-            .map_err(|e| (unreachable::classify(&e), e.to_string()))?;
+            .map_err(|e| (unreachable::classify(&e), Step::Transport(e)))?;
         if let Some(t) = reply.error_text() {
             let t = String::from_utf8_lossy(t).into_owned();
             if let Some(id) = unreachable::classify_reply(&t) {
-                return Err((id, t));
+                return Err((id, Step::Reply(t)));
             }
             // Other errors (LOADING, MASTERDOWN, AUTH without a configured
             // password) do not stop INFO from working; checks report them.

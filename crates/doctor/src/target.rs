@@ -1,4 +1,5 @@
-//! The Redis a diagnosis is about, parsed from a `redis://` URL.
+//! The Redis a diagnosis is about, parsed from a `redis://` or
+//! `rediss://` URL.
 
 use std::net::IpAddr;
 
@@ -10,7 +11,7 @@ pub const DEFAULT_PORT: u16 = upstream::url::DEFAULT_PORT;
 /// Why a URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum UrlError {
-    /// A scheme Redoubt knows but does not speak yet (`rediss://`, sentinel, cluster).
+    /// A scheme Redoubt knows but does not speak yet (sentinel, cluster).
     #[error("scheme {0}:// is not supported yet")]
     Unsupported(String),
     /// Anything else that is not `redis://[user:pass@]host[:port][/db]`.
@@ -18,7 +19,7 @@ pub enum UrlError {
     Invalid(String),
 }
 
-/// A parsed `redis://[user:pass@]host[:port][/db]`.
+/// A parsed `redis[s]://[user:pass@]host[:port][/db]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// Host name or IP literal (brackets removed for IPv6).
@@ -31,6 +32,8 @@ pub struct Target {
     pub password: Option<String>,
     /// Database number for `SELECT`.
     pub db: u32,
+    /// `rediss://`: TLS.
+    pub tls: bool,
 }
 
 impl Target {
@@ -46,6 +49,7 @@ impl Target {
                 user: u.user,
                 password: u.password,
                 db: u.db,
+                tls: u.tls,
             }),
             Err(E::NotSupportedYet(scheme)) => Err(UrlError::Unsupported(scheme)),
             Err(e @ (E::BadScheme(_) | E::Invalid { .. })) => Err(UrlError::Invalid(e.to_string())),
@@ -74,7 +78,8 @@ impl Target {
         } else {
             format!("/{}", self.db)
         };
-        format!("redis://{auth}{}{db}", self.addr())
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{auth}{}{db}", self.addr())
     }
 
     /// True when the host is this machine (loopback literal or
@@ -125,12 +130,15 @@ mod tests {
     }
 
     #[test]
-    fn tls_and_sentinel_schemes_are_not_supported_yet() {
-        for u in [
-            "rediss://h:6379",
-            "redis+sentinel://h:26379",
-            "redis+cluster://h",
-        ] {
+    fn rediss_is_tls() {
+        let t = Target::parse("rediss://:pw@h:6380").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.redacted(), "rediss://:***@h:6380");
+    }
+
+    #[test]
+    fn sentinel_and_cluster_schemes_are_not_supported_yet() {
+        for u in ["redis+sentinel://h:26379", "redis+cluster://h"] {
             assert!(
                 matches!(Target::parse(u), Err(UrlError::Unsupported(_))),
                 "{u}"

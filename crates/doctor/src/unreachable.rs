@@ -34,8 +34,8 @@ static PROBLEMS: &[Problem] = &[
     Problem {
         id: "connection.unsupported-scheme",
         title: "This URL scheme is not supported yet",
-        causes: &["TLS (rediss://), Sentinel or Cluster URLs are not spoken by Redoubt yet"],
-        first_step: "Diagnose through a plain redis:// endpoint (for instance a replica or a local TLS terminator) until support lands.",
+        causes: &["Sentinel or Cluster URLs are not spoken by Redoubt yet"],
+        first_step: "Diagnose the primary itself through its redis:// or rediss:// URL until support lands.",
     },
     Problem {
         id: "connection.dns",
@@ -75,8 +75,60 @@ static PROBLEMS: &[Problem] = &[
     Problem {
         id: "connection.tls",
         title: "The port speaks TLS, not plain RESP",
-        causes: &["the server (or a proxy in front) requires TLS on this port", "the port belongs to another TLS service"],
-        first_step: "Use the server's plain-text port for the doctor; TLS (rediss://) is not supported yet.",
+        causes: &["the server (or a proxy in front) requires TLS on this port (Redis's tls-port, a managed Redis)", "the port belongs to another TLS service"],
+        first_step: "Use rediss://HOST:PORT (with upstream_tls.ca_file when the server's CA is private).",
+    },
+    Problem {
+        id: "connection.plain-port",
+        title: "The port speaks plain RESP, not TLS",
+        causes: &["the URL says rediss:// but this is Redis's plain port (its TLS port is tls-port in redis.conf)", "TLS is not enabled on this server"],
+        first_step: "Use redis://HOST:PORT for this port, or rediss:// with the server's tls-port.",
+    },
+    Problem {
+        id: "connection.tls-unknown-ca",
+        title: "The server's TLS certificate is not signed by a CA we trust (unknown CA)",
+        causes: &[
+            "the server's certificate comes from a private CA that upstream_tls.ca_file does not name (or the system does not trust)",
+            "a self-signed certificate",
+            "a TLS-intercepting proxy between here and Redis",
+        ],
+        first_step: "Point upstream_tls.ca_file at the CA that signed Redis's certificate (`openssl s_client -connect HOST:PORT -showcerts` shows who signed it).",
+    },
+    Problem {
+        id: "connection.tls-name-mismatch",
+        title: "The server's TLS certificate is for another name (name mismatch)",
+        causes: &[
+            "the URL names an IP address or alias the certificate does not list",
+            "another server than the one meant answers at this address",
+        ],
+        first_step: "Connect with a host name the certificate lists in its subjectAltName (`openssl s_client -connect HOST:PORT` shows it), or reissue the certificate with this name.",
+    },
+    Problem {
+        id: "connection.tls-expired",
+        title: "The server's TLS certificate has expired (or is not valid yet)",
+        causes: &["the certificate was not renewed in time", "this machine's clock is wrong"],
+        first_step: "Renew the certificate on the server (then `CONFIG SET tls-cert-file …` or restart Redis); check this machine's `date`.",
+    },
+    Problem {
+        id: "connection.tls-client-cert",
+        title: "Redis wants a client certificate, and none (or one it does not trust) was sent",
+        causes: &[
+            "the server has tls-auth-clients yes and upstream_tls.cert_file / key_file are not set",
+            "the client certificate is not signed by the CA in the server's tls-ca-cert-file",
+        ],
+        first_step: "Set upstream_tls.cert_file and key_file to a certificate signed by the CA in Redis's tls-ca-cert-file.",
+    },
+    Problem {
+        id: "connection.tls-handshake",
+        title: "The TLS handshake failed",
+        causes: &["no TLS version or cipher in common", "a certificate that cannot be parsed"],
+        first_step: "Run `openssl s_client -connect HOST:PORT` to see the server's side of the handshake.",
+    },
+    Problem {
+        id: "connection.tls-config",
+        title: "The TLS settings cannot be used",
+        causes: &["a CA, certificate or key file that is missing or unreadable", "no system root certificates (the ca-certificates package)"],
+        first_step: "Fix the file named in the detail; `redoubt config check` lists every problem of [upstream_tls].",
     },
     Problem {
         id: "connection.not-redis",
@@ -178,6 +230,17 @@ pub(crate) fn classify(err: &ConnError) -> &'static str {
         ConnError::NotResp { .. } => "connection.not-redis",
         ConnError::Closed => "connection.closed",
         ConnError::Io(_) => "connection.io",
+        ConnError::Tls(f) => match f {
+            tls::Failure::UnknownCa => "connection.tls-unknown-ca",
+            tls::Failure::NameMismatch { .. } => "connection.tls-name-mismatch",
+            tls::Failure::Expired | tls::Failure::NotYetValid => "connection.tls-expired",
+            tls::Failure::NotTls => "connection.plain-port",
+            tls::Failure::Closed => "connection.closed",
+            tls::Failure::ClientCertRequired | tls::Failure::ClientCertRejected => {
+                "connection.tls-client-cert"
+            }
+            tls::Failure::Other(_) => "connection.tls-handshake",
+        },
     }
 }
 

@@ -212,7 +212,11 @@ async fn peer_closing_without_reply_is_reported() {
 
 #[tokio::test]
 async fn unsupported_and_bad_urls_are_explained() {
-    let r = diagnose("rediss://:pw@cache.example:6380", &DoctorOptions::default()).await;
+    let r = diagnose(
+        "redis+sentinel://:pw@cache.example:26379/mymaster",
+        &DoctorOptions::default(),
+    )
+    .await;
     assert_undiagnosable(&r, "connection.unsupported-scheme");
     assert!(!r.target.contains("pw"), "{}", r.target);
     let r = diagnose("127.0.0.1:6379", &DoctorOptions::default()).await;

@@ -526,7 +526,7 @@ impl Access {
             proto: 2,
             name: Some("redoubt-acl".into()),
         };
-        let conn = match Conn::connect(&self.url.addr(), &hs, self.timeout).await {
+        let conn = match Conn::connect(&self.url.endpoint(), &hs, self.timeout).await {
             Ok(c) => Closing(c),
             Err(e) => {
                 for u in users {
@@ -660,7 +660,8 @@ impl Access {
 
     /// Redis before 6.0: does it serve a connection that sent no `AUTH`?
     async fn answers_unauthenticated(&self) -> bool {
-        let Ok(conn) = Conn::connect(&self.url.addr(), &Handshake::default(), self.timeout).await
+        let Ok(conn) =
+            Conn::connect(&self.url.endpoint(), &Handshake::default(), self.timeout).await
         else {
             return false;
         };

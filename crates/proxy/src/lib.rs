@@ -61,4 +61,4 @@ pub mod standalone;
 pub mod writer;
 
 pub use config::LimitsConfig;
-pub use server::{Proxy, ProxyHandle, ProxySettings};
+pub use server::{Proxy, ProxyHandle, ProxySettings, TlsListen};

@@ -275,7 +275,7 @@ impl Outage {
         let handshake = url.control_handshake(3, "redoubt-tracking");
         let tracker = spawn_tracker(
             near.clone(),
-            TrackerConfig::new(url.addr(), handshake),
+            TrackerConfig::new(url.endpoint(), handshake),
             health,
         );
         if self.near.set(near).is_ok() {
@@ -1393,7 +1393,8 @@ impl Outage {
             return true;
         }
         let hs = url.control_handshake(2, "redoubt-scripts");
-        let conn = match upstream::Conn::connect(&url.addr(), &hs, Duration::from_secs(2)).await {
+        let conn = match upstream::Conn::connect(&url.endpoint(), &hs, Duration::from_secs(2)).await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot load scripts into redis yet");

@@ -137,8 +137,8 @@ pub fn checkpoint_key(node_id: &str) -> String {
 /// How to reach Redis and how big the transactions are.
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
-    /// `host:port` of Redis.
-    pub addr: String,
+    /// Where Redis is (plain or TLS).
+    pub addr: upstream::Endpoint,
     /// Credentials for `AUTH`, if any (the upstream URL's).
     pub auth: Option<Credentials>,
     /// Records per transaction (a record larger than the rest still goes
@@ -158,7 +158,7 @@ pub struct ReplayConfig {
 impl ReplayConfig {
     /// Defaults for Redis at `addr`, recording failures in
     /// `<data_dir>/replay-failed.jsonl`.
-    pub fn new(addr: impl Into<String>, data_dir: impl AsRef<Path>) -> ReplayConfig {
+    pub fn new(addr: impl Into<upstream::Endpoint>, data_dir: impl AsRef<Path>) -> ReplayConfig {
         ReplayConfig {
             addr: addr.into(),
             auth: None,
@@ -173,7 +173,7 @@ impl ReplayConfig {
     /// Defaults for the upstream `url` (its credentials; its db is unused,
     /// each record names its own).
     pub fn from_url(url: &UpstreamUrl, data_dir: impl AsRef<Path>) -> ReplayConfig {
-        let mut cfg = ReplayConfig::new(url.addr(), data_dir);
+        let mut cfg = ReplayConfig::new(url.endpoint(), data_dir);
         cfg.auth = url.password.as_ref().map(|p| Credentials {
             user: url.user.clone(),
             password: p.clone(),
@@ -949,7 +949,21 @@ pub async fn replay_dir(
     url: &str,
     node_id: Option<&str>,
 ) -> Result<ReplayOutcome, ReplayError> {
-    let url = UpstreamUrl::parse(url)?;
+    replay_dir_tls(dir, url, node_id, None).await
+}
+
+/// [`replay_dir`] with TLS settings for a `rediss://` URL (`None`: the
+/// system's roots, no client certificate).
+pub async fn replay_dir_tls(
+    dir: impl AsRef<Path>,
+    url: &str,
+    node_id: Option<&str>,
+    tls: Option<tls::TlsClient>,
+) -> Result<ReplayOutcome, ReplayError> {
+    let mut url = UpstreamUrl::parse(url)?;
+    if let Some(t) = tls {
+        url = url.with_tls(t);
+    }
     let dir = dir.as_ref();
     let data_dir = if dir.join(journal::JOURNAL_DIR).is_dir() {
         dir.to_path_buf()

@@ -994,7 +994,7 @@ pub fn link_config(
     max_bytes: u64,
 ) -> LinkConfig {
     LinkConfig {
-        addr: url.addr(),
+        addr: url.endpoint(),
         handshake: url.control_handshake(2, "redoubt-replica"),
         listening_port,
         rdb_path: data_dir.join("replica").join("sync.rdb"),

@@ -1,6 +1,8 @@
-//! The listener: accepts clients, enforces `max_clients`, and drains on
+//! The listeners: accept clients, enforce `max_clients`, and drain on
 //! shutdown. The same accept loop serves the proxy's sessions and
-//! standalone mode's; only the session differs.
+//! standalone mode's; only the session differs. Beside the plain listener
+//! an optional TLS one ([`TlsListen`]) runs the handshake in the client's
+//! own task, so a slow handshake never holds up accepting others.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use upstream::{HealthHandle, Upstream};
@@ -30,7 +32,23 @@ pub struct ProxySettings {
     pub outage: Option<Arc<crate::outage::Outage>>,
     /// `[auth]`: pass-through to Redis's users, or Redoubt's own.
     pub auth: crate::access::AuthMode,
+    /// `[tls]`: a TLS listener beside the plain one.
+    pub tls: Option<TlsListen>,
 }
+
+/// A TLS listener: its address and the acceptor whose certificate SIGHUP
+/// reloads.
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: String,
+    /// Runs each client's handshake with the current certificate.
+    pub acceptor: Arc<tls::Acceptor>,
+}
+
+/// A client that has not finished its TLS handshake by then is dropped:
+/// it holds a `max_clients` slot meanwhile.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// State every proxy session shares.
 pub(crate) struct Shared {
@@ -61,8 +79,10 @@ pub struct Proxy;
 /// A running server (proxy or standalone).
 pub struct ProxyHandle {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
+    tls_accept: Option<JoinHandle<()>>,
     done: mpsc::Receiver<()>,
     listener: Arc<Listener>,
     upstream: Option<Arc<Upstream>>,
@@ -72,7 +92,7 @@ pub struct ProxyHandle {
 /// A session's future.
 pub(crate) type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// Starts one client's session (stream, peer, client id).
-pub(crate) type Spawner = Arc<dyn Fn(TcpStream, SocketAddr, u64) -> BoxFuture + Send + Sync>;
+pub(crate) type Spawner = Arc<dyn Fn(tls::Stream, SocketAddr, u64) -> BoxFuture + Send + Sync>;
 
 /// What the accept loop shares with the handle.
 pub(crate) struct Listener {
@@ -149,7 +169,7 @@ impl Proxy {
             pubsub: Default::default(),
         });
         let state = Listener::new(settings.limits, metrics, counters);
-        let spawn: Spawner = Arc::new(move |stream: TcpStream, peer, id| {
+        let spawn: Spawner = Arc::new(move |stream: tls::Stream, peer, id| {
             let local = stream.local_addr().unwrap_or(peer);
             let session = Session::new(shared.clone(), id, peer, local);
             Box::pin(session.run(stream))
@@ -157,6 +177,7 @@ impl Proxy {
         tokio::spawn(watch_state(health, shutdown_rx.clone()));
         let mut handle = listen(
             &settings.listen,
+            settings.tls.as_ref(),
             state,
             Some(upstream),
             (shutdown_tx, shutdown_rx),
@@ -168,9 +189,11 @@ impl Proxy {
     }
 }
 
-/// Binds `addr` and runs `spawn` for every accepted client.
+/// Binds `addr` (and the TLS listener, if any) and runs `spawn` for every
+/// accepted client.
 pub(crate) async fn listen(
     addr: &str,
+    tls: Option<&TlsListen>,
     state: Arc<Listener>,
     upstream: Option<Arc<Upstream>>,
     shutdown: (watch::Sender<bool>, watch::Receiver<bool>),
@@ -178,9 +201,34 @@ pub(crate) async fn listen(
 ) -> std::io::Result<ProxyHandle> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
+    // Both bound before either accepts: a TLS address that cannot be
+    // bound fails the start, not half of it.
+    let tls_listener = match tls {
+        Some(t) => {
+            let l = TcpListener::bind(&t.listen).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("tls.listen {}: {e}", t.listen))
+            })?;
+            Some((l, t.acceptor.clone()))
+        }
+        None => None,
+    };
     let (done_tx, done_rx) = mpsc::channel(1);
+    let mut tls_addr = None;
+    let mut tls_accept = None;
+    if let Some((l, acceptor)) = tls_listener {
+        tls_addr = Some(l.local_addr()?);
+        tls_accept = Some(tokio::spawn(accept_loop(
+            l,
+            Some(acceptor),
+            state.clone(),
+            done_tx.clone(),
+            shutdown.1.clone(),
+            spawn.clone(),
+        )));
+    }
     let accept = tokio::spawn(accept_loop(
         listener,
+        None,
         state.clone(),
         done_tx,
         shutdown.1,
@@ -188,8 +236,10 @@ pub(crate) async fn listen(
     ));
     Ok(ProxyHandle {
         local_addr,
+        tls_addr,
         shutdown: shutdown.0,
         accept,
+        tls_accept,
         done: done_rx,
         listener: state,
         upstream,
@@ -201,6 +251,11 @@ impl ProxyHandle {
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the TLS listener listens, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Connected clients now.
@@ -235,12 +290,17 @@ impl ProxyHandle {
         let _ = self.shutdown.send(true);
         self.accept.abort();
         let _ = (&mut self.accept).await;
+        if let Some(t) = self.tls_accept.take() {
+            t.abort();
+            let _ = t.await;
+        }
         tokio::time::timeout(grace, self.done.recv()).await.is_ok()
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<tls::Acceptor>>,
     state: Arc<Listener>,
     done: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
@@ -266,6 +326,11 @@ async fn accept_loop(
             state.clients.fetch_sub(1, Ordering::AcqRel);
             state.metrics.rejected.increment(1);
             state.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            if tls.is_some() {
+                // Plain text would be garbage to a TLS client; a handshake
+                // just to refuse would spend what the limit protects.
+                continue;
+            }
             tokio::spawn(async move {
                 let _ = stream
                     .write_all(b"-ERR max number of clients reached (limits.max_clients); connection closed\r\n")
@@ -279,12 +344,27 @@ async fn accept_loop(
             _done: done.clone(),
         };
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-        let session = spawn(stream, peer, id);
+        let Some(acceptor) = tls.clone() else {
+            let session = spawn(tls::Stream::Plain(stream), peer, id);
+            tokio::spawn(async move {
+                // The slot is given back when the task ends, however it
+                // ends: a session that panics must not keep its
+                // `max_clients` slot.
+                let _slot = slot;
+                session.await;
+            });
+            continue;
+        };
+        let spawn = spawn.clone();
         tokio::spawn(async move {
-            // The slot is given back when the task ends, however it ends:
-            // a session that panics must not keep its `max_clients` slot.
             let _slot = slot;
-            session.await;
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => spawn(stream, peer, id).await,
+                Ok(Err(why)) => {
+                    tracing::debug!(%peer, %why, "TLS handshake with a client failed")
+                }
+                Err(_) => tracing::debug!(%peer, "TLS handshake with a client timed out"),
+            }
         });
     }
 }

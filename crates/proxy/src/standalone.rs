@@ -28,7 +28,6 @@ use journal::{Entry, Journal, JournalError};
 use resp::RequestDecoder;
 use store::{Executed, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use upstream::State;
 
@@ -64,6 +63,8 @@ pub struct StandaloneSettings {
     /// login, and then only a loopback `listen` is allowed (Redis's
     /// protected mode).
     pub users: Vec<crate::access::LocalUser>,
+    /// `[tls]`: a TLS listener beside the plain one.
+    pub tls: Option<crate::server::TlsListen>,
 }
 
 /// What a restore found.
@@ -213,7 +214,7 @@ impl Standalone {
         });
         let counters: Arc<IncidentCounters> = Arc::default();
         let state = Listener::new(settings.limits, metrics, counters);
-        let spawn: Spawner = Arc::new(move |stream: TcpStream, peer, _id| {
+        let spawn: Spawner = Arc::new(move |stream: tls::Stream, peer, _id| {
             Box::pin(run_session(local.clone(), stream, peer))
         });
         let expiry = store.spawn_active_expire(EXPIRE_EVERY);
@@ -230,6 +231,7 @@ impl Standalone {
         ));
         listen(
             &settings.listen,
+            settings.tls.as_ref(),
             state,
             None,
             (shutdown_tx, shutdown_rx),
@@ -468,7 +470,7 @@ fn refuse_write(local: &Local, raw_len: usize) -> Option<Bytes> {
     Some(reply::error(format!("ERR {text}")))
 }
 
-async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
+async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
     let (mut rd, mut wr) = stream.into_split();
     let mut session = local.store.session();
     session.set_addr(&peer.to_string());
@@ -620,7 +622,8 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
         if !out.is_empty() {
             // Nothing more is read or run for a client while its replies
             // wait; one that reads none of them in time is let go.
-            match tokio::time::timeout(local.limits.write_timeout(), wr.write_all(&out)).await {
+            match tokio::time::timeout(local.limits.write_timeout(), tls::send(&mut wr, &out)).await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
                 Err(_) => {
@@ -640,7 +643,7 @@ async fn run_session(local: Arc<Local>, stream: TcpStream, peer: SocketAddr) {
             continue;
         }
         if inbuf.len() as u64 > local.limits.max_query_buffer_bytes {
-            let _ = wr.write_all(&reply::error("ERR Protocol error: query buffer over limits.max_query_buffer_bytes; connection closed")).await;
+            let _ = tls::send(&mut wr, &reply::error("ERR Protocol error: query buffer over limits.max_query_buffer_bytes; connection closed")).await;
             return;
         }
         tokio::select! {

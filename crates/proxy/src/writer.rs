@@ -204,9 +204,10 @@ impl Writer {
                     }
                 } else {
                     if conn.as_ref().is_none_or(|c| !c.is_alive()) {
-                        conn = upstream::Conn::connect(&url.addr(), &hs, Duration::from_secs(2))
-                            .await
-                            .ok();
+                        conn =
+                            upstream::Conn::connect(&url.endpoint(), &hs, Duration::from_secs(2))
+                                .await
+                                .ok();
                     }
                     if let Some(w) = wait.as_mut() {
                         if me.wait_done(w, conn.as_ref()).await {

@@ -807,6 +807,7 @@ async fn random_commands_never_break_a_standalone_session_or_leak_a_slot() {
                 compact_ratio: 4.0,
                 compact_min_bytes: 64 << 20,
                 users: Vec::new(),
+                tls: None,
             };
             let h = proxy::standalone::Standalone::start(settings, store, journal)
                 .await

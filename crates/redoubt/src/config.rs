@@ -26,7 +26,7 @@ pub const DEFAULT_DATA_DIR: &str = "./redoubt-data";
 pub struct Config {
     /// Client listener.
     pub listen: String,
-    /// `""`: standalone; else `redis://[user:pass@]host:port[/db]`.
+    /// `""`: standalone; else `redis[s]://[user:pass@]host:port[/db]`.
     pub upstream: String,
     /// Journal, node id, incidents; locked by one process.
     pub data_dir: PathBuf,
@@ -54,6 +54,10 @@ pub struct Config {
     pub alert: Vec<Alert>,
     /// `[remediation]`
     pub remediation: RemediationSection,
+    /// `[tls]`: the TLS listener for clients.
+    pub tls: TlsSection,
+    /// `[upstream_tls]`: how a `rediss://` upstream is reached.
+    pub upstream_tls: UpstreamTlsSection,
 }
 
 impl Default for Config {
@@ -74,8 +78,41 @@ impl Default for Config {
             keyspace: Vec::new(),
             alert: Vec::new(),
             remediation: RemediationSection::default(),
+            tls: TlsSection::default(),
+            upstream_tls: UpstreamTlsSection::default(),
         }
     }
+}
+
+/// `[tls]`: a TLS listener for clients beside `listen`. Its certificate is
+/// read again on SIGHUP.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// `""`: no TLS listener; else `host:port`.
+    pub listen: String,
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key of `cert_file`.
+    pub key_file: String,
+    /// `""`: no client certificates asked for; else clients must present
+    /// one signed by a CA in this PEM file.
+    pub client_ca_file: String,
+}
+
+/// `[upstream_tls]`: TLS to Redis, used when `upstream` is `rediss://`.
+/// A section of its own because `[tls]`'s `cert_file` is the listener's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsSection {
+    /// `""`: the system's roots; else only the CAs in this PEM file.
+    pub ca_file: String,
+    /// Client certificate for Redis's `tls-auth-clients yes` (mutual TLS).
+    pub cert_file: String,
+    /// Its private key.
+    pub key_file: String,
+    /// Accept any certificate from Redis (logged as a warning at start).
+    pub insecure_skip_verify: bool,
 }
 
 /// `[admin]`
@@ -503,6 +540,8 @@ const SECTIONS: &[&str] = &[
     "outage",
     "auth",
     "remediation",
+    "tls",
+    "upstream_tls",
 ];
 
 /// Reads the file (explicit, or `./redoubt.toml` if present), overlays the
@@ -719,6 +758,8 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
     section(&root, "outage", &mut c.outage, problems);
     section(&root, "auth", &mut c.auth, problems);
     section(&root, "remediation", &mut c.remediation, problems);
+    section(&root, "tls", &mut c.tls, problems);
+    section(&root, "upstream_tls", &mut c.upstream_tls, problems);
     if let Some(v) = root.get("keyspace") {
         match v {
             Value::Array(entries) => {
@@ -1021,6 +1062,7 @@ pub fn validate(c: &Config) -> Vec<String> {
     if r.max_attempts == 0 {
         p.push("remediation.max_attempts: 0 would never run the command; give at least 1 (default 3), or leave on_down empty to turn remediation off".into());
     }
+    p.extend(tls_problems(c));
     for (i, k) in c.keyspace.iter().enumerate() {
         if k.pattern.is_empty() {
             p.push(format!("keyspace[{i}].pattern: must not be empty"));
@@ -1033,6 +1075,122 @@ pub fn validate(c: &Config) -> Vec<String> {
         }
     }
     p
+}
+
+/// `""` as "not set".
+fn path(s: &str) -> Option<PathBuf> {
+    (!s.is_empty()).then(|| PathBuf::from(s))
+}
+
+/// `[tls]` and `[upstream_tls]`: the keys that go together, and the files
+/// themselves (read and built as they will be at start, so a missing file
+/// or a key that does not match its certificate is found by `config
+/// check`).
+fn tls_problems(c: &Config) -> Vec<String> {
+    let mut p = Vec::new();
+    let t = &c.tls;
+    if t.listen.is_empty() {
+        for (key, v) in [
+            ("cert_file", &t.cert_file),
+            ("key_file", &t.key_file),
+            ("client_ca_file", &t.client_ca_file),
+        ] {
+            if !v.is_empty() {
+                p.push(format!(
+                    "tls.{key}: set, but tls.listen is empty, so no TLS listener would use it; give tls.listen (e.g. \"0.0.0.0:6390\") or remove it"
+                ));
+            }
+        }
+    } else {
+        let mut complete = true;
+        if let Err(e) = check_listen(&t.listen) {
+            p.push(format!("tls.listen: {e}"));
+        } else if t.listen == c.listen {
+            p.push(format!(
+                "tls.listen: '{}' is also listen; give the TLS listener a port of its own",
+                t.listen
+            ));
+        }
+        for (key, v) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+            if v.is_empty() {
+                complete = false;
+                p.push(format!("tls.{key}: required with tls.listen (a PEM file)"));
+            }
+        }
+        if complete {
+            if let Err(e) = tls_acceptor(c) {
+                p.push(format!("tls: {e}"));
+            }
+        }
+    }
+    let u = &c.upstream_tls;
+    let rediss = UpstreamUrl::parse(&c.upstream).is_ok_and(|u| u.tls);
+    let set: Vec<&str> = [
+        ("ca_file", !u.ca_file.is_empty()),
+        ("cert_file", !u.cert_file.is_empty()),
+        ("key_file", !u.key_file.is_empty()),
+        ("insecure_skip_verify", u.insecure_skip_verify),
+    ]
+    .into_iter()
+    .filter_map(|(k, on)| on.then_some(k))
+    .collect();
+    if !rediss {
+        for key in set {
+            p.push(format!(
+                "upstream_tls.{key}: set, but upstream is not a rediss:// URL, so nothing would use it; write the upstream as rediss://host:port, or remove it"
+            ));
+        }
+        return p;
+    }
+    if u.cert_file.is_empty() != u.key_file.is_empty() {
+        let (given, missing) = if u.key_file.is_empty() {
+            ("cert_file", "key_file")
+        } else {
+            ("key_file", "cert_file")
+        };
+        p.push(format!(
+            "upstream_tls.{missing}: required with upstream_tls.{given} (a client certificate needs both)"
+        ));
+        return p;
+    }
+    if u.insecure_skip_verify && !u.ca_file.is_empty() {
+        p.push("upstream_tls.ca_file: has no effect with insecure_skip_verify = true, which trusts any certificate; remove one of them".into());
+        return p;
+    }
+    if let Err(e) = upstream_tls(c) {
+        p.push(format!("upstream_tls: {e}"));
+    }
+    p
+}
+
+/// The TLS listener's acceptor, or `None` without `tls.listen`.
+pub fn tls_acceptor(c: &Config) -> Result<Option<std::sync::Arc<tls::Acceptor>>, String> {
+    if c.tls.listen.is_empty() {
+        return Ok(None);
+    }
+    tls::Acceptor::new(tls::ServerOptions {
+        cert_file: PathBuf::from(&c.tls.cert_file),
+        key_file: PathBuf::from(&c.tls.key_file),
+        client_ca_file: path(&c.tls.client_ca_file),
+    })
+    .map(|a| Some(std::sync::Arc::new(a)))
+    .map_err(|e| e.to_string())
+}
+
+/// The `[upstream_tls]` options.
+pub fn upstream_tls_options(c: &Config) -> tls::ClientOptions {
+    let u = &c.upstream_tls;
+    tls::ClientOptions {
+        ca_file: path(&u.ca_file),
+        cert_file: path(&u.cert_file),
+        key_file: path(&u.key_file),
+        insecure_skip_verify: u.insecure_skip_verify,
+    }
+}
+
+/// The TLS client for a `rediss://` upstream (built from `[upstream_tls]`).
+pub fn upstream_tls(c: &Config) -> Result<tls::TlsClient, String> {
+    tls::TlsClient::new(&upstream_tls_options(c)).map_err(|e| e.to_string())
 }
 
 /// The proxy's limits in bytes.
@@ -1156,6 +1314,54 @@ mod tests {
                 header_timeout: std::time::Duration::from_secs(5),
                 idle_timeout: std::time::Duration::from_secs(30),
             }
+        );
+    }
+
+    #[test]
+    fn tls_keys_that_go_together_are_checked_and_the_environment_sets_them() {
+        let all = problems_of(
+            r#"
+            upstream = "rediss://h:6380"
+            [tls]
+            cert_file = "/a.pem"
+            [upstream_tls]
+            cert_file = "/c.pem"
+            "#,
+        );
+        assert_has(
+            &all,
+            &[
+                "tls.cert_file: set, but tls.listen is empty",
+                "upstream_tls.key_file: required with upstream_tls.cert_file",
+            ],
+        );
+        let all = problems_of(
+            r#"
+            [tls]
+            listen = "127.0.0.1:6380"
+            "#,
+        );
+        assert_has(
+            &all,
+            &[
+                "tls.listen: '127.0.0.1:6380' is also listen",
+                "tls.cert_file: required with tls.listen",
+                "tls.key_file: required with tls.listen",
+            ],
+        );
+        let l = load_str(
+            "",
+            &[
+                ("REDOUBT_TLS_LISTEN", "127.0.0.1:6390"),
+                ("REDOUBT_UPSTREAM_TLS_INSECURE_SKIP_VERIFY", "true"),
+            ],
+            Overrides::default(),
+        );
+        assert_eq!(l.config.tls.listen, "127.0.0.1:6390");
+        assert!(l.config.upstream_tls.insecure_skip_verify);
+        assert_has(
+            &l.problems.join("\n"),
+            &["upstream_tls.insecure_skip_verify: set, but upstream is not a rediss:// URL"],
         );
     }
 
@@ -1376,7 +1582,7 @@ mod tests {
     fn every_problem_is_reported_at_once_with_key_names() {
         let l = load_str(
             r#"
-            upstream = "rediss://h:1"
+            upstream = "redis+sentinel://h:1"
             bogus = 1
             [health]
             interval_ms = "fast"
@@ -1398,7 +1604,7 @@ mod tests {
         for needle in [
             "bogus: unknown key",
             "limits.nope: unknown key",
-            "upstream: scheme 'rediss://' is not supported yet",
+            "upstream: scheme 'redis+sentinel://' is not supported yet",
             "health.interval_ms",
             "limits.max_query_buffer_bytes",
             "journal.fsync",

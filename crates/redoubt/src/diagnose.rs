@@ -5,9 +5,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// `doctor [URL] [--json]`: 0 healthy, 1 warnings, 2 critical, 3 could not
-/// diagnose.
-pub fn doctor(url: &str, json: bool) -> ExitCode {
+/// `doctor [URL] [--json] [--cacert FILE --cert FILE --key FILE
+/// --insecure]`: 0 healthy, 1 warnings, 2 critical, 3 could not diagnose.
+pub fn doctor(url: &str, json: bool, tls: &tls::ClientOptions) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -18,7 +18,24 @@ pub fn doctor(url: &str, json: bool) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let report = rt.block_on(doctor::diagnose(url, &doctor::DoctorOptions::default()));
+    let mut opts = doctor::DoctorOptions::default();
+    let wants_tls = url
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("rediss://");
+    if wants_tls {
+        match tls::TlsClient::new(tls) {
+            Ok(c) => opts.tls = Some(c),
+            Err(e) => {
+                eprintln!("redoubt doctor: TLS settings: {e}; nothing was diagnosed");
+                return ExitCode::from(3);
+            }
+        }
+    } else if *tls != tls::ClientOptions::default() {
+        eprintln!("redoubt doctor: --cacert, --cert, --key and --insecure are for a rediss:// URL");
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
+    let report = rt.block_on(doctor::diagnose(url, &opts));
     finish(
         json,
         report.to_json(),

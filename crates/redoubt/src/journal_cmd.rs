@@ -79,8 +79,19 @@ pub fn export(dir: &Path) -> ExitCode {
 
 /// `journal replay DIR --to URL`: 0 drained, 1 paused or disconnected
 /// (nothing lost; run again to resume), 2 error.
-pub fn replay(dir: &Path, url: &str, node_id: Option<&str>) -> ExitCode {
+pub fn replay(dir: &Path, url: &str, node_id: Option<&str>, tls: &tls::ClientOptions) -> ExitCode {
     crate::serve::init_logging(crate::serve::LogFormat::Human);
+    let client = if *tls == tls::ClientOptions::default() {
+        None
+    } else {
+        match tls::TlsClient::new(tls) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("redoubt journal replay: TLS settings: {e}; nothing was replayed");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,7 +102,7 @@ pub fn replay(dir: &Path, url: &str, node_id: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(proxy::replay::replay_dir(dir, url, node_id)) {
+    match rt.block_on(proxy::replay::replay_dir_tls(dir, url, node_id, client)) {
         Ok(proxy::replay::ReplayOutcome::Drained { replayed, failed }) => {
             println!("replayed {replayed} commands into {url}; {failed} refused by Redis (see replay-failed.jsonl)");
             ExitCode::SUCCESS

@@ -39,7 +39,8 @@ enum Command {
         /// Client listen address (default 127.0.0.1:6380).
         #[arg(long)]
         listen: Option<String>,
-        /// Redis to front: redis://[user:pass@]host:port[/db] (none: standalone).
+        /// Redis to front: redis://[user:pass@]host:port[/db], or rediss://
+        /// for TLS (settings in [upstream_tls]); none: standalone.
         #[arg(long)]
         upstream: Option<String>,
         /// Admin HTTP address (default 127.0.0.1:9380).
@@ -56,12 +57,14 @@ enum Command {
     /// Diagnose a Redis: what is wrong and what to do (exit 0 healthy,
     /// 1 warnings, 2 critical, 3 could not diagnose).
     Doctor {
-        /// The Redis to diagnose.
+        /// The Redis to diagnose (redis:// or rediss:// for TLS).
         #[arg(default_value = "redis://127.0.0.1:6379")]
         url: String,
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tls: TlsFlags,
     },
     /// Find known Redis failure signatures in application or server logs
     /// (exit 0 nothing found, 1 findings, 4 input unreadable).
@@ -101,6 +104,35 @@ enum Command {
     },
 }
 
+/// TLS settings for a rediss:// URL given on the command line (as
+/// redis-cli names them; `serve` reads [upstream_tls] instead).
+#[derive(clap::Args, Debug, Default)]
+struct TlsFlags {
+    /// rediss://: trust only the CAs in this PEM file (default: the system's roots).
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// rediss://: client certificate, for a Redis with tls-auth-clients yes.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// rediss://: the client certificate's private key.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// rediss://: do not check Redis's certificate (testing only).
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl TlsFlags {
+    fn options(&self) -> tls::ClientOptions {
+        tls::ClientOptions {
+            ca_file: self.cacert.clone(),
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            insecure_skip_verify: self.insecure,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum JournalAction {
     /// Segments, records, bytes, time range, torn tail, corruption
@@ -124,6 +156,8 @@ enum JournalAction {
         /// Node id (default: the one kept in the data dir).
         #[arg(long)]
         node_id: Option<String>,
+        #[command(flatten)]
+        tls: TlsFlags,
     },
     /// Write the journal as plain RESP for `redis-cli --pipe`.
     Export {
@@ -208,14 +242,17 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
-        Command::Doctor { url, json } => diagnose::doctor(&url, json),
+        Command::Doctor { url, json, tls } => diagnose::doctor(&url, json, &tls.options()),
         Command::Triage { files, json } => diagnose::triage(&files, json),
         Command::Journal { action } => match action {
             JournalAction::Inspect { dir, json } => journal_cmd::inspect(&dir, json),
             JournalAction::Export { dir, format: _ } => journal_cmd::export(&dir),
-            JournalAction::Replay { dir, to, node_id } => {
-                journal_cmd::replay(&dir, &to, node_id.as_deref())
-            }
+            JournalAction::Replay {
+                dir,
+                to,
+                node_id,
+                tls,
+            } => journal_cmd::replay(&dir, &to, node_id.as_deref(), &tls.options()),
         },
         Command::Status { admin, token, json } => status::run(&admin, token.as_deref(), json),
     }

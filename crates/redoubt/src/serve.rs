@@ -211,7 +211,9 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
             proxy::access::AuthMode::Local(users) => users,
             proxy::access::AuthMode::Passthrough => Vec::new(),
         },
+        tls: tls_listen(&cfg)?,
     };
+    spawn_reload_on_hangup(settings.tls.as_ref().map(|t| t.acceptor.clone()));
     let server = proxy::standalone::Standalone::start(settings, store.clone(), journal.clone())
         .await
         .with_context(|| format!("cannot listen on {} (listen)", cfg.listen))?;
@@ -266,7 +268,7 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
     )
     .await
     .with_context(|| format!("cannot listen on {} (admin.listen)", cfg.admin.listen))?;
-    tracing::info!(mode = "standalone", listen = %server.local_addr(), admin = %admin.local_addr, data_dir = %cfg.data_dir.display(), "redoubt serving standalone: no upstream, the local store serves every command");
+    tracing::info!(mode = "standalone", listen = %server.local_addr(), tls_listen = ?server.tls_addr(), admin = %admin.local_addr, data_dir = %cfg.data_dir.display(), "redoubt serving standalone: no upstream, the local store serves every command");
     wait_for_signal().await;
     let grace = Duration::from_millis(cfg.limits.command_timeout_ms) + Duration::from_secs(1);
     server.shutdown(grace).await;
@@ -277,7 +279,20 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
 async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let (_lock, node_id) = claim_data_dir(&cfg, "proxy")?;
     let prometheus = install_metrics()?;
-    let url = UpstreamUrl::parse(&cfg.upstream)?;
+    let mut url = UpstreamUrl::parse(&cfg.upstream)?;
+    let mut tls_client = None;
+    if url.tls {
+        let client = config::upstream_tls(&cfg)
+            .map_err(|e| anyhow::anyhow!("upstream_tls: {e}; nothing was started"))?;
+        if client.options().insecure_skip_verify {
+            tracing::warn!(
+                upstream = %url.redacted(),
+                "upstream_tls.insecure_skip_verify is on: Redis's certificate is NOT checked, so anyone between here and Redis can read and change every command and reply; use it only to test, and set upstream_tls.ca_file instead"
+            );
+        }
+        url = url.with_tls(client.clone());
+        tls_client = Some(client);
+    }
     let limits = config::limits(&cfg).map_err(anyhow::Error::msg)?;
     let auth = config::auth(&cfg).map_err(anyhow::Error::msg)?;
     let health = spawn_prober(url.clone(), cfg.health);
@@ -289,12 +304,15 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         },
     );
     let outage = local_keyspaces(&cfg, &url, &node_id, &health)?;
+    let tls_listener = tls_listen(&cfg)?;
+    spawn_reload_on_hangup(tls_listener.as_ref().map(|t| t.acceptor.clone()));
     let proxy = proxy::Proxy::start(
         proxy::ProxySettings {
             listen: cfg.listen.clone(),
             limits,
             outage: outage.clone(),
             auth,
+            tls: tls_listener.clone(),
         },
         upstream.clone(),
         health.clone(),
@@ -325,8 +343,12 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         });
     }
     let metrics_incidents = incidents.clone();
-    let diagnosis =
-        spawn_diagnosis_on_state_change(cfg.upstream.clone(), health.clone(), incidents.clone());
+    let diagnosis = spawn_diagnosis_on_state_change(
+        cfg.upstream.clone(),
+        tls_client,
+        health.clone(),
+        incidents.clone(),
+    );
     let status_diagnosis = diagnosis.clone();
     let status_outage = outage.clone();
     let status_health = health.clone();
@@ -392,6 +414,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     tracing::info!(
         mode = "proxy",
         listen = %proxy.local_addr(),
+        tls_listen = ?proxy.tls_addr(),
         admin = %admin.local_addr,
         upstream = %config::redact_url(&cfg.upstream),
         keyspaces = cfg.keyspace.len(),
@@ -556,6 +579,7 @@ type Diagnosis = Arc<std::sync::Mutex<Option<serde_json::Value>>>;
 /// checks once it answers. `/status` shows the latest.
 fn spawn_diagnosis_on_state_change(
     url: String,
+    tls: Option<tls::TlsClient>,
     health: upstream::HealthHandle,
     incidents: Arc<proxy::incident::IncidentLog>,
 ) -> Diagnosis {
@@ -584,6 +608,7 @@ fn spawn_diagnosis_on_state_change(
             let opts = doctor::DoctorOptions {
                 total_timeout: Duration::from_secs(5),
                 baseline: baseline.clone(),
+                tls: tls.clone(),
                 ..doctor::DoctorOptions::default()
             };
             let report = doctor::diagnose(&url, &opts).await;
@@ -630,6 +655,46 @@ fn node_id(data_dir: &std::path::Path, configured: &str) -> anyhow::Result<Strin
             Ok(id)
         }
     }
+}
+
+/// `[tls]`: the TLS listener's settings with its certificate read, or
+/// `None` without `tls.listen`.
+fn tls_listen(cfg: &config::Config) -> anyhow::Result<Option<proxy::TlsListen>> {
+    let acceptor =
+        config::tls_acceptor(cfg).map_err(|e| anyhow::anyhow!("tls: {e}; nothing was started"))?;
+    Ok(acceptor.map(|acceptor| proxy::TlsListen {
+        listen: cfg.tls.listen.clone(),
+        acceptor,
+    }))
+}
+
+/// SIGHUP reads the TLS listener's certificate and key again: handshakes
+/// after it use the new ones, connections already open keep theirs. A
+/// file that does not load leaves the old certificate in use. Handled
+/// even without a TLS listener, so SIGHUP never ends the process.
+fn spawn_reload_on_hangup(acceptor: Option<std::sync::Arc<tls::Acceptor>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot handle SIGHUP; the TLS certificate cannot be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &acceptor {
+                None => tracing::info!("SIGHUP: no [tls] listener, nothing to reload"),
+                Some(a) => match a.reload() {
+                    Ok(()) => tracing::info!(
+                        cert_file = %a.options().cert_file.display(),
+                        "SIGHUP: TLS certificate reloaded; new handshakes use it"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "SIGHUP: the TLS certificate could not be reloaded; the old one stays in use"
+                    ),
+                },
+            }
+        }
+    });
 }
 
 async fn wait_for_signal() {

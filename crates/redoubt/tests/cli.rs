@@ -668,6 +668,21 @@ fn journal_inspect_and_export_through_redis_cli_pipe() {
         .cmd(&["GET", "redoubt:replay:{test-node}"])
         .contains(':'));
 
+    // And into a TLS Redis, with redis-cli's TLS flags.
+    let pki = test_support::pki::TestPki::new();
+    let tls_target = RedisServer::start_tls(&pki, &pki.server, false, &[]);
+    let o = redoubt(&[
+        "journal",
+        "replay",
+        dir.path().to_str().unwrap(),
+        "--to",
+        &tls_target.tls_url(),
+        "--cacert",
+        pki.ca.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(tls_target.cmd(&["GET", "a"]), "1");
+
     // Damage a byte in the middle of the first record: inspect says so.
     let seg = std::fs::read_dir(dir.path().join("journal"))
         .unwrap()

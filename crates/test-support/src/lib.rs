@@ -10,8 +10,12 @@
 //! - [`wait_for`]: poll a condition until it holds or a deadline passes.
 //! - [`http`]: one HTTP request to a local port (Redoubt's admin endpoint).
 //! - [`send_command`]: one RESP command on a fresh connection, first reply line.
+//! - [`pki`]: test certificates ([`pki::TestPki`]) for TLS tests, and
+//!   [`RedisServer::start_tls`] for a Redis with a TLS port.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -102,6 +106,7 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    tls_port: Option<u16>,
 }
 
 impl RedisServer {
@@ -114,9 +119,57 @@ impl RedisServer {
             port: free_port(),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls_port: None,
         };
         s.spawn();
         s
+    }
+
+    /// Starts with a TLS port as well, serving `cert` (signed by the
+    /// PKI's CA, which also verifies client certificates). The plain port
+    /// stays open for the fixture's own commands ([`cmd`](Self::cmd),
+    /// [`raw_ping`](Self::raw_ping)); tests point Redoubt at
+    /// [`tls_port`](Self::tls_port). With `auth_clients`, clients must
+    /// present a certificate (`--tls-auth-clients yes`).
+    pub fn start_tls(
+        pki: &crate::pki::TestPki,
+        cert: &crate::pki::CertFiles,
+        auth_clients: bool,
+        extra: &[&str],
+    ) -> RedisServer {
+        let tls_port = free_port();
+        let mut args: Vec<String> = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            cert.cert.display().to_string(),
+            "--tls-key-file".into(),
+            cert.key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            pki.ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            if auth_clients { "yes" } else { "no" }.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir for redis-server"),
+            extra: args,
+            tls_port: Some(tls_port),
+        };
+        s.spawn();
+        s
+    }
+
+    /// The TLS port, for a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port.expect("started with start_tls")
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT`.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls_port())
     }
 
     /// Starts on a given port (e.g. one a proxy was told to use before
@@ -128,6 +181,7 @@ impl RedisServer {
             port,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls_port: None,
         };
         s.spawn();
         s

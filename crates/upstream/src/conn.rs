@@ -24,10 +24,11 @@ use bytes::{Bytes, BytesMut};
 use resp::frame::encode_command;
 use resp::{parse_frame, Frame, Limits, ReplyScanner};
 use thiserror::Error;
+use tls::{ReadHalf, Stream, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::endpoint::Endpoint;
 
 /// Credentials sent with `AUTH` (or `HELLO … AUTH`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -108,10 +109,39 @@ pub enum ConnectError {
     /// Connect or handshake took too long.
     #[error("redis at {0} did not answer the handshake in time")]
     Timeout(String),
+    /// The TLS handshake failed, or TLS broke during Redis's handshake
+    /// (a client certificate refused after the TLS 1.3 handshake).
+    #[error("cannot connect to redis at {addr}: {failure}")]
+    Tls {
+        /// Address tried.
+        addr: String,
+        /// Why, in words.
+        failure: tls::Failure,
+    },
     /// Redis answered the handshake with an error (`WRONGPASS`, `NOAUTH`,
     /// `ERR DB index is out of range`, …). The text is Redis's.
     #[error("{0}")]
     Rejected(String),
+}
+
+impl ConnectError {
+    /// An I/O error while connecting to `addr` or during the handshake: a
+    /// TLS error inside it is named as such, a refusal as a refusal.
+    pub fn from_io(addr: &str, e: std::io::Error) -> ConnectError {
+        if tls::Failure::is_tls_error(&e) {
+            return ConnectError::Tls {
+                addr: addr.to_string(),
+                failure: tls::Failure::from_io(&e),
+            };
+        }
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            return ConnectError::Refused(addr.to_string());
+        }
+        ConnectError::Io {
+            addr: addr.to_string(),
+            why: e.to_string(),
+        }
+    }
 }
 
 /// The replies to one batch, or (for a streamed batch) to its next few
@@ -336,16 +366,16 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// Connects to `addr`, runs the handshake and starts the reader and
-    /// writer tasks. The whole thing is bounded by `timeout`.
+    /// Connects to `to` (plain or TLS), runs the handshake and starts the
+    /// reader and writer tasks. The whole thing is bounded by `timeout`.
     pub async fn connect(
-        addr: &str,
+        to: &Endpoint,
         hs: &Handshake,
         timeout: Duration,
     ) -> Result<Conn, ConnectError> {
-        let (stream, _) = tokio::time::timeout(timeout, open(addr, hs))
+        let stream = tokio::time::timeout(timeout, open(to, hs))
             .await
-            .map_err(|_| ConnectError::Timeout(addr.to_string()))??;
+            .map_err(|_| ConnectError::Timeout(to.addr().to_string()))??;
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let (dead_tx, dead_rx) = watch::channel(false);
@@ -475,41 +505,49 @@ impl Inner {
     }
 }
 
-/// Opens a TCP connection and runs the handshake, returning the raw
-/// stream: for tunnels (subscribers, `MONITOR`) that relay bytes as they
-/// come instead of matching replies to requests.
+/// Opens a connection (plain or TLS) and runs the handshake, returning
+/// the raw stream: for tunnels (subscribers, `MONITOR`) that relay bytes
+/// as they come instead of matching replies to requests. Writers must
+/// flush (see [`tls::Stream`]).
 pub async fn open_stream(
-    addr: &str,
+    to: &Endpoint,
     hs: &Handshake,
     timeout: Duration,
-) -> Result<TcpStream, ConnectError> {
-    let (s, _) = tokio::time::timeout(timeout, open(addr, hs))
+) -> Result<Stream, ConnectError> {
+    tokio::time::timeout(timeout, open(to, hs))
         .await
-        .map_err(|_| ConnectError::Timeout(addr.to_string()))??;
-    Ok(s)
+        .map_err(|_| ConnectError::Timeout(to.addr().to_string()))?
 }
 
-async fn open(addr: &str, hs: &Handshake) -> Result<(TcpStream, ()), ConnectError> {
-    let io = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::ConnectionRefused {
-            return ConnectError::Refused(addr.to_string());
-        }
-        ConnectError::Io {
-            addr: addr.to_string(),
-            why: e.to_string(),
-        }
+async fn open(to: &Endpoint, hs: &Handshake) -> Result<Stream, ConnectError> {
+    let addr = to.addr();
+    // A TLS port drops a plain client without a word (a reset or an EOF):
+    // say what may be wrong.
+    let hint = if to.is_tls() {
+        ""
+    } else {
+        " (if that port requires TLS, use rediss://)"
     };
-    let mut s = TcpStream::connect(addr).await.map_err(io)?;
-    s.set_nodelay(true).map_err(io)?;
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof if !to.is_tls() => {
+            ConnectError::Io {
+                addr: addr.to_string(),
+                why: format!("{e} during handshake{hint}"),
+            }
+        }
+        _ => ConnectError::from_io(addr, e),
+    };
+    let mut s = to.connect().await?;
     let cmds = hs.commands();
     if cmds.is_empty() {
-        return Ok((s, ()));
+        return Ok(s);
     }
     let mut out = BytesMut::new();
     for c in &cmds {
         encode_command(&mut out, c);
     }
     s.write_all(&out).await.map_err(io)?;
+    s.flush().await.map_err(io)?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut first_error = None;
     for _ in 0..cmds.len() {
@@ -523,7 +561,7 @@ async fn open(addr: &str, hs: &Handshake) -> Result<(TcpStream, ()), ConnectErro
             if s.read_buf(&mut buf).await.map_err(io)? == 0 {
                 return Err(ConnectError::Io {
                     addr: addr.to_string(),
-                    why: "connection closed during handshake".into(),
+                    why: format!("connection closed during handshake{hint}"),
                 });
             }
         };
@@ -533,7 +571,7 @@ async fn open(addr: &str, hs: &Handshake) -> Result<(TcpStream, ()), ConnectErro
     }
     match first_error {
         Some(e) => Err(ConnectError::Rejected(e)),
-        None => Ok((s, ())),
+        None => Ok(s),
     }
 }
 
@@ -556,7 +594,7 @@ fn fail_all(queue: &Mutex<VecDeque<Pending>>, front_data: Bytes, front_received:
 }
 
 async fn writer(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Batch>,
     queue: Arc<Mutex<VecDeque<Pending>>>,
     inner: Arc<Inner>,
@@ -605,7 +643,9 @@ async fn writer(
             }
             wr.write_all(&out).await
         };
-        if res.is_err() {
+        // TLS may hold back what the socket would not take; plain TCP's
+        // flush does nothing.
+        if res.is_err() || wr.flush().await.is_err() {
             break;
         }
     }
@@ -622,7 +662,7 @@ async fn writer(
 pub const STREAM_PIECE: usize = 256 * 1024;
 
 async fn reader(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     queue: Arc<Mutex<VecDeque<Pending>>>,
     inner: Arc<Inner>,
     mut dead: watch::Receiver<bool>,

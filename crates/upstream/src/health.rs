@@ -421,7 +421,7 @@ impl Prober {
             return Ok(c.clone());
         }
         let hs = self.url.control_handshake(2, "redoubt-probe");
-        let c = Conn::connect(&self.url.addr(), &hs, self.timeout())
+        let c = Conn::connect(&self.url.endpoint(), &hs, self.timeout())
             .await
             .map_err(|e| e.to_string())?;
         self.conn = Some(c.clone());

@@ -6,7 +6,10 @@
 //! fleet of proxies never stampedes a recovering Redis).
 //!
 //! # Layout
-//! - [`url`]: [`UpstreamUrl`], parsing `redis://[user:pass@]host:port[/db]`.
+//! - [`url`]: [`UpstreamUrl`], parsing `redis[s]://[user:pass@]host:port[/db]`.
+//! - [`endpoint`]: [`Endpoint`], where connections go, plain or TLS; every
+//!   connection to Redis is opened by [`Endpoint::connect`] (the `tls`
+//!   crate's `connect` underneath).
 //! - [`conn`]: [`Conn`], one pipelined connection: batches of raw commands
 //!   in, raw replies out, in order, with per-batch fates (answered, lost
 //!   after sending, never sent).
@@ -22,12 +25,14 @@
 
 pub mod backoff;
 pub mod conn;
+pub mod endpoint;
 pub mod health;
 pub mod pool;
 pub mod replication;
 pub mod url;
 
 pub use conn::{BatchReply, Conn, ConnectError, Credentials, Handshake, OutputBudget, Replies};
+pub use endpoint::Endpoint;
 pub use health::{Health, HealthConfig, HealthHandle, ServerFacts, State};
 pub use pool::{PoolKey, Upstream, UpstreamConfig};
 pub use url::{UpstreamUrl, UrlError};

@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::conn::{open_stream, Conn, ConnectError, Credentials, Handshake};
+use crate::endpoint::Endpoint;
 use crate::url::UpstreamUrl;
 
 /// Shared connections per pool by default.
@@ -115,7 +115,7 @@ impl Upstream {
         if let Some(p) = pools.get(key) {
             return p.clone();
         }
-        let p = Arc::new(Pool::new(self.url.addr(), handshake(key), self.cfg));
+        let p = Arc::new(Pool::new(self.url.endpoint(), handshake(key), self.cfg));
         pools.insert(key.clone(), p.clone());
         p
     }
@@ -168,8 +168,12 @@ impl Upstream {
     /// A pipelined connection for one session alone (WATCH, blocking).
     pub async fn dedicated(&self, key: &PoolKey) -> Result<Dedicated, DedicatedError> {
         let permit = self.permit()?;
-        let conn =
-            Conn::connect(&self.url.addr(), &handshake(key), self.cfg.connect_timeout).await?;
+        let conn = Conn::connect(
+            &self.url.endpoint(),
+            &handshake(key),
+            self.cfg.connect_timeout,
+        )
+        .await?;
         Ok(Dedicated {
             conn,
             _permit: permit,
@@ -181,9 +185,14 @@ impl Upstream {
     pub async fn tunnel(
         &self,
         key: &PoolKey,
-    ) -> Result<(TcpStream, OwnedSemaphorePermit), DedicatedError> {
+    ) -> Result<(tls::Stream, OwnedSemaphorePermit), DedicatedError> {
         let permit = self.permit()?;
-        let s = open_stream(&self.url.addr(), &handshake(key), self.cfg.connect_timeout).await?;
+        let s = open_stream(
+            &self.url.endpoint(),
+            &handshake(key),
+            self.cfg.connect_timeout,
+        )
+        .await?;
         Ok((s, permit))
     }
 }
@@ -199,7 +208,7 @@ fn handshake(key: &PoolKey) -> Handshake {
 
 /// Shared connections with one identity, db and protocol.
 pub struct Pool {
-    addr: String,
+    addr: Endpoint,
     hs: Handshake,
     connect_timeout: Duration,
     slots: Vec<Slot>,
@@ -229,7 +238,7 @@ impl Slot {
 }
 
 impl Pool {
-    fn new(addr: String, hs: Handshake, cfg: UpstreamConfig) -> Pool {
+    fn new(addr: Endpoint, hs: Handshake, cfg: UpstreamConfig) -> Pool {
         let slots = (0..cfg.shared_connections.max(1))
             .map(|_| Slot {
                 conn: Mutex::new(None),
@@ -288,7 +297,7 @@ impl Pool {
 
     async fn connect_slot(&self, i: usize, deadline: Instant) -> Result<Conn, ConnectError> {
         let slot = &self.slots[i];
-        let timeout_err = || ConnectError::Timeout(self.addr.clone());
+        let timeout_err = || ConnectError::Timeout(self.addr.to_string());
         let mut retry = tokio::time::timeout_at(deadline, slot.connecting.lock())
             .await
             .map_err(|_| timeout_err())?;

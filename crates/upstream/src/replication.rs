@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use resp::{parse_frame, Frame, Limits};
+use tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
@@ -39,8 +39,8 @@ const ONLINE_GRACE: Duration = Duration::from_secs(1);
 /// Where and how the link connects.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// `host:port` of Redis.
-    pub addr: String,
+    /// Where Redis is (plain or TLS).
+    pub addr: crate::endpoint::Endpoint,
     /// Authentication and client name sent before `PSYNC`.
     pub handshake: Handshake,
     /// The port announced with `REPLCONF listening-port` (Redoubt's own
@@ -264,7 +264,7 @@ fn refused_or_lost(line: &str) -> End {
 
 /// Sends one command and reads its one-line reply.
 async fn call(
-    s: &mut TcpStream,
+    s: &mut Stream,
     buf: &mut BytesMut,
     args: &[&str],
     timeout: Duration,
@@ -272,6 +272,7 @@ async fn call(
     let mut out = BytesMut::new();
     resp::frame::encode_command(&mut out, args);
     s.write_all(&out).await.map_err(lost)?;
+    s.flush().await.map_err(lost)?;
     tokio::time::timeout(timeout, read_line(s, buf))
         .await
         .map_err(|_| lost(format!("redis did not answer {} in time", args[0])))?
@@ -279,7 +280,7 @@ async fn call(
 
 /// Reads one `\r\n`-terminated line, skipping the bare newlines Redis sends
 /// as keep-alives while it prepares an RDB.
-async fn read_line(s: &mut TcpStream, buf: &mut BytesMut) -> Result<String, End> {
+async fn read_line(s: &mut Stream, buf: &mut BytesMut) -> Result<String, End> {
     loop {
         while buf.first() == Some(&b'\n') {
             buf.advance(1);
@@ -299,7 +300,7 @@ async fn read_line(s: &mut TcpStream, buf: &mut BytesMut) -> Result<String, End>
 
 /// Receives a full resync's RDB (`$<len>` or diskless `$EOF:<mark>`) into
 /// `cfg.rdb_path`, synced to disk. Returns its size.
-async fn receive_rdb(cfg: &LinkConfig, s: &mut TcpStream, buf: &mut BytesMut) -> Result<u64, End> {
+async fn receive_rdb(cfg: &LinkConfig, s: &mut Stream, buf: &mut BytesMut) -> Result<u64, End> {
     // Redis may take a while to produce the RDB; it sends a newline every
     // second meanwhile, so silence still means a dead link.
     let header = tokio::time::timeout(cfg.read_timeout, read_line(s, buf))
@@ -388,7 +389,7 @@ fn rdb_too_large(cfg: &LinkConfig) -> End {
 /// and when Redis asks (`REPLCONF GETACK`).
 async fn stream(
     cfg: &LinkConfig,
-    s: &mut TcpStream,
+    s: &mut Stream,
     buf: &mut BytesMut,
     tx: &mpsc::Sender<LinkEvent>,
     pos: &mut Position,
@@ -476,10 +477,11 @@ async fn stream(
     }
 }
 
-async fn ack(s: &mut TcpStream, offset: u64) -> Result<(), End> {
+async fn ack(s: &mut Stream, offset: u64) -> Result<(), End> {
     let mut out = BytesMut::new();
     resp::frame::encode_command(&mut out, &["REPLCONF", "ACK", &offset.to_string()]);
-    s.write_all(&out).await.map_err(lost)
+    s.write_all(&out).await.map_err(lost)?;
+    s.flush().await.map_err(lost)
 }
 
 fn is_getack(args: &[Bytes]) -> bool {

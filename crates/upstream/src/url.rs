@@ -1,11 +1,13 @@
-//! Upstream address parsing.
+//! Upstream address parsing, and the [`Endpoint`] a URL connects to.
 
 use thiserror::Error;
+
+use crate::endpoint::Endpoint;
 
 /// Port when the URL names none.
 pub const DEFAULT_PORT: u16 = 6379;
 
-/// A parsed `redis://[user:pass@]host:port[/db]`.
+/// A parsed `redis://` or `rediss://[user:pass@]host:port[/db]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
     /// Host name or address.
@@ -18,16 +20,21 @@ pub struct UpstreamUrl {
     pub password: Option<String>,
     /// Database index (default 0).
     pub db: u32,
+    /// `rediss://`: every connection is TLS.
+    pub tls: bool,
+    /// The TLS settings (`[upstream_tls]`), once [`with_tls`](Self::with_tls)
+    /// gave them; a `rediss://` URL without them trusts the system's roots.
+    tls_client: Option<tls::TlsClient>,
 }
 
 /// Why an upstream URL was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum UrlError {
     /// A scheme we plan to support but do not yet.
-    #[error("scheme '{0}://' is not supported yet; use redis://host:port")]
+    #[error("scheme '{0}://' is not supported yet; use redis:// or rediss://host:port")]
     NotSupportedYet(String),
     /// Anything else that is not `redis://`.
-    #[error("unknown scheme in '{0}'; expected redis://[user:pass@]host:port[/db]")]
+    #[error("unknown scheme in '{0}'; expected redis:// or rediss://[user:pass@]host:port[/db]")]
     BadScheme(String),
     /// Malformed host, port or db.
     #[error("invalid upstream URL '{url}': {why}")]
@@ -40,19 +47,20 @@ pub enum UrlError {
 }
 
 impl UpstreamUrl {
-    /// Parses an upstream URL. `rediss://`, `redis+sentinel://` and
-    /// `redis+cluster://` are refused as not supported yet.
+    /// Parses an upstream URL. `redis+sentinel://` and `redis+cluster://`
+    /// are refused as not supported yet.
     pub fn parse(url: &str) -> Result<UpstreamUrl, UrlError> {
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(UrlError::BadScheme(url.to_string()));
         };
-        match scheme.to_ascii_lowercase().as_str() {
-            "redis" => {}
-            "rediss" | "redis+sentinel" | "redis+cluster" | "redis+tls" | "unix" => {
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "redis" => false,
+            "rediss" => true,
+            "redis+sentinel" | "redis+cluster" | "redis+tls" | "unix" => {
                 return Err(UrlError::NotSupportedYet(scheme.to_ascii_lowercase()))
             }
             _ => return Err(UrlError::BadScheme(url.to_string())),
-        }
+        };
         let invalid = |why: &str| UrlError::Invalid {
             url: url.to_string(),
             why: why.to_string(),
@@ -105,7 +113,29 @@ impl UpstreamUrl {
             user,
             password,
             db,
+            tls,
+            tls_client: None,
         })
+    }
+
+    /// This URL with its TLS settings (used only by a `rediss://` URL).
+    pub fn with_tls(mut self, client: tls::TlsClient) -> UpstreamUrl {
+        self.tls_client = Some(client);
+        self
+    }
+
+    /// Where connections go: the address, and for `rediss://` the TLS
+    /// settings and the host name the certificate must carry (also sent
+    /// as SNI).
+    pub fn endpoint(&self) -> Endpoint {
+        if !self.tls {
+            return Endpoint::plain(self.addr());
+        }
+        let client = match &self.tls_client {
+            Some(c) => Ok(c.clone()),
+            None => crate::endpoint::system_tls(),
+        };
+        Endpoint::tls(self.addr(), &self.host, client)
     }
 
     /// `host:port` for connecting.
@@ -141,7 +171,8 @@ impl UpstreamUrl {
             (Some(u), None) => format!("{u}@"),
             (None, None) => String::new(),
         };
-        format!("redis://{auth}{}/{}", self.addr(), self.db)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{auth}{}/{}", self.addr(), self.db)
     }
 }
 
@@ -181,7 +212,9 @@ mod tests {
                 port: 6390,
                 user: Some("app".into()),
                 password: Some("p@ss".into()),
-                db: 3
+                db: 3,
+                tls: false,
+                tls_client: None,
             }
         );
         let u = UpstreamUrl::parse("redis://localhost").unwrap();
@@ -195,12 +228,19 @@ mod tests {
     }
 
     #[test]
+    fn rediss_is_tls_with_the_host_as_server_name() {
+        let u = UpstreamUrl::parse("rediss://app:pw@redis.example:6380/1").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.redacted(), "rediss://app:***@redis.example:6380/1");
+        let e = u.endpoint();
+        assert!(e.is_tls());
+        assert_eq!(e.addr(), "redis.example:6380");
+        assert!(!UpstreamUrl::parse("redis://h").unwrap().endpoint().is_tls());
+    }
+
+    #[test]
     fn unsupported_schemes_say_not_supported_yet() {
-        for s in [
-            "rediss://h:1",
-            "redis+sentinel://h:1",
-            "redis+cluster://h:1",
-        ] {
+        for s in ["redis+sentinel://h:1", "redis+cluster://h:1"] {
             let e = UpstreamUrl::parse(s).unwrap_err();
             assert!(e.to_string().contains("not supported yet"), "{e}");
         }

@@ -22,9 +22,13 @@ fn one_reply() -> Vec<u8> {
 
 async fn connect(redis: &RedisServer) -> Conn {
     redis.cmd(&["SET", "big", &"x".repeat(BIG)]);
-    Conn::connect(&redis.addr(), &Handshake::default(), Duration::from_secs(5))
-        .await
-        .unwrap()
+    Conn::connect(
+        &redis.addr().into(),
+        &Handshake::default(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

@@ -25,7 +25,6 @@ use bytes::{Buf, BytesMut};
 use resp::frame::encode_command;
 use resp::{parse_frame, Frame, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use upstream::backoff::Backoff;
@@ -47,8 +46,8 @@ pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(2);
 /// Where and how the tracker connects.
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
-    /// `host:port` of Redis.
-    pub addr: String,
+    /// Where Redis is (plain or TLS).
+    pub addr: upstream::Endpoint,
     /// Credentials (from the upstream URL) and name. `proto` is forced to
     /// 3, since invalidations arrive as RESP3 pushes; `db` does not matter
     /// (tracking is per key name, across dbs).
@@ -64,7 +63,7 @@ pub struct TrackerConfig {
 impl TrackerConfig {
     /// The defaults for everything but where and who. What is tracked is
     /// the cache's [`NearCache::tracked`].
-    pub fn new(addr: impl Into<String>, handshake: Handshake) -> TrackerConfig {
+    pub fn new(addr: impl Into<upstream::Endpoint>, handshake: Handshake) -> TrackerConfig {
         TrackerConfig {
             addr: addr.into(),
             handshake,
@@ -214,7 +213,10 @@ async fn run(
 
 /// Opens the connection and turns tracking on. Returns the stream and any
 /// bytes read past the `+OK`.
-async fn connect(cfg: &TrackerConfig, cache: &NearCache) -> Result<(TcpStream, BytesMut), String> {
+async fn connect(
+    cfg: &TrackerConfig,
+    cache: &NearCache,
+) -> Result<(tls::Stream, BytesMut), String> {
     let mut stream = open_stream(&cfg.addr, &cfg.handshake, cfg.connect_timeout)
         .await
         .map_err(|e| e.to_string())?;
@@ -223,6 +225,10 @@ async fn connect(cfg: &TrackerConfig, cache: &NearCache) -> Result<(TcpStream, B
     let setup = async {
         stream
             .write_all(&out)
+            .await
+            .map_err(|e| format!("sending CLIENT TRACKING: {e}"))?;
+        stream
+            .flush()
             .await
             .map_err(|e| format!("sending CLIENT TRACKING: {e}"))?;
         let mut buf = BytesMut::with_capacity(4096);
@@ -262,7 +268,7 @@ async fn connect(cfg: &TrackerConfig, cache: &NearCache) -> Result<(TcpStream, B
 
 /// Applies pushes until the connection ends or health turns Down.
 async fn follow(
-    mut stream: TcpStream,
+    mut stream: tls::Stream,
     mut buf: BytesMut,
     cache: &NearCache,
     watcher: &mut HealthWatch,

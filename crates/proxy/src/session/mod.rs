@@ -31,7 +31,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use resp::{Limits, Request, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use upstream::pool::Dedicated;
 use upstream::{Conn, Credentials, OutputBudget, PoolKey};
@@ -159,7 +158,7 @@ impl Session {
     }
 
     /// Serves the client until it leaves, misbehaves, or shutdown drains it.
-    pub(crate) async fn run(mut self, stream: TcpStream) {
+    pub(crate) async fn run(mut self, stream: tls::Stream) {
         self.publish_row();
         let (mut rd, mut wr) = stream.into_split();
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
@@ -227,7 +226,7 @@ impl Session {
             if !out.is_empty() {
                 // Nothing is read from a client while its replies wait to
                 // be written, and one that stops reading is let go.
-                match tokio::time::timeout(write_timeout, wr.write_all(&out)).await {
+                match tokio::time::timeout(write_timeout, tls::send(&mut wr, &out)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     Err(_) => {

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use resp::Request;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use upstream::{Conn, ConnectError, State};
 
@@ -592,23 +590,21 @@ impl Session {
         }
     }
 
-    pub(super) async fn tunnel(&mut self, mut client: TcpStream, req: Request, rest: BytesMut) {
+    pub(super) async fn tunnel(&mut self, mut client: tls::Stream, req: Request, rest: BytesMut) {
         let (mut up, _permit) = match self.shared.upstream.tunnel(&self.key()).await {
             Ok(t) => t,
             Err(e) => {
-                let _ = client
-                    .write_all(&reply::unavailable_connect(&e.to_string()))
-                    .await;
+                let _ = tls::send(&mut client, &reply::unavailable_connect(&e.to_string())).await;
                 return;
             }
         };
         self.shared.metrics.upstream.increment(1);
-        if up.write_all(&req.raw).await.is_err() || up.write_all(&rest).await.is_err() {
-            let _ = client
-                .write_all(&reply::unavailable_connect(
-                    "the connection closed during setup",
-                ))
-                .await;
+        if tls::send(&mut up, &req.raw).await.is_err() || tls::send(&mut up, &rest).await.is_err() {
+            let _ = tls::send(
+                &mut client,
+                &reply::unavailable_connect("the connection closed during setup"),
+            )
+            .await;
             return;
         }
         let mut health = self.shared.health.subscribe();

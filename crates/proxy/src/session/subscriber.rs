@@ -15,8 +15,6 @@ use bytes::{Bytes, BytesMut};
 use indexmap::IndexSet;
 use resp::{Frame, Request, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use upstream::backoff::Backoff;
@@ -37,8 +35,8 @@ pub(super) fn is_subscribe(args: &[Bytes]) -> bool {
 /// The upstream side: the connection and the dedicated-connection permit
 /// it holds.
 struct Up {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: tls::ReadHalf,
+    wr: tls::WriteHalf,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -60,7 +58,7 @@ enum Next {
 }
 
 impl Session {
-    pub(super) async fn subscriber(&mut self, client: TcpStream, first: Request, rest: BytesMut) {
+    pub(super) async fn subscriber(&mut self, client: tls::Stream, first: Request, rest: BytesMut) {
         let (mut crd, mut cwr) = client.into_split();
         let mut decoder = RequestDecoder::new(self.limits);
         let mut inbuf = rest;
@@ -121,7 +119,7 @@ impl Session {
                 subs.patterns.iter().cloned().collect(),
             );
             if !out.is_empty() {
-                match tokio::time::timeout(write_timeout, cwr.write_all(&out)).await {
+                match tokio::time::timeout(write_timeout, tls::send(&mut cwr, &out)).await {
                     Ok(Ok(())) => out.clear(),
                     _ => return,
                 }
@@ -150,7 +148,7 @@ impl Session {
                 _ = health.changed() => {}
                 _ = tokio::time::sleep(retry_in.unwrap_or(Duration::MAX)), if retry_in.is_some() => {}
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                    let _ = cwr.write_all(&out).await;
+                    let _ = tls::send(&mut cwr, &out).await;
                     return;
                 }
             }
@@ -174,7 +172,7 @@ impl Session {
             args.extend(set.iter().map(|c| &c[..]));
             resp::frame::encode_command(&mut raw, &args);
         }
-        if !raw.is_empty() && wr.write_all(&raw).await.is_err() {
+        if !raw.is_empty() && tls::send(&mut wr, &raw).await.is_err() {
             return None;
         }
         self.shared.metrics.upstream.increment(1);
@@ -272,7 +270,7 @@ impl Session {
         };
         if let Some(u) = up.as_mut() {
             // Redis answers (and judges) everything while it is there.
-            if u.wr.write_all(&req.raw).await.is_ok() {
+            if tls::send(&mut u.wr, &req.raw).await.is_ok() {
                 return Next::Go;
             }
             *up = None;
