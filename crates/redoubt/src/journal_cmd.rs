@@ -1,4 +1,4 @@
-//! `redoubt journal inspect|export`: read a journal without a running
+//! `redoubt journal inspect|export|replay|repair`: read a journal without a running
 //! Redoubt (it takes no lock and changes nothing).
 
 use std::io::Write;
@@ -113,4 +113,85 @@ pub fn replay(dir: &Path, url: &str, node_id: Option<&str>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `journal repair DIR [--json]`: what the corruption error asks for. The
+/// corrupt record and everything after it go into a quarantine directory
+/// (nothing is deleted) and the journal is cut there, so Redoubt starts
+/// and takes writes again. 0 repaired or nothing to repair, 2 not done
+/// (no journal, data dir in use, I/O error).
+pub fn repair(dir: &Path, json: bool) -> ExitCode {
+    let Some(data_dir) = data_dir_of(dir) else {
+        eprintln!(
+            "redoubt journal repair: no journal in {}: nothing was changed; give the data_dir (the directory holding journal/)",
+            dir.display()
+        );
+        return ExitCode::from(2);
+    };
+    // The lock makes sure no Redoubt has this journal open while it is cut.
+    let lock = match journal::DataDirLock::acquire(&data_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("redoubt journal repair: {e}; the journal was not changed");
+            return ExitCode::from(2);
+        }
+    };
+    match journal::repair(&lock) {
+        Err(e) => {
+            eprintln!(
+                "redoubt journal repair: {e}; run `redoubt journal inspect {}` to see its state",
+                data_dir.display()
+            );
+            ExitCode::from(2)
+        }
+        Ok(None) => {
+            if json {
+                println!("{}", serde_json::json!({ "repaired": false }));
+            } else {
+                println!(
+                    "journal in {} has no corrupt record: nothing to repair, nothing changed",
+                    data_dir.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Some(r)) => {
+            if json {
+                let mut v = serde_json::to_value(&r).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("repaired".into(), true.into());
+                }
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("repaired the journal in {}", data_dir.display());
+                println!("  was: {}", r.corruption);
+                println!(
+                    "  moved aside: {} in {} file(s) to {}",
+                    journal::human_bytes(r.bytes_moved),
+                    r.moved.len(),
+                    r.quarantine.display()
+                );
+                for m in &r.moved {
+                    println!("    {}", m.display());
+                }
+                println!(
+                    "the commands in the quarantine will not be replayed or restored; keep it until you are sure they are not needed. Redoubt can start on this data_dir again."
+                );
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The data dir of `dir`, which may be the data dir or its `journal/`
+/// directory (as `inspect` takes either). `None` when neither holds a
+/// journal: the lock would otherwise create an empty data dir there.
+fn data_dir_of(dir: &Path) -> Option<std::path::PathBuf> {
+    if dir.join(journal::JOURNAL_DIR).is_dir() {
+        return Some(dir.to_path_buf());
+    }
+    if dir.is_dir() && dir.file_name().is_some_and(|n| n == journal::JOURNAL_DIR) {
+        return dir.parent().map(Path::to_path_buf);
+    }
+    None
 }

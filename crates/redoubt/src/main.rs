@@ -77,8 +77,8 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Read a journal directory: inspect it, export it as RESP, or replay
-    /// it into a Redis.
+    /// Read a journal directory: inspect it, export it as RESP, replay it
+    /// into a Redis, or repair a corrupt one.
     Journal {
         #[command(subcommand)]
         action: JournalAction,
@@ -124,6 +124,17 @@ enum JournalAction {
         /// Node id (default: the one kept in the data dir).
         #[arg(long)]
         node_id: Option<String>,
+    },
+    /// Cut a journal at its corrupt record so Redoubt starts again: the
+    /// record and everything after it move to journal/quarantine-<ms>/
+    /// (kept, not replayed). Exit 0 repaired or nothing to repair, 2 not
+    /// done. Stop Redoubt first: a data dir in use is refused.
+    Repair {
+        /// A data dir or its journal/ directory.
+        dir: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the journal as plain RESP for `redis-cli --pipe`.
     Export {
@@ -213,6 +224,7 @@ fn main() -> ExitCode {
         Command::Journal { action } => match action {
             JournalAction::Inspect { dir, json } => journal_cmd::inspect(&dir, json),
             JournalAction::Export { dir, format: _ } => journal_cmd::export(&dir),
+            JournalAction::Repair { dir, json } => journal_cmd::repair(&dir, json),
             JournalAction::Replay { dir, to, node_id } => {
                 journal_cmd::replay(&dir, &to, node_id.as_deref())
             }

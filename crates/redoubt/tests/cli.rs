@@ -267,9 +267,21 @@ fn serve_with(upstream: &str, toml: &str) -> Running {
 
 /// `serve` on `data` (holding `redoubt.toml`), on fresh ports.
 fn serve_in(upstream: &str, data: tempfile::TempDir) -> Running {
+    let (child, port, admin) = spawn_serve(upstream, data.path());
+    Running {
+        child,
+        port,
+        admin,
+        data,
+    }
+}
+
+/// `serve` on a data dir the caller keeps (it outlives the process), once
+/// both its ports answer.
+fn spawn_serve(upstream: &str, data: &std::path::Path) -> (Child, u16, u16) {
     let port = free_port();
     let admin = free_port();
-    let conf = data.path().join("redoubt.toml");
+    let conf = data.join("redoubt.toml");
     let child = Command::new(BIN)
         .args(["serve", "--config", conf.to_str().unwrap()])
         .args([
@@ -280,7 +292,7 @@ fn serve_in(upstream: &str, data: tempfile::TempDir) -> Running {
             "--admin",
             &format!("127.0.0.1:{admin}"),
         ])
-        .args(["--data-dir", data.path().to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap()])
         .env("REDOUBT_HEALTH_INTERVAL_MS", "50")
         .env("REDOUBT_HEALTH_TIMEOUT_MS", "100")
         .stdout(Stdio::null())
@@ -293,12 +305,7 @@ fn serve_in(upstream: &str, data: tempfile::TempDir) -> Running {
     wait_for("admin to listen", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", admin)).is_ok()
     });
-    Running {
-        child,
-        port,
-        admin,
-        data,
-    }
+    (child, port, admin)
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
@@ -892,4 +899,92 @@ fn replies_are_bounded_while_gathered_and_stream_to_a_client_that_reads() {
         "{drained} bytes reached a client over its limit"
     );
     assert_eq!(cmd(r.port, &["PING"]), "+PONG");
+}
+
+/// The operator's way back from a corrupt journal, on a journal written by
+/// the real binary: the refusal names the command, repair refuses while
+/// Redoubt runs, then cuts the journal at the damage, keeps what it cut,
+/// and Redoubt serves the records before it and takes writes again.
+#[test]
+fn journal_repair_does_what_the_corruption_error_asks() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap().to_string();
+    std::fs::write(data.path().join("redoubt.toml"), "").unwrap();
+    let value = "v".repeat(1000);
+    let (mut child, port, _) = spawn_serve("", data.path());
+    for k in ["k1", "k2", "k3"] {
+        assert_eq!(cmd(port, &["SET", k, &value]), "+OK");
+    }
+    // SIGKILL: fsync = always, so every acknowledged SET is on disk.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A flipped byte in the middle record (k2's): records follow it, so
+    // it is corruption, not a torn tail.
+    let seg = std::fs::read_dir(data.path().join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (mut child, port, _) = spawn_serve("", data.path());
+    let refused = cmd(port, &["SET", "k4", "x"]);
+    assert!(
+        refused.contains("corrupt") && refused.contains("redoubt journal repair"),
+        "{refused}"
+    );
+    let o = redoubt(&["journal", "repair", &dir]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("in use") && text(&o).contains("not changed"),
+        "{}",
+        text(&o)
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let o = redoubt(&["journal", "repair", &dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("repaired the journal") && t.contains("quarantine-"),
+        "{t}"
+    );
+    let quarantine: Vec<_> = std::fs::read_dir(data.path().join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    let kept: u64 = std::fs::read_dir(&quarantine[0])
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(kept > 1000, "the cut-off records are kept ({kept} bytes)");
+    let o = redoubt(&["journal", "repair", &dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("nothing to repair"), "{}", text(&o));
+    let o = redoubt(&["journal", "inspect", &dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let (mut child, port, _) = spawn_serve("", data.path());
+    assert_eq!(
+        cmd(port, &["STRLEN", "k1"]),
+        ":1000",
+        "kept before the damage"
+    );
+    assert_eq!(cmd(port, &["EXISTS", "k3"]), ":0", "cut with the damage");
+    assert_eq!(cmd(port, &["SET", "k4", "x"]), "+OK");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Pointed at a directory with no journal: refused, nothing created.
+    let empty = tempfile::tempdir().unwrap();
+    let o = redoubt(&["journal", "repair", empty.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none());
 }
