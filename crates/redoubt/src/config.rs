@@ -54,6 +54,8 @@ pub struct Config {
     pub alert: Vec<Alert>,
     /// `[remediation]`
     pub remediation: RemediationSection,
+    /// `[doctor]`
+    pub doctor: DoctorSection,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             keyspace: Vec::new(),
             alert: Vec::new(),
             remediation: RemediationSection::default(),
+            doctor: DoctorSection::default(),
         }
     }
 }
@@ -323,6 +326,15 @@ impl Default for RemediationSection {
     }
 }
 
+/// `[doctor]`: how `redoubt doctor` judges a Redis.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DoctorSection {
+    /// Checks muted, by id (`host.overcommit`) or area (`host`, `host.*`):
+    /// states accepted for this deployment, so the exit code can gate it.
+    pub ignore: Vec<String>,
+}
+
 /// A byte size written as a number or with a unit (`"64MiB"`, `"1GB"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -503,6 +515,7 @@ const SECTIONS: &[&str] = &[
     "outage",
     "auth",
     "remediation",
+    "doctor",
 ];
 
 /// Reads the file (explicit, or `./redoubt.toml` if present), overlays the
@@ -719,6 +732,7 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
     section(&root, "outage", &mut c.outage, problems);
     section(&root, "auth", &mut c.auth, problems);
     section(&root, "remediation", &mut c.remediation, problems);
+    section(&root, "doctor", &mut c.doctor, problems);
     if let Some(v) = root.get("keyspace") {
         match v {
             Value::Array(entries) => {
@@ -1020,6 +1034,11 @@ pub fn validate(c: &Config) -> Vec<String> {
     }
     if r.max_attempts == 0 {
         p.push("remediation.max_attempts: 0 would never run the command; give at least 1 (default 3), or leave on_down empty to turn remediation off".into());
+    }
+    for (i, pattern) in c.doctor.ignore.iter().enumerate() {
+        if let Some(why) = doctor::unknown_ignore(pattern) {
+            p.push(format!("doctor.ignore[{i}]: {why}"));
+        }
     }
     for (i, k) in c.keyspace.iter().enumerate() {
         if k.pattern.is_empty() {

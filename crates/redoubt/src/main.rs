@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Exit code for usage errors, everywhere (DESIGN).
-const EXIT_USAGE: u8 = 64;
+pub(crate) const EXIT_USAGE: u8 = 64;
 
 /// Redoubt sits between your applications and Redis and makes a Redis
 /// outage a non-event: every command is answered within a deadline, durable
@@ -54,11 +54,22 @@ enum Command {
         log_format: serve::LogFormat,
     },
     /// Diagnose a Redis: what is wrong and what to do (exit 0 healthy,
-    /// 1 warnings, 2 critical, 3 could not diagnose).
+    /// 1 warnings, 2 critical, 3 could not diagnose): usable as a deploy
+    /// gate, with accepted states muted by --ignore or `[doctor] ignore`.
     Doctor {
-        /// The Redis to diagnose.
-        #[arg(default_value = "redis://127.0.0.1:6379")]
-        url: String,
+        /// The Redis to diagnose: redis://[user:pass@]host:port[/db] or
+        /// host:port (default: the config's upstream, else
+        /// 127.0.0.1:6379). Without a password in it, REDISCLI_AUTH is
+        /// used, as redis-cli does.
+        url: Option<String>,
+        /// Mute a check by id (host.overcommit) or area (host); repeatable,
+        /// added to the config's `[doctor] ignore`.
+        #[arg(long, value_name = "CHECK")]
+        ignore: Vec<String>,
+        /// TOML config file for `[doctor] ignore` and the upstream
+        /// (default: ./redoubt.toml if present).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -219,7 +230,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
-        Command::Doctor { url, json } => diagnose::doctor(&url, json),
+        Command::Doctor {
+            url,
+            ignore,
+            config,
+            json,
+        } => diagnose::doctor(url, ignore, config.as_deref(), json),
         Command::Triage { files, json } => diagnose::triage(&files, json),
         Command::Journal { action } => match action {
             JournalAction::Inspect { dir, json } => journal_cmd::inspect(&dir, json),
