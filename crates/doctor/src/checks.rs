@@ -77,7 +77,8 @@ pub const SUPPORTED_VERSIONS: &[(u32, u32)] = &[(8, 0), (7, 4), (7, 2), (6, 2)];
 /// Checks that are about `redis-server` itself (its RDB/AOF, release
 /// line, fork, the host tuning that fork needs, its latency monitor) and
 /// say nothing true about a standalone Redoubt, which journals every
-/// write and answers INFO with its own fields: not run against it.
+/// write and answers INFO and CONFIG with its own fields: not run against
+/// it.
 pub const NOT_FOR_REDOUBT: &[&str] = &[
     "persistence.off",
     "persistence.bgsave-failed",
@@ -92,6 +93,9 @@ pub const NOT_FOR_REDOUBT: &[&str] = &[
     "host.somaxconn",
     "redoubt.replica-grant",
     "scripts.cached",
+    // Redoubt answers CONFIG GET bind with redis-server's default, not its
+    // own `listen`; its exposure is governed by `[auth]` and `admin.token`.
+    "security.exposed-no-auth",
 ];
 
 /// Key prefixes that hold sessions: losing or never expiring them hurts users.

@@ -988,3 +988,113 @@ fn journal_repair_does_what_the_corruption_error_asks() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none());
 }
+
+/// The ignores README documents for a `redis-server` started with its
+/// built-in defaults on a development machine.
+const STOCK_IGNORES: &[&str] = &["host", "server.version", "security.exposed-no-auth"];
+
+/// `doctor` as a deploy gate: a stock `redis-server` (no config at all)
+/// passes with the documented ignores, given as flags or in `[doctor]
+/// ignore`, addressed as `host:port` with `REDISCLI_AUTH`, as redis-cli
+/// users do; a misspelt ignore is refused rather than silently muting
+/// nothing.
+#[test]
+fn doctor_gates_a_stock_redis_with_the_documented_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut stock = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--requirepass", "s3cret"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    wait_for("redis-server to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let addr = format!("127.0.0.1:{port}");
+    let doctor = |args: &[&str], auth: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.arg("doctor").args(args).current_dir(dir.path());
+        c.env_remove("REDISCLI_AUTH").env_remove("REDOUBT_UPSTREAM");
+        if let Some(a) = auth {
+            c.env("REDISCLI_AUTH", a);
+        }
+        c.output().unwrap()
+    };
+    let o = doctor(&[&addr], None);
+    assert_eq!(o.status.code(), Some(3), "no password: {}", text(&o));
+    let mut gate = vec![addr.as_str()];
+    for i in STOCK_IGNORES {
+        gate.extend(["--ignore", i]);
+    }
+    let o = doctor(&gate, Some("s3cret"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.lines().nth(1).is_some_and(|l| l.starts_with("memory ")),
+        "vital signs first: {t}"
+    );
+
+    // The same list in the config file (./redoubt.toml, which also names
+    // the upstream, so no address is needed).
+    let list: Vec<String> = STOCK_IGNORES.iter().map(|i| format!("\"{i}\"")).collect();
+    std::fs::write(
+        dir.path().join("redoubt.toml"),
+        format!(
+            "upstream = \"redis://:s3cret@{addr}\"\n[doctor]\nignore = [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    let o = doctor(&[], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = doctor(&["--json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert!(
+        v["vitals"]["clients"].as_u64().is_some_and(|c| c >= 1),
+        "{v}"
+    );
+
+    let o = doctor(&[&addr, "--ignore", "host.overcomit"], Some("s3cret"));
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    assert!(text(&o).contains("names no doctor check"), "{}", text(&o));
+    std::fs::write(
+        dir.path().join("redoubt.toml"),
+        "[doctor]\nignore = [\"persistance\"]\n",
+    )
+    .unwrap();
+    let o = doctor(&[&addr], Some("s3cret"));
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    assert!(text(&o).contains("doctor.ignore[0]"), "{}", text(&o));
+    let _ = stock.kill();
+    let _ = stock.wait();
+}
+
+/// Pointed at a standalone Redoubt, the doctor knows what it is talking to
+/// and does not report what only a redis-server can have (persistence
+/// off, an unsupported release line).
+#[test]
+fn doctor_makes_no_redis_server_findings_against_a_redoubt() {
+    let r = serve("");
+    let o = redoubt(&["doctor", &format!("127.0.0.1:{}", r.port), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["redoubt"], true, "{v}");
+    let ids: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .collect();
+    for id in [
+        "persistence.off",
+        "server.version",
+        "latency.monitor-off",
+        "security.exposed-no-auth",
+    ] {
+        assert!(!ids.contains(&id), "{id} against Redoubt: {v}");
+    }
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    let o = redoubt(&["doctor", &format!("127.0.0.1:{}", r.port)]);
+    assert!(text(&o).contains("(Redoubt"), "{}", text(&o));
+}
