@@ -46,6 +46,8 @@
 //! - [`unreachable`](mod@unreachable): the table of connection problems (`connection.*`)
 //!   with likely causes and first steps.
 //! - [`report`]: [`Report`], its exit code, text and JSON.
+//! - [`logtime`]: [`LogTime`](logtime::LogTime), the time at the start of
+//!   a log line, for triage's timeline.
 //! - [`vitals`]: [`Vitals`], the numbers shown above the findings.
 //! - [`finding`] and [`severity`]: [`Finding`], [`Severity`].
 //! - [`thresholds`]: [`Thresholds`] with defaults as named constants.
@@ -63,6 +65,7 @@ mod conn;
 pub mod diagnose;
 pub mod finding;
 mod host;
+pub mod logtime;
 pub mod report;
 pub mod severity;
 mod snapshot;
