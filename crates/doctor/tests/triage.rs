@@ -358,5 +358,5 @@ May  2 10:06:00 cache-1 kernel: [812345.6] Out of memory: Killed process 1234 (r
     assert!(pos("2024-05-02T10:06:00Z") < pos("2024-05-02T10:06:01.200Z"));
     let j = r.to_json();
     assert_eq!(j["timeline"][0], "server-oom-killed");
-    assert_eq!(j["groups"][0]["first_time"].is_string(), true);
+    assert!(j["groups"][0]["first_time"].is_string(), "{j}");
 }
