@@ -4,6 +4,7 @@
 
 mod config;
 mod diagnose;
+mod incidents;
 mod journal_cmd;
 mod ops;
 mod serve;
@@ -93,6 +94,21 @@ enum Command {
     Journal {
         #[command(subcommand)]
         action: JournalAction,
+    },
+    /// The incident log of a running Redoubt: each outage's start, end,
+    /// cause and what was served, journaled, replayed and refused (newest
+    /// first; --json for the raw form). Exit 0 none open, 1 one open, 3
+    /// the admin endpoint does not answer.
+    Incidents {
+        /// Admin address of the running Redoubt.
+        #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
+        admin: String,
+        /// Bearer token, if admin.token is set.
+        #[arg(long, env = "REDOUBT_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The /incidents JSON, with RFC 3339 times added.
+        #[arg(long)]
+        json: bool,
     },
     /// Ask a running Redoubt how it is doing: a short summary (or --json).
     /// Exit 0 Redis up or standalone; 1 degraded (Redis rejects writes,
@@ -246,5 +262,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Status { admin, token, json } => status::run(&admin, token.as_deref(), json),
+        Command::Incidents { admin, token, json } => incidents::run(&admin, token.as_deref(), json),
     }
 }

@@ -29,7 +29,7 @@ fn text(o: &Output) -> String {
 fn help_lists_commands_and_usage_errors_exit_64() {
     let o = redoubt(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
-    for cmd in ["serve", "config", "status"] {
+    for cmd in ["serve", "config", "status", "incidents", "doctor"] {
         assert!(text(&o).contains(cmd), "{}", text(&o));
     }
     assert_eq!(
@@ -372,6 +372,14 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
         "{t}"
     );
     assert!(t.contains("refused"), "the probe's reason: {t}");
+    // The outage is open in the incident log: exit 1.
+    let o = redoubt(&["incidents", "--admin", &admin]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).starts_with("OPEN  Redis down since 20") && text(&o).contains("so far): "),
+        "{}",
+        text(&o)
+    );
     let o = redoubt(&["status", "--admin", &admin, "--json"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json is JSON");
@@ -407,6 +415,33 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
     );
     let file = std::fs::read_to_string(r.data.path().join("incidents.jsonl")).unwrap();
     assert_eq!(file.lines().count(), 1, "{file}");
+    // Closed, told with RFC 3339 times; --json adds them beside the ms.
+    let o = redoubt(&["incidents", "--admin", &admin]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    let first = t.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("20")
+            && first.contains("Z – 20")
+            && first.contains(") Redis down: ")
+            && first.contains("probes failed"),
+        "{t}"
+    );
+    assert!(
+        t.contains(" refused\n") && t.contains("doctor diagnosis"),
+        "{t}"
+    );
+    let o = redoubt(&["incidents", "--admin", &admin, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("incidents --json is JSON");
+    let started = v["recent"][0]["started_at"].as_str().unwrap_or_default();
+    assert!(started.starts_with("20") && started.ends_with('Z'), "{v}");
+    assert!(v["recent"][0]["started_at_ms"].is_u64(), "{v}");
+    let o = redoubt(&[
+        "incidents",
+        "--admin",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 }
 
 #[test]
