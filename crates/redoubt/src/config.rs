@@ -526,6 +526,7 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) ->
         Some(p) => Some(p.to_path_buf()),
         None => Some(PathBuf::from("redoubt.toml")).filter(|p| p.exists()),
     };
+    let mut text = None;
     let mut root = match &path {
         None => toml::Table::new(),
         Some(p) => match std::fs::read_to_string(p) {
@@ -533,10 +534,21 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) ->
                 problems.push(format!("{}: cannot read: {e}", p.display()));
                 toml::Table::new()
             }
-            Ok(text) => match text.parse::<toml::Table>() {
-                Ok(t) => t,
+            Ok(t) => match t.parse::<toml::Table>() {
+                Ok(table) => {
+                    text = Some(t);
+                    table
+                }
                 Err(e) => {
-                    problems.push(format!("{}: not valid TOML: {}", p.display(), e.message()));
+                    let at = e
+                        .span()
+                        .map(|r| format!(":{}", line_of(&t, r.start)))
+                        .unwrap_or_default();
+                    problems.push(format!(
+                        "{}{at}: not valid TOML: {}",
+                        p.display(),
+                        e.message()
+                    ));
                     toml::Table::new()
                 }
             },
@@ -569,11 +581,105 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) ->
     }
     let config = build(root, &mut problems);
     problems.extend(validate(&config));
+    if let (Some(p), Some(text)) = (&path, &text) {
+        let doc = toml_edit::ImDocument::parse(text.as_str()).ok();
+        for problem in &mut problems {
+            if let Some(line) = doc.as_ref().and_then(|d| problem_line(d, text, problem)) {
+                *problem = format!("{}:{line}: {problem}", p.display());
+            }
+        }
+    }
     Loaded {
         config,
         file: path,
         problems,
     }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line in the file of the key a problem is about (`health.down_after:
+/// …`, `keyspace[1].policy: …`, `typo: unknown key`), from the TOML
+/// parser's spans; `None` when the key is not in the file (a default, an
+/// environment variable, a flag) or the problem names no key.
+fn problem_line(doc: &toml_edit::ImDocument<&str>, text: &str, problem: &str) -> Option<usize> {
+    use toml_edit::{Item, Value as V};
+    enum Node<'a> {
+        Table(&'a toml_edit::Table),
+        Inline(&'a toml_edit::InlineTable),
+        Array(&'a toml_edit::Array),
+        Tables(&'a toml_edit::ArrayOfTables),
+        Leaf,
+    }
+    fn of_value(v: &V) -> Node<'_> {
+        match v {
+            V::InlineTable(t) => Node::Inline(t),
+            V::Array(a) => Node::Array(a),
+            _ => Node::Leaf,
+        }
+    }
+    fn of_item(i: &Item) -> Node<'_> {
+        match i {
+            Item::Table(t) => Node::Table(t),
+            Item::ArrayOfTables(a) => Node::Tables(a),
+            Item::Value(v) => of_value(v),
+            Item::None => Node::Leaf,
+        }
+    }
+    // Problems start with the key: `health.down_after: …` or
+    // `health.down_after must be …`.
+    let key = problem.split([':', ' ']).next()?;
+    let mut span = None;
+    let mut cur = Node::Table(doc.as_table());
+    for part in key.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (
+                n,
+                rest.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()),
+            ),
+            None => (part, None),
+        };
+        cur = match cur {
+            Node::Table(t) => {
+                let Some((k, i)) = t.get_key_value(name) else {
+                    break;
+                };
+                span = k.span().or(span);
+                of_item(i)
+            }
+            Node::Inline(t) => {
+                let Some((k, i)) = t.get_key_value(name) else {
+                    break;
+                };
+                span = k.span().or(span);
+                of_item(i)
+            }
+            _ => break,
+        };
+        if let Some(i) = index {
+            cur = match cur {
+                Node::Tables(a) => {
+                    let Some(t) = a.get(i) else { break };
+                    span = t.span().or(span);
+                    Node::Table(t)
+                }
+                Node::Array(a) => {
+                    let Some(v) = a.get(i) else { break };
+                    span = v.span().or(span);
+                    of_value(v)
+                }
+                _ => break,
+            };
+        }
+    }
+    span.map(|r| line_of(text, r.start))
 }
 
 fn overlay_env(root: &mut toml::Table, env: &[(String, String)], problems: &mut Vec<String>) {

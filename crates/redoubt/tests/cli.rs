@@ -52,14 +52,44 @@ fn config_check_reports_every_problem_and_exits_2() {
     let o = redoubt(&["config", "check", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let t = text(&o);
+    // Each problem names its line in the file.
     for needle in [
+        "bad.toml:1: upstream: ",
         "not supported yet",
-        "typo: unknown key",
-        "health.down_after",
-        "journal.fsync",
+        "bad.toml:2: typo: unknown key",
+        "bad.toml:4: health.down_after",
+        "bad.toml:6: journal.fsync",
     ] {
         assert!(t.contains(needle), "missing {needle:?} in {t}");
     }
+    let arrays = dir.path().join("arrays.toml");
+    std::fs::write(
+        &arrays,
+        "[[keyspace]]\npattern = \"a*\"\npolicy = \"durable\"\n\n[[keyspace]]\npattern = \"b*\"\npolicy = \"sometimes\"\n[doctor]\nignore = [\n  \"host\",\n  \"persistance\",\n]\n",
+    )
+    .unwrap();
+    let o = redoubt(&["config", "check", arrays.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    for needle in [
+        "arrays.toml:7: keyspace[1].policy",
+        "arrays.toml:11: doctor.ignore[1]",
+    ] {
+        assert!(t.contains(needle), "missing {needle:?} in {t}");
+    }
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "listen = \"127.0.0.1:6380\"\n[health\ninterval_ms = 5\n",
+    )
+    .unwrap();
+    let o = redoubt(&["config", "check", broken.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("broken.toml:2: not valid TOML"),
+        "{}",
+        text(&o)
+    );
     // serve refuses the same file with the same exit code.
     assert_eq!(
         redoubt(&["serve", "--config", bad.to_str().unwrap()])
