@@ -949,6 +949,17 @@ pub async fn replay_dir(
     url: &str,
     node_id: Option<&str>,
 ) -> Result<ReplayOutcome, ReplayError> {
+    replay_dir_watched(dir, url, node_id, |_| {}).await
+}
+
+/// [`replay_dir`], handing `watch` the replayer's progress before it starts
+/// (`redoubt journal replay` draws a progress bar from it).
+pub async fn replay_dir_watched(
+    dir: impl AsRef<Path>,
+    url: &str,
+    node_id: Option<&str>,
+    watch: impl FnOnce(ProgressHandle),
+) -> Result<ReplayOutcome, ReplayError> {
     let url = UpstreamUrl::parse(url)?;
     let dir = dir.as_ref();
     let data_dir = if dir.join(journal::JOURNAL_DIR).is_dir() {
@@ -985,5 +996,6 @@ pub async fn replay_dir(
     }
     let cfg = ReplayConfig::from_url(&url, &data_dir);
     let mut replayer = Replayer::new(Arc::new(journal), &node_id, cfg);
+    watch(replayer.progress());
     replayer.run_until_drained().await
 }

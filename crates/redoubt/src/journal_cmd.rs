@@ -44,9 +44,19 @@ pub fn inspect(dir: &Path, json: bool) -> ExitCode {
 /// came before it was written), 2 when unreadable.
 pub fn export(dir: &Path) -> ExitCode {
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    // The bar measures RESP bytes written against the journal's size on
+    // disk: close (both are the commands' arguments plus a little framing),
+    // and it needs nothing from the exporter.
+    let bar = terminal_bar(journal::inspect(dir).map_or(0, |r| r.bytes), "exporting");
+    let mut out = Counted {
+        inner: std::io::BufWriter::new(stdout.lock()),
+        bar: bar.clone(),
+    };
     let report = journal::export_resp(dir, &mut out);
     let flushed = out.flush();
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
     match report {
         Err(e) => {
             eprintln!("redoubt journal export: {e}");
@@ -91,7 +101,31 @@ pub fn replay(dir: &Path, url: &str, node_id: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(proxy::replay::replay_dir(dir, url, node_id)) {
+    let mut ticker = None;
+    let watch = |progress: proxy::replay::ProgressHandle| {
+        let Some(bar) = terminal_bar(progress.snapshot().remaining, "replaying") else {
+            return;
+        };
+        let total = bar.length().unwrap_or(0);
+        ticker = Some((
+            bar.clone(),
+            // Polls the replayer's counters: nothing on the replay path
+            // waits for the bar.
+            tokio::spawn(async move {
+                loop {
+                    let p = progress.snapshot();
+                    bar.set_position(total.saturating_sub(p.remaining));
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }),
+        ));
+    };
+    let outcome = rt.block_on(proxy::replay::replay_dir_watched(dir, url, node_id, watch));
+    if let Some((bar, task)) = ticker {
+        task.abort();
+        bar.finish_and_clear();
+    }
+    match outcome {
         Ok(proxy::replay::ReplayOutcome::Drained { replayed, failed }) => {
             println!("replayed {replayed} commands into {url}; {failed} refused by Redis (see replay-failed.jsonl)");
             ExitCode::SUCCESS
@@ -194,4 +228,50 @@ fn data_dir_of(dir: &Path) -> Option<std::path::PathBuf> {
         return dir.parent().map(Path::to_path_buf);
     }
     None
+}
+
+/// A progress bar on stderr of `len` units, only when stderr is a terminal:
+/// piped or redirected output (scripts, tests) stays free of redraws.
+fn terminal_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || len == 0 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let counts = if what == "exporting" {
+        "{bytes}/{total_bytes}"
+    } else {
+        "{pos}/{len} entries"
+    };
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{prefix}} [{{bar:40}}] {{percent:>3}}% {counts} ({{elapsed}}, ~{{eta}} left)"
+    ))
+    .map(|s| s.progress_chars("=> "));
+    if let Ok(s) = style {
+        bar.set_style(s);
+    }
+    bar.set_prefix(what.to_string());
+    Some(bar)
+}
+
+/// A writer that advances a progress bar by the bytes it passes on.
+struct Counted<W> {
+    inner: W,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(b) = &self.bar {
+            // Clamped: the RESP form can be a little larger than the journal.
+            let len = b.length().unwrap_or(0);
+            b.set_position((b.position() + n as u64).min(len));
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

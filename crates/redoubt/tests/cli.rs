@@ -678,6 +678,9 @@ fn journal_inspect_and_export_through_redis_cli_pipe() {
         "resp",
     ]);
     assert_eq!(export.status.code(), Some(0), "{}", text(&export));
+    // Piped, not a terminal: no progress bar redraws on stderr.
+    let err = String::from_utf8_lossy(&export.stderr);
+    assert!(!err.contains('\r') && !err.contains("exporting ["), "{err}");
     let redis = RedisServer::new();
     let mut pipe = Command::new("redis-cli")
         .args(["-p", &redis.port().to_string(), "--pipe"])
