@@ -1,5 +1,7 @@
-//! `redoubt journal inspect|export|replay|repair`: read a journal without a running
-//! Redoubt (it takes no lock and changes nothing).
+//! `redoubt journal inspect|export|replay|repair`: work on a journal
+//! without a running Redoubt. `inspect` and `export` take no lock and
+//! change nothing; `replay` and `repair` lock the data dir, so they refuse
+//! one a Redoubt is using.
 
 use std::io::Write;
 use std::path::Path;

@@ -55,8 +55,9 @@ enum Command {
         log_format: serve::LogFormat,
     },
     /// Diagnose a Redis: what is wrong and what to do (exit 0 healthy,
-    /// 1 warnings, 2 critical, 3 could not diagnose): usable as a deploy
-    /// gate, with accepted states muted by --ignore or `[doctor] ignore`.
+    /// 1 warnings, 2 critical, 3 could not diagnose, 64 a bad config or
+    /// --ignore): usable as a deploy gate, with accepted states muted by
+    /// --ignore or `[doctor] ignore`.
     Doctor {
         /// The Redis to diagnose: redis://[user:pass@]host:port[/db] or
         /// host:port (default: the config's upstream, else
