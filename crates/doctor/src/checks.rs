@@ -35,12 +35,16 @@ pub struct Check {
 /// A check that fired: how bad, and the measured values.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Hit {
+    /// Replaces the check's title when the same check covers a worse
+    /// state that needs other words (over maxmemory, not close to it).
+    pub title: Option<String>,
     pub severity: Severity,
     pub detail: String,
 }
 
 fn hit(severity: Severity, detail: impl Into<String>) -> Option<Hit> {
     Some(Hit {
+        title: None,
         severity,
         detail: detail.into(),
     })
@@ -52,7 +56,7 @@ impl Check {
         (self.eval)(snap, t).map(|h| Finding {
             id: self.id.to_string(),
             severity: h.severity,
-            title: self.title.to_string(),
+            title: h.title.unwrap_or_else(|| self.title.to_string()),
             detail: h.detail,
             fix: self.fix.to_string(),
             causes: Vec::new(),
@@ -70,6 +74,30 @@ pub fn checks() -> &'static [Check] {
 /// supported). Anything at or above the first row is taken as supported.
 pub const SUPPORTED_VERSIONS: &[(u32, u32)] = &[(8, 0), (7, 4), (7, 2), (6, 2)];
 
+/// Checks that are about `redis-server` itself (its RDB/AOF, release
+/// line, fork, the host tuning that fork needs, its latency monitor) and
+/// say nothing true about a standalone Redoubt, which journals every
+/// write and answers INFO and CONFIG with its own fields: not run against
+/// it.
+pub const NOT_FOR_REDOUBT: &[&str] = &[
+    "persistence.off",
+    "persistence.bgsave-failed",
+    "persistence.aof-errors",
+    "persistence.stale-snapshot",
+    "server.version",
+    "latency.monitor-off",
+    "latency.slow-fork",
+    "memory.fragmentation",
+    "host.thp",
+    "host.overcommit",
+    "host.somaxconn",
+    "redoubt.replica-grant",
+    "scripts.cached",
+    // Redoubt answers CONFIG GET bind with redis-server's default, not its
+    // own `listen`; its exposure is governed by `[auth]` and `admin.token`.
+    "security.exposed-no-auth",
+];
+
 /// Key prefixes that hold sessions: losing or never expiring them hurts users.
 const SESSION_PREFIXES: &[&str] = &["sess:", "session:"];
 /// Key prefixes of job queues (BullMQ), which must never be evicted.
@@ -81,8 +109,8 @@ static CHECKS: &[Check] = &[
     Check {
         id: "memory.near-maxmemory",
         catalog: "A1",
-        reads: "INFO memory used_memory, maxmemory",
-        condition: "maxmemory > 0 and used/maxmemory ≥ memory_warn_ratio (warn) or ≥ memory_critical_ratio (critical)",
+        reads: "INFO memory used_memory, maxmemory, maxmemory_policy; INFO errorstats errorstat_OOM",
+        condition: "maxmemory > 0 and used/maxmemory ≥ memory_warn_ratio (warn) or ≥ memory_critical_ratio (critical); at or over maxmemory, or at the critical ratio under noeviction with OOM errors counted, critical and titled 'over maxmemory'",
         title: "Memory is close to maxmemory",
         fix: "Look for big keys (keys.big), then raise maxmemory or pick an eviction policy that fits the data; at the limit writes fail with OOM or keys get evicted.",
         host: false,
@@ -97,7 +125,26 @@ static CHECKS: &[Check] = &[
             } else {
                 return None;
             };
-            hit(sev, format!("used_memory {} of maxmemory {} ({:.0}%)", bytes(used), bytes(max), r * 100.0))
+            let numbers = format!("used_memory {} of maxmemory {} ({:.0}%)", bytes(used), bytes(max), r * 100.0);
+            let policy = s.s("maxmemory_policy").or_else(|| s.cfg("maxmemory-policy")).unwrap_or("noeviction");
+            // A refused write frees its arguments, so right after an OOM
+            // used_memory can read just under the limit: OOM errors counted
+            // (INFO errorstats, Redis 6.2+) near it mean the same thing.
+            let ooms = s.s("errorstat_OOM").and_then(|v| v.strip_prefix("count=")?.parse::<u64>().ok()).unwrap_or(0);
+            let refusing = policy == "noeviction" && r >= t.memory_critical_ratio && ooms > 0;
+            if used < max && !refusing {
+                return hit(sev, numbers);
+            }
+            // At or past the limit Redis no longer "gets close": under
+            // noeviction every write that needs memory fails with OOM now,
+            // otherwise each write evicts first.
+            let numbers = if ooms > 0 { format!("{numbers}, {ooms} writes refused with OOM since start") } else { numbers };
+            let (title, what) = if policy == "noeviction" {
+                ("Redis is over maxmemory — writes are being refused", "writes that need memory fail with OOM")
+            } else {
+                ("Redis is over maxmemory — keys are being evicted", "every write evicts keys first; writes fail with OOM once nothing evictable is left")
+            };
+            Some(Hit { title: Some(title.into()), severity: Severity::Critical, detail: format!("{numbers}, maxmemory-policy {policy}: {what}") })
         },
     },
     Check {
@@ -196,7 +243,7 @@ static CHECKS: &[Check] = &[
             let n = s.u("evicted_keys").filter(|n| *n > 0)?;
             if let Some(before) = s.baseline().and_then(|b| b.evicted_keys) {
                 let d = n.saturating_sub(before);
-                return (d > 0).then(|| Hit { severity: Severity::Warn, detail: format!("{d} keys evicted since the previous diagnosis ({n} since start)") });
+                return (d > 0).then(|| Hit { title: None, severity: Severity::Warn, detail: format!("{d} keys evicted since the previous diagnosis ({n} since start)") });
             }
             let up = s.u("uptime_in_seconds").unwrap_or(0);
             hit(Severity::Warn, format!("{n} keys evicted in {} of uptime", duration(up)))
@@ -401,7 +448,7 @@ static CHECKS: &[Check] = &[
         host: false,
         eval: |s, t| {
             let up = s.u("uptime_in_seconds")?;
-            (up < t.recent_restart_secs).then(|| Hit { severity: Severity::Info, detail: format!("uptime {}", duration(up)) })
+            (up < t.recent_restart_secs).then(|| Hit { title: None, severity: Severity::Info, detail: format!("uptime {}", duration(up)) })
         },
     },
     Check {
@@ -440,7 +487,7 @@ static CHECKS: &[Check] = &[
             // longer grows is history, reported as a warning.
             if let Some(before) = s.baseline().and_then(|b| b.rejected_connections) {
                 let d = n.saturating_sub(before);
-                return (d > 0).then(|| Hit { severity: Severity::Critical, detail: format!("{d} connections refused since the previous diagnosis") });
+                return (d > 0).then(|| Hit { title: None, severity: Severity::Critical, detail: format!("{d} connections refused since the previous diagnosis") });
             }
             let up = s.u("uptime_in_seconds").unwrap_or(0);
             hit(Severity::Warn, format!("{n} connections refused in {} of uptime (diagnose again to see whether it continues)", duration(up)))
@@ -611,7 +658,7 @@ static CHECKS: &[Check] = &[
         title: "The latency monitor is off",
         fix: "Turn it on to see what stalls Redis: CONFIG SET latency-monitor-threshold 100 (milliseconds).",
         host: false,
-        eval: |s, _| (s.cfg("latency-monitor-threshold")? == "0").then(|| Hit { severity: Severity::Info, detail: "latency-monitor-threshold 0".into() }),
+        eval: |s, _| (s.cfg("latency-monitor-threshold")? == "0").then(|| Hit { title: None, severity: Severity::Info, detail: "latency-monitor-threshold 0".into() }),
     },
     Check {
         id: "latency.events",
@@ -642,7 +689,7 @@ static CHECKS: &[Check] = &[
             let used = s.u("used_memory").filter(|u| *u >= t.fork_min_memory_bytes)?;
             let gbps = used as f64 / 1e9 / (usec as f64 / 1e6);
             (gbps < t.fork_gb_per_sec_warn)
-                .then(|| Hit { severity: Severity::Warn, detail: format!("last fork took {} ms for {} ({gbps:.1} GB/s)", usec / 1000, bytes(used)) })
+                .then(|| Hit { title: None, severity: Severity::Warn, detail: format!("last fork took {} ms for {} ({gbps:.1} GB/s)", usec / 1000, bytes(used)) })
         },
     },
     Check {
@@ -677,7 +724,7 @@ static CHECKS: &[Check] = &[
                 }
                 let silent = s.u("master_last_io_seconds_ago")?;
                 let limit = s.cfg("repl-timeout").and_then(|v| v.parse().ok()).unwrap_or(t.master_silence_crit_secs);
-                return (silent > limit).then(|| Hit { severity: Severity::Critical, detail: format!("no data from the master for {silent} s (repl-timeout {limit} s)") });
+                return (silent > limit).then(|| Hit { title: None, severity: Severity::Critical, detail: format!("no data from the master for {silent} s (repl-timeout {limit} s)") });
             }
             let lagging: Vec<String> = s
                 .info
@@ -706,7 +753,7 @@ static CHECKS: &[Check] = &[
         eval: |s, _| {
             let before = s.baseline()?.connected_slaves?;
             let now = s.u("connected_slaves")?;
-            (now < before).then(|| Hit { severity: Severity::Critical, detail: format!("connected_slaves went from {before} to {now}") })
+            (now < before).then(|| Hit { title: None, severity: Severity::Critical, detail: format!("connected_slaves went from {before} to {now}") })
         },
     },
     Check {
@@ -758,7 +805,7 @@ static CHECKS: &[Check] = &[
         host: true,
         eval: |s, _| {
             let thp = s.host.as_ref()?.thp.as_ref()?;
-            thp.contains("[always]").then(|| Hit { severity: Severity::Warn, detail: format!("transparent_hugepage/enabled: {thp}") })
+            thp.contains("[always]").then(|| Hit { title: None, severity: Severity::Warn, detail: format!("transparent_hugepage/enabled: {thp}") })
         },
     },
     Check {
@@ -771,7 +818,7 @@ static CHECKS: &[Check] = &[
         host: true,
         eval: |s, _| {
             let v = s.host.as_ref()?.overcommit.as_ref()?;
-            (v != "1").then(|| Hit { severity: Severity::Warn, detail: format!("vm.overcommit_memory = {v}") })
+            (v != "1").then(|| Hit { title: None, severity: Severity::Warn, detail: format!("vm.overcommit_memory = {v}") })
         },
     },
     Check {
@@ -785,7 +832,7 @@ static CHECKS: &[Check] = &[
         eval: |s, _| {
             let max = s.host.as_ref()?.somaxconn?;
             let backlog: u64 = s.cfg("tcp-backlog")?.parse().ok()?;
-            (max < backlog).then(|| Hit { severity: Severity::Warn, detail: format!("somaxconn {max} < tcp-backlog {backlog}") })
+            (max < backlog).then(|| Hit { title: None, severity: Severity::Warn, detail: format!("somaxconn {max} < tcp-backlog {backlog}") })
         },
     },
     Check {
@@ -798,7 +845,7 @@ static CHECKS: &[Check] = &[
         host: true,
         eval: |s, _| {
             let c = s.host.as_ref()?.clocksource.as_ref()?;
-            (c == "xen").then(|| Hit { severity: Severity::Warn, detail: format!("current_clocksource {c}") })
+            (c == "xen").then(|| Hit { title: None, severity: Severity::Warn, detail: format!("current_clocksource {c}") })
         },
     },
     Check {
@@ -1050,6 +1097,9 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
         }),
         ("memory.near-maxmemory", None, |s| {
             set(s, &[("maxmemory", "0")])
+        }),
+        ("memory.near-maxmemory", Some(Severity::Critical), |s| {
+            set(s, &[("used_memory", "1200000000")])
         }),
         ("memory.no-limit", Some(Severity::Critical), |s| {
             set(s, &[("maxmemory", "0"), ("used_memory_rss", "8000000000")])
@@ -1510,6 +1560,40 @@ aof_last_bgrewrite_status:ok\r\naof_last_write_status:ok\r\naof_delayed_fsync:0\
             .filter(|c| c.starts_with('A'))
             .collect();
         assert_eq!(catalog.len(), 35, "{catalog:?}");
+    }
+
+    #[test]
+    fn over_maxmemory_says_so_and_what_it_does_to_writes() {
+        let mut s = healthy();
+        set(
+            &mut s,
+            &[
+                ("used_memory", "1120000000"),
+                ("maxmemory_policy", "noeviction"),
+            ],
+        );
+        let f = check("memory.near-maxmemory")
+            .run(&s, &Thresholds::default())
+            .unwrap();
+        assert_eq!(
+            f.title,
+            "Redis is over maxmemory — writes are being refused"
+        );
+        assert!(
+            f.detail.contains("(104%)") && f.detail.contains("fail with OOM"),
+            "{}",
+            f.detail
+        );
+        set(&mut s, &[("maxmemory_policy", "allkeys-lru")]);
+        let f = check("memory.near-maxmemory")
+            .run(&s, &Thresholds::default())
+            .unwrap();
+        assert_eq!(f.title, "Redis is over maxmemory — keys are being evicted");
+        set(&mut s, &[("used_memory", "1000000000")]);
+        let f = check("memory.near-maxmemory")
+            .run(&s, &Thresholds::default())
+            .unwrap();
+        assert_eq!(f.title, "Memory is close to maxmemory");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use resp::Frame;
 use tokio::time::Instant;
 
-use crate::checks::checks;
+use crate::checks::{checks, NOT_FOR_REDOUBT};
 use crate::conn::{self, text, Conn, ConnError};
 use crate::finding::Finding;
 use crate::host::HostFacts;
@@ -20,6 +20,19 @@ use crate::snapshot::{
 use crate::target::{Target, UrlError};
 use crate::thresholds::Thresholds;
 use crate::unreachable;
+use crate::vitals::Vitals;
+
+/// True when INFO comes from a Redoubt rather than a `redis-server`: a
+/// standalone Redoubt names itself (`redoubt_version`, `executable:redoubt`),
+/// a proxy answering locally while Redis is down adds `redoubt_serving`.
+fn is_redoubt(info: &std::collections::HashMap<String, String>) -> bool {
+    info.contains_key("redoubt_version")
+        || info.contains_key("redoubt_serving")
+        || info
+            .get("executable")
+            .and_then(|e| std::path::Path::new(e).file_name())
+            .is_some_and(|n| n == "redoubt")
+}
 
 /// Whole diagnosis budget (DESIGN: bounded, default 10 s).
 pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,6 +111,46 @@ pub struct DoctorOptions {
     /// TLS settings for a `rediss://` URL (`[upstream_tls]`); `None`: the
     /// system's roots, no client certificate.
     pub tls: Option<tls::TlsClient>,
+    /// Checks to mute: an id (`host.overcommit`) or an area (`host` or
+    /// `host.*`). A muted finding is left out of the findings and the exit
+    /// code and named in [`Report::ignored`].
+    pub ignore: Vec<String>,
+    /// Password used when the URL carries none (`redis-cli`'s
+    /// `REDISCLI_AUTH`).
+    pub password: Option<String>,
+}
+
+/// Why an ignore pattern is refused: it mutes no check or connection
+/// problem, most likely a typo that would leave a gate failing (or worse,
+/// believed muted). `None` when it names at least one.
+pub fn unknown_ignore(pattern: &str) -> Option<String> {
+    let known = checks()
+        .iter()
+        .map(|c| c.id)
+        .chain(unreachable::problems().iter().map(|p| p.id))
+        .chain(["doctor.incomplete"]);
+    if known.clone().any(|id| ignores(pattern, id)) {
+        return None;
+    }
+    let mut areas: Vec<&str> = known
+        .filter_map(|id| id.split_once('.').map(|(a, _)| a))
+        .collect();
+    areas.dedup();
+    areas.sort_unstable();
+    areas.dedup();
+    Some(format!(
+        "'{pattern}' names no doctor check; give a check id as the report prints it (host.overcommit) or an area ({})",
+        areas.join(", ")
+    ))
+}
+
+/// True when `pattern` (an id, `area` or `area.*`) mutes the check `id`.
+pub fn ignores(pattern: &str, id: &str) -> bool {
+    let area = pattern.strip_suffix(".*").unwrap_or(pattern);
+    id == pattern
+        || id
+            .strip_prefix(area)
+            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 impl Default for DoctorOptions {
@@ -112,6 +165,8 @@ impl Default for DoctorOptions {
             host_root: PathBuf::from("/"),
             baseline: None,
             tls: None,
+            ignore: Vec::new(),
+            password: None,
         }
     }
 }
@@ -129,6 +184,9 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
         findings: Vec::new(),
         redis_version: None,
         role: None,
+        redoubt: false,
+        vitals: None,
+        ignored: Vec::new(),
         host_checks: false,
         checks_run: 0,
         keys_sampled: 0,
@@ -137,7 +195,12 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
         elapsed_ms: 0,
     };
     let target = match Target::parse(url) {
-        Ok(t) => t,
+        Ok(mut t) => {
+            if t.password.is_none() {
+                t.password.clone_from(&opts.password);
+            }
+            t
+        }
         Err(e) => {
             let id = match e {
                 UrlError::Unsupported(_) => "connection.unsupported-scheme",
@@ -147,7 +210,7 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
             report
                 .findings
                 .push(unreachable::finding(id, e.to_string()));
-            return finish(report, started);
+            return finish(report, started, &opts.ignore);
         }
     };
     report.target = target.redacted();
@@ -164,11 +227,16 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
             ),
         )),
     }
-    finish(report, started)
+    finish(report, started, &opts.ignore)
 }
 
-fn finish(mut report: Report, started: Instant) -> Report {
+fn finish(mut report: Report, started: Instant, ignore: &[String]) -> Report {
     report.elapsed_ms = started.elapsed().as_millis() as u64;
+    let (muted, kept) = std::mem::take(&mut report.findings)
+        .into_iter()
+        .partition(|f: &Finding| ignore.iter().any(|p| ignores(p, &f.id)));
+    report.findings = kept;
+    report.ignored = muted.into_iter().map(|f| f.id).collect();
     report.sort();
     report
 }
@@ -246,6 +314,13 @@ async fn run(target: &Target, opts: &DoctorOptions, deadline: Instant, report: &
     report.diagnosable = true;
     report.redis_version = info.get("redis_version").cloned();
     report.role = info.get("role").cloned();
+    report.redoubt = is_redoubt(&info);
+    // One timed PING, apart from the bulk reads, as the latency a client sees.
+    let ping_started = Instant::now();
+    let ping_us = match conn.call(&["PING"]).await {
+        Ok(f) if !f.is_error() => Some(ping_started.elapsed().as_micros() as u64),
+        _ => None,
+    };
     let mut snap = Snapshot {
         info,
         now_unix: SystemTime::now()
@@ -285,7 +360,13 @@ async fn run(target: &Target, opts: &DoctorOptions, deadline: Instant, report: &
     }
     report.host_checks = local;
     report.keys_sampled = snap.keys.len();
-    for check in checks().iter().filter(|c| local || !c.host) {
+    report.vitals = Some(Vitals::read(&snap, ping_us));
+    let redoubt = report.redoubt;
+    for check in checks()
+        .iter()
+        .filter(|c| local || !c.host)
+        .filter(|c| !(redoubt && NOT_FOR_REDOUBT.contains(&c.id)))
+    {
         report.checks_run += 1;
         if let Some(f) = check.run(&snap, &opts.thresholds) {
             report.findings.push(f);

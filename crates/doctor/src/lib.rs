@@ -27,6 +27,13 @@
 //! makes counting checks (rejected connections, evictions, lost replicas)
 //! report what happened since then rather than since Redis started.
 //!
+//! [`DoctorOptions::ignore`] mutes checks by id (`host.overcommit`) or
+//! area (`host`, `host.*`) so a known, accepted state does not fail a
+//! deploy gate; muted findings are listed in [`Report::ignored`]. A
+//! standalone Redoubt is recognised from its INFO ([`Report::redoubt`]),
+//! and checks about `redis-server` itself ([`checks::NOT_FOR_REDOUBT`])
+//! are not run against it.
+//!
 //! For `redoubt triage FILE...`, [`triage_files`] reads the files in
 //! order (locations read `FILE:LINE`) and returns an [`InputError`] naming
 //! an unreadable file (exit code 4); [`triage_reader`] reads stdin.
@@ -39,6 +46,9 @@
 //! - [`unreachable`](mod@unreachable): the table of connection problems (`connection.*`)
 //!   with likely causes and first steps.
 //! - [`report`]: [`Report`], its exit code, text and JSON.
+//! - [`logtime`]: [`LogTime`](logtime::LogTime), the time at the start of
+//!   a log line, for triage's timeline.
+//! - [`vitals`]: [`Vitals`], the numbers shown above the findings.
 //! - [`finding`] and [`severity`]: [`Finding`], [`Severity`].
 //! - [`thresholds`]: [`Thresholds`] with defaults as named constants.
 //! - [`target`]: [`Target`], the parsed `redis://` URL.
@@ -55,6 +65,7 @@ mod conn;
 pub mod diagnose;
 pub mod finding;
 mod host;
+pub mod logtime;
 pub mod report;
 pub mod severity;
 mod snapshot;
@@ -62,8 +73,9 @@ pub mod target;
 pub mod thresholds;
 pub mod triage;
 pub mod unreachable;
+pub mod vitals;
 
-pub use diagnose::{diagnose, DoctorOptions, HostChecks};
+pub use diagnose::{diagnose, ignores, unknown_ignore, DoctorOptions, HostChecks};
 pub use finding::Finding;
 pub use report::Report;
 pub use severity::Severity;
@@ -73,3 +85,4 @@ pub use thresholds::Thresholds;
 pub use triage::{
     triage_files, triage_reader, InputError, Location, Triage, TriageGroup, TriageReport,
 };
+pub use vitals::Vitals;

@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::finding::Finding;
 use crate::severity::{paint, Severity};
 use crate::snapshot::Counters;
+use crate::vitals::Vitals;
 
 /// What `diagnose` found about one Redis.
 #[derive(Debug, Clone, Serialize)]
@@ -20,6 +21,16 @@ pub struct Report {
     pub redis_version: Option<String>,
     /// `role` (master / slave), when read.
     pub role: Option<String>,
+    /// True when the server is a Redoubt (standalone, or a proxy answering
+    /// locally while Redis is down), recognised from its INFO: checks of
+    /// `redis-server` itself were not run.
+    pub redoubt: bool,
+    /// Vital signs, when INFO was read.
+    pub vitals: Option<Vitals>,
+    /// Ids of findings that fired but were muted by
+    /// [`DoctorOptions::ignore`](crate::DoctorOptions::ignore); they do not
+    /// count towards the exit code.
+    pub ignored: Vec<String>,
     /// Whether host checks (THP, overcommit, swap, ...) ran: only for a
     /// Redis on this machine.
     pub host_checks: bool,
@@ -85,7 +96,9 @@ impl Report {
             (true, _) => paint("healthy", "32", color),
         };
         let mut about = Vec::new();
-        if let Some(v) = &self.redis_version {
+        if self.redoubt {
+            about.push("Redoubt".to_string());
+        } else if let Some(v) = &self.redis_version {
             about.push(format!("Redis {v}"));
         }
         if let Some(r) = &self.role {
@@ -100,6 +113,9 @@ impl Report {
             "redoubt doctor: {}{about}: {verdict}\n",
             self.target
         ));
+        if let Some(v) = &self.vitals {
+            out.push_str(&format!("{}\n", v.line()));
+        }
         let count = |s: Severity| self.findings.iter().filter(|f| f.severity == s).count();
         out.push_str(&format!(
             "{} critical, {} warning, {} info; {} checks in {} ms{}\n",
@@ -114,6 +130,15 @@ impl Report {
                 ""
             }
         ));
+        if self.redoubt {
+            out.push_str("this is a Redoubt: checks of redis-server itself (persistence, version, fork) were not run\n");
+        }
+        if !self.ignored.is_empty() {
+            out.push_str(&format!(
+                "ignored (muted, not counted): {}\n",
+                self.ignored.join(", ")
+            ));
+        }
         for f in &self.findings {
             out.push('\n');
             out.push_str(&format!(
@@ -169,6 +194,9 @@ mod tests {
             findings,
             redis_version: Some("7.2.4".into()),
             role: Some("master".into()),
+            redoubt: false,
+            vitals: None,
+            ignored: vec![],
             host_checks: true,
             checks_run: 40,
             keys_sampled: 0,

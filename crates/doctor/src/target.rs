@@ -40,8 +40,18 @@ impl Target {
     /// Parses a URL with the proxy's own parser ([`upstream::UpstreamUrl`]),
     /// so `redoubt doctor URL` accepts exactly what `--upstream URL` does.
     /// Percent-escapes in user and password are decoded.
+    ///
+    /// Without a scheme, `host[:port]` is read as `redis://host[:port]`,
+    /// as `redis-cli -h host -p port` users write it.
     pub fn parse(url: &str) -> Result<Target, UrlError> {
         use upstream::UrlError as E;
+        let with_scheme;
+        let url = if url.contains("://") {
+            url
+        } else {
+            with_scheme = format!("redis://{url}");
+            &with_scheme
+        };
         match upstream::UpstreamUrl::parse(url) {
             Ok(u) => Ok(Target {
                 host: u.host,
@@ -149,7 +159,7 @@ mod tests {
     #[test]
     fn garbage_is_invalid() {
         for u in [
-            "localhost:6379",
+            "localhost:99999",
             "http://h",
             "redis://h:99999",
             "redis://h:1/x",
@@ -157,6 +167,14 @@ mod tests {
         ] {
             assert!(matches!(Target::parse(u), Err(UrlError::Invalid(_))), "{u}");
         }
+    }
+
+    #[test]
+    fn host_and_port_without_a_scheme_are_a_redis_url() {
+        let t = Target::parse("10.0.0.5:7000").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("10.0.0.5", 7000));
+        assert_eq!(Target::parse("localhost").unwrap().port, DEFAULT_PORT);
+        assert_eq!(Target::parse("[::1]:7001").unwrap().addr(), "[::1]:7001");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use regex::{RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::logtime::LogTime;
 use crate::severity::{paint, Severity};
 
 /// Bytes of one line that are looked at; the rest of a longer line is
@@ -157,6 +158,13 @@ pub struct TriageGroup {
     pub last: Location,
     /// The first matching line (ANSI removed, shortened).
     pub example: String,
+    /// When the first matching line was logged (RFC 3339, UTC): its own
+    /// time, or that of the last dated line before it when it has none
+    /// (a kernel line between application lines). `None` before any
+    /// dated line.
+    pub first_time: Option<String>,
+    /// When the last matching line was logged, as `first_time`.
+    pub last_time: Option<String>,
     /// Signature ids that matched, sorted.
     pub signatures: Vec<String>,
     /// Likely causes, most likely first.
@@ -168,6 +176,10 @@ pub struct TriageGroup {
 /// The result of triaging one or more logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TriageReport {
+    /// Cause ids in the order they first appeared (by time where the lines
+    /// have one, else by position): the first is the earliest cause, most
+    /// often the root one; the others tend to be its consequences.
+    pub timeline: Vec<String>,
     /// Lines read.
     pub lines: u64,
     /// Lines longer than [`MAX_LINE_BYTES`], matched on their beginning only.
@@ -177,6 +189,10 @@ pub struct TriageReport {
 }
 
 struct Acc {
+    /// Position of the first matching line among all lines read.
+    seq: u64,
+    first_time: Option<LogTime>,
+    last_time: Option<LogTime>,
     count: u64,
     first: Location,
     last: Location,
@@ -194,6 +210,8 @@ pub struct Triage {
     acc: Vec<Option<Acc>>,
     clean: Vec<u8>,
     hits: Vec<usize>,
+    /// Time of the last dated line, carried to undated ones.
+    now: Option<LogTime>,
 }
 
 impl Default for Triage {
@@ -215,6 +233,7 @@ impl Triage {
             acc: table.causes.iter().map(|_| None).collect(),
             clean: Vec::with_capacity(1024),
             hits: Vec::new(),
+            now: None,
         }
     }
 
@@ -249,6 +268,11 @@ impl Triage {
         }
         strip_ansi(line, &mut self.clean);
         let text = String::from_utf8_lossy(&self.clean);
+        if let Some(at) = LogTime::find(&text, self.now.map(LogTime::year)) {
+            self.now = Some(at);
+        }
+        let now = self.now;
+        let seq = self.lines;
         let t = self.table;
         self.hits.clear();
         for p in t.set.matches(&text).iter() {
@@ -269,6 +293,9 @@ impl Triage {
             let cause = t.sig_cause[sig];
             let slot = &mut self.acc[cause];
             let acc = slot.get_or_insert_with(|| Acc {
+                seq,
+                first_time: now,
+                last_time: now,
                 count: 0,
                 first: here.clone(),
                 last: here.clone(),
@@ -279,6 +306,7 @@ impl Triage {
             if cause != last_cause {
                 acc.count += 1;
                 acc.last = here.clone();
+                acc.last_time = now;
                 last_cause = cause;
             }
         }
@@ -304,11 +332,25 @@ impl Triage {
     /// The report: groups worst first, then by count.
     pub fn finish(self) -> TriageReport {
         let t = self.table;
-        let mut groups: Vec<TriageGroup> = self
+        let found = self
             .acc
             .into_iter()
             .enumerate()
             .filter_map(|(i, a)| a.map(|a| (i, a)))
+            .collect::<Vec<_>>();
+        // Earliest first: dated before undated would misplace nothing,
+        // since an undated first line came before any dated one.
+        let mut order: Vec<(Option<LogTime>, u64, usize)> = found
+            .iter()
+            .map(|(i, a)| (a.first_time, a.seq, *i))
+            .collect();
+        order.sort();
+        let timeline: Vec<String> = order
+            .iter()
+            .map(|(_, _, i)| t.causes[*i].id.clone())
+            .collect();
+        let mut groups: Vec<TriageGroup> = found
+            .into_iter()
             .map(|(i, a)| {
                 let c = &t.causes[i];
                 TriageGroup {
@@ -319,6 +361,8 @@ impl Triage {
                     first: a.first,
                     last: a.last,
                     example: a.example,
+                    first_time: a.first_time.map(LogTime::rfc3339),
+                    last_time: a.last_time.map(LogTime::rfc3339),
                     signatures: a.signatures.into_iter().map(str::to_string).collect(),
                     likely_causes: c.causes.clone(),
                     first_step: c.first_step.clone(),
@@ -332,6 +376,7 @@ impl Triage {
                 .then(a.first.line.cmp(&b.first.line))
         });
         TriageReport {
+            timeline,
             lines: self.lines,
             long_lines: self.long_lines,
             groups,
@@ -403,6 +448,32 @@ impl TriageReport {
                 n => format!("{n} causes found"),
             }
         );
+        if let Some(first) = self.timeline.first().and_then(|c| self.group(c)) {
+            out.push_str(&format!(
+                "earliest cause: {} ({}), first at {}{}\n",
+                paint(&first.title, "1", color),
+                first.cause,
+                first.first,
+                first
+                    .first_time
+                    .as_ref()
+                    .map(|t| format!(", {t}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if self.timeline.len() > 1 {
+            out.push_str("\ntimeline (first line of each cause):\n");
+            for g in self.timeline.iter().filter_map(|c| self.group(c)) {
+                out.push_str(&format!(
+                    "  {:<24} {} {}  ×{}, {}\n",
+                    g.first_time.as_deref().unwrap_or("(no time)"),
+                    g.severity.label(color),
+                    g.cause,
+                    g.count,
+                    g.first
+                ));
+            }
+        }
         for g in &self.groups {
             let span = if g.first == g.last {
                 format!("{}", g.first)

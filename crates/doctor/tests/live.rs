@@ -126,6 +126,66 @@ async fn full_noeviction_cache_is_critical_and_flags_the_policy() {
     assert_fires(&rep, "memory.near-maxmemory", Severity::Critical);
     assert_fires(&rep, "memory.noeviction-cache", Severity::Warn);
     assert_eq!(rep.exit_code(), 2);
+    // Past the limit (Redis refused the last SET with OOM) it is not
+    // "close to maxmemory (104%)".
+    let f = rep.get("memory.near-maxmemory").unwrap();
+    assert_eq!(
+        f.title,
+        "Redis is over maxmemory — writes are being refused",
+        "{}",
+        rep.render_text(false)
+    );
+    assert!(f.detail.contains("noeviction"), "{}", f.detail);
+}
+
+#[tokio::test]
+async fn vital_signs_come_first_and_ignored_checks_do_not_count() {
+    let r = RedisServer::start(&["--maxmemory", "100mb"]);
+    r.cmd(&["SET", "a", "1"]);
+    r.cmd(&["GET", "a"]);
+    r.cmd(&["GET", "missing"]);
+    let rep = doctor_with(&r.url(), |o| {
+        o.ignore = vec!["persistence.off".into(), "latency".into(), "host.*".into()]
+    })
+    .await;
+    let v = rep.vitals.as_ref().expect("vitals read");
+    assert_eq!(v.maxmemory, Some(100 * 1024 * 1024));
+    assert!(v.clients.is_some_and(|c| c >= 1), "{v:?}");
+    // One hit, one miss (the doctor's own reads use no keys).
+    assert_eq!(v.hit_rate, Some(0.5), "{v:?}");
+    assert_eq!(v.evicted_keys, Some(0));
+    assert!(v.ping_us.is_some());
+    let text = rep.render_text(false);
+    let line = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        line.starts_with("memory ")
+            && line.contains("of 100.0 MiB")
+            && line.contains("hit rate 50%")
+            && line.contains("ping "),
+        "vital signs on the second line:\n{text}"
+    );
+    for muted in ["persistence.off", "latency.monitor-off"] {
+        assert_silent(&rep, muted);
+        assert!(rep.ignored.iter().any(|i| i == muted), "{:?}", rep.ignored);
+    }
+    assert!(rep.findings.iter().all(|f| !f.id.starts_with("host.")));
+    assert!(text.contains("ignored (muted, not counted): "), "{text}");
+}
+
+#[tokio::test]
+async fn a_password_from_the_options_is_used_when_the_url_has_none() {
+    let r = RedisServer::start(&["--requirepass", "s3cret"]);
+    let addr = format!("127.0.0.1:{}", r.port());
+    let rep = doctor(&addr).await;
+    assert!(rep.has("connection.noauth"), "{}", rep.render_text(false));
+    let rep = doctor_with(&addr, |o| o.password = Some("s3cret".into())).await;
+    assert!(rep.diagnosable, "{}", rep.render_text(false));
+    // A password in the URL wins over the fallback.
+    let rep = doctor_with(&format!("redis://:wrong@{addr}"), |o| {
+        o.password = Some("s3cret".into())
+    })
+    .await;
+    assert!(!rep.diagnosable, "{}", rep.render_text(false));
 }
 
 #[tokio::test]

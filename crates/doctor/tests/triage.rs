@@ -281,3 +281,82 @@ fn files_are_read_in_order_and_a_missing_one_is_an_input_error() {
     assert_eq!(e.source.kind(), std::io::ErrorKind::NotFound);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An outage as the people involved would collect it: the app's log
+/// (behind Redoubt, with timeouts from two client libraries) given first,
+/// then the host's kernel log. The timeline goes by time, not by file or
+/// severity, so the OOM kill that started it is named first.
+#[test]
+fn the_timeline_names_the_earliest_cause_first_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.log");
+    std::fs::write(
+        &app,
+        "\
+2024-05-02T10:06:00.500Z api info GET /cart 200 4ms
+2024-05-02T10:06:01.200Z api error Error: Command timed out
+2024-05-02T10:06:01.400Z worker ERROR redis.exceptions.TimeoutError: Timeout reading from socket
+2024-05-02T10:06:02Z api error ReplyError: UNCERTAIN no reply from redis within 1000 ms: command may have been executed; check before retrying
+2024-05-02T10:06:03Z api error ReplyError: UNAVAILABLE redis is down (2 probes failed: cannot connect): command not executed; retry later
+2024-05-02T10:06:04Z api error ReplyError: UNAVAILABLE redis is down (2 probes failed: cannot connect): command not executed; retry later
+",
+    )
+    .unwrap();
+    let kern = dir.path().join("kern.log");
+    std::fs::write(
+        &kern,
+        "\
+May  2 10:05:59 cache-1 kernel: [812345.1] redis-server invoked oom-killer: gfp_mask=0x140cca
+May  2 10:06:00 cache-1 kernel: [812345.6] Out of memory: Killed process 1234 (redis-server) total-vm:8123456kB
+",
+    )
+    .unwrap();
+    let r = triage_files(&[&app, &kern]).unwrap();
+    assert_eq!(
+        r.timeline,
+        vec![
+            "server-oom-killed",
+            "command-timeout",
+            "redoubt-uncertain",
+            "redoubt-unavailable"
+        ],
+        "{}",
+        r.render_text(false)
+    );
+    let oom = r.group("server-oom-killed").unwrap();
+    assert_eq!(
+        oom.first_time.as_deref(),
+        Some("2024-05-02T10:06:00Z"),
+        "syslog year borrowed from the app log"
+    );
+    let timeouts = r.group("command-timeout").unwrap();
+    assert_eq!(timeouts.count, 2);
+    assert_eq!(
+        timeouts.signatures,
+        vec!["ioredis-timeout", "redis-py-timeout"]
+    );
+    assert_eq!(
+        timeouts.first_time.as_deref(),
+        Some("2024-05-02T10:06:01.200Z")
+    );
+    assert_eq!(
+        r.group("redoubt-unavailable").unwrap().last_time.as_deref(),
+        Some("2024-05-02T10:06:04Z")
+    );
+    let text = r.render_text(false);
+    let earliest = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        earliest.starts_with("earliest cause: The kernel's OOM killer killed redis-server (server-oom-killed), first at ")
+            && earliest.ends_with("kern.log:2, 2024-05-02T10:06:00Z"),
+        "{text}"
+    );
+    let pos = |s: &str| {
+        text.find(s)
+            .unwrap_or_else(|| panic!("{s} missing in {text}"))
+    };
+    assert!(pos("timeline") < pos("  2024-05-02T10:06:00Z"));
+    assert!(pos("2024-05-02T10:06:00Z") < pos("2024-05-02T10:06:01.200Z"));
+    let j = r.to_json();
+    assert_eq!(j["timeline"][0], "server-oom-killed");
+    assert!(j["groups"][0]["first_time"].is_string(), "{j}");
+}

@@ -75,7 +75,7 @@ pub enum JournalError {
     },
     /// A record is corrupt: the journal refuses to append or read past it
     /// until an operator acts.
-    #[error("journal {0}: durable writes refused; run `redoubt journal inspect` and repair or move the journal aside")]
+    #[error("journal {0}: durable writes refused; stop Redoubt, run `redoubt journal inspect DATA_DIR`, then `redoubt journal repair DATA_DIR` (moves the damaged records aside, they are not replayed) or move the journal aside")]
     Corrupt(Box<Corruption>),
     /// An earlier write or sync failed, so what is on disk is uncertain and
     /// the journal accepts nothing more in this process.

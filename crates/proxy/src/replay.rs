@@ -949,7 +949,7 @@ pub async fn replay_dir(
     url: &str,
     node_id: Option<&str>,
 ) -> Result<ReplayOutcome, ReplayError> {
-    replay_dir_tls(dir, url, node_id, None).await
+    replay_dir_watched(dir, url, node_id, None, |_| {}).await
 }
 
 /// [`replay_dir`] with TLS settings for a `rediss://` URL (`None`: the
@@ -959,6 +959,18 @@ pub async fn replay_dir_tls(
     url: &str,
     node_id: Option<&str>,
     tls: Option<tls::TlsClient>,
+) -> Result<ReplayOutcome, ReplayError> {
+    replay_dir_watched(dir, url, node_id, tls, |_| {}).await
+}
+
+/// [`replay_dir_tls`], handing `watch` the replayer's progress before it
+/// starts (`redoubt journal replay` draws a progress bar from it).
+pub async fn replay_dir_watched(
+    dir: impl AsRef<Path>,
+    url: &str,
+    node_id: Option<&str>,
+    tls: Option<tls::TlsClient>,
+    watch: impl FnOnce(ProgressHandle),
 ) -> Result<ReplayOutcome, ReplayError> {
     let mut url = UpstreamUrl::parse(url)?;
     if let Some(t) = tls {
@@ -999,5 +1011,6 @@ pub async fn replay_dir_tls(
     }
     let cfg = ReplayConfig::from_url(&url, &data_dir);
     let mut replayer = Replayer::new(Arc::new(journal), &node_id, cfg);
+    watch(replayer.progress());
     replayer.run_until_drained().await
 }

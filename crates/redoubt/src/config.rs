@@ -58,6 +58,8 @@ pub struct Config {
     pub tls: TlsSection,
     /// `[upstream_tls]`: how a `rediss://` upstream is reached.
     pub upstream_tls: UpstreamTlsSection,
+    /// `[doctor]`
+    pub doctor: DoctorSection,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for Config {
             remediation: RemediationSection::default(),
             tls: TlsSection::default(),
             upstream_tls: UpstreamTlsSection::default(),
+            doctor: DoctorSection::default(),
         }
     }
 }
@@ -360,6 +363,15 @@ impl Default for RemediationSection {
     }
 }
 
+/// `[doctor]`: how `redoubt doctor` judges a Redis.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DoctorSection {
+    /// Checks muted, by id (`host.overcommit`) or area (`host`, `host.*`):
+    /// states accepted for this deployment, so the exit code can gate it.
+    pub ignore: Vec<String>,
+}
+
 /// A byte size written as a number or with a unit (`"64MiB"`, `"1GB"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -542,6 +554,7 @@ const SECTIONS: &[&str] = &[
     "remediation",
     "tls",
     "upstream_tls",
+    "doctor",
 ];
 
 /// Reads the file (explicit, or `./redoubt.toml` if present), overlays the
@@ -552,6 +565,7 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) ->
         Some(p) => Some(p.to_path_buf()),
         None => Some(PathBuf::from("redoubt.toml")).filter(|p| p.exists()),
     };
+    let mut text = None;
     let mut root = match &path {
         None => toml::Table::new(),
         Some(p) => match std::fs::read_to_string(p) {
@@ -559,10 +573,21 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) ->
                 problems.push(format!("{}: cannot read: {e}", p.display()));
                 toml::Table::new()
             }
-            Ok(text) => match text.parse::<toml::Table>() {
-                Ok(t) => t,
+            Ok(t) => match t.parse::<toml::Table>() {
+                Ok(table) => {
+                    text = Some(t);
+                    table
+                }
                 Err(e) => {
-                    problems.push(format!("{}: not valid TOML: {}", p.display(), e.message()));
+                    let at = e
+                        .span()
+                        .map(|r| format!(":{}", line_of(&t, r.start)))
+                        .unwrap_or_default();
+                    problems.push(format!(
+                        "{}{at}: not valid TOML: {}",
+                        p.display(),
+                        e.message()
+                    ));
                     toml::Table::new()
                 }
             },
@@ -595,11 +620,105 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) ->
     }
     let config = build(root, &mut problems);
     problems.extend(validate(&config));
+    if let (Some(p), Some(text)) = (&path, &text) {
+        let doc = toml_edit::ImDocument::parse(text.as_str()).ok();
+        for problem in &mut problems {
+            if let Some(line) = doc.as_ref().and_then(|d| problem_line(d, text, problem)) {
+                *problem = format!("{}:{line}: {problem}", p.display());
+            }
+        }
+    }
     Loaded {
         config,
         file: path,
         problems,
     }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line in the file of the key a problem is about (`health.down_after:
+/// …`, `keyspace[1].policy: …`, `typo: unknown key`), from the TOML
+/// parser's spans; `None` when the key is not in the file (a default, an
+/// environment variable, a flag) or the problem names no key.
+fn problem_line(doc: &toml_edit::ImDocument<&str>, text: &str, problem: &str) -> Option<usize> {
+    use toml_edit::{Item, Value as V};
+    enum Node<'a> {
+        Table(&'a toml_edit::Table),
+        Inline(&'a toml_edit::InlineTable),
+        Array(&'a toml_edit::Array),
+        Tables(&'a toml_edit::ArrayOfTables),
+        Leaf,
+    }
+    fn of_value(v: &V) -> Node<'_> {
+        match v {
+            V::InlineTable(t) => Node::Inline(t),
+            V::Array(a) => Node::Array(a),
+            _ => Node::Leaf,
+        }
+    }
+    fn of_item(i: &Item) -> Node<'_> {
+        match i {
+            Item::Table(t) => Node::Table(t),
+            Item::ArrayOfTables(a) => Node::Tables(a),
+            Item::Value(v) => of_value(v),
+            Item::None => Node::Leaf,
+        }
+    }
+    // Problems start with the key: `health.down_after: …` or
+    // `health.down_after must be …`.
+    let key = problem.split([':', ' ']).next()?;
+    let mut span = None;
+    let mut cur = Node::Table(doc.as_table());
+    for part in key.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (
+                n,
+                rest.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()),
+            ),
+            None => (part, None),
+        };
+        cur = match cur {
+            Node::Table(t) => {
+                let Some((k, i)) = t.get_key_value(name) else {
+                    break;
+                };
+                span = k.span().or(span);
+                of_item(i)
+            }
+            Node::Inline(t) => {
+                let Some((k, i)) = t.get_key_value(name) else {
+                    break;
+                };
+                span = k.span().or(span);
+                of_item(i)
+            }
+            _ => break,
+        };
+        if let Some(i) = index {
+            cur = match cur {
+                Node::Tables(a) => {
+                    let Some(t) = a.get(i) else { break };
+                    span = t.span().or(span);
+                    Node::Table(t)
+                }
+                Node::Array(a) => {
+                    let Some(v) = a.get(i) else { break };
+                    span = v.span().or(span);
+                    of_value(v)
+                }
+                _ => break,
+            };
+        }
+    }
+    span.map(|r| line_of(text, r.start))
 }
 
 fn overlay_env(root: &mut toml::Table, env: &[(String, String)], problems: &mut Vec<String>) {
@@ -760,6 +879,7 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
     section(&root, "remediation", &mut c.remediation, problems);
     section(&root, "tls", &mut c.tls, problems);
     section(&root, "upstream_tls", &mut c.upstream_tls, problems);
+    section(&root, "doctor", &mut c.doctor, problems);
     if let Some(v) = root.get("keyspace") {
         match v {
             Value::Array(entries) => {
@@ -1063,6 +1183,11 @@ pub fn validate(c: &Config) -> Vec<String> {
         p.push("remediation.max_attempts: 0 would never run the command; give at least 1 (default 3), or leave on_down empty to turn remediation off".into());
     }
     p.extend(tls_problems(c));
+    for (i, pattern) in c.doctor.ignore.iter().enumerate() {
+        if let Some(why) = doctor::unknown_ignore(pattern) {
+            p.push(format!("doctor.ignore[{i}]: {why}"));
+        }
+    }
     for (i, k) in c.keyspace.iter().enumerate() {
         if k.pattern.is_empty() {
             p.push(format!("keyspace[{i}].pattern: must not be empty"));

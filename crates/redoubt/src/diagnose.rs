@@ -2,12 +2,65 @@
 //! or log triage, print, and map the verdict to DESIGN's exit codes.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// `doctor [URL] [--json] [--cacert FILE --cert FILE --key FILE
-/// --insecure]`: 0 healthy, 1 warnings, 2 critical, 3 could not diagnose.
-pub fn doctor(url: &str, json: bool, tls: &tls::ClientOptions) -> ExitCode {
+/// Where `doctor` looks when no URL is given and no config names an upstream.
+const DEFAULT_DOCTOR_URL: &str = "redis://127.0.0.1:6379";
+
+/// `doctor [URL] [--ignore CHECK]... [--config FILE] [--json] [--cacert
+/// FILE --cert FILE --key FILE --insecure]`: 0 healthy, 1 warnings, 2
+/// critical, 3 could not diagnose, 64 an invalid config or an --ignore
+/// naming no check (nothing was diagnosed).
+pub fn doctor(
+    url: Option<String>,
+    ignore: Vec<String>,
+    file: Option<&Path>,
+    json: bool,
+    tls: &tls::ClientOptions,
+) -> ExitCode {
+    let loaded = crate::config::load(
+        file,
+        &crate::config::process_env(),
+        &crate::config::Overrides::default(),
+    );
+    if !loaded.problems.is_empty() {
+        for p in &loaded.problems {
+            eprintln!("config: {p}");
+        }
+        eprintln!("redoubt doctor: {} config problem(s): nothing was diagnosed; fix them (redoubt config check) or pass --config", loaded.problems.len());
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
+    let bad: Vec<String> = ignore
+        .iter()
+        .filter_map(|p| doctor::unknown_ignore(p))
+        .collect();
+    if !bad.is_empty() {
+        for b in &bad {
+            eprintln!("redoubt doctor: --ignore {b}");
+        }
+        eprintln!("nothing was diagnosed");
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
+    let url = url
+        .or_else(|| Some(loaded.config.upstream.clone()).filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| DEFAULT_DOCTOR_URL.into());
+    let mut opts = doctor::DoctorOptions {
+        ignore: loaded
+            .config
+            .doctor
+            .ignore
+            .iter()
+            .cloned()
+            .chain(ignore)
+            .collect(),
+        // What redis-cli reads, so `REDISCLI_AUTH=… redoubt doctor host:port`
+        // works as `redis-cli -h host -p port` does; a password in the URL wins.
+        password: std::env::var("REDISCLI_AUTH")
+            .ok()
+            .filter(|p| !p.is_empty()),
+        ..Default::default()
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -18,7 +71,6 @@ pub fn doctor(url: &str, json: bool, tls: &tls::ClientOptions) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let mut opts = doctor::DoctorOptions::default();
     let wants_tls = url
         .trim_start()
         .to_ascii_lowercase()
@@ -35,7 +87,7 @@ pub fn doctor(url: &str, json: bool, tls: &tls::ClientOptions) -> ExitCode {
         eprintln!("redoubt doctor: --cacert, --cert, --key and --insecure are for a rediss:// URL");
         return ExitCode::from(crate::EXIT_USAGE);
     }
-    let report = rt.block_on(doctor::diagnose(url, &opts));
+    let report = rt.block_on(doctor::diagnose(&url, &opts));
     finish(
         json,
         report.to_json(),

@@ -4,6 +4,7 @@
 
 mod config;
 mod diagnose;
+mod incidents;
 mod journal_cmd;
 mod ops;
 mod serve;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Exit code for usage errors, everywhere (DESIGN).
-const EXIT_USAGE: u8 = 64;
+pub(crate) const EXIT_USAGE: u8 = 64;
 
 /// Redoubt sits between your applications and Redis and makes a Redis
 /// outage a non-event: every command is answered within a deadline, durable
@@ -55,11 +56,23 @@ enum Command {
         log_format: serve::LogFormat,
     },
     /// Diagnose a Redis: what is wrong and what to do (exit 0 healthy,
-    /// 1 warnings, 2 critical, 3 could not diagnose).
+    /// 1 warnings, 2 critical, 3 could not diagnose, 64 a bad config or
+    /// --ignore): usable as a deploy gate, with accepted states muted by
+    /// --ignore or `[doctor] ignore`.
     Doctor {
-        /// The Redis to diagnose (redis:// or rediss:// for TLS).
-        #[arg(default_value = "redis://127.0.0.1:6379")]
-        url: String,
+        /// The Redis to diagnose: redis://[user:pass@]host:port[/db] or
+        /// host:port (default: the config's upstream, else
+        /// 127.0.0.1:6379). Without a password in it, REDISCLI_AUTH is
+        /// used, as redis-cli does.
+        url: Option<String>,
+        /// Mute a check by id (host.overcommit) or area (host); repeatable,
+        /// added to the config's `[doctor] ignore`.
+        #[arg(long, value_name = "CHECK")]
+        ignore: Vec<String>,
+        /// TOML config file for `[doctor] ignore` and the upstream
+        /// (default: ./redoubt.toml if present).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -80,11 +93,26 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Read a journal directory: inspect it, export it as RESP, or replay
-    /// it into a Redis.
+    /// Read a journal directory: inspect it, export it as RESP, replay it
+    /// into a Redis, or repair a corrupt one.
     Journal {
         #[command(subcommand)]
         action: JournalAction,
+    },
+    /// The incident log of a running Redoubt: each outage's start, end,
+    /// cause and what was served, journaled, replayed and refused (newest
+    /// first; --json for the raw form). Exit 0 none open, 1 one open, 3
+    /// the admin endpoint does not answer.
+    Incidents {
+        /// Admin address of the running Redoubt.
+        #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
+        admin: String,
+        /// Bearer token, if admin.token is set.
+        #[arg(long, env = "REDOUBT_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The /incidents JSON, with RFC 3339 times added.
+        #[arg(long)]
+        json: bool,
     },
     /// Ask a running Redoubt how it is doing: a short summary (or --json).
     /// Exit 0 Redis up or standalone; 1 degraded (Redis rejects writes,
@@ -158,6 +186,17 @@ enum JournalAction {
         node_id: Option<String>,
         #[command(flatten)]
         tls: TlsFlags,
+    },
+    /// Cut a journal at its corrupt record so Redoubt starts again: the
+    /// record and everything after it move to journal/quarantine-<ms>/
+    /// (kept, not replayed). Exit 0 repaired or nothing to repair, 2 not
+    /// done. Stop Redoubt first: a data dir in use is refused.
+    Repair {
+        /// A data dir or its journal/ directory.
+        dir: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the journal as plain RESP for `redis-cli --pipe`.
     Export {
@@ -242,11 +281,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
-        Command::Doctor { url, json, tls } => diagnose::doctor(&url, json, &tls.options()),
+        Command::Doctor {
+            url,
+            ignore,
+            config,
+            json,
+            tls,
+        } => diagnose::doctor(url, ignore, config.as_deref(), json, &tls.options()),
         Command::Triage { files, json } => diagnose::triage(&files, json),
         Command::Journal { action } => match action {
             JournalAction::Inspect { dir, json } => journal_cmd::inspect(&dir, json),
             JournalAction::Export { dir, format: _ } => journal_cmd::export(&dir),
+            JournalAction::Repair { dir, json } => journal_cmd::repair(&dir, json),
             JournalAction::Replay {
                 dir,
                 to,
@@ -255,5 +301,6 @@ fn main() -> ExitCode {
             } => journal_cmd::replay(&dir, &to, node_id.as_deref(), &tls.options()),
         },
         Command::Status { admin, token, json } => status::run(&admin, token.as_deref(), json),
+        Command::Incidents { admin, token, json } => incidents::run(&admin, token.as_deref(), json),
     }
 }

@@ -169,7 +169,7 @@ fn open_journal(
         tracing::warn!(%t, "journal: a torn last record was dropped (a write that was never acknowledged)");
     }
     if let Some(c) = &recovery.corruption {
-        tracing::error!(%c, "journal: corrupt record; nothing after it is used and durable writes are refused until an operator acts (redoubt journal inspect)");
+        tracing::error!(%c, "journal: corrupt record; nothing after it is used and durable writes are refused until an operator acts (redoubt journal inspect, then redoubt journal repair)");
     }
     Ok(journal)
 }

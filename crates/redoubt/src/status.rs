@@ -51,7 +51,7 @@ pub fn run(admin: &str, token: Option<&str>, json: bool) -> ExitCode {
     }
 }
 
-fn unix_ms_now() -> u64 {
+pub(crate) fn unix_ms_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -245,7 +245,7 @@ fn replica_line(r: &Value) -> String {
 
 /// `12 s`, `5 min 3 s`, `2 h 5 min`, `3 d 4 h`: two units are enough to
 /// tell a blip from an outage.
-fn human_duration(secs: u64) -> String {
+pub(crate) fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s} s"),

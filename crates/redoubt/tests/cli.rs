@@ -29,7 +29,7 @@ fn text(o: &Output) -> String {
 fn help_lists_commands_and_usage_errors_exit_64() {
     let o = redoubt(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
-    for cmd in ["serve", "config", "status"] {
+    for cmd in ["serve", "config", "status", "incidents", "doctor"] {
         assert!(text(&o).contains(cmd), "{}", text(&o));
     }
     assert_eq!(
@@ -52,14 +52,44 @@ fn config_check_reports_every_problem_and_exits_2() {
     let o = redoubt(&["config", "check", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let t = text(&o);
+    // Each problem names its line in the file.
     for needle in [
+        "bad.toml:1: upstream: ",
         "not supported yet",
-        "typo: unknown key",
-        "health.down_after",
-        "journal.fsync",
+        "bad.toml:2: typo: unknown key",
+        "bad.toml:4: health.down_after",
+        "bad.toml:6: journal.fsync",
     ] {
         assert!(t.contains(needle), "missing {needle:?} in {t}");
     }
+    let arrays = dir.path().join("arrays.toml");
+    std::fs::write(
+        &arrays,
+        "[[keyspace]]\npattern = \"a*\"\npolicy = \"durable\"\n\n[[keyspace]]\npattern = \"b*\"\npolicy = \"sometimes\"\n[doctor]\nignore = [\n  \"host\",\n  \"persistance\",\n]\n",
+    )
+    .unwrap();
+    let o = redoubt(&["config", "check", arrays.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    for needle in [
+        "arrays.toml:7: keyspace[1].policy",
+        "arrays.toml:11: doctor.ignore[1]",
+    ] {
+        assert!(t.contains(needle), "missing {needle:?} in {t}");
+    }
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "listen = \"127.0.0.1:6380\"\n[health\ninterval_ms = 5\n",
+    )
+    .unwrap();
+    let o = redoubt(&["config", "check", broken.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("broken.toml:2: not valid TOML"),
+        "{}",
+        text(&o)
+    );
     // serve refuses the same file with the same exit code.
     assert_eq!(
         redoubt(&["serve", "--config", bad.to_str().unwrap()])
@@ -267,9 +297,21 @@ fn serve_with(upstream: &str, toml: &str) -> Running {
 
 /// `serve` on `data` (holding `redoubt.toml`), on fresh ports.
 fn serve_in(upstream: &str, data: tempfile::TempDir) -> Running {
+    let (child, port, admin) = spawn_serve(upstream, data.path());
+    Running {
+        child,
+        port,
+        admin,
+        data,
+    }
+}
+
+/// `serve` on a data dir the caller keeps (it outlives the process), once
+/// both its ports answer.
+fn spawn_serve(upstream: &str, data: &std::path::Path) -> (Child, u16, u16) {
     let port = free_port();
     let admin = free_port();
-    let conf = data.path().join("redoubt.toml");
+    let conf = data.join("redoubt.toml");
     let child = Command::new(BIN)
         .args(["serve", "--config", conf.to_str().unwrap()])
         .args([
@@ -280,7 +322,7 @@ fn serve_in(upstream: &str, data: tempfile::TempDir) -> Running {
             "--admin",
             &format!("127.0.0.1:{admin}"),
         ])
-        .args(["--data-dir", data.path().to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap()])
         .env("REDOUBT_HEALTH_INTERVAL_MS", "50")
         .env("REDOUBT_HEALTH_TIMEOUT_MS", "100")
         .stdout(Stdio::null())
@@ -293,12 +335,7 @@ fn serve_in(upstream: &str, data: tempfile::TempDir) -> Running {
     wait_for("admin to listen", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", admin)).is_ok()
     });
-    Running {
-        child,
-        port,
-        admin,
-        data,
-    }
+    (child, port, admin)
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
@@ -365,6 +402,14 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
         "{t}"
     );
     assert!(t.contains("refused"), "the probe's reason: {t}");
+    // The outage is open in the incident log: exit 1.
+    let o = redoubt(&["incidents", "--admin", &admin]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).starts_with("OPEN  Redis down since 20") && text(&o).contains("so far): "),
+        "{}",
+        text(&o)
+    );
     let o = redoubt(&["status", "--admin", &admin, "--json"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json is JSON");
@@ -400,6 +445,33 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
     );
     let file = std::fs::read_to_string(r.data.path().join("incidents.jsonl")).unwrap();
     assert_eq!(file.lines().count(), 1, "{file}");
+    // Closed, told with RFC 3339 times; --json adds them beside the ms.
+    let o = redoubt(&["incidents", "--admin", &admin]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    let first = t.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("20")
+            && first.contains("Z – 20")
+            && first.contains(") Redis down: ")
+            && first.contains("probes failed"),
+        "{t}"
+    );
+    assert!(
+        t.contains(" refused\n") && t.contains("doctor diagnosis"),
+        "{t}"
+    );
+    let o = redoubt(&["incidents", "--admin", &admin, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("incidents --json is JSON");
+    let started = v["recent"][0]["started_at"].as_str().unwrap_or_default();
+    assert!(started.starts_with("20") && started.ends_with('Z'), "{v}");
+    assert!(v["recent"][0]["started_at_ms"].is_u64(), "{v}");
+    let o = redoubt(&[
+        "incidents",
+        "--admin",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 }
 
 #[test]
@@ -606,6 +678,9 @@ fn journal_inspect_and_export_through_redis_cli_pipe() {
         "resp",
     ]);
     assert_eq!(export.status.code(), Some(0), "{}", text(&export));
+    // Piped, not a terminal: no progress bar redraws on stderr.
+    let err = String::from_utf8_lossy(&export.stderr);
+    assert!(!err.contains('\r') && !err.contains("exporting ["), "{err}");
     let redis = RedisServer::new();
     let mut pipe = Command::new("redis-cli")
         .args(["-p", &redis.port().to_string(), "--pipe"])
@@ -910,4 +985,202 @@ fn replies_are_bounded_while_gathered_and_stream_to_a_client_that_reads() {
         "{drained} bytes reached a client over its limit"
     );
     assert_eq!(cmd(r.port, &["PING"]), "+PONG");
+}
+
+/// The operator's way back from a corrupt journal, on a journal written by
+/// the real binary: the refusal names the command, repair refuses while
+/// Redoubt runs, then cuts the journal at the damage, keeps what it cut,
+/// and Redoubt serves the records before it and takes writes again.
+#[test]
+fn journal_repair_does_what_the_corruption_error_asks() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap().to_string();
+    std::fs::write(data.path().join("redoubt.toml"), "").unwrap();
+    let value = "v".repeat(1000);
+    let (mut child, port, _) = spawn_serve("", data.path());
+    for k in ["k1", "k2", "k3"] {
+        assert_eq!(cmd(port, &["SET", k, &value]), "+OK");
+    }
+    // SIGKILL: fsync = always, so every acknowledged SET is on disk.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A flipped byte in the middle record (k2's): records follow it, so
+    // it is corruption, not a torn tail.
+    let seg = std::fs::read_dir(data.path().join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (mut child, port, _) = spawn_serve("", data.path());
+    let refused = cmd(port, &["SET", "k4", "x"]);
+    assert!(
+        refused.contains("corrupt") && refused.contains("redoubt journal repair"),
+        "{refused}"
+    );
+    let o = redoubt(&["journal", "repair", &dir]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("in use") && text(&o).contains("not changed"),
+        "{}",
+        text(&o)
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let o = redoubt(&["journal", "repair", &dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("repaired the journal") && t.contains("quarantine-"),
+        "{t}"
+    );
+    let quarantine: Vec<_> = std::fs::read_dir(data.path().join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    let kept: u64 = std::fs::read_dir(&quarantine[0])
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(kept > 1000, "the cut-off records are kept ({kept} bytes)");
+    let o = redoubt(&["journal", "repair", &dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("nothing to repair"), "{}", text(&o));
+    let o = redoubt(&["journal", "inspect", &dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let (mut child, port, _) = spawn_serve("", data.path());
+    assert_eq!(
+        cmd(port, &["STRLEN", "k1"]),
+        ":1000",
+        "kept before the damage"
+    );
+    assert_eq!(cmd(port, &["EXISTS", "k3"]), ":0", "cut with the damage");
+    assert_eq!(cmd(port, &["SET", "k4", "x"]), "+OK");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Pointed at a directory with no journal: refused, nothing created.
+    let empty = tempfile::tempdir().unwrap();
+    let o = redoubt(&["journal", "repair", empty.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none());
+}
+
+/// The ignores README documents for a `redis-server` started with its
+/// built-in defaults on a development machine.
+const STOCK_IGNORES: &[&str] = &["host", "server.version", "security.exposed-no-auth"];
+
+/// `doctor` as a deploy gate: a stock `redis-server` (no config at all)
+/// passes with the documented ignores, given as flags or in `[doctor]
+/// ignore`, addressed as `host:port` with `REDISCLI_AUTH`, as redis-cli
+/// users do; a misspelt ignore is refused rather than silently muting
+/// nothing.
+#[test]
+fn doctor_gates_a_stock_redis_with_the_documented_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut stock = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--requirepass", "s3cret"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    wait_for("redis-server to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let addr = format!("127.0.0.1:{port}");
+    let doctor = |args: &[&str], auth: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.arg("doctor").args(args).current_dir(dir.path());
+        c.env_remove("REDISCLI_AUTH").env_remove("REDOUBT_UPSTREAM");
+        if let Some(a) = auth {
+            c.env("REDISCLI_AUTH", a);
+        }
+        c.output().unwrap()
+    };
+    let o = doctor(&[&addr], None);
+    assert_eq!(o.status.code(), Some(3), "no password: {}", text(&o));
+    let mut gate = vec![addr.as_str()];
+    for i in STOCK_IGNORES {
+        gate.extend(["--ignore", i]);
+    }
+    let o = doctor(&gate, Some("s3cret"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.lines().nth(1).is_some_and(|l| l.starts_with("memory ")),
+        "vital signs first: {t}"
+    );
+
+    // The same list in the config file (./redoubt.toml, which also names
+    // the upstream, so no address is needed).
+    let list: Vec<String> = STOCK_IGNORES.iter().map(|i| format!("\"{i}\"")).collect();
+    std::fs::write(
+        dir.path().join("redoubt.toml"),
+        format!(
+            "upstream = \"redis://:s3cret@{addr}\"\n[doctor]\nignore = [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    let o = doctor(&[], None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = doctor(&["--json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert!(
+        v["vitals"]["clients"].as_u64().is_some_and(|c| c >= 1),
+        "{v}"
+    );
+
+    let o = doctor(&[&addr, "--ignore", "host.overcomit"], Some("s3cret"));
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    assert!(text(&o).contains("names no doctor check"), "{}", text(&o));
+    std::fs::write(
+        dir.path().join("redoubt.toml"),
+        "[doctor]\nignore = [\"persistance\"]\n",
+    )
+    .unwrap();
+    let o = doctor(&[&addr], Some("s3cret"));
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    assert!(text(&o).contains("doctor.ignore[0]"), "{}", text(&o));
+    let _ = stock.kill();
+    let _ = stock.wait();
+}
+
+/// Pointed at a standalone Redoubt, the doctor knows what it is talking to
+/// and does not report what only a redis-server can have (persistence
+/// off, an unsupported release line).
+#[test]
+fn doctor_makes_no_redis_server_findings_against_a_redoubt() {
+    let r = serve("");
+    let o = redoubt(&["doctor", &format!("127.0.0.1:{}", r.port), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["redoubt"], true, "{v}");
+    let ids: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .collect();
+    for id in [
+        "persistence.off",
+        "server.version",
+        "latency.monitor-off",
+        "security.exposed-no-auth",
+    ] {
+        assert!(!ids.contains(&id), "{id} against Redoubt: {v}");
+    }
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    let o = redoubt(&["doctor", &format!("127.0.0.1:{}", r.port)]);
+    assert!(text(&o).contains("(Redoubt"), "{}", text(&o));
 }
