@@ -133,7 +133,9 @@ pub fn replay(dir: &Path, url: &str, node_id: Option<&str>, tls: &tls::ClientOpt
             }),
         ));
     };
-    let outcome = rt.block_on(proxy::replay::replay_dir_watched(dir, url, node_id, client, watch));
+    let outcome = rt.block_on(proxy::replay::replay_dir_watched(
+        dir, url, node_id, client, watch,
+    ));
     if let Some((bar, task)) = ticker {
         task.abort();
         bar.finish_and_clear();
