@@ -546,3 +546,39 @@ fn a_blocked_xread_waits_through_its_key_holding_another_type() {
     let got = reader.reply().unwrap();
     assert!(got.contains("new") && !got.contains("old"), "{got}");
 }
+
+/// Redis's "Blocking XREADGROUP: key type changed with SET": a consumer
+/// blocked on a stream that SET overwrites is told at once.
+#[test]
+fn a_blocked_xreadgroup_is_told_when_set_overwrites_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let mut reader = Client::new(s.port);
+    let mut c = Client::new(s.port);
+    c.cmd(&["XADD", "mystream", "666", "f", "v"]).unwrap();
+    c.cmd(&["XGROUP", "CREATE", "mystream", "mygroup", "$"])
+        .unwrap();
+    let args = [
+        "XREADGROUP",
+        "GROUP",
+        "mygroup",
+        "Alice",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "mystream",
+        ">",
+    ];
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    reader.r.get_mut().write_all(req.as_bytes()).unwrap();
+    wait_for("the XREADGROUP to block", Duration::from_secs(5), || {
+        c.cmd(&["INFO", "clients"])
+            .is_some_and(|i| i.contains("blocked_clients:1"))
+    });
+    assert_eq!(c.cmd(&["SET", "mystream", "val1"]).as_deref(), Some("+OK"));
+    let got = reader.reply().unwrap();
+    assert!(got.contains("no longer exists"), "{got}");
+}

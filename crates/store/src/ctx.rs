@@ -276,8 +276,10 @@ impl<'a> Ctx<'a> {
         self.expire_if_needed(key);
         let now = self.now;
         let db = &mut self.inner.dbs[self.db];
+        let mut was_stream = false;
         match db.map.get_mut(&key[..]) {
             Some(e) => {
+                was_stream = matches!(&*e.value, Value::Stream(_));
                 e.value = Arc::new(value);
                 e.access = now;
                 e.str_enc = crate::value::StrEnc::Auto;
@@ -289,6 +291,14 @@ impl<'a> Ctx<'a> {
                 db.map.insert(key.clone(), Entry::new(value, now));
                 self.created(key);
             }
+        }
+        // A stream overwritten by another value is gone for the consumers
+        // blocked on it, as when it is deleted: they are told at once.
+        if was_stream
+            && self.inner.blocked > 0
+            && self.inner.waiting.contains_key(&(self.db, key.clone()))
+        {
+            self.wake = true;
         }
         self.modified(key);
     }
