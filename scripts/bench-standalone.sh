@@ -23,6 +23,9 @@ up() { until redis-cli -p $1 ping 2>/dev/null | grep -q PONG; do sleep 0.05; don
 
 start_pair() { # $1 = everysec|always
   cleanup; PIDS=(); rm -rf $D/redis $D/redoubt; mkdir -p $D/redis
+  # The previous pair must be gone, or the new servers cannot bind its ports
+  # and `up` would be answered by the old ones.
+  while redis-cli -p $RPORT ping >/dev/null 2>&1 || redis-cli -p $SPORT ping >/dev/null 2>&1; do sleep 0.05; done
   taskset -c 0 redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly yes --appendfsync $1 \
     --dir $D/redis --logfile $D/redis.log & PIDS+=($!)
   RUST_LOG=warn REDOUBT_JOURNAL_FSYNC=$1 taskset -c 0 target/release/redoubt serve --listen 127.0.0.1:$SPORT \
