@@ -311,6 +311,13 @@ pub fn implemented_commands() -> Vec<&'static str> {
 }
 
 /// `Some(true)` for SCRIPT KILL, `Some(false)` for FUNCTION KILL.
+/// FUNCTION STATS, which Redis answers while a script is busy.
+fn is_function_stats(args: &[Bytes]) -> bool {
+    args.len() == 2
+        && args[0].eq_ignore_ascii_case(b"function")
+        && args[1].eq_ignore_ascii_case(b"stats")
+}
+
 fn kill_kind(args: &[Bytes]) -> Option<bool> {
     if args.len() != 2 || !args[1].eq_ignore_ascii_case(b"kill") {
         return None;
@@ -668,10 +675,10 @@ impl Store {
             return (Executed::reply(err("ERR empty command")), None, None);
         }
         let shared = &*self.shared;
-        let mut guard = match self.lock_unless_busy(args) {
+        let mut guard = match self.lock_unless_busy(args, sess.resp == 3) {
             Ok(g) => g,
             Err(reply) => {
-                if sess.multi.is_some() && kill_kind(args).is_none() {
+                if sess.multi.is_some() && kill_kind(args).is_none() && !is_function_stats(args) {
                     sess.multi_error = true;
                 }
                 return (Executed::reply(reply), None, None);
@@ -784,9 +791,14 @@ impl Store {
     /// polled rather than waited on, so a client that arrived early still
     /// gets BUSY once the script crosses it (as Redis serves clients from
     /// inside a slow script).
-    fn lock_unless_busy(&self, args: &[Bytes]) -> Result<MutexGuard<'_, Inner>, Frame> {
+    fn lock_unless_busy(
+        &self,
+        args: &[Bytes],
+        resp3: bool,
+    ) -> Result<MutexGuard<'_, Inner>, Frame> {
         let gate = &self.shared.script_gate;
         let kill = kill_kind(args);
+        let stats = is_function_stats(args);
         // Never a blocking lock(): a script may start between a check and
         // the wait, and a client parked on the mutex behind a script that
         // never ends could not be told BUSY, nor deliver the SCRIPT KILL
@@ -794,6 +806,11 @@ impl Store {
         let mut attempt = 0u32;
         loop {
             attempt = attempt.saturating_add(1);
+            if stats {
+                if let Some(reply) = gate.stats_reply(resp3) {
+                    return Err(reply);
+                }
+            }
             if let Some(reply) = gate.refuse(kill) {
                 return Err(reply);
             }

@@ -582,3 +582,56 @@ async fn a_refusal_after_a_seed_puts_the_seeded_key_back_too() {
     );
     assert_eq!(store.used_memory(), before);
 }
+
+/// FUNCTION STATS is answered while a function is busy, naming it (Redis
+/// flags it allow-busy; Redis's unit/functions "test function kill"
+/// reads it before sending FUNCTION KILL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_stats_answers_while_a_function_is_busy() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    run(
+        &store,
+        &mut s,
+        &["CONFIG", "SET", "busy-reply-threshold", "10"],
+    )
+    .await;
+    let lib = "#!lua name=test\nredis.register_function('test', function(KEYS, ARGV) local a = 1 while true do a = a + 1 end end)";
+    run(&store, &mut s, &["FUNCTION", "LOAD", lib]).await;
+    let caller = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let rt = thread_runtime();
+            let mut s = store.session();
+            rt.block_on(store.execute(&mut s, args(&["FCALL", "test", "0"])))
+        })
+    };
+    let mut busy = false;
+    for _ in 0..500 {
+        if error_text(&run(&store, &mut s, &["PING"]).await.reply).starts_with("BUSY") {
+            busy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(busy, "never BUSY");
+    let stats = run(&store, &mut s, &["FUNCTION", "STATS"]).await.reply;
+    // Killed before any assertion, so a failure cannot leave it running.
+    let killed = run(&store, &mut s, &["FUNCTION", "KILL"]).await.reply;
+    let text = format!("{stats:?}");
+    assert!(
+        text.contains(r#"Bulk(b"name"), Bulk(b"test"), Bulk(b"command"), Array([Bulk(b"FCALL"), Bulk(b"test"), Bulk(b"0")]), Bulk(b"duration_ms"), Integer("#)
+            && text.contains(r#"Bulk(b"libraries_count"), Integer(1), Bulk(b"functions_count"), Integer(1)"#),
+        "{text}"
+    );
+    assert_eq!(killed, Frame::simple("OK"));
+    let out = match caller.join() {
+        Ok(o) => o,
+        Err(_) => panic!("caller thread panicked"),
+    };
+    assert!(out.reply.is_error());
+    assert_eq!(
+        run(&store, &mut s, &["PING"]).await.reply,
+        Frame::simple("PONG")
+    );
+}

@@ -45,6 +45,17 @@ pub(crate) struct Gate {
     /// `math.random`'s generator: one per store, shared by EVAL and
     /// functions and kept across SCRIPT FLUSH, like Redis's global one.
     pub rng: std::sync::Arc<super::engine::Rand48>,
+    /// What FUNCTION STATS tells about the running script, set as it
+    /// starts: it is answered without the lock the script holds.
+    stats: std::sync::Mutex<Option<RunningStats>>,
+}
+
+/// The running script and the engine's counts as the script started.
+pub(crate) struct RunningStats {
+    pub name: String,
+    pub command: Vec<bytes::Bytes>,
+    pub libraries: i64,
+    pub functions: i64,
 }
 
 impl Gate {
@@ -60,7 +71,55 @@ impl Gate {
             threshold_ms: AtomicU64::new(0),
             load_deadline_us: AtomicU64::new(0),
             rng: std::sync::Arc::new(super::engine::Rand48::new()),
+            stats: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Remembers what FUNCTION STATS reports while this run is busy.
+    pub fn set_stats(&self, stats: RunningStats) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s = Some(stats);
+        }
+    }
+
+    /// FUNCTION STATS while a script is past the threshold (Redis allows it
+    /// then); `None` when nothing is busy, and the command runs as usual.
+    pub fn stats_reply(&self, resp3: bool) -> Option<Frame> {
+        if !self.timed_out.load(Ordering::SeqCst) || !self.running.load(Ordering::SeqCst) {
+            return None;
+        }
+        let guard = self.stats.lock().ok()?;
+        let s = guard.as_ref()?;
+        let map = |pairs: Vec<(Frame, Frame)>| {
+            if resp3 {
+                Frame::Map(pairs)
+            } else {
+                Frame::Array(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect())
+            }
+        };
+        let elapsed_ms = self
+            .now_us()
+            .saturating_sub(self.started_us.load(Ordering::Relaxed))
+            / 1000;
+        let running = map(vec![
+            (Frame::bulk("name"), Frame::Bulk(s.name.clone().into())),
+            (
+                Frame::bulk("command"),
+                Frame::Array(s.command.iter().cloned().map(Frame::Bulk).collect()),
+            ),
+            (
+                Frame::bulk("duration_ms"),
+                Frame::Integer(elapsed_ms as i64),
+            ),
+        ]);
+        let lua = map(vec![
+            (Frame::bulk("libraries_count"), Frame::Integer(s.libraries)),
+            (Frame::bulk("functions_count"), Frame::Integer(s.functions)),
+        ]);
+        Some(map(vec![
+            (Frame::bulk("running_script"), running),
+            (Frame::bulk("engines"), map(vec![(Frame::bulk("LUA"), lua)])),
+        ]))
     }
 
     fn now_us(&self) -> u64 {

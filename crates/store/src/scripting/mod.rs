@@ -358,6 +358,13 @@ fn execute(
     eval_mode: bool,
 ) -> Reply {
     let gate = ctx.shared.script_gate.clone();
+    let libraries = &ctx.inner.scripting.libraries;
+    gate.set_stats(gate::RunningStats {
+        name: funcname.to_string(),
+        command: ctx.args.to_vec(),
+        libraries: libraries.len() as i64,
+        functions: libraries.values().map(|l| l.functions.len() as i64).sum(),
+    });
     gate.begin(eval_mode, ctx.inner.config.busy_reply_ms);
     // Ends the run however `execute` is left, a panic in a command
     // included: a gate left "running" would make every client poll.
