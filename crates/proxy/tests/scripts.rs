@@ -87,17 +87,6 @@ const STRAYS: &str = "redis.call('SET', KEYS[1], 'written') \
 redis.call('SET', ARGV[1], 'x') \
 return 1";
 
-fn aof_redis() -> RedisServer {
-    RedisServer::start(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--repl-diskless-sync-delay",
-        "0",
-    ])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_scripts_run_on_the_exact_copy_during_an_outage_and_replay_once() {
     let mut redis = aof_redis();

@@ -39,14 +39,7 @@ async fn instance_at(url: &str, node: &str, writer: Arc<Writer>) -> Local {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_takes_durable_writes_during_an_outage() {
-    let mut redis = RedisServer::start(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--repl-diskless-sync-delay",
-        "0",
-    ]);
+    let mut redis = aof_redis();
     redis.cmd(&["SET", "count:visits", "42"]);
     let (wa, wb) = (Writer::alone(), Writer::alone());
     let a = instance(&redis, "node-a", wa.clone()).await;
@@ -109,14 +102,7 @@ async fn an_instance_configured_never_serves_reads_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_writer_restores_a_redis_that_came_back_so_consumed_jobs_stay_consumed() {
-    let mut redis = RedisServer::start(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--repl-diskless-sync-delay",
-        "0",
-    ]);
+    let mut redis = aof_redis();
     for j in 1..=3 {
         redis.cmd(&["SET", &format!("count:job:{j}"), "queued"]);
     }
@@ -176,14 +162,7 @@ async fn only_the_writer_restores_a_redis_that_came_back_so_consumed_jobs_stay_c
 /// the test needs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_outage_the_others_wait_until_the_writer_has_replayed() {
-    let mut redis = RedisServer::start(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--repl-diskless-sync-delay",
-        "0",
-    ]);
+    let mut redis = aof_redis();
     redis.cmd(&["SET", "count:jobs", "7"]);
     let lease = |redis: &RedisServer, v: &str| {
         let set = ["SET", proxy::writer::LEASE_KEY, v, "PX", "600000"];
@@ -237,14 +216,7 @@ async fn after_an_outage_the_others_wait_until_the_writer_has_replayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_silent_past_a_lease_life_after_the_outage_is_taken_as_gone() {
-    let mut redis = RedisServer::start(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--repl-diskless-sync-delay",
-        "0",
-    ]);
+    let mut redis = aof_redis();
     let set = [
         "SET",
         proxy::writer::LEASE_KEY,

@@ -6,27 +6,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::Pair;
+use common::{parse, Pair};
 use resp::Frame;
 use test_support::RedisServer;
-
-/// Splits `"SET k v; GET k"` into commands; `""` is an empty argument.
-fn parse(seq: &str) -> Vec<Vec<Bytes>> {
-    seq.split(';')
-        .map(|c| {
-            c.split_whitespace()
-                .map(|a| {
-                    if a == "\"\"" {
-                        Bytes::new()
-                    } else {
-                        Bytes::copy_from_slice(a.as_bytes())
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .filter(|c| !c.is_empty())
-        .collect()
-}
 
 async fn check(family: &str, seqs: &[&str]) {
     let server = RedisServer::new();

@@ -184,15 +184,22 @@ fn spawn_script(store: &Store, script: &'static str) -> std::thread::JoinHandle<
     })
 }
 
-/// Polls with PING until the running script makes it BUSY.
+/// Polls with PING until the running EVAL makes it BUSY.
 async fn wait_busy(store: &Store, s: &mut Session) {
+    wait_busy_with(
+        store,
+        s,
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+    )
+    .await
+}
+
+/// Polls with PING until the running script makes it BUSY with `text`.
+async fn wait_busy_with(store: &Store, s: &mut Session, text: &str) {
     for _ in 0..500 {
         let r = run(store, s, &["PING"]).await.reply;
         if error_text(&r).starts_with("BUSY") {
-            assert_eq!(
-                error_text(&r),
-                "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
-            );
+            assert_eq!(error_text(&r), text);
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -606,15 +613,12 @@ async fn function_stats_answers_while_a_function_is_busy() {
             rt.block_on(store.execute(&mut s, args(&["FCALL", "test", "0"])))
         })
     };
-    let mut busy = false;
-    for _ in 0..500 {
-        if error_text(&run(&store, &mut s, &["PING"]).await.reply).starts_with("BUSY") {
-            busy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(busy, "never BUSY");
+    wait_busy_with(
+        &store,
+        &mut s,
+        "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.",
+    )
+    .await;
     let stats = run(&store, &mut s, &["FUNCTION", "STATS"]).await.reply;
     // Killed before any assertion, so a failure cannot leave it running.
     let killed = run(&store, &mut s, &["FUNCTION", "KILL"]).await.reply;

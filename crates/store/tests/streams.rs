@@ -8,26 +8,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::Pair;
+use common::{parse, Pair};
 use resp::Frame;
 use test_support::RedisServer;
-
-fn parse(seq: &str) -> Vec<Vec<Bytes>> {
-    seq.split(';')
-        .map(|c| {
-            c.split_whitespace()
-                .map(|a| {
-                    if a == "\"\"" {
-                        Bytes::new()
-                    } else {
-                        Bytes::copy_from_slice(a.as_bytes())
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .filter(|c| !c.is_empty())
-        .collect()
-}
 
 const MASKED_KEYS: &[&[u8]] = &[b"idle", b"seen-time"];
 

@@ -326,3 +326,16 @@ pub async fn wait_caught_up(redis: &RedisServer, replica: &proxy::replica::Repli
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A Redis that keeps every acknowledged write across a kill (AOF,
+/// `always`) and sends its replicas the RDB at once.
+pub fn aof_redis() -> RedisServer {
+    RedisServer::start(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--repl-diskless-sync-delay",
+        "0",
+    ])
+}

@@ -310,3 +310,21 @@ impl Pair {
         }
     }
 }
+
+/// Splits `"SET k v; GET k"` into commands; `""` is an empty argument.
+pub fn parse(seq: &str) -> Vec<Vec<Bytes>> {
+    seq.split(';')
+        .map(|c| {
+            c.split_whitespace()
+                .map(|a| {
+                    if a == "\"\"" {
+                        Bytes::new()
+                    } else {
+                        Bytes::copy_from_slice(a.as_bytes())
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|c| !c.is_empty())
+        .collect()
+}
