@@ -90,6 +90,8 @@ pub struct Outage {
     dirty: Arc<Mutex<HashSet<(u32, Bytes)>>>,
     /// True while anything is dirty: the Up fast path checks only this.
     active: AtomicBool,
+    /// Times the local state was forgotten ([`Outage::forgotten`]).
+    forgets: AtomicU64,
     /// Journal appends sent but not answered yet. The journal counts a
     /// record in `pending_entries` only once it is written, so without this
     /// the recovery could find the journal drained, forget the dirty keys,
@@ -135,6 +137,10 @@ fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Drains in a row that found records appended behind them before the
+/// last one is made holding the order lock.
+const HAND_BACK_TRIES: u32 = 3;
 
 /// Commands after which a key's whole value is known.
 pub(crate) const OVERWRITES: &[&str] = &["set", "setex", "psetex", "mset", "del", "unlink"];
@@ -229,6 +235,7 @@ impl Outage {
             dirty: Arc::default(),
             active: AtomicBool::new(false),
             appending: Arc::default(),
+            forgets: AtomicU64::new(0),
             progress: Mutex::default(),
             counters,
             near: OnceLock::new(),
@@ -587,6 +594,7 @@ impl Outage {
         args: &[Bytes],
         caller: &crate::access::Caller<'_>,
     ) -> Route {
+        let era = self.forgets.load(Ordering::Acquire);
         let keys = Self::keys(args);
         if keys.is_empty() {
             if state != State::Down {
@@ -600,7 +608,7 @@ impl Outage {
                     return Route::Refused(denied);
                 }
                 return self
-                    .script_route(session, db, args, name, caller.to_owned())
+                    .script_route(session, db, args, name, caller.to_owned(), era)
                     .await;
             }
             return self.keyless(session, args, caller).await;
@@ -647,7 +655,7 @@ impl Outage {
         let name = resp::lookup(args).map(|s| s.name).unwrap_or("?");
         if script::is_script(name) {
             return self
-                .script_route(session, db, args, name, caller.to_owned())
+                .script_route(session, db, args, name, caller.to_owned(), era)
                 .await;
         }
         // With an exact copy of what Redis held, a conditional write, a pop
@@ -658,11 +666,6 @@ impl Outage {
             return self.refuse(&format!("'{name}' is not allowed during an outage"));
         }
         self.select(session, db).await;
-        if rule == OutageRule::Read && self.all_known(db, &keys) {
-            self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
-            let out = self.store.execute(session, args.to_vec()).await;
-            return Route::Local(out.reply.to_bytes(), None);
-        }
         if rule != OutageRule::Read {
             if let Some(refused) = self.durable_write_refused() {
                 return refused;
@@ -671,6 +674,14 @@ impl Outage {
         // Seed, execute and append under one lock: journal order = store
         // order, and no seeding overwrites a write in between.
         let _order = self.order.lock().await;
+        if self.forgotten(era) {
+            return Route::Upstream;
+        }
+        if rule == OutageRule::Read && self.all_known(db, &keys) {
+            self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
+            let out = self.store.execute(session, args.to_vec()).await;
+            return Route::Local(out.reply.to_bytes(), None);
+        }
         let seeded = self.materialize(db, &keys);
         if (exact || matches!(rule, OutageRule::Read | OutageRule::ValueDependent))
             && !self.all_whole(db, &keys, &seeded)
@@ -773,6 +784,7 @@ impl Outage {
         cmds: &[Vec<Bytes>],
         caller: &crate::access::Caller<'_>,
     ) -> Route {
+        let era = self.forgets.load(Ordering::Acquire);
         let keyed: Vec<(Vec<Bytes>, OutageRule)> = cmds
             .iter()
             .map(|c| (Self::keys(c), outage_rule(c)))
@@ -831,6 +843,9 @@ impl Outage {
         }
         self.select(session, db).await;
         let _order = self.order.lock().await;
+        if self.forgotten(era) {
+            return Route::Upstream;
+        }
         let seeded = self.materialize(db, &all_keys);
         if exact {
             return self
@@ -1321,6 +1336,8 @@ impl Outage {
             // Whether Redis may have lost its script cache since the
             // scripts were last loaded: at start, and after every Down.
             let mut scripts_stale = true;
+            // Drains that found new records behind them.
+            let mut hand_back_tries = 0u32;
             loop {
                 me.publish_gauges();
                 if health.state() == State::Down {
@@ -1344,13 +1361,29 @@ impl Outage {
                             // already sent is counted in `appending` until
                             // the journal has it.
                             let order = me.order.lock().await;
-                            if me.journal.pending_entries() == 0 {
-                                if me.appending.load(Ordering::Acquire) == 0 {
+                            let idle = me.journal.pending_entries() == 0
+                                && me.appending.load(Ordering::Acquire) == 0;
+                            if idle {
+                                me.forget();
+                                health.hold_recovering(false);
+                                hand_back_tries = 0;
+                            } else if hand_back_tries >= HAND_BACK_TRIES {
+                                // Clients keep writing the keys being
+                                // handed back, so the journal is never
+                                // found empty: the last stretch is
+                                // replayed with the order lock held, new
+                                // local commands waiting for it.
+                                if me.drain_holding_order(&mut replayer).await {
                                     me.forget();
                                     health.hold_recovering(false);
-                                } else {
+                                }
+                                hand_back_tries = 0;
+                                drop(order);
+                            } else {
+                                hand_back_tries += 1;
+                                drop(order);
+                                if me.journal.pending_entries() == 0 {
                                     // Replay it as soon as it is written.
-                                    drop(order);
                                     let _ = tokio::time::timeout(
                                         Duration::from_millis(250),
                                         end.changed(),
@@ -1376,6 +1409,37 @@ impl Outage {
                 }
             }
         });
+    }
+
+    /// With the order lock held by the caller (no append can start):
+    /// waits for the appends in flight, then replays what they wrote. True
+    /// when the journal is drained, so the local state may be forgotten.
+    /// Bounded: an append the journal refuses takes the order lock to undo
+    /// itself, so it is not waited for past a second.
+    async fn drain_holding_order(&self, replayer: &mut Replayer) -> bool {
+        let settled = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = self.journal.barrier().await;
+            // The append tasks count down once they see their answers.
+            while self.appending.load(Ordering::Acquire) > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .is_ok();
+        if !settled {
+            return false;
+        }
+        match replayer.run_until_drained().await {
+            Ok(ReplayOutcome::Drained { replayed, failed }) => {
+                tracing::info!(replayed, failed, "journal replayed into redis");
+                self.counters
+                    .replayed
+                    .fetch_add(replayed, Ordering::Relaxed);
+                self.counters.failed.fetch_add(failed, Ordering::Relaxed);
+                self.journal.pending_entries() == 0
+            }
+            _ => false,
+        }
     }
 
     /// The scripts clients sent through this Redoubt.
@@ -1487,7 +1551,18 @@ impl Outage {
         })
     }
 
+    /// Under the order lock: true when the recovery has forgotten the
+    /// local state since `era` (read before the caller chose to answer
+    /// here): the replay drained while it waited for the lock, so the
+    /// command goes to Redis. Answering here instead would read a store
+    /// just emptied, or seed it from a replica that may not have streamed
+    /// the replay's last writes yet.
+    fn forgotten(&self, era: u64) -> bool {
+        self.forgets.load(Ordering::Acquire) != era
+    }
+
     fn forget(&self) {
+        self.forgets.fetch_add(1, Ordering::AcqRel);
         let _ = self.store.apply(0, &[Bytes::from_static(b"FLUSHALL")]);
         if let Ok(mut k) = self.known.lock() {
             k.clear();

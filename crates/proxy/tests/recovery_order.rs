@@ -80,3 +80,76 @@ async fn push(c: &mut Raw, item: u32) {
     let r = c.cmd(&["RPUSH", "q:events", &item.to_string()]).await;
     assert!(matches!(r, Frame::Integer(_)), "RPUSH {item}: {r:?}");
 }
+
+/// Sessions read and rewrite their keys without pause while Redis comes
+/// back: every read answers the value last acknowledged for the key, also
+/// at the moment the drained replay hands the keys back to Redis (a read
+/// that chose the local store just before must not answer from the store
+/// emptied under it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_the_hand_back_to_redis_answer_the_last_write() {
+    const CLIENTS: usize = 8;
+    const KEYS: usize = 16;
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let s = start_local(
+        &redis.url(),
+        Keyspaces::new(vec![("s:*".into(), Policy::Durable)]),
+        "test-node",
+        Default::default(),
+        false,
+    )
+    .await;
+    s.wait_knows("default");
+    let (f, journal, outage) = (&s.f, &s.journal, &s.outage);
+    let addr = f.addr();
+    for round in 0..3 {
+        redis.kill();
+        f.wait_state(State::Down, Duration::from_secs(5)).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for c in 0..CLIENTS {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Raw::connect(&addr).await;
+                let keys: Vec<String> = (0..KEYS).map(|k| format!("s:{round}:{c}:{k}")).collect();
+                let mut last: Vec<Option<String>> = vec![None; KEYS];
+                let mut n = 0u64;
+                let mut wrong = Vec::new();
+                // Every key written once during the outage, then read and
+                // rewritten in turn.
+                while n < KEYS as u64 || !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let k = (n as usize) % KEYS;
+                    if let Some(want) = &last[k] {
+                        let got = conn.cmd(&["GET", &keys[k]]).await;
+                        if got != Frame::Bulk(bytes::Bytes::from(want.clone())) {
+                            wrong.push((keys[k].clone(), want.clone(), got));
+                        }
+                    }
+                    let v = format!("v{n}");
+                    match conn.cmd(&["SET", &keys[k], &v]).await {
+                        Frame::Simple(ok) if ok == "OK" => last[k] = Some(v),
+                        other => panic!("SET {}: {other:?}", keys[k]),
+                    }
+                    n += 1;
+                }
+                (n, wrong)
+            }));
+        }
+        redis.restart();
+        let serving_locally = |o: &Outage| o.status_json()["serving_locally"] == true;
+        test_support::wait_for("the journal to drain", Duration::from_secs(15), || {
+            journal.pending_entries() == 0 && !serving_locally(outage)
+        });
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        for t in tasks {
+            let (n, wrong) = t.await.unwrap();
+            assert!(n >= KEYS as u64);
+            assert!(
+                wrong.is_empty(),
+                "round {round}: {} of {n} reads differed from the last acknowledged write, first: {:?}",
+                wrong.len(),
+                &wrong[..wrong.len().min(3)]
+            );
+        }
+    }
+}

@@ -48,7 +48,8 @@ fn in_script(refusal: &Refusal) -> String {
 impl Outage {
     /// Runs the script `args` (`EVAL`, `EVALSHA` or their `_RO` forms)
     /// locally, or refuses it whole. Called with the declared keys
-    /// already found durable and permitted.
+    /// already found durable and permitted; `era` as for
+    /// [`Outage::forgotten`].
     pub(super) async fn script_route(
         &self,
         session: &mut store::Session,
@@ -56,6 +57,7 @@ impl Outage {
         args: &[Bytes],
         name: &str,
         caller: crate::access::OwnedCaller,
+        era: u64,
     ) -> Route {
         let Some(replica) = self.replica.get().filter(|r| r.is_complete()).cloned() else {
             return self.refuse(&format!(
@@ -87,6 +89,9 @@ impl Outage {
             self.scripts.remember(args[1].clone());
         }
         let _order = self.order.lock().await;
+        if self.forgotten(era) {
+            return Route::Upstream;
+        }
         self.select(session, db).await;
         session.set_key_hook(Some(self.key_hook(db, replica)));
         // Each command the script runs is checked against the client's
