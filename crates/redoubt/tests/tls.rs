@@ -179,8 +179,11 @@ fn a_tls_redis_is_proxied_and_an_outage_journal_is_replayed_into_it() {
     assert_eq!(redis.cmd(&["GET", "plain:k"]), "v1", "written into Redis");
     assert_eq!(raw_cmd(r.port, &["SET", "sess:before", "b"]), "+OK");
     // The replica link, the lease and the ACL reader all ride TLS too.
+    // Streaming is not enough: a write made while the full resync was
+    // under way reaches the copy after it, from the stream.
     r.wait_status("the replica to stream over TLS", |s| {
         s["journal"]["replica"]["state"] == "streaming"
+            && s["journal"]["replica"]["keys"] == 1
             && s["journal"]["writer"]["takes_outage_writes"] == true
             && s.to_string().contains("\"users_with_known_permissions\":1")
     });
