@@ -499,6 +499,44 @@ impl NearCache {
         self.with_shard(h, |s| s.insert(entry))
     }
 
+    /// A value the replica holds for a `cache` key, put here before a
+    /// write during an outage changes it (the write then finds it, as in
+    /// Redis). Kept as a local write: exempt from `max_stale_ms`, dropped
+    /// when tracking restarts. Returns whether it was kept.
+    pub fn seed_local(
+        &self,
+        db: u32,
+        key: Bytes,
+        value: Cached,
+        expire_at_ms: Option<u64>,
+    ) -> bool {
+        let h = self.hash(&key);
+        let size = match &value {
+            Cached::String(v) => ENTRY_OVERHEAD + key.len() + v.len(),
+            Cached::Hash(m) => hash_size(key.len(), m),
+        };
+        let entry = Entry {
+            hash: h,
+            db,
+            size,
+            key,
+            value,
+            expire_at_ms,
+            local: true,
+        };
+        self.with_shard(h, |s| s.insert(entry))
+    }
+
+    /// True when `(db, key)` holds a live value written (or seeded) here
+    /// during an outage: it answers before the replica does.
+    pub fn written_locally(&self, db: u32, key: &[u8], now_ms: u64) -> bool {
+        let h = self.hash(key);
+        self.with_shard(h, |s| {
+            s.peek(h, db, key)
+                .is_some_and(|e| e.local && !e.expired(now_ms))
+        })
+    }
+
     /// `DEL`/`UNLINK` of `(db, key)` while Redis is not Up. Returns whether
     /// a live (unexpired) value was known and removed.
     pub fn delete_local(&self, db: u32, key: &[u8], now_ms: u64) -> bool {

@@ -92,6 +92,9 @@ pub struct Outage {
     active: AtomicBool,
     /// Times the local state was forgotten ([`Outage::forgotten`]).
     forgets: AtomicU64,
+    /// `cache` keys deleted during this outage: with the replica keeping
+    /// the cache keyspaces, its value must not answer for them again.
+    cache_gone: Mutex<HashSet<(u32, Bytes)>>,
     /// Journal appends sent but not answered yet. The journal counts a
     /// record in `pending_entries` only once it is written, so without this
     /// the recovery could find the journal drained, forget the dirty keys,
@@ -236,6 +239,7 @@ impl Outage {
             active: AtomicBool::new(false),
             appending: Arc::default(),
             forgets: AtomicU64::new(0),
+            cache_gone: Mutex::default(),
             progress: Mutex::default(),
             counters,
             near: OnceLock::new(),
@@ -499,9 +503,27 @@ impl Outage {
             let d = db as usize;
             self.store
                 .apply(d, &[Bytes::from_static(b"DEL"), key.clone()]);
+            // A cache key written or deleted during this outage is the
+            // near-cache's; otherwise the replica (when it keeps cache
+            // keyspaces) knows better than what the near-cache read.
+            let cache = self.keyspaces.policy(key) == Policy::Cache;
+            if cache && self.cache_gone(db, key) {
+                seeded.push(key.clone());
+                continue;
+            }
+            let written_here = cache
+                && self
+                    .near
+                    .get()
+                    .is_some_and(|n| n.written_locally(db, key, now));
             // The replica knows values and absence, in Redis's order; the
             // near-cache only what was read.
-            match self.replica.get().map(|r| r.lookup(db, key)) {
+            match self
+                .replica
+                .get()
+                .filter(|_| !written_here)
+                .map(|r| r.lookup(db, key))
+            {
                 Some(Knowledge::Value(v, at)) => {
                     self.store.import(d, key.clone(), v, at);
                     seeded.push(key.clone());
@@ -548,6 +570,45 @@ impl Outage {
             seeded.push(key.clone());
         }
         seeded
+    }
+
+    fn cache_gone(&self, db: u32, key: &Bytes) -> bool {
+        self.cache_gone
+            .lock()
+            .map(|g| g.contains(&(db, key.clone())))
+            .unwrap_or(false)
+    }
+
+    fn mark_cache_gone(&self, db: u32, keys: &[Bytes]) {
+        if self.replica.get().is_none() {
+            return;
+        }
+        if let Ok(mut g) = self.cache_gone.lock() {
+            g.extend(keys.iter().map(|k| (db, k.clone())));
+        }
+    }
+
+    /// Before a write to the `cache` key `key` while Redis is down: a key
+    /// the near-cache lacks takes the replica's value (when it keeps cache
+    /// keyspaces), so the write changes what Redis held, as in Redis.
+    /// True when the replica holds the key as a type the near-cache cannot
+    /// hold.
+    fn seed_cache(&self, near: &NearCache, db: u32, key: &Bytes, now: u64) -> bool {
+        if self.cache_gone(db, key) || !matches!(near.get(db, key, now), Lookup::Miss) {
+            return false;
+        }
+        let Some(Knowledge::Value(v, at)) = self.replica.get().map(|r| r.lookup(db, key)) else {
+            return false;
+        };
+        let cached = match &*v {
+            store::value::Value::Str(b) => Cached::String(b.clone()),
+            store::value::Value::Hash(m) => Cached::Hash(Arc::new(
+                m.iter().map(|(f, v)| (f.clone(), v.clone())).collect(),
+            )),
+            _ => return true,
+        };
+        near.seed_local(db, key.clone(), cached, at);
+        false
     }
 
     /// Decides where a keyed command goes in `state`, and runs it here when
@@ -1154,6 +1215,16 @@ impl Outage {
             }
         }
         let abs = absolute(args, now);
+        // Keys the replica holds as a type the near-cache cannot (a list,
+        // a set, …): only a DEL can be served for them here.
+        let mut other_type = HashSet::new();
+        if name != "set" && name != "setex" && name != "psetex" {
+            for k in keys {
+                if self.seed_cache(near, db, k, now) {
+                    other_type.insert(k.clone());
+                }
+            }
+        }
         let reply = match name {
             "set" | "setex" | "psetex" => {
                 let Some(at) = set_expiry(&abs) else {
@@ -1165,10 +1236,14 @@ impl Outage {
                 }
                 reply::ok()
             }
-            "del" | "unlink" => int(keys
-                .iter()
-                .filter(|k| near.delete_local(db, k, now))
-                .count()),
+            "del" | "unlink" => {
+                let n = keys
+                    .iter()
+                    .filter(|k| near.delete_local(db, k, now) | other_type.contains(*k))
+                    .count();
+                self.mark_cache_gone(db, keys);
+                int(n)
+            }
             "persist" => int(near.expire_local(db, &keys[0], None, now) as usize),
             "expire" | "pexpire" | "expireat" | "pexpireat" => {
                 let at = std::str::from_utf8(&abs[2])
@@ -1186,7 +1261,12 @@ impl Outage {
                         int(near.expire_local(db, &keys[0], Some(t as u64), now) as usize)
                     }
                     // An expiry in the past deletes, as in Redis.
-                    Some(_) => int(near.delete_local(db, &keys[0], now) as usize),
+                    Some(_) => {
+                        let n =
+                            near.delete_local(db, &keys[0], now) | other_type.contains(&keys[0]);
+                        self.mark_cache_gone(db, &keys[..1]);
+                        int(n as usize)
+                    }
                     None => reply::error("ERR value is not an integer or out of range"),
                 }
             }
@@ -1563,6 +1643,9 @@ impl Outage {
 
     fn forget(&self) {
         self.forgets.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut g) = self.cache_gone.lock() {
+            g.clear();
+        }
         let _ = self.store.apply(0, &[Bytes::from_static(b"FLUSHALL")]);
         if let Ok(mut k) = self.known.lock() {
             k.clear();

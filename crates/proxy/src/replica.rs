@@ -57,6 +57,10 @@ pub struct ReplicaConfig {
     /// `on_data_loss = "restore"`: a Redis that comes back without durable
     /// keys the copy holds gets them back before it is declared Up.
     pub restore: bool,
+    /// Keep the `cache` keyspaces too (`[replica] cache_keyspaces`): during
+    /// an outage their reads answer from the copy, not only from what the
+    /// near-cache happened to read. Never restored: a cache.
+    pub cache: bool,
 }
 
 /// Where the copy stands, for `/status` and the metrics.
@@ -130,6 +134,8 @@ pub struct FullSyncFacts {
 /// The copy.
 pub struct Replica {
     keyspaces: Keyspaces,
+    /// `cache` keyspaces are kept too ([`ReplicaConfig::cache`]).
+    cache: bool,
     store: RwLock<Store>,
     unknown: Mutex<HashSet<(u32, Bytes)>>,
     /// A full resync has been loaded and nothing since made the copy
@@ -185,6 +191,7 @@ impl Replica {
         let max_bytes = cfg.max_bytes;
         Arc::new(Replica {
             restore: cfg.restore,
+            cache: cfg.cache,
             restoring: AtomicBool::new(false),
             link: cfg.link.clone(),
             health,
@@ -304,7 +311,7 @@ impl Replica {
 
     /// What the copy knows of `key` in `db`.
     pub fn lookup(&self, db: u32, key: &[u8]) -> Knowledge {
-        if !self.is_complete() || self.keyspaces.policy(key) != Policy::Durable {
+        if !self.is_complete() || !keeps(&self.keyspaces, self.cache, key) {
             return Knowledge::Unknown;
         }
         if self
@@ -410,9 +417,11 @@ impl Replica {
                     let before = self.status().replid;
                     let check = self.restoring() && before.as_deref() != Some(replid.as_str());
                     let keyspaces = self.keyspaces.clone();
+                    let cache = self.cache;
                     let started = Instant::now();
                     let loaded =
-                        tokio::task::spawn_blocking(move || load_rdb(&path, &keyspaces)).await;
+                        tokio::task::spawn_blocking(move || load_rdb(&path, &keyspaces, cache))
+                            .await;
                     let Loaded {
                         store,
                         unknown,
@@ -636,7 +645,7 @@ impl Replica {
             .unwrap_or_default();
         let kept: Vec<&Bytes> = keys
             .iter()
-            .filter(|k| self.keyspaces.policy(k) == Policy::Durable)
+            .filter(|k| keeps(&self.keyspaces, self.cache, k))
             .collect();
         if kept.is_empty() {
             return;
@@ -788,7 +797,9 @@ impl Replica {
         let mut missing = Vec::new();
         for db in 0..old.databases() {
             for (key, value, at) in old.entries(db) {
+                // A cache keyspace kept in the copy is not restored.
                 if at.is_some_and(|t| t <= now)
+                    || self.keyspaces.policy(&key) != Policy::Durable
                     || unknown.contains(&(db as u32, key.clone()))
                     || fresh.export(db, &key).is_some()
                 {
@@ -956,8 +967,18 @@ struct Loaded {
     skipped: u64,
 }
 
+/// Whether the copy keeps `key`: durable keyspaces, and `cache` ones when
+/// configured.
+fn keeps(keyspaces: &Keyspaces, cache: bool, key: &[u8]) -> bool {
+    match keyspaces.policy(key) {
+        Policy::Durable => true,
+        Policy::Cache => cache,
+        Policy::FailFast => false,
+    }
+}
+
 /// Loads the kept keys of an RDB into a fresh copy.
-fn load_rdb(path: &std::path::Path, keyspaces: &Keyspaces) -> Result<Loaded, String> {
+fn load_rdb(path: &std::path::Path, keyspaces: &Keyspaces, cache: bool) -> Result<Loaded, String> {
     let file = std::fs::File::open(path)
         .map_err(|e| format!("cannot open the RDB at {}: {e}", path.display()))?;
     let mut reader =
@@ -966,7 +987,7 @@ fn load_rdb(path: &std::path::Path, keyspaces: &Keyspaces) -> Result<Loaded, Str
     let mut unknown = HashSet::new();
     let (mut kept, mut skipped) = (0usize, 0u64);
     while let Some(rec) = reader.next_record().map_err(|e| e.to_string())? {
-        if keyspaces.policy(&rec.key) != Policy::Durable {
+        if !keeps(keyspaces, cache, &rec.key) {
             skipped += 1;
             continue;
         }
@@ -1106,7 +1127,7 @@ mod tests {
             let _: redis::Value = q.query(&mut c).expect("setup command");
         }
         let keyspaces = Keyspaces::new(vec![("d:*".into(), Policy::Durable)]);
-        let loaded = load_rdb(&server.dir().join("dump.rdb"), &keyspaces).expect("load");
+        let loaded = load_rdb(&server.dir().join("dump.rdb"), &keyspaces, false).expect("load");
         assert!(loaded.unknown.is_empty(), "{:?}", loaded.unknown);
         let store = loaded.store;
         let mut sess = store.session();

@@ -227,6 +227,7 @@ async fn a_user_without_psync_is_said_once_and_the_near_cache_serves() {
             link,
             max_bytes: 1 << 20,
             restore: true,
+            cache: false,
         },
         Some(s.f.health.clone()),
     );
@@ -274,6 +275,7 @@ async fn restarted_empty(restore: bool) -> (RedisServer, Local) {
             link,
             max_bytes: 1 << 28,
             restore,
+            cache: false,
         },
         Some(s.f.health.clone()),
     );
@@ -438,4 +440,101 @@ async fn with_an_exact_copy_pops_conditional_writes_and_renames_replay_as_told()
     assert_eq!(redis.cmd(&["GET", "context:lock2"]), "mine");
     assert_eq!(redis.cmd(&["EXISTS", "context:set", "context:old"]), ":0");
     assert_eq!(redis.cmd(&["HGET", "context:new", "f"]), "v");
+}
+
+/// `[replica] cache_keyspaces = true`: a cache keyspace never read through
+/// Redoubt still answers during an outage, from the copy, every type, and
+/// the outage's own cache writes and deletes answer over the copy. Not
+/// kept (the default), the same reads find nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_keyspaces_kept_in_the_replica_answer_during_an_outage() {
+    for keep in [true, false] {
+        let mut redis = redis();
+        redis.cmd(&["SET", "page:a", "<a>", "EX", "3600"]);
+        redis.cmd(&["HSET", "page:h", "title", "t", "body", "b"]);
+        redis.cmd(&["RPUSH", "page:l", "x", "y"]);
+        redis.cmd(&["SET", "page:del", "d"]);
+        let keyspaces = || {
+            Keyspaces::new(vec![
+                ("context:*".into(), Policy::Durable),
+                ("page:*".into(), Policy::Cache),
+            ])
+        };
+        let s = start_local(&redis.url(), keyspaces(), "n", Default::default(), true).await;
+        s.wait_knows("default");
+        let replica = attach_replica_keeping(&s, &redis.url(), keyspaces(), keep).await;
+        let full = replica.status().last_full_sync.expect("a full resync");
+        assert_eq!(full.keys, if keep { 4 } else { 0 }, "{full:?}");
+        // Written while the copy streams, never read through Redoubt.
+        let mut c = s.f.raw().await;
+        assert_eq!(c.cmd(&["SET", "page:new", "n"]).await, Frame::simple("OK"));
+        if keep {
+            test_support::wait_for("the copy to hold page:new", Duration::from_secs(5), || {
+                matches!(replica.lookup(0, b"page:new"), Knowledge::Value(..))
+            });
+        }
+        redis.kill();
+        s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+
+        let got = c.cmd(&["GET", "page:a"]).await;
+        if !keep {
+            assert_eq!(got, Frame::NullBulk, "not kept: a near-cache miss is nil");
+            continue;
+        }
+        assert_eq!(got, Frame::bulk("<a>"));
+        let ttl = c.cmd(&["TTL", "page:a"]).await;
+        assert!(
+            matches!(ttl, Frame::Integer(t) if t > 3500 && t <= 3600),
+            "{ttl:?}"
+        );
+        assert_eq!(c.cmd(&["GET", "page:new"]).await, Frame::bulk("n"));
+        assert_eq!(c.cmd(&["HGET", "page:h", "title"]).await, Frame::bulk("t"));
+        assert_eq!(
+            c.cmd(&["LRANGE", "page:l", "0", "-1"]).await,
+            Frame::Array(vec![Frame::bulk("x"), Frame::bulk("y")])
+        );
+        assert_eq!(c.cmd(&["GET", "page:missing"]).await, Frame::NullBulk);
+        // The outage's writes answer over the copy.
+        assert_eq!(c.cmd(&["SET", "page:a", "<a2>"]).await, Frame::simple("OK"));
+        assert_eq!(c.cmd(&["GET", "page:a"]).await, Frame::bulk("<a2>"));
+        assert_eq!(
+            c.cmd(&["HSET", "page:h", "title", "t2"]).await,
+            Frame::Integer(0)
+        );
+        assert_eq!(
+            c.cmd(&["HGET", "page:h", "body"]).await,
+            Frame::bulk("b"),
+            "the rest of the hash is Redis's"
+        );
+        assert_eq!(c.cmd(&["HGET", "page:h", "title"]).await, Frame::bulk("t2"));
+        assert_eq!(
+            c.cmd(&["DEL", "page:del", "page:l", "page:missing"]).await,
+            Frame::Integer(2)
+        );
+        assert_eq!(
+            c.cmd(&["GET", "page:del"]).await,
+            Frame::NullBulk,
+            "deleted, not the copy's value"
+        );
+        assert_eq!(c.cmd(&["EXISTS", "page:l"]).await, Frame::Integer(0));
+        assert_eq!(
+            c.cmd(&["EXPIRE", "page:new", "100"]).await,
+            Frame::Integer(1)
+        );
+        let ttl = c.cmd(&["TTL", "page:new"]).await;
+        assert!(
+            matches!(ttl, Frame::Integer(t) if t > 90 && t <= 100),
+            "{ttl:?}"
+        );
+
+        // The deletes reach Redis when it is back; the cache keys are not
+        // restored from the copy.
+        redis.start_again();
+        test_support::wait_for("the journal to drain", Duration::from_secs(15), || {
+            s.journal.pending_entries() == 0 && s.f.health.state() == State::Up
+        });
+        assert_eq!(redis.cmd(&["EXISTS", "page:del"]), ":0");
+        assert_eq!(redis.cmd(&["EXISTS", "page:l"]), ":0");
+        assert_eq!(redis.cmd(&["GET", "page:new"]), "n");
+    }
 }

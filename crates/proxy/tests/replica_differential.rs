@@ -1061,6 +1061,7 @@ fn spawn_replica(redis: &RedisServer, dir: &std::path::Path) -> Arc<Replica> {
             link,
             max_bytes,
             restore: false,
+            cache: false,
         },
         None,
     )

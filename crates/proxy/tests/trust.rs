@@ -11,7 +11,7 @@ use proxy::access::AuthMode;
 use proxy::policy::{Keyspaces, Policy};
 use proxy::LimitsConfig;
 use resp::Frame;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use upstream::State;
 
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
@@ -238,6 +238,14 @@ async fn half_a_command_then_close_gives_the_client_slot_back() {
         let mut c = f.raw().await;
         c.send(b"*2\r\n").await;
         c.stream.shutdown().await.unwrap();
+        // Redoubt closes its side once the session has ended (or it was
+        // refused over the limit): every one of them has been accepted
+        // before the count is checked.
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.stream.read_to_end(&mut rest))
+            .await
+            .expect("the session ends on the client's EOF")
+            .unwrap();
         drop(c);
     }
     eventually(

@@ -250,6 +250,10 @@ pub struct ReplicaSection {
     /// holds gets them back (then the outage's journal) before Up;
     /// `replay-only`: only the journal is replayed.
     pub on_data_loss: String,
+    /// Keep the `cache` keyspaces in the copy too: during an outage their
+    /// reads answer with what Redis held, not only what the near-cache
+    /// read. They are never restored into Redis.
+    pub cache_keyspaces: bool,
 }
 
 impl Default for ReplicaSection {
@@ -258,6 +262,7 @@ impl Default for ReplicaSection {
             mode: "auto".into(),
             max_bytes: Size::text("1GiB"),
             on_data_loss: "restore".into(),
+            cache_keyspaces: false,
         }
     }
 }

@@ -464,7 +464,10 @@ fn local_keyspaces(
     let journal = open_journal(cfg, jcfg)?;
     let replica_keyspaces = keyspaces.clone();
     let outage = proxy::outage::Outage::new(keyspaces, Arc::new(journal), Arc::default())?;
-    if cfg.replica.mode == "auto" && replica_keyspaces.any_durable() {
+    if cfg.replica.mode == "auto"
+        && (replica_keyspaces.any_durable()
+            || (cfg.replica.cache_keyspaces && replica_keyspaces.any_local()))
+    {
         let max_bytes = cfg.replica.max_bytes.bytes().map_err(anyhow::Error::msg)?;
         // Shown in Redis's INFO replication as this replica's port.
         let port = cfg
@@ -479,6 +482,7 @@ fn local_keyspaces(
                 link,
                 max_bytes,
                 restore: cfg.replica.on_data_loss == "restore",
+                cache: cfg.replica.cache_keyspaces,
             },
             Some(health.clone()),
         );

@@ -121,7 +121,7 @@ impl RedisServer {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tls_port: None,
         };
-        s.spawn();
+        s.spawn_on_free_ports();
         s
     }
 
@@ -158,7 +158,7 @@ impl RedisServer {
             extra: args,
             tls_port: Some(tls_port),
         };
-        s.spawn();
+        s.spawn_on_free_ports();
         s
     }
 
@@ -192,7 +192,41 @@ impl RedisServer {
         RedisServer::start(&[])
     }
 
+    /// [`spawn`](Self::spawn) on ports chosen by [`free_port`]: another
+    /// process may bind one between the choice and redis-server's bind, so
+    /// that case is retried on new ports.
+    fn spawn_on_free_ports(&mut self) {
+        for _ in 0..3 {
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(log) if log.contains("Address already in use") => {
+                    self.port = free_port();
+                    if let Some(old) = self.tls_port {
+                        let new = free_port();
+                        self.tls_port = Some(new);
+                        for a in self.extra.iter_mut() {
+                            if *a == old.to_string() {
+                                *a = new.to_string();
+                            }
+                        }
+                    }
+                }
+                Err(log) => panic!("redis-server did not start:\n{log}"),
+            }
+        }
+        panic!("redis-server found its ports taken three times");
+    }
+
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("redis-server on port {} did not start:\n{log}", self.port);
+        }
+    }
+
+    /// Starts redis-server and waits until it answers; `Err` with its log
+    /// when it exits first.
+    fn try_spawn(&mut self) -> Result<(), String> {
+        let _ = std::fs::remove_file(self.log_path());
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
@@ -209,11 +243,23 @@ impl RedisServer {
             .expect("spawn redis-server (is redis-server installed? scripts/test.sh installs it)");
         self.child = Some(child);
         let port = self.port;
+        let mut exited = false;
         wait_for(
             &format!("redis-server on port {port} to accept connections"),
             Duration::from_secs(10),
-            || self.raw_ping(),
+            || {
+                exited = self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                exited || self.raw_ping()
+            },
         );
+        if exited {
+            self.child = None;
+            return Err(std::fs::read_to_string(self.log_path()).unwrap_or_default());
+        }
+        Ok(())
     }
 
     /// The port it listens on.

@@ -283,6 +283,16 @@ pub async fn attach_replica(
     url: &str,
     keyspaces: proxy::policy::Keyspaces,
 ) -> Arc<proxy::replica::Replica> {
+    attach_replica_keeping(s, url, keyspaces, false).await
+}
+
+/// [`attach_replica`], keeping the `cache` keyspaces too when `cache`.
+pub async fn attach_replica_keeping(
+    s: &Local,
+    url: &str,
+    keyspaces: proxy::policy::Keyspaces,
+    cache: bool,
+) -> Arc<proxy::replica::Replica> {
     let url = UpstreamUrl::parse(url).unwrap();
     let max_bytes = 256 << 20;
     let link = proxy::replica::link_config(&url, 0, s.dir.path(), max_bytes);
@@ -292,6 +302,7 @@ pub async fn attach_replica(
             link,
             max_bytes,
             restore: true,
+            cache,
         },
         Some(s.f.health.clone()),
     );
