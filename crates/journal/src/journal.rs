@@ -478,6 +478,11 @@ impl Journal {
         self.shared.end.subscribe()
     }
 
+    /// How long released segments are kept before they are deleted.
+    pub fn retain_after_replay(&self) -> Duration {
+        self.shared.cfg.retain_after_replay
+    }
+
     /// The journal's epoch.
     pub fn epoch(&self) -> u64 {
         self.shared.epoch

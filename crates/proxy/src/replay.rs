@@ -128,6 +128,10 @@ pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Name replay's connection gives itself (`CLIENT LIST`).
 const CLIENT_NAME: &str = "redoubt-replay";
 
+/// How much longer than `retain_after_replay` a drained checkpoint key
+/// lives in Redis.
+pub const CHECKPOINT_MARGIN: Duration = Duration::from_secs(3600);
+
 /// The checkpoint key of a node: `redoubt:replay:{NODE_ID}`, braces
 /// included (a cluster hash tag, so it stays put if Redis is sharded).
 pub fn checkpoint_key(node_id: &str) -> String {
@@ -436,6 +440,11 @@ impl Replayer {
             _ => None,
         };
         *lock(&self.progress.paused) = paused;
+        if let Ok(ReplayOutcome::Drained { replayed, failed }) = &res {
+            if replayed + failed > 0 {
+                self.expire_checkpoint().await;
+            }
+        }
         match &res {
             Ok(ReplayOutcome::Drained { .. }) | Ok(ReplayOutcome::Paused { .. }) => {}
             _ => {
@@ -447,6 +456,25 @@ impl Replayer {
             }
         }
         res
+    }
+
+    /// After a drain: the checkpoint key expires once the records it
+    /// guards are gone from disk (`retain_after_replay`, plus
+    /// [`CHECKPOINT_MARGIN`]), so Redis does not keep one key per node id
+    /// forever. Sent only now, with every replayed record released on
+    /// disk: the next batch's `SET` of the key clears the expiry, so it
+    /// never runs out while records it guards are unreleased. Without the
+    /// key, replay resumes at the journal's own release point (the
+    /// module's doc), so an expired key repeats nothing.
+    async fn expire_checkpoint(&mut self) {
+        let Some(conn) = &self.conn else {
+            return;
+        };
+        let ms = (self.journal.retain_after_replay() + CHECKPOINT_MARGIN).as_millis();
+        let cmd = ["PEXPIRE".to_string(), self.key.clone(), ms.to_string()];
+        if let Err(e) = conn.call(&cmd, self.cfg.reply_timeout).await {
+            tracing::debug!(error = %e, key = %self.key, "replay: could not set the checkpoint's expiry; it stays");
+        }
     }
 
     /// This run's counts so far.

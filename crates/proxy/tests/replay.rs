@@ -165,9 +165,39 @@ async fn replays_in_order_across_dbs_and_segments() {
     assert_eq!(get(&mut db3, "redoubt:replay:{node-a}"), None);
     assert_eq!(get(&mut db5, "redoubt:replay:{node-a}"), None);
     assert_eq!(j.pending_entries(), 0, "replayed records are released");
+    // Drained: the key outlives the released segments (kept for
+    // retain_after_replay) by the margin, then Redis drops it.
+    let ttl_ms = |db0: &mut redis::Connection| -> i64 {
+        redis::cmd("PTTL")
+            .arg("redoubt:replay:{node-a}")
+            .query(db0)
+            .unwrap()
+    };
+    let life = (j.retain_after_replay() + proxy::replay::CHECKPOINT_MARGIN).as_millis() as i64;
+    let ttl = ttl_ms(&mut db0);
+    assert!(
+        ttl > life - 60_000 && ttl <= life,
+        "PTTL {ttl}, life {life}"
+    );
+    // The next batch's SET makes it lasting again until that run drains.
+    append(&j, 0, &["INCR", "c"]);
+    let out = r.run_until_drained().await.unwrap();
+    assert_eq!(
+        out,
+        ReplayOutcome::Drained {
+            replayed: 1,
+            failed: 0
+        }
+    );
+    assert_eq!(get(&mut db0, "c").as_deref(), Some("201"));
+    let ttl = ttl_ms(&mut db0);
+    assert!(
+        ttl > life - 60_000 && ttl <= life,
+        "PTTL {ttl}, life {life}"
+    );
 
     let p = progress.snapshot();
-    assert_eq!((p.replayed, p.failed, p.remaining), (603, 0, 0));
+    assert_eq!((p.replayed, p.failed, p.remaining), (604, 0, 0));
     assert_eq!(p.checkpoint, Some(j.checkpoint(j.end())));
     assert_eq!(p.paused, None);
     let json = serde_json::to_value(&p).unwrap();
