@@ -427,6 +427,9 @@ impl Journal {
         let now = Instant::now();
         let mut st = self.shared.state();
         if pos > st.released {
+            // Space is freed: "refused for max_bytes" no longer holds
+            // until an append is refused again.
+            self.shared.full.store(false, Ordering::Relaxed);
             st.released = pos;
             st.released_seq = seq - 1;
             for (_, m) in st.segments.range_mut(..pos.segment) {
@@ -476,6 +479,11 @@ impl Journal {
     /// records instead of polling.
     pub fn watch_end(&self) -> watch::Receiver<Position> {
         self.shared.end.subscribe()
+    }
+
+    /// The configured bound on pending bytes (`journal.max_bytes`).
+    pub fn max_bytes(&self) -> u64 {
+        self.shared.cfg.max_bytes
     }
 
     /// How long released segments are kept before they are deleted.

@@ -1600,7 +1600,15 @@ impl Outage {
     /// Why durable writes are refused now (the journal failed), if they
     /// are: for `/readyz`.
     pub fn write_refusal(&self) -> Option<String> {
-        self.journal.refusal().map(|e| e.to_string())
+        if let Some(e) = self.journal.refusal() {
+            return Some(e.to_string());
+        }
+        self.journal.refusing_full().then(|| {
+            JournalError::Full {
+                max_bytes: self.journal.max_bytes(),
+            }
+            .to_string()
+        })
     }
 
     /// For `/status`: journal depth and bytes, replay progress, whether
@@ -1615,7 +1623,7 @@ impl Outage {
             "pending_commands": self.journal.pending_entries(),
             "bytes": self.journal.bytes(),
             "serving_locally": self.active.load(Ordering::Acquire),
-            "refusing": self.journal.refusal().map(|e| e.to_string()),
+            "refusing": self.write_refusal(),
             "replay": replay,
             "fallback_keys": self.fallback_keys(),
             "fallback_memory_bytes": self.fallback_memory(),

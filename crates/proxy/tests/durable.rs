@@ -145,6 +145,17 @@ async fn a_write_the_journal_refuses_is_undone_locally_and_never_replayed() {
         text.starts_with("UNAVAILABLE") && text.contains("journal full"),
         "{text}"
     );
+    // `/readyz` and `/status` say writes are being refused, and why.
+    let refusing = || s.outage.write_refusal();
+    assert!(
+        refusing().is_some_and(|r| r.contains("journal full")),
+        "{:?}",
+        refusing()
+    );
+    assert_eq!(
+        s.outage.status_json()["refusing"],
+        serde_json::json!(refusing())
+    );
     // Undone: what it wrote is not served, from any client.
     let mut other = f.raw().await;
     for cl in [&mut c, &mut other] {
@@ -158,7 +169,12 @@ async fn a_write_the_journal_refuses_is_undone_locally_and_never_replayed() {
         c.cmd(&["SET", "sess:after", "x"]).await,
         Frame::simple("OK")
     );
+    assert_eq!(refusing(), None, "a write that fits ends the refusal");
     assert_eq!(journal.pending_entries(), 3);
+    let huge = "v".repeat(80 << 10);
+    let text = err_text(&c.cmd(&["SET", "sess:huge", &huge]).await);
+    assert!(text.contains("journal full"), "{text}");
+    assert!(refusing().is_some());
 
     redis.restart();
     test_support::wait_for(
@@ -166,6 +182,7 @@ async fn a_write_the_journal_refuses_is_undone_locally_and_never_replayed() {
         Duration::from_secs(10),
         || journal.pending_entries() == 0,
     );
+    assert_eq!(refusing(), None, "the replay freed the journal");
     assert_eq!(redis.cmd(&["GET", "sess:n"]), "6");
     assert_eq!(redis.cmd(&["EXISTS", "sess:big", "sess:big2"]), ":0");
     assert_eq!(redis.cmd(&["GET", "sess:after"]), "x");
