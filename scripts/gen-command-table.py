@@ -105,11 +105,12 @@ def row(info, docs):
     d = pairs(docs.get(name, {})) if docs else {}
     return (
         "    CommandSpec { name: %s, arity: %d, flags: %s, first_key: %d, last_key: %d, step: %d, "
-        "group: %s, since: %s, summary: %s, key_specs: &[%s] },"
+        "group: %s, since: %s, summary: %s, key_specs: &[%s], acl: &[%s] },"
         % (
             rust_str(name.lower()), arity, flags_expr(flags, FLAG_BITS, "F_"), first, last, step,
             rust_str(d.get("group", "")), rust_str(d.get("since", "")), rust_str(d.get("summary", "")),
             ", ".join(key_spec(s) for s in specs),
+            ", ".join(rust_str(c.lstrip("@")) for c in acl),
         )
     )
 

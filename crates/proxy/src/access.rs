@@ -41,6 +41,7 @@
 
 pub mod acl;
 pub mod credentials;
+pub mod standalone_acl;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -111,6 +112,20 @@ impl LocalUser {
             name: name.to_string(),
             password_sha256: digest,
         })
+    }
+
+    /// The user's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The password's SHA-256 in hex, as Redis shows passwords in `ACL
+    /// LIST` and `ACL GETUSER`.
+    pub fn password_hex(&self) -> String {
+        self.password_sha256
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 

@@ -263,7 +263,9 @@ enum Login {
 /// Standalone's login gate, as Redis's with `requirepass`/ACL users:
 /// before `AUTH` only the commands Redis allows unauthenticated run; a
 /// failed `AUTH` leaves the session as it was; `RESET` logs out.
-fn login(users: &[crate::access::LocalUser], authed: &mut bool, args: Vec<Bytes>) -> Login {
+/// `user`: the name logged in (`default` throughout when no users are
+/// configured), `None` before a login.
+fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec<Bytes>) -> Login {
     use crate::gate::Refusal;
     let wrongpass =
         || reply::error("WRONGPASS invalid username-password pair or user is disabled.");
@@ -288,13 +290,13 @@ fn login(users: &[crate::access::LocalUser], authed: &mut bool, args: Vec<Bytes>
     };
     match &name[..] {
         b"auth" => {
-            let ok = match args.len() {
-                2 => check(b"default", &args[1]),
-                3 => check(&args[1], &args[2]),
+            let (name, ok) = match args.len() {
+                2 => (Bytes::from_static(b"default"), check(b"default", &args[1])),
+                3 => (args[1].clone(), check(&args[1], &args[2])),
                 _ => return Login::Reply(reply::error("ERR syntax error")),
             };
             if ok {
-                *authed = true;
+                *user = Some(name);
                 Login::Reply(reply::ok())
             } else {
                 Login::Reply(wrongpass())
@@ -311,21 +313,21 @@ fn login(users: &[crate::access::LocalUser], authed: &mut bool, args: Vec<Bytes>
                     if !check(&args[i + 1], &args[i + 2]) {
                         return Login::Reply(wrongpass());
                     }
-                    *authed = true;
+                    *user = Some(args[i + 1].clone());
                     let mut rest = args[..i].to_vec();
                     rest.extend_from_slice(&args[i + 3..]);
                     Login::Run(rest)
                 }
                 Some(_) => Login::Reply(reply::error("ERR Syntax error in HELLO option 'auth'")),
-                None if !*authed => Login::Reply(Refusal::HelloNoAuth.reply()),
+                None if user.is_none() => Login::Reply(Refusal::HelloNoAuth.reply()),
                 None => Login::Run(args),
             }
         }
         b"reset" => {
-            *authed = false;
+            *user = None;
             Login::Run(args)
         }
-        _ if *authed => Login::Run(args),
+        _ if user.is_some() => Login::Run(args),
         _ if resp::lookup(&args).is_some_and(|s| s.has(resp::command::F_NO_AUTH)) => {
             Login::Run(args)
         }
@@ -479,7 +481,10 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut shutdown = local.shutdown.clone();
     let mut closing = false;
-    let mut authed = local.users.is_empty();
+    let mut user: Option<Bytes> = local
+        .users
+        .is_empty()
+        .then(|| Bytes::from_static(b"default"));
     loop {
         let mut pending: Vec<Pending> = Vec::new();
         let mut pending_bytes = 0usize;
@@ -510,7 +515,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 });
                 continue;
             }
-            let req = match login(&local.users, &mut authed, req.args) {
+            let req = match login(&local.users, &mut user, req.args) {
                 Login::Reply(r) => {
                     pending_bytes += r.len();
                     pending.push(Pending {
@@ -521,6 +526,26 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 }
                 Login::Run(args) => resp::Request { args, raw: req.raw },
             };
+            // The users are standalone's, not the store's.
+            if req.args[0].eq_ignore_ascii_case(b"acl") && !session.in_multi() {
+                let whoami = user
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let r = crate::access::standalone_acl::answer(
+                    &local.users,
+                    &whoami,
+                    &req.args,
+                    session.protocol(),
+                )
+                .to_bytes();
+                pending_bytes += r.len();
+                pending.push(Pending {
+                    reply: r,
+                    durable: vec![],
+                });
+                continue;
+            }
             if req.args[0].eq_ignore_ascii_case(b"quit") {
                 pending.push(Pending {
                     reply: reply::ok(),

@@ -381,6 +381,28 @@ fn logins_protected_mode_and_a_client_that_never_reads() {
         .unwrap()
         .starts_with("-ERR requirepass cannot be set"));
     assert_eq!(c.cmd(&["AUTH", "app", "s3cret"]).as_deref(), Some("+OK"));
+    // ACL speaks of the configured users, in Redis's words.
+    let sha = "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0";
+    assert_eq!(c.cmd(&["ACL", "WHOAMI"]).as_deref(), Some("app"));
+    assert_eq!(c.cmd(&["ACL", "USERS"]).as_deref(), Some("app"));
+    assert_eq!(
+        c.cmd(&["ACL", "LIST"]),
+        Some(format!("user app on #{sha} ~* &* +@all"))
+    );
+    assert_eq!(
+        c.cmd(&["ACL", "GETUSER", "app"]),
+        Some(format!(
+            "flags,on,passwords,{sha},commands,+@all,keys,~*,channels,&*,selectors,"
+        ))
+    );
+    assert_eq!(
+        c.cmd(&["ACL", "DRYRUN", "app", "SET", "k", "v"]).as_deref(),
+        Some("+OK")
+    );
+    assert!(c
+        .cmd(&["ACL", "SETUSER", "app", "off"])
+        .unwrap()
+        .starts_with("-ERR ACL SETUSER: standalone Redoubt's users are the [auth] users"));
     let big = "x".repeat(1 << 20);
     assert_eq!(c.cmd(&["SET", "big", &big]).as_deref(), Some("+OK"));
     assert_eq!(c.cmd(&["RESET"]).as_deref(), Some("+RESET"));
@@ -581,4 +603,62 @@ fn a_blocked_xreadgroup_is_told_when_set_overwrites_its_stream() {
     assert_eq!(c.cmd(&["SET", "mystream", "val1"]).as_deref(), Some("+OK"));
     let got = reader.reply().unwrap();
     assert!(got.contains("no longer exists"), "{got}");
+}
+
+/// The server commands standalone answers itself (ACL with no users
+/// configured: Redis's `default`), reply for reply against a fresh
+/// redis-server.
+#[test]
+fn acl_and_server_commands_answer_as_a_fresh_redis_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let redis = test_support::RedisServer::new();
+    let mut ours = Client::new(s.port);
+    let mut theirs = Client::new(redis.port());
+    for cmd in [
+        &["ACL", "WHOAMI"][..],
+        &["ACL", "USERS"],
+        &["ACL", "LIST"],
+        &["ACL", "GETUSER", "default"],
+        &["ACL", "GETUSER", "nobody"],
+        &["ACL", "CAT"],
+        &["ACL", "CAT", "string"],
+        &["ACL", "CAT", "dangerous"],
+        &["ACL", "CAT", "nosuch"],
+        &["ACL", "DRYRUN", "default", "SET", "k", "v"],
+        &["ACL", "DRYRUN", "default", "GET"],
+        &["ACL", "DRYRUN", "nobody", "GET", "k"],
+        &["ACL", "DRYRUN", "default", "NOCMD", "k"],
+        &["ACL", "LOG"],
+        &["ACL", "LOG", "RESET"],
+        &["ACL", "GENPASS", "0"],
+        &["ACL", "WHOAMI", "extra"],
+        &["SLOWLOG", "LEN"],
+        &["SLOWLOG", "GET"],
+        &["SLOWLOG", "RESET"],
+        &["LATENCY", "LATEST"],
+        &["LATENCY", "RESET"],
+        &["WAIT", "0", "0"],
+        &["FAILOVER"],
+        &["CLIENT", "NO-EVICT", "on"],
+        &["COMMAND", "INFO", "echo", "acl|cat"],
+    ] {
+        let (mut a, mut b) = (ours.cmd(cmd).unwrap(), theirs.cmd(cmd).unwrap());
+        if cmd.starts_with(&["ACL", "CAT"]) {
+            // Redis lists a category's commands in its hash table's order.
+            let sorted = |s: &str| {
+                let mut v: Vec<&str> = s.split(',').collect();
+                v.sort();
+                v.join(",")
+            };
+            (a, b) = (sorted(&a), sorted(&b));
+        }
+        assert_eq!(a, b, "{cmd:?}");
+    }
+    let pass = ours.cmd(&["ACL", "GENPASS", "10"]).unwrap();
+    assert!(
+        pass.len() == 3 && pass.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{pass}"
+    );
+    assert_eq!(ours.cmd(&["ACL", "GENPASS"]).unwrap().len(), 64);
 }

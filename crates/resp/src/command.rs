@@ -81,6 +81,9 @@ pub struct CommandSpec {
     pub summary: &'static str,
     /// Key specifications.
     pub key_specs: &'static [KeySpec],
+    /// ACL categories, without the `@` (Redis's `COMMAND INFO`: declared
+    /// and implied by the flags), as `ACL CAT <category>` lists them.
+    pub acl: &'static [&'static str],
 }
 
 /// Command flags as bits, named after Redis's flag strings.

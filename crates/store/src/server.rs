@@ -36,7 +36,102 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("command|docs", command_docs),
     ("command|list", command_list),
     ("command|getkeys", command_getkeys),
+    ("client|no-evict", client_no_evict),
+    ("latency|latest", empty_array),
+    ("latency|history", empty_array),
+    ("latency|reset", zero),
+    ("latency|doctor", latency_doctor),
+    ("latency|histogram", latency_histogram),
+    ("slowlog|get", empty_array),
+    ("slowlog|len", zero),
+    ("slowlog|reset", ok),
+    ("lolwut", lolwut),
+    ("wait", wait),
+    ("failover", failover),
+    ("sync", no_replicas_here),
+    ("psync", no_replicas_here),
+    ("debug", debug),
+    ("monitor", monitor),
 ];
+
+// The store keeps no latency samples and no slow log: each is empty, as
+// a fresh Redis's is.
+fn empty_array(_ctx: &mut Ctx) -> Reply {
+    Ok(Frame::Array(Vec::new()))
+}
+
+fn zero(_ctx: &mut Ctx) -> Reply {
+    Ok(Frame::Integer(0))
+}
+
+fn ok(_ctx: &mut Ctx) -> Reply {
+    Ok(Frame::simple("OK"))
+}
+
+fn latency_doctor(ctx: &mut Ctx) -> Reply {
+    Ok(verbatim(
+        ctx,
+        "Dave, no latency spike was observed during the lifetime of this Redis instance, not in the slightest bit. I honestly think you ought to sleep tonight.\n".into(),
+    ))
+}
+
+/// `LATENCY HISTOGRAM [command …]`: no per-command histograms are kept.
+fn latency_histogram(ctx: &mut Ctx) -> Reply {
+    Ok(ctx.map(Vec::new()))
+}
+
+/// `CLIENT NO-EVICT on|off`: the store never evicts clients.
+fn client_no_evict(ctx: &mut Ctx) -> Reply {
+    if ctx.arg_is(2, "on") || ctx.arg_is(2, "off") {
+        Ok(Frame::simple("OK"))
+    } else {
+        Err(err(SYNTAX))
+    }
+}
+
+fn lolwut(ctx: &mut Ctx) -> Reply {
+    Ok(verbatim(
+        ctx,
+        format!("Redoubt standalone, answering as Redis ver. {REDIS_VERSION}\n"),
+    ))
+}
+
+/// `WAIT numreplicas timeout`: standalone has no replicas, so none
+/// acknowledges; answered at once rather than after `timeout` (a Redis
+/// without replicas answers 0 too, once the timeout has passed).
+fn wait(ctx: &mut Ctx) -> Reply {
+    for i in 1..=2 {
+        match num::parse_i64(&ctx.args[i]) {
+            Some(n) if n >= 0 => {}
+            Some(_) if i == 2 => return Err(err("ERR timeout is negative")),
+            _ => return Err(err("ERR value is not an integer or out of range")),
+        }
+    }
+    Ok(Frame::Integer(0))
+}
+
+/// Redis's own reply when no replica is connected.
+fn failover(_ctx: &mut Ctx) -> Reply {
+    Err(err("ERR FAILOVER requires connected replicas."))
+}
+
+fn no_replicas_here(_ctx: &mut Ctx) -> Reply {
+    Err(err(
+        "ERR standalone Redoubt does not serve replicas (its durability is its journal; see redoubt journal export): command not executed",
+    ))
+}
+
+fn debug(_ctx: &mut Ctx) -> Reply {
+    Err(err(
+        "ERR DEBUG is Redis's internal debugging interface; Redoubt has none: command not executed",
+    ))
+}
+
+fn monitor(_ctx: &mut Ctx) -> Reply {
+    Err(err(
+        "ERR MONITOR is not offered by standalone Redoubt (redoubt serve --log-format json and /metrics show its traffic): command not executed",
+    ))
+}
 
 fn ping(ctx: &mut Ctx) -> Reply {
     if ctx.args.len() > 2 {
@@ -445,8 +540,7 @@ fn subs_of(name: &str) -> Vec<&'static CommandSpec> {
 }
 
 /// One `COMMAND INFO` entry: name, arity, flags, first/last/step, ACL
-/// categories (not in our table: empty), tips (empty), key specs (omitted),
-/// subcommands.
+/// categories, tips (empty), key specs (omitted), subcommands.
 fn info_entry(ctx: &Ctx, c: &CommandSpec) -> Frame {
     let flags = FLAG_NAMES
         .iter()
@@ -468,7 +562,12 @@ fn info_entry(ctx: &Ctx, c: &CommandSpec) -> Frame {
         Frame::Integer(c.first_key as i64),
         Frame::Integer(c.last_key as i64),
         Frame::Integer(c.step as i64),
-        ctx.set_reply(Vec::new()),
+        ctx.set_reply(
+            c.acl
+                .iter()
+                .map(|a| Frame::Simple(Bytes::from(format!("@{a}"))))
+                .collect(),
+        ),
         ctx.set_reply(Vec::new()),
         Frame::Array(Vec::new()),
         Frame::Array(subs),
