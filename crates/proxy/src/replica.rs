@@ -818,6 +818,12 @@ impl Replica {
         }
         tracing::warn!(
             keys = missing.len(),
+            first = %missing
+                .iter()
+                .take(5)
+                .map(|(db, k, _, _)| format!("{db}:{}", String::from_utf8_lossy(k)))
+                .collect::<Vec<_>>()
+                .join(" "),
             replid_before = before.as_deref().unwrap_or("-"),
             replid_after = after,
             "redis came back without durable keys the replica holds: restoring them before it is declared up"

@@ -116,6 +116,39 @@ struct Local {
     /// A write ran since the store last matched the journal: a refused
     /// append then means rebuilding from what is durable.
     unjournaled: AtomicBool,
+    /// A script runs on a thread of its own ([`runs_script`]); no other
+    /// command runs until its effects are journaled.
+    script: ScriptFlight,
+}
+
+/// A script running off the runtime thread, so that this thread can go on
+/// telling other clients `BUSY` (and take their `SCRIPT KILL`) as Redis
+/// does from inside a slow script. The journal's order must stay the
+/// store's (module docs): every other command waits until the script's
+/// effects are appended.
+#[derive(Default)]
+struct ScriptFlight {
+    running: AtomicBool,
+    done: tokio::sync::Notify,
+}
+
+/// Clears [`ScriptFlight::running`] however the script's turn ends.
+struct ScriptTurn<'a>(&'a ScriptFlight);
+
+impl Drop for ScriptTurn<'_> {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Release);
+        self.0.done.notify_waiters();
+    }
+}
+
+/// Commands that run Lua: they may run for as long as the script does.
+fn runs_script(args: &[Bytes]) -> bool {
+    let name = args[0].to_ascii_lowercase();
+    matches!(
+        &name[..],
+        b"eval" | b"evalsha" | b"eval_ro" | b"evalsha_ro" | b"fcall" | b"fcall_ro"
+    ) || (&name[..] == b"function" && args.len() > 1 && args[1].eq_ignore_ascii_case(b"load"))
 }
 
 impl Local {
@@ -194,6 +227,7 @@ impl Standalone {
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             unjournaled: AtomicBool::new(false),
+            script: ScriptFlight::default(),
         });
         // A refused append whose client left before its reply still has to
         // be undone: the journal says when it fenced itself.
@@ -554,6 +588,31 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 quit = true;
                 break;
             }
+            // Another session's script holds the store: wait for its
+            // effects to be journaled, or answer what Redis answers once
+            // the script is past busy-reply-threshold.
+            let mut busy = None;
+            while local.script.running.load(Ordering::Acquire) {
+                if let Some(r) = local.store.busy_reply(&req.args, session.protocol() >= 3) {
+                    busy = Some(r);
+                    break;
+                }
+                let done = local.script.done.notified();
+                tokio::select! {
+                    _ = done => {}
+                    // The threshold passes with no event to wait for.
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+            }
+            if let Some(r) = busy {
+                let r = r.to_bytes();
+                pending_bytes += r.len();
+                pending.push(Pending {
+                    reply: r,
+                    durable: vec![],
+                });
+                continue;
+            }
             let started = std::time::Instant::now();
             let is_write = resp::lookup(&req.args).is_some_and(|s| s.is_write());
             if is_write && !session.in_multi() {
@@ -566,7 +625,32 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                     continue;
                 }
             }
-            let exec = {
+            let script_turn = (runs_script(&req.args) && !session.in_multi()).then(|| {
+                local.script.running.store(true, Ordering::Release);
+                ScriptTurn(&local.script)
+            });
+            let exec = if script_turn.is_some() {
+                // Off this thread, holding the store; see ScriptFlight.
+                let store = local.store.clone();
+                let handle = tokio::runtime::Handle::current();
+                let args = req.args;
+                let mut s = session;
+                match tokio::task::spawn_blocking(move || {
+                    let e = handle.block_on(store.execute(&mut s, args));
+                    (s, e)
+                })
+                .await
+                {
+                    Ok((s, e)) => {
+                        session = s;
+                        Some(e)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a script's thread failed; closing its client");
+                        return;
+                    }
+                }
+            } else {
                 // A blocked command is given up if the client leaves, so a
                 // pop never hands an element to a closed socket.
                 let mut probe = [0u8; 1];
@@ -590,6 +674,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 .into_iter()
                 .map(|e| Box::pin(local.journal.append(e)) as Durable)
                 .collect();
+            drop(script_turn);
             if !durable.is_empty() {
                 local.unjournaled.store(true, Ordering::Release);
             }

@@ -48,6 +48,9 @@ pub fn run(loaded: Loaded) -> ExitCode {
     } else {
         rt.block_on(serve(loaded.config))
     };
+    // A script that never ends runs on a blocking thread the runtime would
+    // otherwise wait for at exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -81,12 +81,17 @@ impl Client {
     /// One command; its reply flattened to text (bulk payloads as is,
     /// array elements joined with ','), or `None` once the server is gone.
     fn cmd(&mut self, args: &[&str]) -> Option<String> {
+        self.send(args)?;
+        self.reply()
+    }
+
+    /// Sends one command without reading its reply.
+    fn send(&mut self, args: &[&str]) -> Option<()> {
         let mut out = format!("*{}\r\n", args.len());
         for a in args {
             out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
-        self.r.get_mut().write_all(out.as_bytes()).ok()?;
-        self.reply()
+        self.r.get_mut().write_all(out.as_bytes()).ok()
     }
 
     fn reply(&mut self) -> Option<String> {
@@ -661,4 +666,100 @@ fn acl_and_server_commands_answer_as_a_fresh_redis_does() {
         "{pass}"
     );
     assert_eq!(ours.cmd(&["ACL", "GENPASS"]).unwrap().len(), 64);
+}
+
+/// A script past busy-reply-threshold leaves the server answering: other
+/// clients, connected before or during it, get BUSY; FUNCTION STATS and
+/// FUNCTION KILL work; SIGTERM ends a server whose script never does.
+#[test]
+fn a_busy_script_leaves_the_server_answering_busy_and_killable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(&dir.path().join("data"), &[]);
+    let mut scripter = Client::new(s.port);
+    let mut other = Client::new(s.port);
+    assert_eq!(
+        other
+            .cmd(&["CONFIG", "SET", "busy-reply-threshold", "50"])
+            .as_deref(),
+        Some("+OK")
+    );
+    let lib = "#!lua name=spin\nredis.register_function('spin', function(KEYS, ARGV) local a = 1 while true do a = a + 1 end end)";
+    assert_eq!(
+        other.cmd(&["FUNCTION", "LOAD", lib]).as_deref(),
+        Some("spin")
+    );
+    scripter.send(&["FCALL", "spin", "0"]).unwrap();
+    let busy =
+        "-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
+    wait_for("PING to answer BUSY", Duration::from_secs(10), || {
+        other.cmd(&["PING"]).as_deref() == Some(busy)
+    });
+    let mut late = Client::new(s.port);
+    assert_eq!(
+        late.cmd(&["GET", "k"]).as_deref(),
+        Some(busy),
+        "a client connecting meanwhile"
+    );
+    drop(late);
+    let stats = other.cmd(&["FUNCTION", "STATS"]).unwrap();
+    assert!(
+        stats.starts_with("running_script,name,spin,command,FCALL,spin,0,duration_ms,"),
+        "{stats}"
+    );
+    assert_eq!(other.cmd(&["FUNCTION", "KILL"]).as_deref(), Some("+OK"));
+    assert_eq!(
+        scripter.reply().as_deref(),
+        Some("-ERR Script killed by user with SCRIPT KILL... script: spin, on @user_function:2.")
+    );
+    assert_eq!(other.cmd(&["PING"]).as_deref(), Some("+PONG"));
+
+    // An EVAL that never ends does not keep SIGTERM from ending the server.
+    scripter.send(&["EVAL", "while true do end", "0"]).unwrap();
+    wait_for("PING to answer BUSY", Duration::from_secs(10), || {
+        other.cmd(&["PING"]).is_some_and(|r| r.starts_with("-BUSY"))
+    });
+    let ok = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    wait_for(
+        "redoubt to exit on SIGTERM",
+        Duration::from_secs(15),
+        || matches!(s.child.try_wait(), Ok(Some(_))),
+    );
+}
+
+/// A command sent while another client's script runs (under the
+/// threshold) waits for it and is journaled after it: the order a restart
+/// replays is the order the clients were answered in.
+#[test]
+fn a_command_waiting_on_a_script_is_journaled_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let mut s = start(&data, &[]);
+        let mut scripter = Client::new(s.port);
+        let mut other = Client::new(s.port);
+        scripter
+            .send(&[
+                "EVAL",
+                "redis.call('SET', KEYS[1], '1') local a = 0 for i = 1, 20000000 do a = a + 1 end return a",
+                "1",
+                "k",
+            ])
+            .unwrap();
+        // Sent while the script runs (or before it, which is also fine).
+        assert_eq!(other.cmd(&["INCR", "k"]).as_deref(), Some(":2"));
+        assert_eq!(scripter.reply().as_deref(), Some(":20000000"));
+        let ok = Command::new("kill")
+            .args(["-TERM", &s.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        assert_eq!(s.child.wait().unwrap().code(), Some(0));
+    }
+    let s = start(&data, &[]);
+    let mut c = Client::new(s.port);
+    assert_eq!(c.cmd(&["GET", "k"]).as_deref(), Some("2"));
 }

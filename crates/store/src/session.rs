@@ -108,10 +108,12 @@ impl Session {
     /// Records the peer address shown by `CLIENT LIST` (`addr=`).
     pub fn set_addr(&mut self, addr: &str) {
         if let Some(s) = &self.shared {
-            if let Ok(mut inner) = s.inner.lock() {
-                if let Some(c) = inner.clients.get_mut(&self.id) {
-                    c.addr = addr.to_string();
-                }
+            if let Ok(mut d) = s.deferred.lock() {
+                d.addrs.push((self.id, addr.to_string()));
+            }
+            // Applied now unless a script holds the lock.
+            if let Ok(mut inner) = s.inner.try_lock() {
+                s.settle(&mut inner);
             }
         }
     }
@@ -119,9 +121,40 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if let Some(s) = self.shared.take() {
-            let mut inner = s.lock();
-            inner.unregister(self);
-        }
+        let Some(s) = self.shared.take() else {
+            return;
+        };
+        match s.inner.try_lock() {
+            Ok(mut inner) => {
+                s.settle(&mut inner);
+                inner.unregister(self);
+            }
+            Err(_) => {
+                // A script holds the lock: what unregistering needs is
+                // handed over, applied at the next lock.
+                let (_tx, rx) = mpsc::channel(1);
+                let gone = Session {
+                    shared: None,
+                    id: self.id,
+                    db: self.db,
+                    resp: self.resp,
+                    multi: None,
+                    multi_error: false,
+                    watched: std::mem::take(&mut self.watched),
+                    channels: std::mem::take(&mut self.channels),
+                    patterns: std::mem::take(&mut self.patterns),
+                    pushes: rx,
+                    killed: self.killed.clone(),
+                    unblock: self.unblock.clone(),
+                    key_hook: None,
+                    command_hook: None,
+                };
+                let mut d = match s.deferred.lock() {
+                    Ok(d) => d,
+                    Err(p) => p.into_inner(),
+                };
+                d.departures.push(gone);
+            }
+        };
     }
 }

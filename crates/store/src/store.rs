@@ -116,7 +116,6 @@ pub(crate) struct ClientInfo {
 pub(crate) struct Inner {
     pub dbs: Vec<Db>,
     pub clients: HashMap<u64, ClientInfo>,
-    pub next_id: u64,
     /// WATCHed keys → (client id, key was already expired at WATCH time).
     pub watchers: HashMap<(usize, Bytes), Vec<(u64, bool)>>,
     pub channels: HashMap<Bytes, IndexSet<u64>>,
@@ -260,6 +259,23 @@ pub(crate) struct Shared {
     pub databases: usize,
     /// The running script's busy/kill state, read before the lock.
     pub script_gate: Arc<crate::scripting::gate::Gate>,
+    /// Client ids, handed out without the lock.
+    pub next_id: AtomicU64,
+    /// Client bookkeeping that arrived while the lock was held (a script
+    /// holds it for its whole run): applied at the next lock, so opening
+    /// or closing a connection never waits for a script.
+    pub deferred: Mutex<Deferred>,
+}
+
+/// See [`Shared::deferred`].
+#[derive(Default)]
+pub(crate) struct Deferred {
+    /// Clients to register.
+    pub arrivals: Vec<(u64, ClientInfo)>,
+    /// Peer addresses to record.
+    pub addrs: Vec<(u64, String)>,
+    /// Sessions gone (detached from the store) to unregister.
+    pub departures: Vec<Session>,
 }
 
 impl Shared {
@@ -267,7 +283,34 @@ impl Shared {
         // A panic while holding the lock leaves a keyspace that is still
         // structurally valid (every write is a complete map operation), so
         // carry on rather than poison every later command.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.settle(&mut inner);
+        inner
+    }
+
+    /// Applies the deferred client bookkeeping; called with the lock held.
+    pub fn settle(&self, inner: &mut Inner) {
+        let mut d = match self.deferred.lock() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        if d.arrivals.is_empty() && d.addrs.is_empty() && d.departures.is_empty() {
+            return;
+        }
+        for (id, info) in d.arrivals.drain(..) {
+            inner.stats.connections_received += 1;
+            inner.clients.insert(id, info);
+        }
+        for (id, addr) in d.addrs.drain(..) {
+            if let Some(c) = inner.clients.get_mut(&id) {
+                c.addr = addr;
+            }
+        }
+        let gone: Vec<Session> = d.departures.drain(..).collect();
+        drop(d);
+        for mut sess in gone {
+            inner.unregister(&mut sess);
+        }
     }
 }
 
@@ -501,7 +544,6 @@ impl Store {
         let inner = Inner {
             dbs: (0..databases).map(|_| Db::default()).collect(),
             clients: HashMap::new(),
-            next_id: 1,
             watchers: HashMap::new(),
             channels: HashMap::new(),
             patterns: HashMap::new(),
@@ -530,6 +572,8 @@ impl Store {
                 run_id,
                 databases,
                 script_gate: Arc::new(crate::scripting::gate::Gate::new()),
+                next_id: AtomicU64::new(1),
+                deferred: Mutex::default(),
             }),
         }
     }
@@ -545,33 +589,39 @@ impl Store {
         let killed = Arc::new(AtomicBool::new(false));
         let unblock = Arc::new(Notify::new());
         let now = self.now_ms();
-        let mut inner = self.shared.lock();
-        let id = inner.next_id;
-        inner.next_id += 1;
-        inner.stats.connections_received += 1;
-        inner.clients.insert(
-            id,
-            ClientInfo {
-                name: None,
-                addr: String::new(),
-                db: 0,
-                created_ms: now,
-                last_ms: now,
-                last_cmd: "NULL",
-                resp: 2,
-                push: tx,
-                killed: killed.clone(),
-                unblock: unblock.clone(),
-                dirty_cas: false,
-                in_multi: false,
-                blocked: false,
-                unblock_error: false,
-                subs: 0,
-                psubs: 0,
-                watching: 0,
-            },
-        );
-        drop(inner);
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let info = ClientInfo {
+            name: None,
+            addr: String::new(),
+            db: 0,
+            created_ms: now,
+            last_ms: now,
+            last_cmd: "NULL",
+            resp: 2,
+            push: tx,
+            killed: killed.clone(),
+            unblock: unblock.clone(),
+            dirty_cas: false,
+            in_multi: false,
+            blocked: false,
+            unblock_error: false,
+            subs: 0,
+            psubs: 0,
+            watching: 0,
+        };
+        // Registered now, or at the next lock when a script holds it.
+        match self.shared.inner.try_lock() {
+            Ok(mut inner) => {
+                self.shared.settle(&mut inner);
+                inner.stats.connections_received += 1;
+                inner.clients.insert(id, info);
+            }
+            Err(_) => {
+                if let Ok(mut d) = self.shared.deferred.lock() {
+                    d.arrivals.push((id, info));
+                }
+            }
+        }
         Session {
             shared: Some(self.shared.clone()),
             id,
@@ -784,6 +834,26 @@ impl Store {
         }
     }
 
+    /// True while a script (`EVAL`, `FCALL`, a library's load) holds the
+    /// store.
+    pub fn script_running(&self) -> bool {
+        self.shared.script_gate.running.load(Ordering::SeqCst)
+    }
+
+    /// While a script runs past busy-reply-threshold, the reply `args`
+    /// gets without waiting for the lock the script holds: `BUSY`, the
+    /// answer to `SCRIPT KILL` / `FUNCTION KILL`, or `FUNCTION STATS`.
+    /// `None` when no script is past it.
+    pub fn busy_reply(&self, args: &[Bytes], resp3: bool) -> Option<Frame> {
+        let gate = &self.shared.script_gate;
+        if is_function_stats(args) {
+            if let Some(reply) = gate.stats_reply(resp3) {
+                return Some(reply);
+            }
+        }
+        gate.refuse(kill_kind(args))
+    }
+
     /// The lock, unless a script holds it past busy-reply-threshold: then
     /// Redis's BUSY error, or the answer to SCRIPT KILL / FUNCTION KILL,
     /// which must reach the script without waiting for the lock it holds.
@@ -815,8 +885,15 @@ impl Store {
                 return Err(reply);
             }
             match self.shared.inner.try_lock() {
-                Ok(g) => return Ok(g),
-                Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Ok(mut g) => {
+                    self.shared.settle(&mut g);
+                    return Ok(g);
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    let mut g = p.into_inner();
+                    self.shared.settle(&mut g);
+                    return Ok(g);
+                }
                 Err(std::sync::TryLockError::WouldBlock) => {
                     if gate.running.load(Ordering::SeqCst) {
                         std::thread::sleep(Duration::from_millis(1));
@@ -948,6 +1025,12 @@ impl Store {
             loop {
                 tick.tick().await;
                 let Some(shared) = weak.upgrade() else { break };
+                // As in Redis, no active expiry while a script runs: the
+                // script holds the lock, and this task must not park the
+                // thread that tells other clients BUSY.
+                if shared.script_gate.running.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let now = shared.clock.now_ms();
                 crate::expire::active_cycle(&shared, now);
             }
