@@ -608,6 +608,29 @@ fn a_blocked_xreadgroup_is_told_when_set_overwrites_its_stream() {
     assert_eq!(c.cmd(&["SET", "mystream", "val1"]).as_deref(), Some("+OK"));
     let got = reader.reply().unwrap();
     assert!(got.contains("no longer exists"), "{got}");
+
+    // "Blocking XREADGROUP: flushed DB": FLUSHALL tells it the same, and a
+    // plain XREAD blocked beside it goes on waiting.
+    c.cmd(&["DEL", "mystream"]).unwrap();
+    c.cmd(&["XGROUP", "CREATE", "mystream", "mygroup", "$", "MKSTREAM"])
+        .unwrap();
+    let mut plain = Client::new(s.port);
+    plain
+        .send(&["XREAD", "BLOCK", "0", "STREAMS", "other", "$"])
+        .unwrap();
+    reader.send(&args).unwrap();
+    wait_for("both reads to block", Duration::from_secs(5), || {
+        c.cmd(&["INFO", "clients"])
+            .is_some_and(|i| i.contains("blocked_clients:2"))
+    });
+    assert_eq!(c.cmd(&["FLUSHALL"]).as_deref(), Some("+OK"));
+    let got = reader.reply().unwrap();
+    assert!(got.contains("no longer exists"), "{got}");
+    assert_eq!(
+        c.cmd(&["XADD", "other", "1-1", "f", "v"]).as_deref(),
+        Some("1-1")
+    );
+    assert_eq!(plain.reply().as_deref(), Some("other,1-1,f,v"));
 }
 
 /// The server commands standalone answers itself (ACL with no users

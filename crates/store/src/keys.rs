@@ -428,6 +428,9 @@ fn flush_db(ctx: &mut Ctx, db: usize) {
     let freed: usize = ctx.inner.dbs[db].map.values().map(|e| e.size).sum();
     ctx.inner.used_memory = ctx.inner.used_memory.saturating_sub(freed);
     ctx.inner.dbs[db] = Default::default();
+    // Consumers blocked on a stream that is now gone are told at once, as
+    // for a DEL; other blocked clients retry and go on waiting.
+    ctx.wake |= ctx.inner.blocked > 0;
 }
 
 fn flushdb(ctx: &mut Ctx) -> Reply {

@@ -372,6 +372,7 @@ async fn functions_match_redis() {
                 &["FCALL", "f", "0"],
                 &["FUNCTION", "RESTORE", "garbage"],
                 &["FUNCTION", "RESTORE", "garbage", "BAD"],
+                &["FUNCTION", "RESTORE", "garbage", "FLUSH", "extra"],
             ],
         ],
     )

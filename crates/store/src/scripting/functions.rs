@@ -524,6 +524,13 @@ fn function_restore(ctx: &mut Ctx) -> Reply {
             4 if ctx.arg_is(3, "flush") => Policy::Flush,
             4 if ctx.arg_is(3, "append") => Policy::Append,
             4 if ctx.arg_is(3, "replace") => Policy::Replace,
+            // Redis's function container checks the count before the policy.
+            n if n > 4 => {
+                return Err(Frame::error(format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+                String::from_utf8_lossy(&ctx.args[1])
+            )))
+            }
             _ => return Err(err(
                 "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
             )),
