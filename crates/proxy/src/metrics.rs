@@ -71,10 +71,33 @@ pub const DURATION_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+/// Near-cache lookups for local answers, by `result` (`hit`, `miss`).
+pub const NEAR_CACHE_LOOKUPS: &str = "redoubt_near_cache_lookups_total";
+
 /// Gives every metric this crate names its `# HELP` text (and unit), once,
 /// after the recorder is installed: a scraper or a person reading
 /// `/metrics` should not have to find the source to know what a number is.
+/// The prober's metrics ([`upstream::health::PROBE_DURATION`],
+/// [`upstream::health::VITALS`]) too.
 pub fn describe() {
+    describe_counter!(
+        NEAR_CACHE_LOOKUPS,
+        Unit::Count,
+        "Near-cache lookups for local answers, by result (hit, miss: absent, expired or stale)"
+    );
+    describe_histogram!(
+        upstream::health::PROBE_DURATION,
+        Unit::Seconds,
+        "Round trip of the health prober's PING to Redis"
+    );
+    for (name, field, counter) in upstream::health::VITALS {
+        let help = format!("Redis INFO {field}, as the prober last read it");
+        if *counter {
+            describe_counter!(*name, help);
+        } else {
+            describe_gauge!(*name, help);
+        }
+    }
     describe_counter!(
         COMMANDS_TOTAL,
         Unit::Count,

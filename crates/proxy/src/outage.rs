@@ -538,10 +538,18 @@ impl Outage {
             let Some(near) = self.near.get() else {
                 continue;
             };
+            let lookup = |result: &'static str| {
+                metrics::counter!(crate::metrics::NEAR_CACHE_LOOKUPS, "result" => result)
+                    .increment(1)
+            };
             let expiry = match near.expire_at(db, key, now) {
                 Lookup::Hit(e) => e,
-                _ => continue,
+                _ => {
+                    lookup("miss");
+                    continue;
+                }
             };
+            lookup("hit");
             match near.get(db, key, now) {
                 Lookup::Hit(Cached::String(v)) => {
                     self.store

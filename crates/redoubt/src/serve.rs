@@ -108,6 +108,11 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
             proxy::metrics::DURATION_BUCKETS,
         )
         .context("metric buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full(upstream::health::PROBE_DURATION.into()),
+            proxy::metrics::DURATION_BUCKETS,
+        )
+        .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     describe_metrics();

@@ -142,10 +142,11 @@ fn value(body: &str, series: &str) -> Option<f64> {
 fn proxy_metrics_pass_promtool_and_the_outage_gauge_moves_while_redis_is_down() {
     let Some(promtool) = promtool() else { return };
     let mut redis = RedisServer::new();
-    // A durable keyspace, so the journal metrics exist too.
+    // A durable keyspace, so the journal metrics exist too, and a cache
+    // one for the near-cache's.
     let r = serve(
         Some(&redis.url()),
-        "[[keyspace]]\npattern = \"d:*\"\npolicy = \"durable\"\n",
+        "[[keyspace]]\npattern = \"d:*\"\npolicy = \"durable\"\n[[keyspace]]\npattern = \"c:*\"\npolicy = \"cache\"\n",
     );
     wait_for("Redis up through Redoubt", Duration::from_secs(10), || {
         value(&metrics(&r), "redoubt_upstream_up") == Some(1.0)
@@ -154,8 +155,16 @@ fn proxy_metrics_pass_promtool_and_the_outage_gauge_moves_while_redis_is_down() 
     assert_eq!(send_command(r.port, &["GET", "d:1"]), "$1");
     assert_eq!(send_command(r.port, &["PING"]), "+PONG");
     // Histograms reach /metrics once upkeep folds their samples in.
-    wait_for("the latency histogram", Duration::from_secs(10), || {
-        metrics(&r).contains("redoubt_command_duration_seconds_bucket")
+    assert_eq!(send_command(r.port, &["SET", "c:1", "x"]), "+OK");
+    assert_eq!(send_command(r.port, &["GET", "c:1"]), "$1");
+    wait_for("the latency histograms", Duration::from_secs(10), || {
+        let body = metrics(&r);
+        body.contains("redoubt_command_duration_seconds_bucket")
+            && body.contains("redoubt_upstream_probe_duration_seconds_bucket")
+    });
+    // Redis's vital signs, under redis_exporter's names.
+    wait_for("Redis's vital signs", Duration::from_secs(10), || {
+        value(&metrics(&r), "redis_memory_used_bytes").is_some_and(|b| b > 0.0)
     });
     let body = metrics(&r);
     for series in [
@@ -163,9 +172,18 @@ fn proxy_metrics_pass_promtool_and_the_outage_gauge_moves_while_redis_is_down() 
         "redoubt_outage_current_seconds 0",
         "redoubt_journal_max_bytes ",
         "# HELP redoubt_command_duration_seconds ",
+        "redis_memory_max_bytes 0",
     ] {
         assert!(body.contains(series), "no {series}:\n{body}");
     }
+    assert!(
+        value(&body, "redis_connected_clients").is_some_and(|c| c >= 1.0),
+        "{body}"
+    );
+    assert!(
+        value(&body, "redis_commands_processed_total").is_some_and(|c| c > 0.0),
+        "{body}"
+    );
     assert_every_family_has_help(&body);
     assert_promtool_accepts(promtool, &body);
 
@@ -175,8 +193,19 @@ fn proxy_metrics_pass_promtool_and_the_outage_gauge_moves_while_redis_is_down() 
     wait_for("the outage gauge to move", Duration::from_secs(20), || {
         value(&metrics(&r), "redoubt_outage_current_seconds").is_some_and(|s| s > 0.5)
     });
+    // The near-cache answers c:1, read while Redis was up; c:2 it lacks.
+    assert_eq!(send_command(r.port, &["GET", "c:1"]), "$1");
+    assert_eq!(send_command(r.port, &["GET", "c:2"]), "$-1");
     let body = metrics(&r);
     assert_eq!(value(&body, "redoubt_state{state=\"down\"}"), Some(1.0));
+    assert_eq!(
+        value(&body, "redoubt_near_cache_lookups_total{result=\"hit\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&body, "redoubt_near_cache_lookups_total{result=\"miss\"}"),
+        Some(1.0)
+    );
     assert_promtool_accepts(promtool, &body);
 }
 

@@ -29,6 +29,48 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 250;
 pub const DEFAULT_DOWN_AFTER: u32 = 2;
 /// Good probes in a row before leaving Down.
 pub const DEFAULT_UP_AFTER: u32 = 2;
+/// Round trip of each answered probe `PING`.
+pub const PROBE_DURATION: &str = "redoubt_upstream_probe_duration_seconds";
+
+/// Redis's vital signs from the prober's `INFO`, under `redis_exporter`'s
+/// names so dashboards built for it read them: `(metric, INFO field,
+/// counter?)`.
+pub const VITALS: &[(&str, &str, bool)] = &[
+    ("redis_memory_used_bytes", "used_memory", false),
+    ("redis_memory_max_bytes", "maxmemory", false),
+    ("redis_connected_clients", "connected_clients", false),
+    ("redis_blocked_clients", "blocked_clients", false),
+    ("redis_evicted_keys_total", "evicted_keys", true),
+    ("redis_expired_keys_total", "expired_keys", true),
+    ("redis_keyspace_hits_total", "keyspace_hits", true),
+    ("redis_keyspace_misses_total", "keyspace_misses", true),
+    (
+        "redis_commands_processed_total",
+        "total_commands_processed",
+        true,
+    ),
+];
+
+/// Publishes [`VITALS`] from an `INFO` text.
+fn publish_vitals(info: &str) {
+    for line in info.lines() {
+        let Some((field, value)) = line.trim_end_matches('\r').split_once(':') else {
+            continue;
+        };
+        let Some((name, _, counter)) = VITALS.iter().find(|(_, f, _)| *f == field) else {
+            continue;
+        };
+        let Ok(v) = value.parse::<u64>() else {
+            continue;
+        };
+        if *counter {
+            metrics::counter!(*name).absolute(v);
+        } else {
+            metrics::gauge!(*name).set(v as f64);
+        }
+    }
+}
+
 /// `INFO` is read on every Nth good probe.
 const INFO_EVERY: u32 = 4;
 
@@ -436,8 +478,12 @@ impl Prober {
                 Ok(c) => c,
                 Err(e) => return Probe::Bad(e),
             };
+            let sent = std::time::Instant::now();
             match conn.call(&["PING"], self.timeout()).await {
-                Ok(Frame::Simple(s)) if &s[..] == b"PONG" => return Probe::Good,
+                Ok(Frame::Simple(s)) if &s[..] == b"PONG" => {
+                    metrics::histogram!(PROBE_DURATION).record(sent.elapsed().as_secs_f64());
+                    return Probe::Good;
+                }
                 Ok(f) => {
                     let text = f
                         .error_text()
@@ -479,6 +525,7 @@ impl Prober {
             .as_bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())?;
         let (verdict, mut facts) = judge_info(&text);
+        publish_vitals(&text);
         facts.clock_offset_ms = text
             .lines()
             .find_map(|l| l.trim_end().strip_prefix("server_time_usec:"))
