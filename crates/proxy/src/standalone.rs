@@ -248,6 +248,7 @@ impl Standalone {
         });
         let counters: Arc<IncidentCounters> = Arc::default();
         let state = Listener::new(settings.limits, metrics, counters);
+        let compact_local = local.clone();
         let spawn: Spawner = Arc::new(move |stream: tls::Stream, peer, _id| {
             Box::pin(run_session(local.clone(), stream, peer))
         });
@@ -258,8 +259,7 @@ impl Standalone {
             expiry.abort();
         });
         tokio::spawn(compact_loop(
-            store,
-            journal,
+            compact_local,
             settings.clone(),
             shutdown_rx.clone(),
         ));
@@ -395,25 +395,34 @@ pub async fn compact(store: &Store, journal: &Arc<Journal>) -> Result<(), Journa
 }
 
 async fn compact_loop(
-    store: Store,
-    journal: Arc<Journal>,
+    local: Arc<Local>,
     s: StandaloneSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let (store, journal) = (&local.store, &local.journal);
     let mut tick = tokio::time::interval(COMPACT_CHECK_EVERY);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        // Never while a script runs or is about to (the snapshot would
+        // park this thread behind it); no await between this check and the
+        // snapshot, so none starts in between.
+        if local.script.running.load(Ordering::Acquire) {
+            continue;
+        }
+        let Some((_, live)) = store.try_usage() else {
+            continue;
+        };
         if should_compact(
             journal.bytes(),
-            store.used_memory() as u64,
+            live as u64,
             s.compact_ratio,
             s.compact_min_bytes,
         ) {
             let before = journal.bytes();
-            match compact(&store, &journal).await {
+            match compact(store, journal).await {
                 Ok(()) => tracing::info!(
                     before,
                     after = journal.bytes(),

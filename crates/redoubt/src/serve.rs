@@ -242,8 +242,9 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
             "state": "standalone",
             "node_id": node_id,
             "uptime_seconds": started.elapsed().as_secs(),
-            "keys": (0..status_store.databases()).map(|db| status_store.key_count(db)).sum::<usize>(),
-            "used_memory": status_store.used_memory(),
+            // Null while a script holds the store.
+            "keys": status_store.try_usage().map(|(keys, _)| keys),
+            "used_memory": status_store.try_usage().map(|(_, bytes)| bytes),
             "journal": {
                 "bytes": status_journal.bytes(),
                 "max_bytes": status_max,

@@ -724,6 +724,13 @@ fn a_busy_script_leaves_the_server_answering_busy_and_killable() {
         "a client connecting meanwhile"
     );
     drop(late);
+    // A script busy for longer than the background work's periods
+    // (compaction checks every 500 ms, active expiry every 100 ms): none
+    // of it parks the thread that answers BUSY, nor does /status.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(other.cmd(&["PING"]).as_deref(), Some(busy));
+    let status = admin_get(s.admin, "/status");
+    assert!(status.contains("\"keys\":null"), "{status}");
     let stats = other.cmd(&["FUNCTION", "STATS"]).unwrap();
     assert!(
         stats.starts_with("running_script,name,spin,command,FCALL,spin,0,duration_ms,"),

@@ -994,6 +994,15 @@ impl Store {
         self.shared.lock().used_memory
     }
 
+    /// Keys in every database and approximate bytes, without waiting:
+    /// `None` while a script holds the store (a caller on the thread that
+    /// tells clients BUSY must not park behind it).
+    pub fn try_usage(&self) -> Option<(usize, usize)> {
+        let inner = self.shared.inner.try_lock().ok()?;
+        let keys = (0..inner.dbs.len()).map(|db| inner.keys_in(db)).sum();
+        Some((keys, inner.used_memory))
+    }
+
     /// Number of databases.
     pub fn databases(&self) -> usize {
         self.shared.databases
