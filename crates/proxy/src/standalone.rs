@@ -82,6 +82,16 @@ pub struct Restored {
 
 /// Rebuilds the store from the journal (latest snapshot, then segments).
 pub fn restore(store: &Store, journal: &Journal) -> Result<Restored, JournalError> {
+    restore_watched(store, journal, |_| {})
+}
+
+/// [`restore`], telling `progress` the entries applied so far (every
+/// 4096, and at the end).
+pub fn restore_watched(
+    store: &Store,
+    journal: &Journal,
+    mut progress: impl FnMut(u64),
+) -> Result<Restored, JournalError> {
     let mut r = Restored::default();
     for entry in journal.replay_all()? {
         let entry = match entry {
@@ -92,6 +102,9 @@ pub fn restore(store: &Store, journal: &Journal) -> Result<Restored, JournalErro
             }
         };
         r.entries += 1;
+        if r.entries.is_multiple_of(4096) {
+            progress(r.entries);
+        }
         for cmd in &entry.commands {
             r.commands += 1;
             if store.apply(entry.db as usize, cmd).is_error() {
@@ -99,6 +112,7 @@ pub fn restore(store: &Store, journal: &Journal) -> Result<Restored, JournalErro
             }
         }
     }
+    progress(r.entries);
     Ok(r)
 }
 

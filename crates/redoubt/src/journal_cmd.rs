@@ -245,6 +245,23 @@ fn data_dir_of(dir: &Path) -> Option<std::path::PathBuf> {
     None
 }
 
+/// A counter of entries with its rate on stderr, for work whose total is
+/// not known up front, only when stderr is a terminal.
+pub(crate) fn terminal_counter(what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(s) = indicatif::ProgressStyle::with_template(
+        "{prefix} {spinner} {pos} entries ({per_sec}, {elapsed})",
+    ) {
+        bar.set_style(s);
+    }
+    bar.set_prefix(what.to_string());
+    Some(bar)
+}
+
 /// A progress bar on stderr of `len` units, only when stderr is a terminal:
 /// piped or redirected output (scripts, tests) stays free of redraws.
 fn terminal_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {

@@ -197,7 +197,15 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
         let _ = store.set_param("port", port);
     }
     let started = std::time::Instant::now();
-    let restored = proxy::standalone::restore(&store, &journal)?;
+    let bar = crate::journal_cmd::terminal_counter("restoring the store from the journal");
+    let restored = proxy::standalone::restore_watched(&store, &journal, |n| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     tracing::info!(
         entries = restored.entries,
         commands = restored.commands,
