@@ -298,6 +298,21 @@ export async function check(t, rec, { rejectionAllowed }) {
   const failedInFlight = rec.failures.filter((f) => inflightAtKill(f.msg, f.at) && finishedByKill.has(f.id));
   const otherFailures = rec.failures.filter((f) => !failedInFlight.includes(f));
   if (otherFailures.length) problems.push(`jobs failed: ${short(otherFailures.map((f) => `${f.id}: ${f.msg}`))}`);
+  // For a failure no rule explains: when its add and its processing ran,
+  // relative to the kill and to each Redoubt's Up.
+  for (const f of otherFailures.slice(0, 3)) {
+    const k = rec.timeline.killedAt;
+    const rel = (at) => (at == null ? '-' : `kill${at - k >= 0 ? '+' : ''}${at - k} ms`);
+    const adds = ledger.filter((e) => e.id === f.id || e.customId === f.id)
+      .map((e) => `add via ${e.via} ${e.kind}${e.bulk ? ' (bulk)' : ''} from ${rel(e.start)} to ${rel(e.end)}${e.err ? ` err ${e.err}` : ''}`);
+    const runs = starts.filter((s) => s.id === f.id).map((s) => `processed from ${rel(s.at)} to ${rel(s.end)}`);
+    t.diagnostic(`failed ${f.id} at ${rel(f.at)}: ${[...adds, ...runs].join('; ')}; Up at ${JSON.stringify(Object.fromEntries(Object.entries(rec.upAt).map(([k, v]) => [k, rel(v)])))}`);
+    const hash = await direct.hgetall(rec.keys(f.id));
+    const events = (await direct.xrange(rec.keys('events'), '-', '+'))
+      .filter(([, fields]) => fields.includes(f.id))
+      .map(([id, fields]) => `${id} ${fields.join(' ')}`.slice(0, 160));
+    t.diagnostic(`  in Redis now: hash fields ${JSON.stringify(Object.keys(hash))}; events ${JSON.stringify(events)}`);
+  }
   const failedSet = new Set(await direct.zrange(rec.keys('failed'), 0, -1));
   const failedInFlightLost = failedInFlight.filter((f) => !failedSet.has(f.id));
   if (failedInFlightLost.length) problems.push(`jobs failed by an in-flight UNCERTAIN but not in Redis's failed set: ${short(failedInFlightLost.map((f) => f.id))}`);
