@@ -246,13 +246,14 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
         // is full: the page and `redoubt status` say either, as /readyz does.
         let refusing =
             proxy::standalone::write_refusal(&status_journal, status_max, 0).map(|(_, why)| why);
+        let usage = status_store.try_usage();
         serde_json::json!({
             "state": "standalone",
             "node_id": node_id,
             "uptime_seconds": started.elapsed().as_secs(),
             // Null while a script holds the store.
-            "keys": status_store.try_usage().map(|(keys, _)| keys),
-            "used_memory": status_store.try_usage().map(|(_, bytes)| bytes),
+            "keys": usage.map(|(keys, _)| keys),
+            "used_memory": usage.map(|(_, bytes)| bytes),
             "journal": {
                 "bytes": status_journal.bytes(),
                 "max_bytes": status_max,

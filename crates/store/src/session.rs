@@ -108,9 +108,7 @@ impl Session {
     /// Records the peer address shown by `CLIENT LIST` (`addr=`).
     pub fn set_addr(&mut self, addr: &str) {
         if let Some(s) = &self.shared {
-            if let Ok(mut d) = s.deferred.lock() {
-                d.addrs.push((self.id, addr.to_string()));
-            }
+            s.defer(|d| d.addrs.push((self.id, addr.to_string())));
             // Applied now unless a script holds the lock.
             if let Ok(mut inner) = s.inner.try_lock() {
                 s.settle(&mut inner);
@@ -149,11 +147,7 @@ impl Drop for Session {
                     key_hook: None,
                     command_hook: None,
                 };
-                let mut d = match s.deferred.lock() {
-                    Ok(d) => d,
-                    Err(p) => p.into_inner(),
-                };
-                d.departures.push(gone);
+                s.defer(|d| d.departures.push(gone));
             }
         };
     }

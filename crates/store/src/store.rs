@@ -265,6 +265,9 @@ pub(crate) struct Shared {
     /// holds it for its whole run): applied at the next lock, so opening
     /// or closing a connection never waits for a script.
     pub deferred: Mutex<Deferred>,
+    /// Something waits in `deferred`: every command takes the lock, and
+    /// only this flag is read on that path.
+    pub deferred_pending: AtomicBool,
 }
 
 /// See [`Shared::deferred`].
@@ -288,15 +291,25 @@ impl Shared {
         inner
     }
 
-    /// Applies the deferred client bookkeeping; called with the lock held.
-    pub fn settle(&self, inner: &mut Inner) {
+    /// Queues client bookkeeping for the next lock.
+    pub fn defer(&self, f: impl FnOnce(&mut Deferred)) {
         let mut d = match self.deferred.lock() {
             Ok(d) => d,
             Err(p) => p.into_inner(),
         };
-        if d.arrivals.is_empty() && d.addrs.is_empty() && d.departures.is_empty() {
+        f(&mut d);
+        self.deferred_pending.store(true, Ordering::Release);
+    }
+
+    /// Applies the deferred client bookkeeping; called with the lock held.
+    pub fn settle(&self, inner: &mut Inner) {
+        if !self.deferred_pending.swap(false, Ordering::AcqRel) {
             return;
         }
+        let mut d = match self.deferred.lock() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
         for (id, info) in d.arrivals.drain(..) {
             inner.stats.connections_received += 1;
             inner.clients.insert(id, info);
@@ -574,6 +587,7 @@ impl Store {
                 script_gate: Arc::new(crate::scripting::gate::Gate::new()),
                 next_id: AtomicU64::new(1),
                 deferred: Mutex::default(),
+                deferred_pending: AtomicBool::new(false),
             }),
         }
     }
@@ -616,11 +630,7 @@ impl Store {
                 inner.stats.connections_received += 1;
                 inner.clients.insert(id, info);
             }
-            Err(_) => {
-                if let Ok(mut d) = self.shared.deferred.lock() {
-                    d.arrivals.push((id, info));
-                }
-            }
+            Err(_) => self.shared.defer(|d| d.arrivals.push((id, info))),
         }
         Session {
             shared: Some(self.shared.clone()),
