@@ -741,7 +741,9 @@ impl Outage {
             }
         }
         // Seed, execute and append under one lock: journal order = store
-        // order, and no seeding overwrites a write in between.
+        // order, and no seeding overwrites a write in between. Reads too:
+        // one that chose the local store before the hand-back to Redis
+        // must not meet the store it emptied.
         let _order = self.order.lock().await;
         if self.forgotten(era) {
             return Route::Upstream;
@@ -1647,10 +1649,10 @@ impl Outage {
         })
     }
 
-    /// Under the order lock: true when the recovery has forgotten the
-    /// local state since `era` (read before the caller chose to answer
-    /// here): the replay drained while it waited for the lock, so the
-    /// command goes to Redis. Answering here instead would read a store
+    /// True when the recovery has forgotten the local state since `era`
+    /// (read before the caller chose to answer here): the replay drained
+    /// meanwhile, so the command goes to Redis. Asked under the order
+    /// lock. Answering here instead would read a store
     /// just emptied, or seed it from a replica that may not have streamed
     /// the replay's last writes yet.
     fn forgotten(&self, era: u64) -> bool {
