@@ -17,14 +17,7 @@ fn keyspaces() -> Keyspaces {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_workers_take_jobs_pushed_during_an_outage_and_redis_hears_of_it_once() {
-    let mut redis = RedisServer::start(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--repl-diskless-sync-delay",
-        "0",
-    ]);
+    let mut redis = aof_redis();
     redis.cmd(&["RPUSH", "rq:queue:default", "job-1", "job-2"]);
     let s = start_local(&redis.url(), keyspaces(), "w", Default::default(), false).await;
     s.wait_knows("default");

@@ -16,17 +16,7 @@ use upstream::State;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_during_recovery_reach_redis_in_acknowledged_order() {
     let mut redis = RedisServer::start(&[]);
-    let s = start_local(
-        &redis.url(),
-        Keyspaces::new(vec![("q:*".into(), Policy::Durable)]),
-        "test-node",
-        Default::default(),
-        false,
-    )
-    .await;
-    // Local data goes only to sessions whose Redis user is known: here
-    // unauthenticated ones, Redis's `default`.
-    s.wait_knows("default");
+    let s = durable(&redis, "q:*").await;
     let (f, journal, outage) = (&s.f, &s.journal, &s.outage);
     let mut c = f.raw().await;
 
@@ -76,6 +66,22 @@ async fn pushes_during_recovery_reach_redis_in_acknowledged_order() {
     }
 }
 
+/// Redoubt in front of `redis` with `pattern` durable, once it knows
+/// `default`'s permissions: local data goes only to sessions whose Redis
+/// user is known, here unauthenticated ones.
+async fn durable(redis: &RedisServer, pattern: &str) -> Local {
+    let s = start_local(
+        &redis.url(),
+        Keyspaces::new(vec![(pattern.into(), Policy::Durable)]),
+        "test-node",
+        Default::default(),
+        false,
+    )
+    .await;
+    s.wait_knows("default");
+    s
+}
+
 async fn push(c: &mut Raw, item: u32) {
     let r = c.cmd(&["RPUSH", "q:events", &item.to_string()]).await;
     assert!(matches!(r, Frame::Integer(_)), "RPUSH {item}: {r:?}");
@@ -91,15 +97,7 @@ async fn reads_racing_the_hand_back_to_redis_answer_the_last_write() {
     const CLIENTS: usize = 8;
     const KEYS: usize = 16;
     let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let s = start_local(
-        &redis.url(),
-        Keyspaces::new(vec![("s:*".into(), Policy::Durable)]),
-        "test-node",
-        Default::default(),
-        false,
-    )
-    .await;
-    s.wait_knows("default");
+    let s = durable(&redis, "s:*").await;
     let (f, journal, outage) = (&s.f, &s.journal, &s.outage);
     let addr = f.addr();
     for round in 0..3 {

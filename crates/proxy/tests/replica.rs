@@ -15,21 +15,9 @@ fn keyspaces() -> Keyspaces {
     Keyspaces::new(vec![("context:*".into(), Policy::Durable)])
 }
 
-/// A Redis that persists every write and hands out its RDB at once.
-fn redis() -> RedisServer {
-    RedisServer::start(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--repl-diskless-sync-delay",
-        "0",
-    ])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_bot_reads_and_rewrites_its_contexts_through_an_outage() {
-    let mut redis = redis();
+    let mut redis = aof_redis();
     // Conversations that existed before Redoubt started: they arrive in
     // the RDB, with every type and an expiry.
     for p in 0..50 {
@@ -148,7 +136,7 @@ async fn a_chat_bot_reads_and_rewrites_its_contexts_through_an_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_link_continues_where_it_stopped() {
-    let redis = redis();
+    let redis = aof_redis();
     let s = start_local(&redis.url(), keyspaces(), "n", Default::default(), false).await;
     let replica = attach_replica(&s, &redis.url(), keyspaces()).await;
     let mut direct = redis::Client::open(redis.url())
@@ -209,7 +197,7 @@ async fn a_broken_link_continues_where_it_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_without_psync_is_said_once_and_the_near_cache_serves() {
-    let redis = redis();
+    let redis = aof_redis();
     redis.cmd(&[
         "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-psync", "-sync",
     ]);
@@ -387,7 +375,7 @@ async fn with_replay_only_a_redis_that_comes_back_empty_gets_only_the_journal() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_exact_copy_pops_conditional_writes_and_renames_replay_as_told() {
-    let mut redis = redis();
+    let mut redis = aof_redis();
     redis.cmd(&["RPUSH", "context:q", "job-1", "job-2", "job-3"]);
     redis.cmd(&["SET", "context:lock", "held"]);
     redis.cmd(&["SADD", "context:set", "only"]);
@@ -449,7 +437,7 @@ async fn with_an_exact_copy_pops_conditional_writes_and_renames_replay_as_told()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_keyspaces_kept_in_the_replica_answer_during_an_outage() {
     for keep in [true, false] {
-        let mut redis = redis();
+        let mut redis = aof_redis();
         redis.cmd(&["SET", "page:a", "<a>", "EX", "3600"]);
         redis.cmd(&["HSET", "page:h", "title", "t", "body", "b"]);
         redis.cmd(&["RPUSH", "page:l", "x", "y"]);

@@ -19,6 +19,17 @@ struct Server {
     log: std::path::PathBuf,
 }
 
+impl Server {
+    /// SIGTERM, as a supervisor stops it.
+    fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -135,11 +146,7 @@ fn writes_survive_a_clean_restart_with_types_and_ttls() {
         assert_eq!(c.cmd(&["SELECT", "3"]).unwrap(), "+OK");
         assert_eq!(c.cmd(&["SET", "in3", "yes"]).unwrap(), "+OK");
         let mut s = s;
-        let ok = Command::new("kill")
-            .args(["-TERM", &s.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        s.terminate();
         assert_eq!(s.child.wait().unwrap().code(), Some(0));
     }
     let s = start(&data, &[]);
@@ -748,11 +755,7 @@ fn a_busy_script_leaves_the_server_answering_busy_and_killable() {
     wait_for("PING to answer BUSY", Duration::from_secs(10), || {
         other.cmd(&["PING"]).is_some_and(|r| r.starts_with("-BUSY"))
     });
-    let ok = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    s.terminate();
     wait_for(
         "redoubt to exit on SIGTERM",
         Duration::from_secs(15),
@@ -782,11 +785,7 @@ fn a_command_waiting_on_a_script_is_journaled_after_it() {
         // Sent while the script runs (or before it, which is also fine).
         assert_eq!(other.cmd(&["INCR", "k"]).as_deref(), Some(":2"));
         assert_eq!(scripter.reply().as_deref(), Some(":20000000"));
-        let ok = Command::new("kill")
-            .args(["-TERM", &s.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        s.terminate();
         assert_eq!(s.child.wait().unwrap().code(), Some(0));
     }
     let s = start(&data, &[]);

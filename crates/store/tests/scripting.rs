@@ -176,11 +176,16 @@ fn thread_runtime() -> tokio::runtime::Runtime {
 
 /// Runs `script` on its own thread (it holds the store while it runs).
 fn spawn_script(store: &Store, script: &'static str) -> std::thread::JoinHandle<Executed> {
-    let store = store.clone();
+    spawn_command(store, &["EVAL", script, "0"])
+}
+
+/// Runs `cmd` (a script that may not end) on a client of its own thread.
+fn spawn_command(store: &Store, cmd: &[&str]) -> std::thread::JoinHandle<Executed> {
+    let (store, cmd) = (store.clone(), args(cmd));
     std::thread::spawn(move || {
         let rt = thread_runtime();
         let mut s = store.session();
-        rt.block_on(store.execute(&mut s, args(&["EVAL", script, "0"])))
+        rt.block_on(store.execute(&mut s, cmd))
     })
 }
 
@@ -511,25 +516,9 @@ async fn a_slow_function_is_stopped_by_function_kill() {
     );
     // Twice: a killed function leaves the next one just as killable.
     for _ in 0..2 {
-        let runner = {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                let rt = thread_runtime();
-                let mut s = store.session();
-                rt.block_on(store.execute(&mut s, args(&["FCALL", "spin", "0"])))
-            })
-        };
+        let runner = spawn_command(&store, &["FCALL", "spin", "0"]);
         let busy = "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
-        let mut seen = false;
-        for _ in 0..500 {
-            let r = run(&store, &mut s, &["PING"]).await.reply;
-            if error_text(&r) == busy {
-                seen = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(seen, "never BUSY");
+        wait_busy_with(&store, &mut s, busy).await;
         assert_eq!(
             error_text(&run(&store, &mut s, &["SCRIPT", "KILL"]).await.reply),
             busy
@@ -607,14 +596,7 @@ async fn function_stats_answers_while_a_function_is_busy() {
     .await;
     let lib = "#!lua name=test\nredis.register_function('test', function(KEYS, ARGV) local a = 1 while true do a = a + 1 end end)";
     run(&store, &mut s, &["FUNCTION", "LOAD", lib]).await;
-    let caller = {
-        let store = store.clone();
-        std::thread::spawn(move || {
-            let rt = thread_runtime();
-            let mut s = store.session();
-            rt.block_on(store.execute(&mut s, args(&["FCALL", "test", "0"])))
-        })
-    };
+    let caller = spawn_command(&store, &["FCALL", "test", "0"]);
     wait_busy_with(
         &store,
         &mut s,
