@@ -194,7 +194,10 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
         skipped: Vec::new(),
         elapsed_ms: 0,
     };
-    let target = match Target::parse(url) {
+    let target = match sentinel_primary(url)
+        .await
+        .unwrap_or_else(|| Target::parse(url))
+    {
         Ok(mut t) => {
             if t.password.is_none() {
                 t.password.clone_from(&opts.password);
@@ -205,6 +208,7 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
             let id = match e {
                 UrlError::Unsupported(_) => "connection.unsupported-scheme",
                 UrlError::Invalid(_) => "connection.bad-url",
+                UrlError::NoPrimary(_) => "connection.no-primary",
             };
             report.target = redact_unparsed(url);
             report
@@ -214,6 +218,9 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
         }
     };
     report.target = target.redacted();
+    if url.starts_with("redis+sentinel://") {
+        report.target = format!("{} (primary of {})", report.target, redact_unparsed(url));
+    }
     // Belt and braces: every step already honours the deadline, this
     // also bounds anything that does not (slow host file reads).
     let budget = opts.total_timeout + Duration::from_millis(500);
@@ -764,4 +771,20 @@ fn redact_unparsed(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_string(),
     }
+}
+
+/// For a `redis+sentinel://` URL, the primary the Sentinels name now (the
+/// diagnosis is of it); `None` for any other URL.
+async fn sentinel_primary(url: &str) -> Option<Result<Target, UrlError>> {
+    let u = upstream::UpstreamUrl::parse(url).ok()?;
+    let s = u.sentinel.clone()?;
+    Some(match s.resolve().await {
+        Ok(primary) => Target::parse(&format!("redis://{primary}")).map(|t| Target {
+            user: u.user.clone(),
+            password: u.password.clone(),
+            db: u.db,
+            ..t
+        }),
+        Err(e) => Err(UrlError::NoPrimary(e)),
+    })
 }

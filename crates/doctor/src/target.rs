@@ -1,5 +1,6 @@
 //! The Redis a diagnosis is about, parsed from a `redis://` or
-//! `rediss://` URL.
+//! `rediss://` URL (a `redis+sentinel://` URL's primary is found first,
+//! in `diagnose`).
 
 use std::net::IpAddr;
 
@@ -17,6 +18,10 @@ pub enum UrlError {
     /// Anything else that is not `redis://[user:pass@]host[:port][/db]`.
     #[error("invalid Redis URL: {0}")]
     Invalid(String),
+    /// A `redis+sentinel://` URL whose Sentinels name no primary (or
+    /// cannot be reached).
+    #[error("{0}; check that the sentinels run and monitor this master (redis-cli -p 26379 SENTINEL masters)")]
+    NoPrimary(String),
 }
 
 /// A parsed `redis[s]://[user:pass@]host[:port][/db]`.
@@ -53,6 +58,10 @@ impl Target {
             &with_scheme
         };
         match upstream::UpstreamUrl::parse(url) {
+            Ok(u) if u.sentinel.is_some() => Err(UrlError::Invalid(
+                "a redis+sentinel:// URL names Sentinels, not a Redis; its primary is asked for first"
+                    .into(),
+            )),
             Ok(u) => Ok(Target {
                 host: u.host,
                 port: u.port,
@@ -147,13 +156,15 @@ mod tests {
     }
 
     #[test]
-    fn sentinel_and_cluster_schemes_are_not_supported_yet() {
-        for u in ["redis+sentinel://h:26379", "redis+cluster://h"] {
-            assert!(
-                matches!(Target::parse(u), Err(UrlError::Unsupported(_))),
-                "{u}"
-            );
-        }
+    fn cluster_is_not_supported_yet_and_sentinel_is_no_target() {
+        assert!(matches!(
+            Target::parse("redis+cluster://h"),
+            Err(UrlError::Unsupported(_))
+        ));
+        assert!(matches!(
+            Target::parse("redis+sentinel://h:26379/m"),
+            Err(UrlError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -34,8 +34,17 @@ static PROBLEMS: &[Problem] = &[
     Problem {
         id: "connection.unsupported-scheme",
         title: "This URL scheme is not supported yet",
-        causes: &["Sentinel or Cluster URLs are not spoken by Redoubt yet"],
-        first_step: "Diagnose the primary itself through its redis:// or rediss:// URL until support lands.",
+        causes: &["Cluster URLs (and Sentinel over TLS) are not spoken by Redoubt yet"],
+        first_step: "Diagnose each primary itself through its redis:// or rediss:// URL until support lands.",
+    },
+    Problem {
+        id: "connection.no-primary",
+        title: "The Sentinels name no primary for this master",
+        causes: &[
+            "no Sentinel in the URL answers (not running, wrong host or port, or they ask for a password: set [sentinel] password)",
+            "the master's name is not one the Sentinels monitor (a typo, or `sentinel monitor` is missing)",
+        ],
+        first_step: "Ask a Sentinel directly: `redis-cli -p 26379 SENTINEL get-master-addr-by-name NAME`.",
     },
     Problem {
         id: "connection.dns",

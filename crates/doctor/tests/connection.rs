@@ -213,12 +213,28 @@ async fn peer_closing_without_reply_is_reported() {
 #[tokio::test]
 async fn unsupported_and_bad_urls_are_explained() {
     let r = diagnose(
-        "redis+sentinel://:pw@cache.example:26379/mymaster",
+        "redis+cluster://:pw@cache.example:6379",
         &DoctorOptions::default(),
     )
     .await;
     assert_undiagnosable(&r, "connection.unsupported-scheme");
     assert!(!r.target.contains("pw"), "{}", r.target);
+    // Sentinels that cannot be reached name no primary: said as such.
+    let port = test_support::free_port();
+    let r = diagnose(
+        &format!("redis+sentinel://:pw@127.0.0.1:{port}/mymaster"),
+        &DoctorOptions::default(),
+    )
+    .await;
+    assert_undiagnosable(&r, "connection.no-primary");
+    assert!(!r.target.contains("pw"), "{}", r.target);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.detail.contains("no primary known")),
+        "{:?}",
+        r.findings
+    );
     // host:port is a Redis address (as redis-cli users write it); a
     // port that is not one is still a bad URL.
     let r = diagnose("127.0.0.1:99999", &DoctorOptions::default()).await;

@@ -83,6 +83,10 @@ pub struct Incident {
     /// (JSON: keys, bytes, ms, replication IDs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restored: Vec<serde_json::Value>,
+    /// Sentinel failovers of the primary during it (JSON: from, to,
+    /// duration, what started it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failovers: Vec<serde_json::Value>,
 }
 
 /// Called with each incident as it closes (webhook alerts).
@@ -193,6 +197,7 @@ impl IncidentLog {
             replay_failed_log: None,
             remediation: Vec::new(),
             restored: Vec::new(),
+            failovers: Vec::new(),
         });
     }
 
@@ -219,15 +224,26 @@ impl IncidentLog {
     /// Records a restore of lost durable keys in the open incident (or the
     /// last one, when it closed first).
     pub fn add_restore(&self, facts: serde_json::Value) {
+        self.add_to_current(|i| i.restored.push(facts));
+    }
+
+    /// Records a Sentinel failover in the open incident (or the last one,
+    /// when it closed first: Up can come before the failover's end is
+    /// written down).
+    pub fn add_failover(&self, facts: serde_json::Value) {
+        self.add_to_current(|i| i.failovers.push(facts));
+    }
+
+    fn add_to_current(&self, add: impl FnOnce(&mut Incident)) {
         if let Ok(mut open) = self.open.lock() {
             if let Some(i) = open.as_mut() {
-                i.restored.push(facts);
+                add(i);
                 return;
             }
         }
         if let Ok(mut done) = self.done.lock() {
             if let Some(last) = done.back_mut() {
-                last.restored.push(facts);
+                add(last);
             }
         }
     }
@@ -372,6 +388,11 @@ fn incident_from_json(v: serde_json::Value) -> Option<Incident> {
             .unwrap_or_default(),
         restored: v
             .get("restored")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default(),
+        failovers: v
+            .get("failovers")
             .and_then(|d| d.as_array())
             .cloned()
             .unwrap_or_default(),

@@ -1004,6 +1004,11 @@ pub async fn replay_dir_watched(
     if let Some(t) = tls {
         url = url.with_tls(t);
     }
+    if let Some(s) = &url.sentinel {
+        // The primary now; a failover during the run ends it like a lost
+        // connection, and the checkpoint says where to go on.
+        s.resolve().await.map_err(ReplayError::DataDir)?;
+    }
     let dir = dir.as_ref();
     let data_dir = if dir.join(journal::JOURNAL_DIR).is_dir() {
         dir.to_path_buf()

@@ -747,7 +747,7 @@ fn replay_dir_refuses_a_dir_without_a_journal_or_node_id() {
         .unwrap_err();
     assert!(e.to_string().contains("no node id"), "{e}");
     let e = rt
-        .block_on(replay_dir(tmp.path(), "redis+sentinel://h:1", None))
+        .block_on(replay_dir(tmp.path(), "redis+cluster://h:1", None))
         .unwrap_err();
     assert!(e.to_string().contains("not supported yet"), "{e}");
 }

@@ -26,7 +26,8 @@ pub const DEFAULT_DATA_DIR: &str = "./redoubt-data";
 pub struct Config {
     /// Client listener.
     pub listen: String,
-    /// `""`: standalone; else `redis[s]://[user:pass@]host:port[/db]`.
+    /// `""`: standalone; else `redis[s]://[user:pass@]host:port[/db]` or
+    /// `redis+sentinel://[user:pass@]host:26379,host2:26379/master[/db]`.
     pub upstream: String,
     /// Journal, node id, incidents; locked by one process.
     pub data_dir: PathBuf,
@@ -58,6 +59,8 @@ pub struct Config {
     pub tls: TlsSection,
     /// `[upstream_tls]`: how a `rediss://` upstream is reached.
     pub upstream_tls: UpstreamTlsSection,
+    /// `[sentinel]`: the Sentinels' own credentials.
+    pub sentinel: SentinelSection,
     /// `[doctor]`
     pub doctor: DoctorSection,
 }
@@ -82,6 +85,7 @@ impl Default for Config {
             remediation: RemediationSection::default(),
             tls: TlsSection::default(),
             upstream_tls: UpstreamTlsSection::default(),
+            sentinel: SentinelSection::default(),
             doctor: DoctorSection::default(),
         }
     }
@@ -116,6 +120,18 @@ pub struct UpstreamTlsSection {
     pub key_file: String,
     /// Accept any certificate from Redis (logged as a warning at start).
     pub insecure_skip_verify: bool,
+}
+
+/// `[sentinel]`: for a `redis+sentinel://` upstream, how Redoubt logs in
+/// to the Sentinels (`requirepass` / ACL of the Sentinels themselves). The
+/// URL's user and password are Redis's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelSection {
+    /// `""`: the `default` user.
+    pub username: String,
+    /// `""`: the Sentinels ask for no password.
+    pub password: String,
 }
 
 /// `[admin]`
@@ -559,6 +575,7 @@ const SECTIONS: &[&str] = &[
     "remediation",
     "tls",
     "upstream_tls",
+    "sentinel",
     "doctor",
 ];
 
@@ -884,6 +901,7 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
     section(&root, "remediation", &mut c.remediation, problems);
     section(&root, "tls", &mut c.tls, problems);
     section(&root, "upstream_tls", &mut c.upstream_tls, problems);
+    section(&root, "sentinel", &mut c.sentinel, problems);
     section(&root, "doctor", &mut c.doctor, problems);
     if let Some(v) = root.get("keyspace") {
         match v {
@@ -1039,6 +1057,9 @@ pub fn validate(c: &Config) -> Vec<String> {
                 "upstream: '{}' has port 0, which no Redis listens on; give its port (default 6379)",
                 redact_url(&c.upstream)
             )),
+            Ok(u) if u.sentinel.is_none() && !c.sentinel.password.is_empty() => p.push(
+                "sentinel.password: set, but upstream is not a redis+sentinel:// URL, so nothing would use it".into(),
+            ),
             Ok(_) => {}
         }
     }
@@ -1307,6 +1328,14 @@ pub fn tls_acceptor(c: &Config) -> Result<Option<std::sync::Arc<tls::Acceptor>>,
     .map_err(|e| e.to_string())
 }
 
+/// The Sentinels' credentials from `[sentinel]`, if any.
+pub fn sentinel_auth(c: &Config) -> Option<upstream::Credentials> {
+    (!c.sentinel.password.is_empty()).then(|| upstream::Credentials {
+        user: (!c.sentinel.username.is_empty()).then(|| c.sentinel.username.clone()),
+        password: c.sentinel.password.clone(),
+    })
+}
+
 /// The `[upstream_tls]` options.
 pub fn upstream_tls_options(c: &Config) -> tls::ClientOptions {
     let u = &c.upstream_tls;
@@ -1385,6 +1414,9 @@ pub fn to_toml(c: &Config) -> String {
     let mut c = c.clone();
     if !c.admin.token.is_empty() {
         c.admin.token = "***".into();
+    }
+    if !c.sentinel.password.is_empty() {
+        c.sentinel.password = "***".into();
     }
     c.upstream = redact_url(&c.upstream);
     // Webhook URLs often carry their secret in the path (chat services'
@@ -1712,7 +1744,7 @@ mod tests {
     fn every_problem_is_reported_at_once_with_key_names() {
         let l = load_str(
             r#"
-            upstream = "redis+sentinel://h:1"
+            upstream = "redis+cluster://h:1"
             bogus = 1
             [health]
             interval_ms = "fast"
@@ -1734,7 +1766,7 @@ mod tests {
         for needle in [
             "bogus: unknown key",
             "limits.nope: unknown key",
-            "upstream: scheme 'redis+sentinel://' is not supported yet",
+            "upstream: scheme 'redis+cluster://' is not supported yet",
             "health.interval_ms",
             "limits.max_query_buffer_bytes",
             "journal.fsync",

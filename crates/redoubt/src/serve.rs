@@ -297,7 +297,8 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
 async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let (_lock, node_id) = claim_data_dir(&cfg, "proxy")?;
     let prometheus = install_metrics()?;
-    let mut url = UpstreamUrl::parse(&cfg.upstream)?;
+    let mut url =
+        UpstreamUrl::parse(&cfg.upstream)?.with_sentinel_auth(config::sentinel_auth(&cfg));
     let mut tls_client = None;
     if url.tls {
         let client = config::upstream_tls(&cfg)
@@ -360,6 +361,10 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             log.add_restore(serde_json::to_value(facts).unwrap_or_default());
         });
     }
+    if let Some(s) = &url.sentinel {
+        let log = incidents.clone();
+        s.on_failover(move |f| log.add_failover(serde_json::to_value(f).unwrap_or_default()));
+    }
     let metrics_incidents = incidents.clone();
     let diagnosis = spawn_diagnosis_on_state_change(
         cfg.upstream.clone(),
@@ -373,6 +378,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let status_upstream = upstream.clone();
     let status_access = proxy.access().cloned();
     let redacted = url.redacted();
+    let status_sentinel = url.sentinel.clone();
     let started = std::time::Instant::now();
     // The page says what is served while Redis is away ("serving 2
     // keyspaces locally"), and journal.max_bytes is the whole its journal
@@ -395,6 +401,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             "busy": h.busy,
             "since_unix_ms": h.since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
             "upstream": redacted,
+            "sentinel": status_sentinel.as_ref().map(|s| s.status()),
             "node_id": node_id,
             "server": h.facts,
             "uptime_seconds": started.elapsed().as_secs(),
@@ -487,12 +494,17 @@ fn local_keyspaces(
             || (cfg.replica.cache_keyspaces && replica_keyspaces.any_local()))
     {
         let max_bytes = cfg.replica.max_bytes.bytes().map_err(anyhow::Error::msg)?;
-        // Shown in Redis's INFO replication as this replica's port.
-        let port = cfg
+        // Shown in Redis's INFO replication as this replica's port, where a
+        // Sentinel watching Redis will look: a face that answers as a
+        // replica never to be promoted, not the proxy (which would pass
+        // Sentinel's REPLICAOF on to Redis).
+        let host = cfg
             .listen
             .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .unwrap_or(0);
+            .map(|(h, _)| h.trim_matches(['[', ']']))
+            .unwrap_or("127.0.0.1");
+        let port = upstream::replica_face::spawn(host, url.endpoint())
+            .with_context(|| format!("cannot listen on {host} for the replica link's face"))?;
         let link = proxy::replica::link_config(url, port, &cfg.data_dir, max_bytes);
         let replica = proxy::replica::Replica::spawn(
             replica_keyspaces,

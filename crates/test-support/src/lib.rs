@@ -12,10 +12,13 @@
 //! - [`send_command`]: one RESP command on a fresh connection, first reply line.
 //! - [`pki`]: test certificates ([`pki::TestPki`]) for TLS tests, and
 //!   [`RedisServer::start_tls`] for a Redis with a TLS port.
+//! - [`sentinel`]: [`sentinel::SentinelSet`], a primary, two replicas and
+//!   three Sentinels.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod pki;
+pub mod sentinel;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -373,9 +373,10 @@ impl Conn {
         hs: &Handshake,
         timeout: Duration,
     ) -> Result<Conn, ConnectError> {
+        let mut moved = to.moved();
         let stream = tokio::time::timeout(timeout, open(to, hs))
             .await
-            .map_err(|_| ConnectError::Timeout(to.addr().to_string()))??;
+            .map_err(|_| ConnectError::Timeout(to.addr()))??;
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let (dead_tx, dead_rx) = watch::channel(false);
@@ -393,6 +394,22 @@ impl Conn {
             inner.clone(),
             dead_rx.clone(),
         ));
+        if moved.is_followed() {
+            // A connection to a primary Sentinel replaced closes, so its
+            // users reconnect to the new one.
+            let weak = Arc::downgrade(&inner);
+            let mut dead = dead_rx.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = moved.wait() => {
+                        if let Some(inner) = weak.upgrade() {
+                            inner.die();
+                        }
+                    }
+                    _ = dead.wait_for(|d| *d) => {}
+                }
+            });
+        }
         tokio::spawn(reader(rd, queue, inner.clone(), dead_rx));
         Ok(Conn { inner })
     }
@@ -516,7 +533,7 @@ pub async fn open_stream(
 ) -> Result<Stream, ConnectError> {
     tokio::time::timeout(timeout, open(to, hs))
         .await
-        .map_err(|_| ConnectError::Timeout(to.addr().to_string()))?
+        .map_err(|_| ConnectError::Timeout(to.addr()))?
 }
 
 async fn open(to: &Endpoint, hs: &Handshake) -> Result<Stream, ConnectError> {
@@ -535,7 +552,7 @@ async fn open(to: &Endpoint, hs: &Handshake) -> Result<Stream, ConnectError> {
                 why: format!("{e} during handshake{hint}"),
             }
         }
-        _ => ConnectError::from_io(addr, e),
+        _ => ConnectError::from_io(&addr, e),
     };
     let mut s = to.connect().await?;
     let cmds = hs.commands();

@@ -2,11 +2,13 @@
 //! Every connection to Redis is opened by [`Endpoint::connect`].
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use tls::{ConnectFailure, Failure, TlsClient};
+use tokio::sync::watch;
 
 use crate::conn::ConnectError;
+use crate::sentinel::Sentinel;
 
 /// An address, and for TLS the settings and the name to verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +18,32 @@ pub struct Endpoint {
     /// `Err`: TLS was asked for but its settings could not be built; every
     /// connect fails with this reason.
     tls: Option<Result<TlsClient, String>>,
+    /// Set for a `redis+sentinel://` upstream: the address is the
+    /// primary's at the moment of each connect.
+    primary: Option<Arc<Sentinel>>,
+}
+
+/// Resolves once the primary moved away from where a connection went
+/// ([`Endpoint::moved`]); never for a fixed address.
+pub struct Moved(Option<watch::Receiver<Option<String>>>);
+
+impl Moved {
+    /// Waits for the move.
+    pub async fn wait(&mut self) {
+        match &mut self.0 {
+            Some(rx) => {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+
+    /// Whether this can ever resolve (a followed address).
+    pub fn is_followed(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 impl Endpoint {
@@ -26,7 +54,25 @@ impl Endpoint {
             host: host_of(&addr),
             addr,
             tls: None,
+            primary: None,
         }
+    }
+
+    /// Wherever `sentinel` says the primary is, at each connect.
+    pub fn followed(sentinel: Arc<Sentinel>) -> Endpoint {
+        Endpoint {
+            addr: String::new(),
+            host: String::new(),
+            tls: None,
+            primary: Some(sentinel),
+        }
+    }
+
+    /// Taken before connecting: resolves once the primary moves away from
+    /// the address the connection went to, so the connection is closed
+    /// and the next one goes to the new primary.
+    pub fn moved(&self) -> Moved {
+        Moved(self.primary.as_ref().map(|s| s.watch_primary()))
     }
 
     /// TLS to `addr`, verifying the certificate against `host`.
@@ -35,12 +81,18 @@ impl Endpoint {
             addr: addr.into(),
             host: host.to_string(),
             tls: Some(client),
+            primary: None,
         }
     }
 
-    /// `host:port`.
-    pub fn addr(&self) -> &str {
-        &self.addr
+    /// `host:port` (for a followed endpoint, the primary's now).
+    pub fn addr(&self) -> String {
+        match &self.primary {
+            Some(s) => s
+                .primary()
+                .unwrap_or_else(|| format!("(primary of '{}', not known yet)", s.spec().master)),
+            None => self.addr.clone(),
+        }
     }
 
     /// Whether connections are TLS.
@@ -60,21 +112,31 @@ impl Endpoint {
                 })
             }
         };
-        tls::connect(self.addr.as_str(), &self.host, client)
+        let (addr, host) = match &self.primary {
+            Some(s) => {
+                let Some(addr) = s.primary() else {
+                    return Err(ConnectError::Io {
+                        addr: format!("sentinel master '{}'", s.spec().master),
+                        why: s.unknown_why(),
+                    });
+                };
+                let host = host_of(&addr);
+                (addr, host)
+            }
+            None => (self.addr.clone(), self.host.clone()),
+        };
+        tls::connect(addr.as_str(), &host, client)
             .await
             .map_err(|e| match e {
-                ConnectFailure::Tcp(e) => ConnectError::from_io(&self.addr, e),
-                ConnectFailure::Tls(failure) => ConnectError::Tls {
-                    addr: self.addr.clone(),
-                    failure,
-                },
+                ConnectFailure::Tcp(e) => ConnectError::from_io(&addr, e),
+                ConnectFailure::Tls(failure) => ConnectError::Tls { addr, failure },
             })
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.addr)
+        f.write_str(&self.addr())
     }
 }
 

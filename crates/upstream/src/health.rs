@@ -336,6 +336,10 @@ pub fn spawn_prober(url: UpstreamUrl, cfg: HealthConfig) -> HealthHandle {
         poke: poke.clone(),
         hold: hold.clone(),
     };
+    let sentinel = url.sentinel.clone();
+    if let Some(s) = &sentinel {
+        s.notify_on_change(poke.clone());
+    }
     let prober = Prober::new(url, cfg, tx, state, poke, hold);
     // A thread and runtime of its own: however busy the clients keep the
     // data path's workers, probes go out and time out on time, so a
@@ -347,7 +351,14 @@ pub fn spawn_prober(url: UpstreamUrl, cfg: HealthConfig) -> HealthHandle {
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(prober.run()),
+                Ok(rt) => rt.block_on(async move {
+                    // Sentinel's follower shares the prober's thread: it
+                    // too must act on time however busy the data path is.
+                    if let Some(s) = &sentinel {
+                        s.start();
+                    }
+                    prober.run().await
+                }),
                 Err(e) => tracing::error!(error = %e, "cannot start the health prober's runtime"),
             }
         });
@@ -574,6 +585,16 @@ impl Prober {
         while !self.tx.is_closed() {
             self.probes += 1;
             let current = self.tx.borrow().state;
+            if let Some(why) = self.url.sentinel.as_ref().and_then(|s| s.failover()) {
+                // Down at once, without waiting for failed probes: the old
+                // primary may still answer, but whatever it takes now is
+                // lost when it turns replica.
+                self.good = 0;
+                self.bad += 1;
+                self.publish(State::Down, why, None);
+                self.pause().await;
+                continue;
+            }
             let probe = self.ping().await;
             let busy = match &probe {
                 Probe::Busy(text) => Some(text.clone()),
@@ -609,6 +630,20 @@ impl Prober {
                             verdict = Some(v);
                             facts = Some(f);
                         }
+                    }
+                    let demoted = facts
+                        .as_ref()
+                        .is_some_and(|f: &ServerFacts| f.role.as_deref() == Some("slave"));
+                    if let (Some(s), true) = (&self.url.sentinel, demoted) {
+                        s.primary_turned_replica("answers INFO role:slave");
+                        self.good = 0;
+                        self.bad += 1;
+                        let why = s
+                            .failover()
+                            .unwrap_or_else(|| "the primary turned replica".into());
+                        self.publish(State::Down, why, facts);
+                        self.pause().await;
+                        continue;
                     }
                     match verdict {
                         Some(InfoVerdict::Unavailable(why)) => {
@@ -661,11 +696,16 @@ impl Prober {
                     }
                 }
             }
-            let wait = jitter(Duration::from_millis(self.cfg.interval_ms), 0.2);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.poke.notified() => { self.probes = INFO_EVERY as u64 - 1; }
-            }
+            self.pause().await;
+        }
+    }
+
+    /// Until the next probe: an interval, or a poke.
+    async fn pause(&mut self) {
+        let wait = jitter(Duration::from_millis(self.cfg.interval_ms), 0.2);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.poke.notified() => { self.probes = INFO_EVERY as u64 - 1; }
         }
     }
 

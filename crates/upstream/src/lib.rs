@@ -19,6 +19,10 @@
 //!   hysteresis.
 //! - [`replication`]: the replication link (`REPLCONF`, `PSYNC`): a full
 //!   resync's RDB onto disk, then the stream's commands with offsets.
+//! - [`replica_face`]: what a Sentinel finds at the port the replication
+//!   link announces: a replica that is never promoted.
+//! - [`sentinel`]: [`Sentinel`](sentinel::Sentinel), the primary of a
+//!   `redis+sentinel://` upstream, followed through failovers.
 //! - [`backoff`]: jittered exponential backoff.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,7 +32,9 @@ pub mod conn;
 pub mod endpoint;
 pub mod health;
 pub mod pool;
+pub mod replica_face;
 pub mod replication;
+pub mod sentinel;
 pub mod url;
 
 pub use conn::{BatchReply, Conn, ConnectError, Credentials, Handshake, OutputBudget, Replies};

@@ -166,6 +166,7 @@ async fn attempt(
     pos: &mut Position,
     backoff: &mut Backoff,
 ) -> End {
+    let mut moved = cfg.addr.moved();
     let mut s = match open_stream(&cfg.addr, &cfg.handshake, cfg.connect_timeout).await {
         Ok(s) => s,
         // A login refused is tried again: a restarted Redis may load its
@@ -246,7 +247,7 @@ async fn attempt(
     }
     backoff.reset();
     let full = reply.starts_with("+FULLRESYNC");
-    stream(cfg, &mut s, &mut buf, tx, pos, full).await
+    stream(cfg, &mut s, &mut buf, tx, pos, full, &mut moved).await
 }
 
 /// An error reply during the handshake: a permission problem is final,
@@ -394,6 +395,7 @@ async fn stream(
     tx: &mpsc::Sender<LinkEvent>,
     pos: &mut Position,
     full: bool,
+    moved: &mut crate::endpoint::Moved,
 ) -> End {
     let limits = Limits::upstream();
     let started = tokio::time::Instant::now();
@@ -454,6 +456,9 @@ async fn stream(
             }
         }
         tokio::select! {
+            _ = moved.wait() => {
+                return lost(format!("the primary moved to {} (sentinel failover); attaching there", cfg.addr.addr()));
+            }
             r = s.read_buf(buf) => match r {
                 Ok(0) => return lost("redis closed the replication link"),
                 Ok(_) => {

@@ -1,13 +1,21 @@
 //! Upstream address parsing, and the [`Endpoint`] a URL connects to.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use crate::endpoint::Endpoint;
+use crate::sentinel::{Sentinel, SentinelSpec};
 
 /// Port when the URL names none.
 pub const DEFAULT_PORT: u16 = 6379;
+/// A Sentinel's port when `redis+sentinel://` names none.
+pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
 
-/// A parsed `redis://` or `rediss://[user:pass@]host:port[/db]`.
+/// A parsed `redis://` or `rediss://[user:pass@]host:port[/db]`, or
+/// `redis+sentinel://[user:pass@]host1:port1,host2:port2/master[/db]`
+/// (the user and password are Redis's; the Sentinels' own are given with
+/// [`with_sentinel_auth`](Self::with_sentinel_auth)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
     /// Host name or address.
@@ -25,13 +33,16 @@ pub struct UpstreamUrl {
     /// The TLS settings (`[upstream_tls]`), once [`with_tls`](Self::with_tls)
     /// gave them; a `rediss://` URL without them trusts the system's roots.
     tls_client: Option<tls::TlsClient>,
+    /// `redis+sentinel://`: the primary is wherever these Sentinels say;
+    /// `host` and `port` are the first Sentinel's.
+    pub sentinel: Option<Arc<Sentinel>>,
 }
 
 /// Why an upstream URL was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum UrlError {
     /// A scheme we plan to support but do not yet.
-    #[error("scheme '{0}://' is not supported yet; use redis:// or rediss://host:port")]
+    #[error("scheme '{0}://' is not supported yet; use redis://, rediss://host:port or redis+sentinel://host:26379,host2:26379/mastername")]
     NotSupportedYet(String),
     /// Anything else that is not `redis://`.
     #[error("unknown scheme in '{0}'; expected redis:// or rediss://[user:pass@]host:port[/db]")]
@@ -47,8 +58,8 @@ pub enum UrlError {
 }
 
 impl UpstreamUrl {
-    /// Parses an upstream URL. `redis+sentinel://` and `redis+cluster://`
-    /// are refused as not supported yet.
+    /// Parses an upstream URL. `redis+cluster://` is refused as not
+    /// supported yet.
     pub fn parse(url: &str) -> Result<UpstreamUrl, UrlError> {
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(UrlError::BadScheme(url.to_string()));
@@ -56,7 +67,8 @@ impl UpstreamUrl {
         let tls = match scheme.to_ascii_lowercase().as_str() {
             "redis" => false,
             "rediss" => true,
-            "redis+sentinel" | "redis+cluster" | "redis+tls" | "unix" => {
+            "redis+sentinel" => return parse_sentinel(url, rest),
+            "redis+cluster" | "rediss+sentinel" | "redis+tls" | "unix" => {
                 return Err(UrlError::NotSupportedYet(scheme.to_ascii_lowercase()))
             }
             _ => return Err(UrlError::BadScheme(url.to_string())),
@@ -77,36 +89,8 @@ impl UpstreamUrl {
             },
             None => (hostpart, 0),
         };
-        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            let (h, p) = h
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed '[' in IPv6 host"))?;
-            (h.to_string(), p.strip_prefix(':').unwrap_or(""))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p),
-                None => (hostport.to_string(), ""),
-            }
-        };
-        if host.is_empty() {
-            return Err(invalid("host is empty"));
-        }
-        let port = if port.is_empty() {
-            DEFAULT_PORT
-        } else {
-            port.parse()
-                .map_err(|_| invalid("port must be a number from 1 to 65535"))?
-        };
-        let (user, password) = match auth {
-            None => (None, None),
-            Some(a) => match a.split_once(':') {
-                Some((u, p)) => (
-                    (!u.is_empty()).then(|| decode(u)),
-                    (!p.is_empty()).then(|| decode(p)),
-                ),
-                None => (Some(decode(a)).filter(|u| !u.is_empty()), None),
-            },
-        };
+        let (host, port) = host_port(hostport, DEFAULT_PORT).map_err(|w| invalid(&w))?;
+        let (user, password) = user_password(auth);
         Ok(UpstreamUrl {
             host,
             port,
@@ -115,6 +99,25 @@ impl UpstreamUrl {
             db,
             tls,
             tls_client: None,
+            sentinel: None,
+        })
+    }
+
+    /// This Sentinel URL with the Sentinels' own credentials (`[sentinel]`
+    /// in the configuration); no effect on other URLs.
+    pub fn with_sentinel_auth(mut self, auth: Option<crate::Credentials>) -> UpstreamUrl {
+        if let Some(s) = &self.sentinel {
+            let mut spec = s.spec().clone();
+            spec.auth = auth;
+            self.sentinel = Some(Sentinel::new(spec, self.redis_credentials()));
+        }
+        self
+    }
+
+    fn redis_credentials(&self) -> Option<crate::Credentials> {
+        self.password.clone().map(|password| crate::Credentials {
+            user: self.user.clone(),
+            password,
         })
     }
 
@@ -128,6 +131,9 @@ impl UpstreamUrl {
     /// settings and the host name the certificate must carry (also sent
     /// as SNI).
     pub fn endpoint(&self) -> Endpoint {
+        if let Some(s) = &self.sentinel {
+            return Endpoint::followed(s.clone());
+        }
         if !self.tls {
             return Endpoint::plain(self.addr());
         }
@@ -138,8 +144,11 @@ impl UpstreamUrl {
         Endpoint::tls(self.addr(), &self.host, client)
     }
 
-    /// `host:port` for connecting.
+    /// `host:port` for connecting (for a Sentinel URL, the primary's now).
     pub fn addr(&self) -> String {
+        if self.sentinel.is_some() {
+            return self.endpoint().addr();
+        }
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -153,10 +162,7 @@ impl UpstreamUrl {
     /// them apart in `CLIENT LIST`.
     pub fn control_handshake(&self, proto: u8, name: &str) -> crate::Handshake {
         crate::Handshake {
-            auth: self.password.clone().map(|password| crate::Credentials {
-                user: self.user.clone(),
-                password,
-            }),
+            auth: self.redis_credentials(),
             db: 0,
             proto,
             name: Some(name.to_string()),
@@ -171,8 +177,110 @@ impl UpstreamUrl {
             (Some(u), None) => format!("{u}@"),
             (None, None) => String::new(),
         };
+        if let Some(s) = &self.sentinel {
+            let spec = s.spec();
+            return format!(
+                "redis+sentinel://{auth}{}/{}/{}",
+                spec.sentinels.join(","),
+                spec.master,
+                self.db
+            );
+        }
         let scheme = if self.tls { "rediss" } else { "redis" };
         format!("{scheme}://{auth}{}/{}", self.addr(), self.db)
+    }
+}
+
+/// `redis+sentinel://[user:pass@]host1[:port1],host2[:port2]/master[/db]`.
+fn parse_sentinel(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
+    let invalid = |why: &str| UrlError::Invalid {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    let (auth, hostpart) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let Some((hosts, path)) = hostpart.split_once('/') else {
+        return Err(invalid(
+            "the master's name is missing: redis+sentinel://host:26379,host2:26379/mastername",
+        ));
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let (master, db) = match path.split_once('/') {
+        Some((m, "")) => (m, 0),
+        Some((m, db)) => (m, db.parse().map_err(|_| invalid("db must be a number"))?),
+        None => (path, 0),
+    };
+    if master.is_empty() {
+        return Err(invalid("the master's name is empty"));
+    }
+    let mut sentinels = Vec::new();
+    for h in hosts.split(',').filter(|h| !h.is_empty()) {
+        let (host, port) = host_port(h, DEFAULT_SENTINEL_PORT).map_err(|w| invalid(&w))?;
+        sentinels.push(crate::sentinel::join_host_port(&host, &port.to_string()));
+    }
+    let Some(first) = sentinels.first() else {
+        return Err(invalid("no sentinel is named"));
+    };
+    let (host, port) = host_port(first, DEFAULT_SENTINEL_PORT).map_err(|w| invalid(&w))?;
+    let (user, password) = user_password(auth);
+    let mut u = UpstreamUrl {
+        host,
+        port,
+        user,
+        password,
+        db,
+        tls: false,
+        tls_client: None,
+        sentinel: None,
+    };
+    u.sentinel = Some(Sentinel::new(
+        SentinelSpec {
+            sentinels,
+            master: decode(master),
+            auth: None,
+        },
+        u.redis_credentials(),
+    ));
+    Ok(u)
+}
+
+/// `host[:port]` or `[v6][:port]`.
+fn host_port(hostport: &str, default: u16) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        let (h, p) = h
+            .split_once(']')
+            .ok_or_else(|| "unclosed '[' in IPv6 host".to_string())?;
+        (h.to_string(), p.strip_prefix(':').unwrap_or(""))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (hostport.to_string(), ""),
+        }
+    };
+    if host.is_empty() {
+        return Err("host is empty".into());
+    }
+    let port = if port.is_empty() {
+        default
+    } else {
+        port.parse()
+            .map_err(|_| "port must be a number from 1 to 65535".to_string())?
+    };
+    Ok((host, port))
+}
+
+fn user_password(auth: Option<&str>) -> (Option<String>, Option<String>) {
+    match auth {
+        None => (None, None),
+        Some(a) => match a.split_once(':') {
+            Some((u, p)) => (
+                (!u.is_empty()).then(|| decode(u)),
+                (!p.is_empty()).then(|| decode(p)),
+            ),
+            None => (Some(decode(a)).filter(|u| !u.is_empty()), None),
+        },
     }
 }
 
@@ -215,6 +323,7 @@ mod tests {
                 db: 3,
                 tls: false,
                 tls_client: None,
+                sentinel: None,
             }
         );
         let u = UpstreamUrl::parse("redis://localhost").unwrap();
@@ -239,8 +348,33 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_urls_name_sentinels_master_and_db() {
+        let u =
+            UpstreamUrl::parse("redis+sentinel://app:pw@s1:5000,s2,[::1]:5001/mymaster/2").unwrap();
+        let s = u.sentinel.clone().unwrap();
+        assert_eq!(s.spec().sentinels, ["s1:5000", "s2:26379", "[::1]:5001"]);
+        assert_eq!(s.spec().master, "mymaster");
+        assert_eq!((u.db, u.user.as_deref()), (2, Some("app")));
+        assert_eq!(
+            u.redacted(),
+            "redis+sentinel://app:***@s1:5000,s2:26379,[::1]:5001/mymaster/2"
+        );
+        assert!(u.endpoint().addr().contains("not known yet"));
+        for bad in [
+            "redis+sentinel://s1",
+            "redis+sentinel://s1/",
+            "redis+sentinel:///m",
+        ] {
+            assert!(
+                matches!(UpstreamUrl::parse(bad), Err(UrlError::Invalid { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn unsupported_schemes_say_not_supported_yet() {
-        for s in ["redis+sentinel://h:1", "redis+cluster://h:1"] {
+        for s in ["rediss+sentinel://h:1/m", "redis+cluster://h:1"] {
             let e = UpstreamUrl::parse(s).unwrap_err();
             assert!(e.to_string().contains("not supported yet"), "{e}");
         }

@@ -1,0 +1,515 @@
+//! Sentinel: Redoubt in front of a Sentinel-managed Redis (one primary,
+//! two replicas, three Sentinels, all real processes, set up once for the
+//! whole file), under eight redis-rs clients that SET unique durable keys,
+//! INCR durable counters and LPUSH unique queue items through it.
+//!
+//! One test, in steps, each followed by the chaos suite's checks against
+//! the primary of the moment (every acknowledged write there once, counters
+//! between acknowledged and acknowledged plus uncertain, nothing refused
+//! as not executed applied, no reply later than the deadline):
+//! 1. the primary killed with SIGKILL: the Sentinels promote a replica;
+//!    Redoubt journals durable writes meanwhile and replays them into the
+//!    new primary;
+//! 2. `SENTINEL FAILOVER` (graceful): the old primary keeps answering and
+//!    then turns replica; nothing written through Redoubt is lost with it;
+//! 3. one Sentinel killed: Redoubt keeps serving, `/status` says which
+//!    Sentinel is not reached, and a failover through the other two is
+//!    followed too.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use test_support::sentinel::{query, SentinelSet, MASTER};
+use test_support::{free_port, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
+/// `limits.command_timeout_ms`.
+const DEADLINE_MS: u64 = 1000;
+/// What the client measures beyond the deadline on a busy 2-core machine
+/// (see tests/chaos.rs).
+const MARGIN_MS: u64 = 250;
+const WORKERS: usize = 8;
+/// Sentinel's `down-after-milliseconds`.
+const DOWN_AFTER_MS: u64 = 1000;
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Outcome {
+    Acked,
+    Uncertain,
+    NotApplied,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// (worker, n) → outcome of `SET ack:{w}:{n}`.
+    sets: HashMap<(usize, u64), Outcome>,
+    /// worker → (acked, uncertain) INCRs of `ctr:{w}`.
+    incrs: HashMap<usize, (u64, u64)>,
+    /// (worker, n) → outcome of `LPUSH q:{w} n`.
+    pushes: HashMap<(usize, u64), Outcome>,
+    violations: Vec<String>,
+    /// Writes acknowledged while Redoubt said Redis was not Up.
+    acked: u64,
+    slowest: Duration,
+}
+
+struct Redoubt {
+    child: Child,
+    port: u16,
+    admin: u16,
+    log: PathBuf,
+}
+
+impl Redoubt {
+    fn start(dir: &Path, upstream: &str) -> Redoubt {
+        let port = free_port();
+        let admin = free_port();
+        let conf = dir.join("redoubt.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"listen = "127.0.0.1:{port}"
+upstream = "{upstream}"
+data_dir = "{data}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[health]
+interval_ms = 50
+timeout_ms = 100
+down_after = 2
+up_after = 2
+
+[limits]
+command_timeout_ms = {DEADLINE_MS}
+
+[journal]
+fsync = "always"
+
+[[keyspace]]
+pattern = "ack:*"
+policy = "durable"
+
+[[keyspace]]
+pattern = "ctr:*"
+policy = "durable"
+
+[[keyspace]]
+pattern = "q:*"
+policy = "durable"
+"#,
+                data = dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("redoubt.log");
+        let mut cmd = Command::new(BIN);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("REDOUBT_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .args(["serve", "--config"])
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn redoubt");
+        let r = Redoubt {
+            child,
+            port,
+            admin,
+            log,
+        };
+        wait_for("redoubt to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", admin)).is_ok()
+        });
+        r
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let mut s = match TcpStream::connect(("127.0.0.1", self.admin)) {
+            Ok(s) => s,
+            Err(_) => return serde_json::Value::Null,
+        };
+        let _ = write!(
+            s,
+            "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let mut raw = String::new();
+        let _ = s.read_to_string(&mut raw);
+        raw.split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Up, the journal drained, and the primary the one on `port`.
+    fn wait_up_on(&self, port: u16) {
+        let want = format!("127.0.0.1:{port}");
+        let start = Instant::now();
+        loop {
+            let s = self.status();
+            if s["state"] == "up"
+                && s["journal"]["pending_commands"].as_u64() == Some(0)
+                && s["sentinel"]["primary"] == want.as_str()
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < FAILOVER_TIMEOUT,
+                "redoubt not up and drained on {want} after {FAILOVER_TIMEOUT:?}: {s}\n{}",
+                self.tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Redoubt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Eight clients writing through Redoubt until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, ledger: Arc<Mutex<Ledger>>, round: u64, admin: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let up = Arc::new(AtomicBool::new(true));
+        let mut threads: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let stop = stop.clone();
+                let ledger = ledger.clone();
+                let up = up.clone();
+                std::thread::spawn(move || worker(port, w, round, &stop, &ledger, &up))
+            })
+            .collect();
+        // What Redoubt says of Redis, every 20 ms: a write acknowledged
+        // while it is not Up was journaled.
+        let watch = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            while !watch.load(Ordering::Acquire) {
+                let s = test_support::http("GET", admin, "/status").1;
+                let state = serde_json::from_str::<serde_json::Value>(&s)
+                    .map(|v| v["state"] == "up")
+                    .unwrap_or(false);
+                up.store(state, Ordering::Release);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }));
+        Load { stop, threads }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn connect(port: u16) -> Option<redis::Connection> {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let conn = c.get_connection_with_timeout(Duration::from_secs(2)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    Some(conn)
+}
+
+fn worker(
+    port: u16,
+    w: usize,
+    round: u64,
+    stop: &AtomicBool,
+    ledger: &Mutex<Ledger>,
+    up: &AtomicBool,
+) {
+    let mut conn = None;
+    let mut n = round * 1_000_000;
+    while !stop.load(Ordering::Acquire) {
+        if conn.is_none() {
+            conn = connect(port);
+        }
+        let Some(c) = conn.as_mut() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        n += 1;
+        let kind = n % 3;
+        let cmd = match kind {
+            0 => redis::cmd("SET")
+                .arg(format!("ack:{w}:{n}"))
+                .arg(format!("v{n}"))
+                .to_owned(),
+            1 => redis::cmd("INCR")
+                .arg(format!("ctr:{round}:{w}"))
+                .to_owned(),
+            _ => redis::cmd("LPUSH")
+                .arg(format!("q:{round}:{w}"))
+                .arg(n.to_string())
+                .to_owned(),
+        };
+        let sent = Instant::now();
+        let res = cmd.query::<redis::Value>(c);
+        let took = sent.elapsed();
+        let mut broken = false;
+        let outcome = match &res {
+            Ok(redis::Value::Okay | redis::Value::Int(_)) => Outcome::Acked,
+            Ok(v) => {
+                ledger
+                    .lock()
+                    .unwrap()
+                    .violations
+                    .push(format!("unexpected reply {v:?}"));
+                Outcome::Uncertain
+            }
+            Err(e) => match e.code() {
+                Some("UNAVAILABLE" | "READONLY" | "LOADING" | "MASTERDOWN") => Outcome::NotApplied,
+                Some("UNCERTAIN") => Outcome::Uncertain,
+                _ => {
+                    broken = true;
+                    if !(e.is_io_error() || e.is_connection_dropped()) {
+                        ledger
+                            .lock()
+                            .unwrap()
+                            .violations
+                            .push(format!("unexpected error {e}"));
+                    }
+                    Outcome::Uncertain
+                }
+            },
+        };
+        if broken {
+            conn = None;
+        }
+        let down = outcome == Outcome::Acked && !up.load(Ordering::Acquire);
+        let mut l = ledger.lock().unwrap();
+        l.slowest = l.slowest.max(took);
+        if took > Duration::from_millis(DEADLINE_MS + MARGIN_MS) {
+            l.violations
+                .push(format!("a reply took {took:?} ({res:?})"));
+        }
+        if down {
+            l.acked += 1;
+        }
+        match kind {
+            0 => {
+                l.sets.insert((w, n), outcome);
+            }
+            1 => {
+                let e = l.incrs.entry(w).or_default();
+                match outcome {
+                    Outcome::Acked => e.0 += 1,
+                    Outcome::Uncertain => e.1 += 1,
+                    Outcome::NotApplied => {}
+                }
+            }
+            _ => {
+                l.pushes.insert((w, n), outcome);
+            }
+        }
+    }
+}
+
+/// The chaos suite's promises, against the primary on `port`.
+fn check(ledger: &Ledger, port: u16, round: u64) -> Vec<String> {
+    let mut bad = ledger.violations.clone();
+    let get = |args: &[&str]| query(port, args).unwrap_or_default();
+    for ((w, n), o) in &ledger.sets {
+        let v = get(&["GET", &format!("ack:{w}:{n}")]);
+        let there = v.first().is_some_and(|x| !x.is_empty());
+        match o {
+            Outcome::Acked if v.first().map(String::as_str) != Some(&format!("v{n}")) => {
+                bad.push(format!("ack:{w}:{n} acknowledged, redis has {v:?}"))
+            }
+            Outcome::NotApplied if there => bad.push(format!(
+                "ack:{w}:{n} refused as not executed, yet it is there"
+            )),
+            _ => {}
+        }
+    }
+    for (w, (acked, uncertain)) in &ledger.incrs {
+        let v: u64 = get(&["GET", &format!("ctr:{round}:{w}")])
+            .first()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        if v < *acked || v > acked + uncertain {
+            bad.push(format!(
+                "ctr:{round}:{w} is {v}: {acked} INCRs acknowledged, {uncertain} uncertain"
+            ));
+        }
+    }
+    let mut lists: HashMap<usize, HashMap<u64, usize>> = HashMap::new();
+    for w in 0..WORKERS {
+        let items = get(&["LRANGE", &format!("q:{round}:{w}"), "0", "-1"]);
+        let counts = lists.entry(w).or_default();
+        for i in items {
+            *counts.entry(i.parse().unwrap_or(0)).or_default() += 1;
+        }
+    }
+    for ((w, n), o) in &ledger.pushes {
+        let c = lists.get(w).and_then(|m| m.get(n)).copied().unwrap_or(0);
+        match o {
+            _ if c > 1 => bad.push(format!("q:{w} holds item {n} {c} times")),
+            Outcome::Acked if c == 0 => bad.push(format!("q:{w} lost acknowledged item {n}")),
+            Outcome::NotApplied if c == 1 => bad.push(format!(
+                "q:{w} item {n} refused as not executed, yet it is there"
+            )),
+            _ => {}
+        }
+    }
+    bad
+}
+
+/// Writes through Redoubt around `fault`, then checks the ledger on the
+/// new primary; returns how many writes were acknowledged while Redoubt
+/// had Redis not Up.
+fn round(
+    set: &mut SentinelSet,
+    r: &Redoubt,
+    n: u64,
+    what: &str,
+    fault: impl FnOnce(&mut SentinelSet, u16),
+) -> u64 {
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let old = set.primary_port();
+    r.wait_up_on(old);
+    let load = Load::start(r.port, ledger.clone(), n, r.admin);
+    wait_for("writes before the fault", Duration::from_secs(10), || {
+        ledger.lock().unwrap().sets.len() > 100
+    });
+    let failovers_before = r.status()["sentinel"]["failovers"]
+        .as_array()
+        .map_or(0, Vec::len);
+    fault(set, old);
+    let new = set.wait_failover_from(old, FAILOVER_TIMEOUT);
+    r.wait_up_on(new);
+    let after = ledger.lock().unwrap().sets.len();
+    wait_for("writes after the failover", Duration::from_secs(10), || {
+        ledger.lock().unwrap().sets.len() > after + 100
+    });
+    load.stop();
+    r.wait_up_on(new);
+    let l = ledger.lock().unwrap();
+    let bad = check(&l, new, n);
+    assert!(
+        bad.is_empty(),
+        "{what}: {} problems, first: {:?}\nredoubt log:\n{}",
+        bad.len(),
+        &bad[..bad.len().min(10)],
+        r.tail()
+    );
+    let s = r.status();
+    let failovers = s["sentinel"]["failovers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let last = failovers.last().cloned().unwrap_or_default();
+    assert!(
+        failovers.len() > failovers_before
+            && last["from"] == format!("127.0.0.1:{old}").as_str()
+            && last["to"] == format!("127.0.0.1:{new}").as_str(),
+        "{what}: /status names no failover from {old} to {new}: {}",
+        s["sentinel"]
+    );
+    eprintln!(
+        "{what}: {old} -> {new} in {} ms as Redoubt saw it; {} sets, {} acknowledged while not up, slowest reply {:?}",
+        last["duration_ms"],
+        l.sets.len(),
+        l.acked,
+        l.slowest
+    );
+    l.acked
+}
+
+#[test]
+fn writes_through_redoubt_survive_sentinel_failovers() {
+    let mut set = SentinelSet::start(DOWN_AFTER_MS);
+    let dir = tempfile::tempdir().unwrap();
+    let r = Redoubt::start(dir.path(), &set.url());
+    let first = set.primary_port();
+    r.wait_up_on(first);
+    // The replication link's face is what the Sentinels see of Redoubt: a
+    // replica that is never promoted and that they do not announce.
+    let replicas = set.sentinels[0].cmd(&["SENTINEL", "replicas", MASTER]);
+    let ports: Vec<&String> = replicas
+        .chunks(2)
+        .filter(|kv| kv[0] == "port")
+        .map(|kv| &kv[1])
+        .collect();
+    assert_eq!(ports.len(), 2, "only the two real replicas: {replicas:?}");
+
+    // 1. kill -9 of the primary: Redoubt journals meanwhile.
+    let acked = round(&mut set, &r, 1, "kill -9", |set, old| {
+        set.server_mut(old).kill();
+    });
+    assert!(acked > 0, "no write was acknowledged during the failover");
+
+    // 2. graceful failover: the old primary answers until it turns
+    //    replica.
+    round(&mut set, &r, 2, "SENTINEL FAILOVER", |set, _| {
+        failover(set, 0)
+    });
+
+    // 3. one Sentinel gone: still served, and said.
+    let gone = set.sentinels[2].port();
+    set.sentinels[2].kill();
+    wait_for(
+        "a sentinel not reached in /status",
+        FAILOVER_TIMEOUT,
+        || {
+            r.status()["sentinel"]["sentinels"]
+                .as_array()
+                .is_some_and(|a| {
+                    a.iter().any(|s| {
+                        s["addr"] == format!("127.0.0.1:{gone}").as_str()
+                            && s["subscribed"] == false
+                    })
+                })
+        },
+    );
+    round(
+        &mut set,
+        &r,
+        3,
+        "failover with a sentinel down",
+        |set, _| failover(set, 1),
+    );
+}
+
+/// `SENTINEL FAILOVER` on Sentinel `i`, asked again while it has no
+/// replica to promote yet (one that just turned replica is still syncing,
+/// or the Sentinel has not read its INFO since).
+fn failover(set: &mut SentinelSet, i: usize) {
+    let mut last = Vec::new();
+    wait_for("SENTINEL FAILOVER to be accepted", FAILOVER_TIMEOUT, || {
+        last = set.sentinels[i].cmd(&["SENTINEL", "FAILOVER", MASTER]);
+        last == ["OK"] || {
+            std::thread::sleep(Duration::from_millis(200));
+            false
+        }
+    });
+}
