@@ -40,8 +40,10 @@ enum Command {
         /// Client listen address (default 127.0.0.1:6380).
         #[arg(long)]
         listen: Option<String>,
-        /// Redis to front: redis://[user:pass@]host:port[/db], or rediss://
-        /// for TLS (settings in [upstream_tls]); none: standalone.
+        /// Redis to front: redis://[user:pass@]host:port[/db], rediss://
+        /// for TLS (settings in [upstream_tls]), or
+        /// redis+sentinel://[user:pass@]host:26379,host2:26379/master[/db]
+        /// (Sentinels' login in [sentinel]); none: standalone.
         #[arg(long)]
         upstream: Option<String>,
         /// Admin HTTP address (default 127.0.0.1:9380).
