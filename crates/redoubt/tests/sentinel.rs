@@ -498,6 +498,91 @@ fn writes_through_redoubt_survive_sentinel_failovers() {
         "failover with a sentinel down",
         |set, _| failover(set, 1),
     );
+
+    // What operators read of it: metrics, the incident log, the page.
+    let (_, metrics) = test_support::http("GET", r.admin, "/metrics");
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(value("redoubt_sentinel_failovers_total"), 3.0, "{metrics}");
+    assert_eq!(
+        value("redoubt_sentinels_reached"),
+        2.0,
+        "{}",
+        r.status()["sentinel"]
+    );
+    assert_eq!(value("redoubt_sentinel_failover_in_progress"), 0.0);
+    let (_, incidents) = test_support::http("GET", r.admin, "/incidents");
+    let incidents: serde_json::Value = serde_json::from_str(&incidents).unwrap();
+    let in_incidents: usize = incidents["recent"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|i| i["failovers"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(
+        in_incidents >= 3,
+        "failovers missing from /incidents: {incidents}"
+    );
+    let primary = set.primary_port();
+    if let Some(dom) = page_dom(r.admin, dir.path()) {
+        for needle in [
+            format!("127.0.0.1:{primary} ({MASTER})"),
+            "2 of 3 reached".to_string(),
+            format!("→ 127.0.0.1:{primary} in "),
+        ] {
+            assert!(
+                dom.contains(&needle),
+                "status page lacks {needle:?}:\n{dom}"
+            );
+        }
+    }
+}
+
+/// The status page's DOM after its script ran (headless Chromium), or
+/// `None` when Chromium is missing outside CI.
+fn page_dom(admin: u16, dir: &Path) -> Option<String> {
+    let found = Command::new("chromium")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "chromium is not installed and CI=true: scripts/test.sh installs it"
+        );
+        eprintln!("SKIPPED: chromium is not installed, the status page was not opened");
+        return None;
+    }
+    let out = Command::new("timeout")
+        .args([
+            "--kill-after=5",
+            "90",
+            "chromium",
+            "--headless",
+            "--disable-gpu",
+        ])
+        .args(["--no-sandbox", "--no-first-run", "--disable-dev-shm-usage"])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(format!("http://127.0.0.1:{admin}/"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        dom.contains("data-loaded=\"yes\""),
+        "the page did not load:\n{dom}"
+    );
+    Some(dom)
 }
 
 /// `SENTINEL FAILOVER` on Sentinel `i`, asked again while it has no

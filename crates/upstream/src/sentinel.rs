@@ -333,7 +333,9 @@ impl Sentinel {
             });
         }
         self.failover_on.store(true, Ordering::Release);
-        metrics::gauge!(FAILOVER_IN_PROGRESS).set(1.0);
+        if self.started.load(Ordering::Acquire) {
+            metrics::gauge!(FAILOVER_IN_PROGRESS).set(1.0);
+        }
         self.changed();
     }
 
@@ -359,6 +361,9 @@ impl Sentinel {
             done
         };
         self.failover_on.store(false, Ordering::Release);
+        if !self.started.load(Ordering::Acquire) {
+            return;
+        }
         metrics::gauge!(FAILOVER_IN_PROGRESS).set(0.0);
         if ended.from.as_deref() != Some(to) {
             metrics::counter!(FAILOVERS_TOTAL).increment(1);
@@ -400,8 +405,12 @@ impl Sentinel {
         if let Some(s) = st.sentinels.iter_mut().find(|s| s.addr == addr) {
             f(s);
         }
-        let reached = st.sentinels.iter().filter(|s| s.reached).count();
-        metrics::gauge!(SENTINELS_REACHED).set(reached as f64);
+        // Only the follower speaks for the process: a one-shot resolve (the
+        // doctor's) asks one Sentinel and would undercount.
+        if self.started.load(Ordering::Acquire) {
+            let reached = st.sentinels.iter().filter(|s| s.reached).count();
+            metrics::gauge!(SENTINELS_REACHED).set(reached as f64);
+        }
     }
 
     fn learn(&self, addrs: Vec<String>) {
