@@ -138,6 +138,10 @@ pub struct Replica {
     cache: bool,
     store: RwLock<Store>,
     unknown: Mutex<HashSet<(u32, Bytes)>>,
+    /// After a restore: the copy from before the resync, which answers
+    /// lookups until the stream has brought the restored keys into the
+    /// fresh one (stream offset in `Behind::until`).
+    behind: RwLock<Option<Behind>>,
     /// A full resync has been loaded and nothing since made the copy
     /// incomplete.
     complete: AtomicBool,
@@ -200,6 +204,7 @@ impl Replica {
             keyspaces,
             store: RwLock::new(still_store()),
             unknown: Mutex::default(),
+            behind: RwLock::new(None),
             complete: AtomicBool::new(false),
             loaded: AtomicBool::new(false),
             status: Mutex::new(ReplicaStatus {
@@ -314,6 +319,15 @@ impl Replica {
         if !self.is_complete() || !keeps(&self.keyspaces, self.cache, key) {
             return Knowledge::Unknown;
         }
+        if let Some(b) = self.behind.read().ok().and_then(|b| b.clone()) {
+            if b.unknown.contains(&(db, Bytes::copy_from_slice(key))) {
+                return Knowledge::Unknown;
+            }
+            return match b.store.export(db as usize, key) {
+                Some((v, at)) => Knowledge::Value(v, at),
+                None => Knowledge::Absent,
+            };
+        }
         if self
             .unknown
             .lock()
@@ -325,6 +339,18 @@ impl Replica {
         match self.store().export(db as usize, key) {
             Some((v, at)) => Knowledge::Value(v, at),
             None => Knowledge::Absent,
+        }
+    }
+
+    /// Ends the window in which the copy from before a restore answers,
+    /// once the stream reached `offset` (or a resync replaced everything).
+    fn caught_up(&self, offset: Option<u64>) {
+        if let Ok(mut b) = self.behind.write() {
+            if b.as_ref()
+                .is_some_and(|b| offset.is_none_or(|o| o >= b.until))
+            {
+                *b = None;
+            }
         }
     }
 
@@ -454,7 +480,22 @@ impl Replica {
                         // A new history: Redis restarted or failed over.
                         // What it no longer has of the durable keyspaces
                         // is written back before anything else happens.
-                        let facts = self.restore_missing(&store, before, &replid).await;
+                        let old = self.store();
+                        let old_unknown =
+                            self.unknown.lock().map(|u| u.clone()).unwrap_or_default();
+                        let (facts, until) = self.restore_missing(&store, before, &replid).await;
+                        if let Some(until) = until {
+                            // The fresh copy lacks what was just written
+                            // back until the stream brings it: the old copy,
+                            // which holds it, answers until then.
+                            if let Ok(mut b) = self.behind.write() {
+                                *b = Some(Behind {
+                                    store: old,
+                                    unknown: Arc::new(old_unknown),
+                                    until,
+                                });
+                            }
+                        }
                         if let Some(f) = facts {
                             if let Ok(mut st) = self.status.lock() {
                                 st.last_restore = Some(f.clone());
@@ -507,6 +548,7 @@ impl Replica {
                 LinkEvent::Online { offset } => {
                     self.heard();
                     self.offset.store(offset, Ordering::Relaxed);
+                    self.caught_up(Some(offset));
                     if self.loaded.load(Ordering::Acquire) {
                         self.complete.store(true, Ordering::Release);
                         self.set_state("streaming", None);
@@ -527,6 +569,7 @@ impl Replica {
                     self.heard();
                     self.apply(&mut db, &args);
                     self.offset.store(offset, Ordering::Relaxed);
+                    self.caught_up(Some(offset));
                     since_check += 1;
                     if since_check >= 1024 {
                         since_check = 0;
@@ -536,6 +579,8 @@ impl Replica {
                     }
                 }
                 LinkEvent::Lost { why, .. } => {
+                    // Whatever comes next (a resync) replaces both copies.
+                    self.caught_up(None);
                     // What was received stays the latest word on the kept
                     // keys: Redis cannot have changed them without sending
                     // it, and a resync replaces the copy if it did.
@@ -786,7 +831,7 @@ impl Replica {
         fresh: &Store,
         before: Option<String>,
         after: &str,
-    ) -> Option<RestoreFacts> {
+    ) -> (Option<RestoreFacts>, Option<u64>) {
         let started = Instant::now();
         let old = self.store();
         let now = std::time::SystemTime::now()
@@ -814,7 +859,7 @@ impl Replica {
                 replid_after = after,
                 "redis came back with a new history and every durable key: nothing to restore"
             );
-            return None;
+            return (None, None);
         }
         tracing::warn!(
             keys = missing.len(),
@@ -832,7 +877,7 @@ impl Replica {
         // which Redis starts right after (never imported here as well: Redis
         // does not replicate the DEL of a key it lacks, so the stream's
         // RPUSH would add a list's elements a second time).
-        let (done, bytes) = restore_into_redis(&self.link, &missing).await;
+        let (done, bytes, until) = restore_into_redis(&self.link, &missing).await;
         let written = done.iter().filter(|ok| **ok).count();
         let failed = done.len() - written;
         let facts = RestoreFacts {
@@ -849,7 +894,7 @@ impl Replica {
         } else {
             tracing::info!(?facts, "durable keys restored into redis");
         }
-        Some(facts)
+        (Some(facts), until)
     }
 }
 
@@ -901,17 +946,20 @@ fn recreate(key: &Bytes, value: &Value, at: Option<u64>) -> Vec<Vec<Bytes>> {
 
 /// Writes `keys` into Redis, pipelined. Returns, per key, whether Redis
 /// took it, and the bytes written.
+/// Writes `keys` back; returns which succeeded, the bytes written, and
+/// Redis's replication offset after the last of them (`None` if it could
+/// not be read: the fresh copy then answers at once).
 async fn restore_into_redis(
     link: &LinkConfig,
     keys: &[(usize, Bytes, Arc<Value>, Option<u64>)],
-) -> (Vec<bool>, usize) {
+) -> (Vec<bool>, usize, Option<u64>) {
     let mut hs = link.handshake.clone();
     hs.name = Some("redoubt-restore".into());
     let conn = match upstream::Conn::connect(&link.addr, &hs, link.connect_timeout).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot connect to restore the durable keys");
-            return (vec![false; keys.len()], 0);
+            return (vec![false; keys.len()], 0, None);
         }
     };
     let mut done = Vec::with_capacity(keys.len());
@@ -961,7 +1009,28 @@ async fn restore_into_redis(
             ));
         }
     }
-    (done, bytes)
+    // Asked on the same connection, so it counts every write above.
+    let until = match conn
+        .call(&["INFO", "replication"], Duration::from_secs(5))
+        .await
+    {
+        Ok(f) => f.as_bytes().and_then(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("master_repl_offset:")?.parse().ok())
+        }),
+        Err(_) => None,
+    };
+    conn.close();
+    (done, bytes, until)
+}
+
+/// The copy from before a restore, answering until `until`.
+#[derive(Clone)]
+struct Behind {
+    store: Store,
+    unknown: Arc<HashSet<(u32, Bytes)>>,
+    until: u64,
 }
 
 /// A freshly loaded copy.
