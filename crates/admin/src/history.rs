@@ -365,9 +365,9 @@ mod tests {
 
     const TEXT: &str = r#"# HELP redoubt_commands_total Commands handled
 # TYPE redoubt_commands_total counter
-redoubt_commands_total{route="upstream",policy="unclassified"} 100
+redoubt_commands_total{route="upstream",policy="none"} 100
 redoubt_commands_total{route="local",policy="durable"} 4
-redoubt_commands_total{route="rejected",policy="unclassified"} 2
+redoubt_commands_total{route="rejected",policy="none"} 2
 redoubt_commands_total{route="rejected",policy="fail-fast"} 3
 redoubt_writes_refused_total{reason="journal-full"} 1
 redoubt_journal_pending_commands 7
@@ -402,7 +402,7 @@ redoubt_command_duration_seconds_count 109
         h.record(TEXT, t0, SystemTime::now());
         assert_eq!(h.to_json()["at_unix_ms"].as_array().map(Vec::len), Some(0));
         let later = TEXT
-            .replace("unclassified\"} 100", "unclassified\"} 300")
+            .replace("none\"} 100", "none\"} 300")
             .replace("le=\"0.001\"} 90", "le=\"0.001\"} 91")
             .replace("le=\"0.01\"} 100", "le=\"0.01\"} 101")
             .replace("le=\"+Inf\"} 109", "le=\"+Inf\"} 209")

@@ -230,7 +230,21 @@ impl IncidentLog {
     /// Records a Sentinel failover in the open incident (or the last one,
     /// when it closed first: Up can come before the failover's end is
     /// written down).
-    pub fn add_failover(&self, facts: serde_json::Value) {
+    ///
+    /// `journaled` is added: the durable writes the incident had journaled
+    /// when the new primary answered (the incident opens when the failover
+    /// begins, or a moment before when the primary died first).
+    pub fn add_failover(&self, mut facts: serde_json::Value) {
+        let journaled = self.open.lock().ok().and_then(|o| {
+            o.as_ref().map(|i| {
+                let mut i = i.clone();
+                self.fill_counts(&mut i);
+                i.journaled
+            })
+        });
+        if let (Some(n), Some(obj)) = (journaled, facts.as_object_mut()) {
+            obj.insert("journaled".into(), n.into());
+        }
         self.add_to_current(|i| i.failovers.push(facts));
     }
 

@@ -101,7 +101,7 @@ pub fn describe() {
     describe_counter!(
         COMMANDS_TOTAL,
         Unit::Count,
-        "Commands handled, by route (upstream, local, rejected) and keyspace policy"
+        "Commands handled, by route (upstream, local, rejected) and the keyspace policy of the first key (none: no key)"
     );
     describe_histogram!(
         COMMAND_DURATION,
@@ -156,12 +156,12 @@ pub fn describe() {
     describe_gauge!(
         FALLBACK_KEYS,
         Unit::Count,
-        "Keys Redoubt could answer locally (local store and near-cache)"
+        "Keys Redoubt could answer locally (local store and near-cache; standalone: the dataset)"
     );
     describe_gauge!(
         FALLBACK_MEMORY,
         Unit::Bytes,
-        "Bytes held for local answers (local store and near-cache)"
+        "Bytes held for local answers (local store and near-cache; standalone: the dataset)"
     );
     describe_gauge!(
         REPLICA_STATE,
@@ -207,8 +207,10 @@ pub fn describe() {
 /// Handles the sessions use.
 #[derive(Clone)]
 pub struct Metrics {
-    /// Commands forwarded to Redis.
-    pub upstream: Counter,
+    /// Commands forwarded to Redis, by the policy of their first key
+    /// ([`Policy`](crate::policy::Policy) order), and keyless ones.
+    upstream: [Counter; 3],
+    upstream_keyless: Counter,
     /// Commands answered by Redoubt itself.
     pub local: Counter,
     /// Commands refused (`-UNAVAILABLE`, limits).
@@ -222,18 +224,43 @@ pub struct Metrics {
 impl Metrics {
     /// Registers the handles with the installed recorder (or the no-op one).
     pub fn new() -> Metrics {
-        // Commands not routed by keyspace (forwarded while Up, connection
-        // commands, refusals while Down before any key is looked at):
-        // classifying each by its keys would cost a glob match per command
-        // on the hot path. Outage routing counts with the real policy
-        // ([`count_routed`]).
-        let c = |route: &'static str| counter!(COMMANDS_TOTAL, "route" => route, "policy" => "unclassified");
+        // Answered or refused by the session itself (connection commands,
+        // limits, refusals before any key is looked at): no policy. Outage
+        // routing counts with the key's policy ([`count_routed`]), and
+        // forwarded commands by their first key's ([`Metrics::count_upstream`]).
+        let c =
+            |route: &'static str| counter!(COMMANDS_TOTAL, "route" => route, "policy" => "none");
+        let up = |policy: crate::policy::Policy| counter!(COMMANDS_TOTAL, "route" => "upstream", "policy" => policy.as_str());
+        use crate::policy::Policy;
         Metrics {
-            upstream: c("upstream"),
+            upstream: [up(Policy::FailFast), up(Policy::Cache), up(Policy::Durable)],
+            upstream_keyless: counter!(COMMANDS_TOTAL, "route" => "upstream", "policy" => "none"),
             local: c("local"),
             rejected: c("rejected"),
             duration: histogram!(COMMAND_DURATION),
             clients: gauge!(CLIENT_CONNECTIONS),
+        }
+    }
+
+    /// Counts one command sent to Redis under the policy of its first key
+    /// (the command table's fixed first key: commands whose keys move,
+    /// such as `EVAL`, count as keyless). No allocation: this runs for
+    /// every forwarded command.
+    pub fn count_upstream(
+        &self,
+        keyspaces: Option<&crate::policy::Keyspaces>,
+        args: &[bytes::Bytes],
+    ) {
+        let first = resp::lookup(args)
+            .map(|s| s.first_key)
+            .filter(|&k| k > 0)
+            .and_then(|k| args.get(k as usize));
+        match first {
+            None => self.upstream_keyless.increment(1),
+            Some(key) => {
+                let p = keyspaces.map_or(crate::policy::Policy::FailFast, |k| k.policy(key));
+                self.upstream[p as usize].increment(1);
+            }
         }
     }
 }

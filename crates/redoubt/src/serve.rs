@@ -236,6 +236,7 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let health = upstream::HealthHandle::fixed(upstream::State::Standalone);
     let status_journal = journal.clone();
     let metrics_journal = journal.clone();
+    let metrics_store = store.clone();
     let ready_journal = journal.clone();
     let ready_max = jcfg.max_bytes;
     let status_store = store.clone();
@@ -273,6 +274,12 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
                 // The standalone journal is the dataset and grows with every
                 // write; read its size at the scrape, when it is wanted.
                 metrics::gauge!(proxy::metrics::JOURNAL_BYTES).set(metrics_journal.bytes() as f64);
+                // The store is the dataset: its keys and memory, as of the
+                // scrape (the last figures stand while a script holds it).
+                if let Some((keys, bytes)) = metrics_store.try_usage() {
+                    metrics::gauge!(proxy::metrics::FALLBACK_KEYS).set(keys as f64);
+                    metrics::gauge!(proxy::metrics::FALLBACK_MEMORY).set(bytes as f64);
+                }
                 prometheus.render()
             }),
             status,

@@ -186,6 +186,19 @@ fn proxy_metrics_pass_promtool_and_the_outage_gauge_moves_while_redis_is_down() 
     );
     assert_every_family_has_help(&body);
     assert_promtool_accepts(promtool, &body);
+    // Commands sent to Redis by their key's keyspace policy, each counted
+    // once: the near-cache's hidden PEXPIRETIME behind GET c:1 is not one.
+    for (policy, n) in [("durable", 2.0), ("cache", 2.0), ("none", 1.0)] {
+        assert_eq!(
+            value(
+                &body,
+                &format!("redoubt_commands_total{{route=\"upstream\",policy=\"{policy}\"}}")
+            ),
+            Some(n),
+            "{policy}:\n{body}"
+        );
+    }
+    assert!(!body.contains("unclassified"), "{body}");
 
     // While Redis is down the current outage's length grows, before the
     // outage ends (redoubt_outage_seconds_total only moves then).
@@ -223,6 +236,7 @@ fn standalone_metrics_pass_promtool() {
         "redoubt_build_info{version=\"",
         "redoubt_state{state=\"standalone\"} 1",
         "redoubt_journal_max_bytes ",
+        "redoubt_fallback_keys 1",
     ] {
         assert!(body.contains(series), "no {series}:\n{body}");
     }

@@ -529,6 +529,18 @@ fn writes_through_redoubt_survive_sentinel_failovers() {
         in_incidents >= 3,
         "failovers missing from /incidents: {incidents}"
     );
+    // What was journaled during each: the kill -9 one took writes.
+    let journaled: u64 = incidents["recent"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i["failovers"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f["journaled"].as_u64())
+        .sum();
+    assert!(
+        journaled > 0,
+        "no failover says what was journaled: {incidents}"
+    );
     let primary = set.primary_port();
     if let Some(dom) = page_dom(r.admin, dir.path()) {
         for needle in [

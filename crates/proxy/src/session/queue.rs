@@ -252,7 +252,6 @@ impl Session {
         let rx = b
             .conn
             .send_bounded(raw, expect, &self.budget, b.fills.is_empty());
-        self.shared.metrics.upstream.increment(expect as u64);
         let deadline = Some(Instant::now() + self.timeout);
         self.push(Body::Wait(Wait {
             rx,

@@ -225,6 +225,7 @@ impl Session {
                 fills: Vec::new(),
             });
         }
+        self.count_upstream(&req.args);
         if let Some(b) = &mut self.batch {
             if let Some(fill) = fill {
                 // The value's expiry, read right behind it on the same
@@ -349,7 +350,7 @@ impl Session {
         raw.extend_from_slice(&req.raw);
         let count = multi.cmds.len() + 2;
         let rx = conn.send_bounded(raw.freeze(), count, &self.budget, false);
-        self.shared.metrics.upstream.increment(1);
+        self.count_upstream(&req.args);
         if self.pinned.is_some() {
             // EXEC ends the WATCH; the pinned connection is released once
             // its replies are in.
@@ -525,7 +526,7 @@ impl Session {
             },
         };
         let conn = ded.conn.clone();
-        self.shared.metrics.upstream.increment(1);
+        self.count_upstream(&req.args);
         let budget = self.budget.clone();
         self.push(Body::Wait(Wait::single(
             conn,
@@ -590,6 +591,12 @@ impl Session {
         }
     }
 
+    /// Counts one command sent to Redis, by its first key's policy.
+    fn count_upstream(&self, args: &[Bytes]) {
+        let keyspaces = self.shared.outage.as_ref().map(|o| o.keyspaces());
+        self.shared.metrics.count_upstream(keyspaces, args);
+    }
+
     pub(super) async fn tunnel(&mut self, mut client: tls::Stream, req: Request, rest: BytesMut) {
         let (mut up, _permit) = match self.shared.upstream.tunnel(&self.key()).await {
             Ok(t) => t,
@@ -598,7 +605,7 @@ impl Session {
                 return;
             }
         };
-        self.shared.metrics.upstream.increment(1);
+        self.count_upstream(&req.args);
         if tls::send(&mut up, &req.raw).await.is_err() || tls::send(&mut up, &rest).await.is_err() {
             let _ = tls::send(
                 &mut client,

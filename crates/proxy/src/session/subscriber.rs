@@ -175,7 +175,7 @@ impl Session {
         if !raw.is_empty() && tls::send(&mut wr, &raw).await.is_err() {
             return None;
         }
-        self.shared.metrics.upstream.increment(1);
+        self.shared.metrics.count_upstream(None, &[]);
         Some((
             Up {
                 rd,
