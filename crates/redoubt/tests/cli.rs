@@ -1184,3 +1184,96 @@ fn doctor_makes_no_redis_server_findings_against_a_redoubt() {
     let o = redoubt(&["doctor", &format!("127.0.0.1:{}", r.port)]);
     assert!(text(&o).contains("(Redoubt"), "{}", text(&o));
 }
+
+/// Runs `redoubt ARGS` under `script`, so its stderr is a terminal;
+/// returns what the terminal received. Stdout goes to /dev/null.
+fn on_a_terminal(args: &[&str]) -> String {
+    let line = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let o = Command::new("script")
+        .args(["-qec", &format!("{line} > /dev/null"), "/dev/null"])
+        .env_remove("REDOUBT_UPSTREAM")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    assert!(o.status.success(), "{args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn progress_is_drawn_on_a_terminal_for_export_replay_and_restore() {
+    use bytes::Bytes;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = journal::Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
+        for i in 0..2000 {
+            let k = Bytes::from(format!("k{i}"));
+            j.append_blocking(journal::Entry::command(
+                0,
+                vec![Bytes::from_static(b"SET"), k, Bytes::from_static(b"v")],
+                i + 1,
+            ))
+            .unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("node_id"), "bar-node\n").unwrap();
+    let path = dir.path().to_str().unwrap();
+    let shown = on_a_terminal(&["journal", "export", path, "--format", "resp"]);
+    assert!(shown.contains("exporting ["), "{shown:?}");
+    let target = RedisServer::new();
+    let shown = on_a_terminal(&["journal", "replay", path, "--to", &target.url()]);
+    assert!(shown.contains("replaying ["), "{shown:?}");
+    assert_eq!(
+        target.cmd(&["DBSIZE"]),
+        ":2001",
+        "2000 keys and the checkpoint"
+    );
+
+    // Standalone rebuilding its store from the journal at start.
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("redoubt.toml"), "").unwrap();
+    let (mut first, port, _) = spawn_serve("", data.path());
+    for i in 0..200 {
+        assert_eq!(cmd(port, &["SET", &format!("s{i}"), "v"]), "+OK");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    let _ = first.wait();
+    let (port, admin) = (free_port(), free_port());
+    let conf = data.path().join("redoubt.toml");
+    let line = format!(
+        "'{BIN}' serve --config '{}' --upstream '' --listen 127.0.0.1:{port} --admin 127.0.0.1:{admin} --data-dir '{}' > /dev/null",
+        conf.display(),
+        data.path().display()
+    );
+    let mut term = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("REDOUBT_UPSTREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script (util-linux)");
+    wait_for("standalone to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert_eq!(cmd(port, &["DBSIZE"]), ":200");
+    let _ = Command::new("pkill")
+        .args(["-TERM", "-f", &format!("127.0.0.1:{admin}")])
+        .status();
+    let mut shown = String::new();
+    term.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut shown)
+        .unwrap();
+    let _ = term.wait();
+    assert!(
+        shown.contains("restoring the store from the journal"),
+        "{shown:?}"
+    );
+}
