@@ -352,8 +352,12 @@ fn default_alert_timeout_ms() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Alert {
-    /// `http://host[:port][/path]`.
+    /// `http[s]://host[:port][/path]`.
     pub url: String,
+    /// For an `https://` URL: trust only the CAs in this PEM file (default:
+    /// the system's roots).
+    #[serde(default)]
+    pub ca_file: String,
     /// Per delivery attempt: connect, send and read the status line.
     #[serde(default = "default_alert_timeout_ms")]
     pub timeout_ms: u64,
@@ -1189,8 +1193,17 @@ pub fn validate(c: &Config) -> Vec<String> {
         }
     }
     for (i, a) in c.alert.iter().enumerate() {
-        if let Err(e) = crate::ops::HttpUrl::parse(&a.url) {
-            p.push(format!("alert[{i}].url: {e}"));
+        match crate::ops::HttpUrl::parse(&a.url) {
+            Err(e) => p.push(format!("alert[{i}].url: {e}")),
+            Ok(u) if !u.tls && !a.ca_file.is_empty() => p.push(format!(
+                "alert[{i}].ca_file: set, but the url is http://, so nothing would use it; write https:// or remove it"
+            )),
+            Ok(u) if u.tls => {
+                if let Err(e) = crate::ops::webhook_tls(&a.ca_file) {
+                    p.push(format!("alert[{i}].ca_file: {e}"));
+                }
+            }
+            Ok(_) => {}
         }
         if a.timeout_ms == 0 {
             p.push(format!(

@@ -41,25 +41,23 @@ const OUTPUT_LINES: usize = 5;
 pub struct HttpUrl {
     /// Host name or IP (IPv6 without brackets).
     pub host: String,
-    /// Port (default 80).
+    /// Port (default 80, 443 for https).
     pub port: u16,
     /// Path and query, starting with `/`.
     pub path: String,
+    /// `https://`: TLS, the certificate checked against `host`.
+    pub tls: bool,
 }
 
 impl HttpUrl {
     /// Parses and checks `url`, saying what is wrong.
     pub fn parse(url: &str) -> Result<HttpUrl, String> {
-        let rest = match url.split_once("://") {
-            Some(("http", rest)) => rest,
-            Some(("https", _)) => {
-                return Err(format!(
-                    "'{url}': https is not supported (no TLS client is built in); use http://, e.g. to a local relay"
-                ))
-            }
+        let (rest, tls) = match url.split_once("://") {
+            Some(("http", rest)) => (rest, false),
+            Some(("https", rest)) => (rest, true),
             _ => {
                 return Err(format!(
-                    "'{url}' is not an http:// URL (example: \"http://alerts.internal:8080/redoubt\")"
+                    "'{url}' is not an http:// or https:// URL (example: \"https://hooks.example.com/redoubt\")"
                 ))
             }
         };
@@ -97,6 +95,7 @@ impl HttpUrl {
             return Err(format!("'{url}' has no host"));
         }
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some(p) => match p.parse::<u16>() {
                 Ok(0) | Err(_) => {
@@ -111,6 +110,7 @@ impl HttpUrl {
             host: host.to_string(),
             port,
             path,
+            tls,
         })
     }
 
@@ -124,13 +124,33 @@ impl HttpUrl {
     }
 }
 
-/// One POST: connect, send `body`, read the status code. Connection:
-/// close, so the reply's end needs no parsing beyond its first line.
-async fn post(url: &HttpUrl, body: &str, timeout: Duration) -> Result<u16, String> {
+/// The TLS client of an `https://` webhook: the system's roots, or only
+/// the CAs in `ca_file`.
+pub fn webhook_tls(ca_file: &str) -> Result<tls::TlsClient, String> {
+    tls::TlsClient::new(&tls::ClientOptions {
+        ca_file: (!ca_file.is_empty()).then(|| ca_file.into()),
+        ..tls::ClientOptions::default()
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// One POST: connect (and for https, the TLS handshake, the certificate
+/// checked against the URL's host), send `body`, read the status code.
+/// Connection: close, so the reply's end needs no parsing beyond its
+/// first line.
+async fn post(
+    url: &HttpUrl,
+    client: Option<&tls::TlsClient>,
+    body: &str,
+    timeout: Duration,
+) -> Result<u16, String> {
     let exchange = async {
-        let mut s = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
+        let mut s = tls::connect((url.host.as_str(), url.port), &url.host, client)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|e| match e {
+                tls::ConnectFailure::Tcp(e) => format!("connect: {e}"),
+                tls::ConnectFailure::Tls(f) => format!("TLS: {f}"),
+            })?;
         let req = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: redoubt\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             url.path,
@@ -140,6 +160,7 @@ async fn post(url: &HttpUrl, body: &str, timeout: Duration) -> Result<u16, Strin
         s.write_all(req.as_bytes())
             .await
             .map_err(|e| format!("send: {e}"))?;
+        s.flush().await.map_err(|e| format!("send: {e}"))?;
         // Only the status line matters; a reply longer than this is not
         // read further.
         let mut head = Vec::with_capacity(256);
@@ -210,8 +231,15 @@ impl Alerts {
         for t in targets {
             // Validated with the config; one that fails here is skipped
             // rather than stopping the others.
-            match HttpUrl::parse(&t.url) {
-                Ok(u) => parsed.push((u, Duration::from_millis(t.timeout_ms))),
+            let client = |u: &HttpUrl| {
+                if u.tls {
+                    webhook_tls(&t.ca_file).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            match HttpUrl::parse(&t.url).and_then(|u| client(&u).map(|c| (u, c))) {
+                Ok((u, c)) => parsed.push((u, c, Duration::from_millis(t.timeout_ms))),
                 Err(e) => tracing::error!(error = %e, "alert: skipping a webhook"),
             }
         }
@@ -283,7 +311,7 @@ impl Alerts {
 
 /// The delivery loop: one event at a time, to every target in turn, each
 /// with up to three attempts.
-async fn deliver(inner: Arc<Inner>, targets: Vec<(HttpUrl, Duration)>) {
+async fn deliver(inner: Arc<Inner>, targets: Vec<(HttpUrl, Option<tls::TlsClient>, Duration)>) {
     loop {
         let next = inner.queue.lock().ok().and_then(|mut q| q.pop_front());
         let Some(event) = next else {
@@ -291,10 +319,10 @@ async fn deliver(inner: Arc<Inner>, targets: Vec<(HttpUrl, Duration)>) {
             continue;
         };
         let body = event.to_string();
-        for (url, timeout) in &targets {
+        for (url, client, timeout) in &targets {
             let mut attempt = 0;
             loop {
-                let outcome = post(url, &body, *timeout).await;
+                let outcome = post(url, client.as_ref(), &body, *timeout).await;
                 let why = match outcome {
                     Ok(code) if (200..300).contains(&code) => break,
                     Ok(code) => format!("HTTP {code}"),
@@ -485,8 +513,10 @@ mod tests {
         assert_eq!((u.port, u.path.as_str()), (80, "/"));
         let u = HttpUrl::parse("http://[::1]:9/p").unwrap();
         assert_eq!((u.host.as_str(), u.authority()), ("::1", "[::1]:9".into()));
+        let u = HttpUrl::parse("https://hooks.example.com/x").unwrap();
+        assert_eq!((u.port, u.tls), (443, true));
+        assert!(!HttpUrl::parse("http://h").unwrap().tls);
         for bad in [
-            "https://h/x",
             "ftp://h",
             "h:80",
             "http://",

@@ -305,7 +305,7 @@ fn config_check(toml: &str) -> Output {
 #[test]
 fn bad_alert_urls_and_remediation_delays_are_config_errors() {
     let o = config_check(
-        "upstream = \"redis://127.0.0.1:6379\"\n[[alert]]\nurl = \"https://hooks.example/x\"\n[[alert]]\nurl = \"alerts:80\"\n[[alert]]\nurl = \"http://h:0/\"\ntimeout_ms = 0\n[[alert]]\nurl = \"http://h/\"\nnope = 1\n[remediation]\non_down = [\"true\"]\nafter_ms = 0\n",
+        "upstream = \"redis://127.0.0.1:6379\"\n[[alert]]\nurl = \"http://hooks.example/x\"\nca_file = \"ca.pem\"\n[[alert]]\nurl = \"alerts:80\"\n[[alert]]\nurl = \"http://h:0/\"\ntimeout_ms = 0\n[[alert]]\nurl = \"http://h/\"\nnope = 1\n[remediation]\non_down = [\"true\"]\nafter_ms = 0\n",
     );
     let t = format!(
         "{}{}",
@@ -314,8 +314,8 @@ fn bad_alert_urls_and_remediation_delays_are_config_errors() {
     );
     assert_eq!(o.status.code(), Some(2), "{t}");
     for needle in [
-        "alert[0].url: 'https://hooks.example/x': https is not supported",
-        "alert[1].url: 'alerts:80' is not an http:// URL",
+        "alert[0].ca_file: set, but the url is http://",
+        "alert[1].url: 'alerts:80' is not an http:// or https:// URL",
         "alert[2].url: 'http://h:0/' has port '0'",
         "alert[2].timeout_ms: 0",
         "alert[3]: unknown field `nope`",
@@ -337,4 +337,92 @@ fn bad_alert_urls_and_remediation_delays_are_config_errors() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// An https webhook receiver with the test CA's certificate for
+/// 127.0.0.1: hands every request body to the test, answers 200.
+fn https_receiver(pki: &test_support::pki::TestPki) -> (String, mpsc::Receiver<Value>) {
+    let acceptor = tls::Acceptor::new(tls::ServerOptions {
+        cert_file: pki.server.cert.clone(),
+        key_file: pki.server.key.clone(),
+        client_ca_file: None,
+    })
+    .unwrap();
+    let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/hook", std_listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            std_listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then Content-Length bytes of body.
+                let body = loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break None,
+                        Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    }
+                    let text = String::from_utf8_lossy(&raw).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break Some(body[..len].to_string());
+                        }
+                    }
+                };
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                let _ = s.flush().await;
+                let v: Value = body
+                    .and_then(|b| serde_json::from_str(&b).ok())
+                    .unwrap_or(Value::Null);
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+    });
+    (url, rx)
+}
+
+#[test]
+fn an_https_webhook_gets_the_events_with_its_certificate_checked() {
+    let pki = test_support::pki::TestPki::new();
+    let mut redis = RedisServer::new();
+    let (url, rx) = https_receiver(&pki);
+    let r = serve(
+        &redis.url(),
+        &format!(
+            "[[alert]]\nurl = \"{url}\"\nca_file = \"{}\"\ntimeout_ms = 2000\n",
+            pki.ca.display()
+        ),
+    );
+    wait_for("redoubt to be ready", Duration::from_secs(10), || {
+        ready(r.admin)
+    });
+    redis.kill();
+    let first = next(&rx, Duration::from_secs(10));
+    assert_eq!(first["event"], "state_changed", "{first}");
+    assert_eq!(first["to"], "down", "{first}");
 }

@@ -54,6 +54,10 @@ struct Ledger {
     incrs: HashMap<usize, (u64, u64)>,
     /// (worker, n) → outcome of `LPUSH q:{w} n`.
     pushes: HashMap<(usize, u64), Outcome>,
+    /// When each SET and LPUSH was answered, for a failure's report.
+    answered: HashMap<(usize, u64), Instant>,
+    /// When the fault was dealt.
+    fault_at: Option<Instant>,
     violations: Vec<String>,
     /// Writes acknowledged while Redoubt said Redis was not Up.
     acked: u64,
@@ -306,6 +310,7 @@ fn worker(
             conn = None;
         }
         let down = outcome == Outcome::Acked && !up.load(Ordering::Acquire);
+        let answered = Instant::now();
         let mut l = ledger.lock().unwrap();
         l.slowest = l.slowest.max(took);
         if took > Duration::from_millis(DEADLINE_MS + MARGIN_MS) {
@@ -318,6 +323,7 @@ fn worker(
         match kind {
             0 => {
                 l.sets.insert((w, n), outcome);
+                l.answered.insert((w, n), answered);
             }
             1 => {
                 let e = l.incrs.entry(w).or_default();
@@ -329,6 +335,7 @@ fn worker(
             }
             _ => {
                 l.pushes.insert((w, n), outcome);
+                l.answered.insert((w, n), answered);
             }
         }
     }
@@ -343,7 +350,10 @@ fn check(ledger: &Ledger, port: u16, round: u64) -> Vec<String> {
         let there = v.first().is_some_and(|x| !x.is_empty());
         match o {
             Outcome::Acked if v.first().map(String::as_str) != Some(&format!("v{n}")) => {
-                bad.push(format!("ack:{w}:{n} acknowledged, redis has {v:?}"))
+                bad.push(format!(
+                    "ack:{w}:{n} acknowledged, redis has {v:?}{}",
+                    since_fault(ledger, *w, *n)
+                ))
             }
             Outcome::NotApplied if there => bad.push(format!(
                 "ack:{w}:{n} refused as not executed, yet it is there"
@@ -374,7 +384,10 @@ fn check(ledger: &Ledger, port: u16, round: u64) -> Vec<String> {
         let c = lists.get(w).and_then(|m| m.get(n)).copied().unwrap_or(0);
         match o {
             _ if c > 1 => bad.push(format!("q:{w} holds item {n} {c} times")),
-            Outcome::Acked if c == 0 => bad.push(format!("q:{w} lost acknowledged item {n}")),
+            Outcome::Acked if c == 0 => bad.push(format!(
+                "q:{round}:{w} lost acknowledged item {n}{}",
+                since_fault(ledger, *w, *n)
+            )),
             Outcome::NotApplied if c == 1 => bad.push(format!(
                 "q:{w} item {n} refused as not executed, yet it is there"
             )),
@@ -382,6 +395,15 @@ fn check(ledger: &Ledger, port: u16, round: u64) -> Vec<String> {
         }
     }
     bad
+}
+
+/// When a write was answered, relative to the fault.
+fn since_fault(ledger: &Ledger, w: usize, n: u64) -> String {
+    match (ledger.answered.get(&(w, n)), ledger.fault_at) {
+        (Some(a), Some(f)) if *a >= f => format!(" (answered {:?} after the fault)", *a - f),
+        (Some(a), Some(f)) => format!(" (answered {:?} before the fault)", f - *a),
+        _ => String::new(),
+    }
 }
 
 /// Writes through Redoubt around `fault`, then checks the ledger on the
@@ -404,6 +426,8 @@ fn round(
     let failovers_before = r.status()["sentinel"]["failovers"]
         .as_array()
         .map_or(0, Vec::len);
+    let fault_at = Instant::now();
+    ledger.lock().unwrap().fault_at = Some(fault_at);
     fault(set, old);
     let new = set.wait_failover_from(old, FAILOVER_TIMEOUT);
     r.wait_up_on(new);
