@@ -32,6 +32,9 @@ pub mod names {
     pub const CLIENT_CONNECTIONS: &str = "redoubt_client_connections";
     /// `redoubt_writes_refused_total{reason}`.
     pub const WRITES_REFUSED: &str = "redoubt_writes_refused_total";
+    /// `redoubt_upstream_probe_duration_seconds` histogram: the prober's
+    /// `PING` round trip to Redis.
+    pub const PROBE_DURATION: &str = "redoubt_upstream_probe_duration_seconds";
 }
 
 /// Cumulative values read from one render of `/metrics`.
@@ -55,6 +58,10 @@ pub struct Totals {
     pub journal_pending: Option<f64>,
     /// `redoubt_client_connections`.
     pub clients: Option<f64>,
+    /// The probe histogram's `_sum` (seconds) and `_count`.
+    pub probe_sum: f64,
+    /// See [`probe_sum`](Self::probe_sum).
+    pub probe_count: f64,
 }
 
 impl Totals {
@@ -86,6 +93,13 @@ impl Totals {
                 }
                 names::JOURNAL_PENDING => t.journal_pending = Some(value),
                 names::CLIENT_CONNECTIONS => t.clients = Some(value),
+                _ if name.starts_with(names::PROBE_DURATION) => {
+                    match &name[names::PROBE_DURATION.len()..] {
+                        "_sum" => t.probe_sum = value,
+                        "_count" => t.probe_count = value,
+                        _ => {}
+                    }
+                }
                 _ => {
                     let Some(suffix) = name.strip_prefix(names::COMMAND_DURATION) else {
                         continue;
@@ -194,6 +208,8 @@ struct Point {
     latency_p99_ms: Option<f64>,
     journal_pending: Option<f64>,
     clients: Option<f64>,
+    /// Redis's round trip as the prober measured it (average `PING`).
+    upstream_rtt_ms: Option<f64>,
 }
 
 /// The ring buffer and the totals of the last sample.
@@ -219,6 +235,7 @@ struct Columns {
     latency_p99_ms: Vec<Option<f64>>,
     journal_pending: Vec<Option<f64>>,
     clients: Vec<Option<f64>>,
+    upstream_rtt_ms: Vec<Option<f64>>,
     totals: TotalsJson,
 }
 
@@ -284,6 +301,7 @@ impl History {
             latency_p99_ms: inner.points.iter().map(|p| p.latency_p99_ms).collect(),
             journal_pending: inner.points.iter().map(|p| p.journal_pending).collect(),
             clients: inner.points.iter().map(|p| p.clients).collect(),
+            upstream_rtt_ms: inner.points.iter().map(|p| p.upstream_rtt_ms).collect(),
             totals: inner
                 .last
                 .as_ref()
@@ -325,6 +343,10 @@ impl Point {
                 .map(|s| s * 1000.0),
             journal_pending: cur.journal_pending,
             clients: cur.clients,
+            upstream_rtt_ms: {
+                let n = cur.probe_count - prev.probe_count;
+                (n > 0.0).then(|| (cur.probe_sum - prev.probe_sum) / n * 1000.0)
+            },
         }
     }
 }
@@ -378,6 +400,9 @@ redoubt_command_duration_seconds_bucket{le="0.01"} 100
 redoubt_command_duration_seconds_bucket{le="+Inf"} 109
 redoubt_command_duration_seconds_sum 0.5
 redoubt_command_duration_seconds_count 109
+redoubt_upstream_probe_duration_seconds_bucket{le="+Inf"} 4
+redoubt_upstream_probe_duration_seconds_sum 0.002
+redoubt_upstream_probe_duration_seconds_count 4
 "#;
 
     #[test]
@@ -407,7 +432,9 @@ redoubt_command_duration_seconds_count 109
             .replace("le=\"0.01\"} 100", "le=\"0.01\"} 101")
             .replace("le=\"+Inf\"} 109", "le=\"+Inf\"} 209")
             .replace("_sum 0.5", "_sum 1.5")
-            .replace("_count 109", "_count 209");
+            .replace("_count 109", "_count 209")
+            .replace("_sum 0.002", "_sum 0.006")
+            .replace("_count 4", "_count 8");
         h.record(&later, t0 + Duration::from_secs(2), SystemTime::now());
         let j = h.to_json();
         assert_eq!(j["commands_per_s"]["upstream"][0], 100.0);
@@ -416,6 +443,8 @@ redoubt_command_duration_seconds_count 109
         // 98 of the 100 new samples were past 10 ms: the last finite bound.
         assert_eq!(j["latency_p99_ms"][0], 10.0);
         assert_eq!(j["journal_pending"][0], 7.0);
+        // Four probes, 4 ms in all: Redis's round trip.
+        assert_eq!(j["upstream_rtt_ms"][0], 1.0);
         assert_eq!(j["totals"]["writes_refused"]["journal-full"], 1.0);
         for i in 0..CAPACITY as u64 + 10 {
             h.record(TEXT, t0 + Duration::from_secs(3 + i), SystemTime::now());

@@ -1121,6 +1121,35 @@ fn doctor_gates_a_stock_redis_with_the_documented_ignores() {
         "vital signs first: {t}"
     );
 
+    // A redis-server exactly as it starts with no options but its port:
+    // no password either, which the documented list mutes too.
+    let open_port = free_port();
+    let mut open = Command::new("redis-server")
+        .args(["--port", &open_port.to_string()])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    wait_for("redis-server to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", open_port)).is_ok()
+    });
+    let open_addr = format!("127.0.0.1:{open_port}");
+    let o = doctor(&[&open_addr], None);
+    assert_ne!(o.status.code(), Some(0), "not muted: {}", text(&o));
+    assert!(
+        text(&o).contains("security.exposed-no-auth"),
+        "{}",
+        text(&o)
+    );
+    let mut gate = vec![open_addr.as_str()];
+    for i in STOCK_IGNORES {
+        gate.extend(["--ignore", i]);
+    }
+    let o = doctor(&gate, None);
+    assert_eq!(o.status.code(), Some(0), "no password: {}", text(&o));
+    let _ = open.kill();
+    let _ = open.wait();
+
     // The same list in the config file (./redoubt.toml, which also names
     // the upstream, so no address is needed).
     let list: Vec<String> = STOCK_IGNORES.iter().map(|i| format!("\"{i}\"")).collect();

@@ -311,6 +311,7 @@ fn the_status_page_history_reads_the_names_the_proxy_exports() {
         proxy::metrics::CLIENT_CONNECTIONS
     );
     assert_eq!(names::WRITES_REFUSED, proxy::metrics::WRITES_REFUSED);
+    assert_eq!(names::PROBE_DURATION, upstream::health::PROBE_DURATION);
 }
 
 fn dashboard() -> serde_json::Value {

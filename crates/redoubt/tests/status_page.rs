@@ -313,6 +313,11 @@ fn the_page_follows_redis_up_down_recovering_and_up_again() {
         "No incident recorded.",
     );
     assert_has(&text_at(&dom, "replica-state", "</div>"), "streaming");
+    // Redis's own round trip beside the clients' latency.
+    assert_has(
+        &text_at(&dom, "upstream-rtt", "</span>"),
+        "ms (the prober's PING)",
+    );
     assert!(
         dom.contains("<polyline"),
         "the sparklines have lines:\n{dom}"
