@@ -38,6 +38,15 @@ const WORKERS: usize = 8;
 /// Sentinel's `down-after-milliseconds`.
 const DOWN_AFTER_MS: u64 = 1000;
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A write the old primary answered at most this long before it was
+/// killed (and until the kill returned) may be missing from the new one:
+/// Redis replicates asynchronously, and a write it answered just before
+/// SIGKILL may not have been written to any replica yet (seen here:
+/// writes answered 0.2 ms before the kill, lost). Those are counted
+/// (`lost_in_window`), not failed; any other missing write fails, and so
+/// does any write Redoubt journaled. The chaos suite's `restart-empty`
+/// rounds allow the same.
+const REPLICATION_WINDOW: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Outcome {
@@ -56,8 +65,16 @@ struct Ledger {
     pushes: HashMap<(usize, u64), Outcome>,
     /// When each SET and LPUSH was answered, for a failure's report.
     answered: HashMap<(usize, u64), Instant>,
+    /// When each acknowledged INCR was answered, per worker.
+    incr_answered: HashMap<usize, Vec<Instant>>,
     /// When the fault was dealt.
     fault_at: Option<Instant>,
+    /// For a kill: writes Redis itself answered from this long before the
+    /// fault until the kill returned may be missing from the new primary
+    /// ([`REPLICATION_WINDOW`]).
+    window: Option<(Instant, Instant)>,
+    /// Writes in that window that the new primary lacks.
+    lost_in_window: usize,
     violations: Vec<String>,
     /// Writes acknowledged while Redoubt said Redis was not Up.
     acked: u64,
@@ -160,16 +177,20 @@ policy = "durable"
     }
 
     /// Up, the journal drained, and the primary the one on `port`.
-    fn wait_up_on(&self, port: u16) {
-        let want = format!("127.0.0.1:{port}");
+    /// Up, the journal drained, and the primary the one the Sentinels
+    /// name (which may change meanwhile: on a busy machine Sentinel now and
+    /// then fails over a new primary again); returns its port.
+    fn wait_up(&self, set: &SentinelSet) -> u16 {
         let start = Instant::now();
         loop {
+            let port = set.primary_port();
+            let want = format!("127.0.0.1:{port}");
             let s = self.status();
             if s["state"] == "up"
                 && s["journal"]["pending_commands"].as_u64() == Some(0)
                 && s["sentinel"]["primary"] == want.as_str()
             {
-                return;
+                return port;
             }
             assert!(
                 start.elapsed() < FAILOVER_TIMEOUT,
@@ -326,6 +347,9 @@ fn worker(
                 l.answered.insert((w, n), answered);
             }
             1 => {
+                if outcome == Outcome::Acked {
+                    l.incr_answered.entry(w).or_default().push(answered);
+                }
                 let e = l.incrs.entry(w).or_default();
                 match outcome {
                     Outcome::Acked => e.0 += 1,
@@ -341,14 +365,22 @@ fn worker(
     }
 }
 
-/// The chaos suite's promises, against the primary on `port`.
-fn check(ledger: &Ledger, port: u16, round: u64) -> Vec<String> {
+/// The chaos suite's promises, against the primary on `port`. Returns
+/// the problems; counts in `lost_in_window` the writes the old primary
+/// answered just before it was killed that the new one lacks.
+fn check(ledger: &mut Ledger, port: u16, round: u64) -> Vec<String> {
     let mut bad = ledger.violations.clone();
+    let window = ledger.window;
+    let in_window = |at: Option<&Instant>| matches!((at, window), (Some(a), Some((from, to))) if *a >= from && *a <= to);
+    let mut lost_in_window = 0;
     let get = |args: &[&str]| query(port, args).unwrap_or_default();
     for ((w, n), o) in &ledger.sets {
         let v = get(&["GET", &format!("ack:{w}:{n}")]);
         let there = v.first().is_some_and(|x| !x.is_empty());
         match o {
+            Outcome::Acked if !there && in_window(ledger.answered.get(&(*w, *n))) => {
+                lost_in_window += 1
+            }
             Outcome::Acked if v.first().map(String::as_str) != Some(&format!("v{n}")) => {
                 bad.push(format!(
                     "ack:{w}:{n} acknowledged, redis has {v:?}{}",
@@ -366,9 +398,13 @@ fn check(ledger: &Ledger, port: u16, round: u64) -> Vec<String> {
             .first()
             .and_then(|x| x.parse().ok())
             .unwrap_or(0);
-        if v < *acked || v > acked + uncertain {
+        let may_be_lost = ledger.incr_answered.get(w).map_or(0, |t| {
+            t.iter().filter(|a| in_window(Some(a))).count() as u64
+        });
+        lost_in_window += acked.saturating_sub(v).min(may_be_lost) as usize;
+        if v < acked.saturating_sub(may_be_lost) || v > acked + uncertain {
             bad.push(format!(
-                "ctr:{round}:{w} is {v}: {acked} INCRs acknowledged, {uncertain} uncertain"
+                "ctr:{round}:{w} is {v}: {acked} INCRs acknowledged ({may_be_lost} of them by the old primary just before its kill), {uncertain} uncertain"
             ));
         }
     }
@@ -384,6 +420,9 @@ fn check(ledger: &Ledger, port: u16, round: u64) -> Vec<String> {
         let c = lists.get(w).and_then(|m| m.get(n)).copied().unwrap_or(0);
         match o {
             _ if c > 1 => bad.push(format!("q:{w} holds item {n} {c} times")),
+            Outcome::Acked if c == 0 && in_window(ledger.answered.get(&(*w, *n))) => {
+                lost_in_window += 1
+            }
             Outcome::Acked if c == 0 => bad.push(format!(
                 "q:{round}:{w} lost acknowledged item {n}{}",
                 since_fault(ledger, *w, *n)
@@ -394,6 +433,7 @@ fn check(ledger: &Ledger, port: u16, round: u64) -> Vec<String> {
             _ => {}
         }
     }
+    ledger.lost_in_window = lost_in_window;
     bad
 }
 
@@ -414,11 +454,11 @@ fn round(
     r: &Redoubt,
     n: u64,
     what: &str,
+    kill: bool,
     fault: impl FnOnce(&mut SentinelSet, u16),
 ) -> u64 {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let old = set.primary_port();
-    r.wait_up_on(old);
+    let old = r.wait_up(set);
     let load = Load::start(r.port, ledger.clone(), n, r.admin);
     wait_for("writes before the fault", Duration::from_secs(10), || {
         ledger.lock().unwrap().sets.len() > 100
@@ -429,16 +469,19 @@ fn round(
     let fault_at = Instant::now();
     ledger.lock().unwrap().fault_at = Some(fault_at);
     fault(set, old);
-    let new = set.wait_failover_from(old, FAILOVER_TIMEOUT);
-    r.wait_up_on(new);
+    if kill {
+        ledger.lock().unwrap().window = Some((fault_at - REPLICATION_WINDOW, Instant::now()));
+    }
+    set.wait_failover_from(old, FAILOVER_TIMEOUT);
+    r.wait_up(set);
     let after = ledger.lock().unwrap().sets.len();
     wait_for("writes after the failover", Duration::from_secs(10), || {
         ledger.lock().unwrap().sets.len() > after + 100
     });
     load.stop();
-    r.wait_up_on(new);
-    let l = ledger.lock().unwrap();
-    let bad = check(&l, new, n);
+    let new = r.wait_up(set);
+    let mut l = ledger.lock().unwrap();
+    let bad = check(&mut l, new, n);
     assert!(
         bad.is_empty(),
         "{what}: {} problems, first: {:?}\nredoubt log:\n{}",
@@ -451,20 +494,21 @@ fn round(
         .as_array()
         .cloned()
         .unwrap_or_default();
+    let first = failovers.get(failovers_before).cloned().unwrap_or_default();
     let last = failovers.last().cloned().unwrap_or_default();
     assert!(
-        failovers.len() > failovers_before
-            && last["from"] == format!("127.0.0.1:{old}").as_str()
+        first["from"] == format!("127.0.0.1:{old}").as_str()
             && last["to"] == format!("127.0.0.1:{new}").as_str(),
         "{what}: /status names no failover from {old} to {new}: {}",
         s["sentinel"]
     );
     eprintln!(
-        "{what}: {old} -> {new} in {} ms as Redoubt saw it; {} sets, {} acknowledged while not up, slowest reply {:?}",
+        "{what}: {old} -> {new} in {} ms as Redoubt saw it; {} sets, {} acknowledged while not up, slowest reply {:?}, lost_in_window={}",
         last["duration_ms"],
         l.sets.len(),
         l.acked,
-        l.slowest
+        l.slowest,
+        l.lost_in_window
     );
     l.acked
 }
@@ -472,10 +516,10 @@ fn round(
 #[test]
 fn writes_through_redoubt_survive_sentinel_failovers() {
     let mut set = SentinelSet::start(DOWN_AFTER_MS);
+    let _logs = SentinelLogs(set.sentinels.iter().map(|s| s.log_path()).collect());
     let dir = tempfile::tempdir().unwrap();
     let r = Redoubt::start(dir.path(), &set.url());
-    let first = set.primary_port();
-    r.wait_up_on(first);
+    r.wait_up(&set);
     // The replication link's face is what the Sentinels see of Redoubt: a
     // replica that is never promoted and that they do not announce.
     let replicas = set.sentinels[0].cmd(&["SENTINEL", "replicas", MASTER]);
@@ -487,14 +531,14 @@ fn writes_through_redoubt_survive_sentinel_failovers() {
     assert_eq!(ports.len(), 2, "only the two real replicas: {replicas:?}");
 
     // 1. kill -9 of the primary: Redoubt journals meanwhile.
-    let acked = round(&mut set, &r, 1, "kill -9", |set, old| {
+    let acked = round(&mut set, &r, 1, "kill -9", true, |set, old| {
         set.server_mut(old).kill();
     });
     assert!(acked > 0, "no write was acknowledged during the failover");
 
     // 2. graceful failover: the old primary answers until it turns
     //    replica.
-    round(&mut set, &r, 2, "SENTINEL FAILOVER", |set, _| {
+    round(&mut set, &r, 2, "SENTINEL FAILOVER", false, |set, _| {
         failover(set, 0)
     });
 
@@ -520,6 +564,7 @@ fn writes_through_redoubt_survive_sentinel_failovers() {
         &r,
         3,
         "failover with a sentinel down",
+        false,
         |set, _| failover(set, 1),
     );
 
@@ -531,7 +576,11 @@ fn writes_through_redoubt_survive_sentinel_failovers() {
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
             .unwrap_or(-1.0)
     };
-    assert_eq!(value("redoubt_sentinel_failovers_total"), 3.0, "{metrics}");
+    // Three made here; Sentinel may have added one of its own (above).
+    assert!(
+        value("redoubt_sentinel_failovers_total") >= 3.0,
+        "{metrics}"
+    );
     assert_eq!(
         value("redoubt_sentinels_reached"),
         2.0,
@@ -619,6 +668,26 @@ fn page_dom(admin: u16, dir: &Path) -> Option<String> {
         "the page did not load:\n{dom}"
     );
     Some(dom)
+}
+
+/// On a failure, what each Sentinel saw (its events, with times).
+struct SentinelLogs(Vec<PathBuf>);
+
+impl Drop for SentinelLogs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for p in &self.0 {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "--- {} ---\n{}",
+                p.display(),
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+    }
 }
 
 /// `SENTINEL FAILOVER` on Sentinel `i`, asked again while it has no
