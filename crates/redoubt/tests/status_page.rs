@@ -565,3 +565,66 @@ fn without_local_keyspaces_the_page_says_commands_are_refused_while_redis_is_dow
     assert_eq!(text_at(&dom, "journal-depth", "</span>"), "none");
     assert_has(&text_at(&dom, "incidents", "</table>"), "ongoing");
 }
+
+/// Recovering with the replay under way, and a remediation attempt in the
+/// incident: Redis (stopped, then continued) comes back with its data but
+/// refuses writes (`min-replicas-to-write` with no replica), so the replay
+/// pauses with two records left, then goes on once Redis takes writes.
+#[test]
+fn the_page_shows_a_replay_paused_and_the_remediation_tried() {
+    let Some(browser) = chromium() else { return };
+    let redis = RedisServer::new();
+    let r = serve(
+        Some(&redis.url()),
+        "[replica]\nmode = \"off\"\n[[keyspace]]\npattern = \"d:*\"\npolicy = \"durable\"\n[remediation]\non_down = [\"true\"]\nafter_ms = 100\nmax_attempts = 1\n",
+        &[],
+    );
+    let shots = shots_dir(&r, "replay-paused");
+    let url = format!("http://127.0.0.1:{}/", r.admin);
+    wait_for("Redis up through Redoubt", PATIENCE, || {
+        state(r.admin) == "up"
+    });
+    redis.pause();
+    wait_for("Redoubt to see Redis down", PATIENCE, || {
+        state(r.admin) == "down"
+    });
+    assert_eq!(send_command(r.port, &["SET", "d:1", "x"]), "+OK");
+    assert_eq!(send_command(r.port, &["SET", "d:2", "y"]), "+OK");
+    wait_for("the remediation attempt", PATIENCE, || {
+        json(r.admin, "/incidents")["open"]["remediation"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    // Back with its data, refusing every write (NOREPLICAS): the setting
+    // is sent while Redis is stopped, so it runs as soon as Redis goes
+    // on, before Redoubt's prober has seen two good probes.
+    let mut setting = TcpStream::connect(redis.addr()).unwrap();
+    let args = ["CONFIG", "SET", "min-replicas-to-write", "1"];
+    let mut raw = format!("*{}\r\n", args.len());
+    for a in args {
+        raw.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    setting.write_all(raw.as_bytes()).unwrap();
+    redis.resume();
+    wait_for("the replay paused", PATIENCE, || {
+        let s = json(r.admin, "/status");
+        s["state"] == "recovering" && s["journal"]["replay"]["paused"].is_string()
+    });
+    let dom = open_page(browser, &shots, "1-replay-paused", &url);
+    assert_eq!(
+        text_at(&dom, "state", "</h1>"),
+        "Recovering — replay paused"
+    );
+    let detail = text_at(&dom, "replay-detail", "</div>");
+    assert_has(&detail, "2 left");
+    assert_has(&detail, "NOREPLICAS");
+    let incidents = text_at(&dom, "incidents", "</table>");
+    assert_has(&incidents, "remediation");
+
+    redis.cmd(&["CONFIG", "SET", "min-replicas-to-write", "0"]);
+    wait_for("Up with the journal drained", PATIENCE, || {
+        let s = json(r.admin, "/status");
+        s["state"] == "up" && s["journal"]["pending_commands"] == 0
+    });
+    assert_eq!(redis.cmd(&["GET", "d:2"]), "y");
+}
