@@ -426,3 +426,49 @@ fn an_https_webhook_gets_the_events_with_its_certificate_checked() {
     assert_eq!(first["event"], "state_changed", "{first}");
     assert_eq!(first["to"], "down", "{first}");
 }
+
+#[test]
+fn a_failing_remediation_is_retried_up_to_max_attempts_and_again_after_the_next_up() {
+    let mut redis = RedisServer::new();
+    let r = serve(
+        &redis.url(),
+        "[remediation]\non_down = [\"/bin/sh\", \"-c\", \"echo not today; exit 3\"]\nafter_ms = 100\nbackoff_ms = 150\nmax_attempts = 3\n",
+    );
+    wait_for("redoubt to be ready", Duration::from_secs(10), || {
+        ready(r.admin)
+    });
+    let attempts = |r: &Running| -> Vec<Value> {
+        let inc = get_json(r.admin, "/incidents");
+        inc["open"]["remediation"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    redis.kill();
+    wait_for("three attempts", Duration::from_secs(15), || {
+        attempts(&r).len() >= 3
+    });
+    // No fourth: three backoffs more and the count stands.
+    std::thread::sleep(Duration::from_millis(3 * 150 + 200));
+    let tried = attempts(&r);
+    assert_eq!(tried.len(), 3, "{tried:?}");
+    for (i, a) in tried.iter().enumerate() {
+        assert_eq!(a["attempt"], i as u64 + 1, "{a}");
+        assert_eq!(a["max_attempts"], 3, "{a}");
+        assert_eq!(a["outcome"], "failed", "{a}");
+        assert_eq!(a["exit_code"], 3, "{a}");
+        assert!(
+            a["output"].as_str().unwrap_or("").contains("not today"),
+            "{a}"
+        );
+    }
+    // Up again resets the count: the next outage is tried from 1.
+    redis.start_again();
+    wait_for("redoubt up again", Duration::from_secs(10), || {
+        ready(r.admin)
+    });
+    redis.kill();
+    wait_for("a new first attempt", Duration::from_secs(15), || {
+        attempts(&r).first().is_some_and(|a| a["attempt"] == 1)
+    });
+}
