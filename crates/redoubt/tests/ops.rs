@@ -16,6 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
 /// A running Redoubt, killed and reaped on drop.
 struct Running {
     child: Child,
+    port: u16,
     admin: u16,
     _data: tempfile::TempDir,
 }
@@ -52,11 +53,15 @@ fn serve(upstream: &str, toml: &str) -> Running {
         .unwrap();
     let r = Running {
         child,
+        port,
         admin,
         _data: data,
     };
     wait_for("admin to listen", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    wait_for("redoubt to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     r
 }
@@ -471,4 +476,52 @@ fn a_failing_remediation_is_retried_up_to_max_attempts_and_again_after_the_next_
     wait_for("a new first attempt", Duration::from_secs(15), || {
         attempts(&r).first().is_some_and(|a| a["attempt"] == 1)
     });
+}
+
+#[test]
+fn a_webhook_that_never_answers_holds_up_no_client() {
+    // Accepts every connection and never answers: each delivery waits
+    // out its whole timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let mut redis = RedisServer::new();
+    let r = serve(
+        &redis.url(),
+        &format!("[[alert]]\nurl = \"{url}\"\ntimeout_ms = 60000\n[[keyspace]]\npattern = \"d:*\"\npolicy = \"durable\"\n"),
+    );
+    wait_for("redoubt to be ready", Duration::from_secs(10), || {
+        ready(r.admin)
+    });
+    // State changes queue events behind the stuck delivery.
+    for _ in 0..2 {
+        redis.kill();
+        wait_for("down", Duration::from_secs(10), || !ready_up(r.admin));
+        let started = Instant::now();
+        assert_eq!(
+            test_support::send_command(r.port, &["SET", "d:k", "v"]),
+            "+OK"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a journaled write waited"
+        );
+        redis.start_again();
+        wait_for("up", Duration::from_secs(10), || ready_up(r.admin));
+        let started = Instant::now();
+        assert_eq!(test_support::send_command(r.port, &["GET", "d:k"]), "$1");
+        assert!(started.elapsed() < Duration::from_secs(2), "a read waited");
+    }
+    let (code, _) = test_support::http("GET", r.admin, "/status");
+    assert_eq!(code, 200);
+}
+
+/// `/status` says Up.
+fn ready_up(admin: u16) -> bool {
+    get_json(admin, "/status")["state"] == "up"
 }

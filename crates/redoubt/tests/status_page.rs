@@ -303,6 +303,8 @@ fn the_page_follows_redis_up_down_recovering_and_up_again() {
         text_at(&dom, "state", "</h1>"),
         "Redis is up — every command goes to Redis"
     );
+    // The banner's colour says the state too (green, red, blue).
+    assert!(dom.contains("class=\"banner up\""), "{dom}");
     assert_eq!(
         text_at(&dom, "journal-depth", "</span>"),
         "0",
@@ -344,6 +346,7 @@ fn the_page_follows_redis_up_down_recovering_and_up_again() {
         text_at(&dom, "state", "</h1>"),
         "Redis is down — serving 1 keyspace locally"
     );
+    assert!(dom.contains("class=\"banner down\""), "{dom}");
     assert_has(
         &text_at(&dom, "state-detail", "</p>"),
         "Local: 1 keyspace (d:* durable); other keys are refused.",
@@ -372,6 +375,7 @@ fn the_page_follows_redis_up_down_recovering_and_up_again() {
     wait_for("Recovering", PATIENCE, || state(r.admin) == "recovering");
     let dom = open_page(browser, &shots, "3-recovering", &url);
     assert_has(&text_at(&dom, "state", "</h1>"), "Recovering — ");
+    assert!(dom.contains("class=\"banner recovering\""), "{dom}");
     assert_eq!(text_at(&dom, "journal-depth", "</span>"), "1");
     assert_has(&text_at(&dom, "replay-detail", "</div>"), "1 left");
     assert!(dom.contains("class=\"incident open\""));
