@@ -373,7 +373,8 @@ pub struct RemediationSection {
     pub after_ms: u64,
     /// Attempts per outage (reset when Redis is Up again).
     pub max_attempts: u32,
-    /// Wait between attempts while Redis stays Down.
+    /// Before the second attempt; each next waits twice as long (64× at
+    /// most).
     pub backoff_ms: u64,
 }
 

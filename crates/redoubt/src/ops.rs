@@ -415,10 +415,13 @@ pub fn spawn_remediation(
                 attempts = 0;
             }
             if state == State::Down && failures > 0 && attempts < cfg.max_attempts {
+                // The first after after_ms, then backoff_ms doubling each
+                // time (at most 64×): a Redis that a restart does not bring
+                // back is not restarted in a tight loop.
                 let wait = if attempts == 0 {
                     cfg.after_ms
                 } else {
-                    cfg.backoff_ms
+                    cfg.backoff_ms.saturating_mul(1 << (attempts - 1).min(6))
                 };
                 if stays_down(&mut rx, Duration::from_millis(wait)).await {
                     attempts += 1;

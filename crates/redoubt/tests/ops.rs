@@ -453,8 +453,8 @@ fn a_failing_remediation_is_retried_up_to_max_attempts_and_again_after_the_next_
     wait_for("three attempts", Duration::from_secs(15), || {
         attempts(&r).len() >= 3
     });
-    // No fourth: three backoffs more and the count stands.
-    std::thread::sleep(Duration::from_millis(3 * 150 + 200));
+    // No fourth: one would come 600 ms after the third (the wait doubles).
+    std::thread::sleep(Duration::from_millis(600 + 300));
     let tried = attempts(&r);
     assert_eq!(tried.len(), 3, "{tried:?}");
     for (i, a) in tried.iter().enumerate() {
@@ -467,6 +467,24 @@ fn a_failing_remediation_is_retried_up_to_max_attempts_and_again_after_the_next_
             "{a}"
         );
     }
+    // The wait doubles: 150 ms before the second, 300 ms before the third.
+    let ms_of_day = |a: &Value| -> u64 {
+        let t = a["at"].as_str().unwrap_or("");
+        let time = t.split('T').nth(1).unwrap_or("").trim_end_matches('Z');
+        let mut parts = time.split(':');
+        let h: u64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        let m: u64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        let s: f64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+        (h * 3600 + m * 60) * 1000 + (s * 1000.0) as u64
+    };
+    let gaps: Vec<u64> = tried
+        .windows(2)
+        .map(|w| ms_of_day(&w[1]).saturating_sub(ms_of_day(&w[0])))
+        .collect();
+    assert!(
+        gaps[0] >= 150 && gaps[1] >= 300,
+        "gaps {gaps:?} ms: {tried:?}"
+    );
     // Up again resets the count: the next outage is tried from 1.
     redis.start_again();
     wait_for("redoubt up again", Duration::from_secs(10), || {
