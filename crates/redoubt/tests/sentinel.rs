@@ -480,6 +480,22 @@ fn round(
     });
     load.stop();
     let new = r.wait_up(set);
+    // The replica of the durable keyspaces re-attached to the new primary:
+    // it streams that primary's history (its replication ID).
+    let replid = query(new, &["INFO", "replication"])
+        .unwrap_or_default()
+        .concat()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("master_replid:").map(str::to_string))
+        .unwrap_or_default();
+    wait_for(
+        "the replica streaming from the new primary",
+        FAILOVER_TIMEOUT,
+        || {
+            let rep = &r.status()["journal"]["replica"];
+            rep["state"] == "streaming" && rep["replid"] == replid.as_str()
+        },
+    );
     let mut l = ledger.lock().unwrap();
     let bad = check(&mut l, new, n);
     assert!(
