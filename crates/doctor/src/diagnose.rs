@@ -118,6 +118,9 @@ pub struct DoctorOptions {
     /// Password used when the URL carries none (`redis-cli`'s
     /// `REDISCLI_AUTH`).
     pub password: Option<String>,
+    /// For a `redis+sentinel://` URL: the Sentinels' own credentials
+    /// (`[sentinel]`).
+    pub sentinel_auth: Option<upstream::Credentials>,
 }
 
 /// Why an ignore pattern is refused: it mutes no check or connection
@@ -167,6 +170,7 @@ impl Default for DoctorOptions {
             tls: None,
             ignore: Vec::new(),
             password: None,
+            sentinel_auth: None,
         }
     }
 }
@@ -194,7 +198,7 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
         skipped: Vec::new(),
         elapsed_ms: 0,
     };
-    let target = match sentinel_primary(url)
+    let target = match sentinel_primary(url, opts.sentinel_auth.clone())
         .await
         .unwrap_or_else(|| Target::parse(url))
     {
@@ -775,8 +779,13 @@ fn redact_unparsed(url: &str) -> String {
 
 /// For a `redis+sentinel://` URL, the primary the Sentinels name now (the
 /// diagnosis is of it); `None` for any other URL.
-async fn sentinel_primary(url: &str) -> Option<Result<Target, UrlError>> {
-    let u = upstream::UpstreamUrl::parse(url).ok()?;
+async fn sentinel_primary(
+    url: &str,
+    auth: Option<upstream::Credentials>,
+) -> Option<Result<Target, UrlError>> {
+    let u = upstream::UpstreamUrl::parse(url)
+        .ok()?
+        .with_sentinel_auth(auth);
     let s = u.sentinel.clone()?;
     Some(match s.resolve().await {
         Ok(primary) => Target::parse(&format!("redis://{primary}")).map(|t| Target {

@@ -59,6 +59,7 @@ pub fn doctor(
         password: std::env::var("REDISCLI_AUTH")
             .ok()
             .filter(|p| !p.is_empty()),
+        sentinel_auth: crate::config::sentinel_auth(&loaded.config),
         ..Default::default()
     };
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -375,6 +375,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let metrics_incidents = incidents.clone();
     let diagnosis = spawn_diagnosis_on_state_change(
         cfg.upstream.clone(),
+        config::sentinel_auth(&cfg),
         tls_client,
         health.clone(),
         incidents.clone(),
@@ -620,6 +621,7 @@ type Diagnosis = Arc<std::sync::Mutex<Option<serde_json::Value>>>;
 /// checks once it answers. `/status` shows the latest.
 fn spawn_diagnosis_on_state_change(
     url: String,
+    sentinel_auth: Option<upstream::Credentials>,
     tls: Option<tls::TlsClient>,
     health: upstream::HealthHandle,
     incidents: Arc<proxy::incident::IncidentLog>,
@@ -650,6 +652,7 @@ fn spawn_diagnosis_on_state_change(
                 total_timeout: Duration::from_secs(5),
                 baseline: baseline.clone(),
                 tls: tls.clone(),
+                sentinel_auth: sentinel_auth.clone(),
                 ..doctor::DoctorOptions::default()
             };
             let report = doctor::diagnose(&url, &opts).await;

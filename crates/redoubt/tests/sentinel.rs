@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use test_support::sentinel::{query, SentinelSet, MASTER};
+use test_support::sentinel::{query, SentinelSet, MASTER, SENTINEL_PASSWORD};
 use test_support::{free_port, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
@@ -102,6 +102,9 @@ data_dir = "{data}"
 
 [admin]
 listen = "127.0.0.1:{admin}"
+
+[sentinel]
+password = "{SENTINEL_PASSWORD}"
 
 [health]
 interval_ms = 50
@@ -536,6 +539,33 @@ fn writes_through_redoubt_survive_sentinel_failovers() {
     let dir = tempfile::tempdir().unwrap();
     let r = Redoubt::start(dir.path(), &set.url());
     r.wait_up(&set);
+    // The doctor finds the primary through the Sentinels too, logging in
+    // to them with [sentinel] from the config; without it they refuse.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let doctor = |config: Option<&Path>| {
+        let mut c = Command::new(BIN);
+        c.args(["doctor", &set.url()]);
+        if let Some(f) = config {
+            c.arg("--config").arg(f);
+        }
+        // Not in Redoubt's dir: its redoubt.toml would be read.
+        c.env_remove("REDOUBT_UPSTREAM")
+            .current_dir(elsewhere.path());
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (code, out) = doctor(None);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("NOAUTH") || out.contains("Authentication required"),
+        "{out}"
+    );
+    let (code, out) = doctor(Some(&dir.path().join("redoubt.toml")));
+    assert_ne!(code, Some(3), "{out}");
+    assert!(out.contains("(primary of redis+sentinel://"), "{out}");
     // The replication link's face is what the Sentinels see of Redoubt: a
     // replica that is never promoted and that they do not announce.
     let replicas = set.sentinels[0].cmd(&["SENTINEL", "replicas", MASTER]);

@@ -13,6 +13,9 @@ use crate::{free_port, wait_for, RedisServer};
 
 /// The master's name in the Sentinels' configuration.
 pub const MASTER: &str = "mymaster";
+/// The Sentinels' own password (`requirepass`, and `sentinel sentinel-pass`
+/// for talking to each other): clients must log in to them.
+pub const SENTINEL_PASSWORD: &str = "sentinel-secret";
 
 /// One `redis-server --sentinel`.
 pub struct SentinelProc {
@@ -35,6 +38,7 @@ impl SentinelProc {
             &conf,
             format!(
                 "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile sentinel.log\n\
+                 requirepass {SENTINEL_PASSWORD}\nsentinel sentinel-pass {SENTINEL_PASSWORD}\n\
                  sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n\
                  sentinel down-after-milliseconds {MASTER} {down_after_ms}\n\
                  sentinel failover-timeout {MASTER} 10000\n\
@@ -57,7 +61,7 @@ impl SentinelProc {
         wait_for(
             &format!("sentinel on port {port}"),
             Duration::from_secs(10),
-            || query(port, &["PING"]).is_ok_and(|r| r == ["PONG"]),
+            || query_as(port, Some(SENTINEL_PASSWORD), &["PING"]).is_ok_and(|r| r == ["PONG"]),
         );
         s
     }
@@ -80,10 +84,11 @@ impl SentinelProc {
         }
     }
 
-    /// Runs a command against this Sentinel: the reply flattened (arrays
-    /// opened, nil as an empty string); empty when it does not answer.
+    /// Runs a command against this Sentinel, logged in: the reply
+    /// flattened (arrays opened, nil as an empty string); empty when it
+    /// does not answer.
     pub fn cmd(&self, args: &[&str]) -> Vec<String> {
-        query(self.port, args).unwrap_or_default()
+        query_as(self.port, Some(SENTINEL_PASSWORD), args).unwrap_or_default()
     }
 
     /// Whether it runs.
@@ -226,14 +231,29 @@ fn field(reply: &[String], name: &str) -> Option<String> {
 
 /// One command on a new connection; the reply flattened.
 pub fn query(port: u16, args: &[&str]) -> std::io::Result<Vec<String>> {
+    query_as(port, None, args)
+}
+
+/// [`query`], after `AUTH password` when given (its reply dropped).
+pub fn query_as(port: u16, password: Option<&str>, args: &[&str]) -> std::io::Result<Vec<String>> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut out = format!("*{}\r\n", args.len());
-    for a in args {
-        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    let mut out = String::new();
+    let mut encode = |args: &[&str]| {
+        out.push_str(&format!("*{}\r\n", args.len()));
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+    };
+    if let Some(p) = password {
+        encode(&["AUTH", p]);
     }
+    encode(args);
     s.write_all(out.as_bytes())?;
     let mut r = BufReader::new(s);
+    if password.is_some() {
+        read_reply(&mut r, &mut Vec::new())?;
+    }
     let mut flat = Vec::new();
     read_reply(&mut r, &mut flat)?;
     Ok(flat)
