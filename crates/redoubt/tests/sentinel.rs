@@ -583,10 +583,48 @@ fn writes_through_redoubt_survive_sentinel_failovers() {
     assert!(acked > 0, "no write was acknowledged during the failover");
 
     // 2. graceful failover: the old primary answers until it turns
-    //    replica.
+    //    replica. A subscriber through Redoubt follows to the new one.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", r.port)).unwrap();
+    let mut sub_conn = client.get_connection().unwrap();
+    let mut sub = sub_conn.as_pubsub();
+    sub.subscribe("news").unwrap();
+    sub.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     round(&mut set, &r, 2, "SENTINEL FAILOVER", false, |set, _| {
         failover(set, 0)
     });
+    let primary = set.primary_port();
+    // Redoubt's subscription is on the new primary (the Sentinels' own
+    // are named sentinel-…) within 5 s: Sentinel turns the old primary into
+    // a replica, which drops its subscribers, only about 10 s after the
+    // failover (its INFO period), so a subscription that did not follow
+    // the move would still be there.
+    wait_for(
+        "the subscription on the new primary",
+        Duration::from_secs(5),
+        || {
+            query(primary, &["CLIENT", "LIST"])
+                .unwrap_or_default()
+                .concat()
+                .lines()
+                .any(|l| l.contains(" sub=1 ") && !l.contains("name=sentinel-"))
+        },
+    );
+    let mut heard = None;
+    wait_for(
+        "the subscriber to hear the new primary",
+        FAILOVER_TIMEOUT,
+        || {
+            // Published until heard: the resubscribe takes a moment.
+            let _ = query(primary, &["PUBLISH", "news", "from the new primary"]);
+            if let Ok(m) = sub.get_message() {
+                heard = m.get_payload::<String>().ok();
+            }
+            heard.is_some()
+        },
+    );
+    assert_eq!(heard.as_deref(), Some("from the new primary"));
+    drop(sub);
 
     // 3. one Sentinel gone: still served, and said.
     let gone = set.sentinels[2].port();

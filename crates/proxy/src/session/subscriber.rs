@@ -37,6 +37,9 @@ pub(super) fn is_subscribe(args: &[Bytes]) -> bool {
 struct Up {
     rd: tls::ReadHalf,
     wr: tls::WriteHalf,
+    /// Resolves when Sentinel names another primary: the subscriptions
+    /// move there (on the old one, turned replica, publishes stop).
+    moved: upstream::endpoint::Moved,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -158,6 +161,7 @@ impl Session {
     /// Opens the upstream connection and subscribes to everything; returns
     /// it with the number of confirmations that will come back.
     async fn attach(&mut self, subs: &Subs) -> Option<(Up, usize)> {
+        let moved = self.shared.upstream.url().endpoint().moved();
         let (s, permit) = self.shared.upstream.tunnel(&self.key()).await.ok()?;
         let (rd, mut wr) = s.into_split();
         let mut raw = BytesMut::new();
@@ -180,6 +184,7 @@ impl Session {
             Up {
                 rd,
                 wr,
+                moved,
                 _permit: permit,
             },
             subs.count(),
@@ -295,7 +300,10 @@ impl Session {
 /// none. False when it closed or failed.
 async fn read_up(up: &mut Option<Up>, buf: &mut BytesMut) -> bool {
     match up {
-        Some(u) => matches!(u.rd.read_buf(buf).await, Ok(n) if n > 0),
+        Some(u) => tokio::select! {
+            r = u.rd.read_buf(buf) => matches!(r, Ok(n) if n > 0),
+            _ = u.moved.wait() => false,
+        },
         None => std::future::pending().await,
     }
 }
