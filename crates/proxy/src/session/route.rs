@@ -598,6 +598,7 @@ impl Session {
     }
 
     pub(super) async fn tunnel(&mut self, mut client: tls::Stream, req: Request, rest: BytesMut) {
+        let mut moved = self.shared.upstream.url().endpoint().moved();
         let (mut up, _permit) = match self.shared.upstream.tunnel(&self.key()).await {
             Ok(t) => t,
             Err(e) => {
@@ -616,11 +617,12 @@ impl Session {
         }
         let mut health = self.shared.health.subscribe();
         let mut shutdown = self.shared.shutdown.clone();
-        // Subscribers are disconnected when Redis goes down, so their
-        // client libraries reconnect and resubscribe (DESIGN).
+        // Disconnected when Redis goes down or Sentinel names another
+        // primary, so the client reconnects (to the new one).
         tokio::select! {
             _ = tokio::io::copy_bidirectional(&mut client, &mut up) => {}
             _ = health.wait_for(|h| h.state == State::Down) => {}
+            _ = moved.wait() => {}
             _ = shutdown.wait_for(|s| *s) => {}
         }
     }
