@@ -345,6 +345,11 @@ impl Replica {
     /// Ends the window in which the copy from before a restore answers,
     /// once the stream reached `offset` (or a resync replaced everything).
     fn caught_up(&self, offset: Option<u64>) {
+        // Called for every command of the stream: a read lock answers the
+        // usual case (no restore window open) without excluding lookups.
+        if self.behind.read().is_ok_and(|b| b.is_none()) {
+            return;
+        }
         if let Ok(mut b) = self.behind.write() {
             if b.as_ref()
                 .is_some_and(|b| offset.is_none_or(|o| o >= b.until))

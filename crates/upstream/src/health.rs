@@ -731,7 +731,7 @@ impl Prober {
 }
 
 /// Now, in Unix ms.
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use resp::{parse_frame, Frame, Limits};
@@ -328,7 +328,7 @@ impl Sentinel {
             tracing::warn!(master = %self.spec.master, %why, "sentinel: failover begins; durable keyspaces are served locally until the new primary answers");
             st.failover = Some(FailoverInProgress {
                 from: self.primary(),
-                since_unix_ms: unix_ms(),
+                since_unix_ms: crate::health::unix_ms().max(0) as u64,
                 why,
             });
         }
@@ -345,7 +345,7 @@ impl Sentinel {
             let Some(f) = st.failover.take() else {
                 return;
             };
-            let now = unix_ms();
+            let now = crate::health::unix_ms().max(0) as u64;
             let done = Failover {
                 from: f.from,
                 to: to.to_string(),
@@ -796,13 +796,6 @@ pub(crate) fn join_host_port(host: &str, port: &str) -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -215,15 +215,18 @@ fn parse_sentinel(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
     if master.is_empty() {
         return Err(invalid("the master's name is empty"));
     }
-    let mut sentinels = Vec::new();
-    for h in hosts.split(',').filter(|h| !h.is_empty()) {
-        let (host, port) = host_port(h, DEFAULT_SENTINEL_PORT).map_err(|w| invalid(&w))?;
-        sentinels.push(crate::sentinel::join_host_port(&host, &port.to_string()));
-    }
-    let Some(first) = sentinels.first() else {
+    let named = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| host_port(h, DEFAULT_SENTINEL_PORT).map_err(|w| invalid(&w)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some((host, port)) = named.first().cloned() else {
         return Err(invalid("no sentinel is named"));
     };
-    let (host, port) = host_port(first, DEFAULT_SENTINEL_PORT).map_err(|w| invalid(&w))?;
+    let sentinels = named
+        .iter()
+        .map(|(h, p)| crate::sentinel::join_host_port(h, &p.to_string()))
+        .collect();
     let (user, password) = user_password(auth);
     let mut u = UpstreamUrl {
         host,
