@@ -210,32 +210,55 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Where a live key sits in its database's map, deleting it first if
+    /// its TTL has passed: one hash lookup for the common case (a key
+    /// with no TTL or one still ahead), where a lookup was once repeated
+    /// by every layer above.
+    fn live_index(&mut self, key: &[u8]) -> Option<usize> {
+        let now = self.now;
+        let i = self.inner.dbs[self.db].map.get_index_of(key)?;
+        match self.inner.dbs[self.db].map[i].expire_at {
+            Some(t) if t <= now => {
+                self.expire_if_needed(key);
+                None
+            }
+            _ => Some(i),
+        }
+    }
+
     /// The live value of a key, updating its access statistics.
     pub fn lookup(&mut self, key: &[u8]) -> Option<&Value> {
-        self.expire_if_needed(key);
+        let i = self.live_index(key)?;
+        Some(self.accessed(i))
+    }
+
+    fn accessed(&mut self, i: usize) -> &Value {
         let now = self.now;
         let log_factor = self.inner.config.lfu_log_factor;
         let decay = self.inner.config.lfu_decay_time;
-        let e = self.inner.dbs[self.db].map.get_mut(key)?;
+        let e = &mut self.inner.dbs[self.db].map[i];
         crate::eviction::record_access(e, now, log_factor, decay);
-        Some(&e.value)
+        &e.value
     }
 
     /// The live entry of a key without touching access statistics.
     pub fn peek(&mut self, key: &[u8]) -> Option<&Entry> {
-        self.expire_if_needed(key);
-        self.inner.dbs[self.db].map.get(key)
+        let i = self.live_index(key)?;
+        Some(&self.inner.dbs[self.db].map[i])
     }
 
     /// Lookup that counts keyspace hits and misses (read commands).
     pub fn lookup_read(&mut self, key: &[u8]) -> Option<&Value> {
-        let hit = self.peek(key).is_some();
-        if hit {
-            self.inner.stats.keyspace_hits += 1;
-        } else {
-            self.inner.stats.keyspace_misses += 1;
+        match self.live_index(key) {
+            Some(i) => {
+                self.inner.stats.keyspace_hits += 1;
+                Some(self.accessed(i))
+            }
+            None => {
+                self.inner.stats.keyspace_misses += 1;
+                None
+            }
         }
-        self.lookup(key)
     }
 
     pub fn get_str(&mut self, key: &[u8]) -> Result<Option<Bytes>, Frame> {
@@ -273,12 +296,13 @@ impl<'a> Ctx<'a> {
     /// Stores a value, replacing any old one. The TTL is cleared unless
     /// `keep_ttl`.
     pub fn set_value(&mut self, key: &Bytes, value: Value, keep_ttl: bool) {
-        self.expire_if_needed(key);
+        let live = self.live_index(key);
         let now = self.now;
         let db = &mut self.inner.dbs[self.db];
         let mut was_stream = false;
-        match db.map.get_mut(&key[..]) {
-            Some(e) => {
+        match live {
+            Some(i) => {
+                let e = &mut db.map[i];
                 was_stream = matches!(&*e.value, Value::Stream(_));
                 e.value = Arc::new(value);
                 e.access = now;

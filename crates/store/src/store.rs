@@ -674,7 +674,8 @@ impl Store {
     /// Executes one client command for `session`. Blocking commands wait
     /// here (tokio time) until served, timed out or unblocked; nothing else
     /// awaits, and the lock is never held across an await.
-    pub async fn execute(&self, session: &mut Session, mut args: Vec<Bytes>) -> Executed {
+    pub async fn execute(&self, session: &mut Session, args: Vec<Bytes>) -> Executed {
+        let mut args = detach(args);
         let mut deadline: Option<tokio::time::Instant> = None;
         // Our place in the wait queues of the keys we block on, kept across
         // wake-ups and left however this call ends.
@@ -1185,4 +1186,34 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+/// Arguments of a write, copied out of the client's read buffer into one
+/// allocation of their own: a stored key or value sliced from the buffer
+/// would keep the whole buffer (16 KiB or more, shared by every request
+/// of one read) alive for as long as the key lives, and scatter the keys a
+/// lookup compares across memory. Big requests are left as they are: the
+/// buffer is then mostly the value itself (Redis does the same above 32
+/// KiB). Reads are never stored, so they are not copied.
+fn detach(args: Vec<Bytes>) -> Vec<Bytes> {
+    const BIG: usize = 32 * 1024;
+    if !resp::lookup(&args).is_some_and(|s| s.is_write()) {
+        return args;
+    }
+    let total: usize = args.iter().map(Bytes::len).sum();
+    if total > BIG {
+        return args;
+    }
+    let mut buf = bytes::BytesMut::with_capacity(total);
+    for a in &args {
+        buf.extend_from_slice(a);
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    args.iter()
+        .map(|a| {
+            let piece = buf.slice(at..at + a.len());
+            at += a.len();
+            piece
+        })
+        .collect()
 }
