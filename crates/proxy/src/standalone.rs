@@ -707,10 +707,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 m.encode(&mut buf);
             }
             local.metrics.local.increment(1);
-            local
-                .metrics
-                .duration
-                .record(started.elapsed().as_secs_f64());
+            local.metrics.duration.record(started.elapsed());
             pending_bytes += buf.len();
             pending.push(Pending {
                 reply: buf.freeze(),

@@ -104,11 +104,6 @@ fn describe_metrics() {
 fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
-            Matcher::Full(proxy::metrics::COMMAND_DURATION.into()),
-            proxy::metrics::DURATION_BUCKETS,
-        )
-        .context("metric buckets")?
-        .set_buckets_for_metric(
             Matcher::Full(upstream::health::PROBE_DURATION.into()),
             proxy::metrics::DURATION_BUCKETS,
         )
@@ -280,7 +275,9 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
                     metrics::gauge!(proxy::metrics::FALLBACK_KEYS).set(keys as f64);
                     metrics::gauge!(proxy::metrics::FALLBACK_MEMORY).set(bytes as f64);
                 }
-                prometheus.render()
+                let mut text = prometheus.render();
+                proxy::metrics::DURATIONS.render(&mut text);
+                text
             }),
             status,
             incidents: Arc::new(|| serde_json::json!({ "open": null, "recent": [] })),
@@ -429,7 +426,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             local_keyspaces: outage.is_some(),
             metrics: Arc::new(move || {
                 metrics_incidents.publish_current();
-                prometheus.render()
+                let mut text = prometheus.render();
+                proxy::metrics::DURATIONS.render(&mut text);
+                text
             }),
             status,
             incidents: Arc::new(move || incidents.to_json()),

@@ -264,25 +264,37 @@ fn find_keyword<B: AsRef<[u8]>>(args: &[B], keyword: &str, start_from: i32) -> O
 /// up (three times on the hot path: gate, router, store), and a binary
 /// search of the whole table cost a sixth of a pipelined `GET`'s CPU.
 struct Index {
-    /// Rows of `COMMANDS` by (name length, first letter): usually one or two.
-    by_shape: std::collections::HashMap<(usize, u8), Vec<u16>>,
+    /// Rows of `COMMANDS` by [`shape`] (name length and first letter):
+    /// usually one or two candidates.
+    by_shape: Vec<Vec<u16>>,
     /// For each row of `COMMANDS`, its subcommands' range in `SUBCOMMANDS`
     /// (empty for the commands that take none: most, whose second argument
     /// is a key, never a subcommand).
     subs: Vec<std::ops::Range<usize>>,
 }
 
+/// Longest command name the index holds (Redis's longest is 20 bytes).
+const MAX_NAME: usize = 31;
+
+/// A name's slot in [`Index::by_shape`]: its length and first letter,
+/// case-insensitively. `None` for names no command has.
+fn shape(name: &[u8]) -> Option<usize> {
+    let first = name.first()?.to_ascii_lowercase();
+    if name.len() > MAX_NAME || !first.is_ascii_lowercase() {
+        return None;
+    }
+    Some(name.len() * 26 + usize::from(first - b'a'))
+}
+
 fn index() -> &'static Index {
     static INDEX: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
     INDEX.get_or_init(|| {
-        let mut by_shape: std::collections::HashMap<(usize, u8), Vec<u16>> =
-            std::collections::HashMap::new();
+        let mut by_shape = vec![Vec::new(); (MAX_NAME + 1) * 26];
         let mut subs = Vec::with_capacity(COMMANDS.len());
         for (i, c) in COMMANDS.iter().enumerate() {
-            by_shape
-                .entry((c.name.len(), c.name.as_bytes()[0]))
-                .or_default()
-                .push(i as u16);
+            if let Some(slot) = shape(c.name.as_bytes()) {
+                by_shape[slot].push(i as u16);
+            }
             let start = SUBCOMMANDS.partition_point(|s| s.name < c.name);
             let len = SUBCOMMANDS[start..]
                 .iter()
@@ -304,18 +316,13 @@ fn index() -> &'static Index {
 /// command is not in the table (modules, newer Redis).
 pub fn lookup<B: AsRef<[u8]>>(args: &[B]) -> Option<&'static CommandSpec> {
     let name = args.first()?.as_ref();
-    let first = name.first()?.to_ascii_lowercase();
     let index = index();
-    let idx = *index
-        .by_shape
-        .get(&(name.len(), first))?
-        .iter()
-        .find(|&&i| {
-            COMMANDS[i as usize]
-                .name
-                .as_bytes()
-                .eq_ignore_ascii_case(name)
-        })? as usize;
+    let idx = *index.by_shape[shape(name)?].iter().find(|&&i| {
+        COMMANDS[i as usize]
+            .name
+            .as_bytes()
+            .eq_ignore_ascii_case(name)
+    })? as usize;
     let top = &COMMANDS[idx];
     let subs = &SUBCOMMANDS[index.subs[idx].clone()];
     if let (Some(sub), false) = (args.get(1), subs.is_empty()) {
@@ -344,6 +351,7 @@ mod tests {
 
     #[test]
     fn every_row_is_found_by_its_name_in_any_case() {
+        assert!(COMMANDS.iter().all(|c| shape(c.name.as_bytes()).is_some()));
         for c in COMMANDS.iter().chain(SUBCOMMANDS.iter()) {
             let upper = c.name.to_ascii_uppercase();
             let args: Vec<&str> = upper.split('|').collect();

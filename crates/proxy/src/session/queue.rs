@@ -228,10 +228,10 @@ impl Session {
             _ => 1,
         };
         self.pending_cmds -= n;
-        let secs = slot.started.elapsed().as_secs_f64();
-        for _ in 0..n {
-            self.shared.metrics.duration.record(secs);
-        }
+        self.shared
+            .metrics
+            .duration
+            .record_n(slot.started.elapsed(), n as u64);
         Some(slot)
     }
 
