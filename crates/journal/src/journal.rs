@@ -42,8 +42,12 @@ const EVERYSEC: Duration = Duration::from_secs(1);
 /// writer after it has finished every append already queued.
 pub struct Journal {
     shared: Arc<Shared>,
+    /// The writer thread's queue (`fsync = always`).
     tx: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
+    /// The writer callers run themselves (`everysec`, `no`); see the
+    /// writer module.
+    inline: Option<Arc<Mutex<Writer>>>,
     syncer: Option<(JoinHandle<()>, Arc<StopFlag>)>,
     snapshot_lock: Mutex<()>,
 }
@@ -200,24 +204,31 @@ impl Journal {
             dirty: AtomicBool::new(false),
         });
 
-        let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(
+        let w = Writer::new(
             shared.clone(),
             file,
             committed.segment,
             committed.offset,
             scan.next_seq,
         );
-        let writer = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(io("starting the journal writer thread"))?;
-        let syncer = if cfg.fsync == Fsync::EverySec {
+        let (tx, writer, inline) = if cfg.fsync == Fsync::Always {
+            let (tx, rx) = mpsc::channel();
+            let h = std::thread::Builder::new()
+                .name("journal-writer".into())
+                .spawn(move || w.run(rx))
+                .map_err(io("starting the journal writer thread"))?;
+            (Some(tx), Some(h), None)
+        } else {
+            (None, None, Some(Arc::new(Mutex::new(w))))
+        };
+        // Under `everysec` and `no`, it also writes what appenders staged
+        // and then stopped waiting for (their futures dropped).
+        let syncer = if let Some(w) = &inline {
             let stop = Arc::new((Mutex::new(false), Condvar::new()));
-            let (s, st) = (shared.clone(), stop.clone());
+            let (s, st, w) = (shared.clone(), stop.clone(), w.clone());
             let h = std::thread::Builder::new()
                 .name("journal-syncer".into())
-                .spawn(move || run_syncer(&s, &st))
+                .spawn(move || run_syncer(&s, &st, &w))
                 .map_err(io("starting the journal syncer thread"))?;
             Some((h, stop))
         } else {
@@ -234,8 +245,9 @@ impl Journal {
         };
         let journal = Journal {
             shared,
-            tx: Some(tx),
-            writer: Some(writer),
+            tx,
+            writer,
+            inline,
             syncer,
             snapshot_lock: Mutex::new(()),
         };
@@ -251,8 +263,10 @@ impl Journal {
     pub fn append(&self, entry: Entry) -> impl Future<Output = Result<Position>> + Send + 'static {
         let (done, rx) = oneshot::channel();
         let sent = self.send(Request::Append { entry, done });
+        let inline = self.inline.clone();
         async move {
             sent?;
+            complete(inline.as_deref());
             rx.await.unwrap_or(Err(JournalError::Closed))
         }
     }
@@ -262,6 +276,7 @@ impl Journal {
     pub fn append_blocking(&self, entry: Entry) -> Result<Position> {
         let (done, rx) = oneshot::channel();
         self.send(Request::Append { entry, done })?;
+        complete(self.inline.as_deref());
         rx.blocking_recv().unwrap_or(Err(JournalError::Closed))
     }
 
@@ -274,8 +289,10 @@ impl Journal {
     pub fn rotate(&self) -> impl Future<Output = Result<u64>> + Send + 'static {
         let (done, rx) = oneshot::channel();
         let sent = self.send(Request::Rotate { done });
+        let inline = self.inline.clone();
         async move {
             sent?;
+            complete(inline.as_deref());
             rx.await.unwrap_or(Err(JournalError::Closed))
         }
     }
@@ -284,10 +301,18 @@ impl Journal {
     pub fn rotate_blocking(&self) -> Result<u64> {
         let (done, rx) = oneshot::channel();
         self.send(Request::Rotate { done })?;
+        complete(self.inline.as_deref());
         rx.blocking_recv().unwrap_or(Err(JournalError::Closed))
     }
 
+    /// Gives `req` its place in the journal's order: queued for the
+    /// writer thread, or staged in the inline writer (answered once
+    /// [`complete`] runs).
     fn send(&self, req: Request) -> Result<()> {
+        if let Some(w) = &self.inline {
+            w.lock().unwrap_or_else(|e| e.into_inner()).stage(req);
+            return Ok(());
+        }
         let tx = self.tx.as_ref().ok_or(JournalError::Closed)?;
         tx.send(req).map_err(|_| JournalError::Closed)
     }
@@ -562,6 +587,7 @@ impl Journal {
             let _ = tx.send(());
         });
         self.send(Request::Barrier { done })?;
+        complete(self.inline.as_deref());
         rx.recv().map_err(|_| JournalError::Closed)
     }
 
@@ -572,17 +598,23 @@ impl Journal {
             let _ = tx.send(());
         });
         let sent = self.send(Request::Barrier { done });
+        let inline = self.inline.clone();
         async move {
             sent?;
+            complete(inline.as_deref());
             rx.await.map_err(|_| JournalError::Closed)
         }
     }
 
     /// Holds the writer thread for `d` once every append called before has
     /// been answered: appends called after it wait, as on a stalled disk.
-    /// Only for tests of what waits on the journal (feature `test-hooks`).
+    /// Only for tests of what waits on the journal (feature `test-hooks`),
+    /// and only under `fsync = always` (the writer is a thread then).
     #[cfg(feature = "test-hooks")]
     pub fn stall_writer(&self, d: std::time::Duration) -> Result<()> {
+        if self.inline.is_some() {
+            return Err(JournalError::Closed);
+        }
         self.send(Request::Barrier {
             done: Box::new(move || std::thread::sleep(d)),
         })
@@ -611,13 +643,25 @@ impl Drop for Journal {
             stop.1.notify_all();
             let _ = h.join();
         }
+        if let Some(w) = self.inline.take() {
+            w.lock().unwrap_or_else(|e| e.into_inner()).close();
+        }
     }
 }
 
-/// The `everysec` syncer: once a second, sync the current segment if
-/// anything was written since the last sync. Runs beside the writer so a
-/// slow sync never holds up appends.
-fn run_syncer(shared: &Shared, stop: &StopFlag) {
+/// Runs the inline writer's [`Writer::complete`], if there is one: writes
+/// what is staged and answers it.
+fn complete(inline: Option<&Mutex<Writer>>) {
+    if let Some(w) = inline {
+        w.lock().unwrap_or_else(|e| e.into_inner()).complete();
+    }
+}
+
+/// Once a second: writes what appenders staged and stopped waiting for,
+/// and under `everysec` syncs the current segment if anything was written
+/// since the last sync. A thread of its own, so a slow sync never holds up
+/// appends.
+fn run_syncer(shared: &Shared, stop: &StopFlag, inline: &Mutex<Writer>) {
     let mut stopped = stop.0.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         stopped = match stop.1.wait_timeout_while(stopped, EVERYSEC, |s| !*s) {
@@ -627,7 +671,8 @@ fn run_syncer(shared: &Shared, stop: &StopFlag) {
         if *stopped {
             return;
         }
-        if shared.dirty.swap(false, Ordering::AcqRel) {
+        complete(Some(inline));
+        if shared.cfg.fsync == Fsync::EverySec && shared.dirty.swap(false, Ordering::AcqRel) {
             let file = shared
                 .current
                 .lock()

@@ -1,13 +1,22 @@
-//! [`Writer`]: the one thread that writes segments, with group commit.
+//! [`Writer`]: what writes segments, with group commit.
 //!
-//! Appenders put a [`Request`] on a channel and wait on a oneshot. The
-//! writer takes whatever is queued (up to [`MAX_BATCH`]), encodes it into
-//! one buffer, writes it with one `write`, and under `fsync = always` syncs
-//! once before answering every appender of the batch: while one `fsync` is
-//! in flight the next batch queues up, so concurrent appenders share syncs
-//! and throughput grows with concurrency instead of being bound by
-//! `1 / fsync latency`. Sequence numbers are given here, in channel order,
-//! which is the journal's one total order.
+//! Under `fsync = always` it is a thread of its own: appenders put a
+//! [`Request`] on a channel and wait on a oneshot. The writer takes
+//! whatever is queued (up to [`MAX_BATCH`]), encodes it into one buffer,
+//! writes it with one `write`, and syncs once before answering every
+//! appender of the batch: while one `fsync` is in flight the next batch
+//! queues up, so concurrent appenders share syncs and throughput grows
+//! with concurrency instead of being bound by `1 / fsync latency`.
+//!
+//! Under `everysec` and `no` nothing waits on a disk, and a thread only
+//! added two context switches and a channel to every append (half of
+//! standalone's unpipelined SET throughput): the writer sits behind a mutex
+//! instead. An append is encoded into the buffer by the caller
+//! ([`Writer::stage`]); the first appender to await its reply writes
+//! everything staged so far with one `write` and answers every one of them
+//! ([`Writer::complete`]), as Redis writes its AOF buffer once per event
+//! loop turn. Sequence numbers are given when staged, in call order, which
+//! is the journal's one total order.
 //!
 //! After a failed write or sync nothing is known about what reached the
 //! disk (and retrying `fsync` after a failure can report success for lost
@@ -78,6 +87,14 @@ pub(crate) struct Writer {
     offset: u64,
     next_seq: u64,
     buf: Vec<u8>,
+    /// Requests staged since the last [`complete`](Self::complete), to be
+    /// answered by it.
+    acks: Vec<Ack>,
+    /// A segment was rolled since the last `complete` (old ones may be
+    /// collectable).
+    rolled: bool,
+    /// Rolling failed since the last `complete`: it fails what is staged.
+    failure: Option<JournalError>,
 }
 
 impl Writer {
@@ -95,6 +112,9 @@ impl Writer {
             offset,
             next_seq,
             buf: Vec::with_capacity(1 << 16),
+            acks: Vec::new(),
+            rolled: false,
+            failure: None,
         }
     }
 
@@ -111,6 +131,13 @@ impl Writer {
             }
             self.commit(batch);
         }
+        self.close();
+    }
+
+    /// At shutdown: writes what is staged and syncs what `everysec` / `no`
+    /// left unsynced, so a clean shutdown loses nothing.
+    pub(crate) fn close(&mut self) {
+        self.complete();
         if let Some(f) = &self.file {
             if self.shared.cfg.fsync != Fsync::Always && self.shared.state().refused.is_none() {
                 if let Err(e) = self.shared.sync(f) {
@@ -121,83 +148,102 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
-        let (refused, mut pending) = {
+        for req in batch {
+            self.stage(req);
+        }
+        self.complete();
+    }
+
+    /// Takes `req`'s place in the journal's order: an append is encoded
+    /// into the buffer (and given its position), a rotation rolls the
+    /// segment. Nothing is acknowledged until [`complete`](Self::complete).
+    pub(crate) fn stage(&mut self, req: Request) {
+        if let Some(err) = self.failure.clone() {
+            // A batch that failed part-way: the rest of it is refused with
+            // what refuses every append from now on.
+            let refused = self.shared.state().refused.clone();
+            req.fail(refused.unwrap_or(err));
+            return;
+        }
+        let (refused, pending) = {
             let st = self.shared.state();
             (st.refused.clone(), Shared::pending_bytes(&st))
         };
         if let Some(err) = refused.or_else(|| self.file.is_none().then_some(JournalError::Closed)) {
-            for r in batch {
-                r.fail(err.clone());
-            }
+            req.fail(err);
             return;
         }
-        let cfg = self.shared.cfg.clone();
-        let mut acks = Vec::with_capacity(batch.len());
-        let mut failure: Option<JournalError> = None;
-        let mut rolled = false;
-        let mut rest = batch.into_iter();
-        for req in rest.by_ref() {
-            match req {
-                Request::Append { entry, done } => {
-                    // After a refused append, refuse the ones behind it:
-                    // they executed after it and may depend on it, until
-                    // its owner has undone it and unfenced.
-                    if self.shared.fenced.load(Ordering::Acquire) {
-                        drop(done.send(Err(JournalError::Fenced)));
-                        continue;
-                    }
-                    let len = record_len(&entry);
-                    if len - FRAME_HEADER_LEN > u64::from(MAX_PAYLOAD) {
-                        self.shared.set_fence();
-                        drop(done.send(Err(JournalError::TooLarge { bytes: len })));
-                        continue;
-                    }
-                    if pending + len > cfg.max_bytes {
-                        self.shared.full.store(true, Ordering::Relaxed);
-                        self.shared.set_fence();
-                        drop(done.send(Err(JournalError::Full {
-                            max_bytes: cfg.max_bytes,
-                        })));
-                        continue;
-                    }
-                    let used = self.offset + self.buf.len() as u64;
-                    if used + len > cfg.segment_bytes && used > HEADER_LEN {
-                        if let Err(e) = self.roll() {
-                            drop(done.send(Err(e.clone())));
-                            failure = Some(e);
-                            break;
-                        }
-                        rolled = true;
-                        pending += HEADER_LEN;
-                    }
-                    self.shared.full.store(false, Ordering::Relaxed);
-                    let pos = Position::new(self.segment, self.offset + self.buf.len() as u64);
-                    encode_record(self.next_seq, &entry, &mut self.buf);
-                    self.next_seq += 1;
-                    pending += len;
-                    acks.push(Ack::Append(done, pos));
+        let cfg = &self.shared.cfg;
+        match req {
+            Request::Append { entry, done } => {
+                // After a refused append, refuse the ones behind it: they
+                // executed after it and may depend on it, until its owner
+                // has undone it and unfenced.
+                if self.shared.fenced.load(Ordering::Acquire) {
+                    drop(done.send(Err(JournalError::Fenced)));
+                    return;
                 }
-                Request::Rotate { done } => {
-                    if self.offset + self.buf.len() as u64 > HEADER_LEN {
-                        if let Err(e) = self.roll() {
-                            drop(done.send(Err(e.clone())));
-                            failure = Some(e);
-                            break;
-                        }
-                        rolled = true;
-                        pending += HEADER_LEN;
-                    }
-                    acks.push(Ack::Rotate(done, self.segment));
+                let len = record_len(&entry);
+                if len - FRAME_HEADER_LEN > u64::from(MAX_PAYLOAD) {
+                    self.shared.set_fence();
+                    drop(done.send(Err(JournalError::TooLarge { bytes: len })));
+                    return;
                 }
-                Request::Barrier { done } => acks.push(Ack::Barrier(done)),
+                let pending = pending + self.buf.len() as u64;
+                if pending + len > cfg.max_bytes {
+                    self.shared.full.store(true, Ordering::Relaxed);
+                    self.shared.set_fence();
+                    drop(done.send(Err(JournalError::Full {
+                        max_bytes: cfg.max_bytes,
+                    })));
+                    return;
+                }
+                let used = self.offset + self.buf.len() as u64;
+                if used + len > cfg.segment_bytes && used > HEADER_LEN {
+                    if let Err(e) = self.roll() {
+                        drop(done.send(Err(e.clone())));
+                        self.failure = Some(e);
+                        return;
+                    }
+                    self.rolled = true;
+                }
+                self.shared.full.store(false, Ordering::Relaxed);
+                let pos = Position::new(self.segment, self.offset + self.buf.len() as u64);
+                encode_record(self.next_seq, &entry, &mut self.buf);
+                self.next_seq += 1;
+                self.acks.push(Ack::Append(done, pos));
             }
+            Request::Rotate { done } => {
+                if self.offset + self.buf.len() as u64 > HEADER_LEN {
+                    if let Err(e) = self.roll() {
+                        drop(done.send(Err(e.clone())));
+                        self.failure = Some(e);
+                        return;
+                    }
+                    self.rolled = true;
+                }
+                self.acks.push(Ack::Rotate(done, self.segment));
+            }
+            Request::Barrier { done } => self.acks.push(Ack::Barrier(done)),
         }
+    }
+
+    /// Writes what [`stage`](Self::stage) encoded (syncing under `fsync =
+    /// always`), publishes the new end, and answers every staged request.
+    /// Nothing to do when nothing is staged.
+    pub(crate) fn complete(&mut self) {
+        if self.acks.is_empty() && self.buf.is_empty() && self.failure.is_none() {
+            return;
+        }
+        let mut failure = self.failure.take();
         if failure.is_none() {
-            if let Err(e) = self.flush(cfg.fsync == Fsync::Always) {
+            if let Err(e) = self.flush(self.shared.cfg.fsync == Fsync::Always) {
                 failure = Some(e);
             }
         }
+        let acks = std::mem::take(&mut self.acks);
         if let Some(err) = failure {
+            self.buf.clear();
             self.shared.fail(&err);
             // What ran before these appends must be undone by its owner.
             self.shared.set_fence();
@@ -207,15 +253,6 @@ impl Writer {
                     Ack::Rotate(done, _) => drop(done.send(Err(err.clone()))),
                     Ack::Barrier(done) => done(),
                 }
-            }
-            let refused = self
-                .shared
-                .state()
-                .refused
-                .clone()
-                .unwrap_or(JournalError::Closed);
-            for r in rest {
-                r.fail(refused.clone());
             }
             return;
         }
@@ -236,7 +273,7 @@ impl Writer {
                 Ack::Barrier(done) => done(),
             }
         }
-        if rolled {
+        if std::mem::take(&mut self.rolled) {
             // Rotation is when old segments can have outlived their
             // retention; a failure to delete one is logged, not fatal.
             if let Err(e) = self.shared.gc(Instant::now()) {

@@ -333,13 +333,23 @@ fn damage_in_a_sealed_segment_is_corruption_even_at_its_end() {
     assert!(rec.torn_tail.is_none());
 }
 
+/// Every fsync policy: `always` runs a writer thread, `everysec` and `no`
+/// an inline writer; both must keep the same contract.
+const POLICIES: [Fsync; 3] = [Fsync::Always, Fsync::EverySec, Fsync::No];
+
 #[test]
 fn full_journal_refuses_appends_and_says_what_to_do() {
+    for fsync in POLICIES {
+        full_journal_refuses_appends(fsync);
+    }
+}
+
+fn full_journal_refuses_appends(fsync: Fsync) {
     let tmp = tempfile::tempdir().unwrap();
     let max = 40 + 3 * journal_record_len();
     let small = JournalConfig {
         max_bytes: max,
-        ..cfg(Fsync::Always)
+        ..cfg(fsync)
     };
     {
         let (j, _) = open(tmp.path(), small.clone());
@@ -370,10 +380,16 @@ fn full_journal_refuses_appends_and_says_what_to_do() {
 
 #[test]
 fn a_refused_append_fences_the_ones_behind_it_until_unfenced() {
+    for fsync in POLICIES {
+        a_refused_append_fences(fsync);
+    }
+}
+
+fn a_refused_append_fences(fsync: Fsync) {
     let tmp = tempfile::tempdir().unwrap();
     let small = JournalConfig {
         max_bytes: 40 + 3 * journal_record_len(),
-        ..cfg(Fsync::Always)
+        ..cfg(fsync)
     };
     let (j, _) = open(tmp.path(), small);
     j.append_blocking(set(0)).unwrap();
@@ -417,6 +433,80 @@ fn a_refused_append_fences_the_ones_behind_it_until_unfenced() {
         vec![set(0), set(3)],
         "only what was acknowledged is there"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appenders_keep_call_order_under_every_policy() {
+    for fsync in POLICIES {
+        let tmp = tempfile::tempdir().unwrap();
+        let (j, _) = open(tmp.path(), cfg(fsync));
+        let j = Arc::new(j);
+        let tasks: Vec<_> = (0..4u64)
+            .map(|t| {
+                let j = j.clone();
+                tokio::spawn(async move {
+                    let mut positions = Vec::new();
+                    for i in 0..300 {
+                        // Two appends called before either is awaited:
+                        // they share a write, in call order.
+                        let a = j.append(set(t * 1000 + 2 * i));
+                        let b = j.append(set(t * 1000 + 2 * i + 1));
+                        positions.push(a.await.unwrap());
+                        positions.push(b.await.unwrap());
+                    }
+                    positions
+                })
+            })
+            .collect();
+        let mut by_task = Vec::new();
+        for t in tasks {
+            by_task.push(t.await.unwrap());
+        }
+        for p in &by_task {
+            assert!(
+                p.windows(2).all(|w| w[0] < w[1]),
+                "{fsync:?}: one task's order"
+            );
+        }
+        let records = all_records(&j);
+        assert_eq!(records.len(), 2400, "{fsync:?}");
+        assert_eq!(
+            records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=2400).collect::<Vec<_>>(),
+            "{fsync:?}"
+        );
+        for (t, positions) in by_task.iter().enumerate() {
+            for (i, p) in positions.iter().enumerate() {
+                let r = records.iter().find(|r| r.position == *p).unwrap();
+                assert_eq!(r.entry, set(t as u64 * 1000 + i as u64), "{fsync:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_append_nobody_awaits_is_still_written() {
+    for fsync in [Fsync::EverySec, Fsync::No] {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let (j, _) = open(tmp.path(), cfg(fsync));
+            let mut end = j.watch_end();
+            end.borrow_and_update();
+            // The caller gave up (a client gone): the entry has its place
+            // in the journal all the same, written within a second.
+            drop(j.append(set(1)));
+            tokio::time::timeout(Duration::from_secs(5), end.changed())
+                .await
+                .expect("written by the background writer")
+                .unwrap();
+            assert_eq!(all_records(&j).len(), 1, "{fsync:?}");
+            drop(j.append(set(2)));
+            // And at shutdown, however soon it comes.
+        }
+        let (j, _) = open(tmp.path(), cfg(fsync));
+        let got: Vec<Entry> = all_records(&j).into_iter().map(|r| r.entry).collect();
+        assert_eq!(got, vec![set(1), set(2)], "{fsync:?}");
+    }
 }
 
 /// Frame length of `set(i)` for single-digit `i`.
