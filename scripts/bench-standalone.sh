@@ -65,12 +65,12 @@ for rep in $(seq $REPS); do
   done
 done
 
+printf "%-8s %-22s %12s %12s %7s  %s\n" mode test "redis ops/s" redoubt ratio "aim >= 1.00"
 awk -F, '
   function med(s,   a, n, i, j, t) { n = split(s, a, " ")
     for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j+1] = a[j]; a[j+1] = t }
     return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
   { split($1, w, "/"); k = w[2] "," $2; v[w[1] "," k] = v[w[1] "," k] " " $3; keys[k] = 1 }
-  END { printf "%-8s %-22s %12s %12s %7s\n", "mode", "test", "redis ops/s", "redoubt", "ratio"
-    for (k in keys) { split(k, p, ","); r = med(v["redis," k]); d = med(v["redoubt," k])
-      printf "%-8s %-22s %12.0f %12.0f %7.2f\n", p[1], p[2], r, d, (r > 0 ? d / r : 0) } }' $D/raw.csv | sort
+  END { for (k in keys) { split(k, p, ","); r = med(v["redis," k]); d = med(v["redoubt," k]); x = (r > 0 ? d / r : 0)
+      printf "%-8s %-22s %12.0f %12.0f %7.2f  %s\n", p[1], p[2], r, d, x, (x >= 1.0 ? "met" : "not met") } }'  $D/raw.csv | sort -k1,1 -k2,2
 echo "(median of $REPS interleaved runs, n=$N, c=50; P1/P16 = pipeline depth with fsync everysec on both; always = fsync always, SET; raw rows in $D/raw.csv)"

@@ -23,4 +23,14 @@ fi
 RUST_LOG=warn taskset -c 0 target/release/redoubt serve --upstream redis://127.0.0.1:$REDIS_PORT \
   --listen 127.0.0.1:$PROXY_PORT --admin 127.0.0.1:$ADMIN_PORT --data-dir $D/data 2>$D/redoubt.log & RPID=$!
 until redis-cli -p $PROXY_PORT ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
-REDIS_PORT=$REDIS_PORT REDIS_CPU=0 TWEM_CPU=0 BENCH_CPU=1 "$COMPARE" $PROXY_PORT "${1:-3}"
+# The compare script's table, with issue 15's aim beside each of Redoubt's
+# rows: a ratio to Redis direct, and ahead of twemproxy in the same run.
+REDIS_PORT=$REDIS_PORT REDIS_CPU=0 TWEM_CPU=0 BENCH_CPU=1 "$COMPARE" $PROXY_PORT "${1:-3}" | awk '
+  BEGIN { aim["P1"] = 1.15; aim["P16"] = 0.85; aim["D1024"] = 1.0 }
+  $1 == "wl" { print $0 "   aim"; next }
+  $3 == "twem" { twem[$1 "," $2] = $5 }
+  $3 == "proxy" && ($1 in aim) {
+    ok = ($5 >= aim[$1] && $5 > twem[$1 "," $2]) ? "met" : "not met"
+    printf "%s   >= %.2f and > twemproxy %.2f: %s\n", $0, aim[$1], twem[$1 "," $2], ok; next }
+  { print }'
+
