@@ -28,9 +28,9 @@ until redis-cli -p $PROXY_PORT ping 2>/dev/null | grep -q PONG; do sleep 0.05; d
 REDIS_PORT=$REDIS_PORT REDIS_CPU=0 TWEM_CPU=0 BENCH_CPU=1 "$COMPARE" $PROXY_PORT "${1:-3}" | awk '
   BEGIN { aim["P1"] = 1.15; aim["P16"] = 0.85; aim["D1024"] = 1.0 }
   $1 == "wl" { print $0 "   aim"; next }
-  $3 == "twem" { twem[$1 "," $2] = $5 }
+  $3 == "twem" { twem[$1 "," $2] = $7 }
   $3 == "proxy" && ($1 in aim) {
-    ok = ($5 >= aim[$1] && $5 > twem[$1 "," $2]) ? "met" : "not met"
+    ok = ($7 >= aim[$1] && $7 > twem[$1 "," $2]) ? "met" : "not met"
     printf "%s   >= %.2f and > twemproxy %.2f: %s\n", $0, aim[$1], twem[$1 "," $2], ok; next }
   { print }'
 
