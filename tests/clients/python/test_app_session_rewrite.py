@@ -40,6 +40,12 @@ class Marks:
     def __init__(self):
         self.kill = self.detected = self.restarted = self.up = float("inf")
 
+    def since_kill(self, at):
+        """`at` in ms from the kill, to set beside Redoubt's log."""
+        if self.kill == float("inf"):
+            return "before the kill"
+        return "%+d ms from the kill" % round((at - self.kill) * 1000)
+
     def phase(self, at):
         if at < self.kill:
             return "before"
@@ -94,14 +100,20 @@ class SessionWorker(threading.Thread):
         if h and got == {}:
             got = None
         if got not in possible:
-            self.mismatches.append((key, self.marks.phase(start), got, possible, self.last_write.get(key)))
+            # Times in ms from the kill, to set beside Redoubt's log: when
+            # the read was sent and answered, and when the write it should
+            # have seen was sent.
+            self.mismatches.append((key, self.marks.phase(start), got, possible, self.last_write.get(key),
+                                    "read sent %s, answered %s" % (self.marks.since_kill(start),
+                                                                   self.marks.since_kill(time.monotonic()))))
         doc = (got if h else json.loads(got)) if got is not None else {"user": key, "hits": "0", "created": str(time.time())}
         doc = dict(doc)
         doc["hits"] = str(int(doc["hits"]) + 1)
         doc["last_seen"] = str(time.time())
         doc["path"] = "/page/%d" % n
         new = doc if h else json.dumps(doc)
-        self.last_write[key] = (self.marks.phase(time.monotonic()), h)
+        self.last_write[key] = (self.marks.phase(time.monotonic()), h,
+                                "sent %s" % self.marks.since_kill(time.monotonic()))
         try:
             if h:
                 p = self.r.pipeline()  # MULTI … EXEC
