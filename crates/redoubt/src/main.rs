@@ -15,13 +15,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Every command allocates (request arguments, replies, stored values) and
-/// frees what it replaces; glibc's allocator was a sixth of a pipelined
-/// standalone SET's CPU. mimalloc's thread-local free lists do for us what
-/// jemalloc does for Redis.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for usage errors, everywhere (DESIGN).
 pub(crate) const EXIT_USAGE: u8 = 64;
 
