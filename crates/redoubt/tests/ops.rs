@@ -518,6 +518,13 @@ fn a_webhook_that_never_answers_holds_up_no_client() {
     });
     // State changes queue events behind the stuck delivery.
     for _ in 0..2 {
+        // A durable write during the outage needs `default`'s permissions,
+        // read from Redis once it answers: kill it only after that.
+        wait_for(
+            "default's permissions to be read",
+            Duration::from_secs(10),
+            || get_json(r.admin, "/status")["auth"]["users_with_known_permissions"] == 1,
+        );
         redis.kill();
         wait_for("down", Duration::from_secs(10), || !ready_up(r.admin));
         let started = Instant::now();
