@@ -75,7 +75,7 @@ pub const DURATION_BUCKETS: &[f64] = &[
 /// [`COMMAND_DURATION`], kept here rather than by the exporter: it is
 /// recorded for every command, and the exporter's histogram (a lock-free
 /// queue of samples folded into buckets at the scrape) took a twentieth
-/// of a pipelined `GET`'s CPU. Recording here is a bucket search and three
+/// of a pipelined `GET`'s CPU. Recording here is a bucket search and two
 /// relaxed atomic adds; [`Durations::render`] writes it into `/metrics`.
 pub struct Durations {
     /// Samples per bucket of [`DURATION_BUCKETS`] (not cumulative), the
