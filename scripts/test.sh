@@ -34,6 +34,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/clients/python/requirements.txt
 
+# One clean run does not need incremental state, which would double the
+# target dir's size.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -48,7 +52,8 @@ else
 fi
 
 say "client tests (real clients against the real binary)"
-cargo build --quiet -p redoubt
+# The test profile: the dependencies the Rust tests built are reused.
+cargo build --quiet --profile test -p redoubt
 export TEST_REDOUBT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/redoubt"
 .venv/bin/python -m pytest -q tests/clients/python
 tests/clients/node/run.sh
