@@ -663,7 +663,7 @@ impl Outage {
         args: &[Bytes],
         caller: &crate::access::Caller<'_>,
     ) -> Route {
-        let era = self.forgets.load(Ordering::Acquire);
+        let era = self.era();
         let keys = Self::keys(args);
         if keys.is_empty() {
             if state != State::Down {
@@ -855,7 +855,7 @@ impl Outage {
         cmds: &[Vec<Bytes>],
         caller: &crate::access::Caller<'_>,
     ) -> Route {
-        let era = self.forgets.load(Ordering::Acquire);
+        let era = self.era();
         let keyed: Vec<(Vec<Bytes>, OutageRule)> = cmds
             .iter()
             .map(|c| (Self::keys(c), outage_rule(c)))
@@ -991,6 +991,7 @@ impl Outage {
         args: &[Bytes],
         caller: &crate::access::Caller<'_>,
     ) -> Option<Route> {
+        let era = self.era();
         let keys = Self::keys(args);
         if keys.is_empty()
             || !keys
@@ -1004,6 +1005,12 @@ impl Outage {
             return Some(Route::Refused(denied));
         }
         let _order = self.order.lock().await;
+        if self.forgotten(era) {
+            // Handed back to Redis meanwhile: watched there, not here (a
+            // watch kept here would mark its keys dirty again and pull
+            // them back from Redis).
+            return None;
+        }
         self.select(session, db).await;
         let seeded = self.materialize(db, &keys);
         if !self.all_whole(db, &keys, &seeded) {
@@ -1655,12 +1662,18 @@ impl Outage {
     /// lock. Answering here instead would read a store
     /// just emptied, or seed it from a replica that may not have streamed
     /// the replay's last writes yet.
-    fn forgotten(&self, era: u64) -> bool {
+    pub(crate) fn forgotten(&self, era: u64) -> bool {
         self.forgets.load(Ordering::Acquire) != era
     }
 
+    /// How many times the local state was forgotten so far: read it
+    /// before deciding to answer here, and ask [`forgotten`](Self::forgotten)
+    /// under the order lock.
+    pub(crate) fn era(&self) -> u64 {
+        self.forgets.load(Ordering::Acquire)
+    }
+
     fn forget(&self) {
-        self.forgets.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut g) = self.cache_gone.lock() {
             g.clear();
         }
@@ -1672,6 +1685,14 @@ impl Outage {
             d.clear();
         }
         self.active.store(false, Ordering::Release);
+        // Last: a command that reads the new era sees the keys no longer
+        // dirty and goes to Redis. Counted first, a command reading it
+        // while the store was being emptied still found its key dirty,
+        // chose to answer here, and (the era unchanged by then) read the
+        // key from the replica, which may not have streamed the replay's
+        // last writes yet: a stale value, and a write journaled after the
+        // hand-back on top of it.
+        self.forgets.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -1713,6 +1734,58 @@ mod tests {
         v.iter()
             .map(|s| Bytes::copy_from_slice(s.as_bytes()))
             .collect()
+    }
+
+    /// A command reads the era before it looks at which keys are dirty:
+    /// one that sees the new era must find nothing of the outage left
+    /// (or it would read the key from a replica still streaming the
+    /// replay). Watched from another thread while a large local state is
+    /// forgotten.
+    #[test]
+    fn the_era_moves_only_once_the_local_state_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path(), journal::JournalConfig::default()).unwrap();
+        let o = Outage::new(
+            Keyspaces::new(vec![("*".into(), Policy::Durable)]),
+            Arc::new(journal),
+            Arc::default(),
+        )
+        .unwrap();
+        for i in 0..50_000 {
+            let key = Bytes::from(format!("sess:{i}"));
+            o.store.apply(
+                0,
+                &[
+                    Bytes::from_static(b"SET"),
+                    key.clone(),
+                    Bytes::from_static(b"v"),
+                ],
+            );
+            o.mark(
+                0,
+                &[Bytes::from_static(b"SET"), key, Bytes::from_static(b"v")],
+            );
+        }
+        let era = o.era();
+        let left = std::thread::scope(|s| {
+            let watcher = s.spawn(|| loop {
+                if o.forgotten(era) {
+                    return (
+                        o.dirty.lock().unwrap().len(),
+                        o.known.lock().unwrap().len(),
+                        o.store.key_count(0),
+                    );
+                }
+                std::hint::spin_loop();
+            });
+            o.forget();
+            watcher.join().unwrap()
+        });
+        assert_eq!(
+            left,
+            (0, 0, 0),
+            "(dirty, known, stored) seen with the new era"
+        );
     }
 
     #[test]

@@ -32,6 +32,9 @@ impl Outage {
         args: &[Bytes],
         caller: &crate::access::Caller<'_>,
     ) -> Option<Try> {
+        // Read before anything is decided, checked under the order lock:
+        // `state` may be from before a hand-back that emptied the store.
+        let era = self.era();
         if state != State::Down {
             return None;
         }
@@ -60,6 +63,10 @@ impl Outage {
             return Some(Try::Done(refused));
         }
         let _order = self.order.lock().await;
+        if self.forgotten(era) {
+            // Redis has it all again: the command goes there.
+            return None;
+        }
         // Made before the try: a push right after it is not missed.
         let pushes = self.store.watch_pushes();
         self.select(session, db).await;
