@@ -131,6 +131,66 @@ async fn blocked_workers_take_jobs_pushed_during_an_outage_and_redis_hears_of_it
     );
 }
 
+/// A WATCH held by the local copy does not outlive the hand-back to
+/// Redis: the copy it guarded is gone, so the transaction after it is not
+/// run (nil, as when a watched key changed) and the client retries it
+/// against Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_held_locally_aborts_a_transaction_run_after_the_hand_back() {
+    let mut redis = aof_redis();
+    redis.cmd(&["HSET", "rq:job:9", "status", "started"]);
+    let s = start_local(&redis.url(), keyspaces(), "w", Default::default(), false).await;
+    s.wait_knows("default");
+    let replica = attach_replica(&s, &redis.url(), keyspaces()).await;
+    wait_caught_up(&redis, &replica).await;
+    let mut worker = s.f.raw().await;
+    let mut producer = s.f.raw().await;
+
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+    assert_eq!(
+        worker.cmd(&["WATCH", "rq:job:9"]).await,
+        Frame::simple("OK")
+    );
+    assert_eq!(
+        producer.cmd(&["RPUSH", "rq:queue:default", "job-9"]).await,
+        Frame::Integer(1)
+    );
+    redis.start_again();
+    s.f.wait_state(State::Up, Duration::from_secs(30)).await;
+    assert_eq!(s.journal.pending_entries(), 0);
+    // Redis's copy changes meanwhile: the watch could not have seen it.
+    redis.cmd(&["HSET", "rq:job:9", "status", "requeued"]);
+
+    assert_eq!(worker.cmd(&["MULTI"]).await, Frame::simple("OK"));
+    assert_eq!(
+        worker
+            .cmd(&["HSET", "rq:job:9", "status", "finished"])
+            .await,
+        Frame::simple("QUEUED")
+    );
+    assert_eq!(worker.cmd(&["EXEC"]).await, Frame::NullArray);
+    assert_eq!(redis.cmd(&["HGET", "rq:job:9", "status"]), "requeued");
+    // The retry runs in Redis, guarded there.
+    assert_eq!(
+        worker.cmd(&["WATCH", "rq:job:9"]).await,
+        Frame::simple("OK")
+    );
+    assert_eq!(worker.cmd(&["MULTI"]).await, Frame::simple("OK"));
+    assert_eq!(
+        worker
+            .cmd(&["HSET", "rq:job:9", "status", "finished"])
+            .await,
+        Frame::simple("QUEUED")
+    );
+    assert_eq!(
+        worker.cmd(&["EXEC"]).await,
+        Frame::Array(vec![Frame::Integer(0)])
+    );
+    assert_eq!(redis.cmd(&["HGET", "rq:job:9", "status"]), "finished");
+    assert_eq!(redis.cmd(&["LINDEX", "rq:queue:default", "0"]), "job-9");
+}
+
 /// Waits until `n` clients wait for a push to the outage's local store.
 async fn wait_blocked(s: &Local, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

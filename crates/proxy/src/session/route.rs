@@ -283,7 +283,7 @@ impl Session {
             return Flow::Go;
         }
         // The store's EXEC ends its WATCH, whatever the route.
-        self.local_watch = false;
+        let watched_here = std::mem::take(&mut self.local_watch);
         if let (Some(o), None) = (self.shared.outage.clone(), &self.pinned) {
             // Not under WATCH (Redis holds those keys' versions): a block
             // of durable commands may be served locally during an outage.
@@ -296,6 +296,29 @@ impl Session {
             if self.answered_locally(route) {
                 return Flow::Go;
             }
+        }
+        if watched_here {
+            // The keys were watched in the local store, which was handed
+            // back to Redis (and emptied) since: as when a watched key
+            // changes, the transaction is not run, and the client retries
+            // it against Redis.
+            if let (Some(o), Some(local)) =
+                (self.shared.outage.clone(), self.store_session.as_mut())
+            {
+                let _ = o
+                    .store()
+                    .execute(local, vec![Bytes::from_static(b"UNWATCH")])
+                    .await;
+            }
+            if self.pinned.is_some() {
+                self.unpin_when_idle = true;
+            }
+            self.push_ready(Bytes::from_static(if self.proto == 3 {
+                b"_\r\n"
+            } else {
+                b"*-1\r\n"
+            }));
+            return Flow::Go;
         }
         if let Some(r) = self.down_reply() {
             self.push_ready(r);
