@@ -76,6 +76,10 @@ class SessionWorker(threading.Thread):
         self.mismatches = []
         self.max_latency = 0.0
         self.created = 0
+        # A client straight to Redis: a read that differs is read there
+        # and through Redoubt again at once, to tell where the stale value
+        # came from.
+        self.direct = None
 
     def is_hash(self, key):
         return int(key.rsplit("-", 1)[1]) % 2 == 0
@@ -103,9 +107,17 @@ class SessionWorker(threading.Thread):
             # Times in ms from the kill, to set beside Redoubt's log: when
             # the read was sent and answered, and when the write it should
             # have seen was sent.
+            answered = time.monotonic()
+            again = {}
+            for name, client in (("redis", self.direct), ("redoubt", self.r)):
+                try:
+                    again[name] = (client.hgetall(key) if h else client.get(key)) if client else None
+                except redis.RedisError as e:
+                    again[name] = repr(e)
             self.mismatches.append((key, self.marks.phase(start), got, possible, self.last_write.get(key),
                                     "read sent %s, answered %s" % (self.marks.since_kill(start),
-                                                                   self.marks.since_kill(time.monotonic()))))
+                                                                   self.marks.since_kill(answered)),
+                                    "read again at %s: %r" % (self.marks.since_kill(time.monotonic()), again)))
         doc = (got if h else json.loads(got)) if got is not None else {"user": key, "hits": "0", "created": str(time.time())}
         doc = dict(doc)
         doc["hits"] = str(int(doc["hits"]) + 1)
@@ -156,6 +168,7 @@ def test_sessions_rewritten_on_every_request_ride_out_a_redis_kill():
         marks = Marks()
         workers = [SessionWorker(i, c, marks) for i in range(THREADS)]
         for w in workers:
+            w.direct = direct
             w.start()
         time.sleep(2)
         wait_until("the replica to hold the sessions",
