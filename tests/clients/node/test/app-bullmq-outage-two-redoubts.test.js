@@ -17,15 +17,7 @@ import assert from 'node:assert/strict';
 import { startStack, waitUntil } from '../harness.js';
 import { CONFIG, REDIS_ARGS, WRITER_RULE, check, closeAll, logDiagnostic, runScenario } from '../bullmq-scenario.js';
 
-
-// Known failure, run and reported as TODO (not counted against the suite)
-// until understood: in 1 of 4 runs a job added through the writer after
-// recovery had its hash missing when the worker finished it ("Missing key
-// for job N. moveToFinished"), so it ended failed. Ids stayed unique in
-// every run (the non-writer now waits for the writer's replay).
-const KNOWN = 'a job added after recovery can lose its hash before moveToFinished (1 run in 4)';
-
-test('BullMQ with two Redoubt instances in front of one Redis: ids unique across both, every resolved add processed exactly once', { timeout: 110000, todo: KNOWN }, async (t) => {
+test('BullMQ with two Redoubt instances in front of one Redis: ids unique across both, every resolved add processed exactly once', { timeout: 110000 }, async (t) => {
   const stack = await startStack({ redisArgs: REDIS_ARGS, config: CONFIG, redoubts: 2 });
   let rec;
   try {
