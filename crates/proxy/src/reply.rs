@@ -9,6 +9,32 @@ use resp::Frame;
 /// client pipelining large reads gets them in pieces, never gathered whole.
 pub const FLUSH_AT: usize = 1 << 20;
 
+/// A client's read buffer gets this much room before each read: enough
+/// for a pipeline of small commands per system call.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Client output buffers larger than this are given back once written, so
+/// a big reply does not stay allocated for an idle connection.
+pub const KEEP_AT_MOST: usize = 64 * 1024;
+
+/// Gives back an emptied read buffer before a client is waited on: an idle
+/// connection then holds none ([`tls::ReadHalf::read_into`] allocates
+/// once bytes arrive; requests still being answered keep their bytes).
+pub fn idle_read_buffer(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+}
+
+/// Empties a client's output buffer once written, giving back a big one.
+pub fn written(out: &mut BytesMut) {
+    if out.capacity() > KEEP_AT_MOST {
+        *out = BytesMut::new();
+    } else {
+        out.clear();
+    }
+}
+
 /// Encodes a frame.
 pub fn encode(f: &Frame) -> Bytes {
     f.to_bytes()

@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use journal::{Entry, Journal, JournalError};
 use resp::RequestDecoder;
 use store::{Executed, Store};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use upstream::State;
 
@@ -534,8 +534,8 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
     let mut session = local.store.session();
     session.set_addr(&peer.to_string());
     let mut decoder = RequestDecoder::new(local.limits.decoder());
-    let mut inbuf = BytesMut::with_capacity(16 * 1024);
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut inbuf = BytesMut::new();
+    let mut out = BytesMut::new();
     let mut shutdown = local.shutdown.clone();
     let mut closing = false;
     let mut user: Option<Bytes> = local
@@ -761,7 +761,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                     return;
                 }
             }
-            out.clear();
+            reply::written(&mut out);
         }
         if quit || (closing && !full) {
             let _ = wr.shutdown().await;
@@ -776,8 +776,9 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             let _ = tls::send(&mut wr, &reply::error("ERR Protocol error: query buffer over limits.max_query_buffer_bytes; connection closed")).await;
             return;
         }
+        reply::idle_read_buffer(&mut inbuf);
         tokio::select! {
-            r = rd.read_buf(&mut inbuf) => match r {
+            r = rd.read_into(&mut inbuf, reply::READ_CHUNK) => match r {
                 Ok(0) | Err(_) => closing = true,
                 Ok(_) => {}
             },

@@ -123,6 +123,32 @@ impl ReadHalf {
         }
     }
 
+    /// Reads what the peer sent into `buf`, giving it `room` bytes of
+    /// space only once there is something to read (plain TCP): a
+    /// connection that sits idle holds no read buffer. `Ok(0)`: the peer
+    /// closed. Cancel-safe: nothing is read until the socket is readable.
+    pub async fn read_into(&mut self, buf: &mut bytes::BytesMut, room: usize) -> io::Result<usize> {
+        let make_room = |buf: &mut bytes::BytesMut| {
+            if buf.capacity() - buf.len() < room / 4 {
+                buf.reserve(room);
+            }
+        };
+        match self {
+            ReadHalf::Plain(r) => loop {
+                r.readable().await?;
+                make_room(buf);
+                match r.try_read_buf(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            },
+            ReadHalf::Tls(_) => {
+                make_room(buf);
+                tokio::io::AsyncReadExt::read_buf(self, buf).await
+            }
+        }
+    }
+
     /// Waits until the socket has bytes or is closed, without taking
     /// them: `Ok(0)` means the peer closed. For TLS this looks at the
     /// encrypted bytes on the socket, which is enough to tell that a

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use resp::{Limits, Request, RequestDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use upstream::pool::Dedicated;
 use upstream::{Conn, Credentials, OutputBudget, PoolKey};
@@ -161,11 +161,11 @@ impl Session {
     pub(crate) async fn run(mut self, stream: tls::Stream) {
         self.publish_row();
         let (mut rd, mut wr) = stream.into_split();
-        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let mut inbuf = BytesMut::new();
         // Resumes a partly received command where it stopped: parsing
         // costs time linear in the bytes received, however they trickle in.
         let mut decoder = RequestDecoder::new(self.limits);
-        let mut out = BytesMut::with_capacity(16 * 1024);
+        let mut out = BytesMut::new();
         let mut stalled: Option<Request> = None;
         let mut tunnel: Option<Request> = None;
         let mut eof = false;
@@ -238,7 +238,7 @@ impl Session {
                         return;
                     }
                 }
-                out.clear();
+                crate::reply::written(&mut out);
             }
             if self.pending.is_empty() {
                 if closing || (eof && inbuf.is_empty() && stalled.is_none()) {
@@ -271,11 +271,14 @@ impl Session {
                 closing = true;
                 continue;
             }
+            if can_read {
+                crate::reply::idle_read_buffer(&mut inbuf);
+            }
             let health = self.shared.health.state();
             let event = tokio::select! {
                 biased;
                 o = wait_front(&mut self.pending, &self.shared.health), if has_wait_front(&self.pending) => Event::Front(o),
-                r = rd.read_buf(&mut inbuf), if can_read => Event::Read(matches!(r, Ok(n) if n > 0)),
+                r = rd.read_into(&mut inbuf, crate::reply::READ_CHUNK), if can_read => Event::Read(matches!(r, Ok(n) if n > 0)),
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; }, if !closing => Event::Shutdown,
             };
             match event {
