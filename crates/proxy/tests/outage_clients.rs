@@ -76,6 +76,93 @@ async fn a_refused_connect_is_an_outage_at_once_and_wakes_the_prober() {
     assert_eq!(redis.cmd(&["GET", "sess:a"]), "v");
 }
 
+/// Writers busy at the instant Redis is killed: a command that never
+/// left Redoubt (its connection died first) is routed as during the
+/// outage, not answered "not sent", which an app such as BullMQ takes for
+/// a failed job. Each reply is OK, or UNCERTAIN for one that was sent and
+/// lost; every OK is in Redis after the replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_caught_unsent_by_the_kill_are_served_as_during_the_outage() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let s = start_local(
+        &redis.url(),
+        Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
+        "n",
+        Default::default(),
+        false,
+    )
+    .await;
+    s.wait_knows("default");
+    // A few kills: the window (a command queued on a connection that dies
+    // before writing it) is narrow.
+    for round in 0..6 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..16 {
+            let mut c = s.f.raw().await;
+            let stop = stop.clone();
+            writers.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut refused = Vec::new();
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("sess:{round}:{w}:{i}");
+                    match c.cmd(&["SET", &key, "v"]).await {
+                        Frame::Simple(_) => acked.push(key),
+                        f => {
+                            let text = err_text(&f);
+                            if !text.starts_with("UNCERTAIN") {
+                                refused.push(format!("{key}: {text}"));
+                            }
+                        }
+                    }
+                    i += 1;
+                }
+                (acked, refused)
+            }));
+        }
+        let before: u64 = redis
+            .cmd(&["DBSIZE"])
+            .trim_start_matches(':')
+            .parse()
+            .unwrap();
+        test_support::wait_for("writes flowing", Duration::from_secs(5), || {
+            redis
+                .cmd(&["DBSIZE"])
+                .trim_start_matches(':')
+                .parse::<u64>()
+                .unwrap_or(0)
+                > before + 200
+        });
+        redis.kill();
+        s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acked = Vec::new();
+        for w in writers {
+            let (a, refused) = w.await.unwrap();
+            assert!(
+                refused.is_empty(),
+                "round {round}: refused at the kill: {refused:?}"
+            );
+            acked.extend(a);
+        }
+        redis.start_again();
+        test_support::wait_for("the replay", Duration::from_secs(30), || {
+            s.journal.pending_entries() == 0 && s.f.health.state() == State::Up
+        });
+        let missing: Vec<&String> = acked
+            .iter()
+            .filter(|k| redis.cmd(&["EXISTS", k]) != ":1")
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: {} acknowledged writes missing: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_commands_wait_through_down_as_redis_would_have_them_wait() {
     let mut redis = RedisServer::start(&["--appendonly", "yes"]);

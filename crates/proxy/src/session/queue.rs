@@ -444,7 +444,7 @@ impl Session {
                             w.writes.drain(..rest);
                             w.raws.drain(..rest);
                             w.retried = true;
-                            if self.resend_front(rest).await {
+                            if matches!(self.resend_front(rest).await, Resend::Sent) {
                                 return;
                             }
                         }
@@ -482,11 +482,22 @@ impl Session {
             }
             Outcome::NotSent => {
                 let in_time = w.deadline.is_none_or(|d| Instant::now() < d);
+                let mut redis_gone = health == State::Down || w.retried;
                 if !w.retried && in_time && health != State::Down && w.dedicated.is_none() {
                     w.retried = true;
-                    if self.resend_front(0).await {
-                        return;
+                    match self.resend_front(0).await {
+                        Resend::Sent => return,
+                        Resend::Refused => redis_gone = true,
+                        Resend::Failed => {}
                     }
+                }
+                // Redis went away with these commands unsent (nothing
+                // listens, or a second connection died too): they are
+                // routed as during the outage, as if they had arrived a
+                // moment later, instead of failing for a timing the
+                // client could not see.
+                if redis_gone && !silent && self.front_as_outage().await {
+                    return;
                 }
                 let n = match self.pending.front() {
                     Some(Slot {
@@ -543,7 +554,7 @@ impl Session {
 
     /// Resends the front slot's commands on a fresh shared connection.
     /// Returns false when none could be had.
-    async fn resend_front(&mut self, _skipped: usize) -> bool {
+    async fn resend_front(&mut self, _skipped: usize) -> Resend {
         self.conn = None;
         let pool = self.shared.upstream.pool(&self.key());
         let deadline = match self.pending.front() {
@@ -551,24 +562,29 @@ impl Session {
                 body: Body::Wait(w),
                 ..
             }) => w.deadline.unwrap_or_else(|| Instant::now() + self.timeout),
-            _ => return false,
+            _ => return Resend::Failed,
         };
-        let Ok(conn) = pool.get(deadline).await else {
-            return false;
+        let conn = match pool.get(deadline).await {
+            Ok(c) => c,
+            Err(upstream::ConnectError::Refused(_)) => {
+                self.shared.health.poke();
+                return Resend::Refused;
+            }
+            Err(_) => return Resend::Failed,
         };
         let old_id = match self.pending.front() {
             Some(Slot {
                 body: Body::Wait(w),
                 ..
             }) => w.conn.id(),
-            _ => return false,
+            _ => return Resend::Failed,
         };
         let Some(Slot {
             body: Body::Wait(w),
             ..
         }) = self.pending.front_mut()
         else {
-            return false;
+            return Resend::Failed;
         };
         let mut raw = BytesMut::new();
         for r in &w.raws {
@@ -589,8 +605,65 @@ impl Session {
             None => self.inflight.push((conn.id(), 1)),
         }
         self.conn = Some(conn);
+        Resend::Sent
+    }
+
+    /// The front slot's commands, none of them sent, routed as during an
+    /// outage (served here, or refused with what the outage says). Only
+    /// for a lone plain slot: anything else keeps its place behind the
+    /// replies before it. True when the slot was taken over.
+    async fn front_as_outage(&mut self) -> bool {
+        if self.pending.len() != 1 || self.shared.outage.is_none() {
+            return false;
+        }
+        let raws = match self.pending.front() {
+            Some(Slot {
+                body: Body::Wait(w),
+                ..
+            }) if w.dedicated.is_none()
+                && !w.exec_only
+                && w.fills.is_empty()
+                && self.pinned.is_none() =>
+            {
+                w.raws.clone()
+            }
+            _ => return false,
+        };
+        let mut reqs = Vec::with_capacity(raws.len());
+        let mut decoder = resp::RequestDecoder::new(self.limits);
+        for raw in &raws {
+            let mut b = BytesMut::from(&raw[..]);
+            match decoder.decode(&mut b) {
+                Ok(Some(r)) if b.is_empty() => reqs.push(r),
+                _ => return false,
+            }
+        }
+        self.pop_front();
+        for req in reqs {
+            match self.outage_route(&req, State::Down).await {
+                Some(route) => {
+                    self.answered_locally(route);
+                }
+                None => {
+                    self.reject();
+                    self.push_ready(reply::unavailable_connect(
+                        "the connection closed before the command was sent",
+                    ));
+                }
+            }
+        }
         true
     }
+}
+
+/// How [`Session::resend_front`] ended.
+enum Resend {
+    /// On a fresh connection.
+    Sent,
+    /// Nothing listens where Redis was.
+    Refused,
+    /// No connection (or nothing to resend).
+    Failed,
 }
 
 pub(super) fn has_wait_front(pending: &VecDeque<Slot>) -> bool {

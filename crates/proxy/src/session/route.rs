@@ -94,7 +94,7 @@ impl Session {
     /// Queues the reply of a command the outage answered here (a local
     /// write's reply waits for its journal record); false when it goes to
     /// Redis.
-    fn answered_locally(&mut self, route: crate::outage::Route) -> bool {
+    pub(super) fn answered_locally(&mut self, route: crate::outage::Route) -> bool {
         match route {
             crate::outage::Route::Upstream => false,
             crate::outage::Route::Local(reply, None) => {
@@ -117,7 +117,11 @@ impl Session {
 
     /// The outage's decision for `req` in `state`: `None` when it goes to
     /// Redis (or there is no outage serving).
-    async fn outage_route(&mut self, req: &Request, state: State) -> Option<crate::outage::Route> {
+    pub(super) async fn outage_route(
+        &mut self,
+        req: &Request,
+        state: State,
+    ) -> Option<crate::outage::Route> {
         let o = self.shared.outage.clone()?;
         let local = self.store_session.get_or_insert_with(|| o.session());
         local.set_protocol(self.proto);
