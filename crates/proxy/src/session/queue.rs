@@ -552,8 +552,8 @@ impl Session {
         }
     }
 
-    /// Resends the front slot's commands on a fresh shared connection.
-    /// Returns false when none could be had.
+    /// Resends the front slot's commands on a fresh shared connection;
+    /// says why not when none could be had.
     async fn resend_front(&mut self, _skipped: usize) -> Resend {
         self.conn = None;
         let pool = self.shared.upstream.pool(&self.key());
