@@ -1662,14 +1662,14 @@ impl Outage {
     /// lock. Answering here instead would read a store
     /// just emptied, or seed it from a replica that may not have streamed
     /// the replay's last writes yet.
-    pub(crate) fn forgotten(&self, era: u64) -> bool {
+    fn forgotten(&self, era: u64) -> bool {
         self.forgets.load(Ordering::Acquire) != era
     }
 
     /// How many times the local state was forgotten so far: read it
     /// before deciding to answer here, and ask [`forgotten`](Self::forgotten)
     /// under the order lock.
-    pub(crate) fn era(&self) -> u64 {
+    fn era(&self) -> u64 {
         self.forgets.load(Ordering::Acquire)
     }
 
@@ -1752,19 +1752,9 @@ mod tests {
         )
         .unwrap();
         for i in 0..50_000 {
-            let key = Bytes::from(format!("sess:{i}"));
-            o.store.apply(
-                0,
-                &[
-                    Bytes::from_static(b"SET"),
-                    key.clone(),
-                    Bytes::from_static(b"v"),
-                ],
-            );
-            o.mark(
-                0,
-                &[Bytes::from_static(b"SET"), key, Bytes::from_static(b"v")],
-            );
+            let set = a(&["SET", &format!("sess:{i}"), "v"]);
+            o.store.apply(0, &set);
+            o.mark(0, &set);
         }
         let era = o.era();
         let left = std::thread::scope(|s| {

@@ -51,6 +51,16 @@ pub fn bulk(b: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Redis's nil in protocol `proto`: `_` in RESP3; in RESP2 a null array
+/// (`array`) or a null bulk string.
+pub fn nil(proto: u8, array: bool) -> Bytes {
+    Bytes::from_static(match (proto, array) {
+        (3, _) => b"_\r\n",
+        (_, true) => b"*-1\r\n",
+        (_, false) => b"$-1\r\n",
+    })
+}
+
 /// `+OK`.
 pub fn ok() -> Bytes {
     Bytes::from_static(b"+OK\r\n")

@@ -87,15 +87,8 @@ async fn blocked_workers_take_jobs_pushed_during_an_outage_and_redis_hears_of_it
         worker.cmd(&["WATCH", "rq:job:4"]).await,
         Frame::simple("OK")
     );
-    assert_eq!(worker.cmd(&["MULTI"]).await, Frame::simple("OK"));
     assert_eq!(
-        worker
-            .cmd(&["HSET", "rq:job:4", "status", "finished"])
-            .await,
-        Frame::simple("QUEUED")
-    );
-    assert_eq!(
-        worker.cmd(&["EXEC"]).await,
+        set_status(&mut worker, "rq:job:4", "finished").await,
         Frame::Array(vec![Frame::Integer(0)])
     );
     assert_eq!(
@@ -106,12 +99,10 @@ async fn blocked_workers_take_jobs_pushed_during_an_outage_and_redis_hears_of_it
         producer.cmd(&["HSET", "rq:job:4", "by", "other"]).await,
         Frame::Integer(1)
     );
-    assert_eq!(worker.cmd(&["MULTI"]).await, Frame::simple("OK"));
     assert_eq!(
-        worker.cmd(&["HSET", "rq:job:4", "status", "lost"]).await,
-        Frame::simple("QUEUED")
+        set_status(&mut worker, "rq:job:4", "lost").await,
+        Frame::NullArray
     );
-    assert_eq!(worker.cmd(&["EXEC"]).await, Frame::NullArray);
 
     redis.start_again();
     test_support::wait_for("the replay", Duration::from_secs(30), || {
@@ -162,33 +153,33 @@ async fn a_watch_held_locally_aborts_a_transaction_run_after_the_hand_back() {
     // Redis's copy changes meanwhile: the watch could not have seen it.
     redis.cmd(&["HSET", "rq:job:9", "status", "requeued"]);
 
-    assert_eq!(worker.cmd(&["MULTI"]).await, Frame::simple("OK"));
     assert_eq!(
-        worker
-            .cmd(&["HSET", "rq:job:9", "status", "finished"])
-            .await,
-        Frame::simple("QUEUED")
+        set_status(&mut worker, "rq:job:9", "finished").await,
+        Frame::NullArray
     );
-    assert_eq!(worker.cmd(&["EXEC"]).await, Frame::NullArray);
     assert_eq!(redis.cmd(&["HGET", "rq:job:9", "status"]), "requeued");
     // The retry runs in Redis, guarded there.
     assert_eq!(
         worker.cmd(&["WATCH", "rq:job:9"]).await,
         Frame::simple("OK")
     );
-    assert_eq!(worker.cmd(&["MULTI"]).await, Frame::simple("OK"));
     assert_eq!(
-        worker
-            .cmd(&["HSET", "rq:job:9", "status", "finished"])
-            .await,
-        Frame::simple("QUEUED")
-    );
-    assert_eq!(
-        worker.cmd(&["EXEC"]).await,
+        set_status(&mut worker, "rq:job:9", "finished").await,
         Frame::Array(vec![Frame::Integer(0)])
     );
     assert_eq!(redis.cmd(&["HGET", "rq:job:9", "status"]), "finished");
     assert_eq!(redis.cmd(&["LINDEX", "rq:queue:default", "0"]), "job-9");
+}
+
+/// `MULTI`, `HSET key status …`, `EXEC`: the transaction a worker ends a
+/// job with; returns `EXEC`'s reply.
+async fn set_status(worker: &mut Raw, key: &str, status: &str) -> Frame {
+    assert_eq!(worker.cmd(&["MULTI"]).await, Frame::simple("OK"));
+    assert_eq!(
+        worker.cmd(&["HSET", key, "status", status]).await,
+        Frame::simple("QUEUED")
+    );
+    worker.cmd(&["EXEC"]).await
 }
 
 /// Waits until `n` clients wait for a push to the outage's local store.

@@ -286,8 +286,9 @@ impl Session {
             ));
             return Flow::Go;
         }
+        let watched_here = self.local_watch;
         // The store's EXEC ends its WATCH, whatever the route.
-        let watched_here = std::mem::take(&mut self.local_watch);
+        self.local_watch = false;
         if let (Some(o), None) = (self.shared.outage.clone(), &self.pinned) {
             // Not under WATCH (Redis holds those keys' versions): a block
             // of durable commands may be served locally during an outage.
@@ -306,22 +307,11 @@ impl Session {
             // back to Redis (and emptied) since: as when a watched key
             // changes, the transaction is not run, and the client retries
             // it against Redis.
-            if let (Some(o), Some(local)) =
-                (self.shared.outage.clone(), self.store_session.as_mut())
-            {
-                let _ = o
-                    .store()
-                    .execute(local, vec![Bytes::from_static(b"UNWATCH")])
-                    .await;
-            }
+            self.unwatch_store().await;
             if self.pinned.is_some() {
                 self.unpin_when_idle = true;
             }
-            self.push_ready(Bytes::from_static(if self.proto == 3 {
-                b"_\r\n"
-            } else {
-                b"*-1\r\n"
-            }));
+            self.push_ready(reply::nil(self.proto, true));
             return Flow::Go;
         }
         if let Some(r) = self.down_reply() {
@@ -447,9 +437,13 @@ impl Session {
 
     /// Forgets a WATCH the local store holds (EXEC, DISCARD, UNWATCH).
     pub(super) async fn unwatch_locally(&mut self) {
-        if !std::mem::take(&mut self.local_watch) {
-            return;
+        if std::mem::take(&mut self.local_watch) {
+            self.unwatch_store().await;
         }
+    }
+
+    /// Ends the store session's WATCH.
+    async fn unwatch_store(&mut self) {
         if let (Some(o), Some(local)) = (self.shared.outage.clone(), self.store_session.as_mut()) {
             let _ = o
                 .store()
@@ -702,11 +696,7 @@ fn timeout_nil(args: &[Bytes], proto: u8) -> Option<Bytes> {
         b"brpoplpush" | b"blmove" => false,
         _ => return None,
     };
-    Some(Bytes::from_static(match (proto, array) {
-        (3, _) => b"_\r\n",
-        (_, true) => b"*-1\r\n",
-        (_, false) => b"$-1\r\n",
-    }))
+    Some(reply::nil(proto, array))
 }
 
 /// `PEXPIRETIME key`, sent behind a read the near-cache keeps.
