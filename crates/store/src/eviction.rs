@@ -8,6 +8,18 @@ use crate::store::Inner;
 use crate::value::Entry;
 use crate::Effect;
 
+/// What an empty redis-server 7.0 reports as `used_memory`: its own
+/// structures (`used_memory_startup`, ~0.86 MB, and a little more once
+/// clients connect). Redis counts them against `maxmemory`, so a limit
+/// below them refuses every write; counting them too keeps that so here.
+pub(crate) const BASELINE: usize = 900 * 1024;
+
+/// `used_memory` as Redis reports it and compares with `maxmemory`: the
+/// data and the baseline.
+pub(crate) fn used(inner: &Inner) -> usize {
+    inner.used_memory.saturating_add(BASELINE)
+}
+
 pub(crate) const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
 /// Updates LRU time and the LFU counter on access (Redis's
@@ -31,7 +43,7 @@ pub(crate) fn record_access(e: &mut Entry, now: u64, log_factor: u32, decay_minu
 /// The evicted keys are recorded as DEL effects so a journal forgets them.
 pub(crate) fn make_room(inner: &mut Inner, now: u64, effects: &mut Vec<Effect>) -> bool {
     let max = inner.config.maxmemory as usize;
-    if max == 0 || inner.used_memory <= max {
+    if max == 0 || used(inner) <= max {
         return true;
     }
     let policy = inner.config.policy;
@@ -40,7 +52,7 @@ pub(crate) fn make_room(inner: &mut Inner, now: u64, effects: &mut Vec<Effect>) 
     }
     let samples = inner.config.samples;
     let mut rng = rand::thread_rng();
-    while inner.used_memory > max {
+    while used(inner) > max {
         // Best candidate over all databases: (score, db, key); lower score
         // is evicted first.
         let mut best: Option<(u64, usize, bytes::Bytes)> = None;

@@ -706,13 +706,23 @@ fn info(ctx: &mut Ctx) -> Reply {
     if want("memory") {
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{u}\r\nused_memory_human:{}\r\nused_memory_peak:{p}\r\nused_memory_peak_human:{}\r\nused_memory_dataset:{u}\r\nmaxmemory:{m}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_allocator:rust\r\n\r\n",
-            human(i.used_memory as u64),
-            human(i.peak_memory as u64),
+            "# Memory\r\nused_memory:{u}\r\nused_memory_human:{}\r\nused_memory_peak:{p}\r\nused_memory_peak_human:{}\r\nused_memory_startup:{b}\r\nused_memory_dataset:{d}\r\nmaxmemory:{m}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_allocator:rust\r\nnumber_of_cached_scripts:{scripts}\r\nnumber_of_functions:{functions}\r\nnumber_of_libraries:{libraries}\r\n\r\n",
+            human(crate::eviction::used(i) as u64),
+            human((i.peak_memory + crate::eviction::BASELINE) as u64),
             human(i.config.maxmemory),
             i.config.get("maxmemory-policy").unwrap_or("noeviction"),
-            u = i.used_memory,
-            p = i.peak_memory,
+            u = crate::eviction::used(i),
+            p = i.peak_memory + crate::eviction::BASELINE,
+            b = crate::eviction::BASELINE,
+            d = i.used_memory,
+            scripts = i.scripting.eval.as_ref().map_or(0, |e| e.scripts.len()),
+            functions = i
+                .scripting
+                .libraries
+                .values()
+                .map(|l| l.functions.len())
+                .sum::<usize>(),
+            libraries = i.scripting.libraries.len(),
             m = i.config.maxmemory,
         );
     }

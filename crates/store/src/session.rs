@@ -39,6 +39,9 @@ pub struct Session {
     /// Asked about every command a script of this session runs, while a
     /// key hook is set.
     pub(crate) command_hook: Option<crate::scripting::CommandHook>,
+    /// A script's own client: its commands are a script's (SORT of a set
+    /// by a constant sorts, for a script's result to be deterministic).
+    pub(crate) script: bool,
 }
 
 impl Session {
@@ -146,6 +149,7 @@ impl Drop for Session {
                     unblock: self.unblock.clone(),
                     key_hook: None,
                     command_hook: None,
+                    script: false,
                 };
                 s.defer(|d| d.departures.push(gone));
             }

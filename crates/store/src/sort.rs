@@ -85,9 +85,9 @@ fn sort(ctx: &mut Ctx) -> Reply {
         // Redis converts a sorted set it SORTs to a skiplist for good.
         ctx.mark_str_enc(&key, crate::value::StrEnc::Big);
     }
-    // Redis sorts a set anyway when storing, so the stored list does not
-    // depend on hash order.
-    if dontsort && is_set && store.is_some() {
+    // Redis sorts a set anyway when storing or inside a script, so neither
+    // the stored list nor a script's result depends on hash order.
+    if dontsort && is_set && (store.is_some() || ctx.sess.script) {
         dontsort = false;
         alpha = true;
         by = None;

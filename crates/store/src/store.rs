@@ -647,6 +647,7 @@ impl Store {
             unblock,
             key_hook: None,
             command_hook: None,
+            script: false,
         }
     }
 
@@ -668,6 +669,7 @@ impl Store {
             unblock: Arc::new(Notify::new()),
             key_hook: None,
             command_hook: None,
+            script: false,
         }
     }
 

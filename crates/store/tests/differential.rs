@@ -671,6 +671,8 @@ async fn info_has_redis_sections_and_fields() {
         "used_memory_human:",
         "maxmemory:",
         "maxmemory_policy:",
+        "used_memory_startup:",
+        "number_of_cached_scripts:",
         "# Persistence",
         "loading:0",
         "rdb_changes_since_last_save:",

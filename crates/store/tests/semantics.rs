@@ -389,12 +389,28 @@ async fn snapshot_is_a_point_in_time_copy() {
     assert_eq!(cmds, vec![vec!["RPUSH", "l", "a"]]);
 }
 
+/// What the store counts as its own overhead against `maxmemory`
+/// (`used_memory_startup`), as Redis counts its own: limits in these tests
+/// are set above it.
+async fn startup_memory(store: &Store, s: &mut Session) -> u64 {
+    let info = match run(store, s, &["INFO", "memory"]).await.reply {
+        Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory_startup:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory_startup in INFO memory")
+}
+
 #[tokio::test]
 async fn maxmemory_noeviction_refuses_writes_and_lru_evicts() {
     let store = Store::new(StoreConfig::default());
     let mut s = store.session();
     let big = "x".repeat(1000);
-    run(&store, &mut s, &["CONFIG", "SET", "maxmemory", "20000"]).await;
+    // Room for about 20 values.
+    let max = (startup_memory(&store, &mut s).await + 20_000).to_string();
+    run(&store, &mut s, &["CONFIG", "SET", "maxmemory", &max]).await;
     let mut refused = None;
     for i in 0..100 {
         let out = run(&store, &mut s, &["SET", &format!("k{i}"), &big]).await;
@@ -557,7 +573,7 @@ async fn volatile_policies_evict_only_keys_with_a_ttl() {
         )
         .await;
     }
-    let used = store.used_memory();
+    let used = store.used_memory() as u64 + startup_memory(&store, &mut s).await;
     run(
         &store,
         &mut s,
@@ -579,7 +595,8 @@ async fn volatile_policies_evict_only_keys_with_a_ttl() {
     for i in 1..5 {
         run(&store, &mut s, &["PERSIST", &format!("t{i}")]).await;
     }
-    run(&store, &mut s, &["CONFIG", "SET", "maxmemory", "1000"]).await;
+    let max = (startup_memory(&store, &mut s).await + 1000).to_string();
+    run(&store, &mut s, &["CONFIG", "SET", "maxmemory", &max]).await;
     let out = run(&store, &mut s, &["SET", "more", "v"]).await;
     assert_eq!(
         out.reply,

@@ -262,7 +262,22 @@ impl Engine {
             "acl_check_cmd",
         ] {
             let f: Function = redis.raw_get(name)?;
-            redis.raw_set(name, raising(&lua, f, fail.clone(), false)?)?;
+            let mut f = raising(&lua, f, fail.clone(), false)?;
+            if matches!(name, "call" | "pcall") {
+                // A Lua function takes any number of arguments where a C
+                // function takes at most 8,000 values on its stack: the
+                // arguments reach the C function packed in one table, with
+                // their count in `n` (tailcall.rs says why user code never
+                // tail-calls this function).
+                f = lua
+                    .load(
+                        "local f, select = ...\n\
+                         return function(...) return f({ n = select('#', ...), ... }) end",
+                    )
+                    .set_name(INTERNAL)
+                    .call((f, hidden.raw_get::<Function>("select")?))?;
+            }
+            redis.raw_set(name, f)?;
         }
         let math: Table = hidden.raw_get::<Table>("math")?;
         // `math` in the globals is the read-only proxy; the functions live
@@ -314,15 +329,35 @@ impl Engine {
 
     /// Compiles a chunk named like Redis names it (`@user_script`), so
     /// error positions read `user_script:<line>`.
+    /// Its tail calls become plain calls (tailcall.rs says why).
     pub fn compile(&self, code: &[u8], name: &str) -> Result<Function, String> {
-        self.lua
+        // Parsed as text whatever it starts with, as Redis's Lua parses it
+        // (no bytecode from a client is ever run): a leading ESC gets the
+        // parser's own syntax error, as there.
+        let code = match code.first() {
+            Some(27) => [b" ", code].concat(),
+            _ => code.to_vec(),
+        };
+        let f = self
+            .lua
             .load(code)
             .set_name(name)
+            .set_mode(mlua::chunk::ChunkMode::Text)
             .into_function()
             .map_err(|e| match e {
                 mlua::Error::SyntaxError { message, .. } => message,
                 other => other.to_string(),
-            })
+            })?;
+        match super::tailcall::without_tail_calls(&f.dump(false)) {
+            Some(dump) => self
+                .lua
+                .load(dump)
+                .set_name(name)
+                .set_mode(mlua::chunk::ChunkMode::Binary)
+                .into_function()
+                .map_err(|e| e.to_string()),
+            None => Ok(f),
+        }
     }
 
     /// Runs `f` under the error handler: `Ok` with the result, or the error

@@ -84,12 +84,20 @@ fn metadata(code: &[u8]) -> Result<(String, String, usize), String> {
     let Some(end) = code.iter().position(|&b| b == b'\n') else {
         return Err("Invalid library metadata".into());
     };
-    let line = String::from_utf8_lossy(&code[..end]);
-    let mut parts = line.split_whitespace();
+    // Split as Redis splits it (`sdssplitargs`): quotes and escapes, so
+    // `name="foo"` names the library `foo`.
+    let Ok(words) = resp::decode::split_inline(&code[..end]) else {
+        return Err("Invalid library metadata".into());
+    };
+    let words: Vec<String> = words
+        .iter()
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    let mut parts = words.iter();
     let Some(first) = parts.next() else {
         return Err("Invalid library metadata".into());
     };
-    let engine = first[2..].to_string();
+    let engine = first.get(2..).unwrap_or_default().to_string();
     let mut name = None;
     for p in parts {
         if p.len() >= 5 && p[..5].eq_ignore_ascii_case("name=") {
@@ -610,7 +618,7 @@ fn fcall_generic(ctx: &mut Ctx, ro: bool) -> Reply {
         if numkeys < 0 {
             return Err(err("ERR Number of keys can't be negative"));
         }
-        let read_only = prepare(ctx, script.flags, ro)?;
+        let prepared = prepare(ctx, script.flags, ro)?;
         let n = numkeys as usize;
         let lua_err = |e: mlua::Error| Frame::error(format!("ERR {e}"));
         let k = engine.array(&ctx.args[3..3 + n]).map_err(lua_err)?;
@@ -621,7 +629,7 @@ fn fcall_generic(ctx: &mut Ctx, ro: bool) -> Reply {
             &script.func,
             Some((k, a)),
             &name,
-            read_only,
+            prepared,
             false,
         )
     })

@@ -21,12 +21,13 @@ pub(crate) mod engine;
 pub(crate) mod functions;
 pub(crate) mod gate;
 pub(crate) mod keyhook;
+mod tailcall;
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use mlua::{MultiValue, Value as LuaValue};
+use mlua::Value as LuaValue;
 use resp::command::{F_DENYOOM, F_MAY_REPLICATE, F_NOSCRIPT, F_WRITE};
 use resp::Frame;
 
@@ -106,7 +107,9 @@ fn shebang(body: &[u8]) -> Result<(u32, usize), String> {
         let Some(list) = p.strip_prefix("flags=") else {
             return Err(format!("Unknown lua shebang option: {p}"));
         };
-        for f in list.split(',') {
+        // `flags=` alone declares no flags (Redis splits an empty list
+        // into nothing); an empty item in a list is still refused.
+        for f in list.split(',').filter(|_| !list.is_empty()) {
             match flags::NAMES.iter().find(|(n, _)| *n == f) {
                 Some((_, bit)) => out |= bit,
                 None => return Err(format!("Unexpected flag in script shebang: {f}")),
@@ -181,23 +184,48 @@ fn eval_generic(ctx: &mut Ctx, by_sha: bool, ro: bool) -> Reply {
     })
 }
 
-/// Redis's `scriptPrepareForRun` checks; the run is read-only when true.
-fn prepare(ctx: &mut Ctx, fl: u32, ro: bool) -> Result<bool, Frame> {
+/// How a script run starts, from its flags and the memory at its start.
+pub(crate) struct Prepared {
+    read_only: bool,
+    /// `allow-oom`: its writes are not refused over `maxmemory`.
+    allow_oom: bool,
+    /// Keys evicted to make room before it ran, journaled with its effects.
+    evicted: Vec<Effect>,
+}
+
+/// Redis's checks before a script runs: `processCommand`'s (a script that
+/// declares flags, neither `allow-oom` nor `no-writes`, is a deny-oom
+/// command: keys are evicted as the policy says, else it is refused with
+/// Redis's plain OOM error) and `scriptPrepareForRun`'s (the same inside
+/// EXEC, worded as there).
+fn prepare(ctx: &mut Ctx, fl: u32, ro: bool) -> Result<Prepared, Frame> {
+    let mut evicted = Vec::new();
     if fl & flags::EVAL_COMPAT == 0 {
         if fl & flags::NO_WRITES == 0 && ro {
             return Err(err(
                 "ERR Can not execute a script with write flag using *_ro command.",
             ));
         }
-        let maxmemory = ctx.inner.config.maxmemory;
-        if maxmemory > 0
-            && ctx.inner.used_memory as u64 > maxmemory
-            && fl & (flags::ALLOW_OOM | flags::NO_WRITES) == 0
+        if fl & (flags::ALLOW_OOM | flags::NO_WRITES) == 0
+            && !crate::eviction::make_room(ctx.inner, ctx.now, &mut evicted)
         {
-            return Err(err("OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'"));
+            if !evicted.is_empty() {
+                ctx.effects = Some(evicted);
+                ctx.keep_effects = true;
+            }
+            return Err(if ctx.no_block {
+                err("OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'")
+            } else {
+                ctx.inner.stats.rejected_calls += 1;
+                err(crate::eviction::OOM)
+            });
         }
     }
-    Ok(ro || (fl & flags::EVAL_COMPAT == 0 && fl & flags::NO_WRITES != 0))
+    Ok(Prepared {
+        read_only: ro || (fl & flags::EVAL_COMPAT == 0 && fl & flags::NO_WRITES != 0),
+        allow_oom: fl & flags::EVAL_COMPAT == 0 && fl & flags::ALLOW_OOM != 0,
+        evicted,
+    })
 }
 
 /// One script run's state, reached from `redis.call`.
@@ -209,6 +237,7 @@ struct Run<'a> {
     sess: Session,
     now: u64,
     read_only: bool,
+    allow_oom: bool,
     effects: Vec<Effect>,
     keys: Option<KeyGuard>,
     denied: Option<String>,
@@ -218,16 +247,20 @@ struct Run<'a> {
 impl Run<'_> {
     /// `redis.call` / `redis.pcall`: `(true, reply)` or `(false, error
     /// table)`; raising is left to the Lua side.
-    fn call(&mut self, lua: &mlua::Lua, args: MultiValue) -> mlua::Result<(bool, LuaValue)> {
-        let mut it = args.into_iter();
-        let resp = match it.next() {
-            Some(LuaValue::Integer(3)) => 3,
-            Some(LuaValue::Number(3.0)) => 3,
+    fn call(
+        &mut self,
+        lua: &mlua::Lua,
+        (resp, args): (LuaValue, mlua::Table),
+    ) -> mlua::Result<(bool, LuaValue)> {
+        let resp = match resp {
+            LuaValue::Integer(3) => 3,
+            LuaValue::Number(3.0) => 3,
             _ => 2,
         };
-        let mut argv = Vec::new();
-        for v in it {
-            match v {
+        let n: usize = args.raw_get("n")?;
+        let mut argv = Vec::with_capacity(n);
+        for i in 1..=n {
+            match args.raw_get::<LuaValue>(i)? {
                 LuaValue::String(s) => argv.push(Bytes::copy_from_slice(&s.as_bytes())),
                 LuaValue::Integer(i) => argv.push(Bytes::from(crate::num::fmt_g17(i as f64))),
                 LuaValue::Number(n) => argv.push(Bytes::from(crate::num::fmt_g17(n))),
@@ -303,7 +336,8 @@ impl Run<'_> {
                 }
             }
         }
-        if fl & F_DENYOOM != 0 && !self.wrote && self.inner.config.maxmemory > 0 {
+        if fl & F_DENYOOM != 0 && !self.wrote && !self.allow_oom && self.inner.config.maxmemory > 0
+        {
             let mut evicted = Vec::new();
             let room = crate::eviction::make_room(self.inner, self.now, &mut evicted);
             self.effects.extend(evicted);
@@ -354,7 +388,7 @@ fn execute(
     func: &mlua::Function,
     keys_args: Option<(mlua::Table, mlua::Table)>,
     funcname: &str,
-    read_only: bool,
+    prepared: Prepared,
     eval_mode: bool,
 ) -> Reply {
     let gate = ctx.shared.script_gate.clone();
@@ -386,23 +420,26 @@ fn execute(
         .unwrap_or_else(|| Store::internal_session(ctx.sess.db));
     sess.db = ctx.sess.db;
     sess.resp = 2;
+    sess.script = true;
     let caller_resp = ctx.sess.resp;
     let hook = ctx.sess.key_hook.clone();
     let command_hook = ctx.sess.command_hook.clone();
+    let evicted_before = prepared.evicted.len();
     let run_state = RefCell::new(Run {
         inner: &mut *ctx.inner,
         shared: ctx.shared,
         sess,
         now: ctx.now,
-        read_only,
-        effects: Vec::new(),
+        read_only: prepared.read_only,
+        allow_oom: prepared.allow_oom,
+        effects: prepared.evicted,
         keys: hook.map(|h| KeyGuard::new(h, command_hook)),
         denied: None,
         wrote: false,
     });
     let abort = engine.abort.clone();
     let result = engine.lua.scope(|scope| {
-        let raw = scope.create_function_mut(|lua, args: MultiValue| {
+        let raw = scope.create_function_mut(|lua, args: (LuaValue, mlua::Table)| {
             let mut r = run_state.borrow_mut();
             let out = r.call(lua, args);
             if r.denied.is_some() {
@@ -436,6 +473,13 @@ fn execute(
     if let Some(msg) = denied {
         if let Some(guard) = keys {
             guard.undo(ctx.inner);
+        }
+        // The keys evicted before the run stay evicted: journaled.
+        let mut evicted = effects;
+        evicted.truncate(evicted_before);
+        if !evicted.is_empty() {
+            ctx.effects = Some(evicted);
+            ctx.keep_effects = true;
         }
         return Err(Frame::Error(Bytes::from(msg)));
     }

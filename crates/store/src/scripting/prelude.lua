@@ -60,18 +60,21 @@ end
 
 local R = {}
 
-function R.call(...)
+-- `argv` is the script's arguments packed by the C wrapper, with their
+-- count in `argv.n`: passed on one by one, Redis's maximum of arguments
+-- would not fit the stack a C function is given.
+function R.call(argv)
   local raw = ctl.raw
   if not raw then return fail("redis.call/pcall can only be called inside a script invocation") end
-  local ok, r = raw(ctl.resp, ...)
+  local ok, r = raw(ctl.resp, argv)
   if not ok then return FAIL, r.err end
   return r
 end
 
-function R.pcall(...)
+function R.pcall(argv)
   local raw = ctl.raw
   if not raw then return fail("redis.call/pcall can only be called inside a script invocation") end
-  local ok, r = raw(ctl.resp, ...)
+  local ok, r = raw(ctl.resp, argv)
   if not ok and stop() then return FAIL, r.err end
   return r
 end
@@ -224,6 +227,18 @@ local function after_xpcall(ok, ...)
   return ok, ...
 end
 H.xpcall = function(f, h) return after_xpcall(real_xpcall(f, h)) end
+
+-- Redis's copy of Lua parses every chunk as text (it has no binary
+-- loader): a dumped function is a syntax error, never bytecode run
+-- unchecked. With a space in front, Lua's own parser says the same, and
+-- the chunk keeps the name Lua would have given it.
+local real_loadstring = H.loadstring
+H.loadstring = function(s, name)
+  if type(s) == "string" and s:byte(1) == 27 then
+    return real_loadstring(" " .. s, name or s)
+  end
+  return real_loadstring(s, name)
+end
 
 -- Redis raises these from C, so without a position.
 local real_setmetatable = setmetatable
