@@ -303,19 +303,22 @@ export async function check(t, rec, { rejectionAllowed }) {
   if (otherFailures.length) problems.push(`jobs failed: ${short(otherFailures.map((f) => `${f.id}: ${f.msg}`))}`);
   // For a failure no rule explains: when its add and its processing ran,
   // relative to the kill and to each Redoubt's Up.
-  for (const f of otherFailures.slice(0, 3)) {
-    const k = rec.timeline.killedAt;
-    const rel = (at) => (at == null ? '-' : `kill${at - k >= 0 ? '+' : ''}${at - k} ms`);
-    const adds = ledger.filter((e) => e.id === f.id || e.customId === f.id)
+  const k0 = rec.timeline.killedAt;
+  const rel = (at) => (at == null ? '-' : `kill${at - k0 >= 0 ? '+' : ''}${at - k0} ms`);
+  // A job no rule explains: when its add and its processing ran, relative
+  // to the kill and to each Redoubt's Up, and what Redis holds of it.
+  const explain = async (what, id) => {
+    const adds = ledger.filter((e) => e.id === id || e.customId === id)
       .map((e) => `add via ${e.via} ${e.kind}${e.bulk ? ' (bulk)' : ''} from ${rel(e.start)} to ${rel(e.end)}${e.err ? ` err ${e.err}` : ''}`);
-    const runs = starts.filter((s) => s.id === f.id).map((s) => `processed from ${rel(s.at)} to ${rel(s.end)}`);
-    t.diagnostic(`failed ${f.id} at ${rel(f.at)}: ${[...adds, ...runs].join('; ')}; Up at ${JSON.stringify(Object.fromEntries(Object.entries(rec.upAt).map(([k, v]) => [k, rel(v)])))}`);
-    const hash = await direct.hgetall(rec.keys(f.id));
+    const runs = starts.filter((s) => s.id === id).map((s) => `processed from ${rel(s.at)} to ${rel(s.end)}`);
+    t.diagnostic(`${what}: ${[...adds, ...runs].join('; ')}; Up at ${JSON.stringify(Object.fromEntries(Object.entries(rec.upAt).map(([k, v]) => [k, rel(v)])))}`);
+    const hash = await direct.hgetall(rec.keys(id));
     const events = (await direct.xrange(rec.keys('events'), '-', '+'))
-      .filter(([, fields]) => fields.includes(f.id))
-      .map(([id, fields]) => `${id} ${fields.join(' ')}`.slice(0, 160));
+      .filter(([, fields]) => fields.includes(id))
+      .map(([eid, fields]) => `${eid} ${fields.join(' ')}`.slice(0, 160));
     t.diagnostic(`  in Redis now: hash fields ${JSON.stringify(Object.keys(hash))}; events ${JSON.stringify(events)}`);
-  }
+  };
+  for (const f of otherFailures.slice(0, 3)) await explain(`failed ${f.id} at ${rel(f.at)}`, f.id);
   const failedSet = new Set(await direct.zrange(rec.keys('failed'), 0, -1));
   const failedInFlightLost = failedInFlight.filter((f) => !failedSet.has(f.id));
   if (failedInFlightLost.length) problems.push(`jobs failed by an in-flight UNCERTAIN but not in Redis's failed set: ${short(failedInFlightLost.map((f) => f.id))}`);
@@ -342,12 +345,15 @@ export async function check(t, rec, { rejectionAllowed }) {
     // stalled (stc). A moveToActive whose reply was lost leaves the job
     // active with nobody running it until the stalled check moves it back.
     if (h.ats !== '1') issues.push(`started ${h.ats} times (ats)`);
-    if (h.atm !== '1') issues.push(`attempts made ${h.atm} (atm)`);
+    // A moveToFinished in flight at the kill may have run in Redis before
+    // BullMQ, told UNCERTAIN, failed the job: two finishes (checked above).
+    if (h.atm !== '1' && !(inFlightIds.has(e.id) && h.atm === '2')) issues.push(`attempts made ${h.atm} (atm)`);
     if (h.stc && h.stc !== '0') issues.push(`found stalled ${h.stc} times (stc)`);
     if (!h.finishedOn) issues.push('no finishedOn');
     if (issues.length) badHash.push(`${e.id}: ${issues.join(', ')}`);
   });
   if (badHash.length) problems.push(`${badHash.length} completed jobs wrong in Redis: ${short(badHash, 5)}`);
+  for (const b of badHash.slice(0, 3)) await explain(`wrong in Redis ${b}`, b.slice(0, b.indexOf(':')));
   const counts = {
     wait: await direct.llen(k('wait')), active: await direct.llen(k('active')),
     delayed: await direct.zcard(k('delayed')), prioritized: await direct.zcard(k('prioritized')),
