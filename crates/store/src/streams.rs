@@ -1738,7 +1738,7 @@ fn xinfo(ctx: &mut Ctx) -> Reply {
     }
 }
 
-fn subcommand_error_args(args: &[Bytes]) -> Frame {
+pub(crate) fn subcommand_error_args(args: &[Bytes]) -> Frame {
     Frame::error(format!(
         "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
         lossy(&args[1]).chars().take(128).collect::<String>(),

@@ -196,9 +196,14 @@ fn compile(
             ] {
                 api.raw_set(k, engine.redis.raw_get::<LuaValue>(k)?)?;
             }
-            api.set_metatable(Some(strict.clone()))?;
+            // Read-only as in Redis: a function that kept a reference to
+            // it cannot change it when it runs.
+            let api_mt = lua.create_table()?;
+            api_mt.raw_set("__index", strict.raw_get::<LuaValue>("__index")?)?;
+            api_mt.raw_set("__newindex", engine.ctl.raw_get::<LuaValue>("readonly")?)?;
+            api.set_metatable(Some(api_mt))?;
             let load_env = lua.create_table()?;
-            load_env.raw_set("redis", api)?;
+            load_env.raw_set("redis", api.clone())?;
             load_env.set_metatable(Some(strict))?;
             let Some(globals_mt) = lua.globals().metatable() else {
                 return Err(mlua::Error::runtime("globals are not sealed"));
@@ -207,6 +212,17 @@ fn compile(
             gate.load_limit(load_timeout);
             let out = engine.call_bare(&chunk);
             gate.load_limit(None);
+            // A function that kept the API table finds registration closed
+            // (the scoped callback ends with this load), worded as Redis.
+            api.raw_set(
+                "register_function",
+                lua.create_function(|_, _: mlua::MultiValue| -> mlua::Result<()> {
+                    Err(mlua::Error::external(ScriptError(
+                        "ERR redis.register_function can only be called on FUNCTION LOAD command"
+                            .into(),
+                    )))
+                })?,
+            )?;
             globals_mt.raw_set("__index", engine.hidden.clone())?;
             Ok(out)
         })
@@ -471,6 +487,9 @@ fn function_delete(ctx: &mut Ctx) -> Reply {
 }
 
 fn function_flush(ctx: &mut Ctx) -> Reply {
+    if ctx.args.len() > 3 {
+        return Err(crate::streams::subcommand_error_args(ctx.args));
+    }
     let ok = match ctx.args.len() {
         2 => true,
         3 => ctx.arg_is(2, "sync") || ctx.arg_is(2, "async"),

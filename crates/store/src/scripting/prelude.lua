@@ -12,6 +12,8 @@ local stop, sha1hex, log, rng, seed = rust.stop, rust.sha1hex, rust.log, rust.rn
 local function ro()
   real_error("Attempt to modify a readonly table", 2)
 end
+-- For the library-load API table (functions.rs), read-only as Redis's.
+ctl.readonly = ro
 
 -- Tables the script may read but not change (Redis 7.0 makes every table
 -- reachable from the globals read-only).
