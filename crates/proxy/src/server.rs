@@ -63,6 +63,10 @@ pub(crate) struct Shared {
     pub(crate) access: Arc<crate::access::Access>,
     /// `CLIENT LIST` rows of the connected sessions, by client id.
     pub(crate) clients: std::sync::Mutex<std::collections::BTreeMap<u64, ClientRow>>,
+    /// Redis's client id of each session's connection for blocking
+    /// commands, by the session's id: `CLIENT UNBLOCK` names the session,
+    /// Redis knows the connection.
+    pub(crate) blocking_ids: std::sync::Mutex<std::collections::HashMap<u64, i64>>,
     /// Local subscribers, for `PUBLISH` while Redis is down.
     pub(crate) pubsub: crate::pubsub::Hub,
 }
@@ -166,6 +170,7 @@ impl Proxy {
             outage: settings.outage.clone(),
             access: access.clone(),
             clients: Default::default(),
+            blocking_ids: Default::default(),
             pubsub: Default::default(),
         });
         let state = Listener::new(settings.limits, metrics, counters);

@@ -391,6 +391,78 @@ async fn clients_blocked_on_one_list_are_served_in_the_order_they_blocked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_unblock_names_a_redoubt_client_and_never_one_of_redis_own() {
+    // Redis's own test ("client unblock tests"): a client blocks, another
+    // unblocks it by the id the first was told by CLIENT ID.
+    let redis = RedisServer::new();
+    let f = start(&redis).await;
+    let mut r = f.raw().await;
+    let mut rd = f.raw().await;
+    let Frame::Integer(id) = rd.cmd(&["CLIENT", "ID"]).await else {
+        panic!("CLIENT ID is an integer")
+    };
+    let id = id.to_string();
+    let blocked = |n: usize| {
+        let want = format!("blocked_clients:{n}");
+        test_support::wait_for("the client to block", Duration::from_secs(5), || {
+            redis.cmd(&["INFO", "clients"]).contains(&want)
+        });
+    };
+    let enc = |args: &[&str]| {
+        let mut out = bytes::BytesMut::new();
+        resp::frame::encode_command(&mut out, args);
+        out
+    };
+    for (how, unblock, reply) in [
+        (None, Frame::Integer(1), Frame::NullArray),
+        (Some("TIMEOUT"), Frame::Integer(1), Frame::NullArray),
+        (
+            Some("ERROR"),
+            Frame::Integer(1),
+            Frame::error("UNBLOCKED client unblocked via CLIENT UNBLOCK"),
+        ),
+    ] {
+        rd.send(&enc(&["BLPOP", "l", "0"])).await;
+        blocked(1);
+        let mut cmd = vec!["CLIENT", "UNBLOCK", id.as_str()];
+        cmd.extend(how);
+        assert_eq!(r.cmd(&cmd).await, unblock, "{how:?}");
+        let got = tokio::time::timeout(Duration::from_secs(5), rd.read())
+            .await
+            .unwrap_or_else(|_| panic!("{how:?}: the blocked client got nothing"))
+            .unwrap();
+        assert_eq!(got, reply, "{how:?}");
+    }
+    // A client that is not blocked, one that does not exist, and Redis's
+    // own errors, as Redis answers them.
+    let mut direct = Raw::connect(&redis.addr()).await;
+    for args in [
+        vec!["CLIENT", "UNBLOCK", id.as_str()],
+        vec!["CLIENT", "UNBLOCK", "987654"],
+        vec!["CLIENT", "UNBLOCK", "x"],
+        vec!["CLIENT", "UNBLOCK", "1", "LATER"],
+    ] {
+        assert_eq!(r.cmd(&args).await, direct.cmd(&args).await, "{args:?}");
+    }
+    // The id of a connection of Redis's own (here: a direct client blocked
+    // there) is not one of Redoubt's clients: it stays blocked.
+    let mut other = Raw::connect(&redis.addr()).await;
+    let Frame::Integer(other_id) = other.cmd(&["CLIENT", "ID"]).await else {
+        panic!("CLIENT ID is an integer")
+    };
+    other.send(&enc(&["BLPOP", "m", "0"])).await;
+    blocked(1);
+    assert_eq!(
+        r.cmd(&["CLIENT", "UNBLOCK", &other_id.to_string()]).await,
+        Frame::Integer(0)
+    );
+    assert_eq!(
+        redis.cmd(&["CLIENT", "UNBLOCK", &other_id.to_string()]),
+        ":1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_redis_is_not_down_and_its_script_can_be_killed_through_redoubt() {
     let redis = RedisServer::start(&["--busy-reply-threshold", "100"]);
     let f = start(&redis).await;

@@ -403,7 +403,10 @@ impl Session {
                 self.flush_batch();
                 Flow::Tunnel(req)
             }
-            Kind::Forward(write) => self.forward(req, write).await,
+            Kind::Forward(write) => {
+                let req = self.client_unblock_target(req);
+                self.forward(req, write).await
+            }
         }
     }
 }
@@ -412,6 +415,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         if let Ok(mut rows) = self.shared.clients.lock() {
             rows.remove(&self.id);
+        }
+        if let Ok(mut ids) = self.shared.blocking_ids.lock() {
+            ids.remove(&self.id);
         }
     }
 }

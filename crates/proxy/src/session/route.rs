@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use resp::Request;
+use resp::{Frame, Request};
 use tokio::time::Instant;
 use upstream::{Conn, ConnectError, State};
 
@@ -538,7 +538,10 @@ impl Session {
         let ded = match self.blocking.take().filter(|d| d.conn.is_alive()) {
             Some(d) => d,
             None => match self.shared.upstream.dedicated(&self.key()).await {
-                Ok(d) => d,
+                Ok(d) => {
+                    self.learn_blocking_id(&d.conn).await;
+                    d
+                }
                 Err(e) => {
                     self.reject();
                     self.push_ready(reply::unavailable_connect(&e.to_string()));
@@ -684,6 +687,61 @@ fn with_block_ms(args: &[Bytes], ms: u64) -> Option<Request> {
         args,
         raw: raw.freeze(),
     })
+}
+
+impl Session {
+    /// Asks Redis the id of this session's new connection for blocking
+    /// commands, for `CLIENT UNBLOCK` from other clients. Without it (a
+    /// user not allowed `CLIENT ID`, no answer in time) the session simply
+    /// cannot be unblocked that way.
+    async fn learn_blocking_id(&mut self, conn: &Conn) {
+        let id = match conn.call(&["CLIENT", "ID"], self.timeout).await {
+            Ok(Frame::Integer(id)) => Some(id),
+            _ => None,
+        };
+        if let Ok(mut ids) = self.shared.blocking_ids.lock() {
+            match id {
+                Some(id) => ids.insert(self.id, id),
+                None => ids.remove(&self.id),
+            };
+        }
+    }
+
+    /// `CLIENT UNBLOCK <id> …` names one of Redoubt's sessions: sent to
+    /// Redis with the id of that session's blocking connection, or with 0
+    /// (no client: Redis answers 0) when it has none. Never with the
+    /// client's number, which may be an unrelated connection of Redis's.
+    /// Redis still checks the arguments and answers.
+    pub(super) fn client_unblock_target(&self, req: Request) -> Request {
+        if !(req.args.len() >= 3
+            && req.args[0].eq_ignore_ascii_case(b"client")
+            && req.args[1].eq_ignore_ascii_case(b"unblock"))
+        {
+            return req;
+        }
+        let Some(ours) = std::str::from_utf8(&req.args[2])
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            // Not a client id: Redis's own error.
+            return req;
+        };
+        let theirs = self
+            .shared
+            .blocking_ids
+            .lock()
+            .ok()
+            .and_then(|ids| ids.get(&ours).copied())
+            .unwrap_or(0);
+        let mut args = req.args;
+        args[2] = Bytes::from(theirs.to_string());
+        let mut raw = BytesMut::new();
+        resp::frame::encode_command(&mut raw, &args);
+        Request {
+            args,
+            raw: raw.freeze(),
+        }
+    }
 }
 
 /// What a blocking command answers when its timeout passes with nothing
