@@ -54,6 +54,7 @@ use bytes::Bytes;
 pub use crc::{crc64, crc64_update};
 pub use dump::{decode_dump, decode_dump_with_limits};
 pub use error::Error;
+pub use listpack::ListpackWriter;
 pub use module::type_name as module_type_name;
 pub use reader::Reader;
 pub use stream::{Consumer, ConsumerGroup, PendingEntry, Stream, StreamEntry, StreamId};

@@ -6,8 +6,8 @@
 //! decoder). `DUMP` writes the plain encodings every Redis since 2.x reads
 //! (string, list, set, hash, sorted set with binary scores), not the
 //! compact ones Redis picks for small values: the bytes differ from
-//! Redis's own `DUMP`, the value they restore to does not. Streams are not
-//! dumped yet (their encoding is a radix tree of listpacks).
+//! Redis's own `DUMP`, the value they restore to does not. Streams are
+//! written as Redis 7.0 writes them (listpack nodes, counters, groups).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use resp::Frame;
@@ -27,16 +27,11 @@ fn dump(ctx: &mut Ctx) -> Reply {
     let Some(v) = ctx.lookup_read(&key) else {
         return Ok(ctx.null());
     };
-    match encode(v) {
-        Some(payload) => Ok(Frame::Bulk(payload)),
-        None => Err(err(
-            "ERR DUMP of a stream is not supported by the local store yet: command not executed",
-        )),
-    }
+    Ok(Frame::Bulk(encode(v)))
 }
 
-/// The payload `DUMP` returns for `v`; `None` for a stream.
-pub fn encode(v: &Value) -> Option<Bytes> {
+/// The payload `DUMP` returns for `v`.
+pub fn encode(v: &Value) -> Bytes {
     let mut out = BytesMut::new();
     match v {
         Value::Str(s) => {
@@ -74,12 +69,95 @@ pub fn encode(v: &Value) -> Option<Bytes> {
                 put_string(&mut out, v);
             }
         }
-        Value::Stream(_) => return None,
+        Value::Stream(st) => put_stream(&mut out, st),
     }
     out.put_u16_le(RDB_VERSION);
     let crc = rdb::crc64(&out);
     out.put_u64_le(crc);
-    Some(out.freeze())
+    out.freeze()
+}
+
+/// Entries per listpack node, as Redis's `stream-node-max-entries`.
+const STREAM_NODE_ENTRIES: usize = 100;
+
+/// A stream as Redis 7.0 writes it (`RDB_TYPE_STREAM_LISTPACKS_2`): nodes
+/// of up to 100 entries keyed by their first ID, each a listpack with a
+/// master entry (live count, 0 deleted, the first entry's fields) and the
+/// entries as deltas from it; then the counters and the consumer groups
+/// with their pending entries and consumers.
+fn put_stream(out: &mut BytesMut, st: &crate::stream::Stream) {
+    use crate::stream::StreamId;
+    const SAME_FIELDS: i64 = 2;
+    let raw_id = |out: &mut BytesMut, id: &StreamId| {
+        out.put_u64(id.ms);
+        out.put_u64(id.seq);
+    };
+    out.put_u8(19);
+    let entries: Vec<_> = st.entries.iter().collect();
+    put_len(out, entries.chunks(STREAM_NODE_ENTRIES).len() as u64);
+    for node in entries.chunks(STREAM_NODE_ENTRIES) {
+        let (master, master_fields) = node[0];
+        let mut lp = rdb::ListpackWriter::new();
+        lp.int(node.len() as i64)
+            .int(0)
+            .int(master_fields.len() as i64);
+        for (f, _) in master_fields {
+            lp.bytes(f);
+        }
+        lp.int(0);
+        for (id, fields) in node {
+            let same = fields.len() == master_fields.len()
+                && fields.iter().zip(master_fields).all(|(a, b)| a.0 == b.0);
+            lp.int(if same { SAME_FIELDS } else { 0 })
+                .int(id.ms.wrapping_sub(master.ms) as i64)
+                .int(id.seq.wrapping_sub(master.seq) as i64);
+            if same {
+                for (_, v) in fields.iter() {
+                    lp.bytes(v);
+                }
+                lp.int(fields.len() as i64 + 3);
+            } else {
+                lp.int(fields.len() as i64);
+                for (f, v) in fields.iter() {
+                    lp.bytes(f).bytes(v);
+                }
+                lp.int(2 * fields.len() as i64 + 4);
+            }
+        }
+        let mut key = BytesMut::new();
+        raw_id(&mut key, master);
+        put_string(out, &key);
+        put_string(out, &lp.finish());
+    }
+    put_len(out, st.entries.len() as u64);
+    for id in [&st.last_id, &st.first_id, &st.max_deleted_id] {
+        put_len(out, id.ms);
+        put_len(out, id.seq);
+    }
+    put_len(out, st.entries_added);
+    put_len(out, st.groups.len() as u64);
+    for (name, g) in &st.groups {
+        put_string(out, name);
+        put_len(out, g.last_id.ms);
+        put_len(out, g.last_id.seq);
+        // -1 (unknown) is stored as Redis stores it: all bits set.
+        put_len(out, g.entries_read as u64);
+        put_len(out, g.pel.len() as u64);
+        for (id, nack) in &g.pel {
+            raw_id(out, id);
+            out.put_u64_le(nack.delivery_time);
+            put_len(out, nack.delivery_count);
+        }
+        put_len(out, g.consumers.len() as u64);
+        for (cname, c) in &g.consumers {
+            put_string(out, cname);
+            out.put_u64_le(c.seen_time);
+            put_len(out, c.pel.len() as u64);
+            for id in &c.pel {
+                raw_id(out, id);
+            }
+        }
+    }
 }
 
 /// An RDB length: 6, 14, 32 or 64 bits, by size.

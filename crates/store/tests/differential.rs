@@ -138,6 +138,10 @@ async fn restore_refuses_what_redis_refuses() {
 async fn dump_payloads_restore_across_redis_and_the_store() {
     let server = RedisServer::new();
     let mut pair = Pair::new(&server);
+    let stream_setup = (1..=150)
+        .map(|i| format!("XADD x 1-{i} f v{i}"))
+        .collect::<Vec<_>>()
+        .join(";");
     let setups = [
         "SET s hello",
         "SET n 12345",
@@ -147,6 +151,19 @@ async fn dump_payloads_restore_across_redis_and_the_store() {
         "SADD si 1 2 3 100000",
         "HSET h f1 v1 f2 2 f3 v3",
         "ZADD z 1.5 a -2 b 3 c 1e100 d",
+        // Streams: more than one listpack node, other field sets, a
+        // deletion; a group with pending entries and consumers.
+        &stream_setup,
+        "XADD x 2-1 a 1 b 2",
+        "XADD x 2-2 other v",
+        "XDEL x 1-5",
+        "XADD xg 1-1 a 1",
+        "XADD xg 1-2 a 2",
+        "XADD xg 1-3 b 3",
+        "XGROUP CREATE xg g 0",
+        "XREADGROUP GROUP g c1 COUNT 2 STREAMS xg >",
+        "XGROUP CREATE xg g2 $",
+        "XGROUP CREATECONSUMER xg g2 idle",
     ];
     let reads: &[(&str, &str)] = &[
         ("s", "GET"),
@@ -157,11 +174,18 @@ async fn dump_payloads_restore_across_redis_and_the_store() {
         ("si", "SMEMBERS"),
         ("h", "HGETALL"),
         ("z", "ZRANGE"),
+        ("x", "XRANGE"),
+        ("xg", "XRANGE"),
+        ("xg", "XGROUPS"),
+        ("xg", "XPENDING"),
     ];
     let read = |key: &str, how: &str| -> Vec<Bytes> {
         match how {
             "LRANGE" => common::args(&["LRANGE", key, "0", "-1"]),
             "ZRANGE" => common::args(&["ZRANGE", key, "0", "-1", "WITHSCORES"]),
+            "XRANGE" => common::args(&["XRANGE", key, "-", "+"]),
+            "XGROUPS" => common::args(&["XINFO", "GROUPS", key]),
+            "XPENDING" => common::args(&["XPENDING", key, "g"]),
             other => common::args(&[other, key]),
         }
     };
@@ -174,7 +198,7 @@ async fn dump_payloads_restore_across_redis_and_the_store() {
         let (Frame::Bulk(from_redis), Frame::Bulk(from_store)) = (&theirs[0], &ours[0]) else {
             panic!("DUMP {key}: {theirs:?} / {ours:?}");
         };
-        let copy = format!("{key}:copy");
+        let copy = format!("{key}:copy:{how}");
         // Redis's payload into the store, the store's into Redis, with a TTL.
         let into_store = vec![
             Bytes::from_static(b"RESTORE"),
