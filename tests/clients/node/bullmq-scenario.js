@@ -331,6 +331,21 @@ export async function check(t, rec, { rejectionAllowed }) {
   const notCompleted = resolved.filter((e) => !completedSet.has(e.id) && !inFlightIds.has(e.id));
   if (notCompleted.length) problems.push(`${notCompleted.length} resolved adds not in Redis's completed set: ${short(notCompleted.map((e) => `${e.id} (${e.tag})`))}`);
   const hashes = await Promise.all(resolved.map((e) => direct.hgetall(k(e.id))));
+  // A moveToActive in flight at the kill may have run in Redis (written to
+  // its AOF) with its reply and its replication both lost: the worker's
+  // 'error' is UNCERTAIN and names no job, Redoubt's copy never saw it, the
+  // job is taken again from the copy during the outage, and the replay adds
+  // a second start to Redis's count. Allowed: `ats` 2 for at most one job
+  // per such worker error, a job Redis made active at the kill (its first
+  // 'active' event), processed once (checked above).
+  const lostFetches = rec.workerErrors.filter((e) => inflightAtKill(e.msg, e.at)).length;
+  const firstActive = new Map();
+  for (const [eid, fields] of await direct.xrange(k('events'), '-', '+')) {
+    const f = Object.fromEntries(fields.reduce((a, x, i) => (i % 2 ? a : [...a, [x, fields[i + 1]]]), []));
+    if (f.event === 'active' && !firstActive.has(f.jobId)) firstActive.set(f.jobId, Number(eid.split('-')[0]));
+  }
+  const activeAtKill = (id) => Math.abs((firstActive.get(id) ?? -Infinity) - rec.timeline.killedAt) <= 100;
+  const refetched = [];
   const badHash = [];
   resolved.forEach((e, i) => {
     const h = hashes[i];
@@ -344,7 +359,8 @@ export async function check(t, rec, { rejectionAllowed }) {
     // BullMQ's own record: moved to active (ats), finished (atm), found
     // stalled (stc). A moveToActive whose reply was lost leaves the job
     // active with nobody running it until the stalled check moves it back.
-    if (h.ats !== '1') issues.push(`started ${h.ats} times (ats)`);
+    if (h.ats === '2' && refetched.length < lostFetches && activeAtKill(e.id)) refetched.push(e.id);
+    else if (h.ats !== '1') issues.push(`started ${h.ats} times (ats)`);
     // A moveToFinished in flight at the kill may have run in Redis before
     // BullMQ, told UNCERTAIN, failed the job: two finishes (checked above).
     if (h.atm !== '1' && !(inFlightIds.has(e.id) && h.atm === '2')) issues.push(`attempts made ${h.atm} (atm)`);
@@ -354,6 +370,7 @@ export async function check(t, rec, { rejectionAllowed }) {
   });
   if (badHash.length) problems.push(`${badHash.length} completed jobs wrong in Redis: ${short(badHash, 5)}`);
   for (const b of badHash.slice(0, 3)) await explain(`wrong in Redis ${b}`, b.slice(0, b.indexOf(':')));
+  if (refetched.length) t.diagnostic(`jobs started twice in Redis's count because a moveToActive in flight at the kill ran there unseen (${lostFetches} such worker errors): ${short(refetched)}`);
   const counts = {
     wait: await direct.llen(k('wait')), active: await direct.llen(k('active')),
     delayed: await direct.zcard(k('delayed')), prioritized: await direct.zcard(k('prioritized')),

@@ -17,15 +17,7 @@ import assert from 'node:assert/strict';
 import { startStack, waitUntil } from '../harness.js';
 import { CONFIG, REDIS_ARGS, WRITER_RULE, check, closeAll, logDiagnostic, runScenario } from '../bullmq-scenario.js';
 
-// Known failure, run and reported as TODO (not counted against the suite)
-// until understood: in 1 of 4 clean-clone CI runs a completed job that was
-// neither running at the kill nor told UNCERTAIN had been moved to active
-// twice in Redis (its hash's `ats` was 2), though its processor ran once.
-// The check now prints such a job's add and processing times against the
-// kill and what Redis holds of it.
-const KNOWN = 'a job can be moved to active twice in Redis around the outage (1 run in 4)';
-
-test('BullMQ with two Redoubt instances in front of one Redis: ids unique across both, every resolved add processed exactly once', { timeout: 110000, todo: KNOWN }, async (t) => {
+test('BullMQ with two Redoubt instances in front of one Redis: ids unique across both, every resolved add processed exactly once', { timeout: 110000 }, async (t) => {
   const stack = await startStack({ redisArgs: REDIS_ARGS, config: CONFIG, redoubts: 2 });
   let rec;
   try {
