@@ -213,32 +213,6 @@ pub(crate) fn decode(blob: &Bytes, max: u64) -> Result<Vec<Item>, BlobError> {
     Ok(items)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backlen_bytes() {
-        let mut v = Vec::new();
-        encode_backlen(5, &mut v);
-        assert_eq!(v, [5]);
-        v.clear();
-        encode_backlen(300, &mut v);
-        assert_eq!(v, [(300u64 >> 7) as u8, (300u64 & 127) as u8 | 128]);
-        v.clear();
-        encode_backlen(3_000_000, &mut v);
-        assert_eq!(
-            v,
-            [
-                (3_000_000u64 >> 21) as u8,
-                ((3_000_000u64 >> 14) & 127) as u8 | 128,
-                ((3_000_000u64 >> 7) & 127) as u8 | 128,
-                (3_000_000u64 & 127) as u8 | 128
-            ]
-        );
-    }
-}
-
 /// Builds a listpack blob (`listpack.c`'s layout: total bytes and element
 /// count, the elements, 0xFF), for writers of RDB payloads. Integers take
 /// the 7-bit or the 64-bit encoding, strings the 6-, 12- or 32-bit one:
@@ -298,6 +272,32 @@ impl ListpackWriter {
         out.extend_from_slice(&self.body);
         out.push(0xFF);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlen_bytes() {
+        let mut v = Vec::new();
+        encode_backlen(5, &mut v);
+        assert_eq!(v, [5]);
+        v.clear();
+        encode_backlen(300, &mut v);
+        assert_eq!(v, [(300u64 >> 7) as u8, (300u64 & 127) as u8 | 128]);
+        v.clear();
+        encode_backlen(3_000_000, &mut v);
+        assert_eq!(
+            v,
+            [
+                (3_000_000u64 >> 21) as u8,
+                ((3_000_000u64 >> 14) & 127) as u8 | 128,
+                ((3_000_000u64 >> 7) & 127) as u8 | 128,
+                (3_000_000u64 & 127) as u8 | 128
+            ]
+        );
     }
 }
 

@@ -1,4 +1,5 @@
-//! HyperLogLog (`PFADD`, `PFCOUNT`, `PFMERGE`) on Redis's own string
+//! HyperLogLog (`PFADD`, `PFCOUNT`, `PFMERGE`, and the debugging
+//! `PFDEBUG`, `PFSELFTEST`) on Redis's own string
 //! format, so a value moves between the store and Redis either way (the
 //! replica's import, `GET`/`SET`, `DUMP`/`RESTORE`).
 //!
@@ -15,8 +16,13 @@ use crate::ctx::{err, Ctx, Handler, Reply};
 use crate::pubsub::class::STRING;
 use crate::value::{StrEnc, Value};
 
-pub(crate) const COMMANDS: &[(&str, Handler)] =
-    &[("pfadd", pfadd), ("pfcount", pfcount), ("pfmerge", pfmerge)];
+pub(crate) const COMMANDS: &[(&str, Handler)] = &[
+    ("pfadd", pfadd),
+    ("pfcount", pfcount),
+    ("pfmerge", pfmerge),
+    ("pfdebug", pfdebug),
+    ("pfselftest", pfselftest),
+];
 
 const P: u32 = 14;
 const REGISTERS: usize = 1 << P;
@@ -273,6 +279,95 @@ fn pfmerge(ctx: &mut Ctx) -> Reply {
     ctx.set_value(&key, Value::Str(dense(&max, card)), true);
     ctx.mark_str_enc(&key, StrEnc::Raw);
     ctx.notify(STRING, "pfadd", &key);
+    Ok(Frame::simple("OK"))
+}
+
+/// `PFDEBUG GETREG|DECODE|ENCODING|TODENSE key`, as Redis 7.0 answers it:
+/// GETREG and TODENSE leave a sparse value dense (a write).
+fn pfdebug(ctx: &mut Ctx) -> Reply {
+    let key = ctx.args[2].clone();
+    let sub = ctx.args[1].to_ascii_lowercase();
+    let Some(s) = lookup_hll(ctx, &key)? else {
+        return Err(err("ERR The specified key does not exist"));
+    };
+    let sparse = s[4] == 1;
+    let to_dense = |ctx: &mut Ctx| -> Result<Vec<u8>, Frame> {
+        let regs = registers(&s).ok_or_else(|| err(INVALID))?;
+        if sparse {
+            let mut card = [0u8; 8];
+            card.copy_from_slice(&s[8..16]);
+            ctx.set_value(&key, Value::Str(dense(&regs, card)), true);
+            ctx.mark_str_enc(&key, StrEnc::Raw);
+        }
+        Ok(regs)
+    };
+    match &sub[..] {
+        b"getreg" => {
+            let regs = to_dense(ctx)?;
+            Ok(Frame::Array(
+                regs.into_iter().map(|r| Frame::Integer(r.into())).collect(),
+            ))
+        }
+        b"decode" if !sparse => Err(err("ERR HLL encoding is not sparse")),
+        b"decode" => Ok(Frame::bulk(decode_sparse(&s[HDR..]))),
+        b"encoding" => Ok(Frame::simple(if sparse { "sparse" } else { "dense" })),
+        b"todense" => {
+            to_dense(ctx)?;
+            Ok(Frame::Integer(sparse.into()))
+        }
+        _ => Err(Frame::error(format!(
+            "ERR Unknown PFDEBUG subcommand '{}'",
+            String::from_utf8_lossy(&ctx.args[1])
+        ))),
+    }
+}
+
+/// The opcodes of a sparse HyperLogLog in `PFDEBUG DECODE`'s words:
+/// `z:len` and `Z:len` runs of zeros, `v:value,len` runs of a value.
+fn decode_sparse(mut d: &[u8]) -> String {
+    let mut out = Vec::new();
+    while let Some(&op) = d.first() {
+        if op & 0xc0 == 0 {
+            out.push(format!("z:{}", (op & 0x3f) as u32 + 1));
+            d = &d[1..];
+        } else if op & 0xc0 == 0x40 {
+            let next = d.get(1).copied().unwrap_or(0) as u32;
+            out.push(format!("Z:{}", ((((op & 0x3f) as u32) << 8) | next) + 1));
+            d = d.get(2..).unwrap_or_default();
+        } else {
+            out.push(format!("v:{},{}", ((op >> 2) & 0x1f) + 1, (op & 0x3) + 1));
+            d = &d[1..];
+        }
+    }
+    out.join(" ")
+}
+
+/// `PFSELFTEST`: every register value at every position survives the
+/// dense encoding, and a count of distinct elements is within the error
+/// Redis's own self-test allows.
+fn pfselftest(_ctx: &mut Ctx) -> Reply {
+    let fail = |what: String| Err(Frame::error(format!("ERR TESTFAILED {what}")));
+    for v in 0..64u8 {
+        let regs: Vec<u8> = (0..REGISTERS)
+            .map(|i| (i as u8).wrapping_add(v) & 63)
+            .collect();
+        match registers(&dense(&regs, [0; 8])) {
+            Some(back) if back == regs => {}
+            _ => return fail(format!("dense registers do not round-trip (offset {v})")),
+        }
+    }
+    let mut regs = vec![0u8; REGISTERS];
+    let n = 100_000u64;
+    for i in 0..n {
+        let (idx, run) = pattern(i.to_string().as_bytes());
+        regs[idx] = regs[idx].max(run);
+    }
+    let got = count(&regs) as f64;
+    // Redis allows 5 standard errors (1.04 / sqrt(m)).
+    let bound = 5.0 * 1.04 / (REGISTERS as f64).sqrt();
+    if ((got - n as f64) / n as f64).abs() > bound {
+        return fail(format!("count of {n} distinct elements is {got}"));
+    }
     Ok(Frame::simple("OK"))
 }
 

@@ -236,6 +236,38 @@ async fn dump_payloads_restore_across_redis_and_the_store() {
 }
 
 #[tokio::test]
+async fn pfdebug_and_pfselftest_match_redis() {
+    let server = RedisServer::new();
+    let mut pair = Pair::new(&server);
+    // A sparse HyperLogLog as Redis writes it (the store writes dense
+    // ones), set on both sides.
+    pair.redis
+        .cmd(&common::args(&["PFADD", "tmp", "a", "b", "c"]));
+    let Frame::Bulk(sparse) = pair.redis.cmd(&common::args(&["GET", "tmp"])) else {
+        panic!("GET of a HyperLogLog is a string")
+    };
+    let mut mismatches = Vec::new();
+    let set = vec![Bytes::from_static(b"SET"), Bytes::from_static(b"h"), sparse];
+    pair.run_seq(&[set], &mut mismatches).await;
+    pair.run_seq(
+        &parse(
+            "PFDEBUG ENCODING h; PFDEBUG DECODE h; PFCOUNT h; PFDEBUG GETREG h; \
+             PFDEBUG ENCODING h; PFDEBUG DECODE h; PFDEBUG TODENSE h; PFCOUNT h; \
+             PFDEBUG NOSUCH h; PFDEBUG GETREG missing; SET s x; PFDEBUG ENCODING s; \
+             PFDEBUG GETREG; PFSELFTEST; PFSELFTEST x",
+        ),
+        &mut mismatches,
+    )
+    .await;
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[tokio::test]
 async fn hyperloglog_matches_redis() {
     check(
         "hyperloglog",
