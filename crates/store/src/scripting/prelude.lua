@@ -45,11 +45,12 @@ local function err_table(buf)
   return { err = code .. " " .. msg }
 end
 
--- Functions a script calls directly are C functions (engine.rs wraps
--- them), as in Redis: a Lua function in their place would be tail-called
--- by `return redis.call(...)`, losing the script's frame and so the line
--- Redis names in the error. They return FAIL and the error text instead of
--- raising; the wrapper raises it from C.
+-- Functions a script calls directly are wrapped by engine.rs in C
+-- functions, as Redis's are; call and pcall then in a Lua function that
+-- packs their arguments (a C function's stack is too small for Redis's
+-- maximum), which user code never tail-calls (tailcall.rs), so an error
+-- still names the script's line. They return FAIL and the error text
+-- instead of raising; the C wrapper raises it.
 local FAIL = ctl.FAIL
 local function fail(text)
   return FAIL, err_table(text).err
