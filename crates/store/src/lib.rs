@@ -95,7 +95,7 @@
 //!   half-way; function libraries are journaled as FUNCTION commands.
 //!
 //! # Not supported yet
-//! SCRIPT DEBUG. Such commands
+//! SCRIPT DEBUG YES/SYNC (the Lua debugger). Such commands
 //! answer `-ERR <NAME> is not supported by the local store yet …`. See the
 //! crate README for the full list and known differences.
 #![forbid(unsafe_code)]

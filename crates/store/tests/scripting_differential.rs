@@ -168,6 +168,8 @@ async fn script_errors_match_redis() {
                 &["EVAL", "return loadstring(string.dump(function() return 1 end))()", "0"],
                 &["EVAL", "local f, e = loadstring(string.dump(function() return 1 end), 'named') return e", "0"],
                 &["EVAL", "\u{1b}LuaQ return 1", "0"],
+                &["SCRIPT", "DEBUG", "NO"],
+                &["SCRIPT", "DEBUG", "MAYBE"],
                 // A set sorted by a constant is sorted anyway in a script.
                 &["SADD", "myset", "b", "a", "c", "aa", "z"],
                 &["EVAL", "return redis.call('sort', KEYS[1], 'by', '_')", "1", "myset"],

@@ -49,6 +49,7 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("script|flush", script_flush),
     ("script|kill", script_kill),
     ("script|help", script_help),
+    ("script|debug", script_debug),
 ];
 
 const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
@@ -530,6 +531,20 @@ fn script_flush(ctx: &mut Ctx) -> Reply {
     // managed to leave behind go too.
     ctx.inner.scripting.eval = None;
     Ok(Frame::simple("OK"))
+}
+
+/// `SCRIPT DEBUG NO` (debugging off, which it always is here) answers OK,
+/// as in Redis; `YES`/`SYNC`, the Lua debugger, is not supported.
+fn script_debug(ctx: &mut Ctx) -> Reply {
+    if ctx.arg_is(2, "no") {
+        return Ok(Frame::simple("OK"));
+    }
+    if ctx.arg_is(2, "yes") || ctx.arg_is(2, "sync") {
+        return Err(err(
+            "ERR SCRIPT DEBUG is not supported by the local store yet (the Lua debugger): command not executed",
+        ));
+    }
+    Err(err("ERR Use SCRIPT DEBUG YES/SYNC/NO"))
 }
 
 /// Reached with the lock held, so no script is running (a running one is
