@@ -83,6 +83,19 @@ impl Redoubt {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process's state line (`R`, `S`, `Z` once it exited), for
+    /// failure messages.
+    fn child_status(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("State:"))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "gone".into())
+    }
+
     fn status(&self) -> Option<Value> {
         let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -304,16 +317,23 @@ fn the_listener_refuses_a_client_without_a_certificate_when_client_ca_file_is_se
     );
 }
 
-/// A TLS client of the listener, and the certificate it was shown.
-async fn tls_client(port: u16, ca: &Path) -> (tls::Stream, Vec<u8>) {
+/// A TLS client of `r`'s listener, and the certificate it was shown.
+async fn tls_client(r: &Redoubt, ca: &Path) -> (tls::Stream, Vec<u8>) {
     let client = tls::TlsClient::new(&tls::ClientOptions {
         ca_file: Some(ca.to_path_buf()),
         ..Default::default()
     })
     .unwrap();
-    let s = tls::connect(("127.0.0.1", port), "localhost", Some(&client))
+    let s = tls::connect(("127.0.0.1", r.tls_port), "localhost", Some(&client))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "TLS connect to port {} ({:?}): {e:?}\nlog:\n{}",
+                r.tls_port,
+                r.child_status(),
+                r.log_text()
+            )
+        });
     let tls::Stream::Tls(t) = &s else {
         panic!("not TLS")
     };
@@ -348,7 +368,7 @@ async fn sighup_reloads_the_listener_certificate_and_keeps_open_connections() {
     std::fs::copy(&pki.server.cert, &cert).unwrap();
     std::fs::copy(&pki.server.key, &key).unwrap();
     let r = Redoubt::start("", &listener_toml(&cert, &key, None));
-    let (mut old, seen) = tls_client(r.tls_port, &pki.ca).await;
+    let (mut old, seen) = tls_client(&r, &pki.ca).await;
     assert_eq!(seen, der_of(&pki.server.cert));
     assert_eq!(ping(&mut old).await, b"+PONG\r\n");
 
@@ -359,7 +379,7 @@ async fn sighup_reloads_the_listener_certificate_and_keeps_open_connections() {
     wait_for("the failed reload to be logged", T, || {
         r.log_text().contains("could not be reloaded")
     });
-    let (_, seen) = tls_client(r.tls_port, &pki.ca).await;
+    let (_, seen) = tls_client(&r, &pki.ca).await;
     assert_eq!(seen, der_of(&pki.server.cert), "old certificate kept");
 
     std::fs::copy(&pki.server_renewed.cert, &cert).unwrap();
@@ -368,7 +388,7 @@ async fn sighup_reloads_the_listener_certificate_and_keeps_open_connections() {
     wait_for("the reload to be logged", T, || {
         r.log_text().contains("TLS certificate reloaded")
     });
-    let (mut new, seen) = tls_client(r.tls_port, &pki.ca).await;
+    let (mut new, seen) = tls_client(&r, &pki.ca).await;
     assert_eq!(seen, der_of(&pki.server_renewed.cert), "new handshakes");
     assert_eq!(ping(&mut new).await, b"+PONG\r\n");
     assert_eq!(ping(&mut old).await, b"+PONG\r\n", "old connection kept");
@@ -464,7 +484,7 @@ async fn subscribers_and_blocking_pops_work_over_the_tls_listener() {
     );
     proxy.wait_status("up", |s| s["state"] == "up");
     // A subscriber: the session hands its TLS stream to the relay.
-    let (mut sub, _) = tls_client(proxy.tls_port, &pki.ca).await;
+    let (mut sub, _) = tls_client(&proxy, &pki.ca).await;
     tls::send(&mut sub, b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n")
         .await
         .unwrap();
@@ -476,7 +496,7 @@ async fn subscribers_and_blocking_pops_work_over_the_tls_listener() {
 
     // Standalone: a blocking pop over TLS is woken by a push.
     let local = Redoubt::start("", &listener_toml(&pki.server.cert, &pki.server.key, None));
-    let (mut c, _) = tls_client(local.tls_port, &pki.ca).await;
+    let (mut c, _) = tls_client(&local, &pki.ca).await;
     tls::send(&mut c, b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n5\r\n")
         .await
         .unwrap();
