@@ -26,6 +26,9 @@ pub enum Kind {
     /// Switches the connection into a push stream (`SUBSCRIBE`,
     /// `MONITOR`, `CLIENT TRACKING on`): relayed on a dedicated connection.
     Tunnel,
+    /// `CLIENT UNBLOCK <id>`: the id names a Redoubt client; forwarded
+    /// with the Redis id of that client's blocking connection.
+    ClientUnblock,
     /// Everything else: pipelined on the shared connection; `true` when
     /// it may write (a lost reply is then `UNCERTAIN`).
     Forward(bool),
@@ -121,6 +124,7 @@ pub fn classify(args: &[Bytes], spec: Option<&resp::CommandSpec>) -> Kind {
         "watch" => return Kind::Watch,
         "discard" => return Kind::Discard,
         "unwatch" => return Kind::Unwatch,
+        "client|unblock" => return Kind::ClientUnblock,
         "client|tracking" if args.get(2).is_some_and(|a| eq(a, "on")) => return Kind::Tunnel,
         // Subcommands newer than our 7.0 table land on the container row.
         "client" => {
@@ -233,6 +237,7 @@ mod tests {
             Kind::Session(SessionCmd::ClientList)
         );
         assert_eq!(k(&["client", "getredir"]), Kind::Forward(false));
+        assert_eq!(k(&["CLIENT", "UNBLOCK", "7"]), Kind::ClientUnblock);
         assert_eq!(k(&["MULTI"]), Kind::Multi);
         assert_eq!(k(&["exec"]), Kind::Exec);
         assert_eq!(k(&["WATCH", "a"]), Kind::Watch);

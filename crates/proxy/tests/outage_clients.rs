@@ -7,18 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::BytesMut;
 use common::*;
 use proxy::policy::{Keyspaces, Policy};
 use proxy::LimitsConfig;
 use resp::Frame;
 use upstream::{HealthConfig, State};
-
-fn enc(args: &[&str]) -> BytesMut {
-    let mut out = BytesMut::new();
-    resp::frame::encode_command(&mut out, args);
-    out
-}
 
 async fn wait_no_connections(f: &Fixture) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -83,7 +76,7 @@ async fn a_refused_connect_is_an_outage_at_once_and_wakes_the_prober() {
 /// lost; every OK is in Redis after the replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_caught_unsent_by_the_kill_are_served_as_during_the_outage() {
-    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut redis = aof_redis();
     let s = start_local(
         &redis.url(),
         Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
@@ -185,18 +178,10 @@ async fn blocking_commands_wait_through_down_as_redis_would_have_them_wait() {
     c3.cmd(&["HELLO", "3"]).await;
     assert_eq!(c3.cmd(&["BRPOP", "q", "0.05"]).await, Frame::Null);
     // Blocked for ever: sent to Redis once it is back, and served.
-    c.send(&enc(&["BRPOP", "q", "0"])).await;
+    c.send_cmd(&["BRPOP", "q", "0"]).await;
     redis.start_again();
     f.wait_state(State::Up, Duration::from_secs(10)).await;
-    test_support::wait_for(
-        "the client to block in redis",
-        Duration::from_secs(5),
-        || {
-            redis
-                .cmd(&["INFO", "clients"])
-                .contains("blocked_clients:1")
-        },
-    );
+    wait_blocked(&redis, 1);
     redis.cmd(&["LPUSH", "q", "x"]);
     assert_eq!(
         c.read().await,
@@ -210,13 +195,9 @@ async fn a_blocked_command_whose_connection_broke_closes_the_client() {
     let f = start(&redis).await;
     let mut c = f.raw().await;
     assert_eq!(c.cmd(&["PING"]).await, Frame::simple("PONG"));
-    c.send(&enc(&["BLMOVE", "jobs", "active", "RIGHT", "LEFT", "0"]))
+    c.send_cmd(&["BLMOVE", "jobs", "active", "RIGHT", "LEFT", "0"])
         .await;
-    test_support::wait_for("the client to block", Duration::from_secs(5), || {
-        redis
-            .cmd(&["INFO", "clients"])
-            .contains("blocked_clients:1")
-    });
+    wait_blocked(&redis, 1);
     redis.kill();
     // No error reply a worker would take as the answer: the connection
     // closes, and client libraries reconnect.
@@ -247,7 +228,7 @@ async fn commands_are_held_for_redis_up_to_the_configured_bound() {
     let mut c = f.raw().await;
     redis.kill();
     f.wait_state(State::Down, Duration::from_secs(5)).await;
-    c.send(&enc(&["GET", "k"])).await;
+    c.send_cmd(&["GET", "k"]).await;
     redis.start_again();
     // Held, then answered by the Redis that came back.
     assert_eq!(c.read().await, Some(Frame::bulk("kept")));
@@ -280,7 +261,7 @@ async fn a_blocking_command_sent_on_after_an_outage_keeps_only_what_is_left_of_i
     redis.kill();
     f.wait_state(State::Down, Duration::from_secs(5)).await;
     let started = tokio::time::Instant::now();
-    c.send(&enc(&["BLPOP", "never", "2"])).await;
+    c.send_cmd(&["BLPOP", "never", "2"]).await;
     // Down for about half of its block time, then Redis is back.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     redis.start_again();

@@ -33,7 +33,7 @@ async fn blocked_workers_take_jobs_pushed_during_an_outage_and_redis_hears_of_it
     assert_eq!(worker.cmd(&take).await, Frame::bulk("job-1"));
     assert_eq!(worker.cmd(&take).await, Frame::bulk("job-2"));
     // An idle worker blocks; a job pushed meanwhile wakes it at once.
-    worker.send(&enc(&take)).await;
+    worker.send_cmd(&take).await;
     wait_blocked(&s, 1).await;
     assert_eq!(
         producer.cmd(&["RPUSH", "rq:queue:default", "job-3"]).await,
@@ -189,10 +189,4 @@ async fn wait_blocked(s: &Local, n: usize) {
         assert!(tokio::time::Instant::now() < deadline, "no worker waits");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-fn enc(args: &[&str]) -> bytes::BytesMut {
-    let mut out = bytes::BytesMut::new();
-    resp::frame::encode_command(&mut out, args);
-    out
 }

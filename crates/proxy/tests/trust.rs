@@ -351,11 +351,6 @@ async fn clients_blocked_on_one_list_are_served_in_the_order_they_blocked() {
     let redis = RedisServer::new();
     let f = start(&redis).await;
     let mut r = f.raw().await;
-    let enc = |args: &[&str]| {
-        let mut out = bytes::BytesMut::new();
-        resp::frame::encode_command(&mut out, args);
-        out
-    };
     for round in 0..30 {
         r.cmd(&["DEL", "blist", "target1", "target2"]).await;
         r.cmd(&["SET", "target1", "nolist"]).await;
@@ -366,11 +361,8 @@ async fn clients_blocked_on_one_list_are_served_in_the_order_they_blocked() {
             .into_iter()
             .enumerate()
         {
-            rd.send(&enc(&["BRPOPLPUSH", "blist", target, "0"])).await;
-            let want = format!("blocked_clients:{}", i + 1);
-            test_support::wait_for("the client to block", Duration::from_secs(5), || {
-                redis.cmd(&["INFO", "clients"]).contains(&want)
-            });
+            rd.send_cmd(&["BRPOPLPUSH", "blist", target, "0"]).await;
+            wait_blocked(&redis, i + 1);
         }
         r.cmd(&["LPUSH", "blist", "foo"]).await;
         let first = tokio::time::timeout(Duration::from_secs(5), rd1.read())
@@ -402,17 +394,6 @@ async fn client_unblock_names_a_redoubt_client_and_never_one_of_redis_own() {
         panic!("CLIENT ID is an integer")
     };
     let id = id.to_string();
-    let blocked = |n: usize| {
-        let want = format!("blocked_clients:{n}");
-        test_support::wait_for("the client to block", Duration::from_secs(5), || {
-            redis.cmd(&["INFO", "clients"]).contains(&want)
-        });
-    };
-    let enc = |args: &[&str]| {
-        let mut out = bytes::BytesMut::new();
-        resp::frame::encode_command(&mut out, args);
-        out
-    };
     for (how, unblock, reply) in [
         (None, Frame::Integer(1), Frame::NullArray),
         (Some("TIMEOUT"), Frame::Integer(1), Frame::NullArray),
@@ -422,8 +403,8 @@ async fn client_unblock_names_a_redoubt_client_and_never_one_of_redis_own() {
             Frame::error("UNBLOCKED client unblocked via CLIENT UNBLOCK"),
         ),
     ] {
-        rd.send(&enc(&["BLPOP", "l", "0"])).await;
-        blocked(1);
+        rd.send_cmd(&["BLPOP", "l", "0"]).await;
+        wait_blocked(&redis, 1);
         let mut cmd = vec!["CLIENT", "UNBLOCK", id.as_str()];
         cmd.extend(how);
         assert_eq!(r.cmd(&cmd).await, unblock, "{how:?}");
@@ -433,6 +414,23 @@ async fn client_unblock_names_a_redoubt_client_and_never_one_of_redis_own() {
             .unwrap();
         assert_eq!(got, reply, "{how:?}");
     }
+    // Inside a transaction too.
+    rd.send_cmd(&["BLPOP", "l", "0"]).await;
+    wait_blocked(&redis, 1);
+    assert_eq!(r.cmd(&["MULTI"]).await, Frame::simple("OK"));
+    assert_eq!(
+        r.cmd(&["CLIENT", "UNBLOCK", &id]).await,
+        Frame::simple("QUEUED")
+    );
+    assert_eq!(
+        r.cmd(&["EXEC"]).await,
+        Frame::Array(vec![Frame::Integer(1)])
+    );
+    let got = tokio::time::timeout(Duration::from_secs(5), rd.read())
+        .await
+        .expect("unblocked from a transaction")
+        .unwrap();
+    assert_eq!(got, Frame::NullArray);
     // A client that is not blocked, one that does not exist, and Redis's
     // own errors, as Redis answers them.
     let mut direct = Raw::connect(&redis.addr()).await;
@@ -450,8 +448,8 @@ async fn client_unblock_names_a_redoubt_client_and_never_one_of_redis_own() {
     let Frame::Integer(other_id) = other.cmd(&["CLIENT", "ID"]).await else {
         panic!("CLIENT ID is an integer")
     };
-    other.send(&enc(&["BLPOP", "m", "0"])).await;
-    blocked(1);
+    other.send_cmd(&["BLPOP", "m", "0"]).await;
+    wait_blocked(&redis, 1);
     assert_eq!(
         r.cmd(&["CLIENT", "UNBLOCK", &other_id.to_string()]).await,
         Frame::Integer(0)

@@ -341,7 +341,8 @@ export async function check(t, rec, { rejectionAllowed }) {
   const lostFetches = rec.workerErrors.filter((e) => inflightAtKill(e.msg, e.at)).length;
   const firstActive = new Map();
   for (const [eid, fields] of await direct.xrange(k('events'), '-', '+')) {
-    const f = Object.fromEntries(fields.reduce((a, x, i) => (i % 2 ? a : [...a, [x, fields[i + 1]]]), []));
+    const f = {};
+    for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
     if (f.event === 'active' && !firstActive.has(f.jobId)) firstActive.set(f.jobId, Number(eid.split('-')[0]));
   }
   const activeAtKill = (id) => Math.abs((firstActive.get(id) ?? -Infinity) - rec.timeline.killedAt) <= 100;

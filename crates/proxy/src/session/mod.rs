@@ -345,6 +345,10 @@ impl Session {
         {
             if let Kind::Session(SessionCmd::Quit | SessionCmd::Reset) = kind {
             } else {
+                let req = match kind {
+                    Kind::ClientUnblock => self.client_unblock_target(req),
+                    _ => req,
+                };
                 self.queue_in_multi(req, kind);
                 return Flow::Go;
             }
@@ -403,10 +407,11 @@ impl Session {
                 self.flush_batch();
                 Flow::Tunnel(req)
             }
-            Kind::Forward(write) => {
+            Kind::ClientUnblock => {
                 let req = self.client_unblock_target(req);
-                self.forward(req, write).await
+                self.forward(req, false).await
             }
+            Kind::Forward(write) => self.forward(req, write).await,
         }
     }
 }

@@ -713,14 +713,10 @@ impl Session {
     /// client's number, which may be an unrelated connection of Redis's.
     /// Redis still checks the arguments and answers.
     pub(super) fn client_unblock_target(&self, req: Request) -> Request {
-        if !(req.args.len() >= 3
-            && req.args[0].eq_ignore_ascii_case(b"client")
-            && req.args[1].eq_ignore_ascii_case(b"unblock"))
-        {
-            return req;
-        }
-        let Some(ours) = std::str::from_utf8(&req.args[2])
-            .ok()
+        let Some(ours) = req
+            .args
+            .get(2)
+            .and_then(|a| std::str::from_utf8(a).ok())
             .and_then(|s| s.parse::<u64>().ok())
         else {
             // Not a client id: Redis's own error.

@@ -120,10 +120,16 @@ impl Raw {
         self.stream.write_all(bytes).await.expect("write");
     }
 
-    pub async fn cmd(&mut self, args: &[&str]) -> Frame {
+    /// Sends one command without reading its reply (a client that blocks,
+    /// or one whose reply is read later).
+    pub async fn send_cmd(&mut self, args: &[&str]) {
         let mut out = BytesMut::new();
         resp::frame::encode_command(&mut out, args);
         self.send(&out).await;
+    }
+
+    pub async fn cmd(&mut self, args: &[&str]) -> Frame {
+        self.send_cmd(args).await;
         self.read().await.expect("a reply")
     }
 
@@ -349,4 +355,12 @@ pub fn aof_redis() -> RedisServer {
         "--repl-diskless-sync-delay",
         "0",
     ])
+}
+
+/// Waits until Redis reports `n` clients blocked.
+pub fn wait_blocked(redis: &RedisServer, n: usize) {
+    let want = format!("blocked_clients:{n}\r\n");
+    test_support::wait_for("clients to block in redis", Duration::from_secs(5), || {
+        redis.cmd(&["INFO", "clients"]).contains(&want)
+    });
 }

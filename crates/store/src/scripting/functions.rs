@@ -182,7 +182,7 @@ fn compile(
                 None => LuaValue::Nil,
             };
             let strict = lua.create_table()?;
-            strict.raw_set("__index", missing)?;
+            strict.raw_set("__index", missing.clone())?;
             let api = lua.create_table()?;
             api.raw_set("register_function", register)?;
             for k in [
@@ -199,7 +199,7 @@ fn compile(
             // Read-only as in Redis: a function that kept a reference to
             // it cannot change it when it runs.
             let api_mt = lua.create_table()?;
-            api_mt.raw_set("__index", strict.raw_get::<LuaValue>("__index")?)?;
+            api_mt.raw_set("__index", missing)?;
             api_mt.raw_set("__newindex", engine.ctl.raw_get::<LuaValue>("readonly")?)?;
             api.set_metatable(Some(api_mt))?;
             let load_env = lua.create_table()?;
