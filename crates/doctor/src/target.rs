@@ -62,6 +62,7 @@ impl Target {
                 "a redis+sentinel:// URL names Sentinels, not a Redis; its primary is asked for first"
                     .into(),
             )),
+            Ok(u) if u.cluster.is_some() => Err(UrlError::Unsupported("redis+cluster".into())),
             Ok(u) => Ok(Target {
                 host: u.host,
                 port: u.port,

@@ -1004,6 +1004,14 @@ pub async fn replay_dir_watched(
     if let Some(t) = tls {
         url = url.with_tls(t);
     }
+    if url.cluster.is_some() {
+        // The checkpoint travels in the same transaction as the data, which
+        // a cluster refuses across slots.
+        return Err(ReplayError::Url(upstream::UrlError::Invalid {
+            url: url.redacted(),
+            why: "replaying a journal into a Redis Cluster is not supported yet; nothing replayed. Export it (redoubt journal export) and send the commands with redis-cli -c".into(),
+        }));
+    }
     if let Some(s) = &url.sentinel {
         // The primary now; a failover during the run ends it like a lost
         // connection, and the checkpoint says where to go on.

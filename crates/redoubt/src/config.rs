@@ -26,8 +26,9 @@ pub const DEFAULT_DATA_DIR: &str = "./redoubt-data";
 pub struct Config {
     /// Client listener.
     pub listen: String,
-    /// `""`: standalone; else `redis[s]://[user:pass@]host:port[/db]` or
-    /// `redis+sentinel://[user:pass@]host:26379,host2:26379/master[/db]`.
+    /// `""`: standalone; else `redis[s]://[user:pass@]host:port[/db]`,
+    /// `redis+sentinel://[user:pass@]host:26379,host2:26379/master[/db]` or
+    /// `redis+cluster://[user:pass@]host:port[,host:port…]`.
     pub upstream: String,
     /// Journal, node id, incidents; locked by one process.
     pub data_dir: PathBuf,
@@ -1065,6 +1066,12 @@ pub fn validate(c: &Config) -> Vec<String> {
             Ok(u) if u.sentinel.is_none() && !c.sentinel.password.is_empty() => p.push(
                 "sentinel.password: set, but upstream is not a redis+sentinel:// URL, so nothing would use it".into(),
             ),
+            // Riding out a shard's failure (a local copy and journal per
+            // shard) is not built yet: with one copy for the whole cluster
+            // a durable write could be replayed into the wrong shard.
+            Ok(u) if u.cluster.is_some() && c.keyspace.iter().any(|k| k.policy != "fail-fast") => p.push(
+                "keyspace: durable and cache keyspaces are not supported with a redis+cluster:// upstream yet; Redoubt routes the cluster's commands but serves nothing locally when a node fails. Remove those [[keyspace]] entries (or make them fail-fast), or front a single Redis or a Sentinel-managed one".into(),
+            ),
             Ok(_) => {}
         }
     }
@@ -1755,10 +1762,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_upstream_takes_only_fail_fast_keyspaces_for_now() {
+        let with = |policy: &str| {
+            load_str(
+                &format!(
+                    "upstream = \"redis+cluster://127.0.0.1:7000,127.0.0.1:7001\"\n[[keyspace]]\npattern = \"s:*\"\npolicy = \"{policy}\"\n"
+                ),
+                &[],
+                Overrides::default(),
+            )
+            .problems
+            .join("\n")
+        };
+        assert_eq!(with("fail-fast"), "");
+        for policy in ["durable", "cache"] {
+            let p = with(policy);
+            assert!(p.contains("not supported with a redis+cluster:// upstream yet"), "{p}");
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once_with_key_names() {
         let l = load_str(
             r#"
-            upstream = "redis+cluster://h:1"
+            upstream = "rediss+cluster://h:1"
             bogus = 1
             [health]
             interval_ms = "fast"
@@ -1780,7 +1807,7 @@ mod tests {
         for needle in [
             "bogus: unknown key",
             "limits.nope: unknown key",
-            "upstream: scheme 'redis+cluster://' is not supported yet",
+            "upstream: scheme 'rediss+cluster://' is not supported yet",
             "health.interval_ms",
             "limits.max_query_buffer_bytes",
             "journal.fsync",

@@ -43,7 +43,9 @@ enum Command {
         /// Redis to front: redis://[user:pass@]host:port[/db], rediss://
         /// for TLS (settings in [upstream_tls]), or
         /// redis+sentinel://[user:pass@]host:26379,host2:26379/master[/db]
-        /// (Sentinels' login in [sentinel]); none: standalone.
+        /// (Sentinels' login in [sentinel]), or
+        /// redis+cluster://[user:pass@]host:port[,host:port…] (a Redis
+        /// Cluster shown as one Redis); none: standalone.
         #[arg(long)]
         upstream: Option<String>,
         /// Admin HTTP address (default 127.0.0.1:9380).

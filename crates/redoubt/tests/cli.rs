@@ -48,7 +48,7 @@ fn config_check_reports_every_problem_and_exits_2() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "upstream = \"redis+cluster://h:1\"\ntypo = 1\n[health]\ndown_after = 0\n[journal]\nfsync = \"maybe\"\n").unwrap();
+    std::fs::write(&bad, "upstream = \"rediss+cluster://h:1\"\ntypo = 1\n[health]\ndown_after = 0\n[journal]\nfsync = \"maybe\"\n").unwrap();
     let o = redoubt(&["config", "check", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let t = text(&o);

@@ -14,9 +14,12 @@
 //!   [`RedisServer::start_tls`] for a Redis with a TLS port.
 //! - [`sentinel`]: [`sentinel::SentinelSet`], a primary, two replicas and
 //!   three Sentinels.
+//! - [`cluster`]: [`cluster::ClusterSet`], three primaries and three
+//!   replicas joined into a Redis Cluster.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod pki;
 pub mod sentinel;
 

@@ -164,7 +164,7 @@ pub struct BatchReply {
 }
 
 impl BatchReply {
-    fn new(data: Bytes, received: usize, lost: bool) -> Self {
+    pub(crate) fn new(data: Bytes, received: usize, lost: bool) -> Self {
         BatchReply {
             data,
             received,
@@ -244,7 +244,7 @@ impl Drop for Charge {
 }
 
 /// Where a batch's replies go.
-enum Tx {
+pub(crate) enum Tx {
     /// All at once, when the last arrives.
     Whole(oneshot::Sender<BatchReply>),
     /// Counted against a budget; `stream` hands out replies in pieces as
@@ -259,7 +259,7 @@ enum Tx {
 impl Tx {
     /// Nobody will take the replies (the caller stopped waiting) or the
     /// client is over its budget: drop them as they arrive.
-    fn unwanted(&self) -> bool {
+    pub(crate) fn unwanted(&self) -> bool {
         match self {
             Tx::Whole(tx) => tx.is_closed(),
             Tx::Bounded { tx, budget, .. } => tx.is_closed() || budget.is_over(),
@@ -291,7 +291,7 @@ impl Tx {
         }
     }
 
-    fn last(self, mut reply: BatchReply) {
+    pub(crate) fn last(self, mut reply: BatchReply) {
         match self {
             Tx::Whole(tx) => {
                 let _ = tx.send(reply);
@@ -328,10 +328,10 @@ impl Replies {
     }
 }
 
-struct Batch {
-    raw: Bytes,
-    count: usize,
-    tx: Tx,
+pub(crate) struct Batch {
+    pub(crate) raw: Bytes,
+    pub(crate) count: usize,
+    pub(crate) tx: Tx,
 }
 
 struct Pending {
@@ -369,6 +369,19 @@ impl Conn {
     /// Connects to `to` (plain or TLS), runs the handshake and starts the
     /// reader and writer tasks. The whole thing is bounded by `timeout`.
     pub async fn connect(
+        to: &Endpoint,
+        hs: &Handshake,
+        timeout: Duration,
+    ) -> Result<Conn, ConnectError> {
+        if let Some(cluster) = to.cluster_of() {
+            return crate::cluster::router::connect(cluster, hs, timeout).await;
+        }
+        Conn::connect_node(to, hs, timeout).await
+    }
+
+    /// [`Conn::connect`] to one node, never a cluster's router (which
+    /// opens its own connections with this).
+    pub(crate) async fn connect_node(
         to: &Endpoint,
         hs: &Handshake,
         timeout: Duration,
@@ -412,6 +425,21 @@ impl Conn {
         }
         tokio::spawn(reader(rd, queue, inner.clone(), dead_rx));
         Ok(Conn { inner })
+    }
+
+    /// A connection whose batches are taken by the caller (a cluster
+    /// router) from the returned channel instead of a socket; it is dead
+    /// once the receiver of the `bool` says so.
+    pub(crate) fn detached() -> (Conn, mpsc::UnboundedReceiver<Batch>, watch::Receiver<bool>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (dead_tx, dead_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            tx,
+            alive: AtomicBool::new(true),
+            dead_tx,
+        });
+        (Conn { inner }, rx, dead_rx)
     }
 
     /// A process-unique id, for logs and for "same connection?" checks.

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use tls::{ConnectFailure, Failure, TlsClient};
 use tokio::sync::watch;
 
+use crate::cluster::Cluster;
 use crate::conn::ConnectError;
 use crate::sentinel::Sentinel;
 
@@ -21,6 +22,9 @@ pub struct Endpoint {
     /// Set for a `redis+sentinel://` upstream: the address is the
     /// primary's at the moment of each connect.
     primary: Option<Arc<Sentinel>>,
+    /// Set for a `redis+cluster://` upstream: [`Endpoint::connect`] goes
+    /// to the cluster's default node, and a [`crate::Conn`] is a router.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Resolves once the primary moved away from where a connection went
@@ -55,7 +59,24 @@ impl Endpoint {
             addr,
             tls: None,
             primary: None,
+            cluster: None,
         }
+    }
+
+    /// A Redis Cluster reached through its slot map.
+    pub fn cluster(cluster: Arc<Cluster>) -> Endpoint {
+        Endpoint {
+            addr: String::new(),
+            host: String::new(),
+            tls: None,
+            primary: None,
+            cluster: Some(cluster),
+        }
+    }
+
+    /// The cluster, for a `redis+cluster://` endpoint.
+    pub fn cluster_of(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Wherever `sentinel` says the primary is, at each connect.
@@ -65,6 +86,7 @@ impl Endpoint {
             host: String::new(),
             tls: None,
             primary: Some(sentinel),
+            cluster: None,
         }
     }
 
@@ -82,11 +104,15 @@ impl Endpoint {
             host: host.to_string(),
             tls: Some(client),
             primary: None,
+            cluster: None,
         }
     }
 
     /// `host:port` (for a followed endpoint, the primary's now).
     pub fn addr(&self) -> String {
+        if let Some(c) = &self.cluster {
+            return c.default_node();
+        }
         match &self.primary {
             Some(s) => s
                 .primary()
@@ -113,6 +139,11 @@ impl Endpoint {
             }
         };
         let (addr, host) = match &self.primary {
+            None if self.cluster.is_some() => {
+                let addr = self.addr();
+                let host = host_of(&addr);
+                (addr, host)
+            }
             Some(s) => {
                 let Some(addr) = s.primary() else {
                     return Err(ConnectError::Io {

@@ -23,11 +23,14 @@
 //!   link announces: a replica that is never promoted.
 //! - [`sentinel`]: [`Sentinel`](sentinel::Sentinel), the primary of a
 //!   `redis+sentinel://` upstream, followed through failovers.
+//! - [`cluster`]: [`Cluster`](cluster::Cluster), a `redis+cluster://`
+//!   upstream's slot map, and the router a connection to it is.
 //! - [`backoff`]: jittered exponential backoff.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod cluster;
 pub mod conn;
 pub mod endpoint;
 pub mod health;

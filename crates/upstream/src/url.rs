@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::cluster::Cluster;
 use crate::endpoint::Endpoint;
 use crate::sentinel::{Sentinel, SentinelSpec};
 
@@ -36,13 +37,16 @@ pub struct UpstreamUrl {
     /// `redis+sentinel://`: the primary is wherever these Sentinels say;
     /// `host` and `port` are the first Sentinel's.
     pub sentinel: Option<Arc<Sentinel>>,
+    /// `redis+cluster://`: a Redis Cluster, first reached through the
+    /// nodes named; `host` and `port` are the first one's.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Why an upstream URL was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum UrlError {
     /// A scheme we plan to support but do not yet.
-    #[error("scheme '{0}://' is not supported yet; use redis://, rediss://host:port or redis+sentinel://host:26379,host2:26379/mastername")]
+    #[error("scheme '{0}://' is not supported yet; use redis://, rediss://host:port, redis+sentinel://host:26379,host2:26379/mastername or redis+cluster://host:port,host2:port")]
     NotSupportedYet(String),
     /// Anything else that is not `redis://`.
     #[error("unknown scheme in '{0}'; expected redis:// or rediss://[user:pass@]host:port[/db]")]
@@ -58,8 +62,7 @@ pub enum UrlError {
 }
 
 impl UpstreamUrl {
-    /// Parses an upstream URL. `redis+cluster://` is refused as not
-    /// supported yet.
+    /// Parses an upstream URL.
     pub fn parse(url: &str) -> Result<UpstreamUrl, UrlError> {
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(UrlError::BadScheme(url.to_string()));
@@ -68,7 +71,8 @@ impl UpstreamUrl {
             "redis" => false,
             "rediss" => true,
             "redis+sentinel" => return parse_sentinel(url, rest),
-            "redis+cluster" | "rediss+sentinel" | "redis+tls" | "unix" => {
+            "redis+cluster" => return parse_cluster(url, rest),
+            "rediss+cluster" | "rediss+sentinel" | "redis+tls" | "unix" => {
                 return Err(UrlError::NotSupportedYet(scheme.to_ascii_lowercase()))
             }
             _ => return Err(UrlError::BadScheme(url.to_string())),
@@ -100,6 +104,7 @@ impl UpstreamUrl {
             tls,
             tls_client: None,
             sentinel: None,
+            cluster: None,
         })
     }
 
@@ -134,6 +139,9 @@ impl UpstreamUrl {
         if let Some(s) = &self.sentinel {
             return Endpoint::followed(s.clone());
         }
+        if let Some(c) = &self.cluster {
+            return Endpoint::cluster(c.clone());
+        }
         if !self.tls {
             return Endpoint::plain(self.addr());
         }
@@ -146,7 +154,7 @@ impl UpstreamUrl {
 
     /// `host:port` for connecting (for a Sentinel URL, the primary's now).
     pub fn addr(&self) -> String {
-        if self.sentinel.is_some() {
+        if self.sentinel.is_some() || self.cluster.is_some() {
             return self.endpoint().addr();
         }
         if self.host.contains(':') {
@@ -185,6 +193,9 @@ impl UpstreamUrl {
                 spec.master,
                 self.db
             );
+        }
+        if let Some(c) = &self.cluster {
+            return format!("redis+cluster://{auth}{}", c.seeds().join(","));
         }
         let scheme = if self.tls { "rediss" } else { "redis" };
         format!("{scheme}://{auth}{}/{}", self.addr(), self.db)
@@ -237,6 +248,7 @@ fn parse_sentinel(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
         tls: false,
         tls_client: None,
         sentinel: None,
+        cluster: None,
     };
     u.sentinel = Some(Sentinel::new(
         SentinelSpec {
@@ -246,6 +258,53 @@ fn parse_sentinel(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
         },
         u.redis_credentials(),
     ));
+    Ok(u)
+}
+
+/// `redis+cluster://[user:pass@]host1[:port1][,host2[:port2]…][/0]`.
+fn parse_cluster(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
+    let invalid = |why: &str| UrlError::Invalid {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    let (auth, hostpart) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let (hosts, path) = hostpart.split_once('/').unwrap_or((hostpart, ""));
+    match path.split(['?', '#']).next().unwrap_or("") {
+        "" | "0" => {}
+        _ => {
+            return Err(invalid(
+                "Redis Cluster has only database 0; leave the /db out",
+            ))
+        }
+    }
+    let named = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| host_port(h, DEFAULT_PORT).map_err(|w| invalid(&w)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some((host, port)) = named.first().cloned() else {
+        return Err(invalid("no cluster node is named"));
+    };
+    let seeds = named
+        .iter()
+        .map(|(h, p)| crate::sentinel::join_host_port(h, &p.to_string()))
+        .collect();
+    let (user, password) = user_password(auth);
+    let mut u = UpstreamUrl {
+        host,
+        port,
+        user,
+        password,
+        db: 0,
+        tls: false,
+        tls_client: None,
+        sentinel: None,
+        cluster: None,
+    };
+    u.cluster = Some(Cluster::new(seeds, u.redis_credentials()));
     Ok(u)
 }
 
@@ -327,6 +386,7 @@ mod tests {
                 tls: false,
                 tls_client: None,
                 sentinel: None,
+                cluster: None,
             }
         );
         let u = UpstreamUrl::parse("redis://localhost").unwrap();
@@ -376,8 +436,28 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_url_names_its_seed_nodes_and_only_database_0() {
+        let u = UpstreamUrl::parse("redis+cluster://u:p@10.0.0.1:7000,10.0.0.2,[::1]:7002")
+            .expect("parses");
+        let c = u.cluster.as_ref().expect("a cluster");
+        assert_eq!(c.seeds(), ["10.0.0.1:7000", "10.0.0.2:6379", "[::1]:7002"]);
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert_eq!(
+            u.redacted(),
+            "redis+cluster://u:***@10.0.0.1:7000,10.0.0.2:6379,[::1]:7002"
+        );
+        assert!(UpstreamUrl::parse("redis+cluster://h:1/0").is_ok());
+        let e = UpstreamUrl::parse("redis+cluster://h:1/3").unwrap_err();
+        assert!(e.to_string().contains("only database 0"), "{e}");
+        assert!(UpstreamUrl::parse("redis+cluster:///").is_err());
+    }
+
+    #[test]
     fn unsupported_schemes_say_not_supported_yet() {
-        for s in ["rediss+sentinel://h:1/m", "redis+cluster://h:1"] {
+        for s in ["rediss+sentinel://h:1/m", "rediss+cluster://h:1"] {
             let e = UpstreamUrl::parse(s).unwrap_err();
             assert!(e.to_string().contains("not supported yet"), "{e}");
         }

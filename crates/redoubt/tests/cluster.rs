@@ -1,0 +1,435 @@
+//! Redis Cluster: Redoubt in front of a real cluster (three primaries,
+//! three replicas, `redis-cli --cluster create`), which redis-rs and
+//! redis-cli reach in standalone mode as if it were one Redis.
+//!
+//! Each test starts its own cluster (nextest runs every test in its own
+//! process) and checks what it claims against the nodes directly: a key
+//! written through Redoubt is on its slot's primary, a merged reply equals
+//! what the keys hold there.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use test_support::cluster::ClusterSet;
+use test_support::{free_port, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
+
+struct Redoubt {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Redoubt {
+    fn start(dir: &Path, upstream: &str) -> Redoubt {
+        let port = free_port();
+        let admin = free_port();
+        let conf = dir.join("redoubt.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"listen = "127.0.0.1:{port}"
+upstream = "{upstream}"
+data_dir = "{data}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[limits]
+command_timeout_ms = 5000
+"#,
+                data = dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("redoubt.log");
+        let mut cmd = Command::new(BIN);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("REDOUBT_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .args(["serve", "--config"])
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn redoubt");
+        let r = Redoubt { child, port, log };
+        wait_for("redoubt to answer PING", Duration::from_secs(10), || {
+            r.conn().is_some_and(|mut c| {
+                redis::cmd("PING")
+                    .query::<String>(&mut c)
+                    .is_ok_and(|p| p == "PONG")
+            })
+        });
+        r
+    }
+
+    fn conn(&self) -> Option<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
+            .ok()?
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Redoubt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn slot(key: &str) -> u16 {
+    upstream::cluster::key_slot(key.as_bytes())
+}
+
+/// `GET key` on the primary serving its slot, directly.
+fn on_node(cluster: &ClusterSet, key: &str) -> String {
+    cluster.node_of_slot(slot(key)).cmd(&["GET", key])
+}
+
+fn q(c: &mut redis::Connection, args: &[&str]) -> Value {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query::<Value>(c)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn q_err(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query::<Value>(c) {
+        Err(e) => e.to_string(),
+        Ok(v) => panic!("{args:?} answered {v:?}, not an error"),
+    }
+}
+
+fn strings(v: Value) -> Vec<Option<String>> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                Value::Nil => None,
+                other => panic!("not a string: {other:?}"),
+            })
+            .collect(),
+        other => panic!("not an array: {other:?}"),
+    }
+}
+
+#[test]
+fn clients_see_one_redis_whose_keys_live_on_their_slots_primaries() {
+    let cluster = ClusterSet::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = Redoubt::start(dir.path(), &cluster.url());
+    let mut c = r.conn().expect("connect to redoubt");
+
+    // Keys spread over every shard land on their slot's primary.
+    let keys: Vec<String> = (0..300).map(|i| format!("key:{i}")).collect();
+    let owners: BTreeSet<String> = keys
+        .iter()
+        .map(|k| cluster.node_of_slot(slot(k)).addr())
+        .collect();
+    assert_eq!(owners.len(), 3, "the keys cover all three shards");
+    for k in &keys {
+        assert_eq!(q(&mut c, &["SET", k, &format!("v-{k}")]), Value::Okay);
+    }
+    for k in keys.iter().step_by(7) {
+        assert_eq!(
+            on_node(&cluster, k),
+            format!("v-{k}"),
+            "{k} on its slot's primary"
+        );
+    }
+
+    // MGET across slots: every value in the order asked, nil for a
+    // missing key, the same key twice answered twice.
+    let mut asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    asked.insert(5, "missing:1");
+    asked.push("key:3");
+    let mut args = vec!["MGET"];
+    args.extend(&asked);
+    let got = strings(q(&mut c, &args));
+    let want: Vec<Option<String>> = asked
+        .iter()
+        .map(|k| (!k.starts_with("missing")).then(|| format!("v-{k}")))
+        .collect();
+    assert_eq!(got, want);
+
+    // MSET across slots, then read back on the nodes.
+    assert_eq!(
+        q(
+            &mut c,
+            &["MSET", "m:a", "1", "m:b", "2", "m:c", "3", "m:d", "4"]
+        ),
+        Value::Okay
+    );
+    for (k, v) in [("m:a", "1"), ("m:b", "2"), ("m:c", "3"), ("m:d", "4")] {
+        assert_eq!(on_node(&cluster, k), v);
+    }
+    // Counts add up over the shards, duplicates counted as Redis counts.
+    assert_eq!(
+        q(&mut c, &["EXISTS", "m:a", "m:b", "m:a", "nope"]),
+        Value::Int(3)
+    );
+    assert_eq!(q(&mut c, &["TOUCH", "m:a", "m:c", "nope"]), Value::Int(2));
+    assert_eq!(q(&mut c, &["DBSIZE"]), Value::Int(304));
+    assert_eq!(q(&mut c, &["DEL", "m:a", "m:b", "nope"]), Value::Int(2));
+    assert_eq!(q(&mut c, &["UNLINK", "m:c", "m:d"]), Value::Int(2));
+    assert_eq!(q(&mut c, &["DBSIZE"]), Value::Int(300));
+    let direct_sum: i64 = cluster
+        .primaries()
+        .iter()
+        .map(|n| {
+            n.cmd(&["DBSIZE"])
+                .trim_start_matches(':')
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(direct_sum, 300);
+
+    // KEYS and a whole SCAN see every key once, from every shard.
+    let all: BTreeSet<String> = keys.iter().cloned().collect();
+    let listed: BTreeSet<String> = strings(q(&mut c, &["KEYS", "key:*"]))
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(listed, all);
+    let mut cursor = "0".to_string();
+    let mut scanned = Vec::new();
+    let mut pages = 0;
+    loop {
+        let Value::Array(page) = q(&mut c, &["SCAN", &cursor, "COUNT", "50"]) else {
+            panic!("SCAN reply is not an array")
+        };
+        let [Value::BulkString(next), Value::Array(_)] = page.as_slice() else {
+            panic!("SCAN reply {page:?}")
+        };
+        cursor = String::from_utf8_lossy(next).into_owned();
+        scanned.extend(strings(page[1].clone()).into_iter().flatten());
+        pages += 1;
+        assert!(pages < 1000, "SCAN never ends");
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(scanned.len(), all.len(), "each key once");
+    assert_eq!(scanned.into_iter().collect::<BTreeSet<_>>(), all);
+
+    // Other multi-key commands across slots get Redis's own error; with a
+    // hash tag they run.
+    let cross = q_err(&mut c, &["SUNION", "key:1", "key:2"]);
+    assert!(cross.to_lowercase().contains("crossslot"), "{cross}");
+    q(&mut c, &["SADD", "{u1}.a", "x", "y"]);
+    q(&mut c, &["SADD", "{u1}.b", "y", "z"]);
+    let mut union = strings(q(&mut c, &["SUNION", "{u1}.a", "{u1}.b"]));
+    union.sort();
+    assert_eq!(
+        union,
+        [Some("x".into()), Some("y".into()), Some("z".into())]
+    );
+
+    // Transactions, WATCH and scripts run on their keys' node.
+    let mut tx = redis::pipe();
+    tx.atomic()
+        .cmd("INCR")
+        .arg("{acct}.n")
+        .cmd("LPUSH")
+        .arg("{acct}.log")
+        .arg("one");
+    let (n, len): (i64, i64) = tx.query(&mut c).unwrap();
+    assert_eq!((n, len), (1, 1));
+    assert_eq!(q(&mut c, &["WATCH", "{acct}.n"]), Value::Okay);
+    let (n,): (i64,) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("{acct}.n")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(on_node(&cluster, "{acct}.n"), "2");
+    let sha = match q(
+        &mut c,
+        &["SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])"],
+    ) {
+        Value::BulkString(s) => String::from_utf8(s).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // Loaded on every primary: EVALSHA works whatever the key's shard.
+    for k in ["key:1", "key:2", "key:3", "key:4", "key:5", "key:6"] {
+        let got = q(&mut c, &["EVALSHA", &sha, "1", k]);
+        assert_eq!(got, Value::BulkString(format!("v-{k}").into_bytes()));
+    }
+    assert_eq!(
+        q(&mut c, &["SCRIPT", "EXISTS", &sha, "0000"]),
+        Value::Array(vec![Value::Int(1), Value::Int(0)])
+    );
+
+    // CLUSTER queries: KEYSLOT answered, the rest explained.
+    assert_eq!(q(&mut c, &["CLUSTER", "KEYSLOT", "foo"]), Value::Int(12182));
+    let e = q_err(&mut c, &["CLUSTER", "NODES"]);
+    assert!(e.contains("standalone"), "{e}");
+
+    // A long pipeline over every shard comes back in order.
+    let mut p = redis::pipe();
+    for i in 0..2000 {
+        p.cmd("INCRBY").arg(format!("ctr:{}", i % 97)).arg(1);
+    }
+    let replies: Vec<i64> = p.query(&mut c).unwrap();
+    let mut seen: HashMap<usize, i64> = HashMap::new();
+    for (i, got) in replies.iter().enumerate() {
+        let e = seen.entry(i % 97).or_default();
+        *e += 1;
+        assert_eq!(*got, *e, "reply {i} out of order");
+    }
+    assert!(
+        !r.log().contains("ERROR"),
+        "redoubt logged errors:\n{}",
+        r.log()
+    );
+}
+
+#[test]
+fn blocking_commands_and_pubsub_go_through() {
+    let cluster = ClusterSet::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = Redoubt::start(dir.path(), &cluster.url());
+    for list in ["jobs:a", "jobs:b", "jobs:c"] {
+        let mut waiter = r.conn().unwrap();
+        let mut pusher = r.conn().unwrap();
+        let handle = std::thread::spawn(move || {
+            redis::cmd("BLPOP")
+                .arg(list)
+                .arg(5)
+                .query::<Option<(String, String)>>(&mut waiter)
+        });
+        // BLPOP holds its own upstream connection: the pusher's LPUSH
+        // wakes it once it is blocked on the list's node.
+        let node = cluster.node_of_slot(slot(list));
+        wait_for(
+            "the BLPOP to block on its node",
+            Duration::from_secs(5),
+            || {
+                node.cmd_raw(&["INFO", "clients"])
+                    .is_ok_and(|i| i.contains("blocked_clients:1"))
+            },
+        );
+        assert_eq!(q(&mut pusher, &["LPUSH", list, "job-1"]), Value::Int(1));
+        let got = handle.join().unwrap().unwrap();
+        assert_eq!(got, Some((list.to_string(), "job-1".to_string())));
+    }
+
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", r.port)).unwrap();
+    let mut sub_conn = client.get_connection().unwrap();
+    let mut sub = sub_conn.as_pubsub();
+    sub.subscribe("news").unwrap();
+    sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut pubc = r.conn().unwrap();
+    // Pub/sub messages are broadcast over the cluster bus: published
+    // through any node, they reach the subscriber.
+    wait_for("the subscriber to receive", Duration::from_secs(5), || {
+        q(&mut pubc, &["PUBLISH", "news", "hello"]) == Value::Int(1)
+    });
+    let msg = sub.get_message().unwrap();
+    assert_eq!(msg.get_payload::<String>().unwrap(), "hello");
+}
+
+#[test]
+fn resharding_under_load_loses_and_fails_no_write() {
+    let cluster = ClusterSet::start();
+    let dir = tempfile::tempdir().unwrap();
+    let r = Redoubt::start(dir.path(), &cluster.url());
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = r.port;
+    // Eight writers INCR counters over every slot; each remembers how many
+    // INCRs of each counter were acknowledged. No error is tolerated: the
+    // migration's ASK and MOVED must be followed, not shown.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                let mut acked: HashMap<String, i64> = HashMap::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("n:{w}:{}", i % 500);
+                    let v: i64 = redis::cmd("INCR")
+                        .arg(&key)
+                        .query(&mut c)
+                        .unwrap_or_else(|e| panic!("INCR {key} failed during resharding: {e}"));
+                    let a = acked.entry(key).or_default();
+                    *a += 1;
+                    assert_eq!(v, *a, "INCR answered {v} after {} acknowledged", *a - 1);
+                    i += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    // Move a third of the first primary's slots to the second, with
+    // redis-cli's own resharding (MIGRATE key by key, SETSLOT).
+    let primaries = cluster.primaries();
+    let (from, to) = (primaries[0], primaries[1]);
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard", &from.addr()])
+        .args(["--cluster-from", &cluster.id_of(from)])
+        .args(["--cluster-to", &cluster.id_of(to)])
+        .args([
+            "--cluster-slots",
+            "2000",
+            "--cluster-yes",
+            "--cluster-pipeline",
+            "10",
+        ])
+        .output()
+        .expect("redis-cli --cluster reshard");
+    assert!(
+        out.status.success(),
+        "reshard failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.wait_ok();
+    stop.store(true, Ordering::Relaxed);
+    let mut total: HashMap<String, i64> = HashMap::new();
+    for w in writers {
+        for (k, n) in w.join().expect("a writer failed") {
+            *total.entry(k).or_default() += n;
+        }
+    }
+    let moved = total
+        .keys()
+        .filter(|k| cluster.node_of_slot(slot(k)).addr() == to.addr())
+        .count();
+    assert!(moved > 0, "some counters moved to the other primary");
+    for (k, n) in &total {
+        assert_eq!(
+            on_node(&cluster, k),
+            n.to_string(),
+            "{k}: every acknowledged INCR once, on the primary serving it now"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! A Redis Cluster for tests: three primaries and three replicas
+//! (`redis-server --cluster-enabled yes`, joined by
+//! `redis-cli --cluster create`), all real processes on free loopback
+//! ports, killed on drop.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{free_port, wait_for, RedisServer};
+
+/// The cluster's nodes, in the order they were started.
+pub struct ClusterSet {
+    /// Every node; which are primaries changes with failovers: ask
+    /// [`ClusterSet::primaries`].
+    pub nodes: Vec<RedisServer>,
+}
+
+impl ClusterSet {
+    /// Starts six nodes and joins them: slots split evenly over three
+    /// primaries, one replica each. Returns once every node reports
+    /// `cluster_state:ok` and agrees on the slots.
+    pub fn start() -> ClusterSet {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                let bus = free_port().to_string();
+                RedisServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-port",
+                    &bus,
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create (scripts/test.sh installs redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let set = ClusterSet { nodes };
+        set.wait_ok();
+        set
+    }
+
+    /// Waits until every running node says `cluster_state:ok` and the
+    /// primaries serve all 16384 slots, as seen by each node.
+    pub fn wait_ok(&self) {
+        wait_for(
+            "the cluster to be ok on every node",
+            Duration::from_secs(30),
+            || {
+                self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                    n.cmd_raw(&["CLUSTER", "INFO"])
+                        .is_ok_and(|i| i.contains("cluster_state:ok"))
+                        && cluster_nodes(n).is_some_and(|rows| {
+                            rows.iter()
+                                .filter(|r| r.primary && !r.failed)
+                                .map(|r| r.slots)
+                                .sum::<usize>()
+                                == 16384
+                        })
+                })
+            },
+        );
+    }
+
+    /// `redis+cluster://` naming the first two nodes (a client needs only
+    /// some).
+    pub fn url(&self) -> String {
+        format!(
+            "redis+cluster://{},{}",
+            self.nodes[0].addr(),
+            self.nodes[1].addr()
+        )
+    }
+
+    /// The running nodes that are primaries now, as the first running
+    /// node sees them.
+    pub fn primaries(&self) -> Vec<&RedisServer> {
+        let Some(rows) = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .and_then(cluster_nodes)
+        else {
+            return Vec::new();
+        };
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.is_running()
+                    && rows
+                        .iter()
+                        .any(|r| r.primary && !r.failed && r.addr == n.addr())
+            })
+            .collect()
+    }
+
+    /// The node serving `slot` now (`CLUSTER SHARDS` as the first running
+    /// node sees it).
+    pub fn node_of_slot(&self, slot: u16) -> &RedisServer {
+        let rows = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .and_then(cluster_nodes)
+            .expect("a running node lists the cluster");
+        let row = rows
+            .iter()
+            .find(|r| {
+                r.primary && !r.failed && r.ranges.iter().any(|&(a, b)| a <= slot && slot <= b)
+            })
+            .unwrap_or_else(|| panic!("no primary serves slot {slot}"));
+        self.nodes
+            .iter()
+            .find(|n| n.addr() == row.addr)
+            .expect("the primary is one of ours")
+    }
+
+    /// The cluster node id of `node`.
+    pub fn id_of(&self, node: &RedisServer) -> String {
+        node.cmd(&["CLUSTER", "MYID"])
+    }
+}
+
+/// One line of `CLUSTER NODES`.
+struct Row {
+    addr: String,
+    primary: bool,
+    failed: bool,
+    ranges: Vec<(u16, u16)>,
+    slots: usize,
+}
+
+fn cluster_nodes(n: &RedisServer) -> Option<Vec<Row>> {
+    let text = n.cmd_raw(&["CLUSTER", "NODES"]).ok()?;
+    if text.starts_with('-') {
+        return None;
+    }
+    let rows = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let addr = f[1].split('@').next()?.to_string();
+            let flags = f[2];
+            let ranges: Vec<(u16, u16)> = f[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|s| match s.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => s.parse().ok().map(|a| (a, a)),
+                })
+                .collect();
+            Some(Row {
+                addr,
+                primary: flags.contains("master"),
+                failed: flags.contains("fail"),
+                slots: ranges.iter().map(|(a, b)| (b - a) as usize + 1).sum(),
+                ranges,
+            })
+        })
+        .collect();
+    Some(rows)
+}

@@ -1,0 +1,249 @@
+//! A `redis+cluster://` upstream: Redis Cluster shown to clients as one
+//! Redis.
+//!
+//! [`Cluster`] holds the slot map, learnt from any node that answers
+//! (`CLUSTER SHARDS`, or `CLUSTER SLOTS` from a Redis before 7.0), asked
+//! again on a timer and whenever a node redirects a command. A [`Conn`]
+//! to a cluster endpoint is a router ([`router`]): it takes the session's
+//! batches like any connection, sends each command to its slot's primary
+//! on connections of its own, follows `MOVED` and `ASK`, retries
+//! `TRYAGAIN` and `CLUSTERDOWN`, splits the multi-key commands Redis
+//! refuses across slots and merges their replies, and hands the batch's
+//! replies back in order. Which node a keyless command goes to is the
+//! table in the README ("Redis Cluster").
+//!
+//! [`Conn`]: crate::Conn
+
+mod merge;
+pub(crate) mod router;
+pub mod slots;
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use resp::Frame;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::conn::{Conn, Credentials, Handshake};
+use crate::endpoint::Endpoint;
+pub use slots::{key_slot, SlotMap, SLOTS};
+
+/// How often the slot map is asked again when nothing redirected us.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// A refresh asked for within this long of the last one is that one.
+const REFRESH_COALESCE: Duration = Duration::from_millis(100);
+/// How long one node may take to give the map.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The cluster's nodes as far as Redoubt knows them.
+pub struct Cluster {
+    seeds: Vec<String>,
+    auth: Option<Credentials>,
+    map: RwLock<Arc<SlotMap>>,
+    /// Bumped after each refresh that succeeded.
+    version: watch::Sender<u64>,
+    /// One refresh at a time; holds when the last one finished.
+    refreshing: tokio::sync::Mutex<Option<Instant>>,
+    last_error: Mutex<Option<String>>,
+    timer: Mutex<bool>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cluster({})", self.seeds.join(","))
+    }
+}
+
+impl PartialEq for Cluster {
+    fn eq(&self, other: &Self) -> bool {
+        self.seeds == other.seeds && self.auth == other.auth
+    }
+}
+
+impl Eq for Cluster {}
+
+impl Cluster {
+    /// A cluster reached first through `seeds` (`host:port`), logging in
+    /// with `auth` to read the slot map.
+    pub fn new(seeds: Vec<String>, auth: Option<Credentials>) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            seeds,
+            auth,
+            map: RwLock::new(Arc::new(SlotMap::default())),
+            version: watch::channel(0).0,
+            refreshing: tokio::sync::Mutex::new(None),
+            last_error: Mutex::new(None),
+            timer: Mutex::new(false),
+        })
+    }
+
+    /// The nodes named in the URL.
+    pub fn seeds(&self) -> &[String] {
+        &self.seeds
+    }
+
+    /// The slot map as last learnt (empty before the first refresh).
+    pub fn map(&self) -> Arc<SlotMap> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why the last refresh failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Where a command with no key goes: the primary of slot 0's range
+    /// (the first in the map), else the first seed.
+    pub fn default_node(&self) -> String {
+        self.map()
+            .primaries()
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.seeds.first().cloned().unwrap_or_default())
+    }
+
+    /// A `MOVED` redirect: `slot` is `addr`'s now. The map is patched at
+    /// once and learnt again in the background (a redirect usually means
+    /// more slots moved).
+    pub fn moved(self: &Arc<Self>, slot: u16, addr: &str) {
+        {
+            let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
+            if m.node(slot) != Some(addr) {
+                *m = Arc::new(m.with_moved(slot, addr));
+            }
+        }
+        self.refresh_soon();
+    }
+
+    /// Learns the map again in the background.
+    pub fn refresh_soon(self: &Arc<Self>) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let _ = c.refresh().await;
+        });
+    }
+
+    /// Learns the slot map from the first node that gives it: the known
+    /// primaries, then their replicas, then the seeds. Calls that wait on
+    /// a refresh running already share its result.
+    pub async fn refresh(self: &Arc<Self>) -> Result<Arc<SlotMap>, String> {
+        let asked_at = Instant::now();
+        let mut last = self.refreshing.lock().await;
+        if last.is_some_and(|t| t + REFRESH_COALESCE > asked_at) {
+            return Ok(self.map());
+        }
+        self.start_timer();
+        let known = self.map();
+        let mut candidates: Vec<String> = known.primaries().to_vec();
+        for p in known.primaries() {
+            candidates.extend(known.replicas_of(p).iter().cloned());
+        }
+        candidates.extend(self.seeds.iter().cloned());
+        let mut seen = std::collections::HashSet::new();
+        candidates.retain(|c| seen.insert(c.clone()));
+        let mut errors = Vec::new();
+        for addr in candidates {
+            match self.ask(&addr).await {
+                Ok(m) if m.primaries().is_empty() => {
+                    errors.push(format!("{addr}: serves no slots (not a cluster yet?)"))
+                }
+                Ok(m) => {
+                    let m = Arc::new(m);
+                    *self.map.write().unwrap_or_else(|e| e.into_inner()) = m.clone();
+                    *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    *last = Some(Instant::now());
+                    self.version.send_modify(|v| *v += 1);
+                    return Ok(m);
+                }
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        let why = format!("no cluster node gave the slot map ({})", errors.join("; "));
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+        *last = Some(Instant::now());
+        Err(why)
+    }
+
+    /// Waits until a refresh after this call succeeded, at most `timeout`.
+    pub async fn refreshed(self: &Arc<Self>, timeout: Duration) {
+        let mut rx = self.version.subscribe();
+        rx.mark_unchanged();
+        self.refresh_soon();
+        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+    }
+
+    /// The handshake of the connections that read the map.
+    fn control(&self) -> Handshake {
+        Handshake {
+            auth: self.auth.clone(),
+            db: 0,
+            proto: 2,
+            name: Some("redoubt-cluster".into()),
+        }
+    }
+
+    async fn ask(&self, addr: &str) -> Result<SlotMap, String> {
+        let conn = Conn::connect_node(&Endpoint::plain(addr), &self.control(), ASK_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let shards = conn
+            .call(&["CLUSTER", "SHARDS"], ASK_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string());
+        let m = match shards {
+            Ok(f @ Frame::Array(_)) => SlotMap::from_shards(&f, addr),
+            // Before Redis 7.0.
+            Ok(f) if f.is_error() => {
+                let slots = conn
+                    .call(&["CLUSTER", "SLOTS"], ASK_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match slots.error_text() {
+                    Some(t) => Err(String::from_utf8_lossy(t).into_owned()),
+                    None => SlotMap::from_slots(&slots, addr),
+                }
+            }
+            Ok(other) => Err(format!("CLUSTER SHARDS answered {other:?}")),
+            Err(e) => Err(e),
+        };
+        conn.close();
+        m
+    }
+
+    /// Starts the periodic refresh once; it ends when the cluster is
+    /// dropped.
+    fn start_timer(self: &Arc<Self>) {
+        let mut started = self.timer.lock().unwrap_or_else(|e| e.into_inner());
+        if *started {
+            return;
+        }
+        *started = true;
+        let weak: Weak<Cluster> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH_EVERY).await;
+                let Some(c) = weak.upgrade() else { return };
+                let _ = c.refresh().await;
+            }
+        });
+    }
+
+    /// The map, learnt first if none is known yet.
+    pub async fn ready_map(self: &Arc<Self>) -> Result<Arc<SlotMap>, String> {
+        let m = self.map();
+        if !m.primaries().is_empty() {
+            return Ok(m);
+        }
+        let m = self.refresh().await?;
+        if m.primaries().is_empty() {
+            return Err(self
+                .last_error()
+                .unwrap_or_else(|| "the cluster's slot map is not known yet".into()));
+        }
+        Ok(m)
+    }
+}
