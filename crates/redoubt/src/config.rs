@@ -1777,7 +1777,10 @@ mod tests {
         assert_eq!(with("fail-fast"), "");
         for policy in ["durable", "cache"] {
             let p = with(policy);
-            assert!(p.contains("not supported with a redis+cluster:// upstream yet"), "{p}");
+            assert!(
+                p.contains("not supported with a redis+cluster:// upstream yet"),
+                "{p}"
+            );
         }
     }
 

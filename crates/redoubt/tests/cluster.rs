@@ -103,6 +103,38 @@ fn on_node(cluster: &ClusterSet, key: &str) -> String {
     cluster.node_of_slot(slot(key)).cmd(&["GET", key])
 }
 
+/// The value of each key on the primary serving it now ("" when absent),
+/// read with one pipeline per node.
+fn read_all<'a>(
+    cluster: &ClusterSet,
+    keys: impl Iterator<Item = &'a str>,
+) -> HashMap<&'a str, String> {
+    let owners = cluster.slot_owners();
+    let mut by_node: HashMap<String, Vec<&'a str>> = HashMap::new();
+    for k in keys {
+        let owner = owners[slot(k) as usize].clone().expect("every slot served");
+        by_node.entry(owner).or_default().push(k);
+    }
+    let mut out = HashMap::new();
+    for (node, keys) in by_node {
+        let mut c = redis::Client::open(format!("redis://{node}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        for chunk in keys.chunks(1000) {
+            let mut p = redis::pipe();
+            for k in chunk {
+                p.cmd("GET").arg(*k);
+            }
+            let vals: Vec<Option<String>> = p.query(&mut c).unwrap();
+            for (k, v) in chunk.iter().zip(vals) {
+                out.insert(*k, v.unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
 fn q(c: &mut redis::Connection, args: &[&str]) -> Value {
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {
@@ -425,11 +457,182 @@ fn resharding_under_load_loses_and_fails_no_write() {
         .filter(|k| cluster.node_of_slot(slot(k)).addr() == to.addr())
         .count();
     assert!(moved > 0, "some counters moved to the other primary");
+    let held = read_all(&cluster, total.keys().map(String::as_str));
     for (k, n) in &total {
         assert_eq!(
-            on_node(&cluster, k),
+            held[k.as_str()],
             n.to_string(),
             "{k}: every acknowledged INCR once, on the primary serving it now"
         );
     }
+}
+
+/// What a writer learnt of one `SET`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fate {
+    Acked,
+    /// Redoubt said the command was not run (its node unreachable).
+    NotRun,
+    /// Any other error: it may or may not have run.
+    Uncertain,
+}
+
+#[test]
+fn a_killed_primary_fails_only_its_own_slots_until_its_replica_takes_over() {
+    // With Redis's default `cluster-require-full-coverage yes`, every node
+    // refuses every slot (CLUSTERDOWN) while one is unserved; Redoubt then
+    // retries until the deadline. Here the other shards keep serving.
+    let mut cluster = ClusterSet::start_with(&["--cluster-require-full-coverage", "no"]);
+    let dir = tempfile::tempdir().unwrap();
+    let r = Redoubt::start(dir.path(), &cluster.url());
+    // The primary of slot 0, where keyless commands (the prober's PING)
+    // go: its death must not make Redoubt call the whole cluster down.
+    let victim = cluster.node_of_slot(0).addr();
+    let victim_slots: Vec<(u16, u16)> = {
+        (0..16384u16)
+            .filter(|&s| cluster.node_of_slot(s).addr() == victim)
+            .fold(Vec::new(), |mut v: Vec<(u16, u16)>, s| {
+                match v.last_mut() {
+                    Some((_, last)) if *last + 1 == s => *last = s,
+                    _ => v.push((s, s)),
+                }
+                v
+            })
+    };
+    let on_victim = move |key: &str| {
+        let s = slot(key);
+        victim_slots.iter().any(|&(a, b)| a <= s && s <= b)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
+    let port = r.port;
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                // key → (fate, answered at, took)
+                let mut log: Vec<(String, Fate, std::time::Instant, Duration)> = Vec::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w:{w}:{i}");
+                    let sent = std::time::Instant::now();
+                    let res = redis::cmd("SET").arg(&key).arg(i).query::<Value>(&mut c);
+                    let fate = match res {
+                        Ok(Value::Okay) => Fate::Acked,
+                        Ok(other) => panic!("SET {key} answered {other:?}"),
+                        Err(e) if e.to_string().contains("the command was not run") => Fate::NotRun,
+                        Err(e) => {
+                            if e.is_io_error() || e.is_connection_dropped() {
+                                c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                                    .unwrap()
+                                    .get_connection()
+                                    .unwrap();
+                            }
+                            Fate::Uncertain
+                        }
+                    };
+                    log.push((key, fate, std::time::Instant::now(), sent.elapsed()));
+                    i += 1;
+                }
+                log
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let idx = cluster
+        .nodes
+        .iter()
+        .position(|n| n.addr() == victim)
+        .unwrap();
+    cluster.nodes[idx].kill();
+    *killed_at.lock().unwrap() = Some(std::time::Instant::now());
+    let killed = std::time::Instant::now();
+    cluster.wait_failover(&victim, 0);
+    let promoted = std::time::Instant::now();
+    // Writes go on until the new primary has taken a good number.
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let logs: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+
+    let mut acked_after = 0;
+    let mut not_run = 0;
+    let mut slowest_elsewhere = Duration::ZERO;
+    for (key, fate, at, took) in &logs {
+        if !on_victim(key) {
+            // Other shards: every write acknowledged, none slow.
+            assert_eq!(*fate, Fate::Acked, "{key} on a live shard");
+            slowest_elsewhere = slowest_elsewhere.max(*took);
+            continue;
+        }
+        match fate {
+            Fate::Acked if *at > promoted => acked_after += 1,
+            Fate::NotRun => not_run += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        not_run > 0,
+        "writes to the dead primary's slots were refused meanwhile"
+    );
+    let after: Vec<String> = logs
+        .iter()
+        .filter(|(k, _, at, _)| on_victim(k) && *at > promoted)
+        .take(5)
+        .map(|(k, f, _, took)| format!("{k} {f:?} in {took:?}"))
+        .collect();
+    assert!(
+        acked_after > 0,
+        "writes to its slots were acknowledged again once its replica took over; after: {after:?}\n{}",
+        r.log()
+    );
+    // The live shards never waited on the dead one: no reply near the
+    // connect timeout (1 s) or the deadline.
+    assert!(
+        slowest_elsewhere < Duration::from_millis(900),
+        "a live shard's write took {slowest_elsewhere:?}"
+    );
+    // What was acknowledged is there (but for writes the dead primary
+    // answered just before the kill, which Redis's asynchronous
+    // replication may not have carried); what was refused as not run is
+    // not.
+    let held = read_all(&cluster, logs.iter().map(|(k, ..)| k.as_str()));
+    let mut lost_in_window = 0;
+    for (key, fate, at, _) in &logs {
+        let now = held[key.as_str()].clone();
+        match fate {
+            Fate::Acked if now.is_empty() => {
+                assert!(
+                    on_victim(key)
+                        && *at < killed + Duration::from_millis(50)
+                        && *at + Duration::from_millis(100) > killed,
+                    "acknowledged {key} is missing"
+                );
+                lost_in_window += 1;
+            }
+            Fate::Acked => {}
+            Fate::NotRun => assert!(
+                now.is_empty(),
+                "{key} was refused as not run, yet holds {now}"
+            ),
+            Fate::Uncertain => {}
+        }
+    }
+    assert!(
+        lost_in_window < 50,
+        "{lost_in_window} writes lost in the kill's window"
+    );
+    // Redoubt never called the whole cluster down.
+    assert!(
+        !r.log().contains("to=\"down\""),
+        "redoubt went down:\n{}",
+        r.log()
+    );
 }

@@ -20,19 +20,30 @@ impl ClusterSet {
     /// primaries, one replica each. Returns once every node reports
     /// `cluster_state:ok` and agrees on the slots.
     pub fn start() -> ClusterSet {
+        ClusterSet::start_with(&[])
+    }
+
+    /// [`start`](Self::start), each node with `extra` options too.
+    pub fn start_with(extra: &[&str]) -> ClusterSet {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
                 let bus = free_port().to_string();
-                RedisServer::start(&[
+                let mut args = vec![
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    // A replica may take over however long its link was
+                    // down: a test kills a primary soon after the start.
+                    "--cluster-replica-validity-factor",
+                    "0",
                     "--cluster-port",
                     &bus,
-                ])
+                ];
+                args.extend_from_slice(extra);
+                RedisServer::start(&args)
             })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
@@ -51,7 +62,62 @@ impl ClusterSet {
         );
         let set = ClusterSet { nodes };
         set.wait_ok();
+        // Every replica in sync, so a primary killed now has a replica
+        // holding its data to take over.
+        wait_for("every replica's link up", Duration::from_secs(30), || {
+            set.nodes.iter().all(|n| {
+                n.cmd_raw(&["INFO", "replication"])
+                    .is_ok_and(|i| i.contains("role:master") || i.contains("master_link_status:up"))
+            })
+        });
         set
+    }
+
+    /// Waits until a replica has taken over from the primary at `old`
+    /// (killed or stopped): another node serves its slots and the cluster
+    /// is ok again.
+    pub fn wait_failover(&self, old: &str, slot: u16) {
+        wait_for(
+            &format!("a replica to take over slot {slot} from {old}"),
+            Duration::from_secs(30),
+            || self.owner_of(slot).is_some_and(|a| a != old),
+        );
+        self.wait_ok();
+    }
+
+    /// For each slot, the address of the live primary serving it, as the
+    /// first running node sees it (one `CLUSTER NODES`).
+    pub fn slot_owners(&self) -> Vec<Option<String>> {
+        let rows = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .and_then(cluster_nodes)
+            .unwrap_or_default();
+        let mut owners = vec![None; 16384];
+        for r in rows.iter().filter(|r| r.primary && !r.failed) {
+            for &(a, b) in &r.ranges {
+                for o in &mut owners[a as usize..=b as usize] {
+                    *o = Some(r.addr.clone());
+                }
+            }
+        }
+        owners
+    }
+
+    /// The address of the primary serving `slot`, as the first running
+    /// node sees it; `None` when no live primary does.
+    pub fn owner_of(&self, slot: u16) -> Option<String> {
+        let rows = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .and_then(cluster_nodes)?;
+        rows.into_iter()
+            .find(|r| {
+                r.primary && !r.failed && r.ranges.iter().any(|&(a, b)| a <= slot && slot <= b)
+            })
+            .map(|r| r.addr)
     }
 
     /// Waits until every running node says `cluster_state:ok` and the

@@ -152,6 +152,14 @@ impl Cluster {
                     errors.push(format!("{addr}: serves no slots (not a cluster yet?)"))
                 }
                 Ok(m) => {
+                    if *self.map() != m {
+                        tracing::info!(
+                            from = %addr,
+                            primaries = %m.primaries().join(","),
+                            unserved = m.unserved(),
+                            "cluster slot map changed"
+                        );
+                    }
                     let m = Arc::new(m);
                     *self.map.write().unwrap_or_else(|e| e.into_inner()) = m.clone();
                     *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -163,6 +171,7 @@ impl Cluster {
             }
         }
         let why = format!("no cluster node gave the slot map ({})", errors.join("; "));
+        tracing::warn!(%why, "cluster slot map not refreshed");
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
         *last = Some(Instant::now());
         Err(why)

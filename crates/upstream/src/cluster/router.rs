@@ -57,8 +57,10 @@ pub(crate) async fn connect(
         hs: hs.clone(),
         timeout,
         conns: Mutex::new(HashMap::new()),
+        failed: Mutex::new(HashMap::new()),
+        cluster: cluster.clone(),
     });
-    nodes.get(&cluster.default_node()).await?;
+    nodes.any(&cluster.default_node()).await?;
     let (conn, rx, dead) = Conn::detached();
     let router = Router {
         cluster: cluster.clone(),
@@ -69,11 +71,19 @@ pub(crate) async fn connect(
     Ok(conn)
 }
 
+/// After a node could not be reached, commands for it are answered with
+/// that failure for this long instead of each waiting out a connect: a
+/// dead primary's slots fail fast while the cluster promotes a replica.
+const RECONNECT_AFTER: Duration = Duration::from_millis(250);
+
 /// The router's connections, one per node, opened when first needed.
 struct Nodes {
     hs: Handshake,
     timeout: Duration,
     conns: Mutex<HashMap<String, Conn>>,
+    /// Nodes whose last connect failed: when, and why.
+    failed: Mutex<HashMap<String, (tokio::time::Instant, ConnectError)>>,
+    cluster: Arc<Cluster>,
 }
 
 impl Nodes {
@@ -81,9 +91,48 @@ impl Nodes {
         if let Some(c) = self.lock().get(addr).filter(|c| c.is_alive()) {
             return Ok(c.clone());
         }
-        let c = Conn::connect_node(&Endpoint::plain(addr), &self.hs, self.timeout).await?;
-        self.lock().insert(addr.to_string(), c.clone());
-        Ok(c)
+        if let Some((at, e)) = self.failed_lock().get(addr) {
+            if at.elapsed() < RECONNECT_AFTER {
+                return Err(e.clone());
+            }
+        }
+        match Conn::connect_node(&Endpoint::plain(addr), &self.hs, self.timeout).await {
+            Ok(c) => {
+                self.failed_lock().remove(addr);
+                self.lock().insert(addr.to_string(), c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                // A node gone may be a failover under way: the map will say.
+                self.cluster.refresh_soon();
+                self.failed_lock()
+                    .insert(addr.to_string(), (tokio::time::Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// `preferred`, or else the first other primary that can be reached:
+    /// for commands any node answers alike (`PING`, `INFO`, …), so one
+    /// shard's failure does not fail them.
+    async fn any(&self, preferred: &str) -> Result<(String, Conn), ConnectError> {
+        let first = match self.get(preferred).await {
+            Ok(c) => return Ok((preferred.to_string(), c)),
+            Err(e) => e,
+        };
+        let map = self.cluster.map();
+        for p in map.primaries().iter().filter(|p| *p != preferred) {
+            if let Ok(c) = self.get(p).await {
+                return Ok((p.clone(), c));
+            }
+        }
+        Err(first)
+    }
+
+    fn failed_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (tokio::time::Instant, ConnectError)>> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Conn>> {
@@ -102,8 +151,11 @@ impl Nodes {
 enum Target {
     /// The primary serving the slot, per the map when sent.
     Slot(u16),
-    /// A given node (keyless commands, fan-out).
+    /// A given node (fan-out, a transaction's `WATCH`).
     Node(String),
+    /// This node, or any other primary if it cannot be reached (keyless
+    /// commands).
+    Any(String),
 }
 
 /// One command (or a whole transaction) sent to one node.
@@ -194,6 +246,13 @@ impl Router {
                         }
                     },
                     Target::Node(a) => a.clone(),
+                    Target::Any(a) => match self.nodes.any(a).await {
+                        Ok((addr, _)) => addr,
+                        Err(e) => {
+                            fates[j][p] = Some(Fate::Replied(not_run(a, &e.to_string())));
+                            continue;
+                        }
+                    },
                 };
                 match sent.iter_mut().find(|s| s.addr == addr) {
                     Some(s) => {
@@ -357,7 +416,10 @@ impl Router {
             .map(|spec| spec.key_indices(args))
             .unwrap_or_default();
         let Some(&first) = keys.first() else {
-            return one(Target::Node(default));
+            return match self.sticky.is_some() {
+                true => one(Target::Node(default)),
+                false => one(Target::Any(default)),
+            };
         };
         let first_slot = key_slot(&args[first]);
         if keys.iter().all(|&k| key_slot(&args[k]) == first_slot) || !SPLIT.contains(&name) {
@@ -617,7 +679,7 @@ impl Finish {
                     }
                     let addr = match &part.target {
                         Target::Slot(s) => self.cluster.map().node(*s).map(str::to_string),
-                        Target::Node(a) => Some(a.clone()),
+                        Target::Node(a) | Target::Any(a) => Some(a.clone()),
                     };
                     let Some(addr) = addr else {
                         return Fate::Replied(reply);
