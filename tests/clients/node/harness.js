@@ -236,7 +236,8 @@ function redoubtEnv() {
 
 export class Redoubt extends Proc {
   /**
-   * `upstreamPort`: the Redis it fronts, or `null` for standalone (the local
+   * `upstreamPort`: the Redis it fronts (its port, or a whole upstream URL
+   * as a string), or `null` for standalone (the local
    * store serves everything). `config`: TOML text for `--config`
    * (`[[keyspace]]` can only come from a file).
    */
@@ -265,7 +266,10 @@ export class Redoubt extends Proc {
     for (let attempt = 0; ; attempt++) {
       this.port = await freePort();
       this.admin = await freePort();
-      const upstream = this.upstreamPort === null ? [] : ['--upstream', `redis://127.0.0.1:${this.upstreamPort}`];
+      // A port is a Redis on this host; a string is a whole URL
+      // (redis+cluster://…).
+      const url = typeof this.upstreamPort === 'string' ? this.upstreamPort : `redis://127.0.0.1:${this.upstreamPort}`;
+      const upstream = this.upstreamPort === null ? [] : ['--upstream', url];
       const env = { ...redoubtEnv(), REDOUBT_HEALTH_INTERVAL_MS: '50', ...this.env };
       if (this.upstreamPort === null) delete env.REDOUBT_UPSTREAM;
       this._spawn(BIN, [
