@@ -380,3 +380,26 @@ async fn redis_cli_talks_through_the_proxy() {
         ("OK", "yes", "(integer) 1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_while_blocked_frees_its_redis_connection() {
+    let redis = RedisServer::new();
+    let fx = start(&redis).await;
+    let blocking: [&[&str]; 2] = [
+        &["BLPOP", "gone:list", "0"],
+        &["BRPOPLPUSH", "gone:list", "gone:other", "0"],
+    ];
+    for args in blocking {
+        let mut raw = fx.raw().await;
+        raw.send_cmd(args).await;
+        wait_blocked(&redis, 1);
+        drop(raw);
+        // Redis unblocks the connection when Redoubt closes it.
+        wait_blocked(&redis, 0);
+    }
+    // A value pushed now is not taken by a client that is gone.
+    let mut c = fx.client().await;
+    let _: i64 = c.lpush("gone:list", "v").await.unwrap();
+    let len: i64 = c.llen("gone:list").await.unwrap();
+    assert_eq!(len, 1);
+}

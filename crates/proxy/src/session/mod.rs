@@ -40,7 +40,7 @@ use crate::gate::{self, Refusal};
 use crate::reply;
 use crate::server::Shared;
 
-use queue::{has_wait_front, wait_front, Body, Builder, Outcome, Slot};
+use queue::{has_blocking, has_wait_front, wait_front, Body, Builder, Outcome, Slot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReplyMode {
@@ -273,6 +273,13 @@ impl Session {
             }
             if can_read {
                 crate::reply::idle_read_buffer(&mut inbuf);
+            }
+            if eof && has_blocking(&self.pending) {
+                // Gone while blocked: as Redis frees such a client, drop
+                // its blocking command, which closes its connection and so
+                // unblocks it in Redis, instead of holding that connection
+                // (and a value pushed later) for a reader that is not there.
+                return;
             }
             let health = self.shared.health.state();
             let event = tokio::select! {

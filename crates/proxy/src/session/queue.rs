@@ -666,6 +666,14 @@ enum Resend {
     Failed,
 }
 
+/// True when a blocking command waits among `pending` (its own dedicated
+/// connection).
+pub(super) fn has_blocking(pending: &VecDeque<Slot>) -> bool {
+    pending
+        .iter()
+        .any(|s| matches!(&s.body, Body::Wait(w) if w.dedicated.is_some()))
+}
+
 pub(super) fn has_wait_front(pending: &VecDeque<Slot>) -> bool {
     matches!(
         pending.front(),
