@@ -198,10 +198,11 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
         skipped: Vec::new(),
         elapsed_ms: 0,
     };
-    let target = match sentinel_primary(url, opts.sentinel_auth.clone())
-        .await
-        .unwrap_or_else(|| Target::parse(url))
-    {
+    let followed = match sentinel_primary(url, opts.sentinel_auth.clone()).await {
+        Some(t) => Some(t),
+        None => cluster_primary(url).await,
+    };
+    let target = match followed.unwrap_or_else(|| Target::parse(url)) {
         Ok(mut t) => {
             if t.password.is_none() {
                 t.password.clone_from(&opts.password);
@@ -224,6 +225,13 @@ pub async fn diagnose(url: &str, opts: &DoctorOptions) -> Report {
     report.target = target.redacted();
     if url.starts_with("redis+sentinel://") {
         report.target = format!("{} (primary of {})", report.target, redact_unparsed(url));
+    }
+    if url.starts_with("redis+cluster://") {
+        report.target = format!(
+            "{} (primary of slot 0 of {})",
+            report.target,
+            redact_unparsed(url)
+        );
     }
     // Belt and braces: every step already honours the deadline, this
     // also bounds anything that does not (slow host file reads).
@@ -775,6 +783,25 @@ fn redact_unparsed(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_string(),
     }
+}
+
+/// For a `redis+cluster://` URL, the primary serving slot 0 (the node
+/// Redoubt sends keyless commands to; the diagnosis is of it); `None` for
+/// any other URL.
+async fn cluster_primary(url: &str) -> Option<Result<Target, UrlError>> {
+    let u = upstream::UpstreamUrl::parse(url).ok()?;
+    let c = u.cluster.clone()?;
+    Some(match c.ready_map().await {
+        Ok(m) => match m.node(0) {
+            Some(primary) => Target::parse(&format!("redis://{primary}")).map(|t| Target {
+                user: u.user.clone(),
+                password: u.password.clone(),
+                ..t
+            }),
+            None => Err(UrlError::NoPrimary("no primary serves slot 0".into())),
+        },
+        Err(e) => Err(UrlError::NoPrimary(e)),
+    })
 }
 
 /// For a `redis+sentinel://` URL, the primary the Sentinels name now (the

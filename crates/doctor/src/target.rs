@@ -62,7 +62,10 @@ impl Target {
                 "a redis+sentinel:// URL names Sentinels, not a Redis; its primary is asked for first"
                     .into(),
             )),
-            Ok(u) if u.cluster.is_some() => Err(UrlError::Unsupported("redis+cluster".into())),
+            Ok(u) if u.cluster.is_some() => Err(UrlError::Invalid(
+                "a redis+cluster:// URL names some nodes of a cluster; the primary of slot 0 is asked for first"
+                    .into(),
+            )),
             Ok(u) => Ok(Target {
                 host: u.host,
                 port: u.port,
@@ -157,9 +160,14 @@ mod tests {
     }
 
     #[test]
-    fn cluster_is_not_supported_yet_and_sentinel_is_no_target() {
+    fn cluster_and_sentinel_urls_are_no_target_themselves() {
+        // Their primary is asked for first (diagnose.rs).
         assert!(matches!(
             Target::parse("redis+cluster://h"),
+            Err(UrlError::Invalid(_))
+        ));
+        assert!(matches!(
+            Target::parse("rediss+cluster://h"),
             Err(UrlError::Unsupported(_))
         ));
         assert!(matches!(

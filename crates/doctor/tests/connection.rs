@@ -213,11 +213,20 @@ async fn peer_closing_without_reply_is_reported() {
 #[tokio::test]
 async fn unsupported_and_bad_urls_are_explained() {
     let r = diagnose(
-        "redis+cluster://:pw@cache.example:6379",
+        "rediss+cluster://:pw@cache.example:6379",
         &DoctorOptions::default(),
     )
     .await;
     assert_undiagnosable(&r, "connection.unsupported-scheme");
+    assert!(!r.target.contains("pw"), "{}", r.target);
+    // A cluster none of whose named nodes answers: no primary to diagnose.
+    let port = test_support::free_port();
+    let r = diagnose(
+        &format!("redis+cluster://:pw@127.0.0.1:{port}"),
+        &DoctorOptions::default(),
+    )
+    .await;
+    assert_undiagnosable(&r, "connection.no-primary");
     assert!(!r.target.contains("pw"), "{}", r.target);
     // Sentinels that cannot be reached name no primary: said as such.
     let port = test_support::free_port();

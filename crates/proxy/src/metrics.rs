@@ -175,6 +175,21 @@ pub fn describe() {
         "1 when Redis answers through Redoubt (up, writes_down, recovering), else 0 (always 0 standalone)"
     );
     describe_gauge!(STATE, "1 for Redoubt's current state, 0 for the others");
+    describe_gauge!(
+        upstream::cluster::SLOTS_UNREACHABLE,
+        Unit::Count,
+        "Redis Cluster: slots whose primary Redoubt cannot reach now, or that no primary serves"
+    );
+    describe_gauge!(
+        upstream::cluster::PRIMARIES,
+        Unit::Count,
+        "Redis Cluster: primaries in the slot map"
+    );
+    describe_counter!(
+        upstream::cluster::FAILOVERS_TOTAL,
+        Unit::Count,
+        "Redis Cluster: failovers seen (a replica took over its primary's slots)"
+    );
     describe_counter!(
         OUTAGES_TOTAL,
         Unit::Count,

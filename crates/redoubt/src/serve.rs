@@ -384,6 +384,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let status_access = proxy.access().cloned();
     let redacted = url.redacted();
     let status_sentinel = url.sentinel.clone();
+    let status_cluster = url.cluster.clone();
     let started = std::time::Instant::now();
     // The page says what is served while Redis is away ("serving 2
     // keyspaces locally"), and journal.max_bytes is the whole its journal
@@ -407,6 +408,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
             "since_unix_ms": h.since.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
             "upstream": redacted,
             "sentinel": status_sentinel.as_ref().map(|s| s.status()),
+            "cluster": status_cluster.as_ref().map(|c| c.status()),
             "node_id": node_id,
             "server": h.facts,
             "uptime_seconds": started.elapsed().as_secs(),

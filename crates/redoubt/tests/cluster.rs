@@ -23,6 +23,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
 struct Redoubt {
     child: Child,
     port: u16,
+    admin: u16,
     log: PathBuf,
 }
 
@@ -64,7 +65,12 @@ command_timeout_ms = 5000
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn redoubt");
-        let r = Redoubt { child, port, log };
+        let r = Redoubt {
+            child,
+            port,
+            admin,
+            log,
+        };
         wait_for("redoubt to answer PING", Duration::from_secs(10), || {
             r.conn().is_some_and(|mut c| {
                 redis::cmd("PING")
@@ -80,6 +86,12 @@ command_timeout_ms = 5000
             .ok()?
             .get_connection_with_timeout(Duration::from_secs(2))
             .ok()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let (code, body) = test_support::http("GET", self.admin, "/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("/status is JSON")
     }
 
     fn log(&self) -> String {
@@ -339,6 +351,24 @@ fn clients_see_one_redis_whose_keys_live_on_their_slots_primaries() {
         !r.log().contains("ERROR"),
         "redoubt logged errors:\n{}",
         r.log()
+    );
+
+    // The doctor diagnoses the primary keyless commands go to.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["doctor", &cluster.url()])
+        .env_remove("REDOUBT_UPSTREAM")
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} (primary of slot 0 of redis+cluster://",
+            cluster.node_of_slot(0).addr()
+        )),
+        "{out}"
     );
 }
 
@@ -628,6 +658,35 @@ fn a_killed_primary_fails_only_its_own_slots_until_its_replica_takes_over() {
     assert!(
         lost_in_window < 50,
         "{lost_in_window} writes lost in the kill's window"
+    );
+    // /status names the failover and the shards, all reachable again.
+    let s = r.status()["cluster"].clone();
+    let failovers = s["failovers"].as_array().expect("failovers");
+    assert_eq!(failovers.len(), 1, "{s}");
+    assert_eq!(failovers[0]["from"], victim.as_str(), "{s}");
+    assert_eq!(
+        failovers[0]["to"].as_str(),
+        cluster.owner_of(0).as_deref(),
+        "{s}"
+    );
+    let shards = s["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), 3, "{s}");
+    assert_eq!(
+        shards
+            .iter()
+            .map(|x| x["slot_count"].as_u64().unwrap())
+            .sum::<u64>(),
+        16384
+    );
+    assert!(shards.iter().all(|x| x["reachable"] == true), "{s}");
+    let (_, metrics) = test_support::http("GET", r.admin, "/metrics");
+    assert!(
+        metrics.contains("redoubt_cluster_failovers_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("redoubt_cluster_slots_unreachable 0"),
+        "{metrics}"
     );
     // Redoubt never called the whole cluster down.
     assert!(

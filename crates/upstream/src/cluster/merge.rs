@@ -29,6 +29,11 @@ pub(crate) enum Merge {
     All,
     /// Arrays concatenated (`KEYS`).
     Concat,
+    /// One of the replies that is not nil, at random (`RANDOMKEY`).
+    AnyOf,
+    /// The first node's `INFO`, with the counts that describe the whole
+    /// data set added up over all: `blocked_clients` and the keyspace.
+    Info,
     /// A `SCAN` page of the primary at `idx` of `nodes`: its cursor becomes
     /// the cluster-wide one.
     Scan { idx: usize, nodes: usize },
@@ -50,6 +55,16 @@ pub(crate) fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
     }
     let merged = match how {
         Merge::One | Merge::First => parts.first().cloned(),
+        Merge::AnyOf => {
+            let found: Vec<&Bytes> = parts
+                .iter()
+                .filter(|p| !matches!(&p[..], b"$-1\r\n" | b"_\r\n"))
+                .collect();
+            match found.len() {
+                0 => parts.first().cloned(),
+                n => Some(found[rand::Rng::gen_range(&mut rand::thread_rng(), 0..n)].clone()),
+            }
+        }
         Merge::Local(_) => None,
         Merge::Sum => parts
             .iter()
@@ -110,10 +125,74 @@ pub(crate) fn merge(how: &Merge, parts: &[Bytes]) -> Bytes {
             })
         }
         Merge::Scan { idx, nodes } => parts.first().and_then(|p| scan_page(p, *idx, *nodes)),
+        Merge::Info => info(parts),
     };
     merged.unwrap_or_else(|| {
         Bytes::from_static(b"-ERR redoubt could not combine the cluster nodes' replies\r\n")
     })
+}
+
+/// `INFO` text of a bulk or verbatim reply (`txt:` left out), and whether
+/// it was verbatim.
+fn info_text(p: &[u8]) -> Option<(bool, String)> {
+    match parse(p)? {
+        Frame::Bulk(b) => Some((false, String::from_utf8_lossy(&b).into_owned())),
+        Frame::Verbatim(b) => Some((true, String::from_utf8_lossy(b.get(4..)?).into_owned())),
+        _ => None,
+    }
+}
+
+fn info(parts: &[Bytes]) -> Option<Bytes> {
+    let (verbatim, first) = info_text(parts.first()?)?;
+    let mut blocked = 0i64;
+    // db name → (keys, expires)
+    let mut dbs: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for p in parts {
+        let (_, text) = info_text(p)?;
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("blocked_clients:") {
+                blocked += v.trim().parse::<i64>().unwrap_or(0);
+            } else if let Some((db, rest)) = line.split_once(":keys=") {
+                let keys = rest.split(',').next().and_then(|k| k.parse::<i64>().ok());
+                let expires = rest
+                    .split(',')
+                    .find_map(|f| f.strip_prefix("expires="))
+                    .and_then(|e| e.parse::<i64>().ok());
+                let e = dbs.entry(db.to_string()).or_default();
+                e.0 += keys.unwrap_or(0);
+                e.1 += expires.unwrap_or(0);
+            }
+        }
+    }
+    let mut out = String::with_capacity(first.len());
+    for line in first.split("\r\n") {
+        if line.starts_with("blocked_clients:") {
+            out.push_str(&format!("blocked_clients:{blocked}\r\n"));
+        } else if line.contains(":keys=") {
+            // The whole keyspace is written under its header below.
+        } else {
+            out.push_str(line);
+            out.push_str("\r\n");
+            if line == "# Keyspace" {
+                for (db, (keys, expires)) in &dbs {
+                    out.push_str(&format!("{db}:keys={keys},expires={expires},avg_ttl=0\r\n"));
+                }
+            }
+        }
+    }
+    // `split` gave the text's last (empty) piece a line end of its own.
+    out.truncate(out.len().saturating_sub(2));
+    let (tag, body) = if verbatim {
+        (b'=', format!("txt:{out}"))
+    } else {
+        (b'$', out)
+    };
+    let mut b = BytesMut::new();
+    b.put_u8(tag);
+    b.put_slice(format!("{}\r\n", body.len()).as_bytes());
+    b.put_slice(body.as_bytes());
+    b.put_slice(b"\r\n");
+    Some(b.freeze())
 }
 
 fn scan_page(p: &Bytes, idx: usize, nodes: usize) -> Option<Bytes> {
@@ -212,6 +291,16 @@ mod tests {
             &[b("*2\r\n$1\r\na\r\n$-1\r\n"), b("*1\r\n$1\r\nb\r\n")],
         );
         assert_eq!(merged, b("*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n"));
+    }
+
+    #[test]
+    fn info_adds_up_blocked_clients_and_the_keyspace() {
+        let bulk = |t: &str| b(&format!("${}\r\n{t}\r\n", t.len()));
+        let a = "# Clients\r\nconnected_clients:3\r\nblocked_clients:1\r\n\r\n# Keyspace\r\ndb0:keys=5,expires=1,avg_ttl=10\r\n";
+        let c = "# Clients\r\nconnected_clients:9\r\nblocked_clients:2\r\n\r\n# Keyspace\r\ndb0:keys=7,expires=0,avg_ttl=0\r\n";
+        let merged = merge(&Merge::Info, &[bulk(a), bulk(c)]);
+        let want = "# Clients\r\nconnected_clients:3\r\nblocked_clients:3\r\n\r\n# Keyspace\r\ndb0:keys=12,expires=1,avg_ttl=0\r\n";
+        assert_eq!(merged, bulk(want));
     }
 
     #[test]

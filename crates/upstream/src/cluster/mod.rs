@@ -18,10 +18,12 @@ mod merge;
 pub(crate) mod router;
 pub mod slots;
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use resp::Frame;
+use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -35,6 +37,71 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 const REFRESH_COALESCE: Duration = Duration::from_millis(100);
 /// How long one node may take to give the map.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Failovers kept for `/status`.
+const FAILOVERS_KEPT: usize = 20;
+
+/// Slots whose primary Redoubt cannot reach now, or that no primary
+/// serves.
+pub const SLOTS_UNREACHABLE: &str = "redoubt_cluster_slots_unreachable";
+/// Primaries in the slot map.
+pub const PRIMARIES: &str = "redoubt_cluster_primaries";
+/// Failovers seen: a replica took over its primary's slots.
+pub const FAILOVERS_TOTAL: &str = "redoubt_cluster_failovers_total";
+
+/// What `/status` shows of the cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// The nodes named in the URL.
+    pub seeds: Vec<String>,
+    /// Each primary and what it serves.
+    pub shards: Vec<ShardStatus>,
+    /// Slots no primary serves.
+    pub unserved_slots: usize,
+    /// Why the last refresh of the map failed, if it did.
+    pub error: Option<String>,
+    /// When the map was last learnt (Unix ms).
+    pub refreshed_unix_ms: Option<u64>,
+    /// The last failovers, oldest first.
+    pub failovers: Vec<ClusterFailover>,
+}
+
+/// One primary, its replicas and its slots.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardStatus {
+    /// `host:port`.
+    pub primary: String,
+    /// Its replicas.
+    pub replicas: Vec<String>,
+    /// Slot ranges, `[first, last]`.
+    pub slots: Vec<(u16, u16)>,
+    /// How many slots.
+    pub slot_count: usize,
+    /// False while Redoubt's last connect to it failed.
+    pub reachable: bool,
+    /// Since when it is not reached (Unix ms).
+    pub down_since_unix_ms: Option<u64>,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// A replica took over its primary's slots.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterFailover {
+    /// When Redoubt learnt it (Unix ms).
+    pub at_unix_ms: u64,
+    /// The old primary.
+    pub from: String,
+    /// The promoted replica.
+    pub to: String,
+    /// Slots that moved with it.
+    pub slots: usize,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// The cluster's nodes as far as Redoubt knows them.
 pub struct Cluster {
@@ -47,6 +114,10 @@ pub struct Cluster {
     refreshing: tokio::sync::Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
     timer: Mutex<bool>,
+    /// Nodes a router could not reach: since when, and why.
+    down: Mutex<HashMap<String, (SystemTime, String)>>,
+    refreshed: Mutex<Option<SystemTime>>,
+    failovers: Mutex<VecDeque<ClusterFailover>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -75,7 +146,110 @@ impl Cluster {
             refreshing: tokio::sync::Mutex::new(None),
             last_error: Mutex::new(None),
             timer: Mutex::new(false),
+            down: Mutex::new(HashMap::new()),
+            refreshed: Mutex::new(None),
+            failovers: Mutex::new(VecDeque::new()),
         })
+    }
+
+    /// A router could not connect to `addr`.
+    pub(crate) fn node_failed(&self, addr: &str, why: &str) {
+        let mut down = lock(&self.down);
+        down.entry(addr.to_string())
+            .or_insert_with(|| (SystemTime::now(), String::new()))
+            .1 = why.to_string();
+        drop(down);
+        self.publish_metrics(&self.map());
+    }
+
+    /// A router connected to `addr`.
+    pub(crate) fn node_reached(&self, addr: &str) {
+        if lock(&self.down).remove(addr).is_some() {
+            self.publish_metrics(&self.map());
+        }
+    }
+
+    fn publish_metrics(&self, m: &SlotMap) {
+        let down = lock(&self.down);
+        let unreachable: usize = m
+            .primaries()
+            .iter()
+            .filter(|p| down.contains_key(*p))
+            .map(|p| {
+                m.ranges_of(p)
+                    .iter()
+                    .map(|(a, b)| (b - a) as usize + 1)
+                    .sum::<usize>()
+            })
+            .sum();
+        metrics::gauge!(SLOTS_UNREACHABLE).set((unreachable + m.unserved()) as f64);
+        metrics::gauge!(PRIMARIES).set(m.primaries().len() as f64);
+    }
+
+    /// What `/status` shows.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.map();
+        let down = lock(&self.down);
+        let shards = m
+            .primaries()
+            .iter()
+            .map(|p| {
+                let slots = m.ranges_of(p);
+                let d = down.get(p);
+                ShardStatus {
+                    primary: p.clone(),
+                    replicas: m.replicas_of(p).to_vec(),
+                    slot_count: slots.iter().map(|(a, b)| (b - a) as usize + 1).sum(),
+                    slots,
+                    reachable: d.is_none(),
+                    down_since_unix_ms: d.map(|(t, _)| unix_ms(*t)),
+                    error: d.map(|(_, why)| why.clone()),
+                }
+            })
+            .collect();
+        ClusterStatus {
+            seeds: self.seeds.clone(),
+            shards,
+            unserved_slots: m.unserved(),
+            error: self.last_error(),
+            refreshed_unix_ms: lock(&self.refreshed).map(unix_ms),
+            failovers: lock(&self.failovers).iter().cloned().collect(),
+        }
+    }
+
+    /// Failovers between `old` and `new`: a primary that serves nothing
+    /// now and whose slots its replica serves.
+    fn note_failovers(&self, old: &SlotMap, new: &SlotMap) {
+        for p in old.primaries() {
+            if !new.ranges_of(p).is_empty() {
+                continue;
+            }
+            let mut moved: HashMap<&str, usize> = HashMap::new();
+            for (a, b) in old.ranges_of(p) {
+                for slot in a..=b {
+                    if let Some(to) = new.node(slot) {
+                        *moved.entry(to).or_default() += 1;
+                    }
+                }
+            }
+            for (to, slots) in moved {
+                if !old.replicas_of(p).iter().any(|r| r == to) {
+                    continue;
+                }
+                tracing::warn!(from = %p, to, slots, "cluster failover: a replica took over its primary's slots");
+                metrics::counter!(FAILOVERS_TOTAL).increment(1);
+                let mut f = lock(&self.failovers);
+                if f.len() == FAILOVERS_KEPT {
+                    f.pop_front();
+                }
+                f.push_back(ClusterFailover {
+                    at_unix_ms: unix_ms(SystemTime::now()),
+                    from: p.clone(),
+                    to: to.to_string(),
+                    slots,
+                });
+            }
+        }
     }
 
     /// The nodes named in the URL.
@@ -152,7 +326,11 @@ impl Cluster {
                     errors.push(format!("{addr}: serves no slots (not a cluster yet?)"))
                 }
                 Ok(m) => {
-                    if *self.map() != m {
+                    let old = self.map();
+                    self.note_failovers(&old, &m);
+                    *lock(&self.refreshed) = Some(SystemTime::now());
+                    self.publish_metrics(&m);
+                    if *old != m {
                         tracing::info!(
                             from = %addr,
                             primaries = %m.primaries().join(","),
@@ -255,4 +433,8 @@ impl Cluster {
         }
         Ok(m)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -99,11 +99,13 @@ impl Nodes {
         match Conn::connect_node(&Endpoint::plain(addr), &self.hs, self.timeout).await {
             Ok(c) => {
                 self.failed_lock().remove(addr);
+                self.cluster.node_reached(addr);
                 self.lock().insert(addr.to_string(), c.clone());
                 Ok(c)
             }
             Err(e) => {
                 // A node gone may be a failover under way: the map will say.
+                self.cluster.node_failed(addr, &e.to_string());
                 self.cluster.refresh_soon();
                 self.failed_lock()
                     .insert(addr.to_string(), (tokio::time::Instant::now(), e.clone()));
@@ -393,10 +395,14 @@ impl Router {
             }
             ("dbsize", _) if args.len() == 1 => return fan_out(Merge::Sum),
             ("keys", _) if args.len() == 2 => return fan_out(Merge::Concat),
+            ("randomkey", _) if args.len() == 1 => return fan_out(Merge::AnyOf),
+            ("info", _) => return fan_out(Merge::Info),
             ("flushall" | "flushdb", _) => return fan_out(Merge::First),
             ("script", "load" | "flush") => return fan_out(Merge::First),
             ("script", "exists") => return fan_out(Merge::All),
             ("function", "load" | "delete" | "flush" | "restore") => return fan_out(Merge::First),
+            // Settings hold for the one Redis clients see: every primary.
+            ("config", "set" | "resetstat") => return fan_out(Merge::First),
             ("scan", _) if args.len() >= 2 => return self.plan_scan(cmd),
             ("watch", _) => {
                 if let Some(slot) = first_slot(args) {
