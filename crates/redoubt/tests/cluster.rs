@@ -402,6 +402,47 @@ fn blocking_commands_and_pubsub_go_through() {
         assert_eq!(got, Some((list.to_string(), "job-1".to_string())));
     }
 
+    // CLIENT UNBLOCK with the id a client learnt through Redoubt reaches
+    // the node its BLPOP blocks on, not the node keyless commands go to.
+    let list = (0..)
+        .map(|i| format!("unblock:{i}"))
+        .find(|k| cluster.node_of_slot(slot(k)).addr() != cluster.node_of_slot(0).addr())
+        .unwrap();
+    let mut waiter = r.conn().unwrap();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut waiter).unwrap();
+    let l = list.clone();
+    let handle = std::thread::spawn(move || {
+        redis::cmd("BLPOP")
+            .arg(&l)
+            .arg(0)
+            .query::<Option<(String, String)>>(&mut waiter)
+    });
+    let node = cluster.node_of_slot(slot(&list));
+    wait_for(
+        "the BLPOP to block on its node",
+        Duration::from_secs(5),
+        || {
+            node.cmd_raw(&["INFO", "clients"])
+                .is_ok_and(|i| i.contains("blocked_clients:1"))
+        },
+    );
+    let mut other = r.conn().unwrap();
+    assert_eq!(
+        q(&mut other, &["CLIENT", "UNBLOCK", &id.to_string(), "ERROR"]),
+        Value::Int(1)
+    );
+    let e = handle.join().unwrap().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("client unblocked via CLIENT UNBLOCK"),
+        "{e}"
+    );
+    // An id no client of Redoubt has unblocks nobody.
+    assert_eq!(
+        q(&mut other, &["CLIENT", "UNBLOCK", "999999"]),
+        Value::Int(0)
+    );
+
     let client = redis::Client::open(format!("redis://127.0.0.1:{}", r.port)).unwrap();
     let mut sub_conn = client.get_connection().unwrap();
     let mut sub = sub_conn.as_pubsub();

@@ -118,7 +118,18 @@ pub struct Cluster {
     down: Mutex<HashMap<String, (SystemTime, String)>>,
     refreshed: Mutex<Option<SystemTime>>,
     failovers: Mutex<VecDeque<ClusterFailover>>,
+    /// Client ids the routers gave out (`CLIENT ID`): where each one's
+    /// last command went, as (node, that connection's id there).
+    blockers: Mutex<HashMap<i64, Weak<Mutex<Option<(String, i64)>>>>>,
+    next_id: std::sync::atomic::AtomicI64,
 }
+
+/// Where a router's last command went: the node and its client id there.
+pub(crate) type LastNode = Arc<Mutex<Option<(String, i64)>>>;
+
+/// Ids routers answer `CLIENT ID` with start here, far above any one
+/// node's own, so they are never taken for one.
+const ROUTER_IDS: i64 = 1 << 48;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,7 +160,28 @@ impl Cluster {
             down: Mutex::new(HashMap::new()),
             refreshed: Mutex::new(None),
             failovers: Mutex::new(VecDeque::new()),
+            blockers: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicI64::new(ROUTER_IDS),
         })
+    }
+
+    /// A client id for a router: `CLIENT UNBLOCK` with it reaches the node
+    /// and connection `last` names.
+    pub(crate) fn register_blocker(&self, last: &LastNode) -> i64 {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut b = lock(&self.blockers);
+        b.retain(|_, w| w.strong_count() > 0);
+        b.insert(id, Arc::downgrade(last));
+        id
+    }
+
+    /// The node and client id there that router id `id` last used.
+    pub(crate) fn blocker(&self, id: i64) -> Option<(String, i64)> {
+        let last = lock(&self.blockers).get(&id)?.upgrade()?;
+        let l = lock(&last).clone();
+        l
     }
 
     /// A router could not connect to `addr`.

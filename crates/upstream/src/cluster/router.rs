@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use resp::frame::encode_command;
-use resp::{frame_len, Limits, Request, RequestDecoder};
+use resp::{frame_len, Frame, Limits, Request, RequestDecoder};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::merge::{merge, Merge, SCAN_NODE_BITS};
@@ -66,6 +66,8 @@ pub(crate) async fn connect(
         cluster: cluster.clone(),
         nodes,
         sticky: None,
+        last: None,
+        ids: HashMap::new(),
     };
     tokio::spawn(router.run(rx, dead));
     Ok(conn)
@@ -190,6 +192,11 @@ struct Router {
     /// The node holding this connection's `WATCH`: the transaction after
     /// it must run there.
     sticky: Option<String>,
+    /// Once asked `CLIENT ID` (a session's blocking connection): where
+    /// its last command went, so `CLIENT UNBLOCK` finds it.
+    last: Option<super::LastNode>,
+    /// Client ids of its node connections (by `Conn::id`), once asked.
+    ids: HashMap<u64, i64>,
 }
 
 /// Parts sent to one node in one batch.
@@ -278,7 +285,25 @@ impl Router {
             }
             s.raw = raw.freeze();
             match self.nodes.get(&s.addr).await {
-                Ok(c) => s.rx = Some(c.send(s.raw.clone(), s.count)),
+                Ok(c) => {
+                    if let Some(last) = &self.last {
+                        // Its id there, asked once per connection, before
+                        // the command that may block.
+                        let id = match self.ids.get(&c.id()) {
+                            Some(id) => Some(*id),
+                            None => match c.call(&["CLIENT", "ID"], self.nodes.timeout).await {
+                                Ok(Frame::Integer(id)) => {
+                                    self.ids.insert(c.id(), id);
+                                    Some(id)
+                                }
+                                _ => None,
+                            },
+                        };
+                        *last.lock().unwrap_or_else(|e| e.into_inner()) =
+                            id.map(|id| (s.addr.clone(), id));
+                    }
+                    s.rx = Some(c.send(s.raw.clone(), s.count))
+                }
                 Err(e) => {
                     for &(j, p) in &s.parts {
                         fates[j][p] = Some(Fate::Replied(not_run(&s.addr, &e.to_string())));
@@ -389,6 +414,44 @@ impl Router {
                 return local(error_reply(
                     "ERR redoubt shows the cluster as a single Redis: connect in standalone (non-cluster) mode; of CLUSTER's subcommands only KEYSLOT is answered",
                 ))
+            }
+            ("client", "id") if args.len() == 2 => {
+                let last = self.last.get_or_insert_with(Default::default).clone();
+                let id = self.cluster.register_blocker(&last);
+                return local(Bytes::from(format!(":{id}\r\n")));
+            }
+            ("client", "unblock") if (3..=4).contains(&args.len()) => {
+                let id = std::str::from_utf8(&args[2])
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok());
+                if let Some((node, theirs)) = id.and_then(|id| self.cluster.blocker(id)) {
+                    let mut sub = args.clone();
+                    sub[2] = Bytes::from(theirs.to_string());
+                    return Job {
+                        parts: vec![Part {
+                            raw: encode(&sub),
+                            count: 1,
+                            target: Target::Node(node),
+                        }],
+                        merge: Merge::One,
+                        replies: 1,
+                    };
+                }
+                // Not a router's id: checked by Redis, where it names no
+                // client of ours (0 names nobody).
+                let mut sub = args.clone();
+                if id.is_some() {
+                    sub[2] = Bytes::from_static(b"0");
+                }
+                return Job {
+                    parts: vec![Part {
+                        raw: encode(&sub),
+                        count: 1,
+                        target: Target::Any(default),
+                    }],
+                    merge: Merge::One,
+                    replies: 1,
+                };
             }
             ("asking" | "readonly" | "readwrite", _) if args.len() == 1 => {
                 return local(Bytes::from_static(b"+OK\r\n"))
