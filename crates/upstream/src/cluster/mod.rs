@@ -120,12 +120,15 @@ pub struct Cluster {
     failovers: Mutex<VecDeque<ClusterFailover>>,
     /// Client ids the routers gave out (`CLIENT ID`): where each one's
     /// last command went, as (node, that connection's id there).
-    blockers: Mutex<HashMap<i64, Weak<Mutex<Option<(String, i64)>>>>>,
+    blockers: Mutex<HashMap<i64, Weak<NodeAndId>>>,
     next_id: std::sync::atomic::AtomicI64,
 }
 
+/// A node and a client id there.
+pub(crate) type NodeAndId = Mutex<Option<(String, i64)>>;
+
 /// Where a router's last command went: the node and its client id there.
-pub(crate) type LastNode = Arc<Mutex<Option<(String, i64)>>>;
+pub(crate) type LastNode = Arc<NodeAndId>;
 
 /// Ids routers answer `CLIENT ID` with start here, far above any one
 /// node's own, so they are never taken for one.
