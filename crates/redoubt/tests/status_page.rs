@@ -585,8 +585,11 @@ fn the_page_shows_a_replay_paused_and_the_remediation_tried() {
     );
     let shots = shots_dir(&r, "replay-paused");
     let url = format!("http://127.0.0.1:{}/", r.admin);
+    // Up, and the default user's permissions read: a durable write during
+    // the outage is checked against them.
     wait_for("Redis up through Redoubt", PATIENCE, || {
-        state(r.admin) == "up"
+        let s = json(r.admin, "/status");
+        s["state"] == "up" && s["auth"]["users_with_known_permissions"] == 1
     });
     redis.pause();
     wait_for("Redoubt to see Redis down", PATIENCE, || {
