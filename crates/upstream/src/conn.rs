@@ -106,6 +106,10 @@ pub enum ConnectError {
     /// sure sign of an outage, unlike a timeout).
     #[error("cannot connect to redis at {0}: connection refused")]
     Refused(String),
+    /// The connection was reset while it opened: Redis went away in the
+    /// middle (a process killed resets what it had accepted).
+    #[error("cannot connect to redis at {0}: connection reset while connecting")]
+    Reset(String),
     /// Connect or handshake took too long.
     #[error("redis at {0} did not answer the handshake in time")]
     Timeout(String),
@@ -125,6 +129,12 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// Redis is not there: nothing listens, or it reset the connection as
+    /// it opened. Nothing was sent, and an outage is under way.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, ConnectError::Refused(_) | ConnectError::Reset(_))
+    }
+
     /// An I/O error while connecting to `addr` or during the handshake: a
     /// TLS error inside it is named as such, a refusal as a refusal.
     pub fn from_io(addr: &str, e: std::io::Error) -> ConnectError {
@@ -136,6 +146,9 @@ impl ConnectError {
         }
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
             return ConnectError::Refused(addr.to_string());
+        }
+        if e.kind() == std::io::ErrorKind::ConnectionReset {
+            return ConnectError::Reset(addr.to_string());
         }
         ConnectError::Io {
             addr: addr.to_string(),

@@ -566,7 +566,7 @@ impl Session {
         };
         let conn = match pool.get(deadline).await {
             Ok(c) => c,
-            Err(upstream::ConnectError::Refused(_)) => {
+            Err(e) if e.is_gone() => {
                 self.shared.health.poke();
                 return Resend::Refused;
             }

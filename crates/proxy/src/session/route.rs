@@ -73,7 +73,7 @@ impl Session {
                 Ok(c)
             }
             Some(Err(e)) => {
-                if matches!(e, ConnectError::Refused(_)) {
+                if e.is_gone() {
                     // Nothing listens where Redis was: have the prober
                     // look now rather than at its next turn.
                     self.shared.health.poke();
@@ -193,7 +193,7 @@ impl Session {
         let conn = match self.target().await {
             Ok(c) => c,
             Err(None) => return Flow::Stall(req),
-            Err(Some(e @ ConnectError::Refused(_))) => {
+            Err(Some(e)) if e.is_gone() => {
                 // Redis is not running: whatever the outage serves is
                 // served now, not only once the prober has said Down.
                 if let Some(r) = self.outage_route(&req, State::Down).await {
@@ -331,7 +331,7 @@ impl Session {
                 self.multi = Some(multi);
                 return Flow::Stall(req);
             }
-            Err(Some(e @ ConnectError::Refused(_))) => {
+            Err(Some(e)) if e.is_gone() => {
                 // Redis is not running: the block is routed as during an
                 // outage (served whole locally, or refused whole).
                 if let (Some(o), true) = (self.shared.outage.clone(), self.pinned.is_none()) {
