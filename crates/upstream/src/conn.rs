@@ -404,14 +404,7 @@ impl Conn {
             .await
             .map_err(|_| ConnectError::Timeout(to.addr()))??;
         let (rd, wr) = stream.into_split();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (dead_tx, dead_rx) = watch::channel(false);
-        let inner = Arc::new(Inner {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            tx,
-            alive: AtomicBool::new(true),
-            dead_tx,
-        });
+        let (Conn { inner }, rx, dead_rx) = Conn::detached();
         let queue = Arc::new(Mutex::new(VecDeque::new()));
         tokio::spawn(writer(
             wr,
@@ -440,9 +433,9 @@ impl Conn {
         Ok(Conn { inner })
     }
 
-    /// A connection whose batches are taken by the caller (a cluster
-    /// router) from the returned channel instead of a socket; it is dead
-    /// once the receiver of the `bool` says so.
+    /// A connection handle whose batches the caller takes from the
+    /// returned channel: a socket's writer task, or a cluster router. It
+    /// is dead once the receiver of the `bool` says so.
     pub(crate) fn detached() -> (Conn, mpsc::UnboundedReceiver<Batch>, watch::Receiver<bool>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (dead_tx, dead_rx) = watch::channel(false);

@@ -202,8 +202,23 @@ impl UpstreamUrl {
     }
 }
 
-/// `redis+sentinel://[user:pass@]host1[:port1],host2[:port2]/master[/db]`.
-fn parse_sentinel(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
+/// What a URL naming several hosts (Sentinels, cluster nodes) has:
+/// `[user:pass@]h1[:p1],h2[:p2]…[/path]`.
+struct Hosts<'a> {
+    /// The credentials, and the first host as `host` and `port`.
+    base: UpstreamUrl,
+    /// Every host as `host:port`.
+    addrs: Vec<String>,
+    /// What follows the first `/`, if anything does.
+    path: Option<&'a str>,
+}
+
+fn parse_hosts<'a>(
+    url: &str,
+    rest: &'a str,
+    default_port: u16,
+    none_named: &str,
+) -> Result<Hosts<'a>, UrlError> {
     let invalid = |why: &str| UrlError::Invalid {
         url: url.to_string(),
         why: why.to_string(),
@@ -212,7 +227,52 @@ fn parse_sentinel(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
         Some((a, h)) => (Some(a), h),
         None => (None, rest),
     };
-    let Some((hosts, path)) = hostpart.split_once('/') else {
+    let (hosts, path) = match hostpart.split_once('/') {
+        Some((h, p)) => (h, Some(p)),
+        None => (hostpart, None),
+    };
+    let named = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| host_port(h, default_port).map_err(|w| invalid(&w)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some((host, port)) = named.first().cloned() else {
+        return Err(invalid(none_named));
+    };
+    let addrs = named
+        .iter()
+        .map(|(h, p)| crate::sentinel::join_host_port(h, &p.to_string()))
+        .collect();
+    let (user, password) = user_password(auth);
+    Ok(Hosts {
+        base: UpstreamUrl {
+            host,
+            port,
+            user,
+            password,
+            db: 0,
+            tls: false,
+            tls_client: None,
+            sentinel: None,
+            cluster: None,
+        },
+        addrs,
+        path,
+    })
+}
+
+/// `redis+sentinel://[user:pass@]host1[:port1],host2[:port2]/master[/db]`.
+fn parse_sentinel(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
+    let invalid = |why: &str| UrlError::Invalid {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    let Hosts {
+        base: mut u,
+        addrs: sentinels,
+        path,
+    } = parse_hosts(url, rest, DEFAULT_SENTINEL_PORT, "no sentinel is named")?;
+    let Some(path) = path else {
         return Err(invalid(
             "the master's name is missing: redis+sentinel://host:26379,host2:26379/mastername",
         ));
@@ -226,30 +286,7 @@ fn parse_sentinel(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
     if master.is_empty() {
         return Err(invalid("the master's name is empty"));
     }
-    let named = hosts
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(|h| host_port(h, DEFAULT_SENTINEL_PORT).map_err(|w| invalid(&w)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let Some((host, port)) = named.first().cloned() else {
-        return Err(invalid("no sentinel is named"));
-    };
-    let sentinels = named
-        .iter()
-        .map(|(h, p)| crate::sentinel::join_host_port(h, &p.to_string()))
-        .collect();
-    let (user, password) = user_password(auth);
-    let mut u = UpstreamUrl {
-        host,
-        port,
-        user,
-        password,
-        db,
-        tls: false,
-        tls_client: None,
-        sentinel: None,
-        cluster: None,
-    };
+    u.db = db;
     u.sentinel = Some(Sentinel::new(
         SentinelSpec {
             sentinels,
@@ -263,47 +300,20 @@ fn parse_sentinel(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
 
 /// `redis+cluster://[user:pass@]host1[:port1][,host2[:port2]…][/0]`.
 fn parse_cluster(url: &str, rest: &str) -> Result<UpstreamUrl, UrlError> {
-    let invalid = |why: &str| UrlError::Invalid {
-        url: url.to_string(),
-        why: why.to_string(),
-    };
-    let (auth, hostpart) = match rest.rsplit_once('@') {
-        Some((a, h)) => (Some(a), h),
-        None => (None, rest),
-    };
-    let (hosts, path) = hostpart.split_once('/').unwrap_or((hostpart, ""));
-    match path.split(['?', '#']).next().unwrap_or("") {
+    let Hosts {
+        base: mut u,
+        addrs: seeds,
+        path,
+    } = parse_hosts(url, rest, DEFAULT_PORT, "no cluster node is named")?;
+    match path.unwrap_or("").split(['?', '#']).next().unwrap_or("") {
         "" | "0" => {}
         _ => {
-            return Err(invalid(
-                "Redis Cluster has only database 0; leave the /db out",
-            ))
+            return Err(UrlError::Invalid {
+                url: url.to_string(),
+                why: "Redis Cluster has only database 0; leave the /db out".into(),
+            })
         }
     }
-    let named = hosts
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(|h| host_port(h, DEFAULT_PORT).map_err(|w| invalid(&w)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let Some((host, port)) = named.first().cloned() else {
-        return Err(invalid("no cluster node is named"));
-    };
-    let seeds = named
-        .iter()
-        .map(|(h, p)| crate::sentinel::join_host_port(h, &p.to_string()))
-        .collect();
-    let (user, password) = user_password(auth);
-    let mut u = UpstreamUrl {
-        host,
-        port,
-        user,
-        password,
-        db: 0,
-        tls: false,
-        tls_client: None,
-        sentinel: None,
-        cluster: None,
-    };
     u.cluster = Some(Cluster::new(seeds, u.redis_credentials()));
     Ok(u)
 }

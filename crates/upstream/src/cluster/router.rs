@@ -179,6 +179,30 @@ struct Job {
     replies: usize,
 }
 
+impl Job {
+    /// One command to one node.
+    fn single(raw: Bytes, target: Target, merge: Merge) -> Job {
+        Job {
+            parts: vec![Part {
+                raw,
+                count: 1,
+                target,
+            }],
+            merge,
+            replies: 1,
+        }
+    }
+
+    /// Answered here.
+    fn local(reply: Bytes) -> Job {
+        Job {
+            parts: Vec::new(),
+            merge: Merge::Local(reply),
+            replies: 1,
+        }
+    }
+}
+
 /// A part's fate.
 enum Fate {
     Replied(Bytes),
@@ -366,30 +390,17 @@ impl Router {
 
     fn plan_one(&mut self, name: &str, cmd: &Request) -> Job {
         let args = &cmd.args;
-        let one = |target: Target| Job {
-            parts: vec![Part {
-                raw: cmd.raw.clone(),
-                count: 1,
-                target,
-            }],
-            merge: Merge::One,
-            replies: 1,
+        let one = |target: Target| Job::single(cmd.raw.clone(), target, Merge::One);
+        // Only a few commands are told apart by their subcommand.
+        let sub = match name {
+            "cluster" | "client" | "script" | "function" | "config" => args
+                .get(1)
+                .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+                .unwrap_or_default(),
+            _ => String::new(),
         };
-        let local = |reply: Bytes| Job {
-            parts: Vec::new(),
-            merge: Merge::Local(reply),
-            replies: 1,
-        };
-        let sub = args
-            .get(1)
-            .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
-            .unwrap_or_default();
-        let default = self
-            .sticky
-            .clone()
-            .unwrap_or_else(|| self.cluster.default_node());
-        let fan_out = |merge: Merge| {
-            let parts = self
+        let fan_out = |merge: Merge| Job {
+            parts: self
                 .cluster
                 .map()
                 .primaries()
@@ -399,62 +410,47 @@ impl Router {
                     count: 1,
                     target: Target::Node(p.clone()),
                 })
-                .collect();
-            Job {
-                parts,
-                merge,
-                replies: 1,
-            }
+                .collect(),
+            merge,
+            replies: 1,
         };
         match (name, sub.as_str()) {
             ("cluster", "keyslot") if args.len() == 3 => {
-                return local(Bytes::from(format!(":{}\r\n", key_slot(&args[2]))))
+                return Job::local(Bytes::from(format!(":{}\r\n", key_slot(&args[2]))))
             }
             ("cluster", _) => {
-                return local(error_reply(
+                return Job::local(error_reply(
                     "ERR redoubt shows the cluster as a single Redis: connect in standalone (non-cluster) mode; of CLUSTER's subcommands only KEYSLOT is answered",
                 ))
             }
             ("client", "id") if args.len() == 2 => {
                 let last = self.last.get_or_insert_with(Default::default).clone();
                 let id = self.cluster.register_blocker(&last);
-                return local(Bytes::from(format!(":{id}\r\n")));
+                return Job::local(Bytes::from(format!(":{id}\r\n")));
             }
             ("client", "unblock") if (3..=4).contains(&args.len()) => {
                 let id = std::str::from_utf8(&args[2])
                     .ok()
                     .and_then(|s| s.parse::<i64>().ok());
-                if let Some((node, theirs)) = id.and_then(|id| self.cluster.blocker(id)) {
-                    let mut sub = args.clone();
-                    sub[2] = Bytes::from(theirs.to_string());
-                    return Job {
-                        parts: vec![Part {
-                            raw: encode(&sub),
-                            count: 1,
-                            target: Target::Node(node),
-                        }],
-                        merge: Merge::One,
-                        replies: 1,
-                    };
-                }
-                // Not a router's id: checked by Redis, where it names no
-                // client of ours (0 names nobody).
                 let mut sub = args.clone();
-                if id.is_some() {
-                    sub[2] = Bytes::from_static(b"0");
-                }
-                return Job {
-                    parts: vec![Part {
-                        raw: encode(&sub),
-                        count: 1,
-                        target: Target::Any(default),
-                    }],
-                    merge: Merge::One,
-                    replies: 1,
+                let target = match id.and_then(|id| self.cluster.blocker(id)) {
+                    Some((node, theirs)) => {
+                        sub[2] = Bytes::from(theirs.to_string());
+                        Target::Node(node)
+                    }
+                    // Not a router's id: checked by Redis, where it names
+                    // no client of ours (0 names nobody).
+                    None => {
+                        if id.is_some() {
+                            sub[2] = Bytes::from_static(b"0");
+                        }
+                        Target::Any(self.default_node())
+                    }
                 };
+                return Job::single(encode(&sub), target, Merge::One);
             }
             ("asking" | "readonly" | "readwrite", _) if args.len() == 1 => {
-                return local(Bytes::from_static(b"+OK\r\n"))
+                return Job::local(Bytes::from_static(b"+OK\r\n"))
             }
             ("dbsize", _) if args.len() == 1 => return fan_out(Merge::Sum),
             ("keys", _) if args.len() == 2 => return fan_out(Merge::Concat),
@@ -475,7 +471,7 @@ impl Router {
                 }
             }
             ("unwatch", _) => {
-                let target = Target::Node(default);
+                let target = Target::Node(self.default_node());
                 self.sticky = None;
                 return one(target);
             }
@@ -486,8 +482,8 @@ impl Router {
             .unwrap_or_default();
         let Some(&first) = keys.first() else {
             return match self.sticky.is_some() {
-                true => one(Target::Node(default)),
-                false => one(Target::Any(default)),
+                true => one(Target::Node(self.default_node())),
+                false => one(Target::Any(self.default_node())),
             };
         };
         let first_slot = key_slot(&args[first]);
@@ -498,43 +494,39 @@ impl Router {
         split(name, args)
     }
 
+    /// Where a keyless command goes: the node of this connection's
+    /// `WATCH`, else slot 0's primary.
+    fn default_node(&self) -> String {
+        self.sticky
+            .clone()
+            .unwrap_or_else(|| self.cluster.default_node())
+    }
+
     fn plan_scan(&self, cmd: &Request) -> Job {
         let map = self.cluster.map();
         let nodes = map.primaries();
-        let cursor = std::str::from_utf8(&cmd.args[1])
+        let Some(cursor) = std::str::from_utf8(&cmd.args[1])
             .ok()
-            .and_then(|c| c.parse::<u64>().ok());
-        let idx = cursor.map(|c| (c & ((1 << SCAN_NODE_BITS) - 1)) as usize);
-        let (Some(cursor), Some(idx)) = (cursor, idx) else {
-            return Job {
-                parts: Vec::new(),
-                merge: Merge::Local(error_reply("ERR invalid cursor")),
-                replies: 1,
-            };
+            .and_then(|c| c.parse::<u64>().ok())
+        else {
+            return Job::local(error_reply("ERR invalid cursor"));
         };
+        let idx = (cursor & ((1 << SCAN_NODE_BITS) - 1)) as usize;
         let Some(node) = nodes.get(idx) else {
-            return Job {
-                parts: Vec::new(),
-                merge: Merge::Local(error_reply(
-                    "ERR invalid cursor (it names a cluster node redoubt does not know: the cluster changed during the SCAN; start again from 0)",
-                )),
-                replies: 1,
-            };
+            return Job::local(error_reply(
+                "ERR invalid cursor (it names a cluster node redoubt does not know: the cluster changed during the SCAN; start again from 0)",
+            ));
         };
         let mut args = cmd.args.clone();
         args[1] = Bytes::from((cursor >> SCAN_NODE_BITS).to_string());
-        Job {
-            parts: vec![Part {
-                raw: encode(&args),
-                count: 1,
-                target: Target::Node(node.clone()),
-            }],
-            merge: Merge::Scan {
+        Job::single(
+            encode(&args),
+            Target::Node(node.clone()),
+            Merge::Scan {
                 idx,
                 nodes: nodes.len(),
             },
-            replies: 1,
-        }
+        )
     }
 }
 
