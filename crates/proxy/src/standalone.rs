@@ -302,8 +302,8 @@ pub fn is_loopback(listen: &str) -> bool {
 
 /// What the login gate decided for one request.
 enum Login {
-    /// Answer this, run nothing.
-    Reply(Bytes),
+    /// Answer this, run nothing (the command given back, for the stats).
+    Reply(Bytes, Vec<Bytes>),
     /// Run these arguments (`HELLO` without its `AUTH` part).
     Run(Vec<Bytes>),
 }
@@ -328,7 +328,7 @@ fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec
     {
         return Login::Reply(reply::error(
             "ERR requirepass cannot be set at run time: redoubt's logins are its [auth] users (mode = \"local\") in its config file",
-        ));
+        ), args);
     }
     if users.is_empty() {
         return Login::Run(args);
@@ -341,13 +341,13 @@ fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec
             let (name, ok) = match args.len() {
                 2 => (Bytes::from_static(b"default"), check(b"default", &args[1])),
                 3 => (args[1].clone(), check(&args[1], &args[2])),
-                _ => return Login::Reply(reply::error("ERR syntax error")),
+                _ => return Login::Reply(reply::error("ERR syntax error"), args),
             };
             if ok {
                 *user = Some(name);
-                Login::Reply(reply::ok())
+                Login::Reply(reply::ok(), args)
             } else {
-                Login::Reply(wrongpass())
+                Login::Reply(wrongpass(), args)
             }
         }
         b"hello" => {
@@ -359,15 +359,18 @@ fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec
             match at {
                 Some(i) if i + 2 < args.len() => {
                     if !check(&args[i + 1], &args[i + 2]) {
-                        return Login::Reply(wrongpass());
+                        return Login::Reply(wrongpass(), args);
                     }
                     *user = Some(args[i + 1].clone());
                     let mut rest = args[..i].to_vec();
                     rest.extend_from_slice(&args[i + 3..]);
                     Login::Run(rest)
                 }
-                Some(_) => Login::Reply(reply::error("ERR Syntax error in HELLO option 'auth'")),
-                None if user.is_none() => Login::Reply(Refusal::HelloNoAuth.reply()),
+                Some(_) => Login::Reply(
+                    reply::error("ERR Syntax error in HELLO option 'auth'"),
+                    args,
+                ),
+                None if user.is_none() => Login::Reply(Refusal::HelloNoAuth.reply(), args),
                 None => Login::Run(args),
             }
         }
@@ -379,7 +382,7 @@ fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec
         _ if resp::lookup(&args).is_some_and(|s| s.has(resp::command::F_NO_AUTH)) => {
             Login::Run(args)
         }
-        _ => Login::Reply(Refusal::NoAuth.reply()),
+        _ => Login::Reply(Refusal::NoAuth.reply(), args),
     }
 }
 
@@ -565,6 +568,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             // The gate, as in proxy mode: shape, then login.
             if let Err(r) = crate::gate::admit(&req.args) {
                 local.metrics.rejected.increment(1);
+                local.store.count_unlocked(&req.args, &r.reply());
                 pending_bytes += r.reply().len();
                 pending.push(Pending {
                     reply: r.reply(),
@@ -573,7 +577,8 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 continue;
             }
             let req = match login(&local.users, &mut user, req.args) {
-                Login::Reply(r) => {
+                Login::Reply(r, args) => {
+                    local.store.count_unlocked(&args, &r);
                     pending_bytes += r.len();
                     pending.push(Pending {
                         reply: r,
@@ -596,6 +601,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                     session.protocol(),
                 )
                 .to_bytes();
+                local.store.count_unlocked(&req.args, &r);
                 pending_bytes += r.len();
                 pending.push(Pending {
                     reply: r,
@@ -629,6 +635,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             }
             if let Some(r) = busy {
                 let r = r.to_bytes();
+                local.store.count_unlocked(&req.args, &r);
                 pending_bytes += r.len();
                 pending.push(Pending {
                     reply: r,
@@ -641,6 +648,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             if is_write && !session.in_multi() {
                 if let Some(r) = refuse_write(&local, req.raw.len()) {
                     local.metrics.rejected.increment(1);
+                    local.store.count_unlocked(&req.args, &r);
                     pending.push(Pending {
                         reply: r,
                         durable: vec![],

@@ -97,6 +97,9 @@ pub(crate) struct Config {
     /// busy-reply-threshold (alias lua-time-limit) in ms: a script running
     /// longer makes other clients get BUSY and may be killed.
     pub busy_reply_ms: u64,
+    /// `min-replicas-to-write` asks for replicas (with `min-replicas-max-lag`
+    /// set): the store has none, so writes are refused with NOREPLICAS.
+    pub no_replicas: bool,
 }
 
 impl Config {
@@ -114,6 +117,7 @@ impl Config {
             lfu_decay_time: 1,
             notify_flags: 0,
             busy_reply_ms: 5000,
+            no_replicas: false,
         };
         c.refresh();
         c
@@ -132,6 +136,8 @@ impl Config {
         self.lfu_log_factor = num(self, "lfu-log-factor") as u32;
         self.lfu_decay_time = num(self, "lfu-decay-time");
         self.busy_reply_ms = num(self, "busy-reply-threshold");
+        self.no_replicas =
+            num(self, "min-replicas-to-write") > 0 && num(self, "min-replicas-max-lag") > 0;
         self.policy = self
             .get("maxmemory-policy")
             .and_then(Policy::parse)

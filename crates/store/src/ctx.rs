@@ -76,6 +76,12 @@ pub(crate) struct Ctx<'a> {
     pub keep_effects: bool,
     /// `effects` must replay as one transaction.
     pub atomic: bool,
+    /// The error reply was counted in the error stats already (a script's
+    /// error raised by one of its commands).
+    pub error_counted: bool,
+    /// The command was refused before it ran (a script's flags under OOM):
+    /// a rejected call, not a failed one.
+    pub rejected: bool,
 }
 
 macro_rules! typed_access {

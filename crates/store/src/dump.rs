@@ -246,7 +246,7 @@ fn stream_from_rdb(s: rdb::Stream) -> Value {
 /// `RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]`, with
 /// Redis 7.0's checks in its order. Journaled with the expiry absolute
 /// (`ABSTTL`), as Redis propagates it.
-fn restore(ctx: &mut Ctx) -> Reply {
+pub(crate) fn restore(ctx: &mut Ctx) -> Reply {
     let (mut replace, mut absttl) = (false, false);
     let (mut idle, mut freq) = (false, false);
     let n = ctx.args.len();

@@ -111,6 +111,7 @@ mod geo;
 mod glob;
 mod hashes;
 mod hll;
+mod introspection;
 mod keys;
 mod lists;
 mod num;

@@ -357,7 +357,7 @@ fn client_line(ctx: &Ctx, id: u64) -> String {
     )
 }
 
-fn verbatim(ctx: &Ctx, text: String) -> Frame {
+pub(crate) fn verbatim(ctx: &Ctx, text: String) -> Frame {
     if ctx.resp3() {
         Frame::Verbatim(Bytes::from(format!("txt:{text}")))
     } else {
@@ -676,6 +676,12 @@ fn info(ctx: &mut Ctx) -> Reply {
             .iter()
             .any(|w| w == "all" || w == "everything" || w == "default");
     let want = |s: &str| all || wanted.iter().any(|w| w == s);
+    // Not in the default sections: only named, or with `all`/`everything`.
+    let want_extra = |s: &str| {
+        wanted
+            .iter()
+            .any(|w| w == s || w == "all" || w == "everything")
+    };
     let mut out = String::new();
     let i = &*ctx.inner;
     let uptime = ctx.now.saturating_sub(ctx.shared.started_ms) / 1000;
@@ -738,7 +744,7 @@ fn info(ctx: &mut Ctx) -> Reply {
         let s = &i.stats;
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\nrejected_connections:0\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:0\r\nunexpected_error_replies:0\r\ntotal_reads_processed:0\r\ntotal_writes_processed:0\r\nrejected_calls:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\nrejected_connections:0\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\nunexpected_error_replies:0\r\ntotal_reads_processed:0\r\ntotal_writes_processed:0\r\nrejected_calls:{}\r\n\r\n",
             s.connections_received,
             s.commands_processed,
             s.expired_keys,
@@ -747,6 +753,7 @@ fn info(ctx: &mut Ctx) -> Reply {
             s.keyspace_misses,
             i.channels.len(),
             i.patterns.len(),
+            s.error_replies,
             s.rejected_calls,
         );
     }
@@ -757,6 +764,31 @@ fn info(ctx: &mut Ctx) -> Reply {
     }
     if want("cpu") {
         out.push_str("# CPU\r\nused_cpu_sys:0.000000\r\nused_cpu_user:0.000000\r\n\r\n");
+    }
+    if want_extra("commandstats") {
+        out.push_str("# Commandstats\r\n");
+        let mut names: Vec<_> = i.stats.commands.iter().collect();
+        names.sort_by_key(|(n, _)| **n);
+        for (name, c) in names {
+            let per_call = if c.calls > 0 {
+                c.usec as f64 / c.calls as f64
+            } else {
+                0.0
+            };
+            let _ = write!(
+                out,
+                "cmdstat_{name}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}\r\n",
+                c.calls, c.usec, c.rejected, c.failed
+            );
+        }
+        out.push_str("\r\n");
+    }
+    if want("errorstats") {
+        out.push_str("# Errorstats\r\n");
+        for (code, n) in &i.stats.errors {
+            let _ = write!(out, "errorstat_{code}:count={n}\r\n");
+        }
+        out.push_str("\r\n");
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");

@@ -42,6 +42,9 @@ pub struct Session {
     /// A script's own client: its commands are a script's (SORT of a set
     /// by a constant sorts, for a script's result to be deterministic).
     pub(crate) script: bool,
+    /// The blocking command being retried was counted in the command
+    /// stats when it first blocked: it is one call, however many tries.
+    pub(crate) block_counted: bool,
 }
 
 impl Session {
@@ -150,6 +153,7 @@ impl Drop for Session {
                     key_hook: None,
                     command_hook: None,
                     script: false,
+                    block_counted: false,
                 };
                 s.defer(|d| d.departures.push(gone));
             }

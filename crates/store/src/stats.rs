@@ -1,4 +1,9 @@
-//! Counters INFO reports (`INFO stats`), reset by CONFIG RESETSTAT.
+//! Counters INFO reports (`INFO stats`, `errorstats`, `commandstats`),
+//! reset by CONFIG RESETSTAT.
+
+use std::collections::{BTreeMap, HashMap};
+
+use resp::Frame;
 
 /// Server-wide counters.
 #[derive(Debug, Default, Clone)]
@@ -13,6 +18,24 @@ pub(crate) struct Stats {
     pub pubsub_messages: u64,
     /// Changes since start (INFO persistence `rdb_changes_since_last_save`).
     pub dirty: u64,
+    /// Error replies sent (`total_error_replies`).
+    pub error_replies: u64,
+    /// Error replies by their code, the first word (`errorstat_<CODE>`);
+    /// sorted, as Redis lists them.
+    pub errors: BTreeMap<String, u64>,
+    /// Per command, by its full name (`get`, `config|set`).
+    pub commands: HashMap<&'static str, CommandStat>,
+}
+
+/// One command's line of `INFO commandstats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CommandStat {
+    pub calls: u64,
+    pub usec: u64,
+    /// Refused before it ran (arity, OOM, ACL, a script's read-only rule).
+    pub rejected: u64,
+    /// Ran and answered an error.
+    pub failed: u64,
 }
 
 impl Stats {
@@ -23,5 +46,49 @@ impl Stats {
             dirty,
             ..Stats::default()
         };
+    }
+
+    /// One error reply sent, its text with or without the leading `-`.
+    /// The code is the first word within 32 bytes, else `ERR`, as Redis's
+    /// `afterErrorReply` takes it.
+    pub fn error(&mut self, text: &[u8]) {
+        let text = text.strip_prefix(b"-").unwrap_or(text);
+        let code = match text[..text.len().min(32)].iter().position(|&b| b == b' ') {
+            Some(end) => String::from_utf8_lossy(&text[..end]).into_owned(),
+            None => "ERR".to_string(),
+        };
+        self.error_replies += 1;
+        *self.errors.entry(code).or_default() += 1;
+    }
+
+    /// A command that ran for `usec` microseconds; `failed` if it answered
+    /// an error.
+    pub fn called(&mut self, name: &'static str, usec: u64, failed: bool) {
+        let c = self.commands.entry(name).or_default();
+        c.calls += 1;
+        c.usec += usec;
+        c.failed += failed as u64;
+    }
+
+    /// A call counted already (a blocked command, retried) that ended in
+    /// an error.
+    pub fn failed(&mut self, name: &'static str) {
+        self.commands.entry(name).or_default().failed += 1;
+    }
+
+    /// A command refused before it ran.
+    pub fn rejected(&mut self, name: &'static str) {
+        self.commands.entry(name).or_default().rejected += 1;
+    }
+
+    /// A refusal sent instead of running a command: the error, and the
+    /// command's rejected call when the table names one.
+    pub fn refused(&mut self, reply: &Frame, name: Option<&'static str>) {
+        if let Frame::Error(e) | Frame::BulkError(e) = reply {
+            self.error(e);
+        }
+        if let Some(name) = name {
+            self.rejected(name);
+        }
     }
 }

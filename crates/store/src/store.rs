@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use indexmap::IndexSet;
-use resp::command::{F_DENYOOM, F_NO_MULTI};
+use resp::command::{F_DENYOOM, F_NO_MULTI, F_WRITE};
 use resp::Frame;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -279,6 +279,9 @@ pub(crate) struct Deferred {
     pub addrs: Vec<(u64, String)>,
     /// Sessions gone (detached from the store) to unregister.
     pub departures: Vec<Session>,
+    /// Replies sent without the lock, for the stats: the error text (none
+    /// for a success) and the command they answered, when the table knows it.
+    pub replies: Vec<(Option<Bytes>, Option<&'static str>)>,
 }
 
 impl Shared {
@@ -319,6 +322,18 @@ impl Shared {
                 c.addr = addr;
             }
         }
+        for (error, cmd) in d.replies.drain(..) {
+            match (error, cmd) {
+                (Some(e), cmd) => {
+                    inner.stats.error(&e);
+                    if let Some(cmd) = cmd {
+                        inner.stats.rejected(cmd);
+                    }
+                }
+                (None, Some(cmd)) => inner.stats.called(cmd, 0, false),
+                (None, None) => {}
+            }
+        }
         let gone: Vec<Session> = d.departures.drain(..).collect();
         drop(d);
         for mut sess in gone {
@@ -354,8 +369,13 @@ fn table() -> &'static HashMap<&'static str, Handler> {
             crate::dump::COMMANDS,
             crate::hll::COMMANDS,
             crate::geo::COMMANDS,
+            crate::introspection::COMMANDS,
         ];
-        families.iter().flat_map(|f| f.iter().copied()).collect()
+        families
+            .iter()
+            .flat_map(|f| f.iter().copied())
+            .chain(crate::introspection::cluster_commands())
+            .collect()
     })
 }
 
@@ -433,40 +453,72 @@ pub(crate) fn is_container(name: &str) -> bool {
         .contains(name)
 }
 
+/// A retried blocking pop that found a key it waits on holding another
+/// type: Redis leaves the client blocked rather than answer WRONGTYPE (it
+/// serves only the type the command pops). A wrong destination of BLMOVE
+/// is answered.
+fn stays_blocked(ctx: &mut Ctx, reply: &Frame) -> bool {
+    if !matches!(reply, Frame::Error(e) if e.starts_with(b"WRONGTYPE")) {
+        return false;
+    }
+    match ctx.name {
+        "blpop" | "brpop" | "blmpop" | "bzpopmin" | "bzpopmax" | "bzmpop" => true,
+        "blmove" | "brpoplpush" => {
+            let src = ctx.args[1].clone();
+            ctx.get_list(&src).is_err()
+        }
+        _ => false,
+    }
+}
+
+/// Redis's refusal of a write while `min-replicas-to-write` is not met.
+pub(crate) const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
+
 /// Resolution of one command against the tables.
 pub(crate) enum Resolved {
     Run(&'static str, Handler, u32),
-    Reject(Frame),
+    /// The refusal, and the command it names when the table knows it
+    /// (counted as that command's rejected call).
+    Reject(Frame, Option<&'static str>),
 }
 
 /// Finds the handler for a command and checks its arity.
 pub(crate) fn resolve(args: &[Bytes]) -> Resolved {
     let Some(spec) = resp::lookup(args) else {
-        return Resolved::Reject(unknown_command(args));
+        return Resolved::Reject(unknown_command(args), None);
     };
     if args.len() >= 2 && !spec.name.contains('|') && is_container(spec.name) {
         // An unknown subcommand resolved to its container.
         let sub = String::from_utf8_lossy(&args[1]).to_string();
         let cont = spec.name.to_ascii_uppercase();
-        return Resolved::Reject(Frame::error(format!(
-            "ERR unknown subcommand '{}'. Try {cont} HELP.",
-            sub.chars().take(128).collect::<String>()
-        )));
+        return Resolved::Reject(
+            Frame::error(format!(
+                "ERR unknown subcommand '{}'. Try {cont} HELP.",
+                sub.chars().take(128).collect::<String>()
+            )),
+            None,
+        );
     }
     if !spec.arity_ok(args.len()) {
-        return Resolved::Reject(Frame::error(format!(
-            "ERR wrong number of arguments for '{}' command",
-            spec.name
-        )));
+        return Resolved::Reject(
+            Frame::error(format!(
+                "ERR wrong number of arguments for '{}' command",
+                spec.name
+            )),
+            Some(spec.name),
+        );
     }
     match table().get(spec.name) {
         Some(h) => Resolved::Run(spec.name, *h, spec.flags),
         None => {
             let shown = spec.name.replace('|', " ").to_ascii_uppercase();
-            Resolved::Reject(Frame::error(format!(
-                "ERR {shown} is not supported by the local store yet (group '{}'): command not executed",
-                spec.group
-            )))
+            Resolved::Reject(
+                Frame::error(format!(
+                    "ERR {shown} is not supported by the local store yet (group '{}'): command not executed",
+                    spec.group
+                )),
+                Some(spec.name),
+            )
         }
     }
 }
@@ -510,12 +562,45 @@ pub(crate) fn run(
         no_block,
         keep_effects: false,
         atomic: false,
+        error_counted: false,
+        rejected: false,
     };
+    let started = std::time::Instant::now();
     let result = handler(&mut ctx);
+    let usec = started.elapsed().as_micros() as u64;
     let (reply, ok) = match result {
         Ok(f) => (f, true),
         Err(f) => (f, false),
     };
+    let retried = std::mem::replace(&mut ctx.sess.block_counted, ctx.block.is_some());
+    let waits_on = retried && stays_blocked(&mut ctx, &reply);
+    let stats = &mut ctx.inner.stats;
+    match &reply {
+        // Not an answer: the client goes on waiting (see `stays_blocked`);
+        // it stays in the wait queues of its keys from its first try.
+        _ if waits_on => {
+            ctx.sess.block_counted = true;
+            ctx.block.get_or_insert(Block {
+                timeout_ms: 0,
+                keys: Vec::new(),
+                retry_args: None,
+            });
+        }
+        Frame::Error(e) | Frame::BulkError(e) => {
+            if !ctx.error_counted {
+                stats.error(e);
+            }
+            if ctx.rejected {
+                stats.rejected(name);
+            } else if retried {
+                stats.failed(name);
+            } else {
+                stats.called(name, usec, true);
+            }
+        }
+        _ if retried => {}
+        _ => stats.called(name, usec, false),
+    }
     let effects = match (ok, ctx.effects.take()) {
         (true, Some(e)) => e,
         (false, Some(e)) if ctx.keep_effects => e,
@@ -648,6 +733,7 @@ impl Store {
             key_hook: None,
             command_hook: None,
             script: false,
+            block_counted: false,
         }
     }
 
@@ -670,6 +756,7 @@ impl Store {
             key_hook: None,
             command_hook: None,
             script: false,
+            block_counted: false,
         }
     }
 
@@ -678,9 +765,12 @@ impl Store {
     /// awaits, and the lock is never held across an await.
     pub async fn execute(&self, session: &mut Session, args: Vec<Bytes>) -> Executed {
         let mut args = detach(args);
+        session.block_counted = false;
         let mut deadline: Option<tokio::time::Instant> = None;
         // Our place in the wait queues of the keys we block on, kept across
         // wake-ups and left however this call ends.
+        // While blocked: the reply a timeout gets.
+        let mut on_timeout = Frame::Null;
         let mut queued = Queued {
             shared: &self.shared,
             id: session.id,
@@ -688,13 +778,18 @@ impl Store {
             keys: Vec::new(),
         };
         loop {
-            let (exec, block, rx) = self.execute_once(session, &args);
+            let (mut exec, block, rx) = self.execute_once(session, &args);
             let (Some(block), Some(mut rx)) = (block, rx) else {
                 return exec;
             };
             if queued.keys.is_empty() {
                 queued.keys = block.keys.clone();
+            } else if matches!(exec.reply, Frame::Error(_)) {
+                // A retry that found a key of another type goes on waiting
+                // (see `run`): a timeout still gets the first try's reply.
+                exec = Executed::reply(on_timeout.clone());
             }
+            on_timeout = exec.reply.clone();
             if let Some(retry) = block.retry_args {
                 args = retry;
             }
@@ -741,6 +836,7 @@ impl Store {
         let mut guard = match self.lock_unless_busy(args, sess.resp == 3) {
             Ok(g) => g,
             Err(reply) => {
+                self.count_unlocked(args, &reply.to_bytes());
                 if sess.multi.is_some() && kill_kind(args).is_none() && !is_function_stats(args) {
                     sess.multi_error = true;
                 }
@@ -761,8 +857,9 @@ impl Store {
         }
         let (name, handler, flags) = match resolved {
             Resolved::Run(n, h, f) => (n, h, f),
-            Resolved::Reject(e) => {
+            Resolved::Reject(e, cmd) => {
                 inner.stats.rejected_calls += 1;
+                inner.stats.refused(&e, cmd);
                 if sess.multi.is_some() {
                     sess.multi_error = true;
                 }
@@ -770,10 +867,19 @@ impl Store {
             }
         };
         if sess.resp == 2 && sess.subscriptions() > 0 && !SUBSCRIBED_OK.contains(&name) {
-            let e = format!(
+            let e = Frame::error(format!(
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-            );
-            return (Executed::reply(Frame::error(e)), None, None);
+            ));
+            inner.stats.refused(&e, Some(name));
+            return (Executed::reply(e), None, None);
+        }
+        if flags & F_WRITE != 0 && inner.config.no_replicas {
+            let e = err(NOREPLICAS);
+            inner.stats.refused(&e, Some(name));
+            if sess.multi.is_some() {
+                sess.multi_error = true;
+            }
+            return (Executed::reply(e), None, None);
         }
         let mut evicted = Vec::new();
         if sess.multi.is_some()
@@ -784,14 +890,13 @@ impl Store {
         {
             if flags & F_NO_MULTI != 0 {
                 sess.multi_error = true;
-                return (
-                    Executed::reply(err("ERR Command not allowed inside a transaction")),
-                    None,
-                    None,
-                );
+                let e = err("ERR Command not allowed inside a transaction");
+                inner.stats.refused(&e, Some(name));
+                return (Executed::reply(e), None, None);
             }
             if flags & F_DENYOOM != 0 && !crate::eviction::make_room(inner, now, &mut evicted) {
                 sess.multi_error = true;
+                inner.stats.refused(&err(crate::eviction::OOM), Some(name));
                 let mut e = Executed::reply(err(crate::eviction::OOM));
                 e.effects = evicted;
                 return (e, None, None);
@@ -805,12 +910,21 @@ impl Store {
         }
         if flags & F_DENYOOM != 0 && !crate::eviction::make_room(inner, now, &mut evicted) {
             inner.stats.rejected_calls += 1;
+            inner.stats.refused(&err(crate::eviction::OOM), Some(name));
             let mut e = Executed::reply(err(crate::eviction::OOM));
             e.effects = evicted;
             return (e, None, None);
         }
         if name == "exec" {
+            let started = std::time::Instant::now();
             let mut e = crate::tx::exec(inner, shared, sess, now);
+            let failed = matches!(&e.reply, Frame::Error(_));
+            if let Frame::Error(text) = &e.reply {
+                inner.stats.error(text);
+            }
+            inner
+                .stats
+                .called("exec", started.elapsed().as_micros() as u64, failed);
             if !evicted.is_empty() {
                 evicted.append(&mut e.effects);
                 e.effects = evicted;
@@ -851,6 +965,20 @@ impl Store {
     /// store.
     pub fn script_running(&self) -> bool {
         self.shared.script_gate.running.load(Ordering::SeqCst)
+    }
+
+    /// Counts, in INFO's stats, a reply (RESP as sent) that answered `args`
+    /// without the store: the gate's refusals, BUSY, SCRIPT KILL. Applied
+    /// at the next lock, so it never waits for a running script.
+    pub fn count_unlocked(&self, args: &[Bytes], reply: &[u8]) {
+        let cmd = resp::lookup(args)
+            .filter(|s| !(args.len() >= 2 && !s.name.contains('|') && is_container(s.name)))
+            .map(|s| s.name);
+        let error = reply.strip_prefix(b"-").map(|e| {
+            let end = e.iter().position(|&b| b == b'\r').unwrap_or(e.len());
+            Bytes::copy_from_slice(&e[..end])
+        });
+        self.shared.defer(|d| d.replies.push((error, cmd)));
     }
 
     /// While a script runs past busy-reply-threshold, the reply `args`
@@ -934,7 +1062,7 @@ impl Store {
         let mut guard = shared.lock();
         let inner = &mut *guard;
         match resolve(args) {
-            Resolved::Reject(e) => e,
+            Resolved::Reject(e, _) => e,
             Resolved::Run(name, handler, _) => {
                 run(inner, shared, &mut sess, args, name, handler, now, true).reply
             }

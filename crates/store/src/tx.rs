@@ -110,7 +110,10 @@ pub(crate) fn exec(inner: &mut Inner, shared: &Shared, sess: &mut Session, now: 
     let mut effects = Vec::new();
     for args in &queue {
         match resolve(args) {
-            Resolved::Reject(e) => replies.push(e),
+            Resolved::Reject(e, cmd) => {
+                inner.stats.refused(&e, cmd);
+                replies.push(e)
+            }
             Resolved::Run(name, handler, _) => {
                 let ran = run(inner, shared, sess, args, name, handler, now, true);
                 replies.push(ran.reply);

@@ -54,6 +54,24 @@ async fn core_and_errors_match_redis() {
 }
 
 #[tokio::test]
+async fn server_introspection_matches_a_module_less_non_cluster_redis() {
+    check(
+        "introspection",
+        &[
+            "CLIENT HELP; COMMAND HELP; CONFIG HELP; LATENCY HELP",
+            "MEMORY HELP; MODULE HELP; PUBSUB HELP; SLOWLOG HELP",
+            "ASKING; READONLY; READWRITE; CLUSTER INFO; CLUSTER NODES; CLUSTER SLOTS; CLUSTER KEYSLOT k; CLUSTER HELP",
+            "MEMORY PURGE; MODULE LIST; MODULE LOAD /x; MODULE UNLOAD x; LATENCY GRAPH command",
+            "COMMAND GETKEYSANDFLAGS SET k v; COMMAND GETKEYSANDFLAGS LMOVE a b LEFT RIGHT; COMMAND GETKEYSANDFLAGS GET; COMMAND GETKEYSANDFLAGS PING; COMMAND GETKEYSANDFLAGS NOSUCH k",
+            "COMMAND GETKEYSANDFLAGS EVAL s 2 a b; COMMAND GETKEYSANDFLAGS SORT k BY w GET x STORE d; COMMAND GETKEYSANDFLAGS MSET a 1 b 2; COMMAND GETKEYSANDFLAGS XREADGROUP GROUP g c STREAMS s1 s2 0 0",
+            "CLIENT GETREDIR; CLIENT TRACKINGINFO; CLIENT CACHING yes; CLIENT TRACKING off; CLIENT TRACKING maybe",
+            "REPLICAOF NO ONE; SLAVEOF NO ONE; RESTORE-ASKING k 0 x",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn strings_match_redis() {
     check(
         "strings",

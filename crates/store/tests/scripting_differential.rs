@@ -6,6 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::Pair;
+use resp::Frame;
 use test_support::RedisServer;
 
 type Case<'a> = &'a [&'a [&'a str]];
@@ -474,4 +475,150 @@ return {o.attempts, o.jobId, tostring(o.lifo), cjson.encode({name='email', data=
         ]],
     )
     .await;
+}
+
+/// `INFO errorstats`, `total_error_replies` and `INFO commandstats` without
+/// the times: what a dashboard or Redis's own tests read after errors.
+async fn error_counters(pair: &mut Pair) -> (Vec<String>, Vec<String>) {
+    let info = |f: &Frame| -> String {
+        match f {
+            Frame::Bulk(b) | Frame::Verbatim(b) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        }
+    };
+    let mut sides = Vec::new();
+    let (theirs, ours) = pair
+        .run(&to_args(&["INFO", "errorstats", "stats", "commandstats"]))
+        .await;
+    for f in [&theirs[0], &ours[0]] {
+        let text = info(f);
+        let lines = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("errorstat_")
+                    || l.starts_with("total_error_replies:")
+                    || l.starts_with("cmdstat_")
+            })
+            // The times differ; the counts must not.
+            .map(|l| {
+                l.split(',')
+                    .filter(|p| !p.contains("usec"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            // INFO itself is counted once the reply is made.
+            .filter(|l| !l.starts_with("cmdstat_info:"))
+            .collect::<Vec<_>>();
+        // Redis lists commands in its dictionary's order.
+        let mut lines = lines;
+        lines.sort();
+        sides.push(lines);
+    }
+    let ours = sides.pop().unwrap_or_default();
+    let theirs = sides.pop().unwrap_or_default();
+    (theirs, ours)
+}
+
+#[tokio::test]
+async fn error_and_command_stats_count_like_redis() {
+    let server = RedisServer::new();
+    let mut pair = Pair::new(&server);
+    let oom = &["CONFIG", "SET", "maxmemory", "1"][..];
+    let cases: &[Case<'_>] = &[
+        // Redis's own "Consistent eval error reporting" sequence.
+        &[oom, &["EVAL", "return redis.call('set','x','y')", "1", "x"]],
+        &[
+            oom,
+            &[
+                "EVAL",
+                "local t = redis.pcall('set','x','y') if t['err'] then return 1 end return 0",
+                "1",
+                "x",
+            ],
+        ],
+        &[
+            oom,
+            &["EVAL", "return redis.pcall('set','x','y')", "1", "x"],
+        ],
+        &[&["EVAL", "return redis.call('select',99)", "0"]],
+        &[&[
+            "EVAL",
+            "local t = redis.pcall('select',99) return t['err']",
+            "0",
+        ]],
+        &[&["EVAL_RO", "return redis.call('set','x','y')", "1", "x"]],
+        &[&[
+            "EVAL_RO",
+            "local t = redis.pcall('set','x','y') return t['err']",
+            "1",
+            "x",
+        ]],
+        &[
+            &["SET", "Sicily", "1"],
+            &[
+                "EVAL",
+                "return redis.call('GEOADD', 'Sicily', '13.361389', '38.115556', 'Palermo')",
+                "1",
+                "x",
+            ],
+        ],
+        // Errors outside scripts: arity, unknown, WRONGTYPE, a failed
+        // command inside EXEC, and a transaction aborted at EXEC.
+        &[
+            &["SET", "k"],
+            &["NOSUCHCOMMAND", "a"],
+            &["SET", "s", "abc"],
+            &["INCR", "s"],
+            &["LPUSH", "s", "a"],
+            &["MULTI"],
+            &["INCR", "s"],
+            &["SET", "t", "1"],
+            &["EXEC"],
+            &["MULTI"],
+            &["GET"],
+            &["EXEC"],
+        ],
+        // The script's own errors, counted once, at its reply.
+        &[
+            &["EVAL", "return redis.error_reply('MY thing')", "0"],
+            &["EVAL", "error('boom')", "0"],
+            &["EVAL", "return redis.call('nosuch')", "0"],
+            &["EVALSHA", "ffffffffffffffffffffffffffffffffffffffff", "0"],
+            &["EVAL", "return {err='X y'}", "0"],
+        ],
+        // No replicas to satisfy min-replicas-to-write: writes refused.
+        &[
+            &["CONFIG", "SET", "min-replicas-to-write", "1"],
+            &["SET", "x", "1"],
+            &["GET", "x"],
+            &["EVAL", "#!lua\nreturn redis.call('get','x')", "1", "x"],
+            &[
+                "EVAL",
+                "#!lua flags=no-writes\nreturn redis.call('get','x')",
+                "1",
+                "x",
+            ],
+            &["EVAL", "return redis.call('set','x','1')", "1", "x"],
+            &["MULTI"],
+            &["SET", "x", "2"],
+            &["EXEC"],
+            &["CONFIG", "SET", "min-replicas-to-write", "0"],
+        ],
+    ];
+    let mut mismatches = Vec::new();
+    for case in cases {
+        pair.reset().await;
+        pair.run(&to_args(&["CONFIG", "RESETSTAT"])).await;
+        let cmds: Vec<Vec<Bytes>> = case.iter().map(|c| to_args(c)).collect();
+        pair.run_seq(&cmds, &mut mismatches).await;
+        let (theirs, ours) = error_counters(&mut pair).await;
+        if theirs != ours {
+            mismatches.push(format!(
+                "after {case:?}\n    redis: {theirs:?}\n    store: {ours:?}"
+            ));
+        }
+    }
+    pair.run(&to_args(&["CONFIG", "SET", "maxmemory", "0"]))
+        .await;
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

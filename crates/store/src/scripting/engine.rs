@@ -368,15 +368,21 @@ impl Engine {
         f: &Function,
         keys_args: Option<(Table, Table)>,
         funcname: &str,
-    ) -> Result<LuaValue, String> {
+    ) -> Result<LuaValue, (String, bool)> {
         self.protected(f, keys_args).map_err(|e| match e {
-            Failure::Located { msg, source, line } => {
-                format!("{msg} script: {funcname}, on {source}:{line}.")
-            }
-            Failure::Bare(msg) => msg,
+            Failure::Located {
+                msg,
+                source,
+                line,
+                counted,
+            } => (
+                format!("{msg} script: {funcname}, on {source}:{line}."),
+                counted,
+            ),
+            Failure::Bare(msg, counted) => (msg, counted),
             Failure::Other(m) => {
                 let m: String = m.chars().take(100).collect();
-                format!("ERR Error running script {funcname}, {m} ")
+                (format!("ERR Error running script {funcname}, {m} "), false)
             }
         })
     }
@@ -385,7 +391,7 @@ impl Engine {
     /// without its location.
     pub fn call_bare(&self, f: &Function) -> Result<LuaValue, String> {
         self.protected(f, None).map_err(|e| match e {
-            Failure::Located { msg, .. } | Failure::Bare(msg) | Failure::Other(msg) => msg,
+            Failure::Located { msg, .. } | Failure::Bare(msg, _) | Failure::Other(msg) => msg,
         })
     }
 
@@ -414,9 +420,15 @@ impl Engine {
                     .raw_get::<LuaValue>("line")
                     .ok()
                     .and_then(|v| lua_text(&v));
+                let counted = matches!(t.raw_get(COUNTED), Ok(LuaValue::Boolean(true)));
                 Err(match (source, line) {
-                    (Some(source), Some(line)) => Failure::Located { msg, source, line },
-                    _ => Failure::Bare(msg),
+                    (Some(source), Some(line)) => Failure::Located {
+                        msg,
+                        source,
+                        line,
+                        counted,
+                    },
+                    _ => Failure::Bare(msg, counted),
                 })
             }
             Ok((false, other)) => Err(Failure::Other(
@@ -443,9 +455,11 @@ enum Failure {
         msg: String,
         source: String,
         line: String,
+        /// Counted in the error stats already (see [`COUNTED`]).
+        counted: bool,
     },
     /// An error table without one.
-    Bare(String),
+    Bare(String, bool),
     /// Not an error table at all.
     Other(String),
 }
@@ -462,6 +476,28 @@ impl std::fmt::Display for ScriptError {
 }
 
 impl std::error::Error for ScriptError {}
+
+/// A `redis.call` error the error stats counted when its command failed
+/// (see [`COUNTED`]): raised with its text, counted once.
+#[derive(Debug)]
+struct CountedError(String);
+
+impl std::fmt::Display for CountedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CountedError {}
+
+/// True for an error raised from a [`CountedError`].
+fn counted_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => counted_error(cause),
+        mlua::Error::ExternalError(x) => x.downcast_ref::<CountedError>().is_some(),
+        _ => false,
+    }
+}
 
 /// Wraps a `prelude.lua` function that returns `FAIL, text` instead of
 /// raising into a C function that raises: the script's own frame stays on
@@ -484,6 +520,9 @@ fn raising(lua: &Lua, f: Function, fail: Table, positioned: bool) -> mlua::Resul
                 } else {
                     text
                 };
+                if matches!(out.iter().nth(2), Some(LuaValue::Boolean(true))) {
+                    return Err(mlua::Error::external(CountedError(text)));
+                }
                 return Err(mlua::Error::external(ScriptError(text)));
             }
         }
@@ -531,7 +570,10 @@ fn error_message(e: &mlua::Error) -> String {
         mlua::Error::CallbackError { cause, .. } => error_message(cause),
         mlua::Error::ExternalError(x) => match x.downcast_ref::<ScriptError>() {
             Some(s) => s.0.clone(),
-            None => format!("ERR {x}"),
+            None => match x.downcast_ref::<CountedError>() {
+                Some(s) => s.0.clone(),
+                None => format!("ERR {x}"),
+            },
         },
         mlua::Error::RuntimeError(m) => format!("ERR {m}"),
         other => format!("ERR {other}"),
@@ -557,6 +599,9 @@ fn locate_error(lua: &Lua, e: LuaValue, killed: bool) -> mlua::Result<Table> {
                 }
             };
             t.raw_set("err", msg)?;
+            if matches!(&other, LuaValue::Error(e) if !killed && counted_error(e)) {
+                t.raw_set(COUNTED, true)?;
+            }
             t
         }
     };
@@ -621,6 +666,10 @@ pub(crate) fn error_text(raw: &[u8]) -> String {
     let msg = msg.trim_matches(|c| c == '\r' || c == '\n');
     format!("{code} {msg}")
 }
+
+/// The field of an error table that says the error stats counted it when
+/// the command failed (Redis's name for it).
+pub(crate) const COUNTED: &str = "ignore_error_stats_update";
 
 /// An error table `{err = text}`.
 pub(crate) fn err_table(lua: &Lua, text: &str) -> mlua::Result<LuaValue> {

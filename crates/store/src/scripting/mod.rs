@@ -207,6 +207,10 @@ fn prepare(ctx: &mut Ctx, fl: u32, ro: bool) -> Result<Prepared, Frame> {
                 "ERR Can not execute a script with write flag using *_ro command.",
             ));
         }
+        if fl & flags::NO_WRITES == 0 && ctx.inner.config.no_replicas {
+            ctx.rejected = true;
+            return Err(err(crate::store::NOREPLICAS));
+        }
         if fl & (flags::ALLOW_OOM | flags::NO_WRITES) == 0
             && !crate::eviction::make_room(ctx.inner, ctx.now, &mut evicted)
         {
@@ -218,6 +222,7 @@ fn prepare(ctx: &mut Ctx, fl: u32, ro: bool) -> Result<Prepared, Frame> {
                 err("OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'")
             } else {
                 ctx.inner.stats.rejected_calls += 1;
+                ctx.rejected = true;
                 err(crate::eviction::OOM)
             });
         }
@@ -281,21 +286,28 @@ impl Run<'_> {
         }
         let spec = match resp::lookup(&argv) {
             Some(s) if !(argv.len() >= 2 && !s.name.contains('|') && is_container(s.name)) => s,
-            _ => return fail(lua, "ERR Unknown Redis command called from script"),
+            _ => return self.refuse(lua, None, "ERR Unknown Redis command called from script"),
         };
+        let cmd = Some(spec.name);
         if !spec.arity_ok(argv.len()) {
-            return fail(
+            return self.refuse(
                 lua,
+                cmd,
                 "ERR Wrong number of args calling Redis command from script",
             );
         }
         if spec.flags & F_NOSCRIPT != 0 {
-            return fail(lua, "ERR This Redis command is not allowed from script");
+            return self.refuse(
+                lua,
+                cmd,
+                "ERR This Redis command is not allowed from script",
+            );
         }
         if matches!(spec.name, "xread" | "xreadgroup") && blocks(&argv) {
             // A script cannot wait: Redis refuses the option itself.
-            return fail(
+            return self.refuse(
                 lua,
+                cmd,
                 &format!(
                     "ERR {} command is not allowed with BLOCK option from scripts",
                     spec.name
@@ -303,22 +315,30 @@ impl Run<'_> {
             );
         }
         if self.read_only && spec.flags & (F_WRITE | F_MAY_REPLICATE) != 0 {
-            return fail(
+            return self.refuse(
                 lua,
+                cmd,
                 "ERR Write commands are not allowed from read-only scripts.",
             );
         }
+        if spec.flags & F_WRITE != 0 && self.inner.config.no_replicas {
+            return self.refuse(lua, cmd, crate::store::NOREPLICAS);
+        }
         let (name, handler, fl) = match resolve(&argv) {
             Resolved::Run(n, h, f) => (n, h, f),
-            Resolved::Reject(e) => return Ok((false, frame_to_lua(lua, &e)?)),
+            Resolved::Reject(e, cmd) => {
+                self.inner.stats.refused(&e, cmd);
+                return Ok((false, counted(frame_to_lua(lua, &e)?)?));
+            }
         };
         let db = self.sess.db;
         if let Some(guard) = self.keys.as_mut() {
             let keyless_write = matches!(name, "flushdb" | "flushall" | "swapdb" | "move")
                 || (name == "copy" && argv.iter().any(|a| a.eq_ignore_ascii_case(b"db")));
             if keyless_write {
-                return fail(
+                return self.refuse(
                     lua,
+                    cmd,
                     &format!(
                         "ERR {} is not allowed in a script while keys are checked by the caller",
                         name.to_ascii_uppercase()
@@ -328,7 +348,7 @@ impl Run<'_> {
             if let Err(msg) = guard.check_command(db, &argv) {
                 // As Redis's ACL check of a script's command: this call
                 // fails, the script goes on (or not) as it handles that.
-                return fail(lua, &msg);
+                return self.refuse(lua, cmd, &msg);
             }
             for i in spec.key_indices(&argv) {
                 if let Err(msg) = guard.check(self.inner, db, &argv[i], self.now) {
@@ -343,7 +363,7 @@ impl Run<'_> {
             let room = crate::eviction::make_room(self.inner, self.now, &mut evicted);
             self.effects.extend(evicted);
             if !room {
-                return fail(lua, &format!("-{OOM}"));
+                return self.refuse(lua, cmd, &format!("-{OOM}"));
             }
         }
         if fl & F_WRITE != 0 {
@@ -367,9 +387,42 @@ impl Run<'_> {
             true,
         );
         self.effects.extend(ran.effects);
-        let ok = !matches!(ran.reply, Frame::Error(_) | Frame::BulkError(_));
-        Ok((ok, frame_to_lua(lua, &ran.reply)?))
+        if matches!(ran.reply, Frame::Error(_) | Frame::BulkError(_)) {
+            // `run` counted the error.
+            return Ok((false, counted(frame_to_lua(lua, &ran.reply)?)?));
+        }
+        Ok((true, frame_to_lua(lua, &ran.reply)?))
     }
+
+    /// A command of the script refused before it ran: counted as Redis's
+    /// `scriptCall` counts it (the error, and the command's rejected call).
+    fn refuse(
+        &mut self,
+        lua: &mlua::Lua,
+        cmd: Option<&'static str>,
+        text: &str,
+    ) -> mlua::Result<(bool, LuaValue)> {
+        let (ok, table) = fail(lua, text)?;
+        if let LuaValue::Table(t) = &table {
+            if let Ok(LuaValue::String(e)) = t.raw_get::<LuaValue>("err") {
+                self.inner.stats.error(&e.as_bytes());
+            }
+        }
+        if let Some(cmd) = cmd {
+            self.inner.stats.rejected(cmd);
+        }
+        Ok((ok, counted(table)?))
+    }
+}
+
+/// Marks an error table as counted in the error stats already, so the
+/// script's reply does not count it again (Redis's field, which scripts
+/// can see).
+fn counted(v: LuaValue) -> mlua::Result<LuaValue> {
+    if let LuaValue::Table(t) = &v {
+        t.raw_set(engine::COUNTED, true)?;
+    }
+    Ok(v)
 }
 
 /// An error from the scripting layer itself (Redis's `luaPushError`).
@@ -439,6 +492,7 @@ fn execute(
         wrote: false,
     });
     let abort = engine.abort.clone();
+    let mut error_counted = false;
     let result = engine.lua.scope(|scope| {
         let raw = scope.create_function_mut(|lua, args: (LuaValue, mlua::Table)| {
             let mut r = run_state.borrow_mut();
@@ -457,11 +511,21 @@ fn execute(
             _ => 2,
         };
         Ok(match out {
-            Ok(v) => Ok(lua_to_frame(&v, script_resp, caller_resp)),
-            Err(msg) => Err(Frame::Error(Bytes::from(msg.replace(['\r', '\n'], " ")))),
+            Ok(v) => {
+                if let LuaValue::Table(t) = &v {
+                    error_counted =
+                        matches!(t.raw_get(engine::COUNTED), Ok(LuaValue::Boolean(true)));
+                }
+                Ok(lua_to_frame(&v, script_resp, caller_resp))
+            }
+            Err((msg, was_counted)) => {
+                error_counted = was_counted;
+                Err(Frame::Error(Bytes::from(msg.replace(['\r', '\n'], " "))))
+            }
         })
     });
     drop(ended);
+    ctx.error_counted = error_counted;
     engine.abort.store(false, Ordering::SeqCst);
     let Run {
         sess,
@@ -534,14 +598,17 @@ fn script_flush(ctx: &mut Ctx) -> Reply {
 }
 
 /// `SCRIPT DEBUG NO` (debugging off, which it always is here) answers OK,
-/// as in Redis; `YES`/`SYNC`, the Lua debugger, is not supported.
+/// as in Redis. `YES`/`SYNC` would turn the client's connection into an
+/// interactive debugger session holding the store (`SYNC`) or a copy of
+/// it (`YES`): a development tool, refused here by design, as `DEBUG` and
+/// `MONITOR` are, with where to go instead.
 fn script_debug(ctx: &mut Ctx) -> Reply {
     if ctx.arg_is(2, "no") {
         return Ok(Frame::simple("OK"));
     }
     if ctx.arg_is(2, "yes") || ctx.arg_is(2, "sync") {
         return Err(err(
-            "ERR SCRIPT DEBUG is not supported by the local store yet (the Lua debugger): command not executed",
+            "ERR the Lua debugger (SCRIPT DEBUG YES|SYNC) is not available in redoubt: nothing was changed; debug the script against a redis-server (redis-cli --ldb), then run it here",
         ));
     }
     Err(err("ERR Use SCRIPT DEBUG YES/SYNC/NO"))

@@ -70,7 +70,7 @@ function R.call(argv)
   local raw = ctl.raw
   if not raw then return fail("redis.call/pcall can only be called inside a script invocation") end
   local ok, r = raw(ctl.resp, argv)
-  if not ok then return FAIL, r.err end
+  if not ok then return FAIL, r.err, r.ignore_error_stats_update end
   return r
 end
 
@@ -78,7 +78,7 @@ function R.pcall(argv)
   local raw = ctl.raw
   if not raw then return fail("redis.call/pcall can only be called inside a script invocation") end
   local ok, r = raw(ctl.resp, argv)
-  if not ok and stop() then return FAIL, r.err end
+  if not ok and stop() then return FAIL, r.err, r.ignore_error_stats_update end
   return r
 end
 
