@@ -21,6 +21,11 @@ KEY_FLAG_BITS = [
 ]
 
 
+# COMMAND INFO hides may_replicate on purpose (Redis's server.c); these
+# are the commands whose src/commands/*.json carry it in Redis 7.0.
+HIDDEN_MAY_REPLICATE = {"eval", "evalsha", "fcall", "pfcount", "publish", "spublish"}
+
+
 def read_reply(f):
     line = f.readline()
     if not line:
@@ -102,6 +107,8 @@ def key_spec(spec):
 
 def row(info, docs):
     name, arity, flags, first, last, step, acl, tips, specs, subs = info[:10]
+    if name.lower() in HIDDEN_MAY_REPLICATE:
+        flags = list(flags) + ["may_replicate"]
     d = pairs(docs.get(name, {})) if docs else {}
     return (
         "    CommandSpec { name: %s, arity: %d, flags: %s, first_key: %d, last_key: %d, step: %d, "

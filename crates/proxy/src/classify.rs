@@ -153,9 +153,9 @@ pub fn classify(args: &[Bytes], spec: Option<&resp::CommandSpec>) -> Kind {
 
 fn spec_writes(spec: &resp::CommandSpec) -> bool {
     // A PUBLISH whose reply was lost may have been delivered: resending it
-    // could deliver it twice, so it is not a read (7.0's table does not
-    // flag it may-replicate).
-    spec.has(F_WRITE | F_MAY_REPLICATE)
+    // could deliver it twice, so it is not a read. PFCOUNT may replicate
+    // only its cached count: resending it is harmless, so it is one.
+    (spec.has(F_WRITE | F_MAY_REPLICATE) && spec.name != "pfcount")
         || spec.group == "scripting"
         || matches!(spec.name, "publish" | "spublish")
 }

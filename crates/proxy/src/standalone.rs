@@ -656,6 +656,11 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                     continue;
                 }
             }
+            // A script waits out CLIENT PAUSE before it takes its turn, so
+            // the other clients are not told BUSY meanwhile.
+            if runs_script(&req.args) {
+                local.store.wait_unpaused(&session, &req.args).await;
+            }
             let script_turn = (runs_script(&req.args) && !session.in_multi()).then(|| {
                 local.script.running.store(true, Ordering::Release);
                 ScriptTurn(&local.script)
@@ -710,9 +715,11 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 local.unjournaled.store(true, Ordering::Release);
             }
             let mut buf = BytesMut::new();
-            exec.reply.encode(&mut buf);
-            for m in &exec.more {
-                m.encode(&mut buf);
+            if !session.silenced() {
+                exec.reply.encode(&mut buf);
+                for m in &exec.more {
+                    m.encode(&mut buf);
+                }
             }
             local.metrics.local.increment(1);
             local.metrics.duration.record(started.elapsed());

@@ -804,3 +804,77 @@ fn a_command_waiting_on_a_script_is_journaled_after_it() {
     let mut c = Client::new(s.port);
     assert_eq!(c.cmd(&["GET", "k"]).as_deref(), Some("2"));
 }
+
+/// CLIENT REPLY OFF/SKIP/ON silence exactly what Redis silences (the
+/// writes still happen), and CLIENT PAUSE WRITE holds a writer, shown
+/// blocked, while readers go on, until CLIENT UNPAUSE: the same byte
+/// stream sent to Redis and to standalone Redoubt.
+#[test]
+fn client_reply_and_client_pause_behave_as_in_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let redis = test_support::RedisServer::new();
+    for port in [redis.port(), s.port] {
+        let mut c = Client::new(port);
+        let seq: &[&[&str]] = &[
+            &["CLIENT", "REPLY", "OFF"],
+            &["SET", "a", "1"],
+            &["GET", "a"],
+            &["CLIENT", "REPLY", "ON"],
+            &["GET", "a"],
+            &["CLIENT", "REPLY", "SKIP"],
+            &["SET", "b", "2"],
+            &["GET", "b"],
+            &["CLIENT", "REPLY", "maybe"],
+            &["PING"],
+        ];
+        for cmd in seq {
+            c.send(cmd).unwrap();
+        }
+        let mut replies = Vec::new();
+        loop {
+            let r = c.reply().unwrap();
+            let done = r == "+PONG";
+            replies.push(r);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(
+            replies,
+            ["+OK", "1", "2", "-ERR syntax error", "+PONG"],
+            "port {port}"
+        );
+
+        let mut pauser = Client::new(port);
+        let mut writer = Client::new(port);
+        let mut reader = Client::new(port);
+        assert_eq!(
+            pauser.cmd(&["CLIENT", "PAUSE", "60000", "WRITE"]).unwrap(),
+            "+OK"
+        );
+        writer.send(&["SET", "a", "paused"]).unwrap();
+        wait_for(
+            "the paused writer to show as blocked",
+            Duration::from_secs(10),
+            || {
+                reader
+                    .cmd(&["INFO", "clients"])
+                    .is_some_and(|i| i.contains("blocked_clients:1"))
+            },
+        );
+        assert_eq!(reader.cmd(&["GET", "a"]).unwrap(), "1", "port {port}");
+        // The writer has not been answered: its reply would be waiting.
+        writer.r.get_ref().set_nonblocking(true).unwrap();
+        let mut probe = [0u8; 1];
+        let pending = std::io::Read::read(writer.r.get_mut(), &mut probe);
+        assert!(
+            matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "port {port}: {pending:?}"
+        );
+        writer.r.get_ref().set_nonblocking(false).unwrap();
+        assert_eq!(pauser.cmd(&["CLIENT", "UNPAUSE"]).unwrap(), "+OK");
+        assert_eq!(writer.reply().unwrap(), "+OK", "port {port}");
+        assert_eq!(reader.cmd(&["GET", "a"]).unwrap(), "paused", "port {port}");
+    }
+}

@@ -42,6 +42,9 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("client|trackinginfo", client_trackinginfo),
     ("client|caching", client_caching),
     ("client|tracking", client_tracking),
+    ("client|pause", client_pause),
+    ("client|unpause", client_unpause),
+    ("client|reply", client_reply),
     ("restore-asking", crate::dump::restore),
     ("replicaof", replicaof),
     ("slaveof", replicaof),
@@ -284,6 +287,61 @@ fn client_tracking(ctx: &mut Ctx) -> Reply {
         ));
     }
     Err(err("ERR syntax error"))
+}
+
+/// CLIENT PAUSE timeout [WRITE|ALL]: commands wait in `Store::execute`
+/// (`wait_unpaused`). A pause already in effect is extended, never
+/// shortened or relaxed.
+fn client_pause(ctx: &mut Ctx) -> Reply {
+    let ms = crate::num::parse_i64(&ctx.args[2])
+        .ok_or_else(|| err("ERR timeout is not an integer or out of range"))?;
+    if ms < 0 {
+        return Err(err("ERR timeout is negative"));
+    }
+    let all = match ctx.args.len() {
+        3 => true,
+        4 if ctx.arg_is(3, "all") => true,
+        4 if ctx.arg_is(3, "write") => false,
+        4 => return Err(err("ERR CLIENT PAUSE mode must be WRITE or ALL")),
+        _ => return Err(err("ERR syntax error")),
+    };
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+    ctx.shared.pause.send_modify(|p| {
+        *p = Some(match *p {
+            Some(old) if tokio::time::Instant::now() < old.until => crate::store::Pause {
+                until: old.until.max(until),
+                all: old.all || all,
+            },
+            _ => crate::store::Pause { until, all },
+        })
+    });
+    ctx.shared
+        .paused
+        .store(true, std::sync::atomic::Ordering::Release);
+    Ok(Frame::simple("OK"))
+}
+
+fn client_unpause(ctx: &mut Ctx) -> Reply {
+    ctx.shared.pause.send_replace(None);
+    ctx.shared
+        .paused
+        .store(false, std::sync::atomic::Ordering::Release);
+    Ok(Frame::simple("OK"))
+}
+
+/// CLIENT REPLY ON|OFF|SKIP: the session's state; `Store::execute` marks
+/// each reply to send or not (`Session::silenced`).
+fn client_reply(ctx: &mut Ctx) -> Reply {
+    if ctx.arg_is(2, "on") {
+        ctx.sess.reply_off = false;
+    } else if ctx.arg_is(2, "off") {
+        ctx.sess.reply_off = true;
+    } else if ctx.arg_is(2, "skip") {
+        ctx.sess.skip_next = true;
+    } else {
+        return Err(err("ERR syntax error"));
+    }
+    Ok(Frame::simple("OK"))
 }
 
 /// `NO ONE` is what the store already is; following another Redis is

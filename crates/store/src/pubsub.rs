@@ -19,6 +19,9 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("unsubscribe", unsubscribe),
     ("punsubscribe", punsubscribe),
     ("publish", publish),
+    ("ssubscribe", ssubscribe),
+    ("sunsubscribe", sunsubscribe),
+    ("spublish", spublish),
     ("pubsub|channels", pubsub_channels),
     ("pubsub|numsub", pubsub_numsub),
     ("pubsub|numpat", pubsub_numpat),
@@ -56,43 +59,84 @@ fn sync_counts(ctx: &mut Ctx) {
     }
 }
 
+/// The three subscription namespaces.
+#[derive(Clone, Copy, PartialEq)]
+enum Space {
+    Channel,
+    Pattern,
+    /// SSUBSCRIBE's shard channels: counted and confirmed apart.
+    Shard,
+}
+
+impl Space {
+    fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Space::Channel => ("subscribe", "unsubscribe"),
+            Space::Pattern => ("psubscribe", "punsubscribe"),
+            Space::Shard => ("ssubscribe", "sunsubscribe"),
+        }
+    }
+
+    /// The session's subscriptions in this space.
+    fn mine(self, sess: &mut crate::session::Session) -> &mut indexmap::IndexSet<Bytes> {
+        match self {
+            Space::Channel => &mut sess.channels,
+            Space::Pattern => &mut sess.patterns,
+            Space::Shard => &mut sess.shard_channels,
+        }
+    }
+
+    /// Everyone's, by channel.
+    fn all(
+        self,
+        inner: &mut Inner,
+    ) -> &mut std::collections::HashMap<Bytes, indexmap::IndexSet<u64>> {
+        match self {
+            Space::Channel => &mut inner.channels,
+            Space::Pattern => &mut inner.patterns,
+            Space::Shard => &mut inner.shard_channels,
+        }
+    }
+
+    /// The count a confirmation carries: shard subscriptions count apart.
+    fn count(self, ctx: &Ctx) -> i64 {
+        match self {
+            Space::Shard => ctx.sess.shard_channels.len() as i64,
+            _ => (ctx.sess.channels.len() + ctx.sess.patterns.len()) as i64,
+        }
+    }
+}
+
 fn subscribe(ctx: &mut Ctx) -> Reply {
-    sub_generic(ctx, false)
+    sub_generic(ctx, Space::Channel)
 }
 
 fn psubscribe(ctx: &mut Ctx) -> Reply {
-    sub_generic(ctx, true)
+    sub_generic(ctx, Space::Pattern)
 }
 
-fn sub_generic(ctx: &mut Ctx, pattern: bool) -> Reply {
-    if ctx.sess.multi.is_some() || ctx.no_block {
-        // Redis refuses SUBSCRIBE inside MULTI at queue time (no-multi flag
-        // is not set for it in 7.0, but EXEC-ing it makes no sense for us).
-    }
+fn ssubscribe(ctx: &mut Ctx) -> Reply {
+    sub_generic(ctx, Space::Shard)
+}
+
+fn sub_generic(ctx: &mut Ctx, space: Space) -> Reply {
     let resp3 = ctx.resp3();
     let id = ctx.sess.id;
     let mut frames = Vec::new();
-    for ch in &ctx.args[1..] {
-        let new = if pattern {
-            ctx.sess.patterns.insert(ch.clone())
-        } else {
-            ctx.sess.channels.insert(ch.clone())
-        };
-        if new {
-            let map = if pattern {
-                &mut ctx.inner.patterns
-            } else {
-                &mut ctx.inner.channels
-            };
-            map.entry(ch.clone()).or_default().insert(id);
+    for ch in ctx.args[1..].iter().cloned() {
+        if space.mine(ctx.sess).insert(ch.clone()) {
+            space
+                .all(ctx.inner)
+                .entry(ch.clone())
+                .or_default()
+                .insert(id);
         }
-        let count = ctx.sess.channels.len() + ctx.sess.patterns.len();
         frames.push(push(
             resp3,
             vec![
-                kind(if pattern { "psubscribe" } else { "subscribe" }),
-                Frame::Bulk(ch.clone()),
-                Frame::Integer(count as i64),
+                kind(space.words().0),
+                Frame::Bulk(ch),
+                Frame::Integer(space.count(ctx)),
             ],
         ));
     }
@@ -101,41 +145,30 @@ fn sub_generic(ctx: &mut Ctx, pattern: bool) -> Reply {
 }
 
 fn unsubscribe(ctx: &mut Ctx) -> Reply {
-    unsub_generic(ctx, false)
+    unsub_generic(ctx, Space::Channel)
 }
 
 fn punsubscribe(ctx: &mut Ctx) -> Reply {
-    unsub_generic(ctx, true)
+    unsub_generic(ctx, Space::Pattern)
 }
 
-fn unsub_generic(ctx: &mut Ctx, pattern: bool) -> Reply {
+fn sunsubscribe(ctx: &mut Ctx) -> Reply {
+    unsub_generic(ctx, Space::Shard)
+}
+
+fn unsub_generic(ctx: &mut Ctx, space: Space) -> Reply {
     let resp3 = ctx.resp3();
     let id = ctx.sess.id;
-    let word = if pattern {
-        "punsubscribe"
-    } else {
-        "unsubscribe"
-    };
+    let word = space.words().1;
     let targets: Vec<Bytes> = if ctx.args.len() > 1 {
         ctx.args[1..].to_vec()
-    } else if pattern {
-        ctx.sess.patterns.iter().cloned().collect()
     } else {
-        ctx.sess.channels.iter().cloned().collect()
+        space.mine(ctx.sess).iter().cloned().collect()
     };
     let mut frames = Vec::new();
     for ch in &targets {
-        let was = if pattern {
-            ctx.sess.patterns.shift_remove(ch)
-        } else {
-            ctx.sess.channels.shift_remove(ch)
-        };
-        if was {
-            let map = if pattern {
-                &mut ctx.inner.patterns
-            } else {
-                &mut ctx.inner.channels
-            };
+        if space.mine(ctx.sess).shift_remove(ch) {
+            let map = space.all(ctx.inner);
             if let Some(s) = map.get_mut(ch) {
                 s.swap_remove(&id);
                 if s.is_empty() {
@@ -143,26 +176,49 @@ fn unsub_generic(ctx: &mut Ctx, pattern: bool) -> Reply {
                 }
             }
         }
-        let count = ctx.sess.channels.len() + ctx.sess.patterns.len();
         frames.push(push(
             resp3,
             vec![
                 kind(word),
                 Frame::Bulk(ch.clone()),
-                Frame::Integer(count as i64),
+                Frame::Integer(space.count(ctx)),
             ],
         ));
     }
     if frames.is_empty() {
-        let count = ctx.sess.channels.len() + ctx.sess.patterns.len();
         let null = if resp3 { Frame::Null } else { Frame::NullBulk };
         frames.push(push(
             resp3,
-            vec![kind(word), null, Frame::Integer(count as i64)],
+            vec![kind(word), null, Frame::Integer(space.count(ctx))],
         ));
     }
     sync_counts(ctx);
     confirm(ctx, frames)
+}
+
+/// SPUBLISH: to the shard channel's subscribers only, as `smessage`.
+fn spublish(ctx: &mut Ctx) -> Reply {
+    let (ch, msg) = (ctx.args[1].clone(), ctx.args[2].clone());
+    let ids: Vec<u64> = ctx
+        .inner
+        .shard_channels
+        .get(&ch)
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default();
+    let deliveries = ids
+        .into_iter()
+        .map(|id| {
+            (
+                id,
+                vec![
+                    kind("smessage"),
+                    Frame::Bulk(ch.clone()),
+                    Frame::Bulk(msg.clone()),
+                ],
+            )
+        })
+        .collect();
+    Ok(Frame::Integer(deliver(ctx.inner, deliveries)))
 }
 
 fn publish(ctx: &mut Ctx) -> Reply {
@@ -174,7 +230,6 @@ fn publish(ctx: &mut Ctx) -> Reply {
 /// Delivers a message to the channel's and matching patterns' subscribers;
 /// returns how many received it.
 pub(crate) fn publish_to(inner: &mut Inner, ch: &Bytes, msg: &Bytes) -> i64 {
-    let mut receivers = 0;
     let mut deliveries: Vec<(u64, Vec<Frame>)> = Vec::new();
     if let Some(ids) = inner.channels.get(ch) {
         for id in ids {
@@ -203,6 +258,14 @@ pub(crate) fn publish_to(inner: &mut Inner, ch: &Bytes, msg: &Bytes) -> i64 {
             }
         }
     }
+    let receivers = deliver(inner, deliveries);
+    inner.stats.pubsub_messages += 1;
+    receivers
+}
+
+/// Pushes each message to its client; returns how many were sent.
+fn deliver(inner: &mut Inner, deliveries: Vec<(u64, Vec<Frame>)>) -> i64 {
+    let mut receivers = 0;
     for (id, items) in deliveries {
         let Some(c) = inner.clients.get(&id) else {
             continue;
@@ -219,7 +282,6 @@ pub(crate) fn publish_to(inner: &mut Inner, ch: &Bytes, msg: &Bytes) -> i64 {
             Err(TrySendError::Closed(_)) => {}
         }
     }
-    inner.stats.pubsub_messages += 1;
     receivers
 }
 
@@ -362,14 +424,30 @@ fn pubsub_numpat(ctx: &mut Ctx) -> Reply {
     Ok(Frame::Integer(ctx.inner.patterns.len() as i64))
 }
 
-fn pubsub_shardchannels(_ctx: &mut Ctx) -> Reply {
-    Ok(Frame::Array(Vec::new()))
+fn pubsub_shardchannels(ctx: &mut Ctx) -> Reply {
+    let pat = ctx.args.get(2).cloned();
+    let out = ctx
+        .inner
+        .shard_channels
+        .keys()
+        .filter(|c| pat.as_ref().is_none_or(|p| glob_match(p, c, false)))
+        .cloned()
+        .map(Frame::Bulk)
+        .collect();
+    Ok(Frame::Array(out))
 }
 
 fn pubsub_shardnumsub(ctx: &mut Ctx) -> Reply {
     let pairs: Vec<(Frame, Frame)> = ctx.args[2..]
         .iter()
-        .map(|c| (Frame::Bulk(c.clone()), Frame::Integer(0)))
+        .map(|c| {
+            let n = ctx
+                .inner
+                .shard_channels
+                .get(c)
+                .map_or(0, |s| s.len() as i64);
+            (Frame::Bulk(c.clone()), Frame::Integer(n))
+        })
         .collect();
     // Redis 7.0 answers a flat array here even under RESP3.
     Ok(Frame::Array(

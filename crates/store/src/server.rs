@@ -282,6 +282,14 @@ fn reset(ctx: &mut Ctx) -> Reply {
             }
         }
     }
+    for ch in std::mem::take(&mut ctx.sess.shard_channels) {
+        if let Some(s) = ctx.inner.shard_channels.get_mut(&ch) {
+            s.swap_remove(&id);
+            if s.is_empty() {
+                ctx.inner.shard_channels.remove(&ch);
+            }
+        }
+    }
     ctx.sess.db = 0;
     ctx.sess.resp = 2;
     if let Some(c) = ctx.inner.clients.get_mut(&id) {
@@ -525,7 +533,7 @@ const FLAG_NAMES: &[(u32, &str)] = &[
     (resp::command::F_ASKING, "asking"),
     (resp::command::F_FAST, "fast"),
     (resp::command::F_NO_AUTH, "no_auth"),
-    (resp::command::F_MAY_REPLICATE, "may_replicate"),
+    // may_replicate is left out, as Redis hides it from COMMAND INFO.
     (resp::command::F_NO_MANDATORY_KEYS, "no_mandatory_keys"),
     (resp::command::F_NO_MULTI, "no_multi"),
     (resp::command::F_MOVABLEKEYS, "movablekeys"),

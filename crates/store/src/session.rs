@@ -31,6 +31,8 @@ pub struct Session {
     pub(crate) watched: Vec<(usize, Bytes)>,
     pub(crate) channels: IndexSet<Bytes>,
     pub(crate) patterns: IndexSet<Bytes>,
+    /// SSUBSCRIBE's shard channels (a namespace of their own).
+    pub(crate) shard_channels: IndexSet<Bytes>,
     pub(crate) pushes: mpsc::Receiver<Frame>,
     pub(crate) killed: Arc<AtomicBool>,
     pub(crate) unblock: Arc<Notify>,
@@ -45,6 +47,12 @@ pub struct Session {
     /// The blocking command being retried was counted in the command
     /// stats when it first blocked: it is one call, however many tries.
     pub(crate) block_counted: bool,
+    /// CLIENT REPLY OFF: no replies until ON.
+    pub(crate) reply_off: bool,
+    /// CLIENT REPLY SKIP: the next command gets no reply.
+    pub(crate) skip_next: bool,
+    /// The last command's reply is not to be sent (see [`Session::silenced`]).
+    pub(crate) silenced: bool,
 }
 
 impl Session {
@@ -79,9 +87,15 @@ impl Session {
         self.multi.is_some()
     }
 
+    /// True when the reply of the command just executed must not be sent
+    /// (`CLIENT REPLY OFF` or `SKIP`); its effects are journaled all the same.
+    pub fn silenced(&self) -> bool {
+        self.silenced
+    }
+
     /// Number of channel and pattern subscriptions.
     pub fn subscriptions(&self) -> usize {
-        self.channels.len() + self.patterns.len()
+        self.channels.len() + self.patterns.len() + self.shard_channels.len()
     }
 
     /// Pub/sub messages for this client, to be written to its socket
@@ -147,6 +161,7 @@ impl Drop for Session {
                     watched: std::mem::take(&mut self.watched),
                     channels: std::mem::take(&mut self.channels),
                     patterns: std::mem::take(&mut self.patterns),
+                    shard_channels: std::mem::take(&mut self.shard_channels),
                     pushes: rx,
                     killed: self.killed.clone(),
                     unblock: self.unblock.clone(),
@@ -154,6 +169,9 @@ impl Drop for Session {
                     command_hook: None,
                     script: false,
                     block_counted: false,
+                    reply_off: false,
+                    skip_next: false,
+                    silenced: false,
                 };
                 s.defer(|d| d.departures.push(gone));
             }

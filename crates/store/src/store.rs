@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use indexmap::IndexSet;
-use resp::command::{F_DENYOOM, F_NO_MULTI, F_WRITE};
+use resp::command::{F_DENYOOM, F_MAY_REPLICATE, F_NO_MULTI, F_WRITE};
 use resp::Frame;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -120,6 +120,7 @@ pub(crate) struct Inner {
     pub watchers: HashMap<(usize, Bytes), Vec<(u64, bool)>>,
     pub channels: HashMap<Bytes, IndexSet<u64>>,
     pub patterns: HashMap<Bytes, IndexSet<u64>>,
+    pub shard_channels: HashMap<Bytes, IndexSet<u64>>,
     pub config: Config,
     pub stats: Stats,
     pub used_memory: usize,
@@ -238,6 +239,14 @@ impl Inner {
                 }
             }
         }
+        for ch in sess.shard_channels.drain(..) {
+            if let Some(s) = self.shard_channels.get_mut(&ch) {
+                s.swap_remove(&sess.id);
+                if s.is_empty() {
+                    self.shard_channels.remove(&ch);
+                }
+            }
+        }
         self.clients.remove(&sess.id);
     }
 
@@ -268,6 +277,41 @@ pub(crate) struct Shared {
     /// Something waits in `deferred`: every command takes the lock, and
     /// only this flag is read on that path.
     pub deferred_pending: AtomicBool,
+    /// CLIENT PAUSE in effect, if any.
+    pub pause: watch::Sender<Option<Pause>>,
+    /// A pause was set (and maybe not yet ended): the one flag commands
+    /// read when nothing is paused.
+    pub paused: AtomicBool,
+}
+
+/// One `CLIENT PAUSE`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pause {
+    pub until: tokio::time::Instant,
+    /// `ALL`; else `WRITE`.
+    pub all: bool,
+}
+
+/// True when `args` from `session` waits out pause `p`.
+fn pauses(p: &Pause, session: &Session, args: &[Bytes]) -> bool {
+    let Some(spec) = resp::lookup(args) else {
+        return p.all;
+    };
+    if spec.name == "client|unpause" {
+        return false;
+    }
+    if p.all {
+        return true;
+    }
+    let writes = |s: &resp::CommandSpec| s.flags & (F_WRITE | F_MAY_REPLICATE) != 0;
+    if spec.name == "exec" {
+        return session
+            .multi
+            .as_ref()
+            .is_some_and(|q| q.iter().filter_map(|c| resp::lookup(c)).any(writes));
+    }
+    // Queued commands wait at EXEC, as in Redis.
+    session.multi.is_none() && writes(spec)
 }
 
 /// See [`Shared::deferred`].
@@ -282,6 +326,9 @@ pub(crate) struct Deferred {
     /// Replies sent without the lock, for the stats: the error text (none
     /// for a success) and the command they answered, when the table knows it.
     pub replies: Vec<(Option<Bytes>, Option<&'static str>)>,
+    /// Clients that began (`true`) or ended waiting out a CLIENT PAUSE:
+    /// shown blocked meanwhile, as Redis shows them.
+    pub paused: Vec<(u64, bool)>,
 }
 
 impl Shared {
@@ -332,6 +379,11 @@ impl Shared {
                 }
                 (None, Some(cmd)) => inner.stats.called(cmd, 0, false),
                 (None, None) => {}
+            }
+        }
+        for (id, waiting) in d.paused.drain(..) {
+            if let Some(c) = inner.clients.get_mut(&id) {
+                c.blocked = waiting;
             }
         }
         let gone: Vec<Session> = d.departures.drain(..).collect();
@@ -645,6 +697,7 @@ impl Store {
             watchers: HashMap::new(),
             channels: HashMap::new(),
             patterns: HashMap::new(),
+            shard_channels: HashMap::new(),
             config,
             stats: Stats::default(),
             used_memory: 0,
@@ -673,6 +726,8 @@ impl Store {
                 next_id: AtomicU64::new(1),
                 deferred: Mutex::default(),
                 deferred_pending: AtomicBool::new(false),
+                pause: watch::channel(None).0,
+                paused: AtomicBool::new(false),
             }),
         }
     }
@@ -727,6 +782,7 @@ impl Store {
             watched: Vec::new(),
             channels: IndexSet::new(),
             patterns: IndexSet::new(),
+            shard_channels: IndexSet::new(),
             pushes: rx,
             killed,
             unblock,
@@ -734,6 +790,9 @@ impl Store {
             command_hook: None,
             script: false,
             block_counted: false,
+            reply_off: false,
+            skip_next: false,
+            silenced: false,
         }
     }
 
@@ -750,6 +809,7 @@ impl Store {
             watched: Vec::new(),
             channels: IndexSet::new(),
             patterns: IndexSet::new(),
+            shard_channels: IndexSet::new(),
             pushes: rx,
             killed: Arc::new(AtomicBool::new(false)),
             unblock: Arc::new(Notify::new()),
@@ -757,6 +817,9 @@ impl Store {
             command_hook: None,
             script: false,
             block_counted: false,
+            reply_off: false,
+            skip_next: false,
+            silenced: false,
         }
     }
 
@@ -764,6 +827,71 @@ impl Store {
     /// here (tokio time) until served, timed out or unblocked; nothing else
     /// awaits, and the lock is never held across an await.
     pub async fn execute(&self, session: &mut Session, args: Vec<Bytes>) -> Executed {
+        self.wait_unpaused(session, &args).await;
+        let skipped = std::mem::take(&mut session.skip_next);
+        let reply_cmd = (args.len() == 3
+            && args[0].eq_ignore_ascii_case(b"client")
+            && args[1].eq_ignore_ascii_case(b"reply"))
+        .then(|| args[2].to_ascii_lowercase());
+        let exec = self.execute_blocking(session, args).await;
+        session.silenced = match reply_cmd.as_deref() {
+            Some(b"on") => false,
+            Some(b"off" | b"skip") => true,
+            _ => skipped || session.reply_off,
+        };
+        exec
+    }
+
+    /// Waits while `CLIENT PAUSE` holds `args` back: every command under
+    /// `ALL` (but CLIENT UNPAUSE, the way out), writes and commands that
+    /// may write (scripts, EXEC of a write) under `WRITE`. Returns at once
+    /// when nothing is paused.
+    pub async fn wait_unpaused(&self, session: &Session, args: &[Bytes]) {
+        if !self.shared.paused.load(Ordering::Acquire) {
+            return;
+        }
+        let mut rx = self.shared.pause.subscribe();
+        struct Waiting<'a>(&'a Shared, u64, bool);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                if self.2 {
+                    let id = self.1;
+                    self.0.defer(|d| d.paused.push((id, false)));
+                }
+            }
+        }
+        let mut waiting = Waiting(&self.shared, session.id, false);
+        loop {
+            let Some(p) = *rx.borrow_and_update() else {
+                return;
+            };
+            // A script that declares no-writes is not held back; the lock
+            // is only tried (a running script holds it): unknown, it waits.
+            let no_writes = || {
+                self.shared
+                    .inner
+                    .try_lock()
+                    .is_ok_and(|i| crate::scripting::declares_no_writes(&i, args))
+            };
+            if tokio::time::Instant::now() >= p.until
+                || !pauses(&p, session, args)
+                || (!p.all && no_writes())
+            {
+                return;
+            }
+            if !waiting.2 {
+                waiting.2 = true;
+                let id = session.id;
+                self.shared.defer(|d| d.paused.push((id, true)));
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(p.until) => return,
+            }
+        }
+    }
+
+    async fn execute_blocking(&self, session: &mut Session, args: Vec<Bytes>) -> Executed {
         let mut args = detach(args);
         session.block_counted = false;
         let mut deadline: Option<tokio::time::Instant> = None;

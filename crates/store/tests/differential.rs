@@ -650,6 +650,42 @@ async fn pubsub_between_clients_matches_redis() {
 }
 
 #[tokio::test]
+async fn sharded_pubsub_between_clients_matches_redis() {
+    let server = RedisServer::new();
+    let mut sub = Pair::new(&server);
+    let mut publisher = sub.another(&server);
+    let mut mismatches = Vec::new();
+    for (p, cmd) in [
+        (&mut sub, "SSUBSCRIBE sh other; SUBSCRIBE sh"),
+        (
+            &mut publisher,
+            "SPUBLISH sh hello; PUBLISH sh plain; SPUBLISH nobody x; PUBSUB SHARDCHANNELS s*; PUBSUB SHARDCHANNELS o*; PUBSUB SHARDNUMSUB sh nobody; PUBSUB NUMSUB sh",
+        ),
+    ] {
+        p.run_seq(&parse(cmd), &mut mismatches).await;
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    // smessage from SPUBLISH, message from PUBLISH: two namespaces.
+    for _ in 0..2 {
+        let theirs = sub.redis.read();
+        let ours = sub.session.pushes().recv().await.expect("a push frame");
+        assert_eq!(theirs, ours);
+    }
+    sub.run_seq(
+        &parse("GET k; SUNSUBSCRIBE other nope; SUNSUBSCRIBE; SUNSUBSCRIBE; UNSUBSCRIBE; RESET; SSUBSCRIBE a; RESET"),
+        &mut mismatches,
+    )
+    .await;
+    publisher
+        .run_seq(
+            &parse("PUBSUB SHARDCHANNELS; SPUBLISH a m"),
+            &mut mismatches,
+        )
+        .await;
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[tokio::test]
 async fn scan_visits_every_key_like_redis() {
     let server = RedisServer::new();
     let mut p = Pair::new(&server);

@@ -86,6 +86,43 @@ fn with_engine(ctx: &mut Ctx, f: impl FnOnce(&mut Ctx, &mut Engine) -> Reply) ->
     out
 }
 
+/// True when the script `args` runs (EVAL, EVALSHA, FCALL) declares
+/// `no-writes`, as far as `inner` knows it: Redis's flags for CLIENT PAUSE
+/// WRITE, which holds back only scripts that may write.
+pub(crate) fn declares_no_writes(inner: &Inner, args: &[Bytes]) -> bool {
+    let no_writes = |fl: u32| fl & flags::EVAL_COMPAT == 0 && fl & flags::NO_WRITES != 0;
+    let Some(name) = args.first() else {
+        return false;
+    };
+    if name.eq_ignore_ascii_case(b"eval") {
+        return args
+            .get(1)
+            .is_some_and(|b| shebang(b).is_ok_and(|(fl, _)| no_writes(fl)));
+    }
+    if name.eq_ignore_ascii_case(b"evalsha") {
+        let sha = args
+            .get(1)
+            .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+        return inner.scripting.eval.as_ref().is_some_and(|e| {
+            sha.as_deref()
+                .and_then(|sha| e.scripts.get(sha))
+                .is_some_and(|s| no_writes(s.flags))
+        });
+    }
+    if name.eq_ignore_ascii_case(b"fcall") {
+        let Some(f) = args.get(1).map(|f| String::from_utf8_lossy(f).into_owned()) else {
+            return false;
+        };
+        return inner
+            .scripting
+            .libraries
+            .values()
+            .flat_map(|l| l.functions.iter())
+            .any(|func| func.name == f && func.flags & flags::NO_WRITES != 0);
+    }
+    false
+}
+
 /// Splits a `#!lua flags=...` first line off: the flags, and how many
 /// bytes to skip (the newline stays, so line numbers hold).
 fn shebang(body: &[u8]) -> Result<(u32, usize), String> {
