@@ -815,8 +815,7 @@ impl Outage {
         if NOT_HERE.contains(&spec.name) || spec.has(resp::command::F_BLOCKING) {
             return false;
         }
-        self.replica.get().is_some_and(|r| r.is_complete())
-            && store::implemented_commands().contains(&spec.name)
+        self.replica.get().is_some_and(|r| r.is_complete()) && store::implements(spec.name)
     }
 
     /// A `MULTI … EXEC` block while Redis is not Up: served here only if

@@ -139,7 +139,7 @@ pub use glob::glob_match;
 pub use scripting::{CommandHook, KeyAccess, KeyHook};
 pub use session::Session;
 pub use snapshot::Snapshot;
-pub use store::{implemented_commands, Clock, Pushes, Store, StoreConfig};
+pub use store::{implemented_commands, implements, Clock, Pushes, Store, StoreConfig};
 
 /// A score as text that reads back to the same `f64` (`%.17g`, `inf`,
 /// `-inf`), for writing a sorted set back with `ZADD`.

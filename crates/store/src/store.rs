@@ -431,6 +431,11 @@ fn table() -> &'static HashMap<&'static str, Handler> {
     })
 }
 
+/// True when this store runs `name` (a full name: `get`, `config|set`).
+pub fn implements(name: &str) -> bool {
+    table().contains_key(name)
+}
+
 /// Names of the commands this store implements (for docs and tests).
 pub fn implemented_commands() -> Vec<&'static str> {
     let mut v: Vec<_> = table().keys().copied().collect();

@@ -50,7 +50,7 @@ impl Outage {
             return None;
         }
         let name = resp::lookup(args).map(|s| s.name)?;
-        if !store::implemented_commands().contains(&name) {
+        if !store::implements(name) {
             return None;
         }
         if let Some(denied) = caller.check(args) {
