@@ -140,10 +140,53 @@ struct Local {
 /// does from inside a slow script. The journal's order must stay the
 /// store's (module docs): every other command waits until the script's
 /// effects are appended.
+///
+/// A script whose earlier runs were all short runs on this thread instead
+/// ([`ScriptHistory`]): the hand-off to another thread and back costs more
+/// than such a script, and Redis too answers nobody while a script runs
+/// shorter than busy-reply-threshold.
 #[derive(Default)]
 struct ScriptFlight {
     running: AtomicBool,
     done: tokio::sync::Notify,
+    history: std::sync::Mutex<ScriptHistory>,
+}
+
+/// How each script (by EVALSHA's digest, EVAL's body, FCALL's function)
+/// has run lately, to pick where the next run goes: its count of short runs
+/// in a row. A long run starts the count over, so a script that has grown
+/// slow goes back to its own thread; a thread's run that only looked long
+/// because this busy machine ran something else meanwhile costs a few
+/// runs on the thread, nothing more.
+#[derive(Default)]
+struct ScriptHistory {
+    runs: std::collections::HashMap<Bytes, u32>,
+}
+
+impl ScriptHistory {
+    /// Short runs in a row before a script may run inline, and how short
+    /// each must be. Far under busy-reply-threshold (5 s by default): a
+    /// script that ran this fast this often is not expected to near it.
+    const RUNS: u32 = 8;
+    const FAST: Duration = Duration::from_millis(2);
+    /// Scripts remembered; past this the table starts over.
+    const MAX: usize = 10_000;
+
+    fn inline(&self, key: &Bytes) -> bool {
+        self.runs.get(key).is_some_and(|&n| n >= Self::RUNS)
+    }
+
+    fn ran(&mut self, k: Bytes, took: Duration) {
+        if self.runs.len() >= Self::MAX && !self.runs.contains_key(&k) {
+            self.runs.clear();
+        }
+        let n = self.runs.entry(k).or_insert(0);
+        *n = if took < Self::FAST {
+            n.saturating_add(1)
+        } else {
+            0
+        };
+    }
 }
 
 /// Clears [`ScriptFlight::running`] however the script's turn ends.
@@ -661,10 +704,19 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             if runs_script(&req.args) {
                 local.store.wait_unpaused(&session, &req.args).await;
             }
-            let script_turn = (runs_script(&req.args) && !session.in_multi()).then(|| {
+            // EVALSHA's digest, EVAL's body, FCALL's function.
+            let history_key = (runs_script(&req.args) && !session.in_multi())
+                .then(|| req.args.get(1).cloned())
+                .flatten();
+            let is_script = history_key.is_some();
+            let inline = history_key
+                .as_ref()
+                .is_some_and(|k| local.script.history.lock().is_ok_and(|h| h.inline(k)));
+            let script_turn = (is_script && !inline).then(|| {
                 local.script.running.store(true, Ordering::Release);
                 ScriptTurn(&local.script)
             });
+            let mut ran_for = None;
             let exec = if script_turn.is_some() {
                 // Off this thread, holding the store; see ScriptFlight.
                 let store = local.store.clone();
@@ -672,13 +724,17 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 let args = req.args;
                 let mut s = session;
                 match tokio::task::spawn_blocking(move || {
+                    // The script's own time, without the hand-offs (which
+                    // a busy machine can stretch): what ScriptHistory keeps.
+                    let t = std::time::Instant::now();
                     let e = handle.block_on(store.execute(&mut s, args));
-                    (s, e)
+                    (s, e, t.elapsed())
                 })
                 .await
                 {
-                    Ok((s, e)) => {
+                    Ok((s, e, took)) => {
                         session = s;
+                        ran_for = Some(took);
                         Some(e)
                     }
                     Err(e) => {
@@ -705,6 +761,11 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 }
             };
             let Some(exec) = exec else { return };
+            if let Some(k) = history_key {
+                if let Ok(mut h) = local.script.history.lock() {
+                    h.ran(k, ran_for.unwrap_or_else(|| started.elapsed()));
+                }
+            }
             // No await between execute and append: see the module docs.
             let durable: Vec<Durable> = entries(&exec)
                 .into_iter()
@@ -812,5 +873,25 @@ mod tests {
         assert!(!should_compact(10, 1, 4.0, 64), "below the minimum size");
         assert!(should_compact(100, 10, 4.0, 64));
         assert!(!should_compact(100, 30, 4.0, 64), "not 4× the live data");
+    }
+
+    #[test]
+    fn a_script_runs_inline_only_after_enough_short_runs_in_a_row() {
+        let mut h = ScriptHistory::default();
+        let (fast, slow) = (Bytes::from_static(b"fast"), Bytes::from_static(b"slow"));
+        for n in 0..ScriptHistory::RUNS {
+            assert!(!h.inline(&fast), "inline after {n} runs");
+            h.ran(fast.clone(), Duration::from_micros(50));
+        }
+        assert!(h.inline(&fast));
+        // One long run sends it back to its own thread, until it has run
+        // short enough times in a row again.
+        h.ran(fast.clone(), ScriptHistory::FAST);
+        assert!(!h.inline(&fast));
+        for _ in 0..ScriptHistory::RUNS * 2 {
+            h.ran(slow.clone(), Duration::from_millis(30));
+            h.ran(slow.clone(), Duration::from_micros(50));
+        }
+        assert!(!h.inline(&slow), "never eight short runs in a row");
     }
 }
