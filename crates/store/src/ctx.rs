@@ -225,7 +225,11 @@ impl<'a> Ctx<'a> {
         let i = self.inner.dbs[self.db].map.get_index_of(key)?;
         match self.inner.dbs[self.db].map[i].expire_at {
             Some(t) if t <= now => {
-                self.expire_if_needed(key);
+                // During CLIENT PAUSE a key past its TTL reads as gone but
+                // is not deleted (no expiry is propagated), as in Redis.
+                if !self.shared.expiry_paused() {
+                    self.expire_if_needed(key);
+                }
                 None
             }
             _ => Some(i),

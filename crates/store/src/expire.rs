@@ -16,6 +16,9 @@ const REPEAT_ABOVE: usize = SAMPLE / 4;
 const BUDGET: Duration = Duration::from_millis(2);
 
 pub(crate) fn active_cycle(shared: &Shared, now: u64) -> usize {
+    if shared.expiry_paused() {
+        return 0;
+    }
     let start = Instant::now();
     let mut inner = shared.lock();
     let mut rng = rand::thread_rng();

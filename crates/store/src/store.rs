@@ -341,6 +341,16 @@ impl Shared {
         inner
     }
 
+    /// True while a CLIENT PAUSE is in effect: keys past their TTL are not
+    /// deleted meanwhile (Redis pauses expiry with its clients).
+    pub fn expiry_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+            && self
+                .pause
+                .borrow()
+                .is_some_and(|p| tokio::time::Instant::now() < p.until)
+    }
+
     /// Queues client bookkeeping for the next lock.
     pub fn defer(&self, f: impl FnOnce(&mut Deferred)) {
         let mut d = match self.deferred.lock() {

@@ -247,6 +247,40 @@ async fn a_blocked_pop_waits_through_its_key_holding_another_type() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn keys_past_their_ttl_during_client_pause_read_as_gone_and_expire_after_it() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    let expired = |info: &Frame| match info {
+        Frame::Bulk(b) => String::from_utf8_lossy(b)
+            .lines()
+            .find_map(|l| l.strip_prefix("expired_keys:").map(str::to_string))
+            .unwrap_or_default(),
+        other => format!("{other:?}"),
+    };
+    run(&store, &mut s, &["SET", "k", "v", "PX", "10"]).await;
+    run(&store, &mut s, &["CLIENT", "PAUSE", "60000", "WRITE"]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        run(&store, &mut s, &["GET", "k"]).await.reply,
+        Frame::NullBulk
+    );
+    assert_eq!(
+        store.active_expire_cycle(),
+        0,
+        "active expiry runs during a pause"
+    );
+    let info = run(&store, &mut s, &["INFO", "stats"]).await.reply;
+    assert_eq!(expired(&info), "0", "expired during the pause");
+    run(&store, &mut s, &["CLIENT", "UNPAUSE"]).await;
+    assert_eq!(
+        run(&store, &mut s, &["GET", "k"]).await.reply,
+        Frame::NullBulk
+    );
+    let info = run(&store, &mut s, &["INFO", "stats"]).await.reply;
+    assert_eq!(expired(&info), "1");
+}
+
 #[tokio::test]
 async fn publish_reaches_channel_and_pattern_subscribers() {
     let store = Store::new(StoreConfig::default());
