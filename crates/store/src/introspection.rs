@@ -48,7 +48,7 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ("restore-asking", crate::dump::restore),
     ("replicaof", replicaof),
     ("slaveof", replicaof),
-    ("replconf", not_a_replica_link),
+    ("replconf", crate::server::no_replicas_here),
     ("migrate", migrate),
     ("save", persisted_by_journal),
     ("bgsave", persisted_by_journal),
@@ -352,12 +352,6 @@ fn replicaof(ctx: &mut Ctx) -> Reply {
     }
     Err(err(
         "ERR standalone redoubt cannot become a replica: nothing was changed; to sit in front of a Redis, run redoubt serve --upstream redis://HOST:PORT",
-    ))
-}
-
-fn not_a_replica_link(_ctx: &mut Ctx) -> Reply {
-    Err(err(
-        "ERR standalone Redoubt does not serve replicas (its durability is its journal; see redoubt journal export): command not executed",
     ))
 }
 

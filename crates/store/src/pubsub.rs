@@ -389,10 +389,18 @@ pub(crate) fn notify(inner: &mut Inner, db: usize, cls: u32, event: &str, key: &
 }
 
 fn pubsub_channels(ctx: &mut Ctx) -> Reply {
+    list_channels(ctx, Space::Channel)
+}
+
+fn pubsub_shardchannels(ctx: &mut Ctx) -> Reply {
+    list_channels(ctx, Space::Shard)
+}
+
+/// PUBSUB CHANNELS / SHARDCHANNELS [pattern].
+fn list_channels(ctx: &mut Ctx, space: Space) -> Reply {
     let pat = ctx.args.get(2).cloned();
-    let out = ctx
-        .inner
-        .channels
+    let out = space
+        .all(ctx.inner)
         .keys()
         .filter(|c| pat.as_ref().is_none_or(|p| glob_match(p, c, false)))
         .cloned()
@@ -402,58 +410,28 @@ fn pubsub_channels(ctx: &mut Ctx) -> Reply {
 }
 
 fn pubsub_numsub(ctx: &mut Ctx) -> Reply {
-    let pairs: Vec<(Frame, Frame)> = ctx.args[2..]
+    count_subscribers(ctx, Space::Channel)
+}
+
+fn pubsub_shardnumsub(ctx: &mut Ctx) -> Reply {
+    count_subscribers(ctx, Space::Shard)
+}
+
+/// PUBSUB NUMSUB / SHARDNUMSUB channel…: Redis 7.0 answers a flat array
+/// here even under RESP3.
+fn count_subscribers(ctx: &mut Ctx, space: Space) -> Reply {
+    let names = &ctx.args[2..];
+    let subs = space.all(ctx.inner);
+    let out = names
         .iter()
-        .map(|c| {
-            (
-                Frame::Bulk(c.clone()),
-                Frame::Integer(ctx.inner.channels.get(c).map_or(0, |s| s.len() as i64)),
-            )
+        .flat_map(|c| {
+            let n = subs.get(c).map_or(0, |s| s.len() as i64);
+            [Frame::Bulk(c.clone()), Frame::Integer(n)]
         })
-        .collect();
-    // Redis 7.0 answers a flat array here even under RESP3.
-    Ok(Frame::Array(
-        pairs
-            .into_iter()
-            .flat_map(|(k, v)| [k, v])
-            .collect::<Vec<Frame>>(),
-    ))
-}
-
-fn pubsub_numpat(ctx: &mut Ctx) -> Reply {
-    Ok(Frame::Integer(ctx.inner.patterns.len() as i64))
-}
-
-fn pubsub_shardchannels(ctx: &mut Ctx) -> Reply {
-    let pat = ctx.args.get(2).cloned();
-    let out = ctx
-        .inner
-        .shard_channels
-        .keys()
-        .filter(|c| pat.as_ref().is_none_or(|p| glob_match(p, c, false)))
-        .cloned()
-        .map(Frame::Bulk)
         .collect();
     Ok(Frame::Array(out))
 }
 
-fn pubsub_shardnumsub(ctx: &mut Ctx) -> Reply {
-    let pairs: Vec<(Frame, Frame)> = ctx.args[2..]
-        .iter()
-        .map(|c| {
-            let n = ctx
-                .inner
-                .shard_channels
-                .get(c)
-                .map_or(0, |s| s.len() as i64);
-            (Frame::Bulk(c.clone()), Frame::Integer(n))
-        })
-        .collect();
-    // Redis 7.0 answers a flat array here even under RESP3.
-    Ok(Frame::Array(
-        pairs
-            .into_iter()
-            .flat_map(|(k, v)| [k, v])
-            .collect::<Vec<Frame>>(),
-    ))
+fn pubsub_numpat(ctx: &mut Ctx) -> Reply {
+    Ok(Frame::Integer(ctx.inner.patterns.len() as i64))
 }

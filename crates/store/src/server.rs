@@ -115,7 +115,7 @@ fn failover(_ctx: &mut Ctx) -> Reply {
     Err(err("ERR FAILOVER requires connected replicas."))
 }
 
-fn no_replicas_here(_ctx: &mut Ctx) -> Reply {
+pub(crate) fn no_replicas_here(_ctx: &mut Ctx) -> Reply {
     Err(err(
         "ERR standalone Redoubt does not serve replicas (its durability is its journal; see redoubt journal export): command not executed",
     ))
