@@ -121,6 +121,8 @@ pub struct Outage {
     /// Scripts clients sent, for `EVALSHA` here and for a Redis that
     /// comes back without them.
     scripts: crate::scripts::ScriptCache,
+    /// In front of a Redis Cluster: whose slots are unreachable.
+    cluster: OnceLock<Arc<upstream::cluster::Cluster>>,
 }
 
 /// A `GET`/`HGETALL` whose reply should go into the near-cache: the
@@ -219,6 +221,10 @@ pub fn absolute(args: &[Bytes], now: u64) -> Vec<Bytes> {
     }
 }
 
+/// How often a replay that keeps stopping for the same kind of reason is
+/// logged as a warning.
+const REPLAY_STOP_REMINDER: Duration = Duration::from_secs(10);
+
 impl Outage {
     /// Local serving for `keyspaces`, journaling into `journal`. Rebuilds
     /// the local state of every record not yet replayed, so a restart in
@@ -250,6 +256,7 @@ impl Outage {
             replay_now: tokio::sync::Notify::new(),
             data_dir: OnceLock::new(),
             scripts: crate::scripts::ScriptCache::new(crate::scripts::DEFAULT_MAX_BYTES),
+            cluster: OnceLock::new(),
         };
         if o.journal.pending_entries() > 0 {
             // Only what was not replayed yet: records Redis already has are
@@ -326,6 +333,58 @@ impl Outage {
     fn restoring(&self) -> bool {
         self.replica.get().is_some_and(|r| r.restoring())
             || self.writer.get().is_some_and(|w| w.waiting())
+    }
+
+    /// In front of a Redis Cluster: a slot whose primary cannot be reached
+    /// is in an outage of its own ([`Outage::state_for`]) while the rest
+    /// of the cluster answers, and whatever is served here keeps to one
+    /// slot, as a cluster transaction must.
+    pub fn attach_cluster(&self, cluster: Arc<upstream::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The state a command on `args` meets: `state` (the prober's, for
+    /// the whole upstream), or Down when one of its keys is in a cluster
+    /// slot whose primary cannot be reached now.
+    pub fn state_for(&self, state: State, args: &[Bytes]) -> State {
+        match self.cluster.get() {
+            Some(c) if state != State::Down && c.degraded() => {
+                let down = Self::keys(args)
+                    .iter()
+                    .any(|k| c.slot_unreachable(upstream::cluster::key_slot(k)));
+                if down {
+                    State::Down
+                } else {
+                    state
+                }
+            }
+            _ => state,
+        }
+    }
+
+    /// [`Outage::state_for`] a transaction: Down when any of its commands is.
+    pub fn state_for_all(&self, state: State, cmds: &[Vec<Bytes>]) -> State {
+        if self.cluster.get().is_some_and(|c| c.degraded())
+            && cmds.iter().any(|c| self.state_for(state, c) == State::Down)
+        {
+            return State::Down;
+        }
+        state
+    }
+
+    /// In front of a cluster, a refusal when `keys` hash to more than one
+    /// slot: their journal record could not be replayed as one
+    /// transaction.
+    fn cross_slot(&self, keys: &[Bytes]) -> Option<Route> {
+        self.cluster.get()?;
+        let mut slots = keys.iter().map(|k| upstream::cluster::key_slot(k));
+        let first = slots.next()?;
+        if slots.all(|s| s == first) {
+            return None;
+        }
+        Some(self.refuse(
+            "its keys hash to different cluster slots (only single-slot commands are served while a shard is down)",
+        ))
     }
 
     /// The replica, when one is attached.
@@ -670,6 +729,11 @@ impl Outage {
                 return Route::Upstream;
             }
             let name = resp::lookup(args).map(|s| s.name).unwrap_or("");
+            if script::is_script(name) && self.cluster.get().is_some() {
+                // Its keys could be in any slots: no one transaction
+                // replays them.
+                return self.refuse("in front of a cluster a script must declare its keys");
+            }
             if script::is_script(name) {
                 // No declared keys: each key it touches is judged as it
                 // comes.
@@ -705,6 +769,9 @@ impl Outage {
         if let Some(denied) = caller.check(args) {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Route::Refused(denied);
+        }
+        if let Some(refused) = self.cross_slot(&keys) {
+            return refused;
         }
         if !durable {
             if state != State::Down {
@@ -884,6 +951,9 @@ impl Outage {
         if let Some(denied) = cmds.iter().find_map(|c| caller.check(c)) {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Route::Refused(denied);
+        }
+        if let Some(refused) = self.cross_slot(&all_keys) {
+            return refused;
         }
         for (cmd, (keys, rule)) in cmds.iter().zip(&keyed) {
             let name = resp::lookup(cmd).map(|s| s.name).unwrap_or("?");
@@ -1380,10 +1450,14 @@ impl Outage {
 
     fn refuse(&self, why: &str) -> Route {
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        let shard_down = self.cluster.get().is_some_and(|c| c.degraded());
         let redis = match self.health.get().map(|h| h.state()) {
             Some(State::WritesDown) => "redis rejects writes",
             Some(State::Recovering) if self.writer.get().is_some_and(|w| w.waiting()) => {
                 "redis answers again"
+            }
+            Some(State::Up | State::Recovering) if shard_down => {
+                "a redis cluster shard is unreachable"
             }
             Some(State::Recovering) => "redoubt is replaying the outage's writes",
             _ => "redis is down",
@@ -1434,6 +1508,8 @@ impl Outage {
             let mut scripts_stale = true;
             // Drains that found new records behind them.
             let mut hand_back_tries = 0u32;
+            // When a stopped replay was last logged as a warning.
+            let mut warned: Option<std::time::Instant> = None;
             loop {
                 me.publish_gauges();
                 if health.state() == State::Down {
@@ -1489,7 +1565,16 @@ impl Outage {
                             }
                             continue;
                         }
-                        Ok(other) => tracing::warn!(?other, "replay stopped; will retry"),
+                        // A shard still failing over stops every try:
+                        // said once per REPLAY_STOP_REMINDER, not 4 times
+                        // a second.
+                        Ok(other) if warned.is_some_and(|t| t.elapsed() < REPLAY_STOP_REMINDER) => {
+                            tracing::debug!(?other, "replay stopped; will retry")
+                        }
+                        Ok(other) => {
+                            warned = Some(std::time::Instant::now());
+                            tracing::warn!(?other, "replay stopped; will retry")
+                        }
                         Err(e) => tracing::error!(error = %e, "replay failed; will retry"),
                     }
                 } else if answering

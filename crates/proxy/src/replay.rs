@@ -85,6 +85,7 @@
 
 mod batch;
 mod failed;
+mod slots;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -106,6 +107,7 @@ use upstream::{BatchReply, Conn, ConnectError, Credentials, Handshake, UpstreamU
 
 use batch::{Batch, Exec, Queued, Slot};
 pub use failed::{read_failed_log, FailedCommand};
+pub use slots::slot_key;
 
 /// `redoubt_replayed_commands_total`: journaled commands that ran in Redis.
 pub const REPLAYED_COMMANDS_TOTAL: &str = "redoubt_replayed_commands_total";
@@ -157,6 +159,9 @@ pub struct ReplayConfig {
     pub connect_timeout: Duration,
     /// Bound on waiting for any one reply.
     pub reply_timeout: Duration,
+    /// Redis Cluster: a transaction holds one slot's records and that
+    /// slot's own checkpoint key (`slots`).
+    pub by_slot: bool,
 }
 
 impl ReplayConfig {
@@ -171,6 +176,7 @@ impl ReplayConfig {
             failed_log_path: data_dir.as_ref().join(FAILED_LOG_FILE),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
+            by_slot: false,
         }
     }
 
@@ -182,6 +188,7 @@ impl ReplayConfig {
             user: url.user.clone(),
             password: p.clone(),
         });
+        cfg.by_slot = url.cluster.is_some();
         cfg
     }
 }
@@ -365,6 +372,10 @@ struct RunBase {
 pub struct Replayer {
     journal: Arc<Journal>,
     key: String,
+    node_id: String,
+    /// By slot (Redis Cluster): each slot's checkpoint as read from Redis
+    /// in this run, in this journal's positions (`START` when none).
+    slot_done: std::collections::HashMap<u16, Position>,
     cfg: ReplayConfig,
     conn: Option<Conn>,
     /// Redis's `databases`, when it would tell.
@@ -391,6 +402,8 @@ impl Replayer {
         Replayer {
             journal,
             key: checkpoint_key(node_id),
+            node_id: node_id.to_string(),
+            slot_done: std::collections::HashMap::new(),
             failed_log: failed::FailedLog::new(cfg.failed_log_path.clone()),
             cfg,
             conn: None,
@@ -434,14 +447,18 @@ impl Replayer {
             replayed: self.progress.replayed.load(Ordering::Relaxed),
             failed: self.progress.failed.load(Ordering::Relaxed),
         };
-        let res = self.run(base).await;
+        let res = if self.cfg.by_slot {
+            self.run_slots(base).await
+        } else {
+            self.run(base).await
+        };
         let paused = match &res {
             Ok(ReplayOutcome::Paused { reason, .. }) => Some(reason.clone()),
             _ => None,
         };
         *lock(&self.progress.paused) = paused;
         if let Ok(ReplayOutcome::Drained { replayed, failed }) = &res {
-            if replayed + failed > 0 {
+            if replayed + failed > 0 && !self.cfg.by_slot {
                 self.expire_checkpoint().await;
             }
         }
@@ -1003,14 +1020,6 @@ pub async fn replay_dir_watched(
     let mut url = UpstreamUrl::parse(url)?;
     if let Some(t) = tls {
         url = url.with_tls(t);
-    }
-    if url.cluster.is_some() {
-        // The checkpoint travels in the same transaction as the data, which
-        // a cluster refuses across slots.
-        return Err(ReplayError::Url(upstream::UrlError::Invalid {
-            url: url.redacted(),
-            why: "replaying a journal into a Redis Cluster is not supported yet; nothing replayed. Export it (redoubt journal export) and send the commands with redis-cli -c".into(),
-        }));
     }
     if let Some(s) = &url.sentinel {
         // The primary now; a failover during the run ends it like a lost

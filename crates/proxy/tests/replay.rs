@@ -746,10 +746,83 @@ fn replay_dir_refuses_a_dir_without_a_journal_or_node_id() {
         .block_on(replay_dir(tmp.path(), "redis://127.0.0.1:1", None))
         .unwrap_err();
     assert!(e.to_string().contains("no node id"), "{e}");
-    let e = rt
-        .block_on(replay_dir(tmp.path(), "redis+cluster://h:1", None))
-        .unwrap_err();
-    assert!(e.to_string().contains("not supported yet"), "{e}");
+}
+
+/// `key`'s value on the primary serving its slot.
+fn on_cluster(cluster: &test_support::cluster::ClusterSet, key: &str) -> String {
+    let slot = upstream::cluster::key_slot(key.as_bytes());
+    cluster.node_of_slot(slot).cmd(&["GET", key])
+}
+
+#[test]
+fn a_journal_replays_into_a_cluster_slot_by_slot_exactly_once() {
+    let cluster = test_support::cluster::ClusterSet::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("a");
+    let copy = tmp.path().join("b");
+    let n = 3000;
+    {
+        let j = open(&data, 1 << 20);
+        // Counters over many slots, and runs of one slot (a hash tag).
+        for i in 0..n {
+            append(&j, 0, &["INCR", &format!("c{}", i % 300)]);
+            append(&j, 0, &["INCR", &format!("{{t}}c{}", i % 3)]);
+        }
+        // A client's transaction on one slot runs whole.
+        append_tx(&j, 0, &[&["SET", "{u}x", "1"], &["SET", "{u}y", "2"]]);
+        // Keys in two slots: no cluster node runs it; recorded, not sent.
+        append(&j, 0, &["MSET", "a", "1", "b", "2"]);
+    }
+    // The same journal, nothing released: as if Redoubt died after the
+    // transactions ran and before it noted that they had.
+    let out = Command::new("cp")
+        .arg("-r")
+        .arg(&data)
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = cluster.url();
+    let out = rt.block_on(replay_dir(&data, &url, Some(NODE))).unwrap();
+    assert_eq!(
+        out,
+        ReplayOutcome::Drained {
+            replayed: 2 * n as u64 + 2,
+            failed: 1
+        }
+    );
+    let check = || {
+        for k in 0..300 {
+            let got = on_cluster(&cluster, &format!("c{k}"));
+            assert_eq!(got, (n / 300).to_string(), "c{k}");
+        }
+        for k in 0..3 {
+            let got = on_cluster(&cluster, &format!("{{t}}c{k}"));
+            assert_eq!(got, (n / 3).to_string(), "{{t}}c{k}");
+        }
+        assert_eq!(on_cluster(&cluster, "{u}x"), "1");
+        assert_eq!(on_cluster(&cluster, "{u}y"), "2");
+        assert_eq!(on_cluster(&cluster, "a"), "");
+        assert_eq!(on_cluster(&cluster, "b"), "");
+    };
+    check();
+    let failed = read_failed_log(data.join(proxy::replay::FAILED_LOG_FILE)).unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].error.starts_with("CROSSSLOT"), "{failed:?}");
+    // Each slot's checkpoint is on its own primary: the copy replays
+    // nothing again.
+    let out = rt.block_on(replay_dir(&copy, &url, Some(NODE))).unwrap();
+    assert_eq!(
+        out,
+        ReplayOutcome::Drained {
+            replayed: 0,
+            failed: 1
+        }
+    );
+    check();
+    let key = proxy::replay::slot_key(NODE, upstream::cluster::key_slot(b"t"));
+    assert!(!on_cluster(&cluster, &key).is_empty(), "{key}");
 }
 
 #[test]

@@ -1066,11 +1066,10 @@ pub fn validate(c: &Config) -> Vec<String> {
             Ok(u) if u.sentinel.is_none() && !c.sentinel.password.is_empty() => p.push(
                 "sentinel.password: set, but upstream is not a redis+sentinel:// URL, so nothing would use it".into(),
             ),
-            // Riding out a shard's failure (a local copy and journal per
-            // shard) is not built yet: with one copy for the whole cluster
-            // a durable write could be replayed into the wrong shard.
-            Ok(u) if u.cluster.is_some() && c.keyspace.iter().any(|k| k.policy != "fail-fast") => p.push(
-                "keyspace: durable and cache keyspaces are not supported with a redis+cluster:// upstream yet; Redoubt routes the cluster's commands but serves nothing locally when a node fails. Remove those [[keyspace]] entries (or make them fail-fast), or front a single Redis or a Sentinel-managed one".into(),
+            // The near-cache that cache keyspaces serve from is fed by one
+            // node's invalidations, not every shard's.
+            Ok(u) if u.cluster.is_some() && c.keyspace.iter().any(|k| k.policy == "cache") => p.push(
+                "keyspace: cache keyspaces are not supported with a redis+cluster:// upstream yet (durable and fail-fast ones are); make them durable or fail-fast, or front a single Redis or a Sentinel-managed one".into(),
             ),
             Ok(_) => {}
         }
@@ -1762,7 +1761,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_upstream_takes_only_fail_fast_keyspaces_for_now() {
+    fn a_cluster_upstream_takes_durable_and_fail_fast_keyspaces_not_cache_ones() {
         let with = |policy: &str| {
             load_str(
                 &format!(
@@ -1775,13 +1774,12 @@ mod tests {
             .join("\n")
         };
         assert_eq!(with("fail-fast"), "");
-        for policy in ["durable", "cache"] {
-            let p = with(policy);
-            assert!(
-                p.contains("not supported with a redis+cluster:// upstream yet"),
-                "{p}"
-            );
-        }
+        assert_eq!(with("durable"), "");
+        let p = with("cache");
+        assert!(
+            p.contains("cache keyspaces are not supported with a redis+cluster:// upstream yet"),
+            "{p}"
+        );
     }
 
     #[test]

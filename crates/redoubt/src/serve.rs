@@ -498,7 +498,16 @@ fn local_keyspaces(
     let journal = open_journal(cfg, jcfg)?;
     let replica_keyspaces = keyspaces.clone();
     let outage = proxy::outage::Outage::new(keyspaces, Arc::new(journal), Arc::default())?;
-    if cfg.replica.mode == "auto"
+    // In front of a cluster, a failed primary's slots are served from what
+    // the outage itself writes. The replica link, the near-cache's
+    // invalidation feed and the writer lease each reach one node, not one
+    // per shard: not started (README, "Redis Cluster").
+    let cluster = url.cluster.clone();
+    if let Some(c) = &cluster {
+        outage.attach_cluster(c.clone());
+    }
+    if cluster.is_none()
+        && cfg.replica.mode == "auto"
         && (replica_keyspaces.any_durable()
             || (cfg.replica.cache_keyspaces && replica_keyspaces.any_local()))
     {
@@ -533,7 +542,11 @@ fn local_keyspaces(
         .bytes()
         .map_err(anyhow::Error::msg)?;
     outage.start_near_cache(
-        near_max as usize,
+        if cluster.is_some() {
+            0
+        } else {
+            near_max as usize
+        },
         cfg.near_cache.max_stale_ms,
         url,
         health.clone(),
@@ -550,12 +563,14 @@ fn local_keyspaces(
         proxy::writer::Writer::alone()
     };
     let journal = outage.journal().clone();
-    writer.spawn_lease(
-        url.clone(),
-        node_id.to_string(),
-        health.clone(),
-        move || journal.pending_entries() > 0,
-    );
+    if cluster.is_none() {
+        writer.spawn_lease(
+            url.clone(),
+            node_id.to_string(),
+            health.clone(),
+            move || journal.pending_entries() > 0,
+        );
+    }
     outage.attach_writer(writer);
     Ok(Some(outage))
 }

@@ -29,6 +29,11 @@ struct Redoubt {
 
 impl Redoubt {
     fn start(dir: &Path, upstream: &str) -> Redoubt {
+        Redoubt::start_with(dir, upstream, "")
+    }
+
+    /// [`Redoubt::start`] with `extra` appended to its config file.
+    fn start_with(dir: &Path, upstream: &str, extra: &str) -> Redoubt {
         let port = free_port();
         let admin = free_port();
         let conf = dir.join("redoubt.toml");
@@ -44,6 +49,7 @@ listen = "127.0.0.1:{admin}"
 
 [limits]
 command_timeout_ms = 5000
+{extra}
 "#,
                 data = dir.join("data").display()
             ),
@@ -731,6 +737,211 @@ fn a_killed_primary_fails_only_its_own_slots_until_its_replica_takes_over() {
         "{metrics}"
     );
     // Redoubt never called the whole cluster down.
+    assert!(
+        !r.log().contains("to=\"down\""),
+        "redoubt went down:\n{}",
+        r.log()
+    );
+}
+
+#[test]
+fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_replica() {
+    let mut cluster = ClusterSet::start_with(&["--cluster-require-full-coverage", "no"]);
+    let dir = tempfile::tempdir().unwrap();
+    let r = Redoubt::start_with(
+        dir.path(),
+        &cluster.url(),
+        "[[keyspace]]\npattern = \"d:*\"\npolicy = \"durable\"\n",
+    );
+    // Slot 0's primary: the prober's PING goes there first, and its death
+    // must not make Redoubt call the whole cluster down.
+    let victim = cluster.node_of_slot(0).addr();
+    let owners = cluster.slot_owners();
+    let on_victim = move |key: &str| owners[slot(key) as usize].as_deref() == Some(victim.as_str());
+    let victim_addr = cluster.node_of_slot(0).addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = r.port;
+    // A session store's traffic: write a key, read it back at once.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let connect = || {
+                    let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                        .unwrap()
+                        .get_connection()
+                        .unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+                    c
+                };
+                let mut c = connect();
+                let mut log: Vec<(String, Fate, std::time::Instant, Duration)> = Vec::new();
+                let mut misread = Vec::new();
+                let mut unread = Vec::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("d:{w}:{i}");
+                    let sent = std::time::Instant::now();
+                    let res = redis::cmd("SET").arg(&key).arg(i).query::<Value>(&mut c);
+                    let fate = match res {
+                        Ok(Value::Okay) => Fate::Acked,
+                        Ok(other) => panic!("SET {key} answered {other:?}"),
+                        Err(e) if e.to_string().contains("the command was not run") => Fate::NotRun,
+                        Err(e) => {
+                            if e.is_io_error() || e.is_connection_dropped() {
+                                c = connect();
+                            }
+                            Fate::Uncertain
+                        }
+                    };
+                    let took = sent.elapsed();
+                    if fate == Fate::Acked {
+                        match redis::cmd("GET").arg(&key).query::<Option<String>>(&mut c) {
+                            Ok(Some(v)) if v == i.to_string() => {}
+                            // A write Redis took just before its node died
+                            // cannot be read until its replica takes over:
+                            // refused, not answered wrong.
+                            Err(e) if e.code().is_some() => unread.push(format!("GET {key}: {e}")),
+                            other => misread.push(format!("GET {key}: {other:?}")),
+                        }
+                    }
+                    log.push((key, fate, std::time::Instant::now(), took));
+                    i += 1;
+                }
+                (log, misread, unread)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let idx = cluster
+        .nodes
+        .iter()
+        .position(|n| n.addr() == victim_addr)
+        .unwrap();
+    cluster.nodes[idx].kill();
+    let killed = std::time::Instant::now();
+    cluster.wait_failover(&victim_addr, 0);
+    let promoted = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let mut logs = Vec::new();
+    let mut unread = Vec::new();
+    for w in writers {
+        let (log, misread, u) = w.join().unwrap();
+        assert!(misread.is_empty(), "a write read back wrong: {misread:?}");
+        logs.extend(log);
+        unread.extend(u);
+    }
+    assert!(
+        unread.len() <= 16,
+        "{} reads refused: {unread:?}",
+        unread.len()
+    );
+
+    // Writes to the dead primary's slots, acknowledged while it was down:
+    // served here and journaled.
+    let mut acked_while_down = 0;
+    let mut refused = Vec::new();
+    let mut slowest_elsewhere = Duration::ZERO;
+    for (key, fate, at, took) in &logs {
+        if !on_victim(key) {
+            assert_eq!(*fate, Fate::Acked, "{key} on a live shard");
+            slowest_elsewhere = slowest_elsewhere.max(*took);
+            continue;
+        }
+        match fate {
+            Fate::Acked if *at > killed + Duration::from_millis(100) && *at < promoted => {
+                acked_while_down += 1
+            }
+            Fate::Acked => {}
+            _ => refused.push(format!("{key} {fate:?} at {:?}", at.duration_since(killed))),
+        }
+    }
+    assert!(
+        acked_while_down > 100,
+        "only {acked_while_down} writes to the dead primary's slots were acknowledged while it was down\n{}",
+        r.log()
+    );
+    // Only commands already on their way when the node died, or sent
+    // before a connect to it failed, are refused.
+    assert!(
+        refused.len() <= 32,
+        "{} refused: {refused:?}",
+        refused.len()
+    );
+    assert!(
+        slowest_elsewhere < Duration::from_millis(900),
+        "a live shard's write took {slowest_elsewhere:?}"
+    );
+
+    // The journal goes to the promoted replica, and Redoubt hands the keys
+    // back to the cluster.
+    wait_for("the journal replayed", Duration::from_secs(60), || {
+        let j = r.status()["journal"].clone();
+        j["pending_commands"] == 0 && j["serving_locally"] == false
+    });
+    let j = r.status()["journal"].clone();
+    let replayed = j["replay"]["replayed"].as_u64().unwrap();
+    assert!(replayed >= acked_while_down, "{j}");
+    assert_eq!(j["replay"]["failed"], 0, "{j}");
+    eprintln!(
+        "acknowledged while the primary was down: {acked_while_down}; refused writes: {}; refused reads: {}; replayed: {replayed}; failover took {:?}",
+        refused.len(),
+        unread.len(),
+        promoted - killed
+    );
+    let held = read_all(&cluster, logs.iter().map(|(k, ..)| k.as_str()));
+    let mut lost_in_window = 0;
+    for (key, fate, at, _) in &logs {
+        let now = held[key.as_str()].clone();
+        let i = key.rsplit(':').next().unwrap();
+        match fate {
+            Fate::Acked if now == i => {}
+            Fate::Acked => {
+                // Redis's asynchronous replication may not have carried a
+                // write the dead primary answered just before the kill;
+                // nothing Redoubt journaled is lost.
+                assert!(
+                    now.is_empty()
+                        && on_victim(key)
+                        && *at < killed + Duration::from_millis(100)
+                        && *at + Duration::from_millis(100) > killed,
+                    "acknowledged {key} holds {now:?}"
+                );
+                lost_in_window += 1;
+            }
+            Fate::NotRun => assert!(
+                now.is_empty(),
+                "{key} was refused as not run, yet holds {now}"
+            ),
+            Fate::Uncertain => {}
+        }
+    }
+    assert!(
+        lost_in_window < 50,
+        "{lost_in_window} writes lost in the kill's window"
+    );
+    // Through Redoubt too, from the cluster now.
+    let mut c = r.conn().unwrap();
+    let (key, ..) = logs
+        .iter()
+        .rev()
+        .find(|(k, f, at, _)| on_victim(k) && *f == Fate::Acked && *at < promoted)
+        .unwrap();
+    let i = key.rsplit(':').next().unwrap();
+    assert_eq!(
+        q(&mut c, &["GET", key]),
+        Value::BulkString(i.as_bytes().to_vec())
+    );
+    // The replay checkpoints live on the promoted node, one per slot.
+    let node_id = r.status()["node_id"].as_str().unwrap().to_string();
+    let key_slot = slot(key);
+    let checkpoint = proxy::replay::slot_key(&node_id, key_slot);
+    assert_eq!(slot(&checkpoint), key_slot);
+    assert!(
+        !on_node(&cluster, &checkpoint).is_empty(),
+        "no {checkpoint}"
+    );
     assert!(
         !r.log().contains("to=\"down\""),
         "redoubt went down:\n{}",

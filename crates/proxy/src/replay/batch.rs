@@ -297,6 +297,17 @@ fn bulk_payload(frame: &[u8]) -> &[u8] {
     }
 }
 
+/// The length of the first `n` replies in `data`; `None` when fewer are
+/// there or one is unreadable.
+pub(super) fn replies_len(data: &[u8], n: usize) -> Option<usize> {
+    let limits = Limits::upstream();
+    let mut pos = 0;
+    for _ in 0..n {
+        pos += next_reply(&data[pos..], &limits).ok()?.0;
+    }
+    Some(pos)
+}
+
 /// Reads the replies to `MULTI` and the batch's queued commands.
 pub(super) fn parse_queued(data: &[u8], slots: &[Slot]) -> Queued {
     let limits = Limits::upstream();

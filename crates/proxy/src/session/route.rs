@@ -144,13 +144,22 @@ impl Session {
         health.state()
     }
 
+    /// The state `args` meets: the prober's, or Down for a key in a
+    /// cluster slot whose primary cannot be reached.
+    fn state_for(&self, state: State, args: &[Bytes]) -> State {
+        match &self.shared.outage {
+            Some(o) => o.state_for(state, args),
+            None => state,
+        }
+    }
+
     /// True when `req` should wait for Redis rather than be refused now.
     fn may_hold(&self) -> bool {
         self.shared.limits.hold_during_outage_ms > 0 && self.multi.is_none()
     }
 
     pub(super) async fn forward(&mut self, req: Request, write: bool) -> Flow {
-        let mut state = self.shared.health.state();
+        let state = self.shared.health.state();
         if state == State::Down
             && req.args.len() == 3
             && req.args[0].eq_ignore_ascii_case(b"publish")
@@ -167,6 +176,7 @@ impl Session {
             }
             return Flow::Go;
         }
+        let mut state = self.state_for(state, &req.args);
         let mut route = self.outage_route(&req, state).await;
         let refused_down = |r: &Option<crate::outage::Route>, state: State| match r {
             Some(crate::outage::Route::Refused(crate::gate::Refusal::Unavailable(_))) => true,
@@ -180,6 +190,7 @@ impl Session {
                 return Flow::Stall(req);
             }
             state = self.hold_for_redis().await;
+            state = self.state_for(state, &req.args);
             route = self.outage_route(&req, state).await;
         }
         if let Some(r) = route {
@@ -292,10 +303,10 @@ impl Session {
         if let (Some(o), None) = (self.shared.outage.clone(), &self.pinned) {
             // Not under WATCH (Redis holds those keys' versions): a block
             // of durable commands may be served locally during an outage.
-            let state = self.shared.health.state();
+            let cmds: Vec<Vec<Bytes>> = multi.cmds.iter().map(|r| r.args.clone()).collect();
+            let state = o.state_for_all(self.shared.health.state(), &cmds);
             let local = self.store_session.get_or_insert_with(|| o.session());
             local.set_protocol(self.proto);
-            let cmds: Vec<Vec<Bytes>> = multi.cmds.iter().map(|r| r.args.clone()).collect();
             let caller = self.shared.access.caller(&self.who);
             let route = o.route_multi(state, local, self.db, &cmds, &caller).await;
             if self.answered_locally(route) {

@@ -33,6 +33,11 @@ pub use slots::{key_slot, SlotMap, SLOTS};
 
 /// How often the slot map is asked again when nothing redirected us.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// How often while a node is unreachable or a slot unserved: the slots of
+/// a failed primary are served locally (durable keyspaces) and nothing
+/// redirects Redoubt to the replica that takes over, so the map is asked
+/// for until it names one.
+pub const REFRESH_WHILE_DOWN: Duration = Duration::from_millis(250);
 /// A refresh asked for within this long of the last one is that one.
 const REFRESH_COALESCE: Duration = Duration::from_millis(100);
 /// How long one node may take to give the map.
@@ -116,6 +121,9 @@ pub struct Cluster {
     timer: Mutex<bool>,
     /// Nodes a router could not reach: since when, and why.
     down: Mutex<HashMap<String, (SystemTime, String)>>,
+    /// True while `down` names a primary of the map or a slot is
+    /// unserved: the one atomic read the data path makes when all is well.
+    degraded: std::sync::atomic::AtomicBool,
     refreshed: Mutex<Option<SystemTime>>,
     failovers: Mutex<VecDeque<ClusterFailover>>,
     /// Client ids the routers gave out (`CLIENT ID`): where each one's
@@ -161,6 +169,7 @@ impl Cluster {
             last_error: Mutex::new(None),
             timer: Mutex::new(false),
             down: Mutex::new(HashMap::new()),
+            degraded: std::sync::atomic::AtomicBool::new(false),
             refreshed: Mutex::new(None),
             failovers: Mutex::new(VecDeque::new()),
             blockers: Mutex::new(HashMap::new()),
@@ -204,8 +213,29 @@ impl Cluster {
         }
     }
 
+    /// True when a primary Redoubt cannot reach serves `slot`, or none
+    /// does: the slot is in an outage of its own while the rest of the
+    /// cluster answers.
+    pub fn slot_unreachable(&self, slot: u16) -> bool {
+        if !self.degraded.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        match self.map().node(slot) {
+            None => true,
+            Some(addr) => lock(&self.down).contains_key(addr),
+        }
+    }
+
+    /// True when some slot is unreachable now ([`Cluster::slot_unreachable`]).
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn publish_metrics(&self, m: &SlotMap) {
         let down = lock(&self.down);
+        let degraded = m.unserved() > 0 || m.primaries().iter().any(|p| down.contains_key(p));
+        self.degraded
+            .store(degraded, std::sync::atomic::Ordering::Release);
         let unreachable: usize = m
             .primaries()
             .iter()
@@ -446,10 +476,14 @@ impl Cluster {
         *started = true;
         let weak: Weak<Cluster> = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut last = Instant::now();
             loop {
-                tokio::time::sleep(REFRESH_EVERY).await;
+                tokio::time::sleep(REFRESH_WHILE_DOWN).await;
                 let Some(c) = weak.upgrade() else { return };
-                let _ = c.refresh().await;
+                if c.degraded() || last.elapsed() >= REFRESH_EVERY {
+                    let _ = c.refresh().await;
+                    last = Instant::now();
+                }
             }
         });
     }
