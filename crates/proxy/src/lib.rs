@@ -57,6 +57,7 @@ pub mod reply;
 pub mod scripts;
 pub mod server;
 pub mod session;
+pub mod shard_replicas;
 pub mod standalone;
 pub mod writer;
 

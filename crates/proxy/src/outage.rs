@@ -123,6 +123,8 @@ pub struct Outage {
     scripts: crate::scripts::ScriptCache,
     /// In front of a Redis Cluster: whose slots are unreachable.
     cluster: OnceLock<Arc<upstream::cluster::Cluster>>,
+    /// In front of a Redis Cluster: a replica per primary.
+    shards: OnceLock<Arc<crate::shard_replicas::ShardReplicas>>,
 }
 
 /// A `GET`/`HGETALL` whose reply should go into the near-cache: the
@@ -257,6 +259,7 @@ impl Outage {
             data_dir: OnceLock::new(),
             scripts: crate::scripts::ScriptCache::new(crate::scripts::DEFAULT_MAX_BYTES),
             cluster: OnceLock::new(),
+            shards: OnceLock::new(),
         };
         if o.journal.pending_entries() > 0 {
             // Only what was not replayed yet: records Redis already has are
@@ -341,6 +344,32 @@ impl Outage {
     /// slot, as a cluster transaction must.
     pub fn attach_cluster(&self, cluster: Arc<upstream::cluster::Cluster>) {
         let _ = self.cluster.set(cluster);
+    }
+
+    /// In front of a Redis Cluster: durable keys are seeded from the copy
+    /// of their slot's primary.
+    pub fn attach_shard_replicas(&self, shards: Arc<crate::shard_replicas::ShardReplicas>) {
+        let _ = self.shards.set(shards);
+    }
+
+    /// The copy that answers for `key`: the replica, or in front of a
+    /// cluster the one of the primary serving its slot.
+    fn copy_for(&self, key: &[u8]) -> Option<Arc<crate::replica::Replica>> {
+        match self.shards.get() {
+            Some(s) => s.for_key(key),
+            None => self.replica.get().cloned(),
+        }
+    }
+
+    /// The complete copy that answers for `keys` (in a cluster they share
+    /// a slot: the first names it).
+    fn complete_copy(&self, keys: &[Bytes]) -> Option<Arc<crate::replica::Replica>> {
+        let copy = match (self.shards.get(), keys.first()) {
+            (Some(s), Some(k)) => s.for_key(k),
+            (Some(_), None) => None,
+            (None, _) => self.replica.get().cloned(),
+        };
+        copy.filter(|r| r.is_complete())
     }
 
     /// The state a command on `args` meets: `state` (the prober's, for
@@ -578,8 +607,7 @@ impl Outage {
             // The replica knows values and absence, in Redis's order; the
             // near-cache only what was read.
             match self
-                .replica
-                .get()
+                .copy_for(key)
                 .filter(|_| !written_here)
                 .map(|r| r.lookup(db, key))
             {
@@ -882,7 +910,7 @@ impl Outage {
         if NOT_HERE.contains(&spec.name) || spec.has(resp::command::F_BLOCKING) {
             return false;
         }
-        self.replica.get().is_some_and(|r| r.is_complete()) && store::implements(spec.name)
+        self.complete_copy(&Self::keys(args)).is_some() && store::implements(spec.name)
     }
 
     /// A `MULTI … EXEC` block while Redis is not Up: served here only if
@@ -1066,7 +1094,7 @@ impl Outage {
             || !keys
                 .iter()
                 .all(|k| self.keyspaces.policy(k) == Policy::Durable)
-            || !self.replica.get().is_some_and(|r| r.is_complete())
+            || self.complete_copy(&keys).is_none()
         {
             return None;
         }
@@ -1729,6 +1757,12 @@ impl Outage {
             "fallback_keys": self.fallback_keys(),
             "fallback_memory_bytes": self.fallback_memory(),
             "replica": self.replica.get().map(|r| r.status()),
+            "shard_replicas": self.shards.get().map(|s| {
+                s.status()
+                    .into_iter()
+                    .map(|(primary, status)| serde_json::json!({ "primary": primary, "replica": status }))
+                    .collect::<Vec<_>>()
+            }),
             "writer": self.writer.get().map(|w| w.status_json()),
             "near_cache": self.near.get().map(|n| serde_json::json!({
                 "keys": n.len(),

@@ -498,13 +498,44 @@ fn local_keyspaces(
     let journal = open_journal(cfg, jcfg)?;
     let replica_keyspaces = keyspaces.clone();
     let outage = proxy::outage::Outage::new(keyspaces, Arc::new(journal), Arc::default())?;
-    // In front of a cluster, a failed primary's slots are served from what
-    // the outage itself writes. The replica link, the near-cache's
-    // invalidation feed and the writer lease each reach one node, not one
-    // per shard: not started (README, "Redis Cluster").
+    // In front of a cluster, a failed primary's slots are served from the
+    // copy of that primary and what the outage writes. The near-cache's
+    // invalidation feed and the writer lease reach one node, not one per
+    // shard: not started (README, "Redis Cluster").
     let cluster = url.cluster.clone();
     if let Some(c) = &cluster {
         outage.attach_cluster(c.clone());
+        if cfg.replica.mode == "auto" && replica_keyspaces.any_durable() {
+            let max_bytes = cfg.replica.max_bytes.bytes().map_err(anyhow::Error::msg)?;
+            let host = listen_host(&cfg.listen);
+            let port = upstream::replica_face::spawn(host, url.endpoint())
+                .with_context(|| format!("cannot listen on {host} for the replica links' face"))?;
+            let (url, data_dir, keyspaces) =
+                (url.clone(), cfg.data_dir.clone(), replica_keyspaces.clone());
+            let make: proxy::shard_replicas::MakeReplica = Box::new(move |addr: &str| {
+                // Each primary's full resyncs in a directory of its own.
+                let dir = data_dir
+                    .join("shards")
+                    .join(addr.replace([':', '[', ']'], "_"));
+                let mut link = proxy::replica::link_config(&url, port, &dir, max_bytes);
+                link.addr = upstream::Endpoint::plain(addr);
+                proxy::replica::Replica::spawn(
+                    keyspaces.clone(),
+                    proxy::replica::ReplicaConfig {
+                        link,
+                        max_bytes,
+                        // Which shard lost what is not tracked per shard yet.
+                        restore: false,
+                        cache: false,
+                    },
+                    None,
+                )
+            });
+            outage.attach_shard_replicas(proxy::shard_replicas::ShardReplicas::spawn(
+                c.clone(),
+                make,
+            ));
+        }
     }
     if cluster.is_none()
         && cfg.replica.mode == "auto"
@@ -516,11 +547,7 @@ fn local_keyspaces(
         // Sentinel watching Redis will look: a face that answers as a
         // replica never to be promoted, not the proxy (which would pass
         // Sentinel's REPLICAOF on to Redis).
-        let host = cfg
-            .listen
-            .rsplit_once(':')
-            .map(|(h, _)| h.trim_matches(['[', ']']))
-            .unwrap_or("127.0.0.1");
+        let host = listen_host(&cfg.listen);
         let port = upstream::replica_face::spawn(host, url.endpoint())
             .with_context(|| format!("cannot listen on {host} for the replica link's face"))?;
         let link = proxy::replica::link_config(url, port, &cfg.data_dir, max_bytes);
@@ -573,6 +600,15 @@ fn local_keyspaces(
     }
     outage.attach_writer(writer);
     Ok(Some(outage))
+}
+
+/// The host part of a `listen` address, where the replica links' face
+/// listens.
+fn listen_host(listen: &str) -> &str {
+    listen
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']))
+        .unwrap_or("127.0.0.1")
 }
 
 /// While Redis stays unreachable, how often the warning is repeated: often

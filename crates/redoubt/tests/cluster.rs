@@ -759,12 +759,38 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
     let owners = cluster.slot_owners();
     let on_victim = move |key: &str| owners[slot(key) as usize].as_deref() == Some(victim.as_str());
     let victim_addr = cluster.node_of_slot(0).addr();
+    // Each writer's queue, on the primary that dies.
+    let queues: Vec<String> = (0..8)
+        .map(|w| {
+            (0..)
+                .map(|k| format!("d:queue:{w}:{k}"))
+                .find(|q| on_victim(q))
+                .unwrap()
+        })
+        .collect();
+    // A copy of every primary, streaming, before the primary dies.
+    let streaming = |s: &serde_json::Value| {
+        s.as_array()
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|x| x["replica"]["state"] == "streaming"))
+    };
+    let waited = std::time::Instant::now();
+    while !streaming(&r.status()["journal"]["shard_replicas"]) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "no streaming replica of each primary: {}\n{}",
+            r.status()["journal"],
+            r.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let port = r.port;
-    // A session store's traffic: write a key, read it back at once.
+    // A session store's traffic (write a key, read it back at once) and a
+    // queue's (push).
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let stop = stop.clone();
+            let queue = queues[w].clone();
             std::thread::spawn(move || {
                 let connect = || {
                     let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
@@ -778,6 +804,7 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
                 let mut log: Vec<(String, Fate, std::time::Instant, Duration)> = Vec::new();
                 let mut misread = Vec::new();
                 let mut unread = Vec::new();
+                let mut pushes: Vec<(u64, Fate, std::time::Instant)> = Vec::new();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("d:{w}:{i}");
@@ -806,9 +833,26 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
                         }
                     }
                     log.push((key, fate, std::time::Instant::now(), took));
+                    let res = redis::cmd("RPUSH")
+                        .arg(&queue)
+                        .arg(i)
+                        .query::<Value>(&mut c);
+                    let fate = match res {
+                        Ok(Value::Int(_)) => Fate::Acked,
+                        Ok(other) => panic!("RPUSH {queue} answered {other:?}"),
+                        Err(e) if e.to_string().contains("the command was not run") => Fate::NotRun,
+                        Err(e) if e.code() == Some("UNAVAILABLE") => Fate::NotRun,
+                        Err(e) => {
+                            if e.is_io_error() || e.is_connection_dropped() {
+                                c = connect();
+                            }
+                            Fate::Uncertain
+                        }
+                    };
+                    pushes.push((i, fate, std::time::Instant::now()));
                     i += 1;
                 }
-                (log, misread, unread)
+                (log, misread, unread, pushes)
             })
         })
         .collect();
@@ -826,11 +870,13 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
     stop.store(true, Ordering::Relaxed);
     let mut logs = Vec::new();
     let mut unread = Vec::new();
+    let mut all_pushes = Vec::new();
     for w in writers {
-        let (log, misread, u) = w.join().unwrap();
+        let (log, misread, u, pushes) = w.join().unwrap();
         assert!(misread.is_empty(), "a write read back wrong: {misread:?}");
         logs.extend(log);
         unread.extend(u);
+        all_pushes.push(pushes);
     }
     assert!(
         unread.len() <= 16,
@@ -885,7 +931,7 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
     assert!(replayed >= acked_while_down, "{j}");
     assert_eq!(j["replay"]["failed"], 0, "{j}");
     eprintln!(
-        "acknowledged while the primary was down: {acked_while_down}; refused writes: {}; refused reads: {}; replayed: {replayed}; failover took {:?}",
+        "acknowledged while the primary was down: {acked_while_down} SETs; refused SETs: {}; refused reads: {}; replayed: {replayed}; failover took {:?}",
         refused.len(),
         unread.len(),
         promoted - killed
@@ -921,6 +967,56 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
         lost_in_window < 50,
         "{lost_in_window} writes lost in the kill's window"
     );
+    // Each queue holds every push it acknowledged once, in order, and none
+    // it refused; pushes while its primary was down were decided on the
+    // copy of that primary and replayed onto the promoted replica.
+    let mut pushed_while_down = 0;
+    let mut pushes_refused = 0;
+    for (queue, pushes) in queues.iter().zip(&all_pushes) {
+        let node = cluster.node_of_slot(slot(queue)).addr();
+        let mut nc = redis::Client::open(format!("redis://{node}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let items: Vec<u64> = redis::cmd("LRANGE")
+            .arg(queue)
+            .arg(0)
+            .arg(-1)
+            .query(&mut nc)
+            .unwrap();
+        assert!(
+            items.windows(2).all(|w| w[0] < w[1]),
+            "{queue} holds a push twice or out of order: {items:?}"
+        );
+        let held: std::collections::HashSet<u64> = items.iter().copied().collect();
+        for (i, fate, at) in pushes {
+            match fate {
+                Fate::Acked if held.contains(i) => {
+                    if *at > killed + Duration::from_millis(100) && *at < promoted {
+                        pushed_while_down += 1;
+                    }
+                }
+                Fate::Acked => assert!(
+                    *at < killed + Duration::from_millis(100)
+                        && *at + Duration::from_millis(100) > killed,
+                    "acknowledged push {i} to {queue} is missing"
+                ),
+                Fate::NotRun => {
+                    pushes_refused += 1;
+                    assert!(
+                        !held.contains(i),
+                        "push {i} to {queue} was refused, yet is there"
+                    );
+                }
+                Fate::Uncertain => {}
+            }
+        }
+    }
+    assert!(
+        pushed_while_down > 100,
+        "only {pushed_while_down} pushes while the primary was down"
+    );
+    assert!(pushes_refused <= 32, "{pushes_refused} pushes refused");
     // Through Redoubt too, from the cluster now.
     let mut c = r.conn().unwrap();
     let (key, ..) = logs

@@ -193,14 +193,9 @@ async fn attempt(
         Some(id) => (id.clone(), (pos.offset + 1).to_string()),
         None => ("?".to_string(), "-1".to_string()),
     };
-    let reply = match call(
-        &mut s,
-        &mut buf,
-        &["PSYNC", &id, &from],
-        cfg.connect_timeout,
-    )
-    .await
-    {
+    // A full resync is answered only once Redis starts its RDB: with the
+    // default `repl-diskless-sync-delay 5`, 5 s on (newlines meanwhile).
+    let reply = match call(&mut s, &mut buf, &["PSYNC", &id, &from], cfg.read_timeout).await {
         Ok(l) => l,
         Err(e) => return e,
     };

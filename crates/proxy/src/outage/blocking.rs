@@ -46,9 +46,8 @@ impl Outage {
         {
             return None;
         }
-        if !self.replica.get().is_some_and(|r| r.is_complete()) {
-            return None;
-        }
+        // Decided on an exact copy only.
+        self.complete_copy(&keys)?;
         let name = resp::lookup(args).map(|s| s.name)?;
         if !store::implements(name) {
             return None;

@@ -59,7 +59,7 @@ impl Outage {
         caller: crate::access::OwnedCaller,
         era: u64,
     ) -> Route {
-        let Some(replica) = self.replica.get().filter(|r| r.is_complete()).cloned() else {
+        let Some(replica) = self.complete_copy(&Self::keys(args)) else {
             return self.refuse(&format!(
                 "'{name}' runs here only on the replica's exact copy of the durable keyspaces, which is not complete"
             ));
@@ -93,7 +93,15 @@ impl Outage {
             return Route::Upstream;
         }
         self.select(session, db).await;
-        session.set_key_hook(Some(self.key_hook(db, replica)));
+        // In a cluster, the copy is its slot's primary's: a key of another
+        // slot would read as absent there, and its write could not be
+        // replayed with the rest.
+        let slot = self.cluster.get().and_then(|_| {
+            Self::keys(args)
+                .first()
+                .map(|k| upstream::cluster::key_slot(k))
+        });
+        session.set_key_hook(Some(self.key_hook(db, replica, slot)));
         // Each command the script runs is checked against the client's
         // permissions, as Redis checks each `redis.call`.
         session.set_command_hook(Some(std::sync::Arc::new(
@@ -114,7 +122,12 @@ impl Outage {
     }
 
     /// The judge of each key a script touches (see the module docs).
-    fn key_hook(&self, db: u32, replica: Arc<crate::replica::Replica>) -> KeyHook {
+    fn key_hook(
+        &self,
+        db: u32,
+        replica: Arc<crate::replica::Replica>,
+        slot: Option<u16>,
+    ) -> KeyHook {
         let keyspaces = self.keyspaces.clone();
         let (known, dirty) = (self.known.clone(), self.dirty.clone());
         let refuse = |why: String| {
@@ -135,6 +148,12 @@ impl Outage {
             if keyspaces.policy(key) != Policy::Durable {
                 return refuse(format!(
                     "the script touched '{}', outside the durable keyspaces",
+                    shown()
+                ));
+            }
+            if slot.is_some_and(|s| s != upstream::cluster::key_slot(key)) {
+                return refuse(format!(
+                    "the script touched '{}', in another cluster slot than its keys",
                     shown()
                 ));
             }
