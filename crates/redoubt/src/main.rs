@@ -182,7 +182,8 @@ enum JournalAction {
     Replay {
         /// A data dir or its journal/ directory.
         dir: PathBuf,
-        /// The Redis to replay into.
+        /// The Redis to replay into (a redis+cluster:// URL: slot by
+        /// slot, each slot checkpointed under its own key).
         #[arg(long)]
         to: String,
         /// Node id (default: the one kept in the data dir).
