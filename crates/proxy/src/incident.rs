@@ -87,7 +87,14 @@ pub struct Incident {
     /// duration, what started it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failovers: Vec<serde_json::Value>,
+    /// In front of a Redis Cluster: each primary found unreachable during
+    /// it (JSON: primary, slot ranges and count, since when, why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<serde_json::Value>,
 }
+
+/// How often the cluster follower looks at the shards.
+const CLUSTER_WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Called with each incident as it closes (webhook alerts).
 type CloseHook = Box<dyn Fn(&Incident) + Send + Sync>;
@@ -198,6 +205,7 @@ impl IncidentLog {
             remediation: Vec::new(),
             restored: Vec::new(),
             failovers: Vec::new(),
+            shards: Vec::new(),
         });
     }
 
@@ -336,6 +344,78 @@ impl IncidentLog {
         serde_json::json!({ "open": open, "recent": done })
     }
 
+    /// In front of a Redis Cluster: a primary Redoubt cannot reach opens
+    /// an incident while the upstream as a whole stays Up (its slots are
+    /// in an outage of their own), each such primary is recorded in it,
+    /// and so is each failover the slot map shows. It closes once no slot
+    /// is unreachable and the health state is Up (a journal still being
+    /// replayed holds it in Recovering: [`IncidentLog::spawn_follower`]
+    /// closes it at Up then).
+    pub fn spawn_cluster_follower(
+        self: &Arc<Self>,
+        cluster: Arc<upstream::cluster::Cluster>,
+        health: HealthHandle,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            // Primaries recorded in the open incident, and when the
+            // newest failover already recorded happened.
+            let mut recorded: Vec<String> = Vec::new();
+            let mut last_failover = cluster.status().failovers.last().map(|f| f.at_unix_ms);
+            loop {
+                tokio::time::sleep(CLUSTER_WATCH_EVERY).await;
+                let status = cluster.status();
+                let open = me.open.lock().map(|o| o.is_some()).unwrap_or(false);
+                if !open {
+                    recorded.clear();
+                }
+                for shard in status.shards.iter().filter(|s| !s.reachable) {
+                    if recorded.contains(&shard.primary) {
+                        continue;
+                    }
+                    let why = shard.error.clone().unwrap_or_default();
+                    me.open(
+                        State::Down,
+                        &format!(
+                            "redis cluster primary {} unreachable ({} slots): {why}",
+                            shard.primary, shard.slot_count
+                        ),
+                    );
+                    me.add_to_current(|i| {
+                        i.shards.push(serde_json::json!({
+                            "primary": shard.primary,
+                            "slots": shard.slots,
+                            "slot_count": shard.slot_count,
+                            "down_since_unix_ms": shard.down_since_unix_ms,
+                            "error": why,
+                        }))
+                    });
+                    recorded.push(shard.primary.clone());
+                }
+                let newest = status.failovers.last().map(|f| f.at_unix_ms);
+                if newest != last_failover {
+                    // The list keeps the last few: those newer than the
+                    // last one seen.
+                    let new: Vec<_> = status
+                        .failovers
+                        .iter()
+                        .filter(|f| last_failover.is_none_or(|t| f.at_unix_ms > t))
+                        .collect();
+                    for f in new {
+                        me.add_failover(serde_json::to_value(f).unwrap_or_default());
+                    }
+                    last_failover = newest;
+                }
+                if !recorded.is_empty() && !cluster.degraded() && health.state() == State::Up {
+                    if let Some(i) = me.close() {
+                        tracing::warn!(cause = %i.cause, seconds = (i.ended_at_ms.unwrap_or(0) - i.started_at_ms) / 1000, journaled = i.journaled, "cluster shard outage over");
+                    }
+                    recorded.clear();
+                }
+            }
+        });
+    }
+
     /// Follows the health state: opens on leaving Up, closes on return.
     pub fn spawn_follower(self: &Arc<Self>, health: HealthHandle) {
         let me = self.clone();
@@ -407,6 +487,11 @@ fn incident_from_json(v: serde_json::Value) -> Option<Incident> {
             .unwrap_or_default(),
         failovers: v
             .get("failovers")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default(),
+        shards: v
+            .get("shards")
             .and_then(|d| d.as_array())
             .cloned()
             .unwrap_or_default(),

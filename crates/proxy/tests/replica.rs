@@ -526,3 +526,43 @@ async fn cache_keyspaces_kept_in_the_replica_answer_during_an_outage() {
         assert_eq!(redis.cmd(&["GET", "page:new"]), "n");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_with_default_settings_delays_the_first_sync_and_the_copy_still_loads() {
+    // Redis's defaults: diskless sync, 5 s after the replica asks, so
+    // `+FULLRESYNC` comes only then (newlines meanwhile).
+    let redis = RedisServer::start(&[]);
+    redis.cmd(&["SET", "context:a", "1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let link = proxy::replica::link_config(
+        &upstream::UpstreamUrl::parse(&redis.url()).unwrap(),
+        0,
+        tmp.path(),
+        1 << 20,
+    );
+    let replica = proxy::replica::Replica::spawn(
+        keyspaces(),
+        proxy::replica::ReplicaConfig {
+            link,
+            max_bytes: 1 << 20,
+            restore: false,
+            cache: false,
+        },
+        None,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !replica.is_complete() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            replica.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let st = replica.status();
+    assert_eq!(st.full_syncs, 1, "{st:?}");
+    assert!(matches!(
+        replica.lookup(0, b"context:a"),
+        Knowledge::Value(..)
+    ));
+}

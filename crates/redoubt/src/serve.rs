@@ -369,6 +369,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<ExitCode> {
         let log = incidents.clone();
         s.on_failover(move |f| log.add_failover(serde_json::to_value(f).unwrap_or_default()));
     }
+    if let Some(c) = &url.cluster {
+        incidents.spawn_cluster_follower(c.clone(), health.clone());
+    }
     let metrics_incidents = incidents.clone();
     let diagnosis = spawn_diagnosis_on_state_change(
         cfg.upstream.clone(),

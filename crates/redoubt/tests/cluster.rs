@@ -1029,6 +1029,37 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
         q(&mut c, &["GET", key]),
         Value::BulkString(i.as_bytes().to_vec())
     );
+    // One incident, closed, names the shard, its failover and what was
+    // journaled and replayed meanwhile.
+    let incidents = || {
+        let (code, body) = test_support::http("GET", r.admin, "/incidents");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    wait_for(
+        "the shard's incident closed",
+        Duration::from_secs(30),
+        || {
+            let v = incidents();
+            v["open"].is_null() && v["recent"].as_array().is_some_and(|r| !r.is_empty())
+        },
+    );
+    let v = incidents();
+    let recent = v["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 1, "{v}");
+    let inc = &recent[0];
+    let victim = cluster.nodes[idx].addr();
+    assert!(inc["cause"].as_str().unwrap().contains(&victim), "{inc}");
+    assert_eq!(inc["shards"][0]["primary"], victim.as_str(), "{inc}");
+    assert_eq!(inc["failovers"][0]["from"], victim.as_str(), "{inc}");
+    assert!(
+        inc["journaled"].as_u64().unwrap() >= acked_while_down,
+        "{inc}"
+    );
+    assert!(
+        inc["replayed"].as_u64().unwrap() >= acked_while_down,
+        "{inc}"
+    );
     // The replay checkpoints live on the promoted node, one per slot.
     let node_id = r.status()["node_id"].as_str().unwrap().to_string();
     let key_slot = slot(key);

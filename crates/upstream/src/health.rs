@@ -307,8 +307,10 @@ impl HealthHandle {
         } else {
             self.hold.fetch_and(!bit, Ordering::AcqRel)
         };
-        if !on && before == bit {
-            // The last hold went: Up at once.
+        if (!on && before == bit) || (on && before == 0) {
+            // The last hold went: Up at once. The first came: Recovering
+            // at the next probe (a cluster shard's outage journals while
+            // the upstream stays Up).
             self.poke.notify_one();
         }
     }
@@ -722,6 +724,11 @@ impl Prober {
                 self.publish(State::Up, "redis accepts writes again".into(), facts)
             }
             State::Up if facts.is_some() => self.publish(State::Up, "PING answered".into(), facts),
+            // A hold set while Up (a cluster shard's outage journals while
+            // the upstream answers): Recovering now.
+            State::Up if self.hold.load(Ordering::Acquire) != 0 => {
+                self.publish(State::Up, "PING answered".into(), None)
+            }
             // Published as Up once the journal is drained (the hold is
             // cleared), Recovering until then.
             State::Recovering => self.publish(State::Up, "journal replayed".into(), facts),
