@@ -376,6 +376,9 @@ pub struct Replayer {
     /// By slot (Redis Cluster): each slot's checkpoint as read from Redis
     /// in this run, in this journal's positions (`START` when none).
     slot_done: std::collections::HashMap<u16, Position>,
+    /// By slot: the journal is not released past here in this run (the
+    /// first record of a slot left for a later run).
+    release_cap: Option<Position>,
     cfg: ReplayConfig,
     conn: Option<Conn>,
     /// Redis's `databases`, when it would tell.
@@ -404,6 +407,7 @@ impl Replayer {
             key: checkpoint_key(node_id),
             node_id: node_id.to_string(),
             slot_done: std::collections::HashMap::new(),
+            release_cap: None,
             failed_log: failed::FailedLog::new(cfg.failed_log_path.clone()),
             cfg,
             conn: None,
@@ -974,8 +978,9 @@ impl Replayer {
         let ok = b.commands.saturating_sub(commands_failed);
         self.progress.replayed.fetch_add(ok, Ordering::Relaxed);
         self.replayed_total.increment(ok);
-        self.journal.release(b.next)?;
-        self.released = self.released.max(b.next);
+        let upto = self.release_cap.map_or(b.next, |c| c.min(b.next));
+        self.journal.release(upto)?;
+        self.released = self.released.max(upto);
         self.released_tx.send_replace(self.released);
         self.set_checkpoint(b.next);
         Ok(pause)

@@ -981,3 +981,79 @@ async fn a_stream_entry_redis_has_since_passed_is_added_under_a_new_id() {
         lines[0].error
     );
 }
+
+#[test]
+fn a_shard_that_cannot_be_reached_holds_back_only_its_own_slots() {
+    let mut cluster =
+        test_support::cluster::ClusterSet::start_with(&["--cluster-require-full-coverage", "no"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 2000;
+    {
+        let j = open(tmp.path(), 1 << 20);
+        for i in 0..n {
+            append(&j, 0, &["INCR", &format!("c{}", i % 200)]);
+        }
+    }
+    let down = cluster.node_of_slot(0).addr();
+    let idx = cluster.nodes.iter().position(|x| x.addr() == down).unwrap();
+    let down_slots: Vec<bool> = cluster
+        .slot_owners()
+        .iter()
+        .map(|o| o.as_deref() == Some(down.as_str()))
+        .collect();
+    let on_down = |k: &str| down_slots[upstream::cluster::key_slot(k.as_bytes()) as usize];
+    // And its replica: its slots stay down until they are back.
+    let port = down.rsplit(':').next().unwrap().to_string();
+    let replica = cluster
+        .nodes
+        .iter()
+        .position(|x| {
+            x.cmd_raw(&["INFO", "replication"])
+                .is_ok_and(|i| i.contains(&format!("master_port:{port}\r\n")))
+        })
+        .unwrap();
+    cluster.nodes[replica].kill();
+    cluster.nodes[idx].kill();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = cluster.url();
+    let out = rt
+        .block_on(replay_dir(tmp.path(), &url, Some(NODE)))
+        .unwrap();
+    let live: u64 = (0..n)
+        .filter(|i| !on_down(&format!("c{}", i % 200)))
+        .count() as u64;
+    match &out {
+        ReplayOutcome::ConnectionLost {
+            reason, replayed, ..
+        } => {
+            assert_eq!(*replayed, live, "{out:?}");
+            assert!(reason.contains("wait for a primary"), "{out:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    for k in 0..200 {
+        let key = format!("c{k}");
+        if !on_down(&key) {
+            assert_eq!(on_cluster(&cluster, &key), (n / 200).to_string(), "{key}");
+        }
+    }
+    // Back (empty: no persistence): its slots' records go there, and no
+    // other slot's twice.
+    cluster.nodes[idx].start_again();
+    cluster.nodes[replica].start_again();
+    cluster.wait_ok();
+    let out = rt
+        .block_on(replay_dir(tmp.path(), &url, Some(NODE)))
+        .unwrap();
+    assert_eq!(
+        out,
+        ReplayOutcome::Drained {
+            replayed: n as u64 - live,
+            failed: 0
+        }
+    );
+    for k in 0..200 {
+        let key = format!("c{k}");
+        assert_eq!(on_cluster(&cluster, &key), (n / 200).to_string(), "{key}");
+    }
+}

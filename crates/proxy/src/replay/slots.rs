@@ -15,19 +15,24 @@
 //! `TAG` is a hash tag of slot S ([`slot_key`]), so the router sends the
 //! whole transaction to S's primary, and the checkpoint moves if and only
 //! if the records ran, as before. A record is applied when it starts
-//! before its slot's checkpoint; each run reads the checkpoint of every
-//! slot it meets (a promoted replica may hold an older one than the
-//! primary it replaced), starting from the journal's release point.
+//! before its slot's checkpoint. Each run reads the checkpoint of every
+//! slot its records name in one pipelined batch, starting from the
+//! journal's release point (a promoted replica may hold an older one than
+//! the primary it replaced).
 //!
-//! Transactions go one at a time, in journal order, and the journal is
-//! released up to a transaction's end once it ran: everything before that
-//! end ran or is recorded as failed. A record whose slot cannot be reached
-//! now (its shard is still failing over) ends the run like a lost
-//! connection; the recovery task runs again until the shard answers.
-//! After a drain, the checkpoints the run set expire as the single key
-//! does (`retain_after_replay` plus `CHECKPOINT_MARGIN`).
+//! Up to `WINDOW` transactions are in flight, at most one per slot, so a
+//! slot's records still run in journal order and one refused never lets a
+//! later one of its slot run. Outcomes are taken oldest first; the journal
+//! is released up to a transaction's end once it and everything before it
+//! ran or is recorded as failed. A slot whose primary cannot be reached
+//! now (its shard still failing over) is left for a later run: its records
+//! are skipped, the journal is not released past the first of them, the
+//! other slots go on, and the run ends like a lost connection so the
+//! recovery task runs again. After a drain, the checkpoints the run set
+//! expire as the single key does (`retain_after_replay` plus
+//! `CHECKPOINT_MARGIN`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
@@ -85,14 +90,33 @@ fn entry_slot(entry: &Entry) -> Result<u16, String> {
     slot.ok_or_else(|| "it names no key, so no cluster node is its own".into())
 }
 
+/// Transactions in flight at once, each for a different slot.
+const WINDOW: usize = 64;
+
 /// What reading on from the journal gave.
 enum Step {
     /// A transaction of `slot`'s records.
     Batch(batch::Batch, u16),
     /// The next record's slot has no checkpoint read in this run yet.
     Checkpoint(u16),
+    /// The next record's slot has a transaction in flight.
+    Busy,
     /// Nothing to send up to the journal's end now.
     End,
+}
+
+/// A transaction sent and not answered yet.
+struct InFlight {
+    batch: batch::Batch,
+    slot: u16,
+    rx: tokio::sync::oneshot::Receiver<upstream::BatchReply>,
+}
+
+/// The error texts of a slot whose primary cannot be reached now (the
+/// router's own, or the cluster's while it fails over): that slot's
+/// records wait for a later run, the others go on.
+fn slot_unreachable(why: &str) -> bool {
+    why.contains("could not reach cluster node") || why.contains("CLUSTERDOWN")
 }
 
 impl Replayer {
@@ -113,6 +137,7 @@ impl Replayer {
         // A cluster has db 0 only.
         self.databases = Some(1);
         self.slot_done.clear();
+        self.release_cap = None;
         let start = self.released.max(self.journal.released());
         let reader = match self.journal.reader(start) {
             Ok(r) => r,
@@ -122,81 +147,133 @@ impl Replayer {
             }
             Err(e) => return Err(e.into()),
         };
+        let from = reader.position();
+        if let Err(reason) = self.read_slot_checkpoints(&conn, from).await? {
+            return Ok(lost(self, reason));
+        }
         let mut src = Source {
             reader,
             peeked: None,
             error: None,
         };
         let mut touched: BTreeSet<u16> = BTreeSet::new();
-        let mut empty = 0u32;
+        // Slots whose primary cannot be reached in this run, and why.
+        let mut blocked: HashMap<u16, String> = HashMap::new();
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        // A transaction refused when queued: read again from here once
+        // the window is empty.
+        let mut restart: Option<Position> = None;
+        let mut ended = false;
         loop {
-            let (b, slot) = match self.build_slot(&mut src)? {
-                Step::Batch(b, slot) => (b, slot),
-                Step::Checkpoint(slot) => match self.read_slot_checkpoint(&conn, slot).await? {
-                    Ok(pos) => {
-                        self.slot_done.insert(slot, pos);
-                        continue;
+            // 1. Fill the window.
+            while restart.is_none() && !ended && inflight.len() < WINDOW {
+                let busy: Vec<u16> = inflight.iter().map(|f| f.slot).collect();
+                match self.build_slot(&mut src, &busy, &blocked)? {
+                    Step::Batch(b, slot) => {
+                        let queued = b.queued_replies();
+                        let mut raw = BytesMut::with_capacity(b.raw.len() + batch::EXEC.len());
+                        raw.extend_from_slice(&b.raw);
+                        raw.extend_from_slice(batch::EXEC);
+                        // MULTI, the records, the checkpoint and EXEC in
+                        // one piece: the router sends a transaction whole
+                        // to its slot's primary.
+                        let rx = conn.send(raw.freeze(), queued + 1);
+                        inflight.push_back(InFlight { batch: b, slot, rx });
                     }
-                    Err(reason) => return Ok(lost(self, reason)),
-                },
-                Step::End => {
-                    empty += 1;
-                    if src.caught_up(&self.journal) || empty >= 2 {
-                        self.expire_slot_checkpoints(&conn, &touched).await;
-                        let (replayed, failed) = self.counts(base);
-                        return Ok(ReplayOutcome::Drained { replayed, failed });
-                    }
+                    Step::Checkpoint(slot) => match self.read_slot_checkpoint(&conn, slot).await? {
+                        Ok(pos) => {
+                            self.slot_done.insert(slot, pos);
+                        }
+                        Err(reason) if slot_unreachable(&reason) => {
+                            blocked.insert(slot, reason);
+                        }
+                        Err(reason) => return Ok(lost(self, reason)),
+                    },
+                    Step::Busy => break,
+                    Step::End => ended = true,
+                }
+            }
+            // 2. The oldest transaction's outcome.
+            let Some(f) = inflight.pop_front() else {
+                if let Some(pos) = restart.take() {
+                    src = Source {
+                        reader: self.journal.reader(pos)?,
+                        peeked: None,
+                        error: None,
+                    };
+                    ended = false;
                     continue;
                 }
+                if !ended {
+                    continue;
+                }
+                if !src.caught_up(&self.journal) {
+                    // Appends came in meanwhile.
+                    ended = false;
+                    continue;
+                }
+                if blocked.is_empty() {
+                    if let Some(cap) = self.release_cap.take() {
+                        // Held back only by a transaction sent again
+                        // without its refused records: one more pass from
+                        // there finds it all ran, and releases it.
+                        src = Source {
+                            reader: self.journal.reader(cap)?,
+                            peeked: None,
+                            error: None,
+                        };
+                        ended = false;
+                        continue;
+                    }
+                }
+                if let Some((slot, why)) = blocked.iter().next() {
+                    let reason = format!(
+                        "{} slot(s) wait for a primary, e.g. slot {slot}: {why}",
+                        blocked.len()
+                    );
+                    return Ok(lost(self, reason));
+                }
+                self.expire_slot_checkpoints(&conn, &touched).await;
+                let (replayed, failed) = self.counts(base);
+                return Ok(ReplayOutcome::Drained { replayed, failed });
             };
-            empty = 0;
-            // MULTI, the records, the checkpoint and EXEC in one write:
-            // the router sends a transaction whole to its slot's primary.
-            let queued = b.queued_replies();
-            let mut raw = BytesMut::with_capacity(b.raw.len() + batch::EXEC.len());
-            raw.extend_from_slice(&b.raw);
-            raw.extend_from_slice(batch::EXEC);
-            let rx = conn.send(raw.freeze(), queued + 1);
+            let InFlight { batch: b, slot, rx } = f;
             let reply = match self.reply(&conn, rx).await {
                 Ok(r) => r,
                 Err(reason) => return Ok(lost(self, reason)),
             };
-            let Some(split) = batch::replies_len(&reply.data, queued) else {
+            let Some(split) = batch::replies_len(&reply.data, b.queued_replies()) else {
                 return Ok(lost(
                     self,
                     "replies to a replay transaction cut short".into(),
                 ));
             };
             let (q, exec) = reply.data.split_at(split);
+            let paused = |this: &Self, reason: String| {
+                let (replayed, failed) = this.counts(base);
+                ReplayOutcome::Paused {
+                    reason,
+                    replayed,
+                    failed,
+                }
+            };
             match batch::parse_queued(q, &b.slots) {
                 Queued::Ok => {}
-                Queued::Desync(why) => {
-                    return Ok(lost(self, format!("slot {slot}: {why}")));
+                Queued::Desync(why) if slot_unreachable(&why) => {
+                    self.hold_back(&b);
+                    blocked.insert(slot, why);
+                    continue;
                 }
-                Queued::Pause(reason) => {
-                    let (replayed, failed) = self.counts(base);
-                    return Ok(ReplayOutcome::Paused {
-                        reason,
-                        replayed,
-                        failed,
-                    });
-                }
+                Queued::Desync(why) => return Ok(lost(self, format!("slot {slot}: {why}"))),
+                Queued::Pause(reason) => return Ok(paused(self, reason)),
                 Queued::Refused(refused) => {
                     // EXEC found the transaction flagged: nothing ran.
                     if !self.refused(&b, &refused)? {
                         let why = refused.first().map(|r| r.1.clone()).unwrap_or_default();
-                        let (replayed, failed) = self.counts(base);
-                        return Ok(ReplayOutcome::Paused {
-                            reason: why,
-                            replayed,
-                            failed,
-                        });
+                        return Ok(paused(self, why));
                     }
-                    src = Source {
-                        reader: self.journal.reader(b.start)?,
-                        peeked: None,
-                        error: None,
-                    };
+                    self.hold_back(&b);
+                    restart = Some(restart.map_or(b.start, |r| r.min(b.start)));
                     continue;
                 }
             }
@@ -205,22 +282,10 @@ impl Replayer {
                     touched.insert(slot);
                     self.slot_done.insert(slot, b.next);
                     if let Some(reason) = self.applied(&b, &errors)? {
-                        let (replayed, failed) = self.counts(base);
-                        return Ok(ReplayOutcome::Paused {
-                            reason,
-                            replayed,
-                            failed,
-                        });
+                        return Ok(paused(self, reason));
                     }
                 }
-                Exec::Aborted(reason) => {
-                    let (replayed, failed) = self.counts(base);
-                    return Ok(ReplayOutcome::Paused {
-                        reason,
-                        replayed,
-                        failed,
-                    });
-                }
+                Exec::Aborted(reason) => return Ok(paused(self, reason)),
                 Exec::Desync(why) => {
                     return Ok(lost(self, format!("unexpected reply to EXEC: {why}")))
                 }
@@ -228,10 +293,75 @@ impl Replayer {
         }
     }
 
+    /// `b` did not run: the journal is not released past its first record
+    /// in this run.
+    fn hold_back(&mut self, b: &batch::Batch) {
+        if let Some(first) = b.records.first() {
+            let cap = self
+                .release_cap
+                .map_or(first.position, |c| c.min(first.position));
+            self.release_cap = Some(cap);
+        }
+    }
+
+    /// The checkpoints of every slot the records from `from` name, read
+    /// with one pipelined batch. `Err(reason)` when the batch got no
+    /// answer; a slot whose primary did not answer is read again when its
+    /// records come.
+    async fn read_slot_checkpoints(
+        &mut self,
+        conn: &upstream::Conn,
+        from: Position,
+    ) -> Result<Result<(), String>, ReplayError> {
+        let mut slots = BTreeSet::new();
+        for rec in self.journal.reader(from)? {
+            let Ok(rec) = rec else { break };
+            if let Ok(s) = entry_slot(&rec.entry) {
+                slots.insert(s);
+            }
+        }
+        if slots.is_empty() {
+            return Ok(Ok(()));
+        }
+        let slots: Vec<u16> = slots.into_iter().collect();
+        let mut raw = BytesMut::new();
+        for &slot in &slots {
+            let key = slot_key(&self.node_id, slot);
+            resp::frame::encode_command(&mut raw, &["GET", key.as_str()]);
+        }
+        let rx = conn.send(raw.freeze(), slots.len());
+        let reply = match self.reply(conn, rx).await {
+            Ok(r) => r,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let limits = resp::Limits::upstream();
+        let mut pos = 0;
+        for &slot in &slots {
+            let frame = match resp::parse_frame(&reply.data[pos..], &limits) {
+                Ok(Some((f, n))) => {
+                    pos += n;
+                    f
+                }
+                _ => return Ok(Err("replies to the slot checkpoints cut short".into())),
+            };
+            if let Ok(p) = self.checkpoint_of(slot, frame)? {
+                self.slot_done.insert(slot, p);
+            }
+        }
+        Ok(Ok(()))
+    }
+
     /// The next transaction: consecutive records of one slot, leaving out
-    /// those already applied (before their slot's checkpoint) and those
-    /// that cannot run in a cluster transaction (recorded as failed).
-    fn build_slot(&mut self, src: &mut Source) -> Result<Step, ReplayError> {
+    /// those already applied (before their slot's checkpoint), those that
+    /// cannot run in a cluster transaction (recorded as failed) and those
+    /// of slots `blocked` (for a later run). Stops before a record whose
+    /// slot is `busy` (a transaction in flight).
+    fn build_slot(
+        &mut self,
+        src: &mut Source,
+        busy: &[u16],
+        blocked: &HashMap<u16, String>,
+    ) -> Result<Step, ReplayError> {
         if let Some(e) = src.error.take() {
             return Err(e.into());
         }
@@ -245,7 +375,7 @@ impl Replayer {
         let mut next = None;
         let mut slot: Option<u16> = None;
         let mut failed = Vec::new();
-        let mut need = None;
+        let mut stop = None;
         loop {
             if records.len() >= self.cfg.batch_records {
                 break;
@@ -278,11 +408,25 @@ impl Replayer {
                 next = Some(rec.next);
                 continue;
             }
+            if blocked.contains_key(&s) {
+                // For a later run: nothing past it is released now.
+                let cap = self
+                    .release_cap
+                    .map_or(rec.position, |c| c.min(rec.position));
+                self.release_cap = Some(cap);
+                next = Some(rec.next);
+                continue;
+            }
+            if slot.is_none() && busy.contains(&s) {
+                src.peeked = Some(rec);
+                stop = Some(Step::Busy);
+                break;
+            }
             match self.slot_done.get(&s) {
                 None => {
                     src.peeked = Some(rec);
                     if records.is_empty() {
-                        need = Some(s);
+                        stop = Some(Step::Checkpoint(s));
                     }
                     break;
                 }
@@ -307,14 +451,15 @@ impl Replayer {
         }
         self.record_failures(&failed)?;
         let Some(slot) = slot else {
-            // Only records left out: everything before `next` ran or is
-            // recorded as failed.
+            // Only records left out: everything before `next` ran, is
+            // recorded as failed, or waits behind the release cap.
             if let Some(n) = next {
-                self.journal.release(n)?;
-                self.released = self.released.max(n);
+                let upto = self.release_cap.map_or(n, |c| c.min(n));
+                self.journal.release(upto)?;
+                self.released = self.released.max(upto);
                 self.released_tx.send_replace(self.released);
             }
-            return Ok(need.map_or(Step::End, Step::Checkpoint));
+            return Ok(stop.unwrap_or(Step::End));
         };
         let next = next.unwrap_or(start);
         let checkpoint = self.journal.checkpoint(next).to_string();
@@ -332,22 +477,32 @@ impl Replayer {
         ))
     }
 
-    /// `slot`'s checkpoint in Redis as a position of this journal (`START`
-    /// when there is none, or one of another journal). `Err(reason)` when
-    /// the slot's primary cannot be asked now.
+    /// `slot`'s checkpoint in Redis, read alone (a slot first met after
+    /// the run began, or whose primary did not answer then).
     async fn read_slot_checkpoint(
         &self,
         conn: &upstream::Conn,
         slot: u16,
     ) -> Result<Result<Position, String>, ReplayError> {
         let key = slot_key(&self.node_id, slot);
-        let frame = match conn
+        match conn
             .call(&["GET", key.as_str()], self.cfg.reply_timeout)
             .await
         {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(format!("reading {key}: {e}"))),
-        };
+            Ok(f) => self.checkpoint_of(slot, f),
+            Err(e) => Ok(Err(format!("reading {key}: {e}"))),
+        }
+    }
+
+    /// `slot`'s checkpoint from the reply to its `GET`, as a position of
+    /// this journal (`START` when there is none, or one of another
+    /// journal). `Err(reason)` when the slot's primary could not answer.
+    fn checkpoint_of(
+        &self,
+        slot: u16,
+        frame: Frame,
+    ) -> Result<Result<Position, String>, ReplayError> {
+        let key = slot_key(&self.node_id, slot);
         match frame {
             Frame::Null | Frame::NullBulk => Ok(Ok(Position::START)),
             Frame::Bulk(b) => {
@@ -372,7 +527,7 @@ impl Replayer {
                 }
             }
             // The router's "could not reach", CLUSTERDOWN past the
-            // deadline, LOADING …: try again on the next run.
+            // deadline, LOADING …: try again later.
             Frame::Error(e) => Ok(Err(format!(
                 "reading {key}: {}",
                 String::from_utf8_lossy(&e)
