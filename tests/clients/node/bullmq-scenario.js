@@ -170,6 +170,9 @@ export async function runScenario(t, stack, { queueName, producerVias, workerVia
 
     const killedAt = Date.now();
     await stack.redis.kill();
+    // Redis is gone only once its process has exited: a command sent
+    // until then may reach it and lose its reply (UNCERTAIN).
+    const goneAt = Date.now();
     rec.runningAtKill = starts.filter((s) => s.at <= killedAt && (s.end === null || s.end > killedAt)).map((s) => s.id);
     rec.detectedAt = {};
     await Promise.all(stack.redoubts.map(async (r, i) => {
@@ -219,7 +222,7 @@ export async function runScenario(t, stack, { queueName, producerVias, workerVia
     rec.drainMs = Date.now() - stoppedAt;
     rec.eventsComplete = await waitUntil('QueueEvents saw every completion',
       () => resolvedIds.every((id) => eventsCompleted.has(id)), rec.drained ? 10000 : 1000, 20).then(() => true, () => false);
-    rec.timeline = { killedAt, restartedAt, lastUp, stoppedAt };
+    rec.timeline = { killedAt, goneAt, restartedAt, lastUp, stoppedAt };
     rec.keys = k;
     return rec;
   } catch (e) {
@@ -297,7 +300,7 @@ export async function check(t, rec, { rejectionAllowed }) {
   const firstDetect = Math.min(...Object.values(rec.detectedAt));
   const refusedWorker = rec.workerErrors.filter((e) => REDOUBT_REPLY.test(e.msg) && e.at >= rec.detectedAt[rec.workerVia] && !inflightAtKill(e.msg, e.at));
   if (refusedWorker.length) problems.push(`worker commands refused by Redoubt after detection (${refusedWorker.length}): ${short([...new Set(refusedWorker.map((e) => e.msg))], 4)}`);
-  const finishedByKill = new Set(starts.filter((s) => s.end !== null && s.end <= rec.timeline.killedAt).map((s) => s.id));
+  const finishedByKill = new Set(starts.filter((s) => s.end !== null && s.end <= rec.timeline.goneAt).map((s) => s.id));
   const failedInFlight = rec.failures.filter((f) => inflightAtKill(f.msg, f.at) && finishedByKill.has(f.id));
   const otherFailures = rec.failures.filter((f) => !failedInFlight.includes(f));
   if (otherFailures.length) problems.push(`jobs failed: ${short(otherFailures.map((f) => `${f.id}: ${f.msg}`))}`);
