@@ -1101,6 +1101,9 @@ impl Outage {
         if let Some(denied) = caller.check(args) {
             return Some(Route::Refused(denied));
         }
+        if let Some(refused) = self.cross_slot(&keys) {
+            return Some(refused);
+        }
         let _order = self.order.lock().await;
         if self.forgotten(era) {
             // Handed back to Redis meanwhile: watched there, not here (a

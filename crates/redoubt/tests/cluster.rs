@@ -864,8 +864,58 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
         .unwrap();
     cluster.nodes[idx].kill();
     let killed = std::time::Instant::now();
+    // While its slots are down: a consumer blocked on a queue there, and a
+    // check-and-set under WATCH, both served locally.
+    wait_for("the dead primary seen", Duration::from_secs(5), || {
+        r.status()["cluster"]["shards"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["reachable"] == false))
+    });
+    let jobs = (0..)
+        .map(|k| format!("d:jobs:{k}"))
+        .find(|k| on_victim(k))
+        .unwrap();
+    let cas = (0..)
+        .map(|k| format!("d:cas:{k}"))
+        .find(|k| on_victim(k))
+        .unwrap();
+    let consumer = {
+        let (jobs, port) = (jobs.clone(), r.port);
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let t = std::time::Instant::now();
+            let got: Option<(String, String)> = redis::cmd("BLPOP")
+                .arg(&jobs)
+                .arg(10)
+                .query(&mut c)
+                .unwrap();
+            (got, t.elapsed())
+        })
+    };
+    let mut c = r.conn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(q(&mut c, &["RPUSH", &jobs, "job-1"]), Value::Int(1));
+    let (got, waited) = consumer.join().unwrap();
+    assert_eq!(got, Some((jobs.clone(), "job-1".to_string())));
+    assert!(
+        waited >= Duration::from_millis(200),
+        "BLPOP did not block: {waited:?}"
+    );
+    assert_eq!(q(&mut c, &["WATCH", &cas]), Value::Okay);
+    assert_eq!(q(&mut c, &["GET", &cas]), Value::Nil);
+    assert_eq!(q(&mut c, &["MULTI"]), Value::Okay);
+    assert_eq!(
+        q(&mut c, &["SET", &cas, "v1"]),
+        Value::SimpleString("QUEUED".into())
+    );
+    assert_eq!(q(&mut c, &["EXEC"]), Value::Array(vec![Value::Okay]));
+    let served_while_down = std::time::Instant::now();
     cluster.wait_failover(&victim_addr, 0);
     let promoted = std::time::Instant::now();
+    assert!(served_while_down < promoted);
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::Relaxed);
     let mut logs = Vec::new();
@@ -1017,6 +1067,12 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
         "only {pushed_while_down} pushes while the primary was down"
     );
     assert!(pushes_refused <= 32, "{pushes_refused} pushes refused");
+    // The consumer's pop and the check-and-set are in the cluster.
+    assert_eq!(on_node(&cluster, &cas), "v1");
+    assert_eq!(
+        cluster.node_of_slot(slot(&jobs)).cmd(&["LLEN", &jobs]),
+        ":0"
+    );
     // Through Redoubt too, from the cluster now.
     let mut c = r.conn().unwrap();
     let (key, ..) = logs

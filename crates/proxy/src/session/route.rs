@@ -14,6 +14,10 @@ use super::{Flow, Session};
 use crate::classify::{is_write, Kind};
 use crate::reply;
 
+/// How often a command blocked locally on a cluster shard's keys looks
+/// whether the shard is back.
+const SHARD_RECHECK: Duration = Duration::from_millis(50);
+
 impl Session {
     /// True when commands may go to `conn` without overtaking in-flight
     /// commands on another connection.
@@ -406,7 +410,8 @@ impl Session {
             self.push_ready(reply::error("ERR WATCH inside MULTI is not allowed"));
             return Flow::Go;
         }
-        if self.local_watch || self.shared.health.state() == State::Down {
+        if self.local_watch || self.state_for(self.shared.health.state(), &req.args) == State::Down
+        {
             if let Some(o) = self.shared.outage.clone() {
                 if !self.pending.is_empty() {
                     return Flow::Stall(req);
@@ -464,7 +469,7 @@ impl Session {
     }
 
     pub(super) async fn blocking(&mut self, mut req: Request, mut block_ms: Option<u64>) -> Flow {
-        if self.shared.health.state() == State::Down {
+        if self.state_for(self.shared.health.state(), &req.args) == State::Down {
             match self.block_locally(&req, block_ms).await {
                 Local::Answered => return Flow::Go,
                 Local::Stall => return Flow::Stall(req),
@@ -593,7 +598,7 @@ impl Session {
             let local = self.store_session.get_or_insert_with(|| o.session());
             local.set_protocol(self.proto);
             let caller = self.shared.access.caller(&self.who);
-            let state = self.shared.health.state();
+            let state = o.state_for(self.shared.health.state(), &req.args);
             let mut pushes = match o
                 .try_blocking(state, local, self.db, &req.args, &caller)
                 .await
@@ -611,9 +616,13 @@ impl Session {
             let mut rx = health.subscribe();
             let mut shutdown = self.shared.shutdown.clone();
             let left = limit.saturating_sub(started.elapsed());
+            // Only a cluster shard is down (the upstream answers): its
+            // slots coming back shows in no watch, so it is looked at again.
+            let shard_only = health.state() != State::Down;
             let timed_out = tokio::select! {
                 _ = pushes.changed() => false,
-                _ = rx.wait_for(|_| health.state() != State::Down) => false,
+                _ = rx.wait_for(|_| health.state() != State::Down), if !shard_only => false,
+                _ = tokio::time::sleep(SHARD_RECHECK), if shard_only => false,
                 _ = tokio::time::sleep(left) => true,
                 _ = shutdown.wait_for(|s| *s) => true,
             };
