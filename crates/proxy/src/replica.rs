@@ -165,6 +165,12 @@ pub struct Replica {
     /// by what the writer's clients did since, and would put back keys
     /// they deleted). None: alone, it may.
     may_restore: Mutex<Option<MayRestore>>,
+    /// The link's task, ended by [`Replica::stop`].
+    link_task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Ends the applying task ([`Replica::stop`]).
+    stop: tokio::sync::Notify,
+    /// One of several copies: its owner publishes the gauges for all.
+    quiet: AtomicBool,
 }
 
 /// Asked before a restore: true when this instance may write it.
@@ -214,6 +220,9 @@ impl Replica {
             last_io: Mutex::default(),
             offset: AtomicU64::new(0),
             max_bytes,
+            link_task: Mutex::default(),
+            stop: tokio::sync::Notify::new(),
+            quiet: AtomicBool::new(false),
         })
     }
 
@@ -225,7 +234,10 @@ impl Replica {
     ) -> Arc<Replica> {
         let r = Replica::new(keyspaces, &cfg, health);
         let (tx, rx) = mpsc::channel(EVENTS_QUEUED);
-        spawn_link(cfg.link, tx);
+        let link = spawn_link(cfg.link, tx);
+        if let Ok(mut t) = r.link_task.lock() {
+            *t = Some(link.abort_handle());
+        }
         tokio::spawn(r.clone().run(rx));
         let weak = Arc::downgrade(&r);
         tokio::spawn(async move {
@@ -239,8 +251,17 @@ impl Replica {
         r
     }
 
+    /// Leaves the `redoubt_replica_*` gauges to the owner of several
+    /// copies ([`crate::shard_replicas::ShardReplicas`]).
+    pub fn quiet_gauges(&self) {
+        self.quiet.store(true, Ordering::Release);
+    }
+
     fn publish_gauges(&self) {
         use crate::metrics::*;
+        if self.quiet.load(Ordering::Acquire) {
+            return;
+        }
         let s = self.status();
         metrics::gauge!(REPLICA_KEYS).set(s.keys as f64);
         metrics::gauge!(REPLICA_BYTES).set(s.bytes as f64);
@@ -258,6 +279,15 @@ impl Replica {
             .read()
             .map(|s| s.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Ends the link and the task applying its stream; the copy goes when
+    /// the last handle is dropped.
+    pub fn stop(&self) {
+        if let Some(t) = self.link_task.lock().ok().and_then(|mut t| t.take()) {
+            t.abort();
+        }
+        self.stop.notify_one();
     }
 
     /// True while a Redis that came back is being checked for the durable
@@ -407,6 +437,7 @@ impl Replica {
                     Some(ev) => ev,
                     None => return,
                 },
+                _ = self.stop.notified() => return,
                 _ = tokio::time::sleep(Duration::from_secs(1)), if self.restoring() => {
                     let answering = self
                         .health

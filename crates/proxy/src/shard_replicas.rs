@@ -7,8 +7,8 @@
 //! is unreachable the map still names it, and its copy (kept when the link
 //! broke: the latest word Redis sent) seeds the outage's local store. Once
 //! a replica is promoted, the map names it and it gets a copy of its own;
-//! the old primary's copy stays (its link retries, and follows the node if
-//! it comes back as a replica).
+//! the old primary's copy is stopped and dropped once the map no longer
+//! names it as a primary (no slot's key is looked up there any more).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,12 +54,39 @@ impl ShardReplicas {
 
     fn follow_map(&self) {
         let map = self.cluster.map();
+        if map.primaries().is_empty() {
+            // Not learnt yet, or the last refresh found nothing: keep all.
+            return;
+        }
         let mut by_node = self.by_node.lock().unwrap_or_else(|e| e.into_inner());
         for p in map.primaries() {
             if !by_node.contains_key(p) {
                 tracing::info!(primary = %p, "replica link to a cluster primary started");
-                by_node.insert(p.clone(), (self.make)(p));
+                let r = (self.make)(p);
+                r.quiet_gauges();
+                by_node.insert(p.clone(), r);
             }
+        }
+        by_node.retain(|addr, r| {
+            let keep = map.primaries().contains(addr);
+            if !keep {
+                tracing::info!(node = %addr, "no longer a cluster primary: its replica link stopped and its copy dropped");
+                r.stop();
+            }
+            keep
+        });
+        // The copies' gauges as one copy's: keys and bytes summed, the
+        // largest lag, the stalest link.
+        use crate::metrics::*;
+        let all: Vec<ReplicaStatus> = by_node.values().map(|r| r.status()).collect();
+        drop(by_node);
+        metrics::gauge!(REPLICA_KEYS).set(all.iter().map(|s| s.keys as f64).sum::<f64>());
+        metrics::gauge!(REPLICA_BYTES).set(all.iter().map(|s| s.bytes as f64).sum::<f64>());
+        if let Some(lag) = all.iter().filter_map(|s| s.lag_bytes).max() {
+            metrics::gauge!(REPLICA_LAG).set(lag as f64);
+        }
+        if let Some(ms) = all.iter().filter_map(|s| s.last_io_ms_ago).max() {
+            metrics::gauge!(REPLICA_LAST_IO).set(ms as f64 / 1000.0);
         }
     }
 

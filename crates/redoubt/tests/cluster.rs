@@ -1116,6 +1116,34 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
         inc["replayed"].as_u64().unwrap() >= acked_while_down,
         "{inc}"
     );
+    // A copy of each primary now, the promoted one's included; the dead
+    // one's link is stopped.
+    wait_for(
+        "a copy of each primary after the failover",
+        Duration::from_secs(30),
+        || {
+            let s = r.status()["journal"]["shard_replicas"].clone();
+            s.as_array().is_some_and(|a| {
+                a.len() == 3
+                    && a.iter().all(|x| x["primary"] != victim.as_str())
+                    && a.iter().all(|x| x["replica"]["state"] == "streaming")
+            })
+        },
+    );
+    // The copies' gauges, summed over the primaries: every key written.
+    let written =
+        (logs.iter().filter(|(_, f, ..)| *f == Fate::Acked).count() - lost_in_window) as f64;
+    wait_for(
+        "the copies' keys in the metrics",
+        Duration::from_secs(10),
+        || {
+            let (_, m) = test_support::http("GET", r.admin, "/metrics");
+            m.lines()
+                .find_map(|l| l.strip_prefix("redoubt_replica_keys "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|n| n >= written)
+        },
+    );
     // The replay checkpoints live on the promoted node, one per slot.
     let node_id = r.status()["node_id"].as_str().unwrap().to_string();
     let key_slot = slot(key);
