@@ -26,6 +26,14 @@
 //! hand out what the writer already handed out. A writer that does not
 //! renew within [`LEASE_MS`] + [`RENEW_EVERY`] of Redis answering is taken
 //! as gone: the wait ends, and its journal replays whenever it starts again.
+//!
+//! **In front of a Redis Cluster** the lease is one key on one shard, and
+//! a shard's outage counts as an outage here: while any slot is
+//! unreachable nobody renews (the last answer stands, as above), only the
+//! holder takes durable writes to the down shard's keys, and the others
+//! wait for its replay once the cluster serves every slot again (keeping
+//! every durable key as during an outage meanwhile: they cannot tell which
+//! keys the writer's journal holds).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,6 +48,17 @@ pub const LEASE_KEY: &str = "redoubt:outage-writer";
 pub const LEASE_MS: u64 = 10_000;
 /// How often the lease is claimed or renewed while Redis answers.
 pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// In front of a cluster: how often a shard's outage is looked for.
+const CLUSTER_LOOK: Duration = Duration::from_millis(250);
+
+/// A cluster's "this node cannot be reached now" answers (the router's
+/// own, and the cluster's while it fails over).
+fn unreachable(err: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(err);
+    text.contains("could not reach cluster node")
+        || text.starts_with("CLUSTERDOWN")
+        || text.starts_with("TRYAGAIN")
+}
 
 /// Claims the lease if free or ours (and renews it, counting renewals and
 /// saying whether our journal is replaying); else returns the lease's
@@ -183,12 +202,18 @@ impl Writer {
             let mut warned = false;
             let mut wait: Option<Wait> = None;
             let mut rx = health.subscribe();
+            // In front of a cluster a shard's outage leaves the state Up:
+            // it is looked for every CLUSTER_LOOK, renewals still go every
+            // RENEW_EVERY.
+            let cluster = url.cluster.clone();
+            let mut renewed: Option<tokio::time::Instant> = None;
             loop {
                 if Arc::strong_count(&me) == 1 {
                     health.hold_for_writer(false);
                     return;
                 }
-                if health.state() == State::Down {
+                let shard_down = cluster.as_ref().is_some_and(|c| c.degraded());
+                if health.state() == State::Down || shard_down {
                     if wait.is_none() && !me.holds() {
                         if let Some(writer) = me.other.lock().ok().and_then(|o| o.clone()) {
                             // Held before Redis can be seen answering, so no
@@ -216,11 +241,16 @@ impl Writer {
                             health.hold_for_writer(false);
                         }
                     } else if let Some(c) = &conn {
-                        me.renew(c, &node_id, replaying(), &mut warned).await;
+                        if renewed.is_none_or(|t| t.elapsed() >= RENEW_EVERY) {
+                            me.renew(c, &node_id, replaying(), &mut warned).await;
+                            renewed = Some(tokio::time::Instant::now());
+                        }
                     }
                 }
                 let pause = if wait.is_some() {
                     Duration::from_millis(200)
+                } else if cluster.is_some() {
+                    CLUSTER_LOOK
                 } else {
                     RENEW_EVERY
                 };
@@ -258,6 +288,9 @@ impl Writer {
                 }
                 self.set(false, Some(other));
             }
+            // The lease's cluster shard cannot be reached now: the last
+            // answer stands, as during an outage.
+            Ok(resp::Frame::Error(e)) if unreachable(&e) => {}
             Ok(f) => {
                 if !*warned {
                     let text = f

@@ -503,8 +503,8 @@ fn local_keyspaces(
     let outage = proxy::outage::Outage::new(keyspaces, Arc::new(journal), Arc::default())?;
     // In front of a cluster, a failed primary's slots are served from the
     // copy of that primary and what the outage writes. The near-cache's
-    // invalidation feed and the writer lease reach one node, not one per
-    // shard: not started (README, "Redis Cluster").
+    // invalidation feed reaches one node, not one per shard: not started
+    // (README, "Redis Cluster").
     let cluster = url.cluster.clone();
     if let Some(c) = &cluster {
         outage.attach_cluster(c.clone());
@@ -593,14 +593,12 @@ fn local_keyspaces(
         proxy::writer::Writer::alone()
     };
     let journal = outage.journal().clone();
-    if cluster.is_none() {
-        writer.spawn_lease(
-            url.clone(),
-            node_id.to_string(),
-            health.clone(),
-            move || journal.pending_entries() > 0,
-        );
-    }
+    writer.spawn_lease(
+        url.clone(),
+        node_id.to_string(),
+        health.clone(),
+        move || journal.pending_entries() > 0,
+    );
     outage.attach_writer(writer);
     Ok(Some(outage))
 }

@@ -879,6 +879,7 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
         .map(|k| format!("d:cas:{k}"))
         .find(|k| on_victim(k))
         .unwrap();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
     let consumer = {
         let (jobs, port) = (jobs.clone(), r.port);
         std::thread::spawn(move || {
@@ -886,6 +887,7 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
                 .unwrap()
                 .get_connection()
                 .unwrap();
+            ready_tx.send(()).unwrap();
             let t = std::time::Instant::now();
             let got: Option<(String, String)> = redis::cmd("BLPOP")
                 .arg(&jobs)
@@ -896,6 +898,8 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
         })
     };
     let mut c = r.conn().unwrap();
+    // Pushed well after the consumer sends BLPOP, which then blocks.
+    ready.recv().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(q(&mut c, &["RPUSH", &jobs, "job-1"]), Value::Int(1));
     let (got, waited) = consumer.join().unwrap();
@@ -1158,4 +1162,102 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
         "redoubt went down:\n{}",
         r.log()
     );
+}
+
+#[test]
+fn with_two_redoubts_only_the_lease_holder_takes_a_shards_writes_and_the_other_waits_for_its_replay(
+) {
+    let mut cluster = ClusterSet::start_with(&["--cluster-require-full-coverage", "no"]);
+    let durable = "[[keyspace]]\npattern = \"d:*\"\npolicy = \"durable\"\n";
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let writer = Redoubt::start_with(dirs[0].path(), &cluster.url(), durable);
+    let holds = |r: &Redoubt| r.status()["journal"]["writer"]["takes_outage_writes"].clone();
+    wait_for(
+        "the first Redoubt holds the lease",
+        Duration::from_secs(10),
+        || holds(&writer) == true,
+    );
+    let other = Redoubt::start_with(dirs[1].path(), &cluster.url(), durable);
+    wait_for(
+        "the second knows it does not",
+        Duration::from_secs(10),
+        || holds(&other) == false,
+    );
+    let victim = cluster.node_of_slot(0).addr();
+    let key = (0..)
+        .map(|k| format!("d:ids:{k}"))
+        .find(|k| cluster.node_of_slot(slot(k)).addr() == victim)
+        .unwrap();
+    for r in [&writer, &other] {
+        wait_for("a copy of each primary", Duration::from_secs(30), || {
+            r.status()["journal"]["shard_replicas"]
+                .as_array()
+                .is_some_and(|a| {
+                    a.len() == 3 && a.iter().all(|x| x["replica"]["state"] == "streaming")
+                })
+        });
+    }
+    let (mut w, mut o) = (writer.conn().unwrap(), other.conn().unwrap());
+    assert_eq!(q(&mut w, &["INCR", &key]), Value::Int(1));
+    // Both copies have applied it (WAIT counts what a link received).
+    let node = cluster.node_of_slot(slot(&key));
+    let info = node.cmd(&["INFO", "replication"]);
+    let offset: u64 = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    for r in [&writer, &other] {
+        wait_for(
+            "the copy to apply the INCR",
+            Duration::from_secs(10),
+            || {
+                r.status()["journal"]["shard_replicas"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["primary"] == victim.as_str()).cloned())
+                    .and_then(|x| x["replica"]["offset"].as_u64())
+                    .is_some_and(|o| o >= offset)
+            },
+        );
+    }
+    let idx = cluster
+        .nodes
+        .iter()
+        .position(|n| n.addr() == victim)
+        .unwrap();
+    cluster.nodes[idx].kill();
+    for r in [&writer, &other] {
+        wait_for("the dead primary seen", Duration::from_secs(5), || {
+            r.status()["cluster"]["shards"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["reachable"] == false))
+        });
+    }
+    // Only the holder takes the shard's durable writes.
+    let refused = q_err(&mut o, &["INCR", &key]);
+    assert!(refused.contains("another Redoubt"), "{refused}");
+    assert_eq!(q(&mut w, &["INCR", &key]), Value::Int(2));
+    cluster.wait_failover(&victim, slot(&key));
+    // The other takes writes again only once the holder has replayed its
+    // journal: its first INCR that goes through counts the holder's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        match redis::cmd("INCR").arg(&key).query::<i64>(&mut o) {
+            Ok(n) => break n,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still refused: {e}\n{}",
+                    other.log()
+                );
+                assert!(e.to_string().contains("another Redoubt"), "{e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert_eq!(
+        first, 3,
+        "the other Redoubt wrote before the writer's replay"
+    );
+    assert_eq!(on_node(&cluster, &key), "3");
 }
