@@ -462,6 +462,46 @@ fn blocking_commands_and_pubsub_go_through() {
     });
     let msg = sub.get_message().unwrap();
     assert_eq!(msg.get_payload::<String>().unwrap(), "hello");
+
+    // Sharded pub/sub lives on the channel's slot's primary: one that is
+    // not slot 0's (where keyless commands go).
+    let chan = (0..)
+        .map(|k| format!("shard-news-{k}"))
+        .find(|c| cluster.node_of_slot(slot(c)).addr() != cluster.node_of_slot(0).addr())
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", r.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    use std::io::{BufRead, Write};
+    write!(
+        s,
+        "*2\r\n$10\r\nSSUBSCRIBE\r\n${}\r\n{chan}\r\n",
+        chan.len()
+    )
+    .unwrap();
+    let mut rd = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut read_until = |want: &str| {
+        let mut seen = Vec::new();
+        loop {
+            let mut line = String::new();
+            rd.read_line(&mut line)
+                .unwrap_or_else(|e| panic!("waiting for {want}: {e}; read {seen:?}"));
+            assert!(!line.starts_with('-'), "{line} (read {seen:?})");
+            if line.trim_end() == want {
+                return;
+            }
+            seen.push(line);
+        }
+    };
+    read_until("ssubscribe");
+    read_until(":1");
+    wait_for(
+        "the shard subscriber to receive",
+        Duration::from_secs(5),
+        || q(&mut pubc, &["SPUBLISH", &chan, "sharded hello"]) == Value::Int(1),
+    );
+    read_until("smessage");
+    read_until(&chan);
+    read_until("sharded hello");
 }
 
 #[test]

@@ -186,13 +186,18 @@ impl Upstream {
         &self,
         key: &PoolKey,
     ) -> Result<(tls::Stream, OwnedSemaphorePermit), DedicatedError> {
+        self.tunnel_to(key, &self.url.endpoint()).await
+    }
+
+    /// [`Upstream::tunnel`] to `endpoint`: in front of a cluster, the node
+    /// a sharded subscriber's channel lives on.
+    pub async fn tunnel_to(
+        &self,
+        key: &PoolKey,
+        endpoint: &Endpoint,
+    ) -> Result<(tls::Stream, OwnedSemaphorePermit), DedicatedError> {
         let permit = self.permit()?;
-        let s = open_stream(
-            &self.url.endpoint(),
-            &handshake(key),
-            self.cfg.connect_timeout,
-        )
-        .await?;
+        let s = open_stream(endpoint, &handshake(key), self.cfg.connect_timeout).await?;
         Ok((s, permit))
     }
 }

@@ -642,8 +642,21 @@ impl Session {
     }
 
     pub(super) async fn tunnel(&mut self, mut client: tls::Stream, req: Request, rest: BytesMut) {
-        let mut moved = self.shared.upstream.url().endpoint().moved();
-        let (mut up, _permit) = match self.shared.upstream.tunnel(&self.key()).await {
+        let url = self.shared.upstream.url();
+        let mut moved = url.endpoint().moved();
+        // In front of a cluster, SSUBSCRIBE goes to its channel's slot's
+        // primary (a later one for another node's slot gets Redis's MOVED).
+        let shard_node = url
+            .cluster
+            .as_ref()
+            .filter(|_| req.args.len() > 1 && req.args[0].eq_ignore_ascii_case(b"ssubscribe"))
+            .and_then(|c| {
+                c.map()
+                    .node(upstream::cluster::key_slot(&req.args[1]))
+                    .map(upstream::Endpoint::plain)
+            });
+        let endpoint = shard_node.unwrap_or_else(|| url.endpoint());
+        let (mut up, _permit) = match self.shared.upstream.tunnel_to(&self.key(), &endpoint).await {
             Ok(t) => t,
             Err(e) => {
                 let _ = tls::send(&mut client, &reply::unavailable_connect(&e.to_string())).await;
