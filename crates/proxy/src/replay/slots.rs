@@ -393,21 +393,20 @@ impl Replayer {
                 next = Some(rec.next);
                 continue;
             }
-            let s = match entry_slot(&rec.entry) {
+            // A record no cluster transaction can run is recorded as
+            // failed and left out.
+            let checked = entry_slot(&rec.entry)
+                .map_err(|why| (0, why))
+                .and_then(|s| batch::validate(&rec.entry, self.databases).map(|()| s));
+            let s = match checked {
                 Ok(s) => s,
-                Err(why) => {
+                Err((cmd, why)) => {
                     self.skip.insert(rec.position);
-                    failed.extend(self.whole_record_failed(&rec, 0, &why));
+                    failed.extend(self.whole_record_failed(&rec, cmd, &why));
                     next = Some(rec.next);
                     continue;
                 }
             };
-            if let Err((cmd, why)) = batch::validate(&rec.entry, self.databases) {
-                self.skip.insert(rec.position);
-                failed.extend(self.whole_record_failed(&rec, cmd, &why));
-                next = Some(rec.next);
-                continue;
-            }
             if blocked.contains_key(&s) {
                 // For a later run: nothing past it is released now.
                 let cap = self
