@@ -440,6 +440,25 @@ fn check(ledger: &mut Ledger, port: u16, round: u64) -> Vec<String> {
     bad
 }
 
+/// The failovers, in the order listed, that lead from `old` to `new`:
+/// the first one leaving `old`, then each one leaving where the one before
+/// arrived, up to the one arriving at `new`. Empty when there is no such
+/// chain.
+fn failover_path(failovers: &[serde_json::Value], old: u16, new: u16) -> Vec<serde_json::Value> {
+    let mut at = format!("127.0.0.1:{old}");
+    let mut path = Vec::new();
+    for f in failovers {
+        if f["from"] == at.as_str() {
+            path.push(f.clone());
+            at = f["to"].as_str().unwrap_or_default().to_string();
+            if at == format!("127.0.0.1:{new}") {
+                return path;
+            }
+        }
+    }
+    Vec::new()
+}
+
 /// When a write was answered, relative to the fault.
 fn since_fault(ledger: &Ledger, w: usize, n: u64) -> String {
     match (ledger.answered.get(&(w, n)), ledger.fault_at) {
@@ -514,24 +533,24 @@ fn round(
         .cloned()
         .unwrap_or_default();
     // Sentinel may start another failover right after this one (a loaded
-    // machine can make the new primary look down too): this one must be
-    // among those since the round began.
-    let last = failovers
-        .iter()
-        .skip(failovers_before)
-        .find(|f| {
-            f["from"] == format!("127.0.0.1:{old}").as_str()
-                && f["to"] == format!("127.0.0.1:{new}").as_str()
-        })
-        .cloned();
+    // machine can make the new primary look down too, so the sentinels
+    // move on to a third node): what /status lists since the round began
+    // must lead from the old primary to the new one, each step starting
+    // where the one before ended.
+    let path = failover_path(
+        &failovers[failovers_before.min(failovers.len())..],
+        old,
+        new,
+    );
     assert!(
-        last.is_some(),
+        !path.is_empty(),
         "{what}: /status names no failover from {old} to {new}: {}",
         s["sentinel"]
     );
-    let last = last.unwrap_or_default();
+    let last = path[path.len() - 1].clone();
     eprintln!(
-        "{what}: {old} -> {new} in {} ms as Redoubt saw it; {} sets, {} acknowledged while not up, slowest reply {:?}, lost_in_window={}",
+        "{what}: {old} -> {new} ({} failovers, the last in {} ms as Redoubt saw it); {} sets, {} acknowledged while not up, slowest reply {:?}, lost_in_window={}",
+        path.len(),
         last["duration_ms"],
         l.sets.len(),
         l.acked,

@@ -273,10 +273,13 @@ fn the_page_follows_redis_up_down_recovering_and_up_again() {
     // The replica's first sync at once (not 5 s later), so the outage
     // below has a copy to restore from.
     let mut redis = RedisServer::start(&["--repl-diskless-sync-delay", "0"]);
+    // The outage below is a kill (refused at once), so a long probe
+    // timeout costs nothing; a short one lets a busy machine show a
+    // passing "down" on the first page.
     let r = serve(
         Some(&redis.url()),
         "[[keyspace]]\npattern = \"d:*\"\npolicy = \"durable\"\n",
-        &[],
+        &[("REDOUBT_HEALTH_TIMEOUT_MS", "2000")],
     );
     let shots = shots_dir(&r, "states");
     let url = format!("http://127.0.0.1:{}/", r.admin);
