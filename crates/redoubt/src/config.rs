@@ -20,6 +20,10 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9380";
 /// Data directory default.
 pub const DEFAULT_DATA_DIR: &str = "./redoubt-data";
 
+/// Most `threads`: past the CPUs a machine has, more threads only add
+/// hand-offs.
+pub const MAX_THREADS: u32 = 1024;
+
 /// The effective configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,6 +38,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `""`: a UUID made on first start and kept in `data_dir`.
     pub node_id: String,
+    /// Threads serving clients in proxy mode; 0: one per CPU the process
+    /// may run on. With one, the whole data path runs on one thread with
+    /// no hand-off between threads. Standalone always runs on one.
+    pub threads: u32,
     /// `[admin]`
     pub admin: AdminSection,
     /// `[health]`
@@ -73,6 +81,7 @@ impl Default for Config {
             upstream: String::new(),
             data_dir: DEFAULT_DATA_DIR.into(),
             node_id: String::new(),
+            threads: 0,
             admin: AdminSection::default(),
             health: HealthConfig::default(),
             limits: LimitsSection::default(),
@@ -787,6 +796,9 @@ fn overlay_env(root: &mut toml::Table, env: &[(String, String)], problems: &mut 
                     t.insert(key, value);
                 }
             }
+            None if rest == "threads" => {
+                root.insert(rest, value);
+            }
             None if ["listen", "upstream", "data_dir", "node_id"].contains(&rest.as_str()) => {
                 root.insert(rest, Value::String(v.clone()));
             }
@@ -896,6 +908,7 @@ fn build(mut root: toml::Table, problems: &mut Vec<String>) -> Config {
     take(&root, "upstream", &mut c.upstream, problems);
     take(&root, "data_dir", &mut c.data_dir, problems);
     take(&root, "node_id", &mut c.node_id, problems);
+    take(&root, "threads", &mut c.threads, problems);
     section(&root, "admin", &mut c.admin, problems);
     section(&root, "health", &mut c.health, problems);
     section(&root, "limits", &mut c.limits, problems);
@@ -1039,6 +1052,12 @@ fn check_listen(addr: &str) -> Result<(), String> {
 /// Semantic checks, every one of them.
 pub fn validate(c: &Config) -> Vec<String> {
     let mut p = Vec::new();
+    if c.threads > MAX_THREADS {
+        p.push(format!(
+            "threads: {} is more than {MAX_THREADS}; give 0 (one per CPU) or the number of CPUs Redoubt may use",
+            c.threads
+        ));
+    }
     if let Err(e) = check_listen(&c.listen) {
         p.push(format!("listen: {e}"));
     } else if c.upstream.is_empty()
@@ -1848,6 +1867,34 @@ mod tests {
         assert_eq!(l.config.upstream, "redis://env:2");
         assert_eq!(l.config.health.interval_ms, 50);
         assert_eq!(l.config.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn threads_come_from_the_file_or_the_environment_and_are_bounded() {
+        let l = load_str("threads = 3\n", &[], Overrides::default());
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        assert_eq!(l.config.threads, 3);
+        let l = load_str(
+            "threads = 3\n",
+            &[("REDOUBT_THREADS", "1")],
+            Overrides::default(),
+        );
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        assert_eq!(l.config.threads, 1);
+        let l = load_str("threads = 5000\n", &[], Overrides::default());
+        assert!(
+            l.problems
+                .iter()
+                .any(|p| p.contains("threads: 5000 is more than 1024")),
+            "{:?}",
+            l.problems
+        );
+        let l = load_str("threads = -1\n", &[], Overrides::default());
+        assert!(
+            l.problems.iter().any(|p| p.contains("threads")),
+            "{:?}",
+            l.problems
+        );
     }
 
     #[test]

@@ -25,14 +25,23 @@ pub fn run(loaded: Loaded) -> ExitCode {
         return ExitCode::from(2);
     }
     // Standalone runs on one thread: the journal's order must be the order
-    // in which commands changed the store (see proxy::standalone).
+    // in which commands changed the store (see proxy::standalone). A proxy
+    // given one CPU runs on one thread too: a pool of one worker still
+    // hands work between that worker and the thread driving the runtime,
+    // which cost about a tenth of the unpipelined throughput in
+    // scripts/bench.sh's placement.
     let standalone = loaded.config.upstream.is_empty();
-    let rt = if standalone {
+    let threads = match loaded.config.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    };
+    let rt = if standalone || threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
             .enable_all()
             .build()
     };

@@ -474,6 +474,56 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 }
 
+/// `threads = 1`: the proxy runs its whole data path on one thread (no
+/// worker pool), and still serves, rides an outage on its journal and
+/// replays it.
+#[test]
+fn a_proxy_on_one_thread_serves_rides_an_outage_and_replays() {
+    let mut redis = RedisServer::new();
+    let r = serve_with(
+        &redis.url(),
+        "threads = 1\n[replica]\nmode = \"off\"\n[[keyspace]]\npattern = \"d:*\"\npolicy = \"durable\"\n",
+    );
+    // No tokio worker pool: the runtime is the main thread's.
+    let pid = r.child.id();
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("tokio-rt-worker")),
+        "{names:?}"
+    );
+    wait_for(
+        "Up, default's permissions read",
+        Duration::from_secs(10),
+        || {
+            let s = http_get(r.admin, "/status").1;
+            s.contains("\"state\":\"up\"") && s.contains("\"users_with_known_permissions\":1")
+        },
+    );
+    assert_eq!(cmd(r.port, &["SET", "d:before", "1"]), "+OK");
+    assert_eq!(cmd(r.port, &["GET", "d:before"]), "$1");
+    redis.kill();
+    wait_for("readyz says down", Duration::from_secs(10), || {
+        http_get(r.admin, "/readyz")
+            .1
+            .contains("\"state\":\"down\"")
+    });
+    assert_eq!(cmd(r.port, &["SET", "d:during", "2"]), "+OK");
+    assert!(cmd(r.port, &["GET", "other"]).starts_with("-UNAVAILABLE"));
+    redis.restart();
+    wait_for(
+        "the journal replayed into Redis",
+        Duration::from_secs(10),
+        || redis.cmd(&["GET", "d:during"]) == "2",
+    );
+    wait_for("Up again", Duration::from_secs(10), || {
+        http_get(r.admin, "/readyz").0 == 200
+    });
+    assert_eq!(cmd(r.port, &["INCR", "d:during"]), ":3");
+}
+
 #[test]
 fn a_second_process_on_the_same_data_dir_is_refused() {
     let redis = RedisServer::new();
