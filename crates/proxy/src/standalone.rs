@@ -523,10 +523,29 @@ fn entries(exec: &Executed) -> Vec<Entry> {
 
 type Durable = Pin<Box<dyn Future<Output = Result<journal::Position, JournalError>> + Send>>;
 
-/// A reply waiting for its journal entries to be durable.
-struct Pending {
-    reply: Bytes,
+/// The replies of one turn of a session's loop, encoded back to back into
+/// one buffer kept for the session's life (no allocation per reply); each
+/// waits for its journal entries to be durable before it is written.
+#[derive(Default)]
+struct Turn {
+    replies: BytesMut,
+    /// Per reply: where it ends in `replies`, and how many of `durable`
+    /// (taken in order) are its.
+    ends: Vec<(usize, usize)>,
     durable: Vec<Durable>,
+}
+
+impl Turn {
+    /// A reply with nothing to wait for.
+    fn push(&mut self, reply: &[u8]) {
+        self.replies.extend_from_slice(reply);
+        self.ends.push((self.replies.len(), 0));
+    }
+
+    /// Bytes of the replies so far.
+    fn bytes(&self) -> usize {
+        self.replies.len()
+    }
 }
 
 /// Why the journal refuses writes now, if it does: the reason's label
@@ -588,22 +607,20 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
         .users
         .is_empty()
         .then(|| Bytes::from_static(b"default"));
+    let mut turn = Turn::default();
     loop {
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut pending_bytes = 0usize;
+        turn.replies.clear();
+        turn.ends.clear();
         let mut quit = false;
         // Replies are written once they pass reply::FLUSH_AT: a client pipelining
         // reads of a big value and never reading the replies then holds
         // one batch, not every reply to everything it sent.
-        while !quit && pending_bytes < reply::FLUSH_AT {
+        while !quit && turn.bytes() < reply::FLUSH_AT {
             let req = match decoder.decode(&mut inbuf) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    pending.push(Pending {
-                        reply: reply::error(format!("ERR {e}; connection closed")),
-                        durable: vec![],
-                    });
+                    turn.push(&reply::error(format!("ERR {e}; connection closed")));
                     quit = true;
                     break;
                 }
@@ -611,22 +628,15 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             // The gate, as in proxy mode: shape, then login.
             if let Err(r) = crate::gate::admit(&req.args) {
                 local.metrics.rejected.increment(1);
-                local.store.count_unlocked(&req.args, &r.reply());
-                pending_bytes += r.reply().len();
-                pending.push(Pending {
-                    reply: r.reply(),
-                    durable: vec![],
-                });
+                let r = r.reply();
+                local.store.count_unlocked(&req.args, &r);
+                turn.push(&r);
                 continue;
             }
             let req = match login(&local.users, &mut user, req.args) {
                 Login::Reply(r, args) => {
                     local.store.count_unlocked(&args, &r);
-                    pending_bytes += r.len();
-                    pending.push(Pending {
-                        reply: r,
-                        durable: vec![],
-                    });
+                    turn.push(&r);
                     continue;
                 }
                 Login::Run(args) => resp::Request { args, raw: req.raw },
@@ -645,18 +655,11 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 )
                 .to_bytes();
                 local.store.count_unlocked(&req.args, &r);
-                pending_bytes += r.len();
-                pending.push(Pending {
-                    reply: r,
-                    durable: vec![],
-                });
+                turn.push(&r);
                 continue;
             }
             if req.args[0].eq_ignore_ascii_case(b"quit") {
-                pending.push(Pending {
-                    reply: reply::ok(),
-                    durable: vec![],
-                });
+                turn.push(&reply::ok());
                 quit = true;
                 break;
             }
@@ -679,11 +682,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             if let Some(r) = busy {
                 let r = r.to_bytes();
                 local.store.count_unlocked(&req.args, &r);
-                pending_bytes += r.len();
-                pending.push(Pending {
-                    reply: r,
-                    durable: vec![],
-                });
+                turn.push(&r);
                 continue;
             }
             let started = std::time::Instant::now();
@@ -692,10 +691,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 if let Some(r) = refuse_write(&local, req.raw.len()) {
                     local.metrics.rejected.increment(1);
                     local.store.count_unlocked(&req.args, &r);
-                    pending.push(Pending {
-                        reply: r,
-                        durable: vec![],
-                    });
+                    turn.push(&r);
                     continue;
                 }
             }
@@ -767,44 +763,46 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 }
             }
             // No await between execute and append: see the module docs.
-            let durable: Vec<Durable> = entries(&exec)
-                .into_iter()
-                .map(|e| Box::pin(local.journal.append(e)) as Durable)
-                .collect();
+            let before = turn.durable.len();
+            turn.durable.extend(
+                entries(&exec)
+                    .into_iter()
+                    .map(|e| Box::pin(local.journal.append(e)) as Durable),
+            );
+            let durable = turn.durable.len() - before;
             drop(script_turn);
-            if !durable.is_empty() {
+            if durable > 0 {
                 local.unjournaled.store(true, Ordering::Release);
             }
-            let mut buf = BytesMut::new();
             if !session.silenced() {
-                exec.reply.encode(&mut buf);
+                exec.reply.encode(&mut turn.replies);
                 for m in &exec.more {
-                    m.encode(&mut buf);
+                    m.encode(&mut turn.replies);
                 }
             }
+            turn.ends.push((turn.replies.len(), durable));
             local.metrics.local.increment(1);
             local.metrics.duration.record(started.elapsed());
-            pending_bytes += buf.len();
-            pending.push(Pending {
-                reply: buf.freeze(),
-                durable,
-            });
             if session.is_killed() {
                 quit = true;
             }
         }
-        let full = pending_bytes >= reply::FLUSH_AT;
+        let full = turn.bytes() >= reply::FLUSH_AT;
         // Replies go out only once their writes are durable; a write the
         // journal failed to keep is reported, not acknowledged.
-        for p in pending {
+        let mut durable = turn.durable.drain(..);
+        let mut start = 0;
+        for &(end, n) in &turn.ends {
             let mut failed = None;
-            for d in p.durable {
+            for d in durable.by_ref().take(n) {
                 if let Err(e) = d.await {
                     failed = Some(e);
                 }
             }
+            let reply = &turn.replies[start..end];
+            start = end;
             match failed {
-                None => out.extend_from_slice(&p.reply),
+                None => out.extend_from_slice(reply),
                 Some(e) => {
                     crate::metrics::count_write_refused(match e {
                         JournalError::Full { .. } => "journal-full",
