@@ -19,6 +19,10 @@ use crate::store::{Inner, Shared};
 use crate::value::{Entry, Value, ZSet};
 use crate::Effect;
 
+/// Values up to this many bytes are copied out of the keyspace rather
+/// than shared (see [`Ctx::get_str`]).
+const COPY_UP_TO: usize = 64;
+
 /// A handler's answer: `Err` is an error reply.
 pub(crate) type Reply = Result<Frame, Frame>;
 
@@ -274,6 +278,10 @@ impl<'a> Ctx<'a> {
     pub fn get_str(&mut self, key: &[u8]) -> Result<Option<Bytes>, Frame> {
         match self.lookup_read(key) {
             None => Ok(None),
+            // A short value is copied: its bytes share a cache line with
+            // the key just compared, while a clone would count a reference
+            // on the buffer's header, a line of its own, cold.
+            Some(Value::Str(s)) if s.len() <= COPY_UP_TO => Ok(Some(Bytes::copy_from_slice(s))),
             Some(Value::Str(s)) => Ok(Some(s.clone())),
             Some(_) => Err(err(WRONGTYPE)),
         }
