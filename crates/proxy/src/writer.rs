@@ -48,8 +48,6 @@ pub const LEASE_KEY: &str = "redoubt:outage-writer";
 pub const LEASE_MS: u64 = 10_000;
 /// How often the lease is claimed or renewed while Redis answers.
 pub const RENEW_EVERY: Duration = Duration::from_secs(2);
-/// In front of a cluster: how often a shard's outage is looked for.
-const CLUSTER_LOOK: Duration = Duration::from_millis(250);
 
 /// A cluster's "this node cannot be reached now" answers (the router's
 /// own, and the cluster's while it fails over).
@@ -203,11 +201,13 @@ impl Writer {
             let mut wait: Option<Wait> = None;
             let mut rx = health.subscribe();
             // In front of a cluster a shard's outage leaves the state Up:
-            // it is looked for every CLUSTER_LOOK, renewals still go every
-            // RENEW_EVERY.
+            // the cluster says when what it reaches changes.
             let cluster = url.cluster.clone();
-            let mut renewed: Option<tokio::time::Instant> = None;
+            let mut reach = cluster.as_ref().map(|c| c.reach_changed());
             loop {
+                if let Some(r) = reach.as_mut() {
+                    r.mark_unchanged();
+                }
                 if Arc::strong_count(&me) == 1 {
                     health.hold_for_writer(false);
                     return;
@@ -241,22 +241,18 @@ impl Writer {
                             health.hold_for_writer(false);
                         }
                     } else if let Some(c) = &conn {
-                        if renewed.is_none_or(|t| t.elapsed() >= RENEW_EVERY) {
-                            me.renew(c, &node_id, replaying(), &mut warned).await;
-                            renewed = Some(tokio::time::Instant::now());
-                        }
+                        me.renew(c, &node_id, replaying(), &mut warned).await;
                     }
                 }
                 let pause = if wait.is_some() {
                     Duration::from_millis(200)
-                } else if cluster.is_some() {
-                    CLUSTER_LOOK
                 } else {
                     RENEW_EVERY
                 };
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = rx.changed() => {}
+                    _ = upstream::cluster::reach_news(reach.as_mut()) => {}
                 }
             }
         });

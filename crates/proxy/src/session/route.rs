@@ -14,10 +14,6 @@ use super::{Flow, Session};
 use crate::classify::{is_write, Kind};
 use crate::reply;
 
-/// How often a command blocked locally on a cluster shard's keys looks
-/// whether the shard is back.
-const SHARD_RECHECK: Duration = Duration::from_millis(50);
-
 impl Session {
     /// True when commands may go to `conn` without overtaking in-flight
     /// commands on another connection.
@@ -590,10 +586,22 @@ impl Session {
         let started = Instant::now();
         let limit = block_ms.map_or(Duration::MAX, Duration::from_millis);
         let mut tried = false;
+        // In front of a cluster a shard can come back while the upstream
+        // as a whole stayed up: that shows here, not in the health state.
+        let mut reach = self
+            .shared
+            .upstream
+            .url()
+            .cluster
+            .as_ref()
+            .map(|c| c.reach_changed());
         loop {
             // Earlier replies go out first.
             if !self.pending.is_empty() {
                 return Local::Stall;
+            }
+            if let Some(r) = reach.as_mut() {
+                r.mark_unchanged();
             }
             let local = self.store_session.get_or_insert_with(|| o.session());
             local.set_protocol(self.proto);
@@ -616,13 +624,12 @@ impl Session {
             let mut rx = health.subscribe();
             let mut shutdown = self.shared.shutdown.clone();
             let left = limit.saturating_sub(started.elapsed());
-            // Only a cluster shard is down (the upstream answers): its
-            // slots coming back shows in no watch, so it is looked at again.
+            // Only a cluster shard is down (the upstream answers).
             let shard_only = health.state() != State::Down;
             let timed_out = tokio::select! {
                 _ = pushes.changed() => false,
                 _ = rx.wait_for(|_| health.state() != State::Down), if !shard_only => false,
-                _ = tokio::time::sleep(SHARD_RECHECK), if shard_only => false,
+                _ = upstream::cluster::reach_news(reach.as_mut()), if shard_only => false,
                 _ = tokio::time::sleep(left) => true,
                 _ = shutdown.wait_for(|s| *s) => true,
             };

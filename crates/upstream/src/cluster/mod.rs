@@ -108,6 +108,17 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Resolves when `reach` (from [`Cluster::reach_changed`]) changes; never
+/// without one, so a select may always include it.
+pub async fn reach_news(reach: Option<&mut watch::Receiver<u64>>) {
+    if let Some(r) = reach {
+        if r.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
 /// The cluster's nodes as far as Redoubt knows them.
 pub struct Cluster {
     seeds: Vec<String>,
@@ -115,6 +126,9 @@ pub struct Cluster {
     map: RwLock<Arc<SlotMap>>,
     /// Bumped after each refresh that succeeded.
     version: watch::Sender<u64>,
+    /// Bumped whenever what is reachable may have changed: a node failed
+    /// or was reached, or a new map was taken.
+    reach: watch::Sender<u64>,
     /// One refresh at a time; holds when the last one finished.
     refreshing: tokio::sync::Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
@@ -165,6 +179,7 @@ impl Cluster {
             auth,
             map: RwLock::new(Arc::new(SlotMap::default())),
             version: watch::channel(0).0,
+            reach: watch::channel(0).0,
             refreshing: tokio::sync::Mutex::new(None),
             last_error: Mutex::new(None),
             timer: Mutex::new(false),
@@ -226,6 +241,12 @@ impl Cluster {
         }
     }
 
+    /// Changes whenever [`Cluster::slot_unreachable`] may answer
+    /// differently: what waits for a shard to come back awaits this.
+    pub fn reach_changed(&self) -> watch::Receiver<u64> {
+        self.reach.subscribe()
+    }
+
     /// True when some slot is unreachable now ([`Cluster::slot_unreachable`]).
     pub fn degraded(&self) -> bool {
         self.degraded.load(std::sync::atomic::Ordering::Acquire)
@@ -249,6 +270,8 @@ impl Cluster {
             .sum();
         metrics::gauge!(SLOTS_UNREACHABLE).set((unreachable + m.unserved()) as f64);
         metrics::gauge!(PRIMARIES).set(m.primaries().len() as f64);
+        drop(down);
+        self.reach.send_modify(|v| *v += 1);
     }
 
     /// What `/status` shows.
@@ -394,7 +417,6 @@ impl Cluster {
                     let old = self.map();
                     self.note_failovers(&old, &m);
                     *lock(&self.refreshed) = Some(SystemTime::now());
-                    self.publish_metrics(&m);
                     if *old != m {
                         tracing::info!(
                             from = %addr,
@@ -405,6 +427,8 @@ impl Cluster {
                     }
                     let m = Arc::new(m);
                     *self.map.write().unwrap_or_else(|e| e.into_inner()) = m.clone();
+                    // After the swap: whoever `reach` wakes reads this map.
+                    self.publish_metrics(&m);
                     *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     *last = Some(Instant::now());
                     self.version.send_modify(|v| *v += 1);
