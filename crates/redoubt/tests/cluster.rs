@@ -662,12 +662,7 @@ fn a_killed_primary_fails_only_its_own_slots_until_its_replica_takes_over() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let idx = cluster
-        .nodes
-        .iter()
-        .position(|n| n.addr() == victim)
-        .unwrap();
-    cluster.nodes[idx].kill();
+    cluster.kill_node(&victim);
     *killed_at.lock().unwrap() = Some(std::time::Instant::now());
     let killed = std::time::Instant::now();
     cluster.wait_failover(&victim, 0);
@@ -897,12 +892,7 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let idx = cluster
-        .nodes
-        .iter()
-        .position(|n| n.addr() == victim_addr)
-        .unwrap();
-    cluster.nodes[idx].kill();
+    cluster.kill_node(&victim_addr);
     let killed = std::time::Instant::now();
     // While its slots are down: a consumer blocked on a queue there, and a
     // check-and-set under WATCH, both served locally.
@@ -1148,7 +1138,7 @@ fn durable_keys_of_a_killed_primary_are_served_journaled_and_replayed_to_its_rep
     let recent = v["recent"].as_array().unwrap();
     assert_eq!(recent.len(), 1, "{v}");
     let inc = &recent[0];
-    let victim = cluster.nodes[idx].addr();
+    let victim = victim_addr.clone();
     assert!(inc["cause"].as_str().unwrap().contains(&victim), "{inc}");
     assert_eq!(inc["shards"][0]["primary"], victim.as_str(), "{inc}");
     assert_eq!(inc["failovers"][0]["from"], victim.as_str(), "{inc}");
@@ -1260,12 +1250,7 @@ fn with_two_redoubts_only_the_lease_holder_takes_a_shards_writes_and_the_other_w
             },
         );
     }
-    let idx = cluster
-        .nodes
-        .iter()
-        .position(|n| n.addr() == victim)
-        .unwrap();
-    cluster.nodes[idx].kill();
+    cluster.kill_node(&victim);
     for r in [&writer, &other] {
         wait_for("the dead primary seen", Duration::from_secs(5), || {
             r.status()["cluster"]["shards"]

@@ -195,6 +195,16 @@ impl ClusterSet {
             .expect("the primary is one of ours")
     }
 
+    /// SIGKILLs the node listening on `addr` (`host:port`).
+    pub fn kill_node(&mut self, addr: &str) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.addr() == addr)
+            .unwrap_or_else(|| panic!("{addr} is not a node of this cluster"));
+        node.kill();
+    }
+
     /// The cluster node id of `node`.
     pub fn id_of(&self, node: &RedisServer) -> String {
         node.cmd(&["CLUSTER", "MYID"])
