@@ -69,6 +69,103 @@ async fn a_refused_connect_is_an_outage_at_once_and_wakes_the_prober() {
     assert_eq!(redis.cmd(&["GET", "sess:a"]), "v");
 }
 
+/// Redoubt with `q:*` durable in front of a Redis that was just killed,
+/// whose prober has not said Down yet: it would take 10 s to look on its
+/// own, and says Down after two failed probes.
+async fn killed_before_the_prober_looked() -> (RedisServer, Local) {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let slow = HealthConfig {
+        interval_ms: 10_000,
+        timeout_ms: 500,
+        down_after: 2,
+        up_after: 1,
+    };
+    let keyspaces = || Keyspaces::new(vec![("q:*".into(), Policy::Durable)]);
+    let s = start_local_health(
+        &redis.url(),
+        keyspaces(),
+        "n",
+        Default::default(),
+        false,
+        journal::JournalConfig::default(),
+        slow,
+    )
+    .await;
+    s.wait_knows("default");
+    redis.cmd(&["RPUSH", "q:jobs", "j1"]);
+    let replica = attach_replica(&s, &redis.url(), keyspaces()).await;
+    wait_caught_up(&redis, &replica).await;
+    redis.kill();
+    wait_no_connections(&s.f).await;
+    assert_eq!(
+        s.f.health.state(),
+        State::Up,
+        "the prober has not looked yet"
+    );
+    (redis, s)
+}
+
+/// Waits for the replay and Up after Redis restarted, having the slow
+/// prober of [`killed_before_the_prober_looked`] look meanwhile.
+fn back_up(s: &Local) {
+    test_support::wait_for("the replay", Duration::from_secs(30), || {
+        s.f.health.poke();
+        s.journal.pending_entries() == 0 && s.f.health.state() == State::Up
+    });
+}
+
+/// A blocking command that needs a connection of its own, sent after the
+/// kill but before the prober has looked (a queue worker's next BLPOP
+/// after its connection broke): the refused connect has the prober look,
+/// and the command is served as during the outage, not refused "cannot
+/// reach".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_command_refused_its_connection_waits_for_the_verdict() {
+    let (mut redis, s) = killed_before_the_prober_looked().await;
+    let mut worker = s.f.raw().await;
+    let mut producer = s.f.raw().await;
+    // The job queued before the kill is taken from the local copy.
+    assert_eq!(
+        worker.cmd(&["BLPOP", "q:jobs", "5"]).await,
+        Frame::Array(vec![Frame::bulk("q:jobs"), Frame::bulk("j1")])
+    );
+    assert_eq!(s.f.health.state(), State::Down);
+    // The worker blocks again; a job pushed during the outage wakes it.
+    worker.send_cmd(&["BLPOP", "q:jobs", "5"]).await;
+    wait_blocked_locally(&s, 1).await;
+    assert_eq!(
+        producer.cmd(&["RPUSH", "q:jobs", "j2"]).await,
+        Frame::Integer(1)
+    );
+    assert_eq!(
+        worker.read().await,
+        Some(Frame::Array(vec![Frame::bulk("q:jobs"), Frame::bulk("j2")]))
+    );
+    redis.start_again();
+    back_up(&s);
+    assert_eq!(redis.cmd(&["LLEN", "q:jobs"]), ":0");
+}
+
+/// The same for a WATCH: held on the local copy, so the transaction
+/// after it runs there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_refused_its_connection_waits_for_the_verdict() {
+    let (mut redis, s) = killed_before_the_prober_looked().await;
+    let mut c = s.f.raw().await;
+    assert_eq!(c.cmd(&["WATCH", "q:n"]).await, Frame::simple("OK"));
+    assert_eq!(s.f.health.state(), State::Down);
+    assert_eq!(c.cmd(&["MULTI"]).await, Frame::simple("OK"));
+    assert_eq!(c.cmd(&["INCR", "q:n"]).await, Frame::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]).await,
+        Frame::Array(vec![Frame::Integer(1)])
+    );
+    redis.start_again();
+    back_up(&s);
+    assert_eq!(redis.cmd(&["GET", "q:n"]), "1");
+    assert_eq!(redis.cmd(&["LLEN", "q:jobs"]), ":1");
+}
+
 /// Writers busy at the instant Redis is killed: a command that never
 /// left Redoubt (its connection died first) is routed as during the
 /// outage, not answered "not sent", which an app such as BullMQ takes for

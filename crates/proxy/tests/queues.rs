@@ -34,7 +34,7 @@ async fn blocked_workers_take_jobs_pushed_during_an_outage_and_redis_hears_of_it
     assert_eq!(worker.cmd(&take).await, Frame::bulk("job-2"));
     // An idle worker blocks; a job pushed meanwhile wakes it at once.
     worker.send_cmd(&take).await;
-    wait_blocked(&s, 1).await;
+    wait_blocked_locally(&s, 1).await;
     assert_eq!(
         producer.cmd(&["RPUSH", "rq:queue:default", "job-3"]).await,
         Frame::Integer(1)
@@ -180,13 +180,4 @@ async fn set_status(worker: &mut Raw, key: &str, status: &str) -> Frame {
         Frame::simple("QUEUED")
     );
     worker.cmd(&["EXEC"]).await
-}
-
-/// Waits until `n` clients wait for a push to the outage's local store.
-async fn wait_blocked(s: &Local, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while s.outage.store().waiting_for_pushes() != n {
-        assert!(tokio::time::Instant::now() < deadline, "no worker waits");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }

@@ -382,6 +382,9 @@ export async function check(t, rec, { rejectionAllowed }) {
   };
   if (counts.wait + counts.active + counts.delayed + counts.prioritized + counts.failed - failedInFlight.length) {
     problems.push(`queue not drained in Redis ${rec.drainMs} ms after producers stopped: ${JSON.stringify(counts)}`);
+    // What is left, and how each got there.
+    const left = [...await direct.lrange(k('active'), 0, 4), ...await direct.lrange(k('wait'), 0, 4)];
+    for (const id of left.slice(0, 4)) await explain(`left in active/wait ${id} (completed ${completedSet.has(id)})`, id);
   }
   // The id counter in Redis is past every numeric id told to a producer
   // (a replay that lost an INCR would hand the same ids out again).

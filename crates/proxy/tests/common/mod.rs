@@ -364,3 +364,12 @@ pub fn wait_blocked(redis: &RedisServer, n: usize) {
         redis.cmd(&["INFO", "clients"]).contains(&want)
     });
 }
+
+/// Waits until `n` blocking commands wait on `s`'s local store.
+pub async fn wait_blocked_locally(s: &Local, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while s.outage.store().waiting_for_pushes() != n {
+        assert!(tokio::time::Instant::now() < deadline, "no worker waits");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
