@@ -315,6 +315,14 @@ fn index() -> &'static Index {
 /// unknown subcommand falls back to its container's row. `None` means the
 /// command is not in the table (modules, newer Redis).
 pub fn lookup<B: AsRef<[u8]>>(args: &[B]) -> Option<&'static CommandSpec> {
+    lookup_id(args).map(|(_, spec)| spec)
+}
+
+/// [`lookup`], with the row's place among every row: below
+/// [`COMMANDS`]`.len()` a command, above it a subcommand. Callers keep
+/// per-command tables as vectors of [`row_count`] entries indexed by it,
+/// instead of hashing the name on every call.
+pub fn lookup_id<B: AsRef<[u8]>>(args: &[B]) -> Option<(usize, &'static CommandSpec)> {
     let name = args.first()?.as_ref();
     let index = index();
     let idx = *index.by_shape[shape(name)?].iter().find(|&&i| {
@@ -324,22 +332,59 @@ pub fn lookup<B: AsRef<[u8]>>(args: &[B]) -> Option<&'static CommandSpec> {
             .eq_ignore_ascii_case(name)
     })? as usize;
     let top = &COMMANDS[idx];
-    let subs = &SUBCOMMANDS[index.subs[idx].clone()];
-    if let (Some(sub), false) = (args.get(1), subs.is_empty()) {
+    let range = index.subs[idx].clone();
+    if let (Some(sub), false) = (args.get(1), range.is_empty()) {
         let sub = sub.as_ref();
         let n = top.name.len() + 1;
-        if let Some(row) = subs.iter().find(|s| {
+        let start = range.start;
+        if let Some(i) = SUBCOMMANDS[range].iter().position(|s| {
             s.name.len() == n + sub.len() && s.name.as_bytes()[n..].eq_ignore_ascii_case(sub)
         }) {
-            return Some(row);
+            return Some((COMMANDS.len() + start + i, &SUBCOMMANDS[start + i]));
         }
     }
-    Some(top)
+    Some((idx, top))
+}
+
+/// How many rows [`lookup_id`] numbers: commands and subcommands.
+pub fn row_count() -> usize {
+    COMMANDS.len() + SUBCOMMANDS.len()
+}
+
+/// The row [`lookup_id`] numbered `id`.
+pub fn row(id: usize) -> Option<&'static CommandSpec> {
+    COMMANDS
+        .get(id)
+        .or_else(|| SUBCOMMANDS.get(id.checked_sub(COMMANDS.len())?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_id_numbers_every_row_once_and_row_finds_it_again() {
+        let mut seen = vec![false; row_count()];
+        let names = COMMANDS.iter().chain(SUBCOMMANDS.iter()).map(|c| c.name);
+        for name in names {
+            let args: Vec<&[u8]> = match name.split_once('|') {
+                Some((c, sub)) => vec![c.as_bytes(), sub.as_bytes()],
+                None => vec![name.as_bytes()],
+            };
+            let (id, spec) = lookup_id(&args).expect(name);
+            assert_eq!(spec.name, name);
+            assert!(std::ptr::eq(row(id).expect(name), spec), "{name}");
+            assert!(!seen[id], "{name} numbered twice");
+            seen[id] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+        assert!(row(row_count()).is_none());
+        let upper: [&[u8]; 2] = [b"CLIENT", b"SETNAME"];
+        assert_eq!(
+            lookup_id(&upper).map(|(_, s)| s.name),
+            Some("client|setname")
+        );
+    }
 
     fn keys(args: &[&str]) -> Vec<String> {
         let spec = lookup(args).expect("known command");

@@ -114,6 +114,7 @@ mod hll;
 mod introspection;
 mod keys;
 mod lists;
+mod names;
 mod num;
 mod pubsub;
 mod scripting;

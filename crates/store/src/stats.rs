@@ -1,7 +1,7 @@
 //! Counters INFO reports (`INFO stats`, `errorstats`, `commandstats`),
 //! reset by CONFIG RESETSTAT.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use resp::Frame;
 
@@ -24,7 +24,7 @@ pub(crate) struct Stats {
     /// sorted, as Redis lists them.
     pub errors: BTreeMap<String, u64>,
     /// Per command, by its full name (`get`, `config|set`).
-    pub commands: HashMap<&'static str, CommandStat>,
+    pub commands: crate::names::NamedMap<&'static str, CommandStat>,
 }
 
 /// One command's line of `INFO commandstats`.

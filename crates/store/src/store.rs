@@ -115,7 +115,7 @@ pub(crate) struct ClientInfo {
 /// Everything behind the lock.
 pub(crate) struct Inner {
     pub dbs: Vec<Db>,
-    pub clients: HashMap<u64, ClientInfo>,
+    pub clients: crate::names::NamedMap<u64, ClientInfo>,
     /// WATCHed keys → (client id, key was already expired at WATCH time).
     pub watchers: HashMap<(usize, Bytes), Vec<(u64, bool)>>,
     pub channels: HashMap<Bytes, IndexSet<u64>>,
@@ -550,11 +550,25 @@ pub(crate) enum Resolved {
 }
 
 /// Finds the handler for a command and checks its arity.
+/// Per row of the command table ([`resp::command::lookup_id`]): its
+/// handler, and whether it is a container of subcommands. Indexed, not
+/// hashed by name, on every command.
+fn rows() -> &'static [(Option<Handler>, bool)] {
+    static ROWS: OnceLock<Vec<(Option<Handler>, bool)>> = OnceLock::new();
+    ROWS.get_or_init(|| {
+        (0..resp::command::row_count())
+            .filter_map(resp::command::row)
+            .map(|spec| (table().get(spec.name).copied(), is_container(spec.name)))
+            .collect()
+    })
+}
+
 pub(crate) fn resolve(args: &[Bytes]) -> Resolved {
-    let Some(spec) = resp::lookup(args) else {
+    let Some((id, spec)) = resp::command::lookup_id(args) else {
         return Resolved::Reject(unknown_command(args), None);
     };
-    if args.len() >= 2 && !spec.name.contains('|') && is_container(spec.name) {
+    let (handler, container) = rows().get(id).copied().unwrap_or((None, false));
+    if args.len() >= 2 && container && !spec.name.contains('|') {
         // An unknown subcommand resolved to its container.
         let sub = String::from_utf8_lossy(&args[1]).to_string();
         let cont = spec.name.to_ascii_uppercase();
@@ -575,8 +589,8 @@ pub(crate) fn resolve(args: &[Bytes]) -> Resolved {
             Some(spec.name),
         );
     }
-    match table().get(spec.name) {
-        Some(h) => Resolved::Run(spec.name, *h, spec.flags),
+    match handler {
+        Some(h) => Resolved::Run(spec.name, h, spec.flags),
         None => {
             let shown = spec.name.replace('|', " ").to_ascii_uppercase();
             Resolved::Reject(
@@ -708,7 +722,7 @@ impl Store {
         let databases = cfg.databases.max(1);
         let inner = Inner {
             dbs: (0..databases).map(|_| Db::default()).collect(),
-            clients: HashMap::new(),
+            clients: Default::default(),
             watchers: HashMap::new(),
             channels: HashMap::new(),
             patterns: HashMap::new(),
