@@ -776,7 +776,8 @@ impl Outage {
         }
         let policies: Vec<Policy> = keys.iter().map(|k| self.keyspaces.policy(k)).collect();
         let durable = policies.iter().all(|p| *p == Policy::Durable);
-        let dirty = durable && Self::any_in(&self.dirty, db, &keys);
+        // Looked up only when it decides: while Down everything is local.
+        let dirty = || durable && Self::any_in(&self.dirty, db, &keys);
         let rule = outage_rule(args);
         // While a Redis that came back is checked for lost durable keys
         // (and they are restored), those keys are served as during the
@@ -785,9 +786,11 @@ impl Outage {
         let local = match state {
             State::Down => true,
             State::WritesDown => {
-                dirty || restoring || matches!(rule, OutageRule::Blind | OutageRule::ValueDependent)
+                restoring
+                    || matches!(rule, OutageRule::Blind | OutageRule::ValueDependent)
+                    || dirty()
             }
-            _ => dirty || restoring,
+            _ => restoring || dirty(),
         };
         if !local {
             return Route::Upstream;

@@ -200,12 +200,13 @@ impl Drop for ScriptTurn<'_> {
 }
 
 /// Commands that run Lua: they may run for as long as the script does.
-fn runs_script(args: &[Bytes]) -> bool {
-    let name = args[0].to_ascii_lowercase();
-    matches!(
-        &name[..],
-        b"eval" | b"evalsha" | b"eval_ro" | b"evalsha_ro" | b"fcall" | b"fcall_ro"
-    ) || (&name[..] == b"function" && args.len() > 1 && args[1].eq_ignore_ascii_case(b"load"))
+fn runs_script(spec: Option<&resp::command::CommandSpec>) -> bool {
+    spec.is_some_and(|s| {
+        matches!(
+            s.name,
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "function|load"
+        )
+    })
 }
 
 impl Local {
@@ -686,7 +687,9 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 continue;
             }
             let started = std::time::Instant::now();
-            let is_write = resp::lookup(&req.args).is_some_and(|s| s.is_write());
+            let spec = resp::lookup(&req.args);
+            let is_write = spec.is_some_and(|s| s.is_write());
+            let is_script = runs_script(spec);
             if is_write && !session.in_multi() {
                 if let Some(r) = refuse_write(&local, req.raw.len()) {
                     local.metrics.rejected.increment(1);
@@ -697,11 +700,11 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             }
             // A script waits out CLIENT PAUSE before it takes its turn, so
             // the other clients are not told BUSY meanwhile.
-            if runs_script(&req.args) {
+            if is_script {
                 local.store.wait_unpaused(&session, &req.args).await;
             }
             // EVALSHA's digest, EVAL's body, FCALL's function.
-            let history_key = (runs_script(&req.args) && !session.in_multi())
+            let history_key = (is_script && !session.in_multi())
                 .then(|| req.args.get(1).cloned())
                 .flatten();
             let is_script = history_key.is_some();
