@@ -589,8 +589,7 @@ impl Outage {
                 continue;
             }
             let d = db as usize;
-            self.store
-                .apply(d, &[Bytes::from_static(b"DEL"), key.clone()]);
+            self.store.forget(d, key);
             // A cache key written or deleted during this outage is the
             // near-cache's; otherwise the replica (when it keeps cache
             // keyspaces) knows better than what the near-cache read.

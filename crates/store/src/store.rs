@@ -1277,6 +1277,19 @@ impl Store {
         d.set_expire(&key, expire_at);
     }
 
+    /// Removes `key` from `db` as loading does, not as a client's DEL: no
+    /// command counted, no event; WATCHes on it are touched. True if it
+    /// was there.
+    pub fn forget(&self, db: usize, key: &[u8]) -> bool {
+        let mut guard = self.shared.lock();
+        let inner = &mut *guard;
+        if db >= inner.dbs.len() || !inner.delete_key(db, key) {
+            return false;
+        }
+        inner.touch_watched(db, key);
+        true
+    }
+
     /// Number of keys in database `db` (0 for a database that does not exist).
     pub fn key_count(&self, db: usize) -> usize {
         let inner = self.shared.lock();
