@@ -712,8 +712,7 @@ impl Access {
     }
 
     fn version_at_least_7_2(&self) -> bool {
-        let facts = self.health.current().facts;
-        let v = facts.redis_version.unwrap_or_default();
+        let v = self.health.redis_version().unwrap_or_default();
         let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         (major, minor) >= (7, 2)
@@ -804,7 +803,8 @@ impl Caller<'_> {
         let a = self.access;
         let keys = g.keys(args);
         let no_keys = keys.named.is_empty() && keys.every_key.is_none();
-        let new_wording = a.version_at_least_7_2();
+        // Only a refusal needs it: not read for every command allowed.
+        let new_wording = || a.version_at_least_7_2();
         match a.known(user) {
             None | Some(Known::Failed(_)) if no_keys => None,
             None => Some(a.unknown(user, "never read: redis was not up since redoubt started")),
@@ -814,7 +814,7 @@ impl Caller<'_> {
             Some(Known::Missing) => Some(Refusal::NoPermCommand {
                 user: user.to_string(),
                 command: g.acl_name(args),
-                new_wording,
+                new_wording: new_wording(),
             }),
             Some(Known::Profile(p)) => {
                 // An unauthenticated connection is `default` only when
@@ -833,7 +833,7 @@ impl Caller<'_> {
                     return Some(Refusal::NoPermCommand {
                         user: user.to_string(),
                         command: name,
-                        new_wording,
+                        new_wording: new_wording(),
                     });
                 }
                 if !keys
@@ -841,12 +841,16 @@ impl Caller<'_> {
                     .iter()
                     .all(|&(i, flags)| args.get(i).is_some_and(|k| p.may_access(k, flags)))
                 {
-                    return Some(Refusal::NoPermKey { new_wording });
+                    return Some(Refusal::NoPermKey {
+                        new_wording: new_wording(),
+                    });
                 }
                 match keys.every_key {
                     Some(opt) if !p.may_access_every_key() => Some(match g.spec.map(|s| s.name) {
                         Some("sort" | "sort_ro") => Refusal::SortOption(opt),
-                        _ => Refusal::NoPermKey { new_wording },
+                        _ => Refusal::NoPermKey {
+                            new_wording: new_wording(),
+                        },
                     }),
                     _ => None,
                 }

@@ -262,6 +262,11 @@ impl HealthHandle {
         self.rx.borrow().clone()
     }
 
+    /// Redis's `redis_version`, last read (without a copy of the rest).
+    pub fn redis_version(&self) -> Option<String> {
+        self.rx.borrow().facts.redis_version.clone()
+    }
+
     /// Redis's clock minus ours, last measured (no copy of the facts: it
     /// is read for every write journaled during an outage).
     pub fn clock_offset_ms(&self) -> Option<i64> {
