@@ -263,10 +263,35 @@ pub(crate) enum Tx {
     /// Counted against a budget; `stream` hands out replies in pieces as
     /// they complete instead of gathering the whole batch.
     Bounded {
-        tx: mpsc::UnboundedSender<BatchReply>,
+        tx: PieceTx,
         budget: Arc<OutputBudget>,
         stream: bool,
     },
+}
+
+/// Where a bounded batch's replies go: one piece, or a stream of them. A
+/// batch that does not stream (nearly all: one client read's commands)
+/// takes a oneshot, not a channel whose first block is allocated per
+/// batch.
+pub(crate) enum PieceTx {
+    Once(oneshot::Sender<BatchReply>),
+    Stream(mpsc::UnboundedSender<BatchReply>),
+}
+
+impl PieceTx {
+    fn is_closed(&self) -> bool {
+        match self {
+            PieceTx::Once(tx) => tx.is_closed(),
+            PieceTx::Stream(tx) => tx.is_closed(),
+        }
+    }
+
+    fn send(self, reply: BatchReply) {
+        match self {
+            PieceTx::Once(tx) => drop(tx.send(reply)),
+            PieceTx::Stream(tx) => drop(tx.send(reply)),
+        }
+    }
 }
 
 impl Tx {
@@ -292,7 +317,12 @@ impl Tx {
     }
 
     fn part(&self, data: Bytes, received: usize) {
-        if let Tx::Bounded { tx, budget, .. } = self {
+        if let Tx::Bounded {
+            tx: PieceTx::Stream(tx),
+            budget,
+            ..
+        } = self
+        {
             let charge = Charge::new(budget, data.len() as u64);
             let _ = tx.send(BatchReply {
                 data,
@@ -311,7 +341,7 @@ impl Tx {
             }
             Tx::Bounded { tx, budget, .. } => {
                 reply._charge = Some(Charge::new(&budget, reply.data.len() as u64));
-                let _ = tx.send(reply);
+                tx.send(reply);
             }
         }
     }
@@ -321,22 +351,55 @@ impl Tx {
 /// `more` set, then one without. Closed with nothing received means the
 /// batch was never written.
 #[derive(Debug)]
-pub struct Replies(mpsc::UnboundedReceiver<BatchReply>);
+pub struct Replies(PieceRx);
+
+#[derive(Debug)]
+enum PieceRx {
+    /// Taken once its one piece came (or it closed).
+    Once(Option<oneshot::Receiver<BatchReply>>),
+    Stream(mpsc::UnboundedReceiver<BatchReply>),
+}
 
 impl Replies {
-    /// The next piece; `None` when the batch was never written.
+    /// The next piece; `None` when the batch was never written (or every
+    /// piece was taken).
     pub async fn recv(&mut self) -> Option<BatchReply> {
-        self.0.recv().await
+        match &mut self.0 {
+            PieceRx::Stream(rx) => rx.recv().await,
+            PieceRx::Once(slot) => {
+                // Awaited by reference: dropped midway, the receiver stays.
+                let got = slot.as_mut()?.await.ok();
+                *slot = None;
+                got
+            }
+        }
     }
 
     /// The next piece if one is there: `Ok(None)` when none is yet,
-    /// `Err(())` when the batch was never written.
+    /// `Err(())` when the batch was never written (or every piece was
+    /// taken).
     #[allow(clippy::result_unit_err)]
     pub fn try_recv(&mut self) -> Result<Option<BatchReply>, ()> {
-        match self.0.try_recv() {
-            Ok(r) => Ok(Some(r)),
-            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
-            Err(mpsc::error::TryRecvError::Disconnected) => Err(()),
+        match &mut self.0 {
+            PieceRx::Stream(rx) => match rx.try_recv() {
+                Ok(r) => Ok(Some(r)),
+                Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+                Err(mpsc::error::TryRecvError::Disconnected) => Err(()),
+            },
+            PieceRx::Once(slot) => {
+                let rx = slot.as_mut().ok_or(())?;
+                match rx.try_recv() {
+                    Ok(r) => {
+                        *slot = None;
+                        Ok(Some(r))
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => Ok(None),
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        *slot = None;
+                        Err(())
+                    }
+                }
+            }
         }
     }
 }
@@ -484,7 +547,16 @@ impl Conn {
         budget: &Arc<OutputBudget>,
         stream: bool,
     ) -> Replies {
-        let (tx, rx) = mpsc::unbounded_channel();
+        // One reply is never handed out in pieces (a piece ends at a
+        // reply's end, before the last).
+        let stream = stream && count > 1;
+        let (tx, rx) = if stream {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (PieceTx::Stream(tx), PieceRx::Stream(rx))
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (PieceTx::Once(tx), PieceRx::Once(Some(rx)))
+        };
         self.queue(Batch {
             raw,
             count,
