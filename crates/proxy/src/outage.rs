@@ -857,7 +857,7 @@ impl Outage {
             return self.refuse("value unknown locally");
         }
         self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
-        let out = self.store.execute(session, args.to_vec()).await;
+        let mut out = self.store.execute(session, args.to_vec()).await;
         if rule == OutageRule::Read || out.reply.is_error() {
             return Route::Local(out.reply.to_bytes(), None);
         }
@@ -868,7 +868,10 @@ impl Outage {
             }
             Entry {
                 db,
-                commands: out.effects.iter().map(|e| e.args.clone()).collect(),
+                commands: std::mem::take(&mut out.effects)
+                    .into_iter()
+                    .map(|e| e.args)
+                    .collect(),
                 time_ms: now_ms(),
             }
         } else {

@@ -504,21 +504,26 @@ fn now_ms() -> u64 {
 
 /// The journal entries for one execution: one entry for an EXEC whose
 /// effects share a database (replayed as a unit), else one per effect.
-fn entries(exec: &Executed) -> Vec<Entry> {
+fn entries(exec: &mut Executed) -> Vec<Entry> {
+    // Taken, not copied: the reply is all that is left to send.
+    let effects = std::mem::take(&mut exec.effects);
+    if effects.is_empty() {
+        return Vec::new();
+    }
     let now = now_ms();
-    let same_db = exec.effects.windows(2).all(|w| w[0].db == w[1].db);
-    if exec.atomic && same_db && !exec.effects.is_empty() {
-        let db = exec.effects[0].db as u32;
-        let commands = exec.effects.iter().map(|e| e.args.clone()).collect();
+    let same_db = effects.windows(2).all(|w| w[0].db == w[1].db);
+    if exec.atomic && same_db {
+        let db = effects[0].db as u32;
+        let commands = effects.into_iter().map(|e| e.args).collect();
         return vec![Entry {
             db,
             commands,
             time_ms: now,
         }];
     }
-    exec.effects
-        .iter()
-        .map(|e| Entry::command(e.db as u32, e.args.clone(), now))
+    effects
+        .into_iter()
+        .map(|e| Entry::command(e.db as u32, e.args, now))
         .collect()
 }
 
@@ -759,7 +764,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                     }
                 }
             };
-            let Some(exec) = exec else { return };
+            let Some(mut exec) = exec else { return };
             if let Some(k) = history_key {
                 if let Ok(mut h) = local.script.history.lock() {
                     h.ran(k, ran_for.unwrap_or_else(|| started.elapsed()));
@@ -768,7 +773,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             // No await between execute and append: see the module docs.
             let before = turn.durable.len();
             turn.durable.extend(
-                entries(&exec)
+                entries(&mut exec)
                     .into_iter()
                     .map(|e| Box::pin(local.journal.append(e)) as Durable),
             );
