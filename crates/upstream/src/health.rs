@@ -278,6 +278,27 @@ impl HealthHandle {
         self.rx.clone()
     }
 
+    /// After a connect was refused (nothing listens where Redis was): has
+    /// the prober probe at once, and again every few milliseconds (each
+    /// probe is refused at once too) until `down_after` failures say Down,
+    /// for up to `within`. True when it said Down in time.
+    pub async fn confirm_gone(&self, within: Duration) -> bool {
+        const REPOKE: Duration = Duration::from_millis(10);
+        let mut rx = self.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            self.poke();
+            let next = (tokio::time::Instant::now() + REPOKE).min(deadline);
+            tokio::select! {
+                r = rx.wait_for(|h| h.state == State::Down) => return r.is_ok(),
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            if next == deadline {
+                return false;
+            }
+        }
+    }
+
     /// Tells the prober a data connection saw a write rejected (`OOM`,
     /// `MISCONF`, `READONLY`…), so it reads `INFO` now instead of waiting
     /// for its turn.

@@ -14,10 +14,6 @@ use super::{Flow, Session};
 use crate::classify::{is_write, Kind};
 use crate::reply;
 
-/// How often a command whose connection was refused asks the prober to
-/// look again while it waits for the verdict.
-const REPOKE: Duration = Duration::from_millis(10);
-
 impl Session {
     /// True when commands may go to `conn` without overtaking in-flight
     /// commands on another connection.
@@ -88,32 +84,19 @@ impl Session {
     }
 
     /// After a dedicated connection (blocking command, WATCH) was refused
-    /// because nothing listens where Redis was: has the prober look now,
-    /// and again until it says Down, for up to the command timeout. True
-    /// when it did; the command is then dispatched again and routed as
-    /// during the outage (a durable key served locally) instead of refused
-    /// for having come a moment before the prober's verdict.
+    /// because nothing listens where Redis was: true once the prober,
+    /// asked to look at once, says Down within the command timeout. The
+    /// command is then dispatched again and routed as during the outage
+    /// (a durable key served locally) instead of refused for having come a
+    /// moment before the prober's verdict.
     async fn down_after_refused(&mut self, e: &upstream::pool::DedicatedError) -> bool {
-        let upstream::pool::DedicatedError::Connect(e) = e else {
-            return false;
-        };
-        if !e.is_gone() || self.shared.outage.is_none() {
-            return false;
-        }
-        let mut health = self.shared.health.subscribe();
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            // Each poke is one more probe, each refused at once, until
-            // `health.down_after` of them have failed.
-            self.shared.health.poke();
-            let next = (Instant::now() + REPOKE).min(deadline);
-            tokio::select! {
-                r = health.wait_for(|h| h.state == State::Down) => return r.is_ok(),
-                _ = tokio::time::sleep_until(next) => {}
+        match e {
+            upstream::pool::DedicatedError::Connect(e)
+                if e.is_gone() && self.shared.outage.is_some() =>
+            {
+                self.shared.health.confirm_gone(self.timeout).await
             }
-            if next == deadline {
-                return false;
-            }
+            _ => false,
         }
     }
 
