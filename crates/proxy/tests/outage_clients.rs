@@ -24,10 +24,10 @@ async fn wait_no_connections(f: &Fixture) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_connect_is_an_outage_at_once_and_wakes_the_prober() {
-    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
-    // A prober that would take 20 s to notice on its own.
+/// Redoubt with `pattern` durable in front of `redis`, its prober slow to
+/// notice on its own (every 10 s, Down after two failed probes), once it
+/// knows the default user.
+async fn with_a_slow_prober(redis: &RedisServer, pattern: &str) -> Local {
     let slow = HealthConfig {
         interval_ms: 10_000,
         timeout_ms: 500,
@@ -36,7 +36,7 @@ async fn a_refused_connect_is_an_outage_at_once_and_wakes_the_prober() {
     };
     let s = start_local_health(
         &redis.url(),
-        Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
+        Keyspaces::new(vec![(pattern.into(), Policy::Durable)]),
         "n",
         Default::default(),
         false,
@@ -45,6 +45,13 @@ async fn a_refused_connect_is_an_outage_at_once_and_wakes_the_prober() {
     )
     .await;
     s.wait_knows("default");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_is_an_outage_at_once_and_wakes_the_prober() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let s = with_a_slow_prober(&redis, "sess:*").await;
     let mut c = s.f.raw().await;
     assert_eq!(c.cmd(&["SET", "plain", "1"]).await, Frame::simple("OK"));
     redis.kill();
@@ -69,31 +76,14 @@ async fn a_refused_connect_is_an_outage_at_once_and_wakes_the_prober() {
     assert_eq!(redis.cmd(&["GET", "sess:a"]), "v");
 }
 
-/// Redoubt with `q:*` durable in front of a Redis that was just killed,
-/// whose prober has not said Down yet: it would take 10 s to look on its
-/// own, and says Down after two failed probes.
+/// Redoubt with `q:*` durable (and a replica of it) in front of a Redis
+/// that was just killed, whose slow prober has not said Down yet.
 async fn killed_before_the_prober_looked() -> (RedisServer, Local) {
     let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let slow = HealthConfig {
-        interval_ms: 10_000,
-        timeout_ms: 500,
-        down_after: 2,
-        up_after: 1,
-    };
-    let keyspaces = || Keyspaces::new(vec![("q:*".into(), Policy::Durable)]);
-    let s = start_local_health(
-        &redis.url(),
-        keyspaces(),
-        "n",
-        Default::default(),
-        false,
-        journal::JournalConfig::default(),
-        slow,
-    )
-    .await;
-    s.wait_knows("default");
+    let s = with_a_slow_prober(&redis, "q:*").await;
     redis.cmd(&["RPUSH", "q:jobs", "j1"]);
-    let replica = attach_replica(&s, &redis.url(), keyspaces()).await;
+    let keyspaces = Keyspaces::new(vec![("q:*".into(), Policy::Durable)]);
+    let replica = attach_replica(&s, &redis.url(), keyspaces).await;
     wait_caught_up(&redis, &replica).await;
     redis.kill();
     wait_no_connections(&s.f).await;

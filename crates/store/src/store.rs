@@ -549,7 +549,6 @@ pub(crate) enum Resolved {
     Reject(Frame, Option<&'static str>),
 }
 
-/// Finds the handler for a command and checks its arity.
 /// Per row of the command table ([`resp::command::lookup_id`]): its
 /// handler, and whether it is a container of subcommands. Indexed, not
 /// hashed by name, on every command.
@@ -563,6 +562,7 @@ fn rows() -> &'static [(Option<Handler>, bool)] {
     })
 }
 
+/// Finds the handler for a command and checks its arity.
 pub(crate) fn resolve(args: &[Bytes]) -> Resolved {
     let Some((id, spec)) = resp::command::lookup_id(args) else {
         return Resolved::Reject(unknown_command(args), None);
