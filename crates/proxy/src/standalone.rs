@@ -796,6 +796,16 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             }
         }
         let full = turn.bytes() >= reply::FLUSH_AT;
+        // Every other client with input ready runs its turn before this
+        // one waits for its journal writes and sends its replies, as Redis
+        // writes replies once per event loop iteration: the appends of all
+        // those turns reach the file in one write, and the replies leave
+        // back to back, so a client process woken by the first finds the
+        // rest without being woken again (each wake-up of a sleeping
+        // client cost a sixth of a pipelined SET).
+        if !turn.ends.is_empty() {
+            tokio::task::yield_now().await;
+        }
         // Replies go out only once their writes are durable; a write the
         // journal failed to keep is reported, not acknowledged.
         let mut durable = turn.durable.drain(..);
