@@ -15,6 +15,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The store allocates and frees a few small blocks per write (key, value,
+// journal entry): glibc's allocator spent a tenth of a standalone SET in
+// its free lists and consolidation. mimalloc's arenas also sit on
+// transparent huge pages, so random key lookups miss the TLB less (built
+// with `no_thp`, most of the gain went). Redis ships jemalloc for the same
+// reasons. The cost: about 7 MiB more resident memory when idle.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for usage errors, everywhere (DESIGN).
 pub(crate) const EXIT_USAGE: u8 = 64;
 
