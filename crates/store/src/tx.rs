@@ -115,7 +115,7 @@ pub(crate) fn exec(inner: &mut Inner, shared: &Shared, sess: &mut Session, now: 
                 replies.push(e)
             }
             Resolved::Run(name, handler, _) => {
-                let ran = run(inner, shared, sess, args, name, handler, now, true);
+                let ran = run(inner, shared, sess, args, name, handler, (now, None), true);
                 replies.push(ran.reply);
                 effects.extend(ran.effects);
             }

@@ -420,7 +420,7 @@ impl Run<'_> {
             &argv,
             name,
             handler,
-            self.now,
+            (self.now, None),
             true,
         );
         self.effects.extend(ran.effects);
