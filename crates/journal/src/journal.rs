@@ -6,9 +6,11 @@ use std::fs::{self, OpenOptions};
 use std::future::Future;
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -260,14 +262,14 @@ impl Journal {
     /// after releasing the lock. The future resolves once the record is
     /// durable under the fsync policy (with `always`: written and synced,
     /// sharing the sync with concurrent appends), to the record's position.
-    pub fn append(&self, entry: Entry) -> impl Future<Output = Result<Position>> + Send + 'static {
+    pub fn append(&self, entry: Entry) -> Appended {
         let (done, rx) = oneshot::channel();
-        let sent = self.send(Request::Append { entry, done });
-        let inline = self.inline.clone();
-        async move {
-            sent?;
-            complete(inline.as_deref());
-            rx.await.unwrap_or(Err(JournalError::Closed))
+        let refused = self.send(Request::Append { entry, done }).err();
+        Appended {
+            refused,
+            inline: self.inline.clone(),
+            completed: false,
+            rx,
         }
     }
 
@@ -646,6 +648,37 @@ impl Drop for Journal {
         if let Some(w) = self.inline.take() {
             w.lock().unwrap_or_else(|e| e.into_inner()).close();
         }
+    }
+}
+
+/// What [`Journal::append`] returns: resolves to the record's position
+/// once it is durable. A named type, not an `async` block, so a caller
+/// holding many (one per write of a pipeline) keeps them in a `Vec`
+/// without boxing each.
+#[must_use = "an append is durable only once this resolves"]
+pub struct Appended {
+    /// Why the append was not even queued.
+    refused: Option<JournalError>,
+    inline: Option<Arc<Mutex<Writer>>>,
+    /// The staged writes were written (see [`complete`]).
+    completed: bool,
+    rx: oneshot::Receiver<Result<Position>>,
+}
+
+impl Future for Appended {
+    type Output = Result<Position>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(e) = self.refused.take() {
+            return Poll::Ready(Err(e));
+        }
+        if !self.completed {
+            self.completed = true;
+            complete(self.inline.as_deref());
+        }
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(JournalError::Closed)))
     }
 }
 

@@ -16,9 +16,7 @@
 //! the snapshot copies key maps, not values (values are shared until
 //! written).
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -502,32 +500,37 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The journal entries for one execution: one entry for an EXEC whose
-/// effects share a database (replayed as a unit), else one per effect.
-fn entries(exec: &mut Executed) -> Vec<Entry> {
+/// Hands `append` the journal entries for one execution, in order: one
+/// entry for an EXEC whose effects share a database (replayed as a unit),
+/// else one per effect. `turn_ms` is the wall clock read once per turn (a
+/// turn lasts well under a millisecond): the entries' time, for `journal
+/// inspect` and `export`. Returns how many entries there were.
+fn entries(exec: &mut Executed, turn_ms: &mut Option<u64>, mut append: impl FnMut(Entry)) -> usize {
     // Taken, not copied: the reply is all that is left to send.
     let effects = std::mem::take(&mut exec.effects);
     if effects.is_empty() {
-        return Vec::new();
+        return 0;
     }
-    let now = now_ms();
+    let now = *turn_ms.get_or_insert_with(now_ms);
     let same_db = effects.windows(2).all(|w| w[0].db == w[1].db);
     if exec.atomic && same_db {
         let db = effects[0].db as u32;
         let commands = effects.into_iter().map(|e| e.args).collect();
-        return vec![Entry {
+        append(Entry {
             db,
             commands,
             time_ms: now,
-        }];
+        });
+        return 1;
     }
-    effects
-        .into_iter()
-        .map(|e| Entry::command(e.db as u32, e.args, now))
-        .collect()
+    let n = effects.len();
+    for e in effects {
+        append(Entry::command(e.db as u32, e.args, now));
+    }
+    n
 }
 
-type Durable = Pin<Box<dyn Future<Output = Result<journal::Position, JournalError>> + Send>>;
+type Durable = journal::Appended;
 
 /// The replies of one turn of a session's loop, encoded back to back into
 /// one buffer kept for the session's life (no allocation per reply); each
@@ -617,6 +620,12 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
     loop {
         turn.replies.clear();
         turn.ends.clear();
+        // Read at most once per turn; see `entries`.
+        let mut turn_ms = None;
+        // When the command before this one in the turn ended: the next
+        // one's start, as long as nothing was awaited in between (one
+        // clock read per command, not two).
+        let mut ended: Option<std::time::Instant> = None;
         let mut quit = false;
         // Replies are written once they pass reply::FLUSH_AT: a client pipelining
         // reads of a big value and never reading the replies then holds
@@ -674,6 +683,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             // the script is past busy-reply-threshold.
             let mut busy = None;
             while local.script.running.load(Ordering::Acquire) {
+                ended = None;
                 if let Some(r) = local.store.busy_reply(&req.args, session.protocol() >= 3) {
                     busy = Some(r);
                     break;
@@ -691,10 +701,13 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 turn.push(&r);
                 continue;
             }
-            let started = std::time::Instant::now();
             let spec = resp::lookup(&req.args);
             let is_write = spec.is_some_and(|s| s.is_write());
             let is_script = runs_script(spec);
+            if is_script {
+                ended = None;
+            }
+            let started = ended.unwrap_or_else(std::time::Instant::now);
             if is_write && !session.in_multi() {
                 if let Some(r) = refuse_write(&local, req.raw.len()) {
                     local.metrics.rejected.increment(1);
@@ -771,13 +784,9 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 }
             }
             // No await between execute and append: see the module docs.
-            let before = turn.durable.len();
-            turn.durable.extend(
-                entries(&mut exec)
-                    .into_iter()
-                    .map(|e| Box::pin(local.journal.append(e)) as Durable),
-            );
-            let durable = turn.durable.len() - before;
+            let durable = entries(&mut exec, &mut turn_ms, |e| {
+                turn.durable.push(local.journal.append(e))
+            });
             drop(script_turn);
             if durable > 0 {
                 local.unjournaled.store(true, Ordering::Release);
@@ -790,7 +799,9 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             }
             turn.ends.push((turn.replies.len(), durable));
             local.metrics.local.increment(1);
-            local.metrics.duration.record(started.elapsed());
+            let now = std::time::Instant::now();
+            local.metrics.duration.record(now - started);
+            ended = Some(now);
             if session.is_killed() {
                 quit = true;
             }
