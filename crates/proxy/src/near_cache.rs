@@ -116,6 +116,27 @@ pub enum Cached {
     Hash(Arc<HashMap<Bytes, Bytes>>),
 }
 
+impl Cached {
+    /// The same value in allocations of its own; see [`owned`].
+    fn owned(self) -> Cached {
+        match self {
+            Cached::String(b) => Cached::String(owned(&b)),
+            Cached::Hash(h) => Cached::Hash(Arc::new(
+                h.iter().map(|(f, v)| (owned(f), owned(v))).collect(),
+            )),
+        }
+    }
+}
+
+/// A copy of `b` in an allocation of its own. What the near-cache keeps
+/// arrives as slices of a connection's read buffer (Redis's reply, or a
+/// client's request for a local write): kept as such, each entry would
+/// hold that whole buffer alive, so 64 MiB of budget held over a
+/// gigabyte.
+fn owned(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
+
 /// The answer of a lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup<T> {
@@ -381,8 +402,8 @@ impl NearCache {
         let entry = Entry {
             hash: h,
             db,
-            key,
-            value,
+            key: owned(&key),
+            value: value.owned(),
             expire_at_ms,
             local: false,
             size,
@@ -491,8 +512,8 @@ impl NearCache {
             hash: h,
             db,
             size: ENTRY_OVERHEAD + key.len() + value.len(),
-            key,
-            value: Cached::String(value),
+            key: owned(&key),
+            value: Cached::String(owned(&value)),
             expire_at_ms,
             local: true,
         };
@@ -519,8 +540,8 @@ impl NearCache {
             hash: h,
             db,
             size,
-            key,
-            value,
+            key: owned(&key),
+            value: value.owned(),
             expire_at_ms,
             local: true,
         };
@@ -590,7 +611,7 @@ impl NearCache {
         self.edit_hash(db, key, now_ms, |m| {
             pairs
                 .into_iter()
-                .filter(|(f, v)| m.insert(f.clone(), v.clone()).is_none())
+                .filter(|(f, v)| m.insert(owned(f), owned(v)).is_none())
                 .count()
         })
     }

@@ -667,3 +667,58 @@ async fn tracking_authenticates_with_the_upstream_credentials() {
     assert!(!cache.is_tracking());
     assert!(cache.stopped_at_ms().is_some());
 }
+
+/// What the cache keeps arrives as slices of a connection's read buffer
+/// (Redis's reply, a client's request): an entry holding such a slice
+/// holds the whole buffer alive, so a 64 MiB cache of 100-byte values took
+/// over a gigabyte. Every way in keeps a copy of its own.
+#[test]
+fn a_cached_entry_does_not_hold_the_buffer_it_arrived_in() {
+    let c = live_cache(1 << 20);
+    let buf: Bytes = (0..64 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let inside = |b: &Bytes| {
+        let start = buf.as_ptr() as usize;
+        (start..start + buf.len()).contains(&(b.as_ptr() as usize))
+    };
+    let (k1, k2, k3, f, v) = (
+        buf.slice(0..2),
+        buf.slice(2..4),
+        buf.slice(4..6),
+        buf.slice(10..20),
+        buf.slice(100..200),
+    );
+    let t = c.ticket(&k1);
+    assert!(c.put_string(t, 0, k1.clone(), v.clone(), -1));
+    let t = c.ticket(&k2);
+    assert!(c.put_hash(t, 0, k2.clone(), [(f.clone(), v.clone())], -1));
+    assert!(c.set_local_string(1, k3.clone(), v.clone(), -1));
+    assert_eq!(
+        c.hset_local(0, &k2, [(b("g"), v.clone())], now_ms()),
+        Lookup::Hit(1)
+    );
+    let Lookup::Hit(s) = c.get_string(0, &k1, now_ms()) else {
+        panic!("k1 cached")
+    };
+    assert_eq!(s, v);
+    assert!(
+        !inside(&s),
+        "a value read from Redis is a slice of its reply's buffer"
+    );
+    let Lookup::Hit(h) = c.get_hash(0, &k2, now_ms()) else {
+        panic!("k2 cached")
+    };
+    assert_eq!(h.len(), 2);
+    for (field, value) in h.iter() {
+        assert!(
+            !inside(field) && !inside(value),
+            "a hash field is a slice of its buffer"
+        );
+    }
+    let Lookup::Hit(l) = c.get_string(1, &k3, now_ms()) else {
+        panic!("k3 written")
+    };
+    assert!(
+        !inside(&l),
+        "a local write's value is a slice of the client's request"
+    );
+}
