@@ -89,13 +89,21 @@ pub(crate) struct Ctx<'a> {
 }
 
 macro_rules! typed_access {
+    // Hashes, sets and sorted sets are boxed in `Value` (a `Value` stays
+    // the size of a string's `Bytes`); callers see the collection itself.
+    ($get:ident, $get_mut:ident, $variant:ident, $ty:ty, $new:expr, boxed) => {
+        typed_access!(@impl $get, $get_mut, $variant, $ty, $new, |v| &**v, |v| &mut **v);
+    };
     ($get:ident, $get_mut:ident, $variant:ident, $ty:ty, $new:expr) => {
+        typed_access!(@impl $get, $get_mut, $variant, $ty, $new, |v| v, |v| v);
+    };
+    (@impl $get:ident, $get_mut:ident, $variant:ident, $ty:ty, $new:expr, |$r:ident| $read:expr, |$w:ident| $write:expr) => {
         /// Read access to a value of this type; WRONGTYPE for another type.
         #[allow(dead_code)]
         pub fn $get(&mut self, key: &[u8]) -> Result<Option<&$ty>, Frame> {
             match self.lookup(key) {
                 None => Ok(None),
-                Some(Value::$variant(v)) => Ok(Some(v)),
+                Some(Value::$variant($r)) => Ok(Some($read)),
                 Some(_) => Err(err(WRONGTYPE)),
             }
         }
@@ -121,7 +129,7 @@ macro_rules! typed_access {
             };
             e.access = now;
             match Arc::make_mut(&mut e.value) {
-                Value::$variant(v) => Ok(Some(v)),
+                Value::$variant($w) => Ok(Some($write)),
                 _ => Err(err(WRONGTYPE)),
             }
         }
@@ -294,15 +302,30 @@ impl<'a> Ctx<'a> {
         VecDeque<Bytes>,
         Value::List(VecDeque::new())
     );
-    typed_access!(get_hash, hash_mut, Hash, IndexMap<Bytes, Bytes>, Value::Hash(IndexMap::new()));
+    typed_access!(
+        get_hash,
+        hash_mut,
+        Hash,
+        IndexMap<Bytes, Bytes>,
+        Value::Hash(Box::default()),
+        boxed
+    );
     typed_access!(
         get_set,
         set_mut,
         Set,
         IndexSet<Bytes>,
-        Value::Set(IndexSet::new())
+        Value::Set(Box::default()),
+        boxed
     );
-    typed_access!(get_zset, zset_mut, ZSet, ZSet, Value::ZSet(ZSet::default()));
+    typed_access!(
+        get_zset,
+        zset_mut,
+        ZSet,
+        ZSet,
+        Value::ZSet(Box::default()),
+        boxed
+    );
     typed_access!(
         get_stream,
         stream_mut,

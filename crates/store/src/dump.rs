@@ -48,7 +48,7 @@ pub fn encode(v: &Value) -> Bytes {
         Value::Set(members) => {
             out.put_u8(2);
             put_len(&mut out, members.len() as u64);
-            for m in members {
+            for m in members.iter() {
                 put_string(&mut out, m);
             }
         }
@@ -64,7 +64,7 @@ pub fn encode(v: &Value) -> Bytes {
         Value::Hash(h) => {
             out.put_u8(4);
             put_len(&mut out, h.len() as u64);
-            for (f, v) in h {
+            for (f, v) in h.iter() {
                 put_string(&mut out, f);
                 put_string(&mut out, v);
             }

@@ -308,7 +308,7 @@ fn hscan(ctx: &mut Ctx) -> Reply {
     let Some(h) = ctx.get_hash(&key)? else {
         return Ok(scan_reply(0, Vec::new()));
     };
-    let small = crate::value::Value::Hash(h.clone()).encoding() == "listpack";
+    let small = crate::value::Value::Hash(Box::new(h.clone())).encoding() == "listpack";
     // Small hashes come back whole in one call, in order, as Redis does.
     let (page, next): (Vec<(Bytes, Bytes)>, u64) = if small {
         (h.iter().map(|(f, v)| (f.clone(), v.clone())).collect(), 0)

@@ -244,7 +244,7 @@ fn store_set(ctx: &mut Ctx, dst: &Bytes, s: IndexSet<Bytes>) -> Frame {
             ctx.propagate(vec![Bytes::from_static(b"DEL"), dst.clone()]);
         }
     } else {
-        ctx.set_value(dst, Value::Set(s), false);
+        ctx.set_value(dst, Value::Set(Box::new(s)), false);
         ctx.notify(SET, ctx.name, dst);
     }
     Frame::Integer(n as i64)

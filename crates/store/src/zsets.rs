@@ -559,7 +559,7 @@ fn store_zset(ctx: &mut Ctx, dst: &Bytes, z: ZSet) -> Frame {
             ctx.propagate(vec![Bytes::from_static(b"DEL"), dst.clone()]);
         }
     } else {
-        ctx.set_value(dst, Value::ZSet(z), false);
+        ctx.set_value(dst, Value::ZSet(Box::new(z)), false);
         ctx.notify(ZSET, ctx.name, dst);
     }
     Frame::Integer(n as i64)
@@ -569,10 +569,10 @@ fn store_zset(ctx: &mut Ctx, dst: &Bytes, z: ZSet) -> Frame {
 fn load_zset_like(ctx: &mut Ctx, key: &[u8]) -> Result<Option<ZSet>, Frame> {
     match ctx.lookup(key) {
         None => Ok(None),
-        Some(Value::ZSet(z)) => Ok(Some(z.clone())),
+        Some(Value::ZSet(z)) => Ok(Some((**z).clone())),
         Some(Value::Set(s)) => {
             let mut z = ZSet::default();
-            for m in s {
+            for m in s.iter() {
                 z.insert(m.clone(), 1.0);
             }
             Ok(Some(z))
@@ -968,7 +968,7 @@ fn zscan(ctx: &mut Ctx) -> Reply {
         return Ok(scan_reply(0, Vec::new()));
     };
     // Small sorted sets come back whole, in score order, as Redis does.
-    let (page, next) = if Value::ZSet(z.clone()).encoding() == "listpack" {
+    let (page, next) = if Value::ZSet(Box::new(z.clone())).encoding() == "listpack" {
         (z.iter().map(|(m, s)| (m.clone(), s)).collect::<Vec<_>>(), 0)
     } else {
         scan_page(
