@@ -112,21 +112,29 @@ macro_rules! typed_access {
         /// The caller must call [`Ctx::modified`] afterwards.
         #[allow(dead_code)]
         pub fn $get_mut(&mut self, key: &Bytes, create: bool) -> Result<Option<&mut $ty>, Frame> {
-            self.expire_if_needed(key);
             let now = self.now;
-            if !self.inner.dbs[self.db].map.contains_key(&key[..]) {
-                if !create {
-                    return Ok(None);
+            // One lookup for a live key; the entry is reached by index.
+            let mut found = self.inner.dbs[self.db].map.get_index_of(&key[..]);
+            if let Some(i) = found {
+                if self.inner.dbs[self.db].map[i].expire_at.is_some_and(|t| t <= now) {
+                    self.expire_if_needed(key);
+                    found = None;
                 }
-                self.inner.dbs[self.db]
-                    .map
-                    .insert(key.clone(), Entry::new($new, now));
-                self.created(key);
             }
-            let db = &mut self.inner.dbs[self.db];
-            let Some(e) = db.map.get_mut(&key[..]) else {
-                return Ok(None);
+            let i = match found {
+                Some(i) => i,
+                None => {
+                    if !create {
+                        return Ok(None);
+                    }
+                    let (i, _) = self.inner.dbs[self.db]
+                        .map
+                        .insert_full(key.clone(), Entry::new($new, now));
+                    self.created(key);
+                    i
+                }
             };
+            let e = &mut self.inner.dbs[self.db].map[i];
             e.access = now;
             match Arc::make_mut(&mut e.value) {
                 Value::$variant($w) => Ok(Some($write)),
@@ -449,7 +457,9 @@ impl<'a> Ctx<'a> {
     pub fn modified_in(&mut self, db: usize, key: &[u8]) {
         self.dirty += 1;
         let d = &mut self.inner.dbs[db];
-        let empty = match d.map.get(key).map(|e| &*e.value) {
+        // One lookup: the entry is reached by its index from here on.
+        let i = d.map.get_index_of(key);
+        let empty = match i.map(|i| &*d.map[i].value) {
             Some(Value::List(l)) => l.is_empty(),
             Some(Value::Hash(h)) => h.is_empty(),
             Some(Value::Set(s)) => s.is_empty(),
@@ -459,8 +469,11 @@ impl<'a> Ctx<'a> {
         if empty {
             self.inner.delete_key(db, key);
             crate::pubsub::notify(self.inner, db, crate::pubsub::class::GENERIC, "del", key);
-        } else if let Some(e) = d.map.get_mut(key) {
-            if !matches!(&*e.value, Value::Str(_))
+        } else if let Some(e) = i.map(|i| &mut d.map[i]) {
+            // The big encoding is for good once reached: not worked out
+            // again (for a set, by parsing every member) on every write.
+            if e.str_enc != crate::value::StrEnc::Big
+                && !matches!(&*e.value, Value::Str(_))
                 && matches!(e.value.encoding(), "hashtable" | "skiplist")
             {
                 e.str_enc = crate::value::StrEnc::Big;

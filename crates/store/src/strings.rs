@@ -115,7 +115,8 @@ fn set(ctx: &mut Ctx) -> Reply {
     } else {
         None
     };
-    let exists = ctx.peek(&key).is_some();
+    // Only NX and XX need to know beforehand (set_value looks it up).
+    let exists = (nx || xx) && ctx.peek(&key).is_some();
     if (nx && exists) || (xx && !exists) {
         return Ok(if get_old {
             bulk_or_null(ctx, old)
