@@ -13,17 +13,7 @@ use upstream::State;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_writes_ride_out_a_kill_and_reach_redis_exactly_once() {
     let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let s = start_local(
-        &redis.url(),
-        Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
-        "test-node",
-        Default::default(),
-        false,
-    )
-    .await;
-    // Local data goes only to sessions whose Redis user is known: here
-    // unauthenticated ones, Redis's `default`.
-    s.wait_knows("default");
+    let s = durable(&redis, "sess:*").await;
     let (f, journal) = (&s.f, &s.journal);
     let mut c = f.raw().await;
     assert_eq!(
@@ -191,15 +181,7 @@ async fn a_write_the_journal_refuses_is_undone_locally_and_never_replayed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_journal_cannot_confirm_in_time_is_uncertain_not_hung() {
     let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let s = start_local(
-        &redis.url(),
-        Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
-        "test-node",
-        Default::default(),
-        false,
-    )
-    .await;
-    s.wait_knows("default");
+    let s = durable(&redis, "sess:*").await;
     let (f, journal) = (&s.f, &s.journal);
     let mut c = f.raw().await;
     redis.kill();
@@ -257,15 +239,7 @@ async fn keys_written_during_an_outage_do_not_hold_their_clients_read_buffers() 
     const CLIENTS: usize = 8;
     const PER_CLIENT: usize = 5_000;
     let mut redis = RedisServer::start(&[]);
-    let s = start_local(
-        &redis.url(),
-        Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
-        "test-node",
-        Default::default(),
-        false,
-    )
-    .await;
-    s.wait_knows("default");
+    let s = durable(&redis, "sess:*").await;
     redis.kill();
     s.f.wait_state(State::Down, Duration::from_secs(5)).await;
     let before = rss_bytes();

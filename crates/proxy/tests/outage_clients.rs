@@ -164,15 +164,7 @@ async fn a_watch_refused_its_connection_waits_for_the_verdict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_caught_unsent_by_the_kill_are_served_as_during_the_outage() {
     let mut redis = aof_redis();
-    let s = start_local(
-        &redis.url(),
-        Keyspaces::new(vec![("sess:*".into(), Policy::Durable)]),
-        "n",
-        Default::default(),
-        false,
-    )
-    .await;
-    s.wait_knows("default");
+    let s = durable(&redis, "sess:*").await;
     // A few kills: the window (a command queued on a connection that dies
     // before writing it) is narrow.
     for round in 0..6 {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use proxy::outage::Outage;
-use proxy::policy::{Keyspaces, Policy};
 use resp::Frame;
 use upstream::State;
 
@@ -64,22 +63,6 @@ async fn pushes_during_recovery_reach_redis_in_acknowledged_order() {
             first.map(|i| &got[i.saturating_sub(2)..(i + 3).min(got.len())])
         );
     }
-}
-
-/// Redoubt in front of `redis` with `pattern` durable, once it knows
-/// `default`'s permissions: local data goes only to sessions whose Redis
-/// user is known, here unauthenticated ones.
-async fn durable(redis: &RedisServer, pattern: &str) -> Local {
-    let s = start_local(
-        &redis.url(),
-        Keyspaces::new(vec![(pattern.into(), Policy::Durable)]),
-        "test-node",
-        Default::default(),
-        false,
-    )
-    .await;
-    s.wait_knows("default");
-    s
 }
 
 async fn push(c: &mut Raw, item: u32) {

@@ -373,3 +373,19 @@ pub async fn wait_blocked_locally(s: &Local, n: usize) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// Redoubt in front of `redis` with `pattern` durable, once it knows
+/// `default`'s permissions: local data goes only to sessions whose Redis
+/// user is known, here unauthenticated ones.
+pub async fn durable(redis: &RedisServer, pattern: &str) -> Local {
+    let s = start_local(
+        &redis.url(),
+        proxy::policy::Keyspaces::new(vec![(pattern.into(), proxy::policy::Policy::Durable)]),
+        "test-node",
+        Default::default(),
+        false,
+    )
+    .await;
+    s.wait_knows("default");
+    s
+}
