@@ -550,6 +550,16 @@ impl Journal {
         self.shared.state().refused.clone()
     }
 
+    /// [`refusal`](Self::refusal), else [`bytes`](Self::bytes): what a
+    /// caller checks before every write, under one lock.
+    pub fn refusal_or_bytes(&self) -> Result<u64, JournalError> {
+        let st = self.shared.state();
+        match &st.refused {
+            Some(e) => Err(e.clone()),
+            None => Ok(Shared::pending_bytes(&st)),
+        }
+    }
+
     /// True after an append failed and before [`unfence`](Self::unfence):
     /// every append fails with [`JournalError::Fenced`].
     pub fn is_fenced(&self) -> bool {

@@ -359,7 +359,18 @@ fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec
     use crate::gate::Refusal;
     let wrongpass =
         || reply::error("WRONGPASS invalid username-password pair or user is disabled.");
-    let name = args[0].to_ascii_lowercase();
+    // The names this looks for are short: lower-cased on the stack, not
+    // in an allocation per command. A longer name is none of them.
+    let mut low = [0u8; 8];
+    let first = &args[0][..];
+    let name: &[u8] = if first.len() <= low.len() {
+        for (d, s) in low.iter_mut().zip(first) {
+            *d = s.to_ascii_lowercase();
+        }
+        &low[..first.len()]
+    } else {
+        b""
+    };
     if name == b"config"
         && args.len() >= 4
         && args[1].eq_ignore_ascii_case(b"set")
@@ -378,7 +389,7 @@ fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec
     let check = |user: &[u8], pass: &[u8]| {
         crate::access::check_users(users, &String::from_utf8_lossy(user), pass)
     };
-    match &name[..] {
+    match name {
         b"auth" => {
             let (name, ok) = match args.len() {
                 2 => (Bytes::from_static(b"default"), check(b"default", &args[1])),
@@ -567,10 +578,10 @@ pub fn write_refusal(
     max_bytes: u64,
     incoming: u64,
 ) -> Option<(&'static str, String)> {
-    if let Some(e) = journal.refusal() {
-        return Some(("journal-failed", e.to_string()));
-    }
-    let bytes = journal.bytes();
+    let bytes = match journal.refusal_or_bytes() {
+        Ok(bytes) => bytes,
+        Err(e) => return Some(("journal-failed", e.to_string())),
+    };
     let full = if incoming == 0 {
         bytes >= max_bytes || journal.refusing_full()
     } else {
@@ -641,13 +652,16 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 }
             };
             // The gate, as in proxy mode: shape, then login.
-            if let Err(r) = crate::gate::admit(&req.args) {
-                local.metrics.rejected.increment(1);
-                let r = r.reply();
-                local.store.count_unlocked(&req.args, &r);
-                turn.push(&r);
-                continue;
-            }
+            let gated = match crate::gate::admit(&req.args) {
+                Ok(g) => g,
+                Err(r) => {
+                    local.metrics.rejected.increment(1);
+                    let r = r.reply();
+                    local.store.count_unlocked(&req.args, &r);
+                    turn.push(&r);
+                    continue;
+                }
+            };
             let req = match login(&local.users, &mut user, req.args) {
                 Login::Reply(r, args) => {
                     local.store.count_unlocked(&args, &r);
@@ -701,7 +715,8 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 turn.push(&r);
                 continue;
             }
-            let spec = resp::lookup(&req.args);
+            // The gate's row: logging in keeps the command's name.
+            let spec = gated.spec;
             let is_write = spec.is_some_and(|s| s.is_write());
             let is_script = runs_script(spec);
             if is_script {

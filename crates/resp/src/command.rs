@@ -265,8 +265,9 @@ fn find_keyword<B: AsRef<[u8]>>(args: &[B], keyword: &str, start_from: i32) -> O
 /// search of the whole table cost a sixth of a pipelined `GET`'s CPU.
 struct Index {
     /// Rows of `COMMANDS` by [`shape`] (name length and first letter):
-    /// usually one or two candidates.
-    by_shape: Vec<Vec<u16>>,
+    /// usually one or two candidates, each with its name's [`folded`]
+    /// first word, so a candidate is checked with one comparison.
+    by_shape: Vec<Vec<(u64, u16)>>,
     /// For each row of `COMMANDS`, its subcommands' range in `SUBCOMMANDS`
     /// (empty for the commands that take none: most, whose second argument
     /// is a key, never a subcommand).
@@ -286,6 +287,16 @@ fn shape(name: &[u8]) -> Option<usize> {
     Some(name.len() * 26 + usize::from(first - b'a'))
 }
 
+/// A name's first 8 bytes lower-cased, as one word (zero-padded): equal
+/// words mean equal names up to their 8th byte, case-insensitively.
+fn folded(name: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    for (d, s) in w.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    u64::from_le_bytes(w)
+}
+
 fn index() -> &'static Index {
     static INDEX: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
     INDEX.get_or_init(|| {
@@ -293,7 +304,7 @@ fn index() -> &'static Index {
         let mut subs = Vec::with_capacity(COMMANDS.len());
         for (i, c) in COMMANDS.iter().enumerate() {
             if let Some(slot) = shape(c.name.as_bytes()) {
-                by_shape[slot].push(i as u16);
+                by_shape[slot].push((folded(c.name.as_bytes()), i as u16));
             }
             let start = SUBCOMMANDS.partition_point(|s| s.name < c.name);
             let len = SUBCOMMANDS[start..]
@@ -325,12 +336,15 @@ pub fn lookup<B: AsRef<[u8]>>(args: &[B]) -> Option<&'static CommandSpec> {
 pub fn lookup_id<B: AsRef<[u8]>>(args: &[B]) -> Option<(usize, &'static CommandSpec)> {
     let name = args.first()?.as_ref();
     let index = index();
-    let idx = *index.by_shape[shape(name)?].iter().find(|&&i| {
-        COMMANDS[i as usize]
-            .name
-            .as_bytes()
-            .eq_ignore_ascii_case(name)
-    })? as usize;
+    let word = folded(name);
+    let idx = index.by_shape[shape(name)?]
+        .iter()
+        .find(|&&(w, i)| {
+            w == word
+                && (name.len() <= 8
+                    || COMMANDS[i as usize].name.as_bytes()[8..].eq_ignore_ascii_case(&name[8..]))
+        })?
+        .1 as usize;
     let top = &COMMANDS[idx];
     let range = index.subs[idx].clone();
     if let (Some(sub), false) = (args.get(1), range.is_empty()) {

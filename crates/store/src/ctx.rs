@@ -86,6 +86,10 @@ pub(crate) struct Ctx<'a> {
     /// The command was refused before it ran (a script's flags under OOM):
     /// a rejected call, not a failed one.
     pub rejected: bool,
+    /// Where the last typed write access found its key (db, index): the
+    /// [`Ctx::modified`] that follows it checks the key there before it
+    /// looks it up again.
+    pub(crate) hint: Option<(usize, usize)>,
 }
 
 macro_rules! typed_access {
@@ -134,6 +138,7 @@ macro_rules! typed_access {
                     i
                 }
             };
+            self.hint = Some((self.db, i));
             let e = &mut self.inner.dbs[self.db].map[i];
             e.access = now;
             match Arc::make_mut(&mut e.value) {
@@ -240,7 +245,7 @@ impl<'a> Ctx<'a> {
     /// its TTL has passed: one hash lookup for the common case (a key
     /// with no TTL or one still ahead), where a lookup was once repeated
     /// by every layer above.
-    fn live_index(&mut self, key: &[u8]) -> Option<usize> {
+    pub(crate) fn live_index(&mut self, key: &[u8]) -> Option<usize> {
         let now = self.now;
         let i = self.inner.dbs[self.db].map.get_index_of(key)?;
         match self.inner.dbs[self.db].map[i].expire_at {
@@ -262,7 +267,7 @@ impl<'a> Ctx<'a> {
         Some(self.accessed(i))
     }
 
-    fn accessed(&mut self, i: usize) -> &Value {
+    pub(crate) fn accessed(&mut self, i: usize) -> &Value {
         let now = self.now;
         let log_factor = self.inner.config.lfu_log_factor;
         let decay = self.inner.config.lfu_decay_time;
@@ -346,10 +351,23 @@ impl<'a> Ctx<'a> {
     /// `keep_ttl`.
     pub fn set_value(&mut self, key: &Bytes, value: Value, keep_ttl: bool) {
         let live = self.live_index(key);
+        self.set_value_at(live, key, value, keep_ttl);
+    }
+
+    /// [`Ctx::set_value`] for a key whose [`Ctx::live_index`] the caller
+    /// has just read (`None`: the key is not there): a read-modify-write
+    /// such as INCR looks the key up once.
+    pub(crate) fn set_value_at(
+        &mut self,
+        live: Option<usize>,
+        key: &Bytes,
+        value: Value,
+        keep_ttl: bool,
+    ) {
         let now = self.now;
         let db = &mut self.inner.dbs[self.db];
         let mut was_stream = false;
-        match live {
+        let i = match live {
             Some(i) => {
                 let e = &mut db.map[i];
                 was_stream = matches!(&*e.value, Value::Stream(_));
@@ -359,12 +377,14 @@ impl<'a> Ctx<'a> {
                 if !keep_ttl && e.expire_at.is_some() {
                     db.set_expire(key, None);
                 }
+                i
             }
             None => {
-                db.map.insert(key.clone(), Entry::new(value, now));
+                let (i, _) = db.map.insert_full(key.clone(), Entry::new(value, now));
                 self.created(key);
+                i
             }
-        }
+        };
         // A stream overwritten by another value is gone for the consumers
         // blocked on it, as when it is deleted: they are told at once.
         if was_stream
@@ -373,7 +393,8 @@ impl<'a> Ctx<'a> {
         {
             self.wake = true;
         }
-        self.modified(key);
+        let db = self.db;
+        self.modified_at(db, Some(i), key);
     }
 
     /// Keyspace event `new` (class `n`) for a key just added, as Redis's
@@ -455,10 +476,23 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn modified_in(&mut self, db: usize, key: &[u8]) {
+        // One lookup: the entry is reached by its index from here on. Right
+        // after a typed write access it is where that access found it.
+        let map = &self.inner.dbs[db].map;
+        let i = match self.hint.take() {
+            Some((d, i)) if d == db && map.get_index(i).is_some_and(|(k, _)| k[..] == *key) => {
+                Some(i)
+            }
+            _ => map.get_index_of(key),
+        };
+        self.modified_at(db, i, key);
+    }
+
+    /// [`Ctx::modified_in`] for a key at index `i` of its database's map
+    /// (`None`: not there).
+    fn modified_at(&mut self, db: usize, i: Option<usize>, key: &[u8]) {
         self.dirty += 1;
         let d = &mut self.inner.dbs[db];
-        // One lookup: the entry is reached by its index from here on.
-        let i = d.map.get_index_of(key);
         let empty = match i.map(|i| &*d.map[i].value) {
             Some(Value::List(l)) => l.is_empty(),
             Some(Value::Hash(h)) => h.is_empty(),

@@ -579,7 +579,12 @@ fn rows() -> &'static [(Option<Handler>, bool)] {
 
 /// Finds the handler for a command and checks its arity.
 pub(crate) fn resolve(args: &[Bytes]) -> Resolved {
-    let Some((id, spec)) = resp::command::lookup_id(args) else {
+    resolve_row(args, resp::command::lookup_id(args))
+}
+
+/// [`resolve`] with the command's row (`lookup_id`) looked up already.
+fn resolve_row(args: &[Bytes], row: Option<(usize, &'static resp::CommandSpec)>) -> Resolved {
+    let Some((id, spec)) = row else {
         return Resolved::Reject(unknown_command(args), None);
     };
     let (handler, container) = rows().get(id).copied().unwrap_or((None, false));
@@ -661,6 +666,7 @@ pub(crate) fn run(
         atomic: false,
         error_counted: false,
         rejected: false,
+        hint: None,
     };
     let started = started.unwrap_or_else(tokio::time::Instant::now);
     let result = handler(&mut ctx);
@@ -937,7 +943,9 @@ impl Store {
     }
 
     async fn execute_blocking(&self, session: &mut Session, args: Vec<Bytes>) -> Executed {
-        let mut args = detach(args);
+        // Looked up once: detaching, resolving and every retry use it.
+        let mut row = resp::command::lookup_id(&args);
+        let mut args = detach(args, row.map(|(_, s)| s));
         session.block_counted = false;
         let mut deadline: Option<tokio::time::Instant> = None;
         // Our place in the wait queues of the keys we block on, kept across
@@ -951,7 +959,7 @@ impl Store {
             keys: Vec::new(),
         };
         loop {
-            let (mut exec, block, rx) = self.execute_once(session, &args);
+            let (mut exec, block, rx) = self.execute_once(session, &args, row);
             let (Some(block), Some(mut rx)) = (block, rx) else {
                 return exec;
             };
@@ -964,6 +972,7 @@ impl Store {
             }
             on_timeout = exec.reply.clone();
             if let Some(retry) = block.retry_args {
+                row = resp::command::lookup_id(&retry);
                 args = retry;
             }
             if deadline.is_none() && block.timeout_ms > 0 {
@@ -1001,6 +1010,7 @@ impl Store {
         &self,
         sess: &mut Session,
         args: &[Bytes],
+        row: Option<(usize, &'static resp::CommandSpec)>,
     ) -> (Executed, Option<Block>, Option<watch::Receiver<u64>>) {
         if args.is_empty() {
             return (Executed::reply(err("ERR empty command")), None, None);
@@ -1021,7 +1031,7 @@ impl Store {
         let (now, started) = self.shared.clock.start();
         let inner = &mut *guard;
         inner.stats.commands_processed += 1;
-        let resolved = resolve(args);
+        let resolved = resolve_row(args, row);
         if let Some(c) = inner.clients.get_mut(&sess.id) {
             c.last_ms = now;
             if let Resolved::Run(name, _, _) = &resolved {
@@ -1528,9 +1538,9 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// lookup compares across memory. Big requests are left as they are: the
 /// buffer is then mostly the value itself (Redis does the same above 32
 /// KiB). Reads are never stored, so they are not copied.
-fn detach(mut args: Vec<Bytes>) -> Vec<Bytes> {
+fn detach(mut args: Vec<Bytes>, spec: Option<&resp::CommandSpec>) -> Vec<Bytes> {
     const BIG: usize = 32 * 1024;
-    if !resp::lookup(&args).is_some_and(|s| s.is_write()) {
+    if !spec.is_some_and(|s| s.is_write()) {
         return args;
     }
     let total: usize = args.iter().map(Bytes::len).sum();

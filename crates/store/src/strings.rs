@@ -296,7 +296,9 @@ fn msetnx(ctx: &mut Ctx) -> Reply {
 /// Adds `by` to the integer at key, keeping its TTL.
 fn incr_generic(ctx: &mut Ctx, by: i64) -> Reply {
     let key = ctx.args[1].clone();
-    let cur = match ctx.lookup(&key) {
+    // One lookup: the value is read and replaced at the same index.
+    let live = ctx.live_index(&key);
+    let cur = match live.map(|i| ctx.accessed(i)) {
         None => 0,
         Some(Value::Str(s)) => num::parse_i64(s).ok_or_else(|| err(NOT_INT))?,
         Some(_) => return Err(err(WRONGTYPE)),
@@ -304,7 +306,7 @@ fn incr_generic(ctx: &mut Ctx, by: i64) -> Reply {
     let new = cur
         .checked_add(by)
         .ok_or_else(|| err("ERR increment or decrement would overflow"))?;
-    ctx.set_value(&key, Value::Str(num::fmt_i64(new)), true);
+    ctx.set_value_at(live, &key, Value::Str(num::fmt_i64(new)), true);
     ctx.notify(STRING, "incrby", &key);
     Ok(Frame::Integer(new))
 }
