@@ -317,13 +317,15 @@ impl Metrics {
     /// Counts one command sent to Redis under the policy of its first key
     /// (the command table's fixed first key: commands whose keys move,
     /// such as `EVAL`, count as keyless). No allocation: this runs for
-    /// every forwarded command.
+    /// every forwarded command, and `spec` is the command's row as the
+    /// gate found it (not looked up again).
     pub fn count_upstream(
         &self,
         keyspaces: Option<&crate::policy::Keyspaces>,
         args: &[bytes::Bytes],
+        spec: Option<&resp::CommandSpec>,
     ) {
-        let first = resp::lookup(args)
+        let first = spec
             .map(|s| s.first_key)
             .filter(|&k| k > 0)
             .and_then(|k| args.get(k as usize));

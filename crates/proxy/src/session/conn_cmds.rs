@@ -112,7 +112,8 @@ impl Session {
                                     self.db = n;
                                     self.conn = None;
                                     self.publish_row();
-                                    return self.forward(req, false).await;
+                                    let spec = resp::lookup(&req.args);
+                                    return self.forward(req, false, spec).await;
                                 }
                                 Ok(()) => {
                                     if n != self.db {

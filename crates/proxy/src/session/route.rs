@@ -175,7 +175,14 @@ impl Session {
         self.shared.limits.hold_during_outage_ms > 0 && self.multi.is_none()
     }
 
-    pub(super) async fn forward(&mut self, req: Request, write: bool) -> Flow {
+    /// Sends `req` to Redis, or where the outage routes it. `spec`: its
+    /// command's row, as the gate found it.
+    pub(super) async fn forward(
+        &mut self,
+        req: Request,
+        write: bool,
+        spec: Option<&'static resp::CommandSpec>,
+    ) -> Flow {
         let state = self.shared.health.state();
         if state == State::Down
             && req.args.len() == 3
@@ -257,7 +264,7 @@ impl Session {
                 fills: Vec::new(),
             });
         }
-        self.count_upstream(&req.args);
+        self.count_upstream(&req.args, spec);
         if let Some(b) = &mut self.batch {
             if let Some(fill) = fill {
                 // The value's expiry, read right behind it on the same
@@ -395,7 +402,7 @@ impl Session {
         raw.extend_from_slice(&req.raw);
         let count = multi.cmds.len() + 2;
         let rx = conn.send_bounded(raw.freeze(), count, &self.budget, false);
-        self.count_upstream(&req.args);
+        self.count_upstream(&req.args, resp::lookup(&req.args));
         if self.pinned.is_some() {
             // EXEC ends the WATCH; the pinned connection is released once
             // its replies are in.
@@ -464,7 +471,8 @@ impl Session {
                 }
             }
         }
-        self.forward(req, false).await
+        let spec = resp::lookup(&req.args);
+        self.forward(req, false, spec).await
     }
 
     /// Forgets a WATCH the local store holds (EXEC, DISCARD, UNWATCH).
@@ -585,7 +593,7 @@ impl Session {
             },
         };
         let conn = ded.conn.clone();
-        self.count_upstream(&req.args);
+        self.count_upstream(&req.args, resp::lookup(&req.args));
         let budget = self.budget.clone();
         self.push(Body::Wait(Wait::single(
             conn,
@@ -666,9 +674,9 @@ impl Session {
     }
 
     /// Counts one command sent to Redis, by its first key's policy.
-    fn count_upstream(&self, args: &[Bytes]) {
+    fn count_upstream(&self, args: &[Bytes], spec: Option<&resp::CommandSpec>) {
         let keyspaces = self.shared.outage.as_ref().map(|o| o.keyspaces());
-        self.shared.metrics.count_upstream(keyspaces, args);
+        self.shared.metrics.count_upstream(keyspaces, args, spec);
     }
 
     pub(super) async fn tunnel(&mut self, mut client: tls::Stream, req: Request, rest: BytesMut) {
@@ -693,7 +701,7 @@ impl Session {
                 return;
             }
         };
-        self.count_upstream(&req.args);
+        self.count_upstream(&req.args, resp::lookup(&req.args));
         if tls::send(&mut up, &req.raw).await.is_err() || tls::send(&mut up, &rest).await.is_err() {
             let _ = tls::send(
                 &mut client,

@@ -179,7 +179,7 @@ impl Session {
         if !raw.is_empty() && tls::send(&mut wr, &raw).await.is_err() {
             return None;
         }
-        self.shared.metrics.count_upstream(None, &[]);
+        self.shared.metrics.count_upstream(None, &[], None);
         Some((
             Up {
                 rd,
