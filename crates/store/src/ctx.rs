@@ -372,6 +372,7 @@ impl<'a> Ctx<'a> {
                 let e = &mut db.map[i];
                 was_stream = matches!(&*e.value, Value::Stream(_));
                 e.value = Arc::new(value);
+                e.sample = 0;
                 e.access = now;
                 e.str_enc = crate::value::StrEnc::Auto;
                 if !keep_ttl && e.expire_at.is_some() {
@@ -512,7 +513,7 @@ impl<'a> Ctx<'a> {
             {
                 e.str_enc = crate::value::StrEnc::Big;
             }
-            let new = entry_size(key, e);
+            let new = resized(key, e);
             self.inner.used_memory = self.inner.used_memory.saturating_sub(e.size) + new;
             e.size = new;
             if self.inner.blocked > 0
@@ -544,4 +545,23 @@ impl<'a> Ctx<'a> {
 /// Approximate bytes an entry costs, key included.
 pub(crate) fn entry_size(key: &[u8], e: &Entry) -> usize {
     KEY_OVERHEAD + key.len() + e.value.approx_size()
+}
+
+/// [`entry_size`] after a write to `e`. A large collection is sized from
+/// its last sample while only its length changes, and sampled again each
+/// time its length reaches a multiple of [`SAMPLED_FROM`]: a sample walks
+/// its first elements (about 400 instructions), which every LPUSH, SADD
+/// or HSET on a big collection paid.
+pub(crate) fn resized(key: &[u8], e: &mut Entry) -> usize {
+    use crate::value::{sampled, SAMPLED_FROM};
+    let fixed = KEY_OVERHEAD + key.len();
+    if let Some((n, overhead)) = e.value.sizing() {
+        if e.sample > 0 && n > SAMPLED_FROM && n % SAMPLED_FROM != 0 {
+            return fixed + sampled(e.sample as usize, n, overhead);
+        }
+    }
+    let (size, sample) = e.value.measure();
+    // A sample too big to keep is taken again next time.
+    e.sample = sample.and_then(|s| u32::try_from(s).ok()).unwrap_or(0);
+    fixed + size
 }

@@ -137,27 +137,66 @@ impl Value {
     }
 
     /// Approximate bytes used, for `INFO memory` and `maxmemory`. Large
-    /// collections are measured on a sample so a write stays O(1).
+    /// collections (over [`SAMPLED_FROM`] elements) are measured on a
+    /// sample so a write stays O(1).
     pub fn approx_size(&self) -> usize {
+        self.measure().0
+    }
+
+    /// [`approx_size`](Self::approx_size), and the sample's bytes when it
+    /// took one.
+    pub(crate) fn measure(&self) -> (usize, Option<usize>) {
         const PER_ELEM: usize = 16;
-        fn est<I: ExactSizeIterator<Item = usize>>(it: I) -> usize {
+        fn est<I: ExactSizeIterator<Item = usize>>(it: I, fixed: usize) -> (usize, Option<usize>) {
             let n = it.len();
-            if n <= 64 {
-                it.sum()
+            if n <= SAMPLED_FROM {
+                (it.sum::<usize>() + fixed, None)
             } else {
-                let sample: usize = it.take(32).sum();
-                sample * n / 32
+                let sample: usize = it.take(SAMPLE).sum();
+                (sampled(sample, n, fixed), Some(sample))
             }
         }
         match self {
-            Value::Str(s) => s.len() + 16,
-            Value::List(l) => est(l.iter().map(|e| e.len() + PER_ELEM)) + 32,
-            Value::Hash(h) => est(h.iter().map(|(k, v)| k.len() + v.len() + 2 * PER_ELEM)) + 48,
-            Value::Set(s) => est(s.iter().map(|e| e.len() + PER_ELEM)) + 48,
-            Value::ZSet(z) => est(z.scores.keys().map(|m| 2 * m.len() + 3 * PER_ELEM)) + 64,
-            Value::Stream(s) => s.approx_size(),
+            Value::Str(s) => (s.len() + 16, None),
+            Value::List(l) => est(l.iter().map(|e| e.len() + PER_ELEM), LIST_FIXED),
+            Value::Hash(h) => est(
+                h.iter().map(|(k, v)| k.len() + v.len() + 2 * PER_ELEM),
+                HASH_FIXED,
+            ),
+            Value::Set(s) => est(s.iter().map(|e| e.len() + PER_ELEM), SET_FIXED),
+            Value::ZSet(z) => est(
+                z.scores.keys().map(|m| 2 * m.len() + 3 * PER_ELEM),
+                ZSET_FIXED,
+            ),
+            Value::Stream(s) => (s.approx_size(), None),
         }
     }
+
+    /// A collection's length and its fixed bytes, for sizing it from a
+    /// sample taken earlier; `None` for strings and streams.
+    pub(crate) fn sizing(&self) -> Option<(usize, usize)> {
+        match self {
+            Value::List(l) => Some((l.len(), LIST_FIXED)),
+            Value::Hash(h) => Some((h.len(), HASH_FIXED)),
+            Value::Set(s) => Some((s.len(), SET_FIXED)),
+            Value::ZSet(z) => Some((z.len(), ZSET_FIXED)),
+            Value::Str(_) | Value::Stream(_) => None,
+        }
+    }
+}
+
+/// Collections with more elements than this are measured on a sample.
+pub(crate) const SAMPLED_FROM: usize = 64;
+/// Elements in that sample: the first ones.
+pub(crate) const SAMPLE: usize = 32;
+const LIST_FIXED: usize = 32;
+const HASH_FIXED: usize = 48;
+const SET_FIXED: usize = 48;
+const ZSET_FIXED: usize = 64;
+
+/// A collection of `n` elements whose first [`SAMPLE`] take `sample` bytes.
+pub(crate) fn sampled(sample: usize, n: usize, fixed: usize) -> usize {
+    sample * n / SAMPLE + fixed
 }
 
 /// True when Redis 7.0 would keep this set as an intset, whose members come
@@ -250,6 +289,9 @@ impl ZSet {
     }
 }
 
+// `Entry::sample` lives in what was padding: a key's slot stays 48 bytes.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 48);
+
 /// One key's slot in a database.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -263,6 +305,12 @@ pub struct Entry {
     pub freq: u8,
     /// Size last accounted for this entry (key included).
     pub(crate) size: usize,
+    /// For a collection measured on a sample: the sample's bytes (its
+    /// first [`SAMPLE`] elements'), so a write that changes only its
+    /// length is accounted without walking them again (see
+    /// `ctx::resized`); 0 when there is none. It sits in the entry's
+    /// padding: no memory per key.
+    pub(crate) sample: u32,
     /// How Redis would have encoded a string written by this command.
     pub(crate) str_enc: StrEnc,
 }
@@ -309,6 +357,7 @@ impl Entry {
             access: now,
             freq: LFU_INIT,
             size: 0,
+            sample: 0,
             str_enc: StrEnc::Auto,
         }
     }

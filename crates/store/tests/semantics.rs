@@ -823,3 +823,46 @@ async fn a_waiter_that_gives_up_passes_its_turn_on() {
         Frame::Array(vec![bulk("q"), bulk("x")])
     );
 }
+
+/// A big collection is accounted from its last sample between samples:
+/// what `used_memory` holds for it stays close to measuring it afresh
+/// (`MEMORY USAGE`), whichever way it grows and shrinks, and all of it is
+/// given back when it goes.
+#[tokio::test]
+async fn a_big_collection_written_one_element_at_a_time_stays_accounted_close_to_its_size() {
+    let store = Store::new(StoreConfig::default());
+    let mut s = store.session();
+    let before = store.used_memory();
+    let usage = |out: Executed| match out.reply {
+        Frame::Integer(n) => n as f64,
+        other => panic!("MEMORY USAGE: {other:?}"),
+    };
+    for (push, pop) in [("LPUSH", "LPOP"), ("RPUSH", "RPOP")] {
+        // Elements of 1 to 200 bytes, in an order no sample predicts.
+        for i in 0..3000u32 {
+            let v = "v".repeat((i.wrapping_mul(7919) % 200 + 1) as usize);
+            run(&store, &mut s, &[push, "list", &v]).await;
+            if i % 3 == 2 {
+                run(&store, &mut s, &[pop, "list"]).await;
+            }
+        }
+        let accounted = (store.used_memory() - before) as f64;
+        let measured = usage(run(&store, &mut s, &["MEMORY", "USAGE", "list"]).await);
+        assert!(
+            (accounted / measured - 1.0).abs() < 0.25,
+            "{push}: accounted {accounted} bytes, measured {measured}"
+        );
+        run(&store, &mut s, &["DEL", "list"]).await;
+        assert_eq!(store.used_memory(), before, "{push}: all given back");
+    }
+    for i in 0..3000u32 {
+        let v = "h".repeat((i.wrapping_mul(104_729) % 150 + 1) as usize);
+        run(&store, &mut s, &["HSET", "hash", &format!("f{i}"), &v]).await;
+    }
+    let accounted = (store.used_memory() - before) as f64;
+    let measured = usage(run(&store, &mut s, &["MEMORY", "USAGE", "hash"]).await);
+    assert!(
+        (accounted / measured - 1.0).abs() < 0.25,
+        "HSET: accounted {accounted} bytes, measured {measured}"
+    );
+}
