@@ -86,10 +86,6 @@ pub(crate) struct Ctx<'a> {
     /// The command was refused before it ran (a script's flags under OOM):
     /// a rejected call, not a failed one.
     pub rejected: bool,
-    /// Where the last typed write access found its key (db, index): the
-    /// [`Ctx::modified`] that follows it checks the key there before it
-    /// looks it up again.
-    pub(crate) hint: Option<(usize, usize)>,
 }
 
 macro_rules! typed_access {
@@ -138,7 +134,6 @@ macro_rules! typed_access {
                     i
                 }
             };
-            self.hint = Some((self.db, i));
             let e = &mut self.inner.dbs[self.db].map[i];
             e.access = now;
             match Arc::make_mut(&mut e.value) {
@@ -477,15 +472,8 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn modified_in(&mut self, db: usize, key: &[u8]) {
-        // One lookup: the entry is reached by its index from here on. Right
-        // after a typed write access it is where that access found it.
-        let map = &self.inner.dbs[db].map;
-        let i = match self.hint.take() {
-            Some((d, i)) if d == db && map.get_index(i).is_some_and(|(k, _)| k[..] == *key) => {
-                Some(i)
-            }
-            _ => map.get_index_of(key),
-        };
+        // One lookup: the entry is reached by its index from here on.
+        let i = self.inner.dbs[db].map.get_index_of(key);
         self.modified_at(db, i, key);
     }
 

@@ -666,7 +666,6 @@ pub(crate) fn run(
         atomic: false,
         error_counted: false,
         rejected: false,
-        hint: None,
     };
     let started = started.unwrap_or_else(tokio::time::Instant::now);
     let result = handler(&mut ctx);
