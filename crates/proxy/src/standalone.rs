@@ -354,26 +354,19 @@ enum Login {
 /// before `AUTH` only the commands Redis allows unauthenticated run; a
 /// failed `AUTH` leaves the session as it was; `RESET` logs out.
 /// `user`: the name logged in (`default` throughout when no users are
-/// configured), `None` before a login.
-fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec<Bytes>) -> Login {
+/// configured), `None` before a login. `spec`: the command's row, as the
+/// gate found it (its arity already checked there).
+fn login(
+    users: &[crate::access::LocalUser],
+    user: &mut Option<Bytes>,
+    args: Vec<Bytes>,
+    spec: Option<&resp::CommandSpec>,
+) -> Login {
     use crate::gate::Refusal;
     let wrongpass =
         || reply::error("WRONGPASS invalid username-password pair or user is disabled.");
-    // The names this looks for are short: lower-cased on the stack, not
-    // in an allocation per command. A longer name is none of them.
-    let mut low = [0u8; 8];
-    let first = &args[0][..];
-    let name: &[u8] = if first.len() <= low.len() {
-        for (d, s) in low.iter_mut().zip(first) {
-            *d = s.to_ascii_lowercase();
-        }
-        &low[..first.len()]
-    } else {
-        b""
-    };
-    if name == b"config"
-        && args.len() >= 4
-        && args[1].eq_ignore_ascii_case(b"set")
+    let name = spec.map_or("", |s| s.name);
+    if name == "config|set"
         && args[2..]
             .iter()
             .step_by(2)
@@ -390,7 +383,7 @@ fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec
         crate::access::check_users(users, &String::from_utf8_lossy(user), pass)
     };
     match name {
-        b"auth" => {
+        "auth" => {
             let (name, ok) = match args.len() {
                 2 => (Bytes::from_static(b"default"), check(b"default", &args[1])),
                 3 => (args[1].clone(), check(&args[1], &args[2])),
@@ -403,7 +396,7 @@ fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec
                 Login::Reply(wrongpass(), args)
             }
         }
-        b"hello" => {
+        "hello" => {
             let at = args
                 .iter()
                 .skip(2)
@@ -427,14 +420,12 @@ fn login(users: &[crate::access::LocalUser], user: &mut Option<Bytes>, args: Vec
                 None => Login::Run(args),
             }
         }
-        b"reset" => {
+        "reset" => {
             *user = None;
             Login::Run(args)
         }
         _ if user.is_some() => Login::Run(args),
-        _ if resp::lookup(&args).is_some_and(|s| s.has(resp::command::F_NO_AUTH)) => {
-            Login::Run(args)
-        }
+        _ if spec.is_some_and(|s| s.has(resp::command::F_NO_AUTH)) => Login::Run(args),
         _ => Login::Reply(Refusal::NoAuth.reply(), args),
     }
 }
@@ -662,7 +653,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                     continue;
                 }
             };
-            let req = match login(&local.users, &mut user, req.args) {
+            let req = match login(&local.users, &mut user, req.args, gated.spec) {
                 Login::Reply(r, args) => {
                     local.store.count_unlocked(&args, &r);
                     turn.push(&r);
