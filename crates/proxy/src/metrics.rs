@@ -84,6 +84,67 @@ pub struct Durations {
     sum_nanos: AtomicU64,
 }
 
+/// Commands answered and how long each took, gathered over one turn of a
+/// session and added to the shared counter and [`Durations`] once, when
+/// the turn ends (and when the tally is dropped): each shared add is an
+/// atomic instruction, a few per command, and a pipelined turn answers
+/// many commands.
+pub struct Tally {
+    counter: Counter,
+    durations: &'static Durations,
+    n: u64,
+    buckets: [u64; DURATION_BUCKETS.len() + 1],
+    sum_nanos: u64,
+}
+
+impl Tally {
+    /// A tally that adds into `counter` and `durations`.
+    pub fn new(counter: Counter, durations: &'static Durations) -> Tally {
+        Tally {
+            counter,
+            durations,
+            n: 0,
+            buckets: [0; DURATION_BUCKETS.len() + 1],
+            sum_nanos: 0,
+        }
+    }
+
+    /// One command answered after `d`.
+    pub fn record(&mut self, d: std::time::Duration) {
+        let i = DURATION_BUCKETS.partition_point(|&le| le < d.as_secs_f64());
+        self.buckets[i] += 1;
+        self.sum_nanos = self
+            .sum_nanos
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.n += 1;
+    }
+
+    /// Adds what was gathered to the shared counters.
+    pub fn flush(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        self.counter.increment(self.n);
+        for (shared, b) in self.durations.buckets.iter().zip(self.buckets.iter_mut()) {
+            if *b > 0 {
+                shared.fetch_add(*b, Ordering::Relaxed);
+                *b = 0;
+            }
+        }
+        self.durations
+            .sum_nanos
+            .fetch_add(self.sum_nanos, Ordering::Relaxed);
+        self.sum_nanos = 0;
+        self.n = 0;
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// The process's command durations.
 pub static DURATIONS: Durations = Durations {
     buckets: [const { AtomicU64::new(0) }; DURATION_BUCKETS.len() + 1],
@@ -425,5 +486,49 @@ mod tests {
             .parse()
             .unwrap_or(0.0);
         assert!((sum - 60.00023).abs() < 1e-9, "sum {sum}");
+    }
+
+    #[test]
+    fn a_tally_adds_its_turn_once_at_flush_and_what_is_left_when_dropped() {
+        let d: &'static Durations = Box::leak(Box::new(Durations {
+            buckets: [const { AtomicU64::new(0) }; DURATION_BUCKETS.len() + 1],
+            sum_nanos: AtomicU64::new(0),
+        }));
+        let count = std::sync::Arc::new(AtomicU64::new(0));
+        let mut t = Tally::new(Counter::from_arc(count.clone()), d);
+        t.record(Duration::from_micros(30));
+        t.record(Duration::from_micros(30));
+        t.record(Duration::from_secs(60));
+        let total = |d: &Durations| {
+            d.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        assert_eq!(total(d), 0, "nothing shared before the turn ends");
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        t.flush();
+        assert_eq!(count.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            d.buckets[0].load(Ordering::Relaxed),
+            2,
+            "30 µs: under 50 µs"
+        );
+        assert_eq!(
+            d.buckets[DURATION_BUCKETS.len()].load(Ordering::Relaxed),
+            1,
+            "past every bound"
+        );
+        assert_eq!(d.sum_nanos.load(Ordering::Relaxed), 60_000_060_000);
+        t.flush();
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            3,
+            "a second flush adds nothing"
+        );
+        t.record(Duration::from_micros(30));
+        drop(t);
+        assert_eq!(count.load(Ordering::Relaxed), 4);
+        assert_eq!(total(d), 4);
     }
 }

@@ -619,6 +619,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
         .is_empty()
         .then(|| Bytes::from_static(b"default"));
     let mut turn = Turn::default();
+    let mut tally = crate::metrics::Tally::new(local.metrics.local.clone(), local.metrics.duration);
     loop {
         turn.replies.clear();
         turn.ends.clear();
@@ -804,14 +805,14 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 }
             }
             turn.ends.push((turn.replies.len(), durable));
-            local.metrics.local.increment(1);
             let now = std::time::Instant::now();
-            local.metrics.duration.record(now - started);
+            tally.record(now - started);
             ended = Some(now);
             if session.is_killed() {
                 quit = true;
             }
         }
+        tally.flush();
         let full = turn.bytes() >= reply::FLUSH_AT;
         // Every other client with input ready runs its turn before this
         // one waits for its journal writes and sends its replies, as Redis
