@@ -37,5 +37,5 @@ pub use command::{lookup, CommandFlags, CommandSpec, KeySpec};
 pub use decode::{frame_len, parse_frame, parse_request, ProtocolError, Request};
 pub use frame::Frame;
 pub use limits::Limits;
-pub use request_decoder::RequestDecoder;
+pub use request_decoder::{RequestDecoder, COPY_ARG_MAX};
 pub use scanner::{ReplyScanner, Scanned};

@@ -9,7 +9,7 @@
 //! stopped (its argument count, the arguments complete so far, how far the
 //! current line has been searched for its end) and resumes there.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::decode::{blob_len, parse_i64, split_inline, ProtocolError, Request};
 use crate::limits::Limits;
@@ -268,8 +268,25 @@ fn args(
         }
     }
     let raw = buf.split_to(*pos).freeze();
-    let args = spans.iter().map(|&(s, l)| raw.slice(s..s + l)).collect();
+    let args = spans.iter().map(|&(s, l)| take_arg(&raw, s, l)).collect();
     Ok(Step::Done(Request { args, raw }))
+}
+
+/// Arguments up to this long are copied out of the read buffer; longer
+/// ones share it.
+pub const COPY_ARG_MAX: usize = 128;
+
+/// The argument at `raw[s..s + l]`. A short one is copied into its own
+/// allocation: sharing the buffer costs an atomic reference count
+/// increment and decrement per argument (a few per command, each a locked
+/// instruction), more than a small allocation and copy, and a copy never
+/// keeps the rest of the read buffer alive when the store keeps it.
+fn take_arg(raw: &Bytes, s: usize, l: usize) -> Bytes {
+    if l <= COPY_ARG_MAX {
+        Bytes::copy_from_slice(&raw[s..s + l])
+    } else {
+        raw.slice(s..s + l)
+    }
 }
 
 /// Arguments [`whole`] takes at most.
@@ -311,7 +328,7 @@ fn whole(buf: &mut BytesMut, limits: &Limits) -> Option<(Request, u64)> {
     let raw = buf.split_to(pos).freeze();
     let args = spans[..count]
         .iter()
-        .map(|&(s, l)| raw.slice(s..s + l))
+        .map(|&(s, l)| take_arg(&raw, s, l))
         .collect();
     Some((Request { args, raw }, examined))
 }

@@ -378,7 +378,11 @@ impl Shared {
 
     /// Applies the deferred client bookkeeping; called with the lock held.
     pub fn settle(&self, inner: &mut Inner) {
-        if !self.deferred_pending.swap(false, Ordering::AcqRel) {
+        // Looked at before it is taken: a swap is a locked instruction,
+        // and this runs for every command.
+        if !self.deferred_pending.load(Ordering::Acquire)
+            || !self.deferred_pending.swap(false, Ordering::AcqRel)
+        {
             return;
         }
         let mut d = match self.deferred.lock() {
@@ -1536,10 +1540,12 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// of one read) alive for as long as the key lives, and scatter the keys a
 /// lookup compares across memory. Big requests are left as they are: the
 /// buffer is then mostly the value itself (Redis does the same above 32
-/// KiB). Reads are never stored, so they are not copied.
+/// KiB). Reads are never stored, so they are not copied, nor are requests
+/// whose arguments are all short: the decoder gave each its own allocation
+/// ([`resp::COPY_ARG_MAX`]).
 fn detach(mut args: Vec<Bytes>, spec: Option<&resp::CommandSpec>) -> Vec<Bytes> {
     const BIG: usize = 32 * 1024;
-    if !spec.is_some_and(|s| s.is_write()) {
+    if !spec.is_some_and(|s| s.is_write()) || args.iter().all(|a| a.len() <= resp::COPY_ARG_MAX) {
         return args;
     }
     let total: usize = args.iter().map(Bytes::len).sum();
