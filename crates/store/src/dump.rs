@@ -23,8 +23,8 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[("dump", dump), ("restore", re
 const RDB_VERSION: u16 = 10;
 
 fn dump(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
-    let Some(v) = ctx.lookup_read(&key) else {
+    let key = &ctx.args[1];
+    let Some(v) = ctx.lookup_read(key) else {
         return Ok(ctx.null());
     };
     Ok(Frame::Bulk(encode(v)))
@@ -275,8 +275,8 @@ pub(crate) fn restore(ctx: &mut Ctx) -> Reply {
         }
         j += 1;
     }
-    let key = ctx.args[1].clone();
-    if !replace && ctx.lookup(&key).is_some() {
+    let key = &ctx.args[1];
+    if !replace && ctx.lookup(key).is_some() {
         return Err(err("BUSYKEY Target key name already exists."));
     }
     let ttl = num::parse_i64(&ctx.args[2]).ok_or_else(|| err(NOT_INT))?;
@@ -302,7 +302,7 @@ pub(crate) fn restore(ctx: &mut Ctx) -> Reply {
         // Redis refuses to load an empty aggregate.
         return Err(err("ERR Bad data format"));
     }
-    let deleted = replace && ctx.delete_quiet(&key);
+    let deleted = replace && ctx.delete_quiet(key);
     let at = match (ttl, absttl) {
         (0, _) => None,
         (t, true) => Some(t as u64),
@@ -311,17 +311,17 @@ pub(crate) fn restore(ctx: &mut Ctx) -> Reply {
     if at.is_some_and(|at| at <= ctx.now) {
         // Already expired: not added; a replaced key is deleted.
         if deleted {
-            ctx.modified(&key);
-            ctx.notify(GENERIC, "del", &key);
-            ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
+            ctx.modified(key);
+            ctx.notify(GENERIC, "del", key);
+            ctx.propagate(vec![Bytes::from_static(b"DEL"), key.clone()]);
         }
         return Ok(Frame::simple("OK"));
     }
-    ctx.set_value(&key, value, false);
+    ctx.set_value(key, value, false);
     if let Some(at) = at {
-        ctx.db().set_expire(&key, Some(at));
+        ctx.db().set_expire(key, Some(at));
     }
-    ctx.notify(GENERIC, "restore", &key);
+    ctx.notify(GENERIC, "restore", key);
     let mut journaled = ctx.args.to_vec();
     if let Some(at) = at {
         if !absttl {

@@ -193,12 +193,12 @@ fn geoadd(ctx: &mut Ctx) -> Reply {
         let score = encode(lon, lat, (LAT_MIN, LAT_MAX)) as f64;
         pairs.push((score, ctx.args[j + 2].clone()));
     }
-    let key = ctx.args[1].clone();
-    if xx && ctx.get_zset(&key)?.is_none() {
+    let key = &ctx.args[1];
+    if xx && ctx.get_zset(key)?.is_none() {
         return Ok(Frame::Integer(0));
     }
     let z = ctx
-        .zset_mut(&key, true)?
+        .zset_mut(key, true)?
         .ok_or_else(|| err("ERR internal"))?;
     let (mut added, mut changed) = (0, 0);
     for (score, m) in pairs {
@@ -216,9 +216,9 @@ fn geoadd(ctx: &mut Ctx) -> Reply {
         }
     }
     if added + changed > 0 {
-        ctx.notify(ZSET, "zadd", &key);
+        ctx.notify(ZSET, "zadd", key);
     }
-    ctx.modified(&key);
+    ctx.modified(key);
     if added + changed == 0 {
         ctx.dirty = ctx.dirty.saturating_sub(1);
     }

@@ -40,10 +40,10 @@ fn hset(ctx: &mut Ctx) -> Reply {
             ctx.name
         )));
     }
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let args = ctx.args;
     let h = ctx
-        .hash_mut(&key, true)?
+        .hash_mut(key, true)?
         .ok_or_else(|| err("ERR internal"))?;
     let mut added = 0;
     for pair in args[2..].chunks(2) {
@@ -51,8 +51,8 @@ fn hset(ctx: &mut Ctx) -> Reply {
             added += 1;
         }
     }
-    ctx.notify(HASH, "hset", &key);
-    ctx.modified(&key);
+    ctx.notify(HASH, "hset", key);
+    ctx.modified(key);
     Ok(if ctx.name == "hmset" {
         Frame::simple("OK")
     } else {
@@ -61,31 +61,31 @@ fn hset(ctx: &mut Ctx) -> Reply {
 }
 
 fn hsetnx(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let f = ctx.args[2].clone();
-    if ctx.get_hash(&key)?.is_some_and(|h| h.contains_key(&f[..])) {
+    if ctx.get_hash(key)?.is_some_and(|h| h.contains_key(&f[..])) {
         return Ok(Frame::Integer(0));
     }
     let v = ctx.args[3].clone();
-    if let Some(h) = ctx.hash_mut(&key, true)? {
+    if let Some(h) = ctx.hash_mut(key, true)? {
         h.insert(f, v);
     }
-    ctx.notify(HASH, "hset", &key);
-    ctx.modified(&key);
+    ctx.notify(HASH, "hset", key);
+    ctx.modified(key);
     Ok(Frame::Integer(1))
 }
 
 fn hget(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let f = ctx.args[2].clone();
-    let v = ctx.get_hash(&key)?.and_then(|h| h.get(&f[..]).cloned());
+    let v = ctx.get_hash(key)?.and_then(|h| h.get(&f[..]).cloned());
     Ok(v.map_or_else(|| ctx.null(), Frame::Bulk))
 }
 
 fn hmget(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let args = ctx.args;
-    let vals: Vec<Option<Bytes>> = match ctx.get_hash(&key)? {
+    let vals: Vec<Option<Bytes>> = match ctx.get_hash(key)? {
         Some(h) => args[2..].iter().map(|f| h.get(&f[..]).cloned()).collect(),
         None => vec![None; args.len() - 2],
     };
@@ -97,8 +97,8 @@ fn hmget(ctx: &mut Ctx) -> Reply {
 }
 
 fn hgetall(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
-    let pairs: Vec<(Frame, Frame)> = match ctx.get_hash(&key)? {
+    let key = &ctx.args[1];
+    let pairs: Vec<(Frame, Frame)> = match ctx.get_hash(key)? {
         Some(h) => h
             .iter()
             .map(|(f, v)| (Frame::Bulk(f.clone()), Frame::Bulk(v.clone())))
@@ -109,17 +109,17 @@ fn hgetall(ctx: &mut Ctx) -> Reply {
 }
 
 fn hkeys(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let out = ctx
-        .get_hash(&key)?
+        .get_hash(key)?
         .map_or_else(Vec::new, |h| h.keys().cloned().map(Frame::Bulk).collect());
     Ok(Frame::Array(out))
 }
 
 fn hvals(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let out = ctx
-        .get_hash(&key)?
+        .get_hash(key)?
         .map_or_else(Vec::new, |h| h.values().cloned().map(Frame::Bulk).collect());
     Ok(Frame::Array(out))
 }
@@ -135,39 +135,39 @@ pub(crate) fn remove_field(h: &mut IndexMap<Bytes, Bytes>, f: &[u8]) -> bool {
 }
 
 fn hdel(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let args = ctx.args;
-    let Some(h) = ctx.hash_mut(&key, false)? else {
+    let Some(h) = ctx.hash_mut(key, false)? else {
         return Ok(Frame::Integer(0));
     };
     let n = args[2..].iter().filter(|f| remove_field(h, f)).count();
     if n > 0 {
-        ctx.notify(HASH, "hdel", &key);
-        ctx.modified(&key);
+        ctx.notify(HASH, "hdel", key);
+        ctx.modified(key);
     }
     Ok(Frame::Integer(n as i64))
 }
 
 fn hlen(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     Ok(Frame::Integer(
-        ctx.get_hash(&key)?.map_or(0, |h| h.len() as i64),
+        ctx.get_hash(key)?.map_or(0, |h| h.len() as i64),
     ))
 }
 
 fn hexists(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let f = ctx.args[2].clone();
     Ok(Frame::Integer(
-        ctx.get_hash(&key)?.is_some_and(|h| h.contains_key(&f[..])) as i64,
+        ctx.get_hash(key)?.is_some_and(|h| h.contains_key(&f[..])) as i64,
     ))
 }
 
 fn hstrlen(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let f = ctx.args[2].clone();
     Ok(Frame::Integer(
-        ctx.get_hash(&key)?
+        ctx.get_hash(key)?
             .and_then(|h| h.get(&f[..]))
             .map_or(0, |v| v.len() as i64),
     ))
@@ -175,20 +175,20 @@ fn hstrlen(ctx: &mut Ctx) -> Reply {
 
 fn hincrby(ctx: &mut Ctx) -> Reply {
     let by = ctx.arg_i64(3)?;
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let f = ctx.args[2].clone();
-    let cur = match ctx.get_hash(&key)?.and_then(|h| h.get(&f[..])) {
+    let cur = match ctx.get_hash(key)?.and_then(|h| h.get(&f[..])) {
         Some(v) => num::parse_i64(v).ok_or_else(|| err("ERR hash value is not an integer"))?,
         None => 0,
     };
     let new = cur
         .checked_add(by)
         .ok_or_else(|| err("ERR increment or decrement would overflow"))?;
-    if let Some(h) = ctx.hash_mut(&key, true)? {
+    if let Some(h) = ctx.hash_mut(key, true)? {
         h.insert(f, num::fmt_i64(new));
     }
-    ctx.notify(HASH, "hincrby", &key);
-    ctx.modified(&key);
+    ctx.notify(HASH, "hincrby", key);
+    ctx.modified(key);
     Ok(Frame::Integer(new))
 }
 
@@ -197,9 +197,9 @@ fn hincrbyfloat(ctx: &mut Ctx) -> Reply {
     if !by.is_finite() {
         return Err(err("ERR value is NaN or Infinity"));
     }
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let f = ctx.args[2].clone();
-    let cur = match ctx.get_hash(&key)?.and_then(|h| h.get(&f[..])) {
+    let cur = match ctx.get_hash(key)?.and_then(|h| h.get(&f[..])) {
         Some(v) => num::parse_f64(v).ok_or_else(|| err("ERR hash value is not a float"))?,
         None => 0.0,
     };
@@ -208,18 +208,23 @@ fn hincrbyfloat(ctx: &mut Ctx) -> Reply {
         return Err(err("ERR increment would produce NaN or Infinity"));
     }
     let text = Bytes::from(num::fmt_human(new));
-    if let Some(h) = ctx.hash_mut(&key, true)? {
+    if let Some(h) = ctx.hash_mut(key, true)? {
         h.insert(f.clone(), text.clone());
     }
-    ctx.notify(HASH, "hincrbyfloat", &key);
-    ctx.modified(&key);
-    ctx.propagate(vec![Bytes::from_static(b"HSET"), key, f, text.clone()]);
+    ctx.notify(HASH, "hincrbyfloat", key);
+    ctx.modified(key);
+    ctx.propagate(vec![
+        Bytes::from_static(b"HSET"),
+        key.clone(),
+        f,
+        text.clone(),
+    ]);
     let _ = NOT_FLOAT;
     Ok(Frame::Bulk(text))
 }
 
 fn hrandfield(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let count = if ctx.args.len() > 2 {
         Some(ctx.arg_i64(2)?)
     } else {
@@ -234,7 +239,7 @@ fn hrandfield(ctx: &mut Ctx) -> Reply {
         false
     };
     let resp3 = ctx.resp3();
-    let items: Vec<(Bytes, Bytes)> = match ctx.get_hash(&key)? {
+    let items: Vec<(Bytes, Bytes)> = match ctx.get_hash(key)? {
         Some(h) => h.iter().map(|(f, v)| (f.clone(), v.clone())).collect(),
         None => Vec::new(),
     };
@@ -304,8 +309,8 @@ pub(crate) fn random_picks<T: Clone>(items: &[T], count: i64) -> Vec<T> {
 
 fn hscan(ctx: &mut Ctx) -> Reply {
     let a = parse_scan(ctx, 2, false)?;
-    let key = ctx.args[1].clone();
-    let Some(h) = ctx.get_hash(&key)? else {
+    let key = &ctx.args[1];
+    let Some(h) = ctx.get_hash(key)? else {
         return Ok(scan_reply(0, Vec::new()));
     };
     let small = crate::value::Value::Hash(Box::new(h.clone())).encoding() == "listpack";

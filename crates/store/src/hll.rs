@@ -194,8 +194,8 @@ fn lookup_hll(ctx: &mut Ctx, key: &[u8]) -> Result<Option<Bytes>, Frame> {
 }
 
 fn pfadd(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
-    let existing = lookup_hll(ctx, &key)?;
+    let key = &ctx.args[1];
+    let existing = lookup_hll(ctx, key)?;
     let (mut regs, card, mut updated) = match &existing {
         Some(s) => {
             let regs = registers(s).ok_or_else(|| err(INVALID))?;
@@ -217,9 +217,9 @@ fn pfadd(ctx: &mut Ctx) -> Reply {
     }
     let mut card = card;
     card[7] |= 0x80;
-    ctx.set_value(&key, Value::Str(dense(&regs, card)), true);
-    ctx.mark_str_enc(&key, StrEnc::Raw);
-    ctx.notify(STRING, "pfadd", &key);
+    ctx.set_value(key, Value::Str(dense(&regs, card)), true);
+    ctx.mark_str_enc(key, StrEnc::Raw);
+    ctx.notify(STRING, "pfadd", key);
     Ok(Frame::Integer(1))
 }
 
@@ -238,8 +238,8 @@ fn pfcount(ctx: &mut Ctx) -> Reply {
         }
         return Ok(Frame::Integer(count(&max) as i64));
     }
-    let key = ctx.args[1].clone();
-    let Some(s) = lookup_hll(ctx, &key)? else {
+    let key = &ctx.args[1];
+    let Some(s) = lookup_hll(ctx, key)? else {
         return Ok(Frame::Integer(0));
     };
     if s[15] & 0x80 == 0 {
@@ -253,8 +253,8 @@ fn pfcount(ctx: &mut Ctx) -> Reply {
     // Redis propagates it), the encoding left as it was.
     let mut v = s.to_vec();
     v[8..16].copy_from_slice(&card.to_le_bytes());
-    ctx.set_value(&key, Value::Str(Bytes::from(v)), true);
-    ctx.mark_str_enc(&key, StrEnc::Raw);
+    ctx.set_value(key, Value::Str(Bytes::from(v)), true);
+    ctx.mark_str_enc(key, StrEnc::Raw);
     Ok(Frame::Integer(card as i64))
 }
 
@@ -274,11 +274,11 @@ fn pfmerge(ctx: &mut Ctx) -> Reply {
             *m = (*m).max(r);
         }
     }
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     card[7] |= 0x80;
-    ctx.set_value(&key, Value::Str(dense(&max, card)), true);
-    ctx.mark_str_enc(&key, StrEnc::Raw);
-    ctx.notify(STRING, "pfadd", &key);
+    ctx.set_value(key, Value::Str(dense(&max, card)), true);
+    ctx.mark_str_enc(key, StrEnc::Raw);
+    ctx.notify(STRING, "pfadd", key);
     Ok(Frame::simple("OK"))
 }
 

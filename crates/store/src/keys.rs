@@ -212,8 +212,8 @@ fn expire(ctx: &mut Ctx) -> Reply {
     } else {
         ms
     };
-    let key = ctx.args[1].clone();
-    let Some(cur) = ctx.peek(&key).map(|e| e.expire_at) else {
+    let key = &ctx.args[1];
+    let Some(cur) = ctx.peek(key).map(|e| e.expire_at) else {
         return Ok(Frame::Integer(0));
     };
     // No TTL counts as an infinite one for GT and LT.
@@ -225,15 +225,15 @@ fn expire(ctx: &mut Ctx) -> Reply {
         return Ok(Frame::Integer(0));
     }
     if at <= ctx.now as i64 {
-        ctx.delete(&key);
-        ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
+        ctx.delete(key);
+        ctx.propagate(vec![Bytes::from_static(b"DEL"), key.clone()]);
     } else {
-        ctx.db().set_expire(&key, Some(at as u64));
-        ctx.notify(GENERIC, "expire", &key);
-        ctx.modified(&key);
+        ctx.db().set_expire(key, Some(at as u64));
+        ctx.notify(GENERIC, "expire", key);
+        ctx.modified(key);
         ctx.propagate(vec![
             Bytes::from_static(b"PEXPIREAT"),
-            key,
+            key.clone(),
             Bytes::from(at.to_string()),
         ]);
     }
@@ -241,12 +241,12 @@ fn expire(ctx: &mut Ctx) -> Reply {
 }
 
 fn persist(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
-    match ctx.peek(&key).map(|e| e.expire_at) {
+    let key = &ctx.args[1];
+    match ctx.peek(key).map(|e| e.expire_at) {
         Some(Some(_)) => {
-            ctx.db().set_expire(&key, None);
-            ctx.notify(GENERIC, "persist", &key);
-            ctx.modified(&key);
+            ctx.db().set_expire(key, None);
+            ctx.notify(GENERIC, "persist", key);
+            ctx.modified(key);
             Ok(Frame::Integer(1))
         }
         _ => Ok(Frame::Integer(0)),
@@ -254,10 +254,10 @@ fn persist(ctx: &mut Ctx) -> Reply {
 }
 
 fn ttl(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let name = ctx.name;
     let now = ctx.now;
-    let Some(e) = ctx.peek(&key) else {
+    let Some(e) = ctx.peek(key) else {
         return Ok(Frame::Integer(-2));
     };
     let Some(at) = e.expire_at else {
@@ -479,7 +479,7 @@ fn swapdb(ctx: &mut Ctx) -> Reply {
 }
 
 fn move_(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let dst = num::parse_i64(&ctx.args[2]).ok_or_else(|| err(NOT_INT))?;
     if dst < 0 || dst as usize >= ctx.inner.dbs.len() {
         return Err(err("ERR DB index is out of range"));
@@ -488,28 +488,28 @@ fn move_(ctx: &mut Ctx) -> Reply {
     if dst == ctx.db {
         return Err(err("ERR source and destination objects are the same"));
     }
-    let Some(e) = ctx.peek(&key).cloned() else {
+    let Some(e) = ctx.peek(key).cloned() else {
         return Ok(Frame::Integer(0));
     };
     let here = ctx.db;
     ctx.db = dst;
-    if ctx.peek(&key).is_some() {
+    if ctx.peek(key).is_some() {
         ctx.db = here;
         return Ok(Frame::Integer(0));
     }
     let mut e = e;
     e.size = 0;
     ctx.inner.dbs[dst].map.insert(key.clone(), e.clone());
-    ctx.created(&key);
+    ctx.created(key);
     if e.expire_at.is_some() {
         ctx.inner.dbs[dst].volatile.insert(key.clone());
     }
-    ctx.modified(&key);
+    ctx.modified(key);
     ctx.db = here;
-    ctx.delete_quiet(&key);
-    ctx.notify(GENERIC, "move_from", &key);
+    ctx.delete_quiet(key);
+    ctx.notify(GENERIC, "move_from", key);
     ctx.db = dst;
-    ctx.notify(GENERIC, "move_to", &key);
+    ctx.notify(GENERIC, "move_to", key);
     ctx.db = here;
     Ok(Frame::Integer(1))
 }

@@ -44,10 +44,10 @@ enum End {
 }
 
 fn push_generic(ctx: &mut Ctx, end: End) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let only_existing = ctx.name.ends_with('x');
     let args = ctx.args;
-    let Some(l) = ctx.list_mut(&key, !only_existing)? else {
+    let Some(l) = ctx.list_mut(key, !only_existing)? else {
         return Ok(Frame::Integer(0));
     };
     for v in &args[2..] {
@@ -57,8 +57,8 @@ fn push_generic(ctx: &mut Ctx, end: End) -> Reply {
         }
     }
     let n = l.len();
-    ctx.notify(LIST, push_event(end), &key);
-    ctx.modified(&key);
+    ctx.notify(LIST, push_event(end), key);
+    ctx.modified(key);
     Ok(Frame::Integer(n as i64))
 }
 
@@ -102,7 +102,7 @@ fn pop_n(l: &mut VecDeque<Bytes>, end: End, n: usize) -> Vec<Bytes> {
 }
 
 fn pop_generic(ctx: &mut Ctx, end: End) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let count = if ctx.args.len() > 2 {
         if ctx.args.len() > 3 {
             return Err(Frame::error(format!(
@@ -117,7 +117,7 @@ fn pop_generic(ctx: &mut Ctx, end: End) -> Reply {
     } else {
         None
     };
-    let Some(l) = ctx.list_mut(&key, false)? else {
+    let Some(l) = ctx.list_mut(key, false)? else {
         return Ok(if count.is_some() {
             ctx.null_array()
         } else {
@@ -126,8 +126,8 @@ fn pop_generic(ctx: &mut Ctx, end: End) -> Reply {
     };
     let popped = pop_n(l, end, count.unwrap_or(1));
     if !popped.is_empty() {
-        ctx.notify(LIST, pop_event(end), &key);
-        ctx.modified(&key);
+        ctx.notify(LIST, pop_event(end), key);
+        ctx.modified(key);
     }
     Ok(match count {
         None => popped
@@ -147,16 +147,16 @@ fn rpop(ctx: &mut Ctx) -> Reply {
 }
 
 fn llen(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     Ok(Frame::Integer(
-        ctx.get_list(&key)?.map_or(0, |l| l.len() as i64),
+        ctx.get_list(key)?.map_or(0, |l| l.len() as i64),
     ))
 }
 
 fn lrange(ctx: &mut Ctx) -> Reply {
     let (s, e) = (ctx.arg_i64(2)?, ctx.arg_i64(3)?);
-    let key = ctx.args[1].clone();
-    let Some(l) = ctx.get_list(&key)? else {
+    let key = &ctx.args[1];
+    let Some(l) = ctx.get_list(key)? else {
         return Ok(Frame::Array(Vec::new()));
     };
     Ok(Frame::Array(match clamp_range(s, e, l.len()) {
@@ -172,34 +172,34 @@ fn index_of(i: i64, len: usize) -> Option<usize> {
 
 fn lindex(ctx: &mut Ctx) -> Reply {
     let i = ctx.arg_i64(2)?;
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let v = ctx
-        .get_list(&key)?
+        .get_list(key)?
         .and_then(|l| index_of(i, l.len()).and_then(|i| l.get(i).cloned()));
     Ok(v.map_or_else(|| ctx.null(), Frame::Bulk))
 }
 
 fn lset(ctx: &mut Ctx) -> Reply {
     let i = ctx.arg_i64(2)?;
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let v = ctx.args[3].clone();
-    let Some(l) = ctx.list_mut(&key, false)? else {
+    let Some(l) = ctx.list_mut(key, false)? else {
         return Err(err(NO_KEY));
     };
     let Some(i) = index_of(i, l.len()) else {
         return Err(err("ERR index out of range"));
     };
     l[i] = v;
-    ctx.notify(LIST, "lset", &key);
-    ctx.modified(&key);
+    ctx.notify(LIST, "lset", key);
+    ctx.modified(key);
     Ok(Frame::simple("OK"))
 }
 
 fn lrem(ctx: &mut Ctx) -> Reply {
     let count = ctx.arg_i64(2)?;
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let v = ctx.args[3].clone();
-    let Some(l) = ctx.list_mut(&key, false)? else {
+    let Some(l) = ctx.list_mut(key, false)? else {
         return Ok(Frame::Integer(0));
     };
     let limit = if count == 0 {
@@ -229,16 +229,16 @@ fn lrem(ctx: &mut Ctx) -> Reply {
         }
     }
     if removed > 0 {
-        ctx.notify(LIST, "lrem", &key);
-        ctx.modified(&key);
+        ctx.notify(LIST, "lrem", key);
+        ctx.modified(key);
     }
     Ok(Frame::Integer(removed as i64))
 }
 
 fn ltrim(ctx: &mut Ctx) -> Reply {
     let (s, e) = (ctx.arg_i64(2)?, ctx.arg_i64(3)?);
-    let key = ctx.args[1].clone();
-    let Some(l) = ctx.list_mut(&key, false)? else {
+    let key = &ctx.args[1];
+    let Some(l) = ctx.list_mut(key, false)? else {
         return Ok(Frame::simple("OK"));
     };
     match clamp_range(s, e, l.len()) {
@@ -248,8 +248,8 @@ fn ltrim(ctx: &mut Ctx) -> Reply {
         }
         None => l.clear(),
     }
-    ctx.notify(LIST, "ltrim", &key);
-    ctx.modified(&key);
+    ctx.notify(LIST, "ltrim", key);
+    ctx.modified(key);
     Ok(Frame::simple("OK"))
 }
 
@@ -261,9 +261,9 @@ fn linsert(ctx: &mut Ctx) -> Reply {
     } else {
         return Err(err(SYNTAX));
     };
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let (pivot, v) = (ctx.args[3].clone(), ctx.args[4].clone());
-    let Some(l) = ctx.list_mut(&key, false)? else {
+    let Some(l) = ctx.list_mut(key, false)? else {
         return Ok(Frame::Integer(0));
     };
     let Some(i) = l.iter().position(|e| *e == pivot) else {
@@ -271,8 +271,8 @@ fn linsert(ctx: &mut Ctx) -> Reply {
     };
     l.insert(if after { i + 1 } else { i }, v);
     let n = l.len();
-    ctx.notify(LIST, "linsert", &key);
-    ctx.modified(&key);
+    ctx.notify(LIST, "linsert", key);
+    ctx.modified(key);
     Ok(Frame::Integer(n as i64))
 }
 
@@ -310,9 +310,9 @@ fn lpos(ctx: &mut Ctx) -> Reply {
         }
         i += 2;
     }
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let elem = ctx.args[2].clone();
-    let Some(l) = ctx.get_list(&key)? else {
+    let Some(l) = ctx.get_list(key)? else {
         return Ok(if count.is_some() {
             Frame::Array(Vec::new())
         } else {

@@ -54,55 +54,55 @@ fn remove_member(s: &mut IndexSet<Bytes>, m: &[u8]) -> bool {
 }
 
 fn sadd(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let args = ctx.args;
-    let Some(s) = ctx.set_mut(&key, true)? else {
+    let Some(s) = ctx.set_mut(key, true)? else {
         return Ok(Frame::Integer(0));
     };
     let n = args[2..].iter().filter(|m| s.insert((*m).clone())).count();
     if n > 0 {
-        ctx.notify(SET, "sadd", &key);
-        ctx.modified(&key);
+        ctx.notify(SET, "sadd", key);
+        ctx.modified(key);
     } else {
         // Nothing added: not a write (and an empty new set must not stay).
-        ctx.modified(&key);
+        ctx.modified(key);
         ctx.dirty -= 1;
     }
     Ok(Frame::Integer(n as i64))
 }
 
 fn srem(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let args = ctx.args;
-    let Some(s) = ctx.set_mut(&key, false)? else {
+    let Some(s) = ctx.set_mut(key, false)? else {
         return Ok(Frame::Integer(0));
     };
     let n = args[2..].iter().filter(|m| remove_member(s, m)).count();
     if n > 0 {
-        ctx.notify(SET, "srem", &key);
-        ctx.modified(&key);
+        ctx.notify(SET, "srem", key);
+        ctx.modified(key);
     }
     Ok(Frame::Integer(n as i64))
 }
 
 fn smembers(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
-    let v = ctx.get_set(&key)?.map(ordered).unwrap_or_default();
+    let key = &ctx.args[1];
+    let v = ctx.get_set(key)?.map(ordered).unwrap_or_default();
     Ok(ctx.set_reply(v.into_iter().map(Frame::Bulk).collect()))
 }
 
 fn sismember(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let m = ctx.args[2].clone();
     Ok(Frame::Integer(
-        ctx.get_set(&key)?.is_some_and(|s| s.contains(&m[..])) as i64,
+        ctx.get_set(key)?.is_some_and(|s| s.contains(&m[..])) as i64,
     ))
 }
 
 fn smismember(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let args = ctx.args;
-    let s = ctx.get_set(&key)?;
+    let s = ctx.get_set(key)?;
     Ok(Frame::Array(
         args[2..]
             .iter()
@@ -112,14 +112,14 @@ fn smismember(ctx: &mut Ctx) -> Reply {
 }
 
 fn scard(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     Ok(Frame::Integer(
-        ctx.get_set(&key)?.map_or(0, |s| s.len() as i64),
+        ctx.get_set(key)?.map_or(0, |s| s.len() as i64),
     ))
 }
 
 fn spop(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let count = if ctx.args.len() > 2 {
         if ctx.args.len() > 3 {
             return Err(err(SYNTAX));
@@ -131,7 +131,7 @@ fn spop(ctx: &mut Ctx) -> Reply {
     } else {
         None
     };
-    let Some(s) = ctx.set_mut(&key, false)? else {
+    let Some(s) = ctx.set_mut(key, false)? else {
         return Ok(if count.is_some() {
             ctx.set_reply(Vec::new())
         } else {
@@ -153,10 +153,10 @@ fn spop(ctx: &mut Ctx) -> Reply {
     if popped.is_empty() {
         return Ok(ctx.set_reply(Vec::new()));
     }
-    ctx.notify(SET, "spop", &key);
-    ctx.modified(&key);
+    ctx.notify(SET, "spop", key);
+    ctx.modified(key);
     // The choice was random: journal which members went.
-    let mut e = vec![Bytes::from_static(b"SREM"), key];
+    let mut e = vec![Bytes::from_static(b"SREM"), key.clone()];
     e.extend(popped.iter().cloned());
     ctx.propagate(e);
     Ok(match count {
@@ -166,7 +166,7 @@ fn spop(ctx: &mut Ctx) -> Reply {
 }
 
 fn srandmember(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let count = if ctx.args.len() > 2 {
         if ctx.args.len() > 3 {
             return Err(err(SYNTAX));
@@ -181,7 +181,7 @@ fn srandmember(ctx: &mut Ctx) -> Reply {
         None
     };
     let items: Vec<Bytes> = ctx
-        .get_set(&key)?
+        .get_set(key)?
         .map(|s| s.iter().cloned().collect())
         .unwrap_or_default();
     match count {
@@ -340,8 +340,8 @@ fn sdiff(ctx: &mut Ctx) -> Reply {
 
 fn sscan(ctx: &mut Ctx) -> Reply {
     let a = parse_scan(ctx, 2, false)?;
-    let key = ctx.args[1].clone();
-    let Some(s) = ctx.get_set(&key)? else {
+    let key = &ctx.args[1];
+    let Some(s) = ctx.get_set(key)? else {
         return Ok(scan_reply(0, Vec::new()));
     };
     // Intsets come back whole, sorted, in one call, as Redis does.

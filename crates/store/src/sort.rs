@@ -37,7 +37,7 @@ fn by_pattern(ctx: &mut Ctx, pattern: &[u8], elem: &Bytes) -> Option<Bytes> {
 
 fn sort(ctx: &mut Ctx) -> Reply {
     let ro = ctx.name == "sort_ro";
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let (mut desc, mut alpha, mut dontsort) = (false, false, false);
     let mut by: Option<Bytes> = None;
     let mut gets: Vec<Bytes> = Vec::new();
@@ -74,7 +74,7 @@ fn sort(ctx: &mut Ctx) -> Reply {
         }
         i += 1;
     }
-    let (mut elems, is_set, is_zset): (Vec<Bytes>, bool, bool) = match ctx.lookup(&key) {
+    let (mut elems, is_set, is_zset): (Vec<Bytes>, bool, bool) = match ctx.lookup(key) {
         None => (Vec::new(), false, false),
         Some(Value::List(l)) => (l.iter().cloned().collect(), false, false),
         Some(Value::Set(s)) => (crate::sets::ordered(s), true, false),
@@ -83,7 +83,7 @@ fn sort(ctx: &mut Ctx) -> Reply {
     };
     if is_zset {
         // Redis converts a sorted set it SORTs to a skiplist for good.
-        ctx.mark_str_enc(&key, crate::value::StrEnc::Big);
+        ctx.mark_str_enc(key, crate::value::StrEnc::Big);
     }
     // Redis sorts a set anyway when storing or inside a script, so neither
     // the stored list nor a script's result depends on hash order.

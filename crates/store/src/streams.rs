@@ -404,7 +404,7 @@ fn xadd(ctx: &mut Ctx) -> Reply {
             return Err(err("ERR The ID specified in XADD must be greater than 0-0"));
         }
     }
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let r3 = ctx.resp3();
     let now = ctx.now;
     let fields: Vec<(Bytes, Bytes)> = ctx.args[field_pos..]
@@ -412,7 +412,7 @@ fn xadd(ctx: &mut Ctx) -> Reply {
         .map(|c| (c[0].clone(), c[1].clone()))
         .collect();
     let (node_bytes, node_entries) = node_limits(ctx);
-    let Some(s) = ctx.stream_mut(&key, !t.no_mkstream)? else {
+    let Some(s) = ctx.stream_mut(key, !t.no_mkstream)? else {
         return Ok(null(r3));
     };
     if s.last_id == StreamId::MAX {
@@ -460,25 +460,25 @@ fn xadd(ctx: &mut Ctx) -> Reply {
         effect.push(f);
         effect.push(v);
     }
-    ctx.notify(STREAM, "xadd", &key);
+    ctx.notify(STREAM, "xadd", key);
     if trimmed > 0 {
-        ctx.notify(STREAM, "xtrim", &key);
+        ctx.notify(STREAM, "xtrim", key);
     }
-    ctx.modified(&key);
+    ctx.modified(key);
     ctx.propagate(effect);
     Ok(id_frame(id))
 }
 
 fn xtrim(ctx: &mut Ctx) -> Reply {
     let t = parse_add_trim(ctx, false)?;
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let Some(how) = t.how else {
         return Err(err(SYNTAX));
     };
-    if read_stream(ctx, &key)?.is_none() {
+    if read_stream(ctx, key)?.is_none() {
         return Ok(Frame::Integer(0));
     }
-    let Some(s) = ctx.stream_mut(&key, false)? else {
+    let Some(s) = ctx.stream_mut(key, false)? else {
         return Ok(Frame::Integer(0));
     };
     let deleted = s.trim(how, t.approx, t.limit);
@@ -487,16 +487,16 @@ fn xtrim(ctx: &mut Ctx) -> Reply {
     }
     let mut effect = vec![b("XTRIM"), key.clone()];
     effect.extend(trim_effect(s, how, t.approx));
-    ctx.notify(STREAM, "xtrim", &key);
-    ctx.modified(&key);
+    ctx.notify(STREAM, "xtrim", key);
+    ctx.modified(key);
     ctx.propagate(effect);
     Ok(Frame::Integer(deleted as i64))
 }
 
 fn xlen(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     Ok(Frame::Integer(
-        read_stream(ctx, &key)?.map_or(0, |s| s.len() as i64),
+        read_stream(ctx, key)?.map_or(0, |s| s.len() as i64),
     ))
 }
 
@@ -522,9 +522,9 @@ fn range_generic(ctx: &mut Ctx, rev: bool) -> Reply {
             return Err(err(SYNTAX));
         }
     }
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let r3 = ctx.resp3();
-    let Some(s) = read_stream(ctx, &key)? else {
+    let Some(s) = read_stream(ctx, key)? else {
         return Ok(Frame::Array(Vec::new()));
     };
     if count == 0 {
@@ -544,15 +544,15 @@ fn range_generic(ctx: &mut Ctx, rev: bool) -> Reply {
 }
 
 fn xdel(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
-    if read_stream(ctx, &key)?.is_none() {
+    let key = &ctx.args[1];
+    if read_stream(ctx, key)?.is_none() {
         return Ok(Frame::Integer(0));
     }
     let ids = ctx.args[2..]
         .iter()
         .map(|a| parse_id(a, 0, true))
         .collect::<Result<Vec<_>, _>>()?;
-    let Some(s) = ctx.stream_mut(&key, false)? else {
+    let Some(s) = ctx.stream_mut(key, false)? else {
         return Ok(Frame::Integer(0));
     };
     let mut deleted = 0;
@@ -574,8 +574,8 @@ fn xdel(ctx: &mut Ctx) -> Reply {
         } else if first {
             s.refresh_first_id();
         }
-        ctx.notify(STREAM, "xdel", &key);
-        ctx.modified(&key);
+        ctx.notify(STREAM, "xdel", key);
+        ctx.modified(key);
     }
     Ok(Frame::Integer(deleted))
 }
@@ -602,8 +602,8 @@ fn xsetid(ctx: &mut Ctx) -> Reply {
         }
         i += 2;
     }
-    let key = ctx.args[1].clone();
-    let Some(s) = ctx.stream_mut(&key, false)? else {
+    let key = &ctx.args[1];
+    let Some(s) = ctx.stream_mut(key, false)? else {
         return Err(err(NO_KEY));
     };
     if let Some(max) = s.last_live() {
@@ -625,8 +625,8 @@ fn xsetid(ctx: &mut Ctx) -> Reply {
     if !max_del.is_zero() {
         s.max_deleted_id = max_del;
     }
-    ctx.notify(STREAM, "xsetid", &key);
-    touched(ctx, &key);
+    ctx.notify(STREAM, "xsetid", key);
+    touched(ctx, key);
     Ok(Frame::simple("OK"))
 }
 
@@ -1247,9 +1247,9 @@ fn nogroup(key: &[u8], g: &[u8]) -> Frame {
 }
 
 fn xack(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let gname = ctx.args[2].clone();
-    let has = read_stream(ctx, &key)?.is_some_and(|s| s.groups.contains_key(&gname));
+    let has = read_stream(ctx, key)?.is_some_and(|s| s.groups.contains_key(&gname));
     if !has {
         return Ok(Frame::Integer(0));
     }
@@ -1258,7 +1258,7 @@ fn xack(ctx: &mut Ctx) -> Reply {
         .map(|a| parse_id(a, 0, true))
         .collect::<Result<Vec<_>, _>>()?;
     let Some(g) = ctx
-        .stream_mut(&key, false)?
+        .stream_mut(key, false)?
         .and_then(|s| s.groups.get_mut(&gname))
     else {
         return Ok(Frame::Integer(0));
@@ -1270,7 +1270,7 @@ fn xack(ctx: &mut Ctx) -> Reply {
         }
     }
     if acked > 0 {
-        touched(ctx, &key);
+        touched(ctx, key);
     }
     Ok(Frame::Integer(acked))
 }
@@ -1300,12 +1300,12 @@ fn xpending(ctx: &mut Ctx) -> Reply {
         }
         range = Some((start, end, count));
     }
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let gname = ctx.args[2].clone();
     let r3 = ctx.resp3();
     let now = ctx.now as i64;
-    let Some(g) = read_stream(ctx, &key)?.and_then(|s| s.groups.get(&gname)) else {
-        return Err(nogroup(&key, &gname));
+    let Some(g) = read_stream(ctx, key)?.and_then(|s| s.groups.get(&gname)) else {
+        return Err(nogroup(key, &gname));
     };
     let Some((start, end, mut count)) = range else {
         let total = Frame::Integer(g.pel.len() as i64);
@@ -1368,12 +1368,12 @@ fn xpending(ctx: &mut Ctx) -> Reply {
 }
 
 fn xclaim(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let gname = ctx.args[2].clone();
     let cname = ctx.args[3].clone();
-    let has = read_stream(ctx, &key)?.is_some_and(|s| s.groups.contains_key(&gname));
+    let has = read_stream(ctx, key)?.is_some_and(|s| s.groups.contains_key(&gname));
     if !has {
-        return Err(nogroup(&key, &gname));
+        return Err(nogroup(key, &gname));
     }
     let min_idle = crate::num::parse_i64(&ctx.args[4])
         .ok_or_else(|| err("ERR Invalid min-idle-time argument for XCLAIM"))?
@@ -1431,8 +1431,8 @@ fn xclaim(ctx: &mut Ctx) -> Reply {
         Some(t) if t >= 0 && (t <= now || replayed) => t as u64,
         _ => now as u64,
     };
-    let Some(s) = ctx.stream_mut(&key, false)? else {
-        return Err(nogroup(&key, &gname));
+    let Some(s) = ctx.stream_mut(key, false)? else {
+        return Err(nogroup(key, &gname));
     };
     let mut effects = Vec::new();
     let mut out = Vec::new();
@@ -1452,7 +1452,7 @@ fn xclaim(ctx: &mut Ctx) -> Reply {
         };
         let Some(fields) = exists else {
             if let Some(n) = g.pel.get(&id) {
-                effects.push(xclaim_effect(&key, &gname, g, id, n));
+                effects.push(xclaim_effect(key, &gname, g, id, n));
                 propagate_last = false;
                 g.remove_nack(id);
             }
@@ -1485,20 +1485,20 @@ fn xclaim(ctx: &mut Ctx) -> Reply {
             entry_frame(id, &fields)
         });
         if let Some(n) = g.pel.get(&id) {
-            effects.push(xclaim_effect(&key, &gname, g, id, n));
+            effects.push(xclaim_effect(key, &gname, g, id, n));
         }
         propagate_last = false;
     }
     if propagate_last {
         if let Some(g) = s.groups.get(&gname) {
-            effects.push(setid_effect(&key, &gname, g));
+            effects.push(setid_effect(key, &gname, g));
         }
     }
     if created {
-        ctx.notify(STREAM, "xgroup-createconsumer", &key);
+        ctx.notify(STREAM, "xgroup-createconsumer", key);
     }
     if !effects.is_empty() || created {
-        touched(ctx, &key);
+        touched(ctx, key);
     }
     set_effects(ctx, effects);
     Ok(Frame::Array(out))
@@ -1526,16 +1526,16 @@ fn xautoclaim(ctx: &mut Ctx) -> Reply {
         }
         j += 1;
     }
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let gname = ctx.args[2].clone();
     let cname = ctx.args[3].clone();
-    let has = read_stream(ctx, &key)?.is_some_and(|s| s.groups.contains_key(&gname));
+    let has = read_stream(ctx, key)?.is_some_and(|s| s.groups.contains_key(&gname));
     if !has {
-        return Err(nogroup(&key, &gname));
+        return Err(nogroup(key, &gname));
     }
     let now = ctx.now;
-    let Some(s) = ctx.stream_mut(&key, false)? else {
-        return Err(nogroup(&key, &gname));
+    let Some(s) = ctx.stream_mut(key, false)? else {
+        return Err(nogroup(key, &gname));
     };
     let mut attempts = count.saturating_mul(10);
     let mut effects = Vec::new();
@@ -1577,7 +1577,7 @@ fn xautoclaim(ctx: &mut Ctx) -> Reply {
         };
         let Some(fields) = fields else {
             if let Some(n) = g.pel.get(&id) {
-                effects.push(xclaim_effect(&key, &gname, g, id, n));
+                effects.push(xclaim_effect(key, &gname, g, id, n));
             }
             g.remove_nack(id);
             deleted.push(id_frame(id));
@@ -1606,7 +1606,7 @@ fn xautoclaim(ctx: &mut Ctx) -> Reply {
         });
         count -= 1;
         if let Some(n) = g.pel.get(&id) {
-            effects.push(xclaim_effect(&key, &gname, g, id, n));
+            effects.push(xclaim_effect(key, &gname, g, id, n));
         }
     }
     let next = if exhausted {
@@ -1621,10 +1621,10 @@ fn xautoclaim(ctx: &mut Ctx) -> Reply {
             .unwrap_or(StreamId::MIN)
     };
     if created {
-        ctx.notify(STREAM, "xgroup-createconsumer", &key);
+        ctx.notify(STREAM, "xgroup-createconsumer", key);
     }
     if !effects.is_empty() || created {
-        touched(ctx, &key);
+        touched(ctx, key);
     }
     set_effects(ctx, effects);
     Ok(Frame::Array(vec![

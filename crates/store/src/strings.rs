@@ -48,8 +48,8 @@ fn bulk_or_null(ctx: &Ctx, v: Option<Bytes>) -> Frame {
 }
 
 fn get(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
-    let v = ctx.get_str(&key)?;
+    let key = &ctx.args[1];
+    let v = ctx.get_str(key)?;
     Ok(bulk_or_null(ctx, v))
 }
 
@@ -105,9 +105,9 @@ fn set(ctx: &mut Ctx) -> Reply {
         }
         i += 1;
     }
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let old = if get_old {
-        match ctx.lookup_read(&key) {
+        match ctx.lookup_read(key) {
             None => None,
             Some(Value::Str(s)) => Some(s.clone()),
             Some(_) => return Err(err(WRONGTYPE)),
@@ -116,7 +116,7 @@ fn set(ctx: &mut Ctx) -> Reply {
         None
     };
     // Only NX and XX need to know beforehand (set_value looks it up).
-    let exists = (nx || xx) && ctx.peek(&key).is_some();
+    let exists = (nx || xx) && ctx.peek(key).is_some();
     if (nx && exists) || (xx && !exists) {
         return Ok(if get_old {
             bulk_or_null(ctx, old)
@@ -125,13 +125,13 @@ fn set(ctx: &mut Ctx) -> Reply {
         });
     }
     let val = ctx.args[2].clone();
-    ctx.set_value(&key, Value::Str(val.clone()), ttl == Some(Ttl::Keep));
-    ctx.notify(STRING, "set", &key);
+    ctx.set_value(key, Value::Str(val.clone()), ttl == Some(Ttl::Keep));
+    ctx.notify(STRING, "set", key);
     let mut effect = vec![Bytes::from_static(b"SET"), key.clone(), val];
     match ttl {
         Some(Ttl::At(at)) => {
-            ctx.db().set_expire(&key, Some(at));
-            ctx.notify(GENERIC, "expire", &key);
+            ctx.db().set_expire(key, Some(at));
+            ctx.notify(GENERIC, "expire", key);
             effect.extend(pxat(at));
         }
         Some(Ttl::Keep) => effect.push(Bytes::from_static(b"KEEPTTL")),
@@ -146,26 +146,26 @@ fn set(ctx: &mut Ctx) -> Reply {
 }
 
 fn setnx(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
-    if ctx.peek(&key).is_some() {
+    let key = &ctx.args[1];
+    if ctx.peek(key).is_some() {
         return Ok(Frame::Integer(0));
     }
     let v = ctx.args[2].clone();
-    ctx.set_value(&key, Value::Str(v.clone()), false);
-    ctx.notify(STRING, "set", &key);
-    ctx.propagate(vec![Bytes::from_static(b"SET"), key, v]);
+    ctx.set_value(key, Value::Str(v.clone()), false);
+    ctx.notify(STRING, "set", key);
+    ctx.propagate(vec![Bytes::from_static(b"SET"), key.clone(), v]);
     Ok(Frame::Integer(1))
 }
 
 fn setex_generic(ctx: &mut Ctx, unit: &[u8], cmd: &str) -> Reply {
     let at = expire_at(ctx, unit, 2, cmd)?;
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let v = ctx.args[3].clone();
-    ctx.set_value(&key, Value::Str(v.clone()), false);
-    ctx.notify(STRING, "set", &key);
-    ctx.db().set_expire(&key, Some(at));
-    ctx.notify(GENERIC, "expire", &key);
-    let mut e = vec![Bytes::from_static(b"SET"), key, v];
+    ctx.set_value(key, Value::Str(v.clone()), false);
+    ctx.notify(STRING, "set", key);
+    ctx.db().set_expire(key, Some(at));
+    ctx.notify(GENERIC, "expire", key);
+    let mut e = vec![Bytes::from_static(b"SET"), key.clone(), v];
     e.extend(pxat(at));
     ctx.propagate(e);
     Ok(Frame::simple("OK"))
@@ -195,30 +195,30 @@ fn getex(ctx: &mut Ctx) -> Reply {
         }
         i += 1;
     }
-    let key = ctx.args[1].clone();
-    let Some(v) = ctx.get_str(&key)? else {
+    let key = &ctx.args[1];
+    let Some(v) = ctx.get_str(key)? else {
         return Ok(ctx.null());
     };
     match ttl {
         Some(Ttl::At(at)) if at <= ctx.now => {
-            ctx.delete(&key);
-            ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
+            ctx.delete(key);
+            ctx.propagate(vec![Bytes::from_static(b"DEL"), key.clone()]);
         }
         Some(Ttl::At(at)) => {
-            ctx.db().set_expire(&key, Some(at));
-            ctx.notify(GENERIC, "expire", &key);
-            ctx.modified(&key);
+            ctx.db().set_expire(key, Some(at));
+            ctx.notify(GENERIC, "expire", key);
+            ctx.modified(key);
             ctx.propagate(vec![
                 Bytes::from_static(b"PEXPIREAT"),
-                key,
+                key.clone(),
                 Bytes::from(at.to_string()),
             ]);
         }
-        Some(Ttl::Persist) if ctx.peek(&key).is_some_and(|e| e.expire_at.is_some()) => {
-            ctx.db().set_expire(&key, None);
-            ctx.notify(GENERIC, "persist", &key);
-            ctx.modified(&key);
-            ctx.propagate(vec![Bytes::from_static(b"PERSIST"), key]);
+        Some(Ttl::Persist) if ctx.peek(key).is_some_and(|e| e.expire_at.is_some()) => {
+            ctx.db().set_expire(key, None);
+            ctx.notify(GENERIC, "persist", key);
+            ctx.modified(key);
+            ctx.propagate(vec![Bytes::from_static(b"PERSIST"), key.clone()]);
         }
         _ => {}
     }
@@ -226,22 +226,22 @@ fn getex(ctx: &mut Ctx) -> Reply {
 }
 
 fn getdel(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
-    let v = ctx.get_str(&key)?;
+    let key = &ctx.args[1];
+    let v = ctx.get_str(key)?;
     if v.is_some() {
-        ctx.delete(&key);
-        ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
+        ctx.delete(key);
+        ctx.propagate(vec![Bytes::from_static(b"DEL"), key.clone()]);
     }
     Ok(bulk_or_null(ctx, v))
 }
 
 fn getset(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
-    let old = ctx.get_str(&key)?;
+    let key = &ctx.args[1];
+    let old = ctx.get_str(key)?;
     let v = ctx.args[2].clone();
-    ctx.set_value(&key, Value::Str(v.clone()), false);
-    ctx.notify(STRING, "set", &key);
-    ctx.propagate(vec![Bytes::from_static(b"SET"), key, v]);
+    ctx.set_value(key, Value::Str(v.clone()), false);
+    ctx.notify(STRING, "set", key);
+    ctx.propagate(vec![Bytes::from_static(b"SET"), key.clone(), v]);
     Ok(bulk_or_null(ctx, old))
 }
 
@@ -295,9 +295,9 @@ fn msetnx(ctx: &mut Ctx) -> Reply {
 
 /// Adds `by` to the integer at key, keeping its TTL.
 fn incr_generic(ctx: &mut Ctx, by: i64) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     // One lookup: the value is read and replaced at the same index.
-    let live = ctx.live_index(&key);
+    let live = ctx.live_index(key);
     let cur = match live.map(|i| ctx.accessed(i)) {
         None => 0,
         Some(Value::Str(s)) => num::parse_i64(s).ok_or_else(|| err(NOT_INT))?,
@@ -306,8 +306,8 @@ fn incr_generic(ctx: &mut Ctx, by: i64) -> Reply {
     let new = cur
         .checked_add(by)
         .ok_or_else(|| err("ERR increment or decrement would overflow"))?;
-    ctx.set_value_at(live, &key, Value::Str(num::fmt_i64(new)), true);
-    ctx.notify(STRING, "incrby", &key);
+    ctx.set_value_at(live, key, Value::Str(num::fmt_i64(new)), true);
+    ctx.notify(STRING, "incrby", key);
     Ok(Frame::Integer(new))
 }
 
@@ -333,9 +333,9 @@ fn decrby(ctx: &mut Ctx) -> Reply {
 }
 
 fn incrbyfloat(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     // Redis checks the key's type, then its value, then the increment.
-    let cur = match ctx.lookup(&key) {
+    let cur = match ctx.lookup(key) {
         None => 0.0,
         Some(Value::Str(s)) => num::parse_f64(s).ok_or_else(|| err(NOT_FLOAT))?,
         Some(_) => return Err(err(WRONGTYPE)),
@@ -346,13 +346,13 @@ fn incrbyfloat(ctx: &mut Ctx) -> Reply {
         return Err(err("ERR increment would produce NaN or Infinity"));
     }
     let text = Bytes::from(num::fmt_human(new));
-    ctx.set_value(&key, Value::Str(text.clone()), true);
-    ctx.mark_str_enc(&key, StrEnc::Embstr);
-    ctx.notify(STRING, "incrbyfloat", &key);
+    ctx.set_value(key, Value::Str(text.clone()), true);
+    ctx.mark_str_enc(key, StrEnc::Embstr);
+    ctx.notify(STRING, "incrbyfloat", key);
     // The float sum depends on rounding: journal the result, not the step.
     ctx.propagate(vec![
         Bytes::from_static(b"SET"),
-        key,
+        key.clone(),
         text.clone(),
         Bytes::from_static(b"KEEPTTL"),
     ]);
@@ -370,9 +370,9 @@ fn check_size(ctx: &Ctx, len: u64) -> Result<(), Frame> {
 }
 
 fn append(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let add = ctx.args[2].clone();
-    let cur = match ctx.lookup(&key) {
+    let cur = match ctx.lookup(key) {
         None => Bytes::new(),
         Some(Value::Str(s)) => s.clone(),
         Some(_) => return Err(err(WRONGTYPE)),
@@ -382,19 +382,19 @@ fn append(ctx: &mut Ctx) -> Reply {
     b.extend_from_slice(&cur);
     b.extend_from_slice(&add);
     let len = b.len();
-    let existed = !cur.is_empty() || ctx.peek(&key).is_some();
-    ctx.set_value(&key, Value::Str(b.freeze()), true);
+    let existed = !cur.is_empty() || ctx.peek(key).is_some();
+    ctx.set_value(key, Value::Str(b.freeze()), true);
     if existed {
-        ctx.mark_str_enc(&key, StrEnc::Raw);
+        ctx.mark_str_enc(key, StrEnc::Raw);
     }
-    ctx.notify(STRING, "append", &key);
+    ctx.notify(STRING, "append", key);
     Ok(Frame::Integer(len as i64))
 }
 
 fn strlen(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     Ok(Frame::Integer(
-        ctx.get_str(&key)?.map_or(0, |s| s.len() as i64),
+        ctx.get_str(key)?.map_or(0, |s| s.len() as i64),
     ))
 }
 
@@ -437,8 +437,8 @@ fn clamp(start: i64, end: i64, len: usize, clamp_end: bool) -> Option<(usize, us
 fn getrange(ctx: &mut Ctx) -> Reply {
     let start = ctx.arg_i64(2)?;
     let end = ctx.arg_i64(3)?;
-    let key = ctx.args[1].clone();
-    let s = ctx.get_str(&key)?.unwrap_or_default();
+    let key = &ctx.args[1];
+    let s = ctx.get_str(key)?.unwrap_or_default();
     // Redis: both negative and start > end is empty even when clamping would
     // not make it so.
     if start < 0 && end < 0 && start > end {
@@ -451,13 +451,13 @@ fn getrange(ctx: &mut Ctx) -> Reply {
 }
 
 fn setrange(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let off = ctx.arg_i64(2)?;
     if off < 0 {
         return Err(err("ERR offset is out of range"));
     }
     let val = ctx.args[3].clone();
-    let cur = match ctx.lookup(&key) {
+    let cur = match ctx.lookup(key) {
         None => None,
         Some(Value::Str(s)) => Some(s.clone()),
         Some(_) => return Err(err(WRONGTYPE)),
@@ -474,14 +474,14 @@ fn setrange(ctx: &mut Ctx) -> Reply {
     }
     b[off..off + val.len()].copy_from_slice(&val);
     let len = b.len();
-    ctx.set_value(&key, Value::Str(b.freeze()), true);
-    ctx.mark_str_enc(&key, StrEnc::Raw);
-    ctx.notify(STRING, "setrange", &key);
+    ctx.set_value(key, Value::Str(b.freeze()), true);
+    ctx.mark_str_enc(key, StrEnc::Raw);
+    ctx.notify(STRING, "setrange", key);
     Ok(Frame::Integer(len as i64))
 }
 
 fn setbit(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let off = num::parse_i64(&ctx.args[2])
         .filter(|o| *o >= 0 && (*o as u64 >> 3) < ctx.inner.config.proto_max_bulk_len)
         .ok_or_else(|| err("ERR bit offset is not an integer or out of range"))?
@@ -491,7 +491,7 @@ fn setbit(ctx: &mut Ctx) -> Reply {
         b"1" => 1u8,
         _ => return Err(err("ERR bit is not an integer or out of range")),
     };
-    let cur = match ctx.lookup(&key) {
+    let cur = match ctx.lookup(key) {
         None => Bytes::new(),
         Some(Value::Str(s)) => s.clone(),
         Some(_) => return Err(err(WRONGTYPE)),
@@ -508,19 +508,19 @@ fn setbit(ctx: &mut Ctx) -> Reply {
     } else {
         b[byte] &= !mask;
     }
-    ctx.set_value(&key, Value::Str(b.freeze()), true);
-    ctx.mark_str_enc(&key, StrEnc::Raw);
-    ctx.notify(STRING, "setbit", &key);
+    ctx.set_value(key, Value::Str(b.freeze()), true);
+    ctx.mark_str_enc(key, StrEnc::Raw);
+    ctx.notify(STRING, "setbit", key);
     Ok(Frame::Integer(old))
 }
 
 fn getbit(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let off = num::parse_i64(&ctx.args[2])
         .filter(|o| *o >= 0 && (*o as u64 >> 3) < ctx.inner.config.proto_max_bulk_len)
         .ok_or_else(|| err("ERR bit offset is not an integer or out of range"))?
         as usize;
-    let s = ctx.get_str(&key)?.unwrap_or_default();
+    let s = ctx.get_str(key)?.unwrap_or_default();
     let byte = off >> 3;
     Ok(Frame::Integer(match s.get(byte) {
         Some(b) => ((b >> (7 - (off & 7))) & 1) as i64,
@@ -582,7 +582,7 @@ fn bit_at(s: &[u8], i: i64) -> u8 {
 }
 
 fn bitcount(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let n = ctx.args.len();
     if n == 3 {
         return Err(err(SYNTAX));
@@ -592,7 +592,7 @@ fn bitcount(ctx: &mut Ctx) -> Reply {
         ctx.arg_i64(2)?;
         ctx.arg_i64(3)?;
     }
-    let s = ctx.get_str(&key)?.unwrap_or_default();
+    let s = ctx.get_str(key)?.unwrap_or_default();
     let Some((a, b, bit_mode)) = bit_range(ctx, 2, s.len(), true)? else {
         return Ok(Frame::Integer(
             s.iter().map(|b| b.count_ones() as i64).sum(),
@@ -613,7 +613,7 @@ fn bitcount(ctx: &mut Ctx) -> Reply {
 }
 
 fn bitpos(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let bit = match &ctx.args[2][..] {
         b"0" => 0u8,
         b"1" => 1u8,
@@ -629,7 +629,7 @@ fn bitpos(ctx: &mut Ctx) -> Reply {
         ctx.arg_i64(i)?;
     }
     let end_given = ctx.args.len() > 4;
-    let s = ctx.get_str(&key)?;
+    let s = ctx.get_str(key)?;
     let Some(s) = s else {
         return Ok(Frame::Integer(if bit == 1 { -1 } else { 0 }));
     };
@@ -918,10 +918,10 @@ fn bitfield_generic(ctx: &mut Ctx, read_only: bool) -> Reply {
         });
         j += if kind == FieldKind::Get { 3 } else { 4 };
     }
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let Some(highest) = highest else {
         // Only reads: a missing key reads as zeros.
-        let s = ctx.get_str(&key)?.unwrap_or_default();
+        let s = ctx.get_str(key)?.unwrap_or_default();
         let out = ops
             .iter()
             .map(|op| Frame::Integer(field_get(&s, op)))
@@ -931,7 +931,7 @@ fn bitfield_generic(ctx: &mut Ctx, read_only: bool) -> Reply {
     if read_only {
         return Err(err("ERR BITFIELD_RO only supports the GET subcommand"));
     }
-    let (mut buf, existed) = match ctx.lookup(&key) {
+    let (mut buf, existed) = match ctx.lookup(key) {
         None => (BytesMut::new(), false),
         Some(Value::Str(s)) => (BytesMut::from(&s[..]), true),
         Some(_) => return Err(err(WRONGTYPE)),
@@ -996,11 +996,11 @@ fn bitfield_generic(ctx: &mut Ctx, read_only: bool) -> Reply {
         }
     }
     if grown || !existed || changes > 0 {
-        ctx.set_value(&key, Value::Str(buf.freeze()), true);
-        ctx.mark_str_enc(&key, StrEnc::Raw);
+        ctx.set_value(key, Value::Str(buf.freeze()), true);
+        ctx.mark_str_enc(key, StrEnc::Raw);
     }
     if changes > 0 {
-        ctx.notify(STRING, "setbit", &key);
+        ctx.notify(STRING, "setbit", key);
     }
     Ok(Frame::Array(out))
 }

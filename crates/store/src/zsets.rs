@@ -97,12 +97,12 @@ fn zadd(ctx: &mut Ctx) -> Reply {
     for p in rest.chunks(2) {
         pairs.push((parse_score(&p[0])?, p[1].clone()));
     }
-    let key = ctx.args[1].clone();
-    if ctx.get_zset(&key)?.is_none() && xx {
+    let key = &ctx.args[1];
+    if ctx.get_zset(key)?.is_none() && xx {
         return Ok(if incr { ctx.null() } else { Frame::Integer(0) });
     }
     let z = ctx
-        .zset_mut(&key, true)?
+        .zset_mut(key, true)?
         .ok_or_else(|| err("ERR internal"))?;
     let (mut added, mut changed) = (0, 0);
     let mut incr_result = None;
@@ -112,7 +112,7 @@ fn zadd(ctx: &mut Ctx) -> Reply {
         if let (true, Some(c)) = (incr, cur) {
             new = c + score;
             if new.is_nan() {
-                ctx.modified(&key);
+                ctx.modified(key);
                 return Err(err("ERR resulting score is not a number (NaN)"));
             }
         }
@@ -138,9 +138,9 @@ fn zadd(ctx: &mut Ctx) -> Reply {
         }
     }
     if added + changed > 0 {
-        ctx.notify(ZSET, if incr { "zincr" } else { "zadd" }, &key);
+        ctx.notify(ZSET, if incr { "zincr" } else { "zadd" }, key);
     }
-    ctx.modified(&key);
+    ctx.modified(key);
     if added + changed == 0 {
         ctx.dirty = ctx.dirty.saturating_sub(1);
     }
@@ -155,54 +155,54 @@ fn zadd(ctx: &mut Ctx) -> Reply {
 
 fn zincrby(ctx: &mut Ctx) -> Reply {
     let by = parse_score(&ctx.args[2])?;
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let m = ctx.args[3].clone();
     let z = ctx
-        .zset_mut(&key, true)?
+        .zset_mut(key, true)?
         .ok_or_else(|| err("ERR internal"))?;
     let new = z.score(&m).unwrap_or(0.0) + by;
     if new.is_nan() {
-        ctx.modified(&key);
+        ctx.modified(key);
         return Err(err("ERR resulting score is not a number (NaN)"));
     }
     z.insert(m, new);
-    ctx.notify(ZSET, "zincr", &key);
-    ctx.modified(&key);
+    ctx.notify(ZSET, "zincr", key);
+    ctx.modified(key);
     Ok(ctx.double(new))
 }
 
 fn zrem(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let args = ctx.args;
-    let Some(z) = ctx.zset_mut(&key, false)? else {
+    let Some(z) = ctx.zset_mut(key, false)? else {
         return Ok(Frame::Integer(0));
     };
     let n = args[2..].iter().filter(|m| z.remove(m)).count();
     if n > 0 {
-        ctx.notify(ZSET, "zrem", &key);
-        ctx.modified(&key);
+        ctx.notify(ZSET, "zrem", key);
+        ctx.modified(key);
     }
     Ok(Frame::Integer(n as i64))
 }
 
 fn zcard(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     Ok(Frame::Integer(
-        ctx.get_zset(&key)?.map_or(0, |z| z.len() as i64),
+        ctx.get_zset(key)?.map_or(0, |z| z.len() as i64),
     ))
 }
 
 fn zscore(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let m = ctx.args[2].clone();
-    let s = ctx.get_zset(&key)?.and_then(|z| z.score(&m));
+    let s = ctx.get_zset(key)?.and_then(|z| z.score(&m));
     Ok(s.map_or_else(|| ctx.null(), |s| ctx.double(s)))
 }
 
 fn zmscore(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let args = ctx.args;
-    let scores: Vec<Option<f64>> = match ctx.get_zset(&key)? {
+    let scores: Vec<Option<f64>> = match ctx.get_zset(key)? {
         Some(z) => args[2..].iter().map(|m| z.score(m)).collect(),
         None => vec![None; args.len() - 2],
     };
@@ -215,11 +215,11 @@ fn zmscore(ctx: &mut Ctx) -> Reply {
 }
 
 fn zrank(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let m = ctx.args[2].clone();
     let rev = ctx.name == "zrevrank";
     let r = ctx
-        .get_zset(&key)?
+        .get_zset(key)?
         .and_then(|z| z.rank(&m).map(|r| if rev { z.len() - 1 - r } else { r }));
     Ok(r.map_or_else(|| ctx.null(), |r| Frame::Integer(r as i64)))
 }
@@ -355,8 +355,8 @@ fn zcount(ctx: &mut Ctx) -> Reply {
         parse_score_bound(&ctx.args[2])?,
         parse_score_bound(&ctx.args[3])?,
     );
-    let key = ctx.args[1].clone();
-    let n = ctx.get_zset(&key)?.map_or(0, |z| {
+    let key = &ctx.args[1];
+    let n = ctx.get_zset(key)?.map_or(0, |z| {
         z.iter()
             .filter(|(_, s)| above_min(*s, min) && below_max(*s, max))
             .count()
@@ -366,9 +366,9 @@ fn zcount(ctx: &mut Ctx) -> Reply {
 
 fn zlexcount(ctx: &mut Ctx) -> Reply {
     let (min, max) = (parse_lex(&ctx.args[2])?, parse_lex(&ctx.args[3])?);
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let n = ctx
-        .get_zset(&key)?
+        .get_zset(key)?
         .map_or(0, |z| lex_walk(z, &min, &max, false).len());
     Ok(Frame::Integer(n as i64))
 }
@@ -531,22 +531,22 @@ fn zremrange(ctx: &mut Ctx) -> Reply {
         "zremrangebyscore" => RangeKind::Score,
         _ => RangeKind::Lex,
     };
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let (start, stop) = (ctx.args[2].clone(), ctx.args[3].clone());
     // Validate the range before looking at the key, as Redis does.
     select(&ZSet::default(), kind, false, &start, &stop, None)?;
-    let Some(z) = ctx.get_zset(&key)?.cloned() else {
+    let Some(z) = ctx.get_zset(key)?.cloned() else {
         return Ok(Frame::Integer(0));
     };
     let items = select(&z, kind, false, &start, &stop, None)?;
-    if let Some(z) = ctx.zset_mut(&key, false)? {
+    if let Some(z) = ctx.zset_mut(key, false)? {
         for (m, _) in &items {
             z.remove(m);
         }
     }
     if !items.is_empty() {
-        ctx.notify(ZSET, ctx.name, &key);
-        ctx.modified(&key);
+        ctx.notify(ZSET, ctx.name, key);
+        ctx.modified(key);
     }
     Ok(Frame::Integer(items.len() as i64))
 }
@@ -776,7 +776,7 @@ fn pop_members(z: &mut ZSet, max: bool, count: usize) -> Vec<(Bytes, f64)> {
 
 fn zpop(ctx: &mut Ctx) -> Reply {
     let max = ctx.name == "zpopmax";
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let count = if ctx.args.len() > 2 {
         if ctx.args.len() > 3 {
             return Err(err(SYNTAX));
@@ -788,13 +788,13 @@ fn zpop(ctx: &mut Ctx) -> Reply {
     } else {
         None
     };
-    let Some(z) = ctx.zset_mut(&key, false)? else {
+    let Some(z) = ctx.zset_mut(key, false)? else {
         return Ok(Frame::Array(Vec::new()));
     };
     let popped = pop_members(z, max, count.unwrap_or(1));
     if !popped.is_empty() {
-        ctx.notify(ZSET, ctx.name, &key);
-        ctx.modified(&key);
+        ctx.notify(ZSET, ctx.name, key);
+        ctx.modified(key);
     }
     // RESP3 nests pairs only when a count was given.
     if ctx.resp3() && count.is_some() {
@@ -928,7 +928,7 @@ fn bzmpop(ctx: &mut Ctx) -> Reply {
 }
 
 fn zrandmember(ctx: &mut Ctx) -> Reply {
-    let key = ctx.args[1].clone();
+    let key = &ctx.args[1];
     let count = if ctx.args.len() > 2 {
         Some(ctx.arg_i64(2)?)
     } else {
@@ -943,7 +943,7 @@ fn zrandmember(ctx: &mut Ctx) -> Reply {
         false
     };
     let items: Vec<(Bytes, f64)> = ctx
-        .get_zset(&key)?
+        .get_zset(key)?
         .map(|z| z.iter().map(|(m, s)| (m.clone(), s)).collect())
         .unwrap_or_default();
     let Some(count) = count else {
@@ -963,8 +963,8 @@ fn zrandmember(ctx: &mut Ctx) -> Reply {
 
 fn zscan(ctx: &mut Ctx) -> Reply {
     let a = parse_scan(ctx, 2, false)?;
-    let key = ctx.args[1].clone();
-    let Some(z) = ctx.get_zset(&key)?.cloned() else {
+    let key = &ctx.args[1];
+    let Some(z) = ctx.get_zset(key)?.cloned() else {
         return Ok(scan_reply(0, Vec::new()));
     };
     // Small sorted sets come back whole, in score order, as Redis does.
