@@ -49,7 +49,7 @@ pub struct Journal {
     writer: Option<JoinHandle<()>>,
     /// The writer callers run themselves (`everysec`, `no`); see the
     /// writer module.
-    inline: Option<Arc<Mutex<Writer>>>,
+    inline: Option<Arc<Inline>>,
     syncer: Option<(JoinHandle<()>, Arc<StopFlag>)>,
     snapshot_lock: Mutex<()>,
 }
@@ -221,7 +221,7 @@ impl Journal {
                 .map_err(io("starting the journal writer thread"))?;
             (Some(tx), Some(h), None)
         } else {
-            (None, None, Some(Arc::new(Mutex::new(w))))
+            (None, None, Some(Arc::new(Inline::new(w))))
         };
         // Under `everysec` and `no`, it also writes what appenders staged
         // and then stopped waiting for (their futures dropped).
@@ -312,7 +312,7 @@ impl Journal {
     /// [`complete`] runs).
     fn send(&self, req: Request) -> Result<()> {
         if let Some(w) = &self.inline {
-            w.lock().unwrap_or_else(|e| e.into_inner()).stage(req);
+            w.stage(req);
             return Ok(());
         }
         let tx = self.tx.as_ref().ok_or(JournalError::Closed)?;
@@ -656,7 +656,7 @@ impl Drop for Journal {
             let _ = h.join();
         }
         if let Some(w) = self.inline.take() {
-            w.lock().unwrap_or_else(|e| e.into_inner()).close();
+            w.lock().close();
         }
     }
 }
@@ -669,7 +669,7 @@ impl Drop for Journal {
 pub struct Appended {
     /// Why the append was not even queued.
     refused: Option<JournalError>,
-    inline: Option<Arc<Mutex<Writer>>>,
+    inline: Option<Arc<Inline>>,
     /// The staged writes were written (see [`complete`]).
     completed: bool,
     rx: oneshot::Receiver<Result<Position>>,
@@ -694,9 +694,50 @@ impl Future for Appended {
 
 /// Runs the inline writer's [`Writer::complete`], if there is one: writes
 /// what is staged and answers it.
-fn complete(inline: Option<&Mutex<Writer>>) {
+fn complete(inline: Option<&Inline>) {
     if let Some(w) = inline {
-        w.lock().unwrap_or_else(|e| e.into_inner()).complete();
+        w.complete();
+    }
+}
+
+/// The writer appenders run themselves (`everysec`, `no`).
+pub(crate) struct Inline {
+    writer: Mutex<Writer>,
+    /// Set when a request is staged, cleared when the staged ones are
+    /// written. Every append's future completes once, and the first to do
+    /// so in a turn of a pipelining client writes the whole turn: the
+    /// others see this clear and skip the lock (a locked instruction
+    /// each way, per command).
+    staged: AtomicBool,
+}
+
+impl Inline {
+    fn new(w: Writer) -> Inline {
+        Inline {
+            writer: Mutex::new(w),
+            staged: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stage(&self, req: Request) {
+        let mut w = self.lock();
+        w.stage(req);
+        // Under the lock: a `complete` that then finds it clear has
+        // written this request (it took the lock after).
+        self.staged.store(true, Ordering::Release);
+    }
+
+    fn complete(&self) {
+        if !self.staged.load(Ordering::Acquire) {
+            return;
+        }
+        let mut w = self.lock();
+        self.staged.store(false, Ordering::Relaxed);
+        w.complete();
     }
 }
 
@@ -704,7 +745,7 @@ fn complete(inline: Option<&Mutex<Writer>>) {
 /// and under `everysec` syncs the current segment if anything was written
 /// since the last sync. A thread of its own, so a slow sync never holds up
 /// appends.
-fn run_syncer(shared: &Shared, stop: &StopFlag, inline: &Mutex<Writer>) {
+fn run_syncer(shared: &Shared, stop: &StopFlag, inline: &Inline) {
     let mut stopped = stop.0.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         stopped = match stop.1.wait_timeout_while(stopped, EVERYSEC, |s| !*s) {
