@@ -386,17 +386,79 @@ impl Metrics {
         args: &[bytes::Bytes],
         spec: Option<&resp::CommandSpec>,
     ) {
-        let first = spec
-            .map(|s| s.first_key)
-            .filter(|&k| k > 0)
-            .and_then(|k| args.get(k as usize));
-        match first {
-            None => self.upstream_keyless.increment(1),
-            Some(key) => {
-                let p = keyspaces.map_or(crate::policy::Policy::FailFast, |k| k.policy(key));
-                self.upstream[p as usize].increment(1);
+        match upstream_slot(keyspaces, args, spec) {
+            KEYLESS => self.upstream_keyless.increment(1),
+            p => self.upstream[p].increment(1),
+        }
+    }
+}
+
+/// Where [`upstream_slot`] puts a command without keys.
+const KEYLESS: usize = 3;
+
+/// The counter a forwarded command goes to: its first key's policy
+/// ([`Policy`](crate::policy::Policy) order), or [`KEYLESS`].
+fn upstream_slot(
+    keyspaces: Option<&crate::policy::Keyspaces>,
+    args: &[bytes::Bytes],
+    spec: Option<&resp::CommandSpec>,
+) -> usize {
+    let first = spec
+        .map(|s| s.first_key)
+        .filter(|&k| k > 0)
+        .and_then(|k| args.get(k as usize));
+    match first {
+        None => KEYLESS,
+        Some(key) => keyspaces.map_or(crate::policy::Policy::FailFast, |k| k.policy(key)) as usize,
+    }
+}
+
+/// Commands a session forwarded, counted as [`Metrics::count_upstream`]
+/// does and added to the shared counters once per turn (and when dropped),
+/// for the reason given at [`Tally`].
+pub struct UpstreamTally {
+    counters: [Counter; 4],
+    counts: [u64; 4],
+}
+
+impl UpstreamTally {
+    /// A tally that adds into `m`'s counters of forwarded commands.
+    pub fn new(m: &Metrics) -> UpstreamTally {
+        UpstreamTally {
+            counters: [
+                m.upstream[0].clone(),
+                m.upstream[1].clone(),
+                m.upstream[2].clone(),
+                m.upstream_keyless.clone(),
+            ],
+            counts: [0; 4],
+        }
+    }
+
+    /// One command forwarded.
+    pub fn count(
+        &mut self,
+        keyspaces: Option<&crate::policy::Keyspaces>,
+        args: &[bytes::Bytes],
+        spec: Option<&resp::CommandSpec>,
+    ) {
+        self.counts[upstream_slot(keyspaces, args, spec)] += 1;
+    }
+
+    /// Adds what was counted to the shared counters.
+    pub fn flush(&mut self) {
+        for (c, n) in self.counters.iter().zip(self.counts.iter_mut()) {
+            if *n > 0 {
+                c.increment(*n);
+                *n = 0;
             }
         }
+    }
+}
+
+impl Drop for UpstreamTally {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

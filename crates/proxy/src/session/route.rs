@@ -225,6 +225,12 @@ impl Session {
             self.push_ready(r);
             return Flow::Go;
         }
+        if self.batch_goes_to_target() {
+            // The pipeline's next command, to the connection the batch is
+            // for: no connection handle taken and given back per command.
+            self.add_to_batch(req, write, spec);
+            return Flow::Go;
+        }
         let conn = match self.target().await {
             Ok(c) => c,
             Err(None) => return Flow::Stall(req),
@@ -251,10 +257,6 @@ impl Session {
                 return Flow::Stall(req);
             }
         }
-        let fill = self.shared.outage.as_ref().and_then(|o| {
-            o.scripts().note(&req.args);
-            o.near_fill(self.db, &req.args)
-        });
         if !matches!(&self.batch, Some(b) if b.conn.id() == conn.id()) {
             self.flush_batch();
             self.batch = Some(Builder {
@@ -264,6 +266,38 @@ impl Session {
                 fills: Vec::new(),
             });
         }
+        self.add_to_batch(req, write, spec);
+        Flow::Go
+    }
+
+    /// True when the batch being built is for the connection
+    /// [`target`](Self::target) would pick now, and no other connection
+    /// has this client's commands in flight.
+    fn batch_goes_to_target(&self) -> bool {
+        let Some(b) = &self.batch else {
+            return false;
+        };
+        let id = b.conn.id();
+        let target = match &self.pinned {
+            Some(p) if !self.unpin_when_idle => Some(p.conn.id()),
+            Some(_) => None,
+            None => self.conn.as_ref().filter(|c| c.is_alive()).map(|c| c.id()),
+        };
+        target == Some(id) && self.inflight.iter().all(|(c, _)| *c == id)
+    }
+
+    /// Adds a command for Redis to the batch being built, with the
+    /// near-cache's hidden expiry read after it when its reply is kept.
+    fn add_to_batch(
+        &mut self,
+        req: Request,
+        write: bool,
+        spec: Option<&'static resp::CommandSpec>,
+    ) {
+        let fill = self.shared.outage.as_ref().and_then(|o| {
+            o.scripts().note(&req.args);
+            o.near_fill(self.db, &req.args)
+        });
         self.count_upstream(&req.args, spec);
         if let Some(b) = &mut self.batch {
             if let Some(fill) = fill {
@@ -279,7 +313,6 @@ impl Session {
                 b.writes.push(write);
             }
         }
-        Flow::Go
     }
 
     pub(super) fn queue_in_multi(&mut self, req: Request, kind: Kind) {
@@ -674,9 +707,9 @@ impl Session {
     }
 
     /// Counts one command sent to Redis, by its first key's policy.
-    fn count_upstream(&self, args: &[Bytes], spec: Option<&resp::CommandSpec>) {
+    fn count_upstream(&mut self, args: &[Bytes], spec: Option<&resp::CommandSpec>) {
         let keyspaces = self.shared.outage.as_ref().map(|o| o.keyspaces());
-        self.shared.metrics.count_upstream(keyspaces, args, spec);
+        self.forwarded.count(keyspaces, args, spec);
     }
 
     pub(super) async fn tunnel(&mut self, mut client: tls::Stream, req: Request, rest: BytesMut) {
