@@ -106,6 +106,23 @@ pub enum WriteHalf {
     Tls(Shared),
 }
 
+impl WriteHalf {
+    /// Writes what the socket takes at once, without waiting: how many
+    /// bytes (0 when it takes none now, and always for TLS, whose records
+    /// are written by [`send`]). A caller whose buffer all goes out this way
+    /// needs no write timer.
+    pub fn try_write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteHalf::Plain(w) => match w.try_write(buf) {
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) => Err(e),
+            },
+            WriteHalf::Tls(_) => Ok(0),
+        }
+    }
+}
+
 impl ReadHalf {
     /// Puts the halves of one stream back together.
     pub fn reunite(self, w: WriteHalf) -> Result<Stream, ReuniteError> {

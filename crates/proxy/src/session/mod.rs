@@ -99,6 +99,11 @@ pub(crate) struct Session {
     /// (connection id, slots in flight on it)
     inflight: Vec<(u64, usize)>,
     batch: Option<Builder>,
+    /// Commands forwarded this turn, added to the metrics when it ends.
+    forwarded: crate::metrics::UpstreamTally,
+    /// Fires by the deadline of the oldest command waiting on Redis (see
+    /// `wait_front`); made at the first.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// Reply bytes read from Redis and not yet given to the client.
     budget: Arc<OutputBudget>,
     created: Instant,
@@ -118,6 +123,7 @@ impl Session {
         let auth = shared.access.upstream_auth();
         let who = shared.access.anonymous();
         let budget = OutputBudget::new(shared.limits.max_output_buffer_bytes);
+        let forwarded = crate::metrics::UpstreamTally::new(&shared.metrics);
         Session {
             shared,
             id,
@@ -142,6 +148,8 @@ impl Session {
             pending_cmds: 0,
             inflight: Vec::new(),
             batch: None,
+            forwarded,
+            timer: None,
             budget,
             created: Instant::now(),
             limits,
@@ -175,6 +183,12 @@ impl Session {
         let max_output = self.shared.limits.max_output_buffer_bytes;
         let write_timeout = self.shared.limits.write_timeout();
         let mut closing = false;
+        // One wait for shutdown for the whole session: made afresh in every
+        // select, it registered and unregistered itself twice per command.
+        let stop = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stop);
         loop {
             // Dispatch what has arrived, unless waiting for a switch.
             if let Some(req) = stalled.take() {
@@ -212,6 +226,7 @@ impl Session {
                 }
             }
             self.flush_batch();
+            self.forwarded.flush();
             if self.collect_ready(&mut out).await {
                 closing = true;
             }
@@ -224,9 +239,21 @@ impl Session {
                 return;
             }
             if !out.is_empty() {
+                // What the socket takes at once needs no timer (arming and
+                // clearing one is most of a write's cost).
+                let sent = match wr.try_write_now(&out) {
+                    Ok(n) => n,
+                    Err(_) => return,
+                };
                 // Nothing is read from a client while its replies wait to
                 // be written, and one that stops reading is let go.
-                match tokio::time::timeout(write_timeout, tls::send(&mut wr, &out)).await {
+                let rest = &out[sent..];
+                let written = if rest.is_empty() {
+                    Ok(Ok(()))
+                } else {
+                    tokio::time::timeout(write_timeout, tls::send(&mut wr, rest)).await
+                };
+                match written {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     Err(_) => {
@@ -284,9 +311,9 @@ impl Session {
             let health = self.shared.health.state();
             let event = tokio::select! {
                 biased;
-                o = wait_front(&mut self.pending, &self.shared.health), if has_wait_front(&self.pending) => Event::Front(o),
+                o = wait_front(&mut self.pending, &self.shared.health, &mut self.timer), if has_wait_front(&self.pending) => Event::Front(o),
                 r = rd.read_into(&mut inbuf, crate::reply::READ_CHUNK), if can_read => Event::Read(matches!(r, Ok(n) if n > 0)),
-                _ = async { let _ = shutdown.wait_for(|s| *s).await; }, if !closing => Event::Shutdown,
+                _ = &mut stop, if !closing => Event::Shutdown,
             };
             match event {
                 Event::Front(o) => self.complete_front(o, &mut out, health).await,

@@ -3,6 +3,7 @@
 //! journal record) before anything behind it is written.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -690,6 +691,7 @@ pub(super) fn has_wait_front(pending: &VecDeque<Slot>) -> bool {
 pub(super) async fn wait_front(
     pending: &mut VecDeque<Slot>,
     health: &upstream::HealthHandle,
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
 ) -> Outcome {
     if let Some(Slot {
         body: Body::Durable(_, fut, deadline),
@@ -711,11 +713,30 @@ pub(super) async fn wait_front(
         return std::future::pending().await;
     };
     match w.deadline {
-        Some(d) => match tokio::time::timeout_at(d, w.rx.recv()).await {
-            Ok(Some(r)) => Outcome::Reply(r),
-            Ok(None) => Outcome::NotSent,
-            Err(_) => Outcome::Deadline,
-        },
+        Some(d) => {
+            // One timer per session, never later than the deadline it
+            // stands for: deadlines of later commands are later, so it is
+            // moved when it fires (or for an earlier deadline), not for
+            // every command, and never made afresh.
+            let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d)));
+            loop {
+                if timer.deadline() > d || timer.is_elapsed() {
+                    timer.as_mut().reset(d);
+                }
+                tokio::select! {
+                    biased;
+                    r = w.rx.recv() => return match r {
+                        Some(r) => Outcome::Reply(r),
+                        None => Outcome::NotSent,
+                    },
+                    _ = timer.as_mut() => {
+                        if Instant::now() >= d {
+                            return Outcome::Deadline;
+                        }
+                    }
+                }
+            }
+        }
         None => {
             let mut h = health.subscribe();
             tokio::select! {
