@@ -724,10 +724,17 @@ async fn writer(
     mut dead: watch::Receiver<bool>,
 ) {
     let mut out = BytesMut::new();
+    // One wait for the connection's death for the task's life: made
+    // afresh for every batch, it registered and unregistered itself each
+    // time (locked instructions per command when unpipelined).
+    let died = async move {
+        let _ = dead.wait_for(|d| *d).await;
+    };
+    tokio::pin!(died);
     loop {
         let first = tokio::select! {
             b = rx.recv() => b,
-            _ = dead.wait_for(|d| *d) => None,
+            _ = &mut died => None,
         };
         let Some(first) = first else { break };
         // Let the other sessions that are ready in this scheduler tick queue
@@ -801,6 +808,11 @@ async fn reader(
     let mut scanned = 0usize;
     let mut boundary = 0usize;
     let mut done = 0usize;
+    // As in `writer`: one wait for the connection's death.
+    let died = async move {
+        let _ = dead.wait_for(|d| *d).await;
+    };
+    tokio::pin!(died);
     'outer: loop {
         loop {
             let front = match queue.lock() {
@@ -915,7 +927,7 @@ async fn reader(
         }
         let read = tokio::select! {
             r = rd.read_buf(&mut buf) => r,
-            _ = dead.wait_for(|d| *d) => break 'outer,
+            _ = &mut died => break 'outer,
         };
         match read {
             Ok(0) | Err(_) => break,
