@@ -111,8 +111,7 @@ impl Tally {
 
     /// One command answered after `d`.
     pub fn record(&mut self, d: std::time::Duration) {
-        let i = DURATION_BUCKETS.partition_point(|&le| le < d.as_secs_f64());
-        self.buckets[i] += 1;
+        self.buckets[bucket_of(d)] += 1;
         self.sum_nanos = self
             .sum_nanos
             .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -145,6 +144,12 @@ impl Drop for Tally {
     }
 }
 
+/// The bucket of [`DURATION_BUCKETS`] a duration counts in (the last one
+/// past every bound).
+fn bucket_of(d: std::time::Duration) -> usize {
+    DURATION_BUCKETS.partition_point(|&le| le < d.as_secs_f64())
+}
+
 /// The process's command durations.
 pub static DURATIONS: Durations = Durations {
     buckets: [const { AtomicU64::new(0) }; DURATION_BUCKETS.len() + 1],
@@ -159,9 +164,7 @@ impl Durations {
 
     /// Records `n` commands that each took `d` (a batch answered at once).
     pub fn record_n(&self, d: std::time::Duration, n: u64) {
-        let secs = d.as_secs_f64();
-        let i = DURATION_BUCKETS.partition_point(|&le| le < secs);
-        self.buckets[i].fetch_add(n, Ordering::Relaxed);
+        self.buckets[bucket_of(d)].fetch_add(n, Ordering::Relaxed);
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos
             .fetch_add(nanos.saturating_mul(n), Ordering::Relaxed);
