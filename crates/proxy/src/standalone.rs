@@ -158,7 +158,9 @@ struct ScriptFlight {
 /// runs on the thread, nothing more.
 #[derive(Default)]
 struct ScriptHistory {
-    runs: std::collections::HashMap<Bytes, u32>,
+    /// By [`ScriptHistory::key`]: a script's name stands for itself only
+    /// here, and two that shared a key would only share this heuristic.
+    runs: std::collections::HashMap<u64, u32>,
 }
 
 impl ScriptHistory {
@@ -170,20 +172,28 @@ impl ScriptHistory {
     /// Scripts remembered; past this the table starts over.
     const MAX: usize = 10_000;
 
-    fn inline(&self, key: &Bytes) -> bool {
-        self.runs.get(key).is_some_and(|&n| n >= Self::RUNS)
+    /// A script's key from its digest, body or function name: hashed once
+    /// per run, where keeping the name would copy or share its bytes.
+    fn key(name: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(name)
     }
 
-    fn ran(&mut self, k: Bytes, took: Duration) {
-        if self.runs.len() >= Self::MAX && !self.runs.contains_key(&k) {
+    fn inline(&self, key: u64) -> bool {
+        self.runs.get(&key).is_some_and(|&n| n >= Self::RUNS)
+    }
+
+    fn ran(&mut self, key: u64, took: Duration) {
+        let short = took < Self::FAST;
+        if let Some(n) = self.runs.get_mut(&key) {
+            *n = if short { n.saturating_add(1) } else { 0 };
+            return;
+        }
+        if self.runs.len() >= Self::MAX {
             self.runs.clear();
         }
-        let n = self.runs.entry(k).or_insert(0);
-        *n = if took < Self::FAST {
-            n.saturating_add(1)
-        } else {
-            0
-        };
+        self.runs.insert(key, short as u32);
     }
 }
 
@@ -730,12 +740,11 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             }
             // EVALSHA's digest, EVAL's body, FCALL's function.
             let history_key = (is_script && !session.in_multi())
-                .then(|| req.args.get(1).cloned())
+                .then(|| req.args.get(1).map(|a| ScriptHistory::key(a)))
                 .flatten();
             let is_script = history_key.is_some();
-            let inline = history_key
-                .as_ref()
-                .is_some_and(|k| local.script.history.lock().is_ok_and(|h| h.inline(k)));
+            let inline =
+                history_key.is_some_and(|k| local.script.history.lock().is_ok_and(|h| h.inline(k)));
             let script_turn = (is_script && !inline).then(|| {
                 local.script.running.store(true, Ordering::Release);
                 ScriptTurn(&local.script)
@@ -912,20 +921,21 @@ mod tests {
     #[test]
     fn a_script_runs_inline_only_after_enough_short_runs_in_a_row() {
         let mut h = ScriptHistory::default();
-        let (fast, slow) = (Bytes::from_static(b"fast"), Bytes::from_static(b"slow"));
+        let (fast, slow) = (ScriptHistory::key(b"fast"), ScriptHistory::key(b"slow"));
+        assert_ne!(fast, slow);
         for n in 0..ScriptHistory::RUNS {
-            assert!(!h.inline(&fast), "inline after {n} runs");
-            h.ran(fast.clone(), Duration::from_micros(50));
+            assert!(!h.inline(fast), "inline after {n} runs");
+            h.ran(fast, Duration::from_micros(50));
         }
-        assert!(h.inline(&fast));
+        assert!(h.inline(fast));
         // One long run sends it back to its own thread, until it has run
         // short enough times in a row again.
-        h.ran(fast.clone(), ScriptHistory::FAST);
-        assert!(!h.inline(&fast));
+        h.ran(fast, ScriptHistory::FAST);
+        assert!(!h.inline(fast));
         for _ in 0..ScriptHistory::RUNS * 2 {
-            h.ran(slow.clone(), Duration::from_millis(30));
-            h.ran(slow.clone(), Duration::from_micros(50));
+            h.ran(slow, Duration::from_millis(30));
+            h.ran(slow, Duration::from_micros(50));
         }
-        assert!(!h.inline(&slow), "never eight short runs in a row");
+        assert!(!h.inline(slow), "never eight short runs in a row");
     }
 }

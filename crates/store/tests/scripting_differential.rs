@@ -622,3 +622,90 @@ async fn error_and_command_stats_count_like_redis() {
         .await;
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// KEYS, ARGV and `redis.call`'s arguments take two routes into and out of
+/// Lua (a few strings as they are, else packed in tables): both must give
+/// what Redis gives, at and past the boundaries, with numbers, binary
+/// strings, nils and tables among them.
+#[tokio::test]
+async fn arguments_reach_scripts_and_commands_like_redis() {
+    let many: Vec<String> = (1..=40).map(|i| format!("k{i}")).collect();
+    let mut wide = vec![
+        "EVAL",
+        "return {#KEYS, #ARGV, KEYS[1], KEYS[40], ARGV[1], ARGV[2]}",
+        "40",
+    ];
+    wide.extend(many.iter().map(String::as_str));
+    wide.extend(["a1", "a2"]);
+    let mut all_args = vec!["EVAL", "return {#KEYS, #ARGV, ARGV[33]}", "0"];
+    all_args.extend(many.iter().map(String::as_str));
+    let mut wide_fcall = vec!["FCALL", "f", "40"];
+    wide_fcall.extend(many.iter().map(String::as_str));
+    wide_fcall.extend(["a1", "a2"]);
+    check(
+        "arguments",
+        &[
+            &[
+                &["EVAL", "return {#KEYS, #ARGV, KEYS[1], ARGV[1], ARGV[3]}", "1", "k", "a", "b", "c"],
+                &["EVAL", "return {#KEYS, #ARGV, ARGV[1], ARGV[2]}", "0", "a", "b"],
+                &["EVAL", "return {#KEYS, #ARGV, KEYS[3]}", "3", "x", "y", "z"],
+                &["EVAL", "return {#KEYS, #ARGV, KEYS[1], ARGV[1]}", "0", "", ""],
+                &wide,
+                &all_args,
+            ],
+            &[
+                &["EVAL", "redis.call('set', KEYS[1], 0.1) return redis.call('get', KEYS[1])", "1", "k"],
+                &["EVAL", "redis.call('set', KEYS[1], 1e15) return redis.call('get', KEYS[1])", "1", "k"],
+                &["EVAL", "redis.call('set', KEYS[1], 2^53 + 1) return redis.call('get', KEYS[1])", "1", "k"],
+                &["EVAL", "return redis.call('incrby', KEYS[1], 5)", "1", "n"],
+                &["EVAL", "return redis.call('rpush', KEYS[1], 'a', 'b', 'c', 'd', 'e', 'f')", "1", "l8"],
+                &["EVAL", "return redis.call('rpush', KEYS[1], 'a', 'b', 'c', 'd', 'e', 'f', 'g')", "1", "l9"],
+                &["EVAL", "return redis.call('rpush', KEYS[1], 'a', 'b', 'c', 'd', 'e', 6)", "1", "l8n"],
+                &["EVAL", "return redis.call('rpush', KEYS[1], 1, 'b', 'c', 'd', 'e', 'f', 'g', 'h')", "1", "l10"],
+                &["LRANGE", "l8", "0", "-1"],
+                &["LRANGE", "l9", "0", "-1"],
+                &["LRANGE", "l8n", "0", "-1"],
+                &["LRANGE", "l10", "0", "-1"],
+                &["EVAL", "redis.call('set', KEYS[1], '\\255\\0x') return redis.call('get', KEYS[1])", "1", "bin"],
+                &["EVAL", "return redis.pcall('set', KEYS[1], {})", "1", "k"],
+                &["EVAL", "return redis.pcall('set', KEYS[1], nil, 'x')", "1", "k"],
+                &["EVAL", "return redis.pcall('set', KEYS[1], true)", "1", "k"],
+                &["EVAL", "return redis.pcall()", "0"],
+                &["EVAL", "return redis.call('ping')", "0"],
+                &["EVAL", "return redis.call(KEYS[1])", "1", "ping"],
+                &["EVAL", "return redis.pcall('get', KEYS[1], 'extra', 'args', 'here', 'too', 'many', 'now')", "1", "k"],
+            ],
+            &[
+                &["FUNCTION", "LOAD", "#!lua name=argl\nredis.register_function('f', function(keys, args) return {#keys, #args, keys[1], args[2]} end)"],
+                &["FCALL", "f", "1", "k", "a", "b"],
+                &["FCALL", "f", "0"],
+                &wide_fcall,
+            ],
+        ],
+    )
+    .await;
+}
+
+/// Keys and arguments that are not UTF-8 reach the script unchanged.
+#[tokio::test]
+async fn binary_keys_and_arguments_reach_scripts_like_redis() {
+    let server = RedisServer::new();
+    let mut pair = Pair::new(&server);
+    let mut mismatches = Vec::new();
+    let bin = |b: &[u8]| Bytes::copy_from_slice(b);
+    let cmds = vec![
+        vec![
+            bin(b"EVAL"),
+            bin(b"redis.call('set', KEYS[1], ARGV[1]) return {KEYS[1], ARGV[1], redis.call('get', KEYS[1])}"),
+            bin(b"1"),
+            bin(b"k\xff\x00"),
+            bin(b"v\xc3\x28"),
+        ],
+        vec![bin(b"GET"), bin(b"k\xff\x00")],
+    ];
+    pair.reset().await;
+    pair.run_seq(&cmds, &mut mismatches).await;
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    let (_, ours) = pair.run(&[bin(b"GET"), bin(b"k\xff\x00")]).await;
+    assert_eq!(ours, vec![Frame::Bulk(bin(b"v\xc3\x28"))]);
+}

@@ -101,8 +101,9 @@ pub(crate) struct Engine {
     pub functions: HashMap<String, Script>,
     /// The `redis` table behind its read-only proxy.
     pub redis: Table,
-    /// The scripts' own client, reused between runs.
-    pub session: Option<crate::session::Session>,
+    /// The scripts' own client, reused between runs (a cell: a run
+    /// borrows the engine and its script together).
+    pub session: std::cell::Cell<Option<crate::session::Session>>,
     /// Set when the caller's key hook refused the script: nothing may
     /// catch the error that unwinds it.
     pub abort: Arc<AtomicBool>,
@@ -252,31 +253,35 @@ impl Engine {
             .load(include_str!("prelude.lua"))
             .set_name(INTERNAL)
             .call((hidden.clone(), globals, ctl.clone(), rust))?;
-        for name in [
-            "call",
-            "pcall",
-            "sha1hex",
-            "log",
-            "setresp",
-            "set_repl",
-            "acl_check_cmd",
-        ] {
+        for name in ["sha1hex", "log", "setresp", "set_repl", "acl_check_cmd"] {
             let f: Function = redis.raw_get(name)?;
-            let mut f = raising(&lua, f, fail.clone(), false)?;
-            if matches!(name, "call" | "pcall") {
-                // A Lua function takes any number of arguments where a C
-                // function takes at most 8,000 values on its stack: the
-                // arguments reach the C function packed in one table, with
-                // their count in `n` (tailcall.rs says why user code never
-                // tail-calls this function).
-                f = lua
-                    .load(
-                        "local f, select = ...\n\
-                         return function(...) return f({ n = select('#', ...), ... }) end",
-                    )
-                    .set_name(INTERNAL)
-                    .call((f, hidden.raw_get::<Function>("select")?))?;
-            }
+            redis.raw_set(name, raising(&lua, f, fail.clone(), false)?)?;
+        }
+        // redis.call and redis.pcall are Lua functions: one takes any
+        // number of arguments where a C function takes at most 8,000
+        // values on its stack (tailcall.rs says why user code never
+        // tail-calls them). Up to 8 strings reach the command as they are,
+        // read straight off the stack; more, or any other value, are packed
+        // in one table with their count in `n`. A failure is raised from a C
+        // function, as Redis's own redis.call raises it, so the error names
+        // the script's line.
+        let raise =
+            lua.create_function(|_, (text, counted): (LuaValue, bool)| -> mlua::Result<()> {
+                let text = lua_text(&text).unwrap_or_else(|| "ERR unknown error".into());
+                Err(if counted {
+                    mlua::Error::external(CountedError(text))
+                } else {
+                    mlua::Error::external(ScriptError(text))
+                })
+            })?;
+        for name in ["call", "pcall"] {
+            let f: Function = redis.raw_get(name)?;
+            let f: Function = lua.load(CALL_WRAPPER).set_name(INTERNAL).call((
+                f,
+                raise.clone(),
+                fail.clone(),
+                hidden.raw_get::<Function>("select")?,
+            ))?;
             redis.raw_set(name, f)?;
         }
         let math: Table = hidden.raw_get::<Table>("math")?;
@@ -322,7 +327,7 @@ impl Engine {
             scripts: HashMap::new(),
             functions: HashMap::new(),
             redis,
-            session: None,
+            session: std::cell::Cell::new(None),
             abort,
         })
     }
@@ -366,10 +371,22 @@ impl Engine {
     pub fn call(
         &self,
         f: &Function,
-        keys_args: Option<(Table, Table)>,
+        raw: &Function,
+        keys: Keys<'_>,
         funcname: &str,
-    ) -> Result<LuaValue, (String, bool)> {
-        self.protected(f, keys_args).map_err(|e| match e {
+    ) -> (Result<LuaValue, (String, bool)>, u8) {
+        let mut resp = 2;
+        let out = self.run(f, raw, keys).map(|(ok, v, r)| {
+            if matches!(r, LuaValue::Integer(3)) || matches!(r, LuaValue::Number(n) if n == 3.0) {
+                resp = 3;
+            }
+            (ok, v)
+        });
+        if out.is_err() {
+            // The runner failed before its own cleanup.
+            let _ = self.ctl.raw_set("raw", LuaValue::Nil);
+        }
+        let out = self.protected(out).map_err(|e| match e {
             Failure::Located {
                 msg,
                 source,
@@ -384,26 +401,59 @@ impl Engine {
                 let m: String = m.chars().take(100).collect();
                 (format!("ERR Error running script {funcname}, {m} "), false)
             }
+        });
+        (out, resp)
+    }
+
+    /// One call into the runner: `raw` set as the run's command function,
+    /// KEYS and ARGV given as `keys` says.
+    fn run(
+        &self,
+        f: &Function,
+        raw: &Function,
+        keys: Keys<'_>,
+    ) -> mlua::Result<(bool, LuaValue, LuaValue)> {
+        let fcall = keys.fcall;
+        let (nkeys, items) = (keys.nkeys, keys.items);
+        if items.len() <= INLINE_KEYS {
+            let values = items
+                .iter()
+                .map(|a| self.lua_bytes(a))
+                .collect::<mlua::Result<Vec<_>>>()?;
+            self.runner.call((
+                f,
+                &self.handler,
+                raw,
+                fcall,
+                nkeys as i64,
+                mlua::Variadic::from_iter(values),
+            ))
+        } else {
+            let k = self.array(&items[..nkeys])?;
+            let a = self.array(&items[nkeys..])?;
+            self.runner.call((f, &self.handler, raw, fcall, -1, k, a))
+        }
+    }
+
+    /// A value for Lua: valid UTF-8 (nearly every key and argument) goes
+    /// onto Lua's stack as it is; other bytes become a Lua string first.
+    fn lua_bytes<'a>(&self, b: &'a [u8]) -> mlua::Result<mlua::Either<&'a str, mlua::LuaString>> {
+        Ok(match std::str::from_utf8(b) {
+            Ok(s) => mlua::Either::Left(s),
+            Err(_) => mlua::Either::Right(self.lua.create_string(b)?),
         })
     }
 
     /// Runs `f` under the error handler; on failure, the error message
     /// without its location.
     pub fn call_bare(&self, f: &Function) -> Result<LuaValue, String> {
-        self.protected(f, None).map_err(|e| match e {
+        let out = self.runner.call((f, &self.handler));
+        self.protected(out).map_err(|e| match e {
             Failure::Located { msg, .. } | Failure::Bare(msg, _) | Failure::Other(msg) => msg,
         })
     }
 
-    fn protected(
-        &self,
-        f: &Function,
-        keys_args: Option<(Table, Table)>,
-    ) -> Result<LuaValue, Failure> {
-        let out: mlua::Result<(bool, LuaValue)> = match keys_args {
-            Some((k, a)) => self.runner.call((f.clone(), self.handler.clone(), k, a)),
-            None => self.runner.call((f.clone(), self.handler.clone())),
-        };
+    fn protected(&self, out: mlua::Result<(bool, LuaValue)>) -> Result<LuaValue, Failure> {
         match out {
             Ok((true, v)) => Ok(v),
             Ok((false, LuaValue::Table(t))) => {
@@ -447,6 +497,43 @@ impl Engine {
         Ok(t)
     }
 }
+
+/// KEYS and ARGV of a run: `items[..nkeys]` are the keys, the rest the
+/// arguments; `fcall` passes them to the function (FCALL) instead of
+/// setting the globals (EVAL).
+pub(crate) struct Keys<'a> {
+    pub items: &'a [Bytes],
+    pub nkeys: usize,
+    pub fcall: bool,
+}
+
+/// Up to this many keys and arguments go to Lua as values in the run's one
+/// call; more go as two tables made first (Lua's stack for a call from
+/// Rust is not made for thousands).
+const INLINE_KEYS: usize = 32;
+
+/// `redis.call` / `redis.pcall` as scripts see them (see `Engine::new`).
+const CALL_WRAPPER: &str = "local call, raise, FAIL, select = ...
+local type = type
+return function(...)
+  local n = select('#', ...)
+  local r, e, c
+  if n <= 8 then
+    local a1, a2, a3, a4, a5, a6, a7, a8 = ...
+    if type(a1) == 'string' and (n < 2 or type(a2) == 'string') and (n < 3 or type(a3) == 'string')
+      and (n < 4 or type(a4) == 'string') and (n < 5 or type(a5) == 'string')
+      and (n < 6 or type(a6) == 'string') and (n < 7 or type(a7) == 'string')
+      and (n < 8 or type(a8) == 'string') then
+      r, e, c = call(n, a1, a2, a3, a4, a5, a6, a7, a8)
+    else
+      r, e, c = call({ n = n, ... })
+    end
+  else
+    r, e, c = call({ n = n, ... })
+  end
+  if r == FAIL then return raise(e, c == true) end
+  return r
+end";
 
 /// How a protected call failed.
 enum Failure {

@@ -623,7 +623,8 @@ fn fcall_ro(ctx: &mut Ctx) -> Reply {
 fn fcall_generic(ctx: &mut Ctx, ro: bool) -> Reply {
     let name = String::from_utf8_lossy(&ctx.args[1]).into_owned();
     with_engine(ctx, |ctx, engine| {
-        let Some(script) = engine.functions.get(&name.to_ascii_lowercase()).cloned() else {
+        let engine = &*engine;
+        let Some(script) = engine.functions.get(&name.to_ascii_lowercase()) else {
             return Err(err("ERR Function not found"));
         };
         let numkeys = crate::num::parse_i64(&ctx.args[2])
@@ -638,19 +639,8 @@ fn fcall_generic(ctx: &mut Ctx, ro: bool) -> Reply {
             return Err(err("ERR Number of keys can't be negative"));
         }
         let prepared = prepare(ctx, script.flags, ro)?;
-        let n = numkeys as usize;
-        let lua_err = |e: mlua::Error| Frame::error(format!("ERR {e}"));
-        let k = engine.array(&ctx.args[3..3 + n]).map_err(lua_err)?;
-        let a = engine.array(&ctx.args[3 + n..]).map_err(lua_err)?;
-        execute(
-            ctx,
-            engine,
-            &script.func,
-            Some((k, a)),
-            &name,
-            prepared,
-            false,
-        )
+        let keys = (numkeys as usize, true);
+        execute(ctx, engine, &script.func, keys, &name, prepared, false)
     })
 }
 

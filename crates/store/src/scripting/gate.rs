@@ -51,11 +51,13 @@ pub(crate) struct Gate {
 }
 
 /// The running script and the engine's counts as the script started.
+/// Kept between runs and overwritten in place: its buffers are reused.
+#[derive(Default)]
 pub(crate) struct RunningStats {
-    pub name: String,
-    pub command: Vec<bytes::Bytes>,
-    pub libraries: i64,
-    pub functions: i64,
+    name: String,
+    command: Vec<Vec<u8>>,
+    libraries: i64,
+    functions: i64,
 }
 
 impl Gate {
@@ -76,10 +78,18 @@ impl Gate {
     }
 
     /// Remembers what FUNCTION STATS reports while this run is busy.
-    pub fn set_stats(&self, stats: RunningStats) {
-        if let Ok(mut s) = self.stats.lock() {
-            *s = Some(stats);
+    pub fn set_stats(&self, name: &str, command: &[bytes::Bytes], libraries: i64, functions: i64) {
+        let Ok(mut s) = self.stats.lock() else { return };
+        let s = s.get_or_insert_with(RunningStats::default);
+        s.name.clear();
+        s.name.push_str(name);
+        s.command.resize_with(command.len(), Vec::new);
+        for (to, from) in s.command.iter_mut().zip(command) {
+            to.clear();
+            to.extend_from_slice(from);
         }
+        s.libraries = libraries;
+        s.functions = functions;
     }
 
     /// FUNCTION STATS while a script is past the threshold (Redis allows it
@@ -105,7 +115,12 @@ impl Gate {
             (Frame::bulk("name"), Frame::Bulk(s.name.clone().into())),
             (
                 Frame::bulk("command"),
-                Frame::Array(s.command.iter().cloned().map(Frame::Bulk).collect()),
+                Frame::Array(
+                    s.command
+                        .iter()
+                        .map(|a| Frame::Bulk(bytes::Bytes::copy_from_slice(a)))
+                        .collect(),
+                ),
             ),
             (
                 Frame::bulk("duration_ms"),
@@ -126,22 +141,25 @@ impl Gate {
         self.base.elapsed().as_micros() as u64
     }
 
-    /// Called under the lock as a script starts.
+    /// Called under the lock as a script starts. Release stores (plain
+    /// moves, where sequentially consistent ones are locked instructions,
+    /// on every run): a client that reads `running` set reads the rest as
+    /// stored before it.
     pub fn begin(&self, eval_mode: bool, threshold_ms: u64) {
-        self.timed_out.store(false, Ordering::SeqCst);
-        self.kill.store(false, Ordering::SeqCst);
-        self.wrote.store(false, Ordering::SeqCst);
-        self.eval_mode.store(eval_mode, Ordering::SeqCst);
-        self.threshold_ms.store(threshold_ms, Ordering::SeqCst);
-        self.started_us.store(self.now_us(), Ordering::SeqCst);
-        self.running.store(true, Ordering::SeqCst);
+        self.timed_out.store(false, Ordering::Release);
+        self.kill.store(false, Ordering::Release);
+        self.wrote.store(false, Ordering::Release);
+        self.eval_mode.store(eval_mode, Ordering::Release);
+        self.threshold_ms.store(threshold_ms, Ordering::Release);
+        self.started_us.store(self.now_us(), Ordering::Release);
+        self.running.store(true, Ordering::Release);
     }
 
     /// Called under the lock as the script ends, however it ends.
     pub fn end(&self) {
-        self.running.store(false, Ordering::SeqCst);
-        self.timed_out.store(false, Ordering::SeqCst);
-        self.kill.store(false, Ordering::SeqCst);
+        self.running.store(false, Ordering::Release);
+        self.timed_out.store(false, Ordering::Release);
+        self.kill.store(false, Ordering::Release);
     }
 
     /// FUNCTION LOAD's time limit (Redis: 500 ms) for a library's code;

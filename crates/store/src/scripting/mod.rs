@@ -23,6 +23,7 @@ pub(crate) mod gate;
 pub(crate) mod keyhook;
 mod tailcall;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 
@@ -35,6 +36,7 @@ use crate::ctx::{err, Ctx, Handler, Reply};
 use crate::session::Session;
 use crate::store::{is_container, resolve, run, Inner, Resolved, Shared, Store};
 use crate::Effect;
+
 use engine::{err_table, flags, frame_to_lua, lua_to_frame, sha1_hex, Engine, Script};
 use keyhook::KeyGuard;
 pub use keyhook::{CommandHook, KeyAccess, KeyHook};
@@ -201,24 +203,25 @@ fn eval_generic(ctx: &mut Ctx, by_sha: bool, ro: bool) -> Reply {
         return Err(err(NOSCRIPT));
     }
     with_engine(ctx, |ctx, engine| {
-        let (sha, script) = if by_sha {
-            let sha = String::from_utf8_lossy(&ctx.args[1]).to_ascii_lowercase();
-            match engine.scripts.get(&sha) {
-                Some(s) => (sha, s.clone()),
-                None => return Err(err(NOSCRIPT)),
+        let sha: Cow<str> = if by_sha {
+            // Clients send the digest SCRIPT LOAD gave them: lower case,
+            // looked up as it is.
+            let args = ctx.args;
+            match std::str::from_utf8(&args[1]) {
+                Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Borrowed(s),
+                _ => Cow::Owned(String::from_utf8_lossy(&args[1]).to_ascii_lowercase()),
             }
         } else {
             let body = ctx.args[1].clone();
-            create(engine, &body)?
+            Cow::Owned(create(engine, &body)?.0)
         };
-        let n = numkeys as usize;
+        let engine = &*engine;
+        let Some(script) = engine.scripts.get(sha.as_ref()) else {
+            return Err(err(NOSCRIPT));
+        };
         let prepared = prepare(ctx, script.flags, ro)?;
-        let lua_err = |e: mlua::Error| Frame::error(format!("ERR {e}"));
-        let k = engine.array(&ctx.args[3..3 + n]).map_err(lua_err)?;
-        let a = engine.array(&ctx.args[3 + n..]).map_err(lua_err)?;
-        engine.hidden.raw_set("KEYS", k).map_err(lua_err)?;
-        engine.hidden.raw_set("ARGV", a).map_err(lua_err)?;
-        execute(ctx, engine, &script.func, None, &sha, prepared, true)
+        let keys = (numkeys as usize, false);
+        execute(ctx, engine, &script.func, keys, &sha, prepared, true)
     })
 }
 
@@ -271,6 +274,21 @@ fn prepare(ctx: &mut Ctx, fl: u32, ro: bool) -> Result<Prepared, Frame> {
     })
 }
 
+/// What `redis.call` hands the run (see `engine::CALL_WRAPPER`): the
+/// protocol, then the count and up to 8 strings, or one table of them.
+type RawArgs = (
+    LuaValue,
+    LuaValue,
+    Option<mlua::BString>,
+    Option<mlua::BString>,
+    Option<mlua::BString>,
+    Option<mlua::BString>,
+    Option<mlua::BString>,
+    Option<mlua::BString>,
+    Option<mlua::BString>,
+    Option<mlua::BString>,
+);
+
 /// One script run's state, reached from `redis.call`.
 struct Run<'a> {
     inner: &'a mut Inner,
@@ -290,31 +308,41 @@ struct Run<'a> {
 impl Run<'_> {
     /// `redis.call` / `redis.pcall`: `(true, reply)` or `(false, error
     /// table)`; raising is left to the Lua side.
-    fn call(
-        &mut self,
-        lua: &mlua::Lua,
-        (resp, args): (LuaValue, mlua::Table),
-    ) -> mlua::Result<(bool, LuaValue)> {
+    fn call(&mut self, lua: &mlua::Lua, args: RawArgs) -> mlua::Result<(bool, LuaValue)> {
+        let (resp, first, a1, a2, a3, a4, a5, a6, a7, a8) = args;
         let resp = match resp {
             LuaValue::Integer(3) => 3,
             LuaValue::Number(3.0) => 3,
             _ => 2,
         };
-        let n: usize = args.raw_get("n")?;
-        let mut argv = Vec::with_capacity(n);
-        for i in 1..=n {
-            match args.raw_get::<LuaValue>(i)? {
-                LuaValue::String(s) => argv.push(Bytes::copy_from_slice(&s.as_bytes())),
-                LuaValue::Integer(i) => argv.push(Bytes::from(crate::num::fmt_g17(i as f64))),
-                LuaValue::Number(n) => argv.push(Bytes::from(crate::num::fmt_g17(n))),
-                _ => {
-                    return fail(
-                        lua,
-                        "ERR Lua redis lib command arguments must be strings or integers",
-                    )
+        let argv =
+            match first {
+                // Up to 8 strings, as they were on Lua's stack.
+                LuaValue::Integer(n) => [a1, a2, a3, a4, a5, a6, a7, a8]
+                    .into_iter()
+                    .take(n.clamp(0, 8) as usize)
+                    .map(|a| Bytes::from(Vec::from(a.unwrap_or_default())))
+                    .collect(),
+                LuaValue::Table(args) => {
+                    let n: usize = args.raw_get("n")?;
+                    let mut argv = Vec::with_capacity(n);
+                    for i in 1..=n {
+                        match args.raw_get::<LuaValue>(i)? {
+                            LuaValue::String(s) => argv.push(Bytes::copy_from_slice(&s.as_bytes())),
+                            LuaValue::Integer(i) => {
+                                argv.push(Bytes::from(crate::num::fmt_g17(i as f64)))
+                            }
+                            LuaValue::Number(n) => argv.push(Bytes::from(crate::num::fmt_g17(n))),
+                            _ => return fail(
+                                lua,
+                                "ERR Lua redis lib command arguments must be strings or integers",
+                            ),
+                        }
+                    }
+                    argv
                 }
-            }
-        }
+                _ => Vec::new(),
+            };
         if argv.is_empty() {
             return fail(
                 lua,
@@ -475,33 +503,28 @@ fn fail(lua: &mlua::Lua, text: &str) -> mlua::Result<(bool, LuaValue)> {
 /// outcome into the reply and effects.
 fn execute(
     ctx: &mut Ctx,
-    engine: &mut Engine,
+    engine: &Engine,
     func: &mlua::Function,
-    keys_args: Option<(mlua::Table, mlua::Table)>,
+    (nkeys, fcall): (usize, bool),
     funcname: &str,
     prepared: Prepared,
     eval_mode: bool,
 ) -> Reply {
-    let gate = ctx.shared.script_gate.clone();
+    let gate: &gate::Gate = &ctx.shared.script_gate;
     let libraries = &ctx.inner.scripting.libraries;
-    gate.set_stats(gate::RunningStats {
-        name: funcname.to_string(),
-        command: ctx.args.to_vec(),
-        libraries: libraries.len() as i64,
-        functions: libraries.values().map(|l| l.functions.len() as i64).sum(),
-    });
+    let functions = libraries.values().map(|l| l.functions.len() as i64).sum();
+    gate.set_stats(funcname, ctx.args, libraries.len() as i64, functions);
     gate.begin(eval_mode, ctx.inner.config.busy_reply_ms);
     // Ends the run however `execute` is left, a panic in a command
     // included: a gate left "running" would make every client poll.
-    struct Ended(std::sync::Arc<gate::Gate>);
-    impl Drop for Ended {
+    struct Ended<'a>(&'a gate::Gate);
+    impl Drop for Ended<'_> {
         fn drop(&mut self) {
             self.0.end();
         }
     }
     let ended = Ended(gate);
-    engine.abort.store(false, Ordering::SeqCst);
-    let _ = engine.ctl.raw_set("resp", 2);
+    engine.abort.store(false, Ordering::Release);
     // The script's client is kept between runs (making one costs a
     // channel and two allocations); only its database and protocol carry
     // state, and both start from the caller's and RESP2 again.
@@ -530,8 +553,13 @@ fn execute(
     });
     let abort = engine.abort.clone();
     let mut error_counted = false;
+    let keys = engine::Keys {
+        items: &ctx.args[3..],
+        nkeys,
+        fcall,
+    };
     let result = engine.lua.scope(|scope| {
-        let raw = scope.create_function_mut(|lua, args: (LuaValue, mlua::Table)| {
+        let raw = scope.create_function_mut(|lua, args: RawArgs| {
             let mut r = run_state.borrow_mut();
             let out = r.call(lua, args);
             if r.denied.is_some() {
@@ -539,14 +567,7 @@ fn execute(
             }
             out
         })?;
-        engine.ctl.raw_set("raw", raw)?;
-        let out = engine.call(func, keys_args, funcname);
-        engine.ctl.raw_set("raw", LuaValue::Nil)?;
-        let script_resp = match engine.ctl.raw_get::<LuaValue>("resp")? {
-            LuaValue::Integer(3) => 3,
-            LuaValue::Number(3.0) => 3,
-            _ => 2,
-        };
+        let (out, script_resp) = engine.call(func, &raw, keys, funcname);
         Ok(match out {
             Ok(v) => {
                 if let LuaValue::Table(t) = &v {
@@ -563,7 +584,7 @@ fn execute(
     });
     drop(ended);
     ctx.error_counted = error_counted;
-    engine.abort.store(false, Ordering::SeqCst);
+    engine.abort.store(false, Ordering::Release);
     let Run {
         sess,
         effects,
@@ -571,7 +592,7 @@ fn execute(
         denied,
         ..
     } = run_state.into_inner();
-    engine.session = Some(sess);
+    engine.session.set(Some(sess));
     if let Some(msg) = denied {
         if let Some(guard) = keys {
             guard.undo(ctx.inner);

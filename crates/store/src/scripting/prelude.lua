@@ -63,21 +63,22 @@ end
 
 local R = {}
 
--- `argv` is the script's arguments packed by the C wrapper, with their
--- count in `argv.n`: passed on one by one, Redis's maximum of arguments
--- would not fit the stack a C function is given.
-function R.call(argv)
+-- The script's arguments come as the wrapper in engine.rs hands them on:
+-- their count then up to 8 strings, or one table with the count in `n`
+-- (passed on one by one, Redis's maximum of arguments would not fit the
+-- stack a C function is given).
+function R.call(...)
   local raw = ctl.raw
   if not raw then return fail("redis.call/pcall can only be called inside a script invocation") end
-  local ok, r = raw(ctl.resp, argv)
+  local ok, r = raw(ctl.resp, ...)
   if not ok then return FAIL, r.err, r.ignore_error_stats_update end
   return r
 end
 
-function R.pcall(argv)
+function R.pcall(...)
   local raw = ctl.raw
   if not raw then return fail("redis.call/pcall can only be called inside a script invocation") end
-  local ok, r = raw(ctl.resp, argv)
+  local ok, r = raw(ctl.resp, ...)
   if not ok and stop() then return FAIL, r.err, r.ignore_error_stats_update end
   return r
 end
@@ -275,11 +276,31 @@ protected[G] = true
 
 -- Runs a compiled script (f_<sha> for EVAL) or a registered function
 -- (given KEYS and ARGV as arguments) under the error handler that records
--- where the error happened; one result, as Redis keeps.
+-- where the error happened; one result, as Redis keeps. Without `raw`
+-- (FUNCTION LOAD's code) nothing else is set. With it, the run's
+-- redis.call, RESP2 to start with, and KEYS and ARGV: for a few, `nkeys`
+-- then the keys and the arguments themselves (one call from Rust instead
+-- of one per value and table); else -1 then the two tables.
+-- Returns ok, the result, and the protocol the script chose.
 local function first(ok, r) return ok, r end
-return function(f, handler, keys, args)
-  if keys then
-    return first(real_xpcall(function() return f(keys, args) end, handler))
+local function unset(ok, r)
+  ctl.raw = nil
+  return ok, r, ctl.resp
+end
+return function(f, handler, raw, fcall, nkeys, ...)
+  if not raw then return first(real_xpcall(f, handler)) end
+  ctl.raw, ctl.resp = raw, 2
+  local keys, args
+  if nkeys < 0 then
+    keys, args = ...
+  else
+    keys, args = { ... }, { select(nkeys + 1, ...) }
+    for i = select("#", ...), nkeys + 1, -1 do keys[i] = nil end
   end
-  return first(real_xpcall(f, handler))
+  if fcall then
+    return unset(real_xpcall(function() return f(keys, args) end, handler))
+  end
+  real_rawset(H, "KEYS", keys)
+  real_rawset(H, "ARGV", args)
+  return unset(real_xpcall(f, handler))
 end, R
