@@ -623,6 +623,12 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
     let mut inbuf = BytesMut::new();
     let mut out = BytesMut::new();
     let mut shutdown = local.shutdown.clone();
+    // One wait for shutdown for the whole session, polled only once woken
+    // (see `Woken`): made in every select, it registered and unregistered
+    // itself each time the client was waited for.
+    let mut stop = upstream::woken::Woken::new(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    });
     let mut closing = false;
     let mut user: Option<Bytes> = local
         .users
@@ -902,7 +908,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 Ok(_) => {}
             },
             Some(push) = session.pushes().recv() => push.encode(&mut out),
-            _ = shutdown.wait_for(|s| *s) => closing = true,
+            _ = &mut stop, if !closing => closing = true,
         }
     }
 }

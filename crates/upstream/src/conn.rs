@@ -29,6 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::endpoint::Endpoint;
+use crate::woken::Woken;
 
 /// Credentials sent with `AUTH` (or `HELLO … AUTH`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -726,11 +727,11 @@ async fn writer(
     let mut out = BytesMut::new();
     // One wait for the connection's death for the task's life: made
     // afresh for every batch, it registered and unregistered itself each
-    // time (locked instructions per command when unpipelined).
-    let died = async move {
+    // time (locked instructions per command when unpipelined); polled only
+    // once woken (see `Woken`).
+    let mut died = Woken::new(async move {
         let _ = dead.wait_for(|d| *d).await;
-    };
-    tokio::pin!(died);
+    });
     loop {
         let first = tokio::select! {
             b = rx.recv() => b,
@@ -809,10 +810,9 @@ async fn reader(
     let mut boundary = 0usize;
     let mut done = 0usize;
     // As in `writer`: one wait for the connection's death.
-    let died = async move {
+    let mut died = Woken::new(async move {
         let _ = dead.wait_for(|d| *d).await;
-    };
-    tokio::pin!(died);
+    });
     'outer: loop {
         loop {
             let front = match queue.lock() {

@@ -26,6 +26,8 @@
 //! - [`cluster`]: [`Cluster`](cluster::Cluster), a `redis+cluster://`
 //!   upstream's slot map, and the router a connection to it is.
 //! - [`backoff`]: jittered exponential backoff.
+//! - [`woken`]: [`Woken`](woken::Woken), a future polled again only once
+//!   it asked to be (rare events waited for beside the work).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -39,6 +41,7 @@ pub mod replica_face;
 pub mod replication;
 pub mod sentinel;
 pub mod url;
+pub mod woken;
 
 pub use conn::{BatchReply, Conn, ConnectError, Credentials, Handshake, OutputBudget, Replies};
 pub use endpoint::Endpoint;

@@ -184,11 +184,11 @@ impl Session {
         let write_timeout = self.shared.limits.write_timeout();
         let mut closing = false;
         // One wait for shutdown for the whole session: made afresh in every
-        // select, it registered and unregistered itself twice per command.
-        let stop = async move {
+        // select, it registered and unregistered itself twice per command;
+        // polled only once woken (see `Woken`).
+        let mut stop = upstream::woken::Woken::new(async move {
             let _ = shutdown.wait_for(|s| *s).await;
-        };
-        tokio::pin!(stop);
+        });
         loop {
             // Dispatch what has arrived, unless waiting for a switch.
             if let Some(req) = stalled.take() {
