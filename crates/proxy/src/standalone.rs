@@ -629,6 +629,9 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
     let mut stop = upstream::woken::Woken::new(async move {
         let _ = shutdown.wait_for(|s| *s).await;
     });
+    // The same for the session's pushes (pub/sub, invalidations): polling
+    // the channel registered the task's waker anew each time.
+    let mut push_gate = upstream::woken::WakeGate::new();
     let mut closing = false;
     let mut user: Option<Bytes> = local
         .users
@@ -877,8 +880,19 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
         if !out.is_empty() {
             // Nothing more is read or run for a client while its replies
             // wait; one that reads none of them in time is let go.
-            match tokio::time::timeout(local.limits.write_timeout(), tls::send(&mut wr, &out)).await
-            {
+            // What the socket takes at once needs no timer (arming and
+            // clearing one is most of an unpipelined write's cost).
+            let sent = match wr.try_write_now(&out) {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            let rest = &out[sent..];
+            let written = if rest.is_empty() {
+                Ok(Ok(()))
+            } else {
+                tokio::time::timeout(local.limits.write_timeout(), tls::send(&mut wr, rest)).await
+            };
+            match written {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
                 Err(_) => {
@@ -907,7 +921,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 Ok(0) | Err(_) => closing = true,
                 Ok(_) => {}
             },
-            Some(push) = session.pushes().recv() => push.encode(&mut out),
+            Some(push) = std::future::poll_fn(|cx| push_gate.poll_with(cx, |cx| session.pushes().poll_recv(cx))) => push.encode(&mut out),
             _ = &mut stop, if !closing => closing = true,
         }
     }

@@ -18,9 +18,36 @@ use std::task::{Context, Poll, Wake, Waker};
 /// Polls `F` only when it was woken (and on the first poll).
 pub struct Woken<F> {
     inner: Pin<Box<F>>,
+    gate: WakeGate,
+}
+
+impl<F: Future> Woken<F> {
+    /// Wraps `inner`; it is first polled when this is.
+    pub fn new(inner: F) -> Woken<F> {
+        Woken {
+            inner: Box::pin(inner),
+            gate: WakeGate::new(),
+        }
+    }
+}
+
+impl<F: Future> Future for Woken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let inner = &mut this.inner;
+        this.gate.poll_with(cx, |cx| inner.as_mut().poll(cx))
+    }
+}
+
+/// [`Woken`] for something polled by a function rather than a future of
+/// its own (a channel's `poll_recv`): [`WakeGate::poll_with`] calls it only
+/// when it was woken since it last returned `Pending`, or returned a value.
+pub struct WakeGate {
     flag: Arc<Flag>,
-    /// The waker `inner` is polled with: wakes the task after setting
-    /// the flag.
+    /// The waker the gated poll gets: wakes the task after setting the
+    /// flag.
     waker: Waker,
     /// The task's waker `flag` holds, to tell cheaply whether it changed.
     task: Option<Waker>,
@@ -45,46 +72,56 @@ impl Wake for Flag {
     }
 }
 
-impl<F: Future> Woken<F> {
-    /// Wraps `inner`; it is first polled when this is.
-    pub fn new(inner: F) -> Woken<F> {
+impl Default for WakeGate {
+    fn default() -> Self {
+        WakeGate::new()
+    }
+}
+
+impl WakeGate {
+    /// A gate whose first poll goes through.
+    pub fn new() -> WakeGate {
         let flag = Arc::new(Flag {
-            // The first poll goes through.
             woken: AtomicBool::new(true),
             task: Mutex::new(None),
         });
-        Woken {
-            inner: Box::pin(inner),
+        WakeGate {
             waker: Waker::from(flag.clone()),
             flag,
             task: None,
         }
     }
-}
 
-impl<F: Future> Future for Woken<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.get_mut();
-        if !this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+    /// Calls `poll` with the gate's waker if it was woken (or this task's
+    /// waker changed, or `poll` last returned a value); else `Pending`
+    /// without calling it.
+    pub fn poll_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
             let w = cx.waker().clone();
-            *this.flag.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
-            this.task = Some(w);
-            // A new task waker: let `inner` see this poll, in case it was
-            // woken while the old one was held.
-            this.flag.woken.store(true, Ordering::Release);
+            *self.flag.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
+            self.task = Some(w);
+            // A new task waker: let this poll through, in case a wake went
+            // to the old one.
+            self.flag.woken.store(true, Ordering::Release);
         }
         // A load and a store, not a swap (a locked instruction): a wake
         // between them came before the poll below, which sees it; one
         // during the poll sets the flag again for the next.
-        if !this.flag.woken.load(Ordering::Acquire) {
+        if !self.flag.woken.load(Ordering::Acquire) {
             return Poll::Pending;
         }
-        this.flag.woken.store(false, Ordering::Release);
-        this.inner
-            .as_mut()
-            .poll(&mut Context::from_waker(&this.waker))
+        self.flag.woken.store(false, Ordering::Release);
+        let out = poll(&mut Context::from_waker(&self.waker));
+        if out.is_ready() {
+            // A value taken without waiting may have left no waker
+            // registered: the next poll must go through to register one.
+            self.flag.woken.store(true, Ordering::Release);
+        }
+        out
     }
 }
 
@@ -160,6 +197,28 @@ mod tests {
         }
         tx.send(true).unwrap();
         assert_eq!(waiter.await.unwrap(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_gated_channel_misses_no_message() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let mut gate = WakeGate::new();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < 300 {
+                let m = std::future::poll_fn(|cx| gate.poll_with(cx, |cx| rx.poll_recv(cx))).await;
+                got.push(m.expect("sender alive"));
+            }
+            got
+        });
+        for i in 0..300 {
+            tx.send(i).unwrap();
+            // Now back to back, now one at a time.
+            if i % 3 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(reader.await.unwrap(), (0..300).collect::<Vec<_>>());
     }
 
     fn futures_poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
