@@ -903,24 +903,34 @@ async fn reader(
                 Ok(q) => q,
                 Err(_) => break 'outer,
             };
+            let mut complete = None;
             if let Some(p) = q.front_mut() {
                 // Over the client's budget, `admits` marks it so: its
                 // session closes it, and the next pass drops what is
                 // measured instead of handing it out.
-                if p.tx.admits(scanned as u64)
-                    && streams
-                    && done > 0
-                    && done < count
-                    && boundary >= STREAM_PIECE
-                {
+                let admitted = p.tx.admits(scanned as u64);
+                if admitted && streams && done > 0 && done < count && boundary >= STREAM_PIECE {
                     p.tx.part(buf.split_to(boundary).freeze(), done);
                     p.count -= done;
                     scanned -= boundary;
                     boundary = 0;
                     done = 0;
+                } else if admitted && done == count && !p.tx.unwanted() {
+                    // Whole and wanted: handed out under this lock rather
+                    // than the next pass's two (per batch, which
+                    // unpipelined is per command).
+                    complete = q.pop_front();
                 }
             }
             drop(q);
+            if let Some(p) = complete {
+                let data = buf.split_to(boundary).freeze();
+                scanned -= boundary;
+                boundary = 0;
+                p.tx.last(BatchReply::new(data, done, false));
+                done = 0;
+                continue;
+            }
             if need_more {
                 break;
             }
