@@ -23,6 +23,19 @@ use crate::Effect;
 /// than shared (see [`Ctx::get_str`]).
 const COPY_UP_TO: usize = 64;
 
+/// `b` to keep or hand on: up to [`COPY_UP_TO`] bytes copied, longer ones
+/// shared. A clone of a buffer nobody shares yet turns it shared (an
+/// allocation and a locked instruction), and every clone and drop after
+/// that counts a reference on its header; a short copy costs less than
+/// those and is dropped without one.
+pub(crate) fn owned(b: &Bytes) -> Bytes {
+    if b.len() <= COPY_UP_TO {
+        Bytes::copy_from_slice(b)
+    } else {
+        b.clone()
+    }
+}
+
 /// A handler's answer: `Err` is an error reply.
 pub(crate) type Reply = Result<Frame, Frame>;
 
@@ -297,8 +310,7 @@ impl<'a> Ctx<'a> {
             // A short value is copied: its bytes share a cache line with
             // the key just compared, while a clone would count a reference
             // on the buffer's header, a line of its own, cold.
-            Some(Value::Str(s)) if s.len() <= COPY_UP_TO => Ok(Some(Bytes::copy_from_slice(s))),
-            Some(Value::Str(s)) => Ok(Some(s.clone())),
+            Some(Value::Str(s)) => Ok(Some(owned(s))),
             Some(_) => Err(err(WRONGTYPE)),
         }
     }

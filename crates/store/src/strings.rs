@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 use resp::Frame;
 
-use crate::ctx::{err, Ctx, Handler, Reply, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
+use crate::ctx::{err, owned, Ctx, Handler, Reply, NOT_FLOAT, NOT_INT, SYNTAX, WRONGTYPE};
 use crate::num;
 use crate::pubsub::class::{GENERIC, STRING};
 use crate::value::{StrEnc, Value};
@@ -124,10 +124,12 @@ fn set(ctx: &mut Ctx) -> Reply {
             ctx.null()
         });
     }
-    let val = ctx.args[2].clone();
-    ctx.set_value(key, Value::Str(val.clone()), ttl == Some(Ttl::Keep));
+    // Copies of short arguments for the store and the journal's entry
+    // (see `owned`): the command's own buffers are then dropped unshared.
+    let val = &ctx.args[2];
+    ctx.set_value(key, Value::Str(owned(val)), ttl == Some(Ttl::Keep));
     ctx.notify(STRING, "set", key);
-    let mut effect = vec![Bytes::from_static(b"SET"), key.clone(), val];
+    let mut effect = vec![Bytes::from_static(b"SET"), owned(key), owned(val)];
     match ttl {
         Some(Ttl::At(at)) => {
             ctx.db().set_expire(key, Some(at));
