@@ -880,22 +880,10 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
         if !out.is_empty() {
             // Nothing more is read or run for a client while its replies
             // wait; one that reads none of them in time is let go.
-            // What the socket takes at once needs no timer (arming and
-            // clearing one is most of an unpipelined write's cost).
-            let sent = match wr.try_write_now(&out) {
-                Ok(n) => n,
-                Err(_) => return,
-            };
-            let rest = &out[sent..];
-            let written = if rest.is_empty() {
-                Ok(Ok(()))
-            } else {
-                tokio::time::timeout(local.limits.write_timeout(), tls::send(&mut wr, rest)).await
-            };
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
+            match wr.send_within(&out, local.limits.write_timeout()).await {
+                Ok(()) => {}
+                Err(tls::SendError::Failed(_)) => return,
+                Err(tls::SendError::TimedOut) => {
                     tracing::warn!(%peer, bytes = out.len(), "client read none of its replies within limits.client_write_timeout_ms; closing");
                     return;
                 }

@@ -29,7 +29,7 @@ pub mod stream;
 pub use client::{connect, ClientOptions, ConnectFailure, TlsClient};
 pub use failure::Failure;
 pub use server::{Acceptor, ServerOptions};
-pub use stream::{send, ReadHalf, ReuniteError, Stream, WriteHalf};
+pub use stream::{send, ReadHalf, ReuniteError, SendError, Stream, WriteHalf};
 
 /// Why TLS settings could not be turned into a configuration.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -121,6 +122,30 @@ impl WriteHalf {
             WriteHalf::Tls(_) => Ok(0),
         }
     }
+
+    /// Writes and flushes all of `buf` within `limit`: what the socket
+    /// takes at once goes without a timer (arming and clearing one is most
+    /// of an unpipelined write's cost), only the rest waits under `limit`.
+    pub async fn send_within(&mut self, buf: &[u8], limit: Duration) -> Result<(), SendError> {
+        let sent = self.try_write_now(buf).map_err(SendError::Failed)?;
+        let rest = &buf[sent..];
+        if rest.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(limit, send(self, rest)).await {
+            Ok(r) => r.map_err(SendError::Failed),
+            Err(_) => Err(SendError::TimedOut),
+        }
+    }
+}
+
+/// Why [`WriteHalf::send_within`] did not write everything.
+#[derive(Debug)]
+pub enum SendError {
+    /// The connection failed.
+    Failed(io::Error),
+    /// The peer took none of it within the limit.
+    TimedOut,
 }
 
 impl ReadHalf {
@@ -296,6 +321,29 @@ mod tests {
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
         (Stream::Plain(server).into_split().0, client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn send_within_writes_what_is_read_and_gives_up_on_a_peer_that_reads_nothing() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let (_rd, mut wr) = Stream::Plain(server).into_split();
+        // Small: the socket takes it at once.
+        wr.send_within(b"+OK\r\n", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut got = [0u8; 5];
+        tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(&got, b"+OK\r\n");
+        // Far more than the socket buffers hold, and nobody reads it.
+        let big = vec![b'x'; 64 << 20];
+        match wr.send_within(&big, Duration::from_millis(200)).await {
+            Err(SendError::TimedOut) => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
     }
 
     async fn read(r: &mut ReadHalf, buf: &mut bytes::BytesMut) -> usize {

@@ -239,24 +239,12 @@ impl Session {
                 return;
             }
             if !out.is_empty() {
-                // What the socket takes at once needs no timer (arming and
-                // clearing one is most of a write's cost).
-                let sent = match wr.try_write_now(&out) {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
                 // Nothing is read from a client while its replies wait to
                 // be written, and one that stops reading is let go.
-                let rest = &out[sent..];
-                let written = if rest.is_empty() {
-                    Ok(Ok(()))
-                } else {
-                    tokio::time::timeout(write_timeout, tls::send(&mut wr, rest)).await
-                };
-                match written {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return,
-                    Err(_) => {
+                match wr.send_within(&out, write_timeout).await {
+                    Ok(()) => {}
+                    Err(tls::SendError::Failed(_)) => return,
+                    Err(tls::SendError::TimedOut) => {
                         tracing::warn!(
                             client = self.id,
                             bytes = out.len(),

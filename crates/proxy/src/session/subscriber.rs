@@ -122,9 +122,9 @@ impl Session {
                 subs.patterns.iter().cloned().collect(),
             );
             if !out.is_empty() {
-                match tokio::time::timeout(write_timeout, tls::send(&mut cwr, &out)).await {
-                    Ok(Ok(())) => out.clear(),
-                    _ => return,
+                match cwr.send_within(&out, write_timeout).await {
+                    Ok(()) => out.clear(),
+                    Err(_) => return,
                 }
             }
             if closing {
