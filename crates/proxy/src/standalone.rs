@@ -622,13 +622,10 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
     let mut decoder = RequestDecoder::new(local.limits.decoder());
     let mut inbuf = BytesMut::new();
     let mut out = BytesMut::new();
-    let mut shutdown = local.shutdown.clone();
     // One wait for shutdown for the whole session, polled only once woken
     // (see `Woken`): made in every select, it registered and unregistered
     // itself each time the client was waited for.
-    let mut stop = upstream::woken::Woken::new(async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    });
+    let mut stop = upstream::woken::until_set(local.shutdown.clone());
     // The same for the session's pushes (pub/sub, invalidations): polling
     // the channel registered the task's waker anew each time.
     let mut push_gate = upstream::woken::WakeGate::new();

@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::endpoint::Endpoint;
-use crate::woken::Woken;
+use crate::woken::until_set;
 
 /// Credentials sent with `AUTH` (or `HELLO … AUTH`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -722,16 +722,14 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<Batch>,
     queue: Arc<Mutex<VecDeque<Pending>>>,
     inner: Arc<Inner>,
-    mut dead: watch::Receiver<bool>,
+    dead: watch::Receiver<bool>,
 ) {
     let mut out = BytesMut::new();
     // One wait for the connection's death for the task's life: made
     // afresh for every batch, it registered and unregistered itself each
     // time (locked instructions per command when unpipelined); polled only
     // once woken (see `Woken`).
-    let mut died = Woken::new(async move {
-        let _ = dead.wait_for(|d| *d).await;
-    });
+    let mut died = until_set(dead);
     loop {
         let first = tokio::select! {
             b = rx.recv() => b,
@@ -788,6 +786,24 @@ async fn writer(
     let _ = wr.shutdown().await;
 }
 
+/// Gives the front batch (`p`, just popped) its `done` replies, the
+/// measured `buf[..boundary]`, and starts measuring the next batch.
+fn hand_out(
+    p: Option<Pending>,
+    buf: &mut BytesMut,
+    scanned: &mut usize,
+    boundary: &mut usize,
+    done: &mut usize,
+) {
+    let data = buf.split_to(*boundary).freeze();
+    *scanned -= *boundary;
+    *boundary = 0;
+    if let Some(p) = p {
+        p.tx.last(BatchReply::new(data, *done, false));
+    }
+    *done = 0;
+}
+
 /// Replies of a streamed batch are handed out once this many bytes of
 /// complete ones are gathered.
 pub const STREAM_PIECE: usize = 256 * 1024;
@@ -796,7 +812,7 @@ async fn reader(
     mut rd: ReadHalf,
     queue: Arc<Mutex<VecDeque<Pending>>>,
     inner: Arc<Inner>,
-    mut dead: watch::Receiver<bool>,
+    dead: watch::Receiver<bool>,
 ) {
     let limits = Limits::upstream();
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -810,9 +826,7 @@ async fn reader(
     let mut boundary = 0usize;
     let mut done = 0usize;
     // As in `writer`: one wait for the connection's death.
-    let mut died = Woken::new(async move {
-        let _ = dead.wait_for(|d| *d).await;
-    });
+    let mut died = until_set(dead);
     'outer: loop {
         loop {
             let front = match queue.lock() {
@@ -850,17 +864,11 @@ async fn reader(
                 boundary = 0;
             }
             if done == count {
-                let data = buf.split_to(boundary).freeze();
-                scanned -= boundary;
-                boundary = 0;
                 let p = match queue.lock() {
                     Ok(mut q) => q.pop_front(),
                     Err(_) => break 'outer,
                 };
-                if let Some(p) = p {
-                    p.tx.last(BatchReply::new(data, done, false));
-                }
-                done = 0;
+                hand_out(p, &mut buf, &mut scanned, &mut boundary, &mut done);
                 continue;
             }
             if scanned == buf.len() {
@@ -923,12 +931,8 @@ async fn reader(
                 }
             }
             drop(q);
-            if let Some(p) = complete {
-                let data = buf.split_to(boundary).freeze();
-                scanned -= boundary;
-                boundary = 0;
-                p.tx.last(BatchReply::new(data, done, false));
-                done = 0;
+            if complete.is_some() {
+                hand_out(complete, &mut buf, &mut scanned, &mut boundary, &mut done);
                 continue;
             }
             if need_more {

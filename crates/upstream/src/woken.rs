@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
+use tokio::sync::watch;
+
 /// Polls `F` only when it was woken (and on the first poll).
 pub struct Woken<F> {
     inner: Pin<Box<F>>,
@@ -29,6 +31,14 @@ impl<F: Future> Woken<F> {
             gate: WakeGate::new(),
         }
     }
+}
+
+/// [`Woken`] waiting until a `watch` flag (shutdown, a connection's
+/// death) turns true, or its sender is gone.
+pub fn until_set(mut rx: watch::Receiver<bool>) -> Woken<impl Future<Output = ()>> {
+    Woken::new(async move {
+        let _ = rx.wait_for(|set| *set).await;
+    })
 }
 
 impl<F: Future> Future for Woken<F> {
@@ -177,10 +187,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_change_wakes_a_task_waiting_in_select() {
-        let (tx, mut rx) = tokio::sync::watch::channel(false);
-        let mut stop = Woken::new(async move {
-            let _ = rx.wait_for(|s| *s).await;
-        });
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut stop = until_set(rx);
         let (work_tx, mut work_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
         let waiter = tokio::spawn(async move {
             let mut seen = 0;

@@ -177,7 +177,6 @@ impl Session {
         let mut stalled: Option<Request> = None;
         let mut tunnel: Option<Request> = None;
         let mut eof = false;
-        let mut shutdown = self.shared.shutdown.clone();
         let max_inflight = self.shared.limits.max_inflight_per_client;
         let max_query = self.shared.limits.max_query_buffer_bytes;
         let max_output = self.shared.limits.max_output_buffer_bytes;
@@ -186,9 +185,7 @@ impl Session {
         // One wait for shutdown for the whole session: made afresh in every
         // select, it registered and unregistered itself twice per command;
         // polled only once woken (see `Woken`).
-        let mut stop = upstream::woken::Woken::new(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        });
+        let mut stop = upstream::woken::until_set(self.shared.shutdown.clone());
         loop {
             // Dispatch what has arrived, unless waiting for a switch.
             if let Some(req) = stalled.take() {

@@ -268,11 +268,7 @@ impl Engine {
         let raise =
             lua.create_function(|_, (text, counted): (LuaValue, bool)| -> mlua::Result<()> {
                 let text = lua_text(&text).unwrap_or_else(|| "ERR unknown error".into());
-                Err(if counted {
-                    mlua::Error::external(CountedError(text))
-                } else {
-                    mlua::Error::external(ScriptError(text))
-                })
+                Err(raised(text, counted))
             })?;
         for name in ["call", "pcall"] {
             let f: Function = redis.raw_get(name)?;
@@ -377,9 +373,7 @@ impl Engine {
     ) -> (Result<LuaValue, (String, bool)>, u8) {
         let mut resp = 2;
         let out = self.run(f, raw, keys).map(|(ok, v, r)| {
-            if matches!(r, LuaValue::Integer(3)) || matches!(r, LuaValue::Number(n) if n == 3.0) {
-                resp = 3;
-            }
+            resp = resp_of(&r);
             (ok, v)
         });
         if out.is_err() {
@@ -607,14 +601,31 @@ fn raising(lua: &Lua, f: Function, fail: Table, positioned: bool) -> mlua::Resul
                 } else {
                     text
                 };
-                if matches!(out.iter().nth(2), Some(LuaValue::Boolean(true))) {
-                    return Err(mlua::Error::external(CountedError(text)));
-                }
-                return Err(mlua::Error::external(ScriptError(text)));
+                let counted = matches!(out.iter().nth(2), Some(LuaValue::Boolean(true)));
+                return Err(raised(text, counted));
             }
         }
         Ok(out)
     })
+}
+
+/// The error a failed call of the `redis` table raises; `counted` when
+/// the error stats have counted it already (see [`COUNTED`]).
+fn raised(text: String, counted: bool) -> mlua::Error {
+    if counted {
+        mlua::Error::external(CountedError(text))
+    } else {
+        mlua::Error::external(ScriptError(text))
+    }
+}
+
+/// The protocol a script asked for with `redis.setresp`: 3, else 2.
+pub(crate) fn resp_of(v: &LuaValue) -> u8 {
+    match v {
+        LuaValue::Integer(3) => 3,
+        LuaValue::Number(n) if *n == 3.0 => 3,
+        _ => 2,
+    }
 }
 
 /// `short_src:line: ` of the innermost frame of user code.

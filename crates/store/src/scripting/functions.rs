@@ -639,8 +639,15 @@ fn fcall_generic(ctx: &mut Ctx, ro: bool) -> Reply {
             return Err(err("ERR Number of keys can't be negative"));
         }
         let prepared = prepare(ctx, script.flags, ro)?;
-        let keys = (numkeys as usize, true);
-        execute(ctx, engine, &script.func, keys, &name, prepared, false)
+        execute(
+            ctx,
+            engine,
+            &script.func,
+            numkeys as usize,
+            &name,
+            prepared,
+            false,
+        )
     })
 }
 

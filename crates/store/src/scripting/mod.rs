@@ -36,7 +36,6 @@ use crate::ctx::{err, Ctx, Handler, Reply};
 use crate::session::Session;
 use crate::store::{is_container, resolve, run, Inner, Resolved, Shared, Store};
 use crate::Effect;
-
 use engine::{err_table, flags, frame_to_lua, lua_to_frame, sha1_hex, Engine, Script};
 use keyhook::KeyGuard;
 pub use keyhook::{CommandHook, KeyAccess, KeyHook};
@@ -220,8 +219,15 @@ fn eval_generic(ctx: &mut Ctx, by_sha: bool, ro: bool) -> Reply {
             return Err(err(NOSCRIPT));
         };
         let prepared = prepare(ctx, script.flags, ro)?;
-        let keys = (numkeys as usize, false);
-        execute(ctx, engine, &script.func, keys, &sha, prepared, true)
+        execute(
+            ctx,
+            engine,
+            &script.func,
+            numkeys as usize,
+            &sha,
+            prepared,
+            true,
+        )
     })
 }
 
@@ -310,11 +316,7 @@ impl Run<'_> {
     /// table)`; raising is left to the Lua side.
     fn call(&mut self, lua: &mlua::Lua, args: RawArgs) -> mlua::Result<(bool, LuaValue)> {
         let (resp, first, a1, a2, a3, a4, a5, a6, a7, a8) = args;
-        let resp = match resp {
-            LuaValue::Integer(3) => 3,
-            LuaValue::Number(3.0) => 3,
-            _ => 2,
-        };
+        let resp = engine::resp_of(&resp);
         let argv =
             match first {
                 // Up to 8 strings, as they were on Lua's stack.
@@ -505,7 +507,7 @@ fn execute(
     ctx: &mut Ctx,
     engine: &Engine,
     func: &mlua::Function,
-    (nkeys, fcall): (usize, bool),
+    nkeys: usize,
     funcname: &str,
     prepared: Prepared,
     eval_mode: bool,
@@ -556,7 +558,7 @@ fn execute(
     let keys = engine::Keys {
         items: &ctx.args[3..],
         nkeys,
-        fcall,
+        fcall: !eval_mode,
     };
     let result = engine.lua.scope(|scope| {
         let raw = scope.create_function_mut(|lua, args: RawArgs| {
