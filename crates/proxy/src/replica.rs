@@ -108,8 +108,15 @@ pub struct RestoreFacts {
     pub replid_before: Option<String>,
     /// The new one.
     pub replid_after: String,
-    /// Durable keys the copy held that Redis no longer had, written back.
+    /// Durable keys written back: those the copy held that Redis no longer
+    /// had, and the diverged ones.
     pub keys: usize,
+    /// Of those, keys an outage took from the copy that Redis came back
+    /// holding otherwise (a write Redis ran and kept but never streamed,
+    /// such as one answered `UNCERTAIN` at the crash): made what the copy
+    /// held, deleted where it held none, so the journal replays on the
+    /// state it was written on.
+    pub diverged: usize,
     /// Their approximate size.
     pub bytes: usize,
     /// Keys Redis refused to take back.
@@ -138,6 +145,11 @@ pub struct Replica {
     cache: bool,
     store: RwLock<Store>,
     unknown: Mutex<HashSet<(u32, Bytes)>>,
+    /// Durable keys an outage took from the copy (read, or seeded before a
+    /// write) since the last settled check: the journal is written on top
+    /// of their values, so a Redis that comes back with other values has
+    /// them written back ([`Replica::restore_missing`]).
+    consulted: Mutex<HashSet<(u32, Bytes)>>,
     /// After a restore: the copy from before the resync, which answers
     /// lookups until the stream has brought the restored keys into the
     /// fresh one (stream offset in `Behind::until`).
@@ -210,6 +222,7 @@ impl Replica {
             keyspaces,
             store: RwLock::new(still_store()),
             unknown: Mutex::default(),
+            consulted: Mutex::default(),
             behind: RwLock::new(None),
             complete: AtomicBool::new(false),
             loaded: AtomicBool::new(false),
@@ -332,6 +345,9 @@ impl Replica {
     }
 
     fn settle(&self) {
+        if let Ok(mut c) = self.consulted.lock() {
+            c.clear();
+        }
         if self.restoring.swap(false, Ordering::AcqRel) {
             if let Some(h) = &self.health {
                 h.hold_restore(false);
@@ -357,6 +373,11 @@ impl Replica {
                 Some((v, at)) => Knowledge::Value(v, at),
                 None => Knowledge::Absent,
             };
+        }
+        if self.keyspaces.policy(key) == Policy::Durable {
+            if let Ok(mut c) = self.consulted.lock() {
+                c.insert((db, Bytes::copy_from_slice(key)));
+            }
         }
         if self
             .unknown
@@ -860,8 +881,10 @@ fn overwrites(name: &str, args: &[Bytes]) -> bool {
 
 impl Replica {
     /// Writes back every durable key the copy holds (unexpired, known) that
-    /// `fresh` (what Redis has now) lacks. Keys Redis has are left as they
-    /// are. Returns the facts, or `None` when nothing was missing.
+    /// `fresh` (what Redis has now) lacks, and makes every key an outage
+    /// took from the copy (`consulted`) what the copy held. Other keys
+    /// Redis has are left as they are. Returns the facts, or `None` when
+    /// nothing differed.
     async fn restore_missing(
         &self,
         fresh: &Store,
@@ -875,6 +898,15 @@ impl Replica {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let unknown = self.unknown.lock().map(|u| u.clone()).unwrap_or_default();
+        let consulted = self
+            .consulted
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        // Both copies' clocks are frozen: what has expired is judged here.
+        let live = |got: Option<(Arc<Value>, Option<u64>)>| {
+            got.filter(|(_, at)| at.is_none_or(|t| t > now))
+        };
         let mut missing = Vec::new();
         for db in 0..old.databases() {
             for (key, value, at) in old.entries(db) {
@@ -882,12 +914,36 @@ impl Replica {
                 if at.is_some_and(|t| t <= now)
                     || self.keyspaces.policy(&key) != Policy::Durable
                     || unknown.contains(&(db as u32, key.clone()))
-                    || fresh.export(db, &key).is_some()
+                    || live(fresh.export(db, &key)).is_some()
                 {
                     continue;
                 }
-                missing.push((db, key, value, at));
+                missing.push((db, key, Some(value), at));
             }
+        }
+        // A key the outage read or wrote on top of must be what the copy
+        // held, or the journal replays onto another state: Redis can hold a
+        // write it ran and persisted but never streamed (killed between its
+        // fsync and the writes to its sockets), one whose client was told
+        // `UNCERTAIN` and may have retried it here. The copy wins, as a
+        // replica promoted in its place would.
+        let mut diverged = 0;
+        for (db, key) in consulted {
+            if self.keyspaces.policy(&key) != Policy::Durable
+                || unknown.contains(&(db, key.clone()))
+            {
+                continue;
+            }
+            let d = db as usize;
+            let (was, is) = (live(old.export(d, &key)), live(fresh.export(d, &key)));
+            match (was, is) {
+                (Some(w), Some(i)) if w.1 != i.1 || w.0 != i.0 => {
+                    missing.push((d, key, Some(w.0), w.1));
+                }
+                (None, Some(_)) => missing.push((d, key, None, None)),
+                _ => continue,
+            }
+            diverged += 1;
         }
         if missing.is_empty() {
             tracing::info!(
@@ -907,7 +963,8 @@ impl Replica {
                 .join(" "),
             replid_before = before.as_deref().unwrap_or("-"),
             replid_after = after,
-            "redis came back without durable keys the replica holds: restoring them before it is declared up"
+            diverged,
+            "redis came back without durable keys the replica holds, or with other values for keys the outage used: restoring them before it is declared up"
         );
         // What is written back reaches the fresh copy through the stream,
         // which Redis starts right after (never imported here as well: Redis
@@ -921,6 +978,7 @@ impl Replica {
             replid_before: before,
             replid_after: after.to_string(),
             keys: written,
+            diverged,
             bytes,
             failed,
             ms: started.elapsed().as_millis() as u64,
@@ -934,14 +992,17 @@ impl Replica {
     }
 }
 
+/// A key to write back: database, key, value (`None`: delete it), expiry.
+type WriteBack = (usize, Bytes, Option<Arc<Value>>, Option<u64>);
+
 /// Elements per command when a collection is written back.
 const RESTORE_CHUNK: usize = 512;
 /// Keys per pipelined round trip.
 const RESTORE_BATCH: usize = 256;
 
-/// The commands that recreate `key` as `value` (expiring at `at`), in one
-/// transaction so no client sees half of it.
-fn recreate(key: &Bytes, value: &Value, at: Option<u64>) -> Vec<Vec<Bytes>> {
+/// The commands that recreate `key` as `value` (expiring at `at`), or
+/// delete it when `None`, in one transaction so no client sees half of it.
+fn recreate(key: &Bytes, value: Option<&Value>, at: Option<u64>) -> Vec<Vec<Bytes>> {
     let b = |s: &'static str| Bytes::from_static(s.as_bytes());
     let mut cmds = vec![vec![b("MULTI")], vec![b("DEL"), key.clone()]];
     let mut chunked = |name: &'static str, items: Vec<Bytes>, per: usize| {
@@ -952,22 +1013,23 @@ fn recreate(key: &Bytes, value: &Value, at: Option<u64>) -> Vec<Vec<Bytes>> {
         }
     };
     match value {
-        Value::Str(v) => chunked("SET", vec![v.clone()], 1),
-        Value::List(l) => chunked("RPUSH", l.iter().cloned().collect(), 1),
-        Value::Set(m) => chunked("SADD", m.iter().cloned().collect(), 1),
-        Value::Hash(h) => chunked(
+        None => {}
+        Some(Value::Str(v)) => chunked("SET", vec![v.clone()], 1),
+        Some(Value::List(l)) => chunked("RPUSH", l.iter().cloned().collect(), 1),
+        Some(Value::Set(m)) => chunked("SADD", m.iter().cloned().collect(), 1),
+        Some(Value::Hash(h)) => chunked(
             "HSET",
             h.iter().flat_map(|(f, v)| [f.clone(), v.clone()]).collect(),
             2,
         ),
-        Value::ZSet(z) => chunked(
+        Some(Value::ZSet(z)) => chunked(
             "ZADD",
             z.iter()
                 .flat_map(|(m, s)| [Bytes::from(store::format_score(s)), m.clone()])
                 .collect(),
             2,
         ),
-        Value::Stream(s) => cmds.extend(s.rebuild_commands(key)),
+        Some(Value::Stream(s)) => cmds.extend(s.rebuild_commands(key)),
     }
     if let Some(t) = at {
         cmds.push(vec![
@@ -987,7 +1049,7 @@ fn recreate(key: &Bytes, value: &Value, at: Option<u64>) -> Vec<Vec<Bytes>> {
 /// not be read: the fresh copy then answers at once).
 async fn restore_into_redis(
     link: &LinkConfig,
-    keys: &[(usize, Bytes, Arc<Value>, Option<u64>)],
+    keys: &[WriteBack],
 ) -> (Vec<bool>, usize, Option<u64>) {
     let mut hs = link.handshake.clone();
     hs.name = Some("redoubt-restore".into());
@@ -1015,12 +1077,12 @@ async fn restore_into_redis(
                 count += 1;
                 db = *d;
             }
-            for c in recreate(key, value, *at) {
+            for c in recreate(key, value.as_deref(), *at) {
                 resp::frame::encode_command(&mut raw, &c);
                 count += 1;
             }
             execs.push(count - 1);
-            bytes += key.len() + value.approx_size();
+            bytes += key.len() + value.as_ref().map_or(0, |v| v.approx_size());
         }
         let reply =
             match tokio::time::timeout(Duration::from_secs(30), conn.send(raw.freeze(), count))

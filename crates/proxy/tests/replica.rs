@@ -430,6 +430,83 @@ async fn with_an_exact_copy_pops_conditional_writes_and_renames_replay_as_told()
     assert_eq!(redis.cmd(&["HGET", "context:new", "f"]), "v");
 }
 
+/// Redis killed between persisting a write and sending it anywhere (its
+/// fsync comes before its socket writes under `appendfsync always`): the
+/// client was told `UNCERTAIN`, the copy never saw the write, and the
+/// client ran it again on the copy during the outage. Redis comes back
+/// holding the first run. The keys the outage used are made what the copy
+/// held before the journal replays, so each write lands once; a key the
+/// outage never used keeps what Redis has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_redis_kept_but_never_streamed_is_undone_before_the_journal_replays() {
+    let mut redis = aof_redis();
+    redis.cmd(&["RPUSH", "context:q", "job-1", "job-2"]);
+    redis.cmd(&["HSET", "context:job", "state", "waiting"]);
+    redis.cmd(&["SET", "context:other", "before"]);
+    let s = start_local(&redis.url(), keyspaces(), "n", Default::default(), false).await;
+    s.wait_knows("default");
+    let replica = attach_replica(&s, &redis.url(), keyspaces()).await;
+    let mut c = s.f.raw().await;
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+
+    // What the dead Redis ran and kept but never streamed: another
+    // redis-server on its data directory appends it to the same AOF.
+    let dir = redis.dir().to_str().unwrap().to_string();
+    let mut unseen = test_support::RedisServer::start(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        &dir,
+    ]);
+    assert_eq!(unseen.cmd(&["LPOP", "context:q"]), "job-1");
+    unseen.cmd(&["HINCRBY", "context:job", "ats", "1"]);
+    unseen.cmd(&["SET", "context:lock", "first-run"]);
+    unseen.cmd(&["SET", "context:other", "after"]);
+    unseen.shutdown();
+    let aof = std::fs::read_dir(redis.dir().join("appendonlydir"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect::<Vec<_>>()
+        .concat();
+    assert!(
+        aof.windows(9).any(|w| w == b"first-run"),
+        "the AOF holds the unseen run"
+    );
+
+    // The client's retry, on the copy.
+    assert_eq!(c.cmd(&["LPOP", "context:q"]).await, Frame::bulk("job-1"));
+    assert_eq!(
+        c.cmd(&["HINCRBY", "context:job", "ats", "1"]).await,
+        Frame::Integer(1)
+    );
+    assert_eq!(
+        c.cmd(&["SET", "context:lock", "retry", "NX"]).await,
+        Frame::simple("OK")
+    );
+
+    redis.start_again();
+    test_support::wait_for("the journal to drain", Duration::from_secs(15), || {
+        s.journal.pending_entries() == 0
+    });
+    s.f.wait_state(State::Up, Duration::from_secs(5)).await;
+    assert_eq!(redis.cmd(&["LLEN", "context:q"]), ":1");
+    assert_eq!(redis.cmd(&["LINDEX", "context:q", "0"]), "job-2");
+    assert_eq!(redis.cmd(&["HGET", "context:job", "ats"]), "1");
+    assert_eq!(redis.cmd(&["HGET", "context:job", "state"]), "waiting");
+    assert_eq!(redis.cmd(&["GET", "context:lock"]), "retry");
+    assert_eq!(redis.cmd(&["GET", "context:other"]), "after");
+    let f = replica
+        .status()
+        .last_restore
+        .expect("a restore was recorded");
+    assert_eq!((f.keys, f.diverged, f.failed), (3, 3, 0), "{f:?}");
+    // The copy follows what was written back.
+    assert_eq!(c.cmd(&["LLEN", "context:q"]).await, Frame::Integer(1));
+}
+
 /// `[replica] cache_keyspaces = true`: a cache keyspace never read through
 /// Redoubt still answers during an outage, from the copy, every type, and
 /// the outage's own cache writes and deletes answer over the copy. Not
