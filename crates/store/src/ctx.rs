@@ -388,7 +388,7 @@ impl<'a> Ctx<'a> {
                 i
             }
             None => {
-                let (i, _) = db.map.insert_full(key.clone(), Entry::new(value, now));
+                let (i, _) = db.map.insert_full(owned(key), Entry::new(value, now));
                 self.created(key);
                 i
             }

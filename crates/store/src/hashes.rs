@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use resp::Frame;
 
-use crate::ctx::{err, Ctx, Handler, Reply, NOT_FLOAT};
+use crate::ctx::{err, owned, Ctx, Handler, Reply, NOT_FLOAT};
 use crate::keys::{parse_scan, scan_page, scan_pos, scan_reply};
 use crate::num;
 use crate::value::LISTPACK_MAX_ENTRIES;
@@ -47,7 +47,7 @@ fn hset(ctx: &mut Ctx) -> Reply {
         .ok_or_else(|| err("ERR internal"))?;
     let mut added = 0;
     for pair in args[2..].chunks(2) {
-        if h.insert(pair[0].clone(), pair[1].clone()).is_none() {
+        if h.insert(owned(&pair[0]), owned(&pair[1])).is_none() {
             added += 1;
         }
     }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use resp::Frame;
 
-use crate::ctx::{err, Block, Ctx, Handler, Reply, NO_KEY, SYNTAX, WRONGTYPE};
+use crate::ctx::{err, owned, Block, Ctx, Handler, Reply, NO_KEY, SYNTAX, WRONGTYPE};
 use crate::num;
 use crate::strings::clamp_range;
 
@@ -52,8 +52,8 @@ fn push_generic(ctx: &mut Ctx, end: End) -> Reply {
     };
     for v in &args[2..] {
         match end {
-            End::Left => l.push_front(v.clone()),
-            End::Right => l.push_back(v.clone()),
+            End::Left => l.push_front(owned(v)),
+            End::Right => l.push_back(owned(v)),
         }
     }
     let n = l.len();

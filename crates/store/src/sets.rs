@@ -8,7 +8,7 @@ use indexmap::IndexSet;
 use rand::Rng;
 use resp::Frame;
 
-use crate::ctx::{err, Ctx, Handler, Reply, SYNTAX};
+use crate::ctx::{err, owned, Ctx, Handler, Reply, SYNTAX};
 use crate::hashes::random_picks;
 use crate::keys::{parse_scan, scan_page, scan_pos, scan_reply};
 use crate::num;
@@ -59,7 +59,7 @@ fn sadd(ctx: &mut Ctx) -> Reply {
     let Some(s) = ctx.set_mut(key, true)? else {
         return Ok(Frame::Integer(0));
     };
-    let n = args[2..].iter().filter(|m| s.insert((*m).clone())).count();
+    let n = args[2..].iter().filter(|m| s.insert(owned(m))).count();
     if n > 0 {
         ctx.notify(SET, "sadd", key);
         ctx.modified(key);

@@ -712,7 +712,7 @@ pub(crate) fn run(
         (false, Some(e)) if ctx.keep_effects => e,
         (true, None) if ctx.dirty > 0 => vec![Effect {
             db,
-            args: args.to_vec(),
+            args: args.iter().map(crate::ctx::owned).collect(),
         }],
         _ => Vec::new(),
     };

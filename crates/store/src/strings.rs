@@ -268,9 +268,9 @@ fn mset(ctx: &mut Ctx) -> Reply {
         )));
     }
     for i in (1..ctx.args.len()).step_by(2) {
-        let (k, v) = (ctx.args[i].clone(), ctx.args[i + 1].clone());
-        ctx.set_value(&k, Value::Str(v), false);
-        ctx.notify(STRING, "set", &k);
+        let (k, v) = (&ctx.args[i], owned(&ctx.args[i + 1]));
+        ctx.set_value(k, Value::Str(v), false);
+        ctx.notify(STRING, "set", k);
     }
     Ok(Frame::simple("OK"))
 }

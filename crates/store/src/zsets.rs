@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rand::Rng;
 use resp::Frame;
 
-use crate::ctx::{err, Ctx, Handler, Reply, NOT_FLOAT, SYNTAX, WRONGTYPE};
+use crate::ctx::{err, owned, Ctx, Handler, Reply, NOT_FLOAT, SYNTAX, WRONGTYPE};
 use crate::hashes::random_picks;
 use crate::keys::{parse_scan, scan_page, scan_pos, scan_reply};
 use crate::lists::{block, parse_timeout};
@@ -95,7 +95,7 @@ fn zadd(ctx: &mut Ctx) -> Reply {
     }
     let mut pairs = Vec::with_capacity(rest.len() / 2);
     for p in rest.chunks(2) {
-        pairs.push((parse_score(&p[0])?, p[1].clone()));
+        pairs.push((parse_score(&p[0])?, owned(&p[1])));
     }
     let key = &ctx.args[1];
     if ctx.get_zset(key)?.is_none() && xx {
