@@ -26,7 +26,7 @@ use crate::recovery::{self, Recovery};
 use crate::segment::{create_segment, segment_path, sync_dir};
 use crate::shared::{SegMeta, Shared, State};
 use crate::snapshot::{self, SnapshotInfo, SnapshotReader};
-use crate::writer::{Request, Writer};
+use crate::writer::{Request, Tickets, Writer};
 
 /// Name of the journal's directory inside the data dir.
 pub const JOURNAL_DIR: &str = "journal";
@@ -263,19 +263,30 @@ impl Journal {
     /// durable under the fsync policy (with `always`: written and synced,
     /// sharing the sync with concurrent appends), to the record's position.
     pub fn append(&self, entry: Entry) -> Appended {
-        let (done, rx) = oneshot::channel();
-        let refused = self.send(Request::Append { entry, done }).err();
-        Appended {
-            refused,
-            inline: self.inline.clone(),
-            completed: false,
-            rx,
+        if let Some(w) = &self.inline {
+            return Appended(match w.stage_ticket(&entry) {
+                Ok((pos, ticket)) => Waiting::Ticket {
+                    inline: w.clone(),
+                    ticket,
+                    pos,
+                },
+                Err(e) => Waiting::Refused(Some(e)),
+            });
         }
+        let (done, rx) = oneshot::channel();
+        Appended(match self.send(Request::Append { entry, done }) {
+            Ok(()) => Waiting::Channel(rx),
+            Err(e) => Waiting::Refused(Some(e)),
+        })
     }
 
     /// [`append`](Self::append) for threads outside an async runtime.
     /// Must not be called from within an async task (it blocks).
     pub fn append_blocking(&self, entry: Entry) -> Result<Position> {
+        if let Some(w) = &self.inline {
+            let (pos, ticket) = w.stage_ticket(&entry)?;
+            return w.outcome(ticket).map(|()| pos);
+        }
         let (done, rx) = oneshot::channel();
         self.send(Request::Append { entry, done })?;
         complete(self.inline.as_deref());
@@ -666,29 +677,38 @@ impl Drop for Journal {
 /// holding many (one per write of a pipeline) keeps them in a `Vec`
 /// without boxing each.
 #[must_use = "an append is durable only once this resolves"]
-pub struct Appended {
-    /// Why the append was not even queued.
-    refused: Option<JournalError>,
-    inline: Option<Arc<Inline>>,
-    /// The staged writes were written (see [`complete`]).
-    completed: bool,
-    rx: oneshot::Receiver<Result<Position>>,
+pub struct Appended(Waiting);
+
+enum Waiting {
+    /// Why the append was not even queued (taken when answered).
+    Refused(Option<JournalError>),
+    /// Queued for the writer thread.
+    Channel(oneshot::Receiver<Result<Position>>),
+    /// Staged in the inline writer as `ticket`, at `pos`.
+    Ticket {
+        inline: Arc<Inline>,
+        ticket: u64,
+        pos: Position,
+    },
 }
 
 impl Future for Appended {
     type Output = Result<Position>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(e) = self.refused.take() {
-            return Poll::Ready(Err(e));
+        match &mut self.0 {
+            Waiting::Refused(e) => Poll::Ready(Err(e.take().unwrap_or(JournalError::Closed))),
+            Waiting::Channel(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(JournalError::Closed))),
+            // Known once polled: the inline writer writes on the caller's
+            // thread.
+            Waiting::Ticket {
+                inline,
+                ticket,
+                pos,
+            } => Poll::Ready(inline.outcome(*ticket).map(|()| *pos)),
         }
-        if !self.completed {
-            self.completed = true;
-            complete(self.inline.as_deref());
-        }
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(JournalError::Closed)))
     }
 }
 
@@ -703,6 +723,8 @@ fn complete(inline: Option<&Inline>) {
 /// The writer appenders run themselves (`everysec`, `no`).
 pub(crate) struct Inline {
     writer: Mutex<Writer>,
+    /// The writer's, read without its lock.
+    tickets: Arc<Tickets>,
     /// Set when a request is staged, cleared when the staged ones are
     /// written. Every append's future completes once, and the first to do
     /// so in a turn of a pipelining client writes the whole turn: the
@@ -714,6 +736,7 @@ pub(crate) struct Inline {
 impl Inline {
     fn new(w: Writer) -> Inline {
         Inline {
+            tickets: w.tickets.clone(),
             writer: Mutex::new(w),
             staged: AtomicBool::new(false),
         }
@@ -738,6 +761,31 @@ impl Inline {
         let mut w = self.lock();
         self.staged.store(false, Ordering::Relaxed);
         w.complete();
+    }
+
+    fn stage_ticket(&self, entry: &Entry) -> Result<(Position, u64)> {
+        let mut w = self.lock();
+        let staged = w.stage_ticket(entry)?;
+        self.staged.store(true, Ordering::Release);
+        Ok(staged)
+    }
+
+    /// How the append given `ticket` ended: writes what is staged if no
+    /// one has, and waits for a caller writing it now.
+    fn outcome(&self, ticket: u64) -> Result<()> {
+        self.complete();
+        if let Some(done) = self.tickets.outcome(ticket) {
+            return done;
+        }
+        // Another caller took the staged writes (and cleared `staged`)
+        // but has not answered them yet: its lock is held until it has.
+        let mut w = self.lock();
+        self.staged.store(false, Ordering::Relaxed);
+        w.complete();
+        drop(w);
+        self.tickets
+            .outcome(ticket)
+            .unwrap_or(Err(JournalError::Closed))
     }
 }
 

@@ -30,9 +30,9 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -76,6 +76,41 @@ impl Request {
     }
 }
 
+/// Outcomes of the appends staged by ticket
+/// ([`Writer::stage_ticket`]), numbered in staging order, readable without
+/// the writer's lock: an inline append then needs no channel of its own
+/// (an allocation and four locked instructions per write).
+pub(crate) struct Tickets {
+    /// Every ticket below this one is written.
+    ok_below: AtomicU64,
+    /// Every ticket from this one on failed, with `error` (nothing is
+    /// staged after a failure: the journal refuses appends from then).
+    failed_from: AtomicU64,
+    error: Mutex<Option<JournalError>>,
+}
+
+impl Tickets {
+    fn new() -> Tickets {
+        Tickets {
+            ok_below: AtomicU64::new(0),
+            failed_from: AtomicU64::new(u64::MAX),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// How `ticket` ended, once known.
+    pub(crate) fn outcome(&self, ticket: u64) -> Option<Result<()>> {
+        if ticket < self.ok_below.load(Ordering::Acquire) {
+            return Some(Ok(()));
+        }
+        if ticket >= self.failed_from.load(Ordering::Acquire) {
+            let e = self.error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return Some(Err(e.unwrap_or(JournalError::Closed)));
+        }
+        None
+    }
+}
+
 enum Ack {
     Append(oneshot::Sender<Result<Position>>, Position),
     Rotate(oneshot::Sender<Result<u64>>, u64),
@@ -101,6 +136,11 @@ pub(crate) struct Writer {
     rolled: bool,
     /// Rolling failed since the last `complete`: it fails what is staged.
     failure: Option<JournalError>,
+    /// Tickets given out ([`Writer::stage_ticket`]), and how far they are
+    /// answered (by the last `complete`).
+    issued: u64,
+    settled: u64,
+    pub(crate) tickets: Arc<Tickets>,
 }
 
 impl Writer {
@@ -121,6 +161,9 @@ impl Writer {
             acks: Vec::new(),
             rolled: false,
             failure: None,
+            issued: 0,
+            settled: 0,
+            tickets: Arc::new(Tickets::new()),
         }
     }
 
@@ -164,61 +207,19 @@ impl Writer {
     /// into the buffer (and given its position), a rotation rolls the
     /// segment. Nothing is acknowledged until [`complete`](Self::complete).
     pub(crate) fn stage(&mut self, req: Request) {
-        if let Some(err) = self.failure.clone() {
-            // A batch that failed part-way: the rest of it is refused with
-            // what refuses every append from now on.
-            let refused = self.shared.state().refused.clone();
-            req.fail(refused.unwrap_or(err));
+        if let Request::Append { entry, done } = req {
+            match self.place(&entry) {
+                Ok(pos) => self.acks.push(Ack::Append(done, pos)),
+                Err(e) => drop(done.send(Err(e))),
+            }
             return;
         }
-        let (refused, pending) = {
-            let st = self.shared.state();
-            (st.refused.clone(), Shared::pending_bytes(&st))
-        };
-        if let Some(err) = refused.or_else(|| self.file.is_none().then_some(JournalError::Closed)) {
+        if let Some(err) = self.refusal() {
             req.fail(err);
             return;
         }
-        let cfg = &self.shared.cfg;
         match req {
-            Request::Append { entry, done } => {
-                // After a refused append, refuse the ones behind it: they
-                // executed after it and may depend on it, until its owner
-                // has undone it and unfenced.
-                if self.shared.fenced.load(Ordering::Acquire) {
-                    drop(done.send(Err(JournalError::Fenced)));
-                    return;
-                }
-                let len = record_len(&entry);
-                if len - FRAME_HEADER_LEN > u64::from(MAX_PAYLOAD) {
-                    self.shared.set_fence();
-                    drop(done.send(Err(JournalError::TooLarge { bytes: len })));
-                    return;
-                }
-                let pending = pending + self.buf.len() as u64;
-                if pending + len > cfg.max_bytes {
-                    self.shared.full.store(true, Ordering::Relaxed);
-                    self.shared.set_fence();
-                    drop(done.send(Err(JournalError::Full {
-                        max_bytes: cfg.max_bytes,
-                    })));
-                    return;
-                }
-                let used = self.offset + self.buf.len() as u64;
-                if used + len > cfg.segment_bytes && used > HEADER_LEN {
-                    if let Err(e) = self.roll() {
-                        drop(done.send(Err(e.clone())));
-                        self.failure = Some(e);
-                        return;
-                    }
-                    self.rolled = true;
-                }
-                self.shared.full.store(false, Ordering::Relaxed);
-                let pos = Position::new(self.segment, self.offset + self.buf.len() as u64);
-                encode_record(self.next_seq, &entry, &mut self.buf);
-                self.next_seq += 1;
-                self.acks.push(Ack::Append(done, pos));
-            }
+            Request::Append { .. } => {}
             Request::Rotate { done } => {
                 if self.offset + self.buf.len() as u64 > HEADER_LEN {
                     if let Err(e) = self.roll() {
@@ -232,6 +233,77 @@ impl Writer {
             }
             Request::Barrier { done } => self.acks.push(Ack::Barrier(done)),
         }
+    }
+
+    /// [`stage`](Self::stage) for an append the inline writer answers by
+    /// ticket ([`Tickets`]) instead of a channel: its position and ticket,
+    /// or why it was refused at once.
+    pub(crate) fn stage_ticket(&mut self, entry: &Entry) -> Result<(Position, u64)> {
+        let pos = self.place(entry)?;
+        let ticket = self.issued;
+        self.issued += 1;
+        Ok((pos, ticket))
+    }
+
+    /// Why nothing can be staged now, if so.
+    fn refusal(&self) -> Option<JournalError> {
+        if let Some(err) = self.failure.clone() {
+            // A batch that failed part-way: the rest of it is refused with
+            // what refuses every append from now on.
+            let refused = self.shared.state().refused.clone();
+            return Some(refused.unwrap_or(err));
+        }
+        let refused = self.shared.state().refused.clone();
+        refused.or_else(|| self.file.is_none().then_some(JournalError::Closed))
+    }
+
+    /// Gives `entry` its place: encoded into the buffer, at the position
+    /// returned.
+    fn place(&mut self, entry: &Entry) -> Result<Position> {
+        let pending = {
+            let st = self.shared.state();
+            if self.failure.is_none() && st.refused.is_none() && self.file.is_some() {
+                Some(Shared::pending_bytes(&st))
+            } else {
+                None
+            }
+        };
+        let Some(pending) = pending else {
+            return Err(self.refusal().unwrap_or(JournalError::Closed));
+        };
+        let cfg = &self.shared.cfg;
+        // After a refused append, refuse the ones behind it: they
+        // executed after it and may depend on it, until its owner
+        // has undone it and unfenced.
+        if self.shared.fenced.load(Ordering::Acquire) {
+            return Err(JournalError::Fenced);
+        }
+        let len = record_len(entry);
+        if len - FRAME_HEADER_LEN > u64::from(MAX_PAYLOAD) {
+            self.shared.set_fence();
+            return Err(JournalError::TooLarge { bytes: len });
+        }
+        let pending = pending + self.buf.len() as u64;
+        if pending + len > cfg.max_bytes {
+            self.shared.full.store(true, Ordering::Relaxed);
+            self.shared.set_fence();
+            return Err(JournalError::Full {
+                max_bytes: cfg.max_bytes,
+            });
+        }
+        let used = self.offset + self.buf.len() as u64;
+        if used + len > cfg.segment_bytes && used > HEADER_LEN {
+            if let Err(e) = self.roll() {
+                self.failure = Some(e.clone());
+                return Err(e);
+            }
+            self.rolled = true;
+        }
+        self.shared.full.store(false, Ordering::Relaxed);
+        let pos = Position::new(self.segment, self.offset + self.buf.len() as u64);
+        encode_record(self.next_seq, entry, &mut self.buf);
+        self.next_seq += 1;
+        Ok(pos)
     }
 
     /// Writes what [`stage`](Self::stage) encoded (syncing under `fsync =
@@ -248,9 +320,15 @@ impl Writer {
             }
         }
         let acks = std::mem::take(&mut self.acks);
+        let (from, to) = (self.settled, self.issued);
+        self.settled = to;
         if let Some(err) = failure {
             self.buf.clear();
             self.shared.fail(&err);
+            if from < to {
+                *self.tickets.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.clone());
+                self.tickets.failed_from.fetch_min(from, Ordering::AcqRel);
+            }
             // What ran before these appends must be undone by its owner.
             self.shared.set_fence();
             for ack in acks {
@@ -272,6 +350,9 @@ impl Writer {
             }
         }
         self.shared.end.send_replace(committed);
+        if from < to {
+            self.tickets.ok_below.store(to, Ordering::Release);
+        }
         for ack in acks {
             match ack {
                 Ack::Append(done, pos) => drop(done.send(Ok(pos))),
