@@ -204,7 +204,11 @@ impl Journal {
             fence_set: tokio::sync::Notify::new(),
             current: Mutex::new(file.clone()),
             dirty: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
+            refused_now: AtomicBool::new(false),
         });
+        // Publishes the mirrors of the state.
+        drop(shared.state());
 
         let w = Writer::new(
             shared.clone(),
@@ -564,6 +568,9 @@ impl Journal {
     /// [`refusal`](Self::refusal), else [`bytes`](Self::bytes): what a
     /// caller checks before every write, under one lock.
     pub fn refusal_or_bytes(&self) -> Result<u64, JournalError> {
+        if !self.shared.refused_now.load(Ordering::Acquire) {
+            return Ok(self.shared.pending.load(Ordering::Relaxed));
+        }
         let st = self.shared.state();
         match &st.refused {
             Some(e) => Err(e.clone()),

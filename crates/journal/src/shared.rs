@@ -76,6 +76,45 @@ pub(crate) struct Shared {
     pub fenced: AtomicBool,
     /// Woken when `fenced` is set.
     pub fence_set: tokio::sync::Notify,
+    /// [`Shared::pending_bytes`] and whether `refused` is set, as of the
+    /// last release of the state's lock: what every write checks, read
+    /// without taking it.
+    pub pending: AtomicU64,
+    pub refused_now: AtomicBool,
+}
+
+/// The state, locked; publishes `pending` and `refused_now` when released,
+/// so no change to what they mirror can miss them.
+pub(crate) struct StateGuard<'a> {
+    guard: MutexGuard<'a, State>,
+    shared: &'a Shared,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        // Still under the lock: stores land in the lock's order.
+        let st = &*self.guard;
+        self.shared
+            .pending
+            .store(Shared::pending_bytes(st), Ordering::Relaxed);
+        self.shared
+            .refused_now
+            .store(st.refused.is_some(), Ordering::Release);
+    }
 }
 
 impl Shared {
@@ -92,8 +131,11 @@ impl Shared {
     /// Locks the state. A panic while holding the lock cannot leave it
     /// half-updated in a way that matters more than refusing service, so a
     /// poisoned lock is simply taken over.
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn state(&self) -> StateGuard<'_> {
+        StateGuard {
+            guard: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            shared: self,
+        }
     }
 
     /// Syncs `file` and counts it.

@@ -260,14 +260,10 @@ impl Writer {
     /// Gives `entry` its place: encoded into the buffer, at the position
     /// returned.
     fn place(&mut self, entry: &Entry) -> Result<Position> {
-        let pending = {
-            let st = self.shared.state();
-            if self.failure.is_none() && st.refused.is_none() && self.file.is_some() {
-                Some(Shared::pending_bytes(&st))
-            } else {
-                None
-            }
-        };
+        let pending = (self.failure.is_none()
+            && self.file.is_some()
+            && !self.shared.refused_now.load(Ordering::Acquire))
+        .then(|| self.shared.pending.load(Ordering::Relaxed));
         let Some(pending) = pending else {
             return Err(self.refusal().unwrap_or(JournalError::Closed));
         };
