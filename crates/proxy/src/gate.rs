@@ -27,6 +27,9 @@ use crate::reply;
 pub struct Gated {
     /// The command's row; subcommands have their own (`client|list`).
     pub spec: Option<&'static CommandSpec>,
+    /// Its place in the table (`resp::command::lookup_id`), handed on so
+    /// the local store does not look the command up again.
+    pub row: Option<usize>,
 }
 
 /// A request's keys, as a permission check needs them.
@@ -162,13 +165,16 @@ impl Refusal {
 /// resolved. Unknown commands pass (Redis, or the local store, answers
 /// them).
 pub fn admit(args: &[Bytes]) -> Result<Gated, Refusal> {
-    let spec = resp::lookup(args);
-    if let Some(spec) = spec {
+    let found = resp::command::lookup_id(args);
+    if let Some((_, spec)) = found {
         if !spec.arity_ok(args.len()) {
             return Err(Refusal::Arity(spec.name));
         }
     }
-    Ok(Gated { spec })
+    Ok(Gated {
+        spec: found.map(|(_, s)| s),
+        row: found.map(|(i, _)| i),
+    })
 }
 
 /// `SORT key [BY pattern] [LIMIT o c] [GET pattern …] [ASC|DESC] [ALPHA]

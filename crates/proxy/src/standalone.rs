@@ -785,7 +785,8 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
                 // A blocked command is given up if the client leaves, so a
                 // pop never hands an element to a closed socket.
                 let mut probe = [0u8; 1];
-                let run = local.store.execute(&mut session, req.args);
+                let row = gated.row.zip(gated.spec);
+                let run = local.store.execute_row(&mut session, req.args, row);
                 tokio::pin!(run);
                 let mut watching = true;
                 loop {

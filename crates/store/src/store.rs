@@ -881,13 +881,25 @@ impl Store {
     /// here (tokio time) until served, timed out or unblocked; nothing else
     /// awaits, and the lock is never held across an await.
     pub async fn execute(&self, session: &mut Session, args: Vec<Bytes>) -> Executed {
+        let row = resp::command::lookup_id(&args);
+        self.execute_row(session, args, row).await
+    }
+
+    /// [`execute`](Self::execute) with the command's row
+    /// (`resp::command::lookup_id` of `args`) looked up by the caller.
+    pub async fn execute_row(
+        &self,
+        session: &mut Session,
+        args: Vec<Bytes>,
+        row: Option<(usize, &'static resp::CommandSpec)>,
+    ) -> Executed {
         self.wait_unpaused(session, &args).await;
         let skipped = std::mem::take(&mut session.skip_next);
         let reply_cmd = (args.len() == 3
             && args[0].eq_ignore_ascii_case(b"client")
             && args[1].eq_ignore_ascii_case(b"reply"))
         .then(|| args[2].to_ascii_lowercase());
-        let exec = self.execute_blocking(session, args).await;
+        let exec = self.execute_blocking(session, args, row).await;
         session.silenced = match reply_cmd.as_deref() {
             Some(b"on") => false,
             Some(b"off" | b"skip") => true,
@@ -945,9 +957,13 @@ impl Store {
         }
     }
 
-    async fn execute_blocking(&self, session: &mut Session, args: Vec<Bytes>) -> Executed {
+    async fn execute_blocking(
+        &self,
+        session: &mut Session,
+        args: Vec<Bytes>,
         // Looked up once: detaching, resolving and every retry use it.
-        let mut row = resp::command::lookup_id(&args);
+        mut row: Option<(usize, &'static resp::CommandSpec)>,
+    ) -> Executed {
         let mut args = detach(args, row.map(|(_, s)| s));
         session.block_counted = false;
         let mut deadline: Option<tokio::time::Instant> = None;
