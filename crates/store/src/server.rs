@@ -775,9 +775,7 @@ fn info(ctx: &mut Ctx) -> Reply {
     }
     if want_extra("commandstats") {
         out.push_str("# Commandstats\r\n");
-        let mut names: Vec<_> = i.stats.commands.iter().collect();
-        names.sort_by_key(|(n, _)| **n);
-        for (name, c) in names {
+        for (name, c) in i.stats.by_name() {
             let per_call = if c.calls > 0 {
                 c.usec as f64 / c.calls as f64
             } else {

@@ -23,8 +23,10 @@ pub(crate) struct Stats {
     /// Error replies by their code, the first word (`errorstat_<CODE>`);
     /// sorted, as Redis lists them.
     pub errors: BTreeMap<String, u64>,
-    /// Per command, by its full name (`get`, `config|set`).
-    pub commands: crate::names::NamedMap<&'static str, CommandStat>,
+    /// Per command, by its row in the command table
+    /// (`resp::command::lookup_id`; sized on first use): an index, not a
+    /// hash of the name, on every command.
+    pub commands: Vec<CommandStat>,
 }
 
 /// One command's line of `INFO commandstats`.
@@ -64,21 +66,53 @@ impl Stats {
     /// A command that ran for `usec` microseconds; `failed` if it answered
     /// an error.
     pub fn called(&mut self, name: &'static str, usec: u64, failed: bool) {
-        let c = self.commands.entry(name).or_default();
-        c.calls += 1;
-        c.usec += usec;
-        c.failed += failed as u64;
+        if let Some(row) = row_of(name) {
+            self.called_row(row, usec, failed);
+        }
+    }
+
+    /// [`called`](Self::called) for the command at `row`.
+    pub fn called_row(&mut self, row: usize, usec: u64, failed: bool) {
+        if let Some(c) = self.at(row) {
+            c.calls += 1;
+            c.usec += usec;
+            c.failed += failed as u64;
+        }
     }
 
     /// A call counted already (a blocked command, retried) that ended in
     /// an error.
     pub fn failed(&mut self, name: &'static str) {
-        self.commands.entry(name).or_default().failed += 1;
+        if let Some(c) = row_of(name).and_then(|r| self.at(r)) {
+            c.failed += 1;
+        }
     }
 
     /// A command refused before it ran.
     pub fn rejected(&mut self, name: &'static str) {
-        self.commands.entry(name).or_default().rejected += 1;
+        if let Some(c) = row_of(name).and_then(|r| self.at(r)) {
+            c.rejected += 1;
+        }
+    }
+
+    fn at(&mut self, row: usize) -> Option<&mut CommandStat> {
+        if self.commands.is_empty() {
+            self.commands = vec![CommandStat::default(); resp::command::row_count()];
+        }
+        self.commands.get_mut(row)
+    }
+
+    /// Every command with something counted, by name.
+    pub fn by_name(&self) -> Vec<(&'static str, CommandStat)> {
+        let mut out: Vec<_> = self
+            .commands
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.calls + c.rejected + c.failed > 0)
+            .filter_map(|(row, c)| Some((resp::command::row(row)?.name, *c)))
+            .collect();
+        out.sort_by_key(|(n, _)| *n);
+        out
     }
 
     /// A refusal sent instead of running a command: the error, and the
@@ -91,4 +125,13 @@ impl Stats {
             self.rejected(name);
         }
     }
+}
+
+/// The row of the command table named `name` (`get`, `config|set`).
+fn row_of(name: &str) -> Option<usize> {
+    let found = match name.split_once('|') {
+        Some((cmd, sub)) => resp::command::lookup_id(&[cmd, sub]),
+        None => resp::command::lookup_id(&[name]),
+    };
+    found.map(|(row, _)| row)
 }

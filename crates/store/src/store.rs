@@ -562,7 +562,8 @@ pub(crate) const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to writ
 
 /// Resolution of one command against the tables.
 pub(crate) enum Resolved {
-    Run(&'static str, Handler, u32),
+    /// Name, handler, flags and row (`resp::command::lookup_id`).
+    Run(&'static str, Handler, u32, usize),
     /// The refusal, and the command it names when the table knows it
     /// (counted as that command's rejected call).
     Reject(Frame, Option<&'static str>),
@@ -614,7 +615,7 @@ fn resolve_row(args: &[Bytes], row: Option<(usize, &'static resp::CommandSpec)>)
         );
     }
     match handler {
-        Some(h) => Resolved::Run(spec.name, h, spec.flags),
+        Some(h) => Resolved::Run(spec.name, h, spec.flags, id),
         None => {
             let shown = spec.name.replace('|', " ").to_ascii_uppercase();
             Resolved::Reject(
@@ -645,7 +646,7 @@ pub(crate) fn run(
     shared: &Shared,
     sess: &mut Session,
     args: &[Bytes],
-    name: &'static str,
+    (row, name): (usize, &'static str),
     handler: Handler,
     // The time in Unix ms, and when the command started if already read.
     (now, started): (u64, Option<tokio::time::Instant>),
@@ -701,11 +702,11 @@ pub(crate) fn run(
             } else if retried {
                 stats.failed(name);
             } else {
-                stats.called(name, usec, true);
+                stats.called_row(row, usec, true);
             }
         }
         _ if retried => {}
-        _ => stats.called(name, usec, false),
+        _ => stats.called_row(row, usec, false),
     }
     let effects = match (ok, ctx.effects.take()) {
         (true, Some(e)) => e,
@@ -1053,12 +1054,12 @@ impl Store {
         let resolved = resolve_row(args, row);
         if let Some(c) = inner.clients.get_mut(&sess.id) {
             c.last_ms = now;
-            if let Resolved::Run(name, _, _) = &resolved {
+            if let Resolved::Run(name, _, _, _) = &resolved {
                 c.last_cmd = name;
             }
         }
-        let (name, handler, flags) = match resolved {
-            Resolved::Run(n, h, f) => (n, h, f),
+        let (name, handler, flags, id) = match resolved {
+            Resolved::Run(n, h, f, r) => (n, h, f, r),
             Resolved::Reject(e, cmd) => {
                 inner.stats.rejected_calls += 1;
                 inner.stats.refused(&e, cmd);
@@ -1125,7 +1126,7 @@ impl Store {
             }
             inner
                 .stats
-                .called("exec", started.elapsed().as_micros() as u64, failed);
+                .called_row(id, started.elapsed().as_micros() as u64, failed);
             if !evicted.is_empty() {
                 evicted.append(&mut e.effects);
                 e.effects = evicted;
@@ -1137,7 +1138,7 @@ impl Store {
             shared,
             sess,
             args,
-            name,
+            (id, name),
             handler,
             (now, Some(started)),
             false,
@@ -1273,13 +1274,13 @@ impl Store {
         let inner = &mut *guard;
         match resolve(args) {
             Resolved::Reject(e, _) => e,
-            Resolved::Run(name, handler, _) => {
+            Resolved::Run(name, handler, _, row) => {
                 run(
                     inner,
                     shared,
                     &mut sess,
                     args,
-                    name,
+                    (row, name),
                     handler,
                     (now, None),
                     true,

@@ -114,8 +114,17 @@ pub(crate) fn exec(inner: &mut Inner, shared: &Shared, sess: &mut Session, now: 
                 inner.stats.refused(&e, cmd);
                 replies.push(e)
             }
-            Resolved::Run(name, handler, _) => {
-                let ran = run(inner, shared, sess, args, name, handler, (now, None), true);
+            Resolved::Run(name, handler, _, row) => {
+                let ran = run(
+                    inner,
+                    shared,
+                    sess,
+                    args,
+                    (row, name),
+                    handler,
+                    (now, None),
+                    true,
+                );
                 replies.push(ran.reply);
                 effects.extend(ran.effects);
             }

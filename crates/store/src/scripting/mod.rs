@@ -391,8 +391,8 @@ impl Run<'_> {
         if spec.flags & F_WRITE != 0 && self.inner.config.no_replicas {
             return self.refuse(lua, cmd, crate::store::NOREPLICAS);
         }
-        let (name, handler, fl) = match resolve(&argv) {
-            Resolved::Run(n, h, f) => (n, h, f),
+        let (name, handler, fl, row) = match resolve(&argv) {
+            Resolved::Run(n, h, f, r) => (n, h, f, r),
             Resolved::Reject(e, cmd) => {
                 self.inner.stats.refused(&e, cmd);
                 return Ok((false, counted(frame_to_lua(lua, &e)?)?));
@@ -448,7 +448,7 @@ impl Run<'_> {
             self.shared,
             &mut self.sess,
             &argv,
-            name,
+            (row, name),
             handler,
             (self.now, None),
             true,
