@@ -598,16 +598,16 @@ pub fn write_refusal(
     })
 }
 
-/// Bytes a journal record of a command of `raw_len` request bytes may
-/// take: its effects are the command itself or close to it (relative
-/// expiries made absolute add a few bytes), and the request's framing
-/// outweighs the record's.
-fn record_estimate(raw_len: usize) -> u64 {
-    raw_len as u64 + 64
+/// Bytes a journal record of the command `args` may take: its effects
+/// are the command itself or close to it (relative expiries made absolute
+/// add a few bytes), and the request's framing (`*`, `$` and two CRLFs
+/// per argument) outweighs the record's.
+fn record_estimate(args: &[Bytes]) -> u64 {
+    args.iter().map(|a| a.len() as u64 + 16).sum::<u64>() + 64
 }
 
-fn refuse_write(local: &Local, raw_len: usize) -> Option<Bytes> {
-    let (reason, text) = write_refusal(&local.journal, local.max_bytes, record_estimate(raw_len))?;
+fn refuse_write(local: &Local, args: &[Bytes]) -> Option<Bytes> {
+    let (reason, text) = write_refusal(&local.journal, local.max_bytes, record_estimate(args))?;
     if reason == "journal-full" {
         local.journal.note_refused_full();
     }
@@ -619,7 +619,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
     let (mut rd, mut wr) = stream.into_split();
     let mut session = local.store.session();
     session.set_addr(&peer.to_string());
-    let mut decoder = RequestDecoder::new(local.limits.decoder());
+    let mut decoder = RequestDecoder::new(local.limits.decoder()).without_raw();
     let mut inbuf = BytesMut::new();
     let mut out = BytesMut::new();
     // One wait for shutdown for the whole session, polled only once woken
@@ -732,7 +732,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             }
             let started = ended.unwrap_or_else(std::time::Instant::now);
             if is_write && !session.in_multi() {
-                if let Some(r) = refuse_write(&local, req.raw.len()) {
+                if let Some(r) = refuse_write(&local, &req.args) {
                     local.metrics.rejected.increment(1);
                     local.store.count_unlocked(&req.args, &r);
                     turn.push(&r);

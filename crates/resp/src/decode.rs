@@ -69,7 +69,10 @@ pub enum ProtocolError {
 pub struct Request {
     /// Arguments, the command name first. Never empty.
     pub args: Vec<Bytes>,
-    /// The command as a RESP multibulk (inline commands are re-encoded).
+    /// The command as a RESP multibulk (inline commands are re-encoded);
+    /// empty when a decoder made
+    /// [`without_raw`](crate::RequestDecoder::without_raw) copied every
+    /// argument.
     pub raw: Bytes,
 }
 

@@ -52,6 +52,9 @@ pub struct RequestDecoder {
     seen: usize,
     /// Bytes looked at so far, for the linearity tests.
     examined: u64,
+    /// Requests keep their wire bytes (`Request::raw`); see
+    /// [`without_raw`](Self::without_raw).
+    keep_raw: bool,
 }
 
 /// How far the command at the front of the buffer has been decoded.
@@ -105,7 +108,19 @@ impl RequestDecoder {
             pending: Pending::Nothing,
             seen: 0,
             examined: 0,
+            keep_raw: true,
         }
+    }
+
+    /// For a caller that never reads [`Request::raw`] (one that runs
+    /// commands rather than forwards them): a request whose arguments are
+    /// all copied out of the buffer ([`COPY_ARG_MAX`] bytes or less each)
+    /// comes with an empty `raw`. Taking `raw` off the read buffer counted
+    /// a reference on it and again when dropped, a locked instruction
+    /// each, per command.
+    pub fn without_raw(mut self) -> Self {
+        self.keep_raw = false;
+        self
     }
 
     /// Takes one command off the front of `buf`, with exactly the
@@ -159,7 +174,7 @@ impl RequestDecoder {
                         return Ok(None);
                     };
                     if first == b'*' {
-                        if let Some((req, examined)) = whole(buf, &self.limits) {
+                        if let Some((req, examined)) = whole(buf, &self.limits, self.keep_raw) {
                             self.examined += examined;
                             return Ok(Some(req));
                         }
@@ -298,7 +313,7 @@ const WHOLE_ARGS: usize = 16;
 /// would have counted as looked at for it. `None` (incomplete, long,
 /// unusual or wrong) sends it down that path, which then decides; nothing
 /// is consumed before the request is known whole.
-fn whole(buf: &mut BytesMut, limits: &Limits) -> Option<(Request, u64)> {
+fn whole(buf: &mut BytesMut, limits: &Limits, keep_raw: bool) -> Option<(Request, u64)> {
     let b = &buf[..];
     let (count, mut pos) = plain_number(b, 1)?;
     if count == 0 || count > WHOLE_ARGS || count > limits.max_array_len {
@@ -324,6 +339,20 @@ fn whole(buf: &mut BytesMut, limits: &Limits) -> Option<(Request, u64)> {
         examined += (start - pos + 1) as u64;
         *span = (start, len);
         pos = end + 2;
+    }
+    if !keep_raw && spans[..count].iter().all(|&(_, l)| l <= COPY_ARG_MAX) {
+        let args = spans[..count]
+            .iter()
+            .map(|&(s, l)| Bytes::copy_from_slice(&b[s..s + l]))
+            .collect();
+        buf.advance(pos);
+        return Some((
+            Request {
+                args,
+                raw: Bytes::new(),
+            },
+            examined,
+        ));
     }
     let raw = buf.split_to(pos).freeze();
     let args = spans[..count]
@@ -833,10 +862,49 @@ mod tests {
     // thousand arguments, 586 kB instead of 26 bytes for the one bulk.
 
     #[test]
+    fn without_raw_decodes_the_same_requests_and_drops_raw_only_when_every_argument_is_copied() {
+        let long = "x".repeat(COPY_ARG_MAX + 1);
+        let mut stream = Vec::new();
+        stream.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n");
+        stream.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n{long}\r\n",
+                long.len()
+            )
+            .as_bytes(),
+        );
+        stream.extend_from_slice(b"PING inline\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPI");
+        let decode_all = |mut d: RequestDecoder| {
+            let mut buf = BytesMut::from(&stream[..]);
+            let mut out = Vec::new();
+            while let Some(r) = d.decode(&mut buf).expect("valid") {
+                out.push(r);
+            }
+            (out, buf)
+        };
+        let (with, rest_with) = decode_all(RequestDecoder::new(Limits::default()));
+        let (without, rest_without) =
+            decode_all(RequestDecoder::new(Limits::default()).without_raw());
+        assert_eq!(rest_with, rest_without, "the same bytes consumed");
+        assert_eq!(with.len(), 4);
+        assert_eq!(without.len(), 4);
+        for (w, wo) in with.iter().zip(&without) {
+            assert_eq!(w.args, wo.args);
+        }
+        assert!(without[0].raw.is_empty() && without[3].raw.is_empty());
+        // A long argument is shared with the request's raw bytes, kept.
+        assert_eq!(without[1].raw, with[1].raw);
+        assert_eq!(
+            &with[0].raw[..],
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n"
+        );
+    }
+
+    #[test]
     fn a_request_already_whole_is_decoded_in_one_pass_counting_the_same_bytes() {
         let stream: &[u8] = b"*3\r\n$4\r\nHSET\r\n$0\r\n\r\n$10\r\n0123456789\r\n*1\r\n";
         let mut buf = BytesMut::from(stream);
-        let (req, examined) = whole(&mut buf, &Limits::default()).expect("the one-pass path");
+        let (req, examined) = whole(&mut buf, &Limits::default(), true).expect("the one-pass path");
         assert_eq!(req.args, ["HSET", "", "0123456789"]);
         assert_eq!(&buf[..], b"*1\r\n");
         // Byte by byte, the step-by-step path decodes it and counts as much.
@@ -859,7 +927,7 @@ mod tests {
             b"*01\r\n$3\r\nGET\r\n",
             b"*17\r\n",
         ] {
-            assert!(whole(&mut BytesMut::from(odd), &Limits::default()).is_none());
+            assert!(whole(&mut BytesMut::from(odd), &Limits::default(), true).is_none());
         }
     }
 
