@@ -284,6 +284,32 @@ impl Journal {
         })
     }
 
+    /// [`append`](Self::append) for a caller that keeps this journal at
+    /// hand until it waits ([`durable`](Self::durable)): under `everysec`
+    /// and `no` the result holds no reference on the journal's writer (a
+    /// locked instruction to take and one to drop, per write).
+    pub fn stage(&self, entry: Entry) -> Staged {
+        if let Some(w) = &self.inline {
+            return Staged(match w.stage_ticket(&entry) {
+                Ok((pos, ticket)) => Stage::Ticket { ticket, pos },
+                Err(e) => Stage::Waiting(Appended(Waiting::Refused(Some(e)))),
+            });
+        }
+        Staged(Stage::Waiting(self.append(entry)))
+    }
+
+    /// Resolves what [`stage`](Self::stage) staged here, as
+    /// [`append`](Self::append)'s future would.
+    pub async fn durable(&self, staged: Staged) -> Result<Position> {
+        match (staged.0, &self.inline) {
+            (Stage::Ticket { ticket, pos }, Some(w)) => w.outcome(ticket).map(|()| pos),
+            // A ticket comes only from an inline writer, which a journal
+            // keeps for its life.
+            (Stage::Ticket { .. }, None) => Err(JournalError::Closed),
+            (Stage::Waiting(a), _) => a.await,
+        }
+    }
+
     /// [`append`](Self::append) for threads outside an async runtime.
     /// Must not be called from within an async task (it blocks).
     pub fn append_blocking(&self, entry: Entry) -> Result<Position> {
@@ -685,6 +711,18 @@ impl Drop for Journal {
 /// without boxing each.
 #[must_use = "an append is durable only once this resolves"]
 pub struct Appended(Waiting);
+
+/// What [`Journal::stage`] returns; resolved by [`Journal::durable`] on
+/// the same journal.
+#[must_use = "an append is durable only once Journal::durable resolves it"]
+pub struct Staged(Stage);
+
+enum Stage {
+    /// Staged in the inline writer as `ticket`, at `pos`.
+    Ticket { ticket: u64, pos: Position },
+    /// Queued for the writer thread, or refused.
+    Waiting(Appended),
+}
 
 enum Waiting {
     /// Why the append was not even queued (taken when answered).

@@ -113,7 +113,7 @@ pub use entry::Entry;
 pub use error::{Corruption, JournalError, Result};
 pub use export::{export_resp, ExportReport};
 pub use inspect::{inspect, InspectReport};
-pub use journal::{Appended, Journal, ReplayAll, JOURNAL_DIR};
+pub use journal::{Appended, Journal, ReplayAll, Staged, JOURNAL_DIR};
 pub use lock::{DataDirLock, LockError};
 pub use position::{Checkpoint, ParseCheckpointError, Position};
 pub use reader::{Reader, Record};

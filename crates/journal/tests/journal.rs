@@ -378,6 +378,40 @@ fn full_journal_refuses_appends(fsync: Fsync) {
     ));
 }
 
+/// `stage` + `durable` (what a session keeping the journal at hand uses)
+/// answer as `append` does under every policy: positions in call order,
+/// the records written, a full journal refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_appends_resolve_like_appends_under_every_policy() {
+    for fsync in POLICIES {
+        let tmp = tempfile::tempdir().unwrap();
+        let max = 40 + 3 * journal_record_len();
+        let (j, _) = open(
+            tmp.path(),
+            JournalConfig {
+                max_bytes: max,
+                ..cfg(fsync)
+            },
+        );
+        let staged: Vec<_> = (0..3).map(|i| j.stage(set(i))).collect();
+        let refused = j.stage(set(3));
+        let mut positions = Vec::new();
+        for s in staged {
+            positions.push(j.durable(s).await.expect("durable"));
+        }
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{fsync:?}: {positions:?}"
+        );
+        assert!(
+            matches!(j.durable(refused).await, Err(JournalError::Full { .. })),
+            "{fsync:?}"
+        );
+        let got: Vec<Entry> = all_records(&j).into_iter().map(|r| r.entry).collect();
+        assert_eq!(got, (0..3).map(set).collect::<Vec<_>>(), "{fsync:?}");
+    }
+}
+
 #[test]
 fn a_refused_append_fences_the_ones_behind_it_until_unfenced() {
     for fsync in POLICIES {

@@ -542,7 +542,7 @@ fn entries(exec: &mut Executed, turn_ms: &mut Option<u64>, mut append: impl FnMu
     n
 }
 
-type Durable = journal::Appended;
+type Durable = journal::Staged;
 
 /// The replies of one turn of a session's loop, encoded back to back into
 /// one buffer kept for the session's life (no allocation per reply); each
@@ -808,7 +808,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             }
             // No await between execute and append: see the module docs.
             let durable = entries(&mut exec, &mut turn_ms, |e| {
-                turn.durable.push(local.journal.append(e))
+                turn.durable.push(local.journal.stage(e))
             });
             drop(script_turn);
             if durable > 0 {
@@ -847,7 +847,7 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
         for &(end, n) in &turn.ends {
             let mut failed = None;
             for d in durable.by_ref().take(n) {
-                if let Err(e) = d.await {
+                if let Err(e) = local.journal.durable(d).await {
                     failed = Some(e);
                 }
             }
