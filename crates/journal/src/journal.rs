@@ -267,21 +267,15 @@ impl Journal {
     /// durable under the fsync policy (with `always`: written and synced,
     /// sharing the sync with concurrent appends), to the record's position.
     pub fn append(&self, entry: Entry) -> Appended {
-        if let Some(w) = &self.inline {
-            return Appended(match w.stage_ticket(&entry) {
-                Ok((pos, ticket)) => Waiting::Ticket {
-                    inline: w.clone(),
-                    ticket,
-                    pos,
-                },
-                Err(e) => Waiting::Refused(Some(e)),
-            });
+        match (self.stage(entry).0, &self.inline) {
+            (Stage::Ticket { ticket, pos }, Some(w)) => Appended(Waiting::Ticket {
+                inline: w.clone(),
+                ticket,
+                pos,
+            }),
+            (Stage::Ticket { .. }, None) => Appended(Waiting::Refused(None)),
+            (Stage::Waiting(a), _) => a,
         }
-        let (done, rx) = oneshot::channel();
-        Appended(match self.send(Request::Append { entry, done }) {
-            Ok(()) => Waiting::Channel(rx),
-            Err(e) => Waiting::Refused(Some(e)),
-        })
     }
 
     /// [`append`](Self::append) for a caller that keeps this journal at
@@ -289,13 +283,18 @@ impl Journal {
     /// and `no` the result holds no reference on the journal's writer (a
     /// locked instruction to take and one to drop, per write).
     pub fn stage(&self, entry: Entry) -> Staged {
+        let refused = |e| Stage::Waiting(Appended(Waiting::Refused(Some(e))));
         if let Some(w) = &self.inline {
             return Staged(match w.stage_ticket(&entry) {
                 Ok((pos, ticket)) => Stage::Ticket { ticket, pos },
-                Err(e) => Stage::Waiting(Appended(Waiting::Refused(Some(e)))),
+                Err(e) => refused(e),
             });
         }
-        Staged(Stage::Waiting(self.append(entry)))
+        let (done, rx) = oneshot::channel();
+        Staged(match self.send(Request::Append { entry, done }) {
+            Ok(()) => Stage::Waiting(Appended(Waiting::Channel(rx))),
+            Err(e) => refused(e),
+        })
     }
 
     /// Resolves what [`stage`](Self::stage) staged here, as
@@ -319,7 +318,6 @@ impl Journal {
         }
         let (done, rx) = oneshot::channel();
         self.send(Request::Append { entry, done })?;
-        complete(self.inline.as_deref());
         rx.blocking_recv().unwrap_or(Err(JournalError::Closed))
     }
 

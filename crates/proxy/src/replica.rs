@@ -16,7 +16,7 @@
 //! every replica. Expiry times travel with the values to whoever reads them
 //! ([`Replica::lookup`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -149,7 +149,8 @@ pub struct Replica {
     /// write) since the last settled check: the journal is written on top
     /// of their values, so a Redis that comes back with other values has
     /// them written back ([`Replica::restore_missing`]).
-    consulted: Mutex<HashSet<(u32, Bytes)>>,
+    /// By database, so a key already recorded is found without a copy.
+    consulted: Mutex<HashMap<u32, HashSet<Bytes>>>,
     /// After a restore: the copy from before the resync, which answers
     /// lookups until the stream has brought the restored keys into the
     /// fresh one (stream offset in `Behind::until`).
@@ -376,7 +377,10 @@ impl Replica {
         }
         if self.keyspaces.policy(key) == Policy::Durable {
             if let Ok(mut c) = self.consulted.lock() {
-                c.insert((db, Bytes::copy_from_slice(key)));
+                let keys = c.entry(db).or_default();
+                if !keys.contains(key) {
+                    keys.insert(Bytes::copy_from_slice(key));
+                }
             }
         }
         if self
@@ -928,6 +932,9 @@ impl Replica {
         // `UNCERTAIN` and may have retried it here. The copy wins, as a
         // replica promoted in its place would.
         let mut diverged = 0;
+        let consulted = consulted
+            .into_iter()
+            .flat_map(|(db, keys)| keys.into_iter().map(move |k| (db, k)));
         for (db, key) in consulted {
             if self.keyspaces.policy(&key) != Policy::Durable
                 || unknown.contains(&(db, key.clone()))

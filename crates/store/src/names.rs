@@ -1,8 +1,9 @@
-//! Maps keyed by what the store itself names: command names from the
-//! static command table and the client ids it hands out, never bytes a
-//! client chose. No one can pick keys that collide, so they skip
-//! SipHash's flooding defence, which cost more on every command than the
-//! rest of its bookkeeping (`execute GET` in `benches/execute.rs`).
+//! Maps keyed by what the store itself names (the client ids it hands
+//! out), never bytes a client chose. No one can pick keys that collide,
+//! so they skip SipHash's flooding defence, which cost more on every
+//! command than the rest of its bookkeeping (`execute GET` in
+//! `benches/execute.rs`). Command statistics need no map: they are
+//! indexed by the command's row (`stats::Stats::commands`).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
