@@ -619,6 +619,8 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
     let (mut rd, mut wr) = stream.into_split();
     let mut session = local.store.session();
     session.set_addr(&peer.to_string());
+    // Every reply here is only written out.
+    session.set_wire_replies(true);
     let mut decoder = RequestDecoder::new(local.limits.decoder()).without_raw();
     let mut inbuf = BytesMut::new();
     let mut out = BytesMut::new();

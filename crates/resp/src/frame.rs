@@ -42,6 +42,14 @@ pub enum Frame {
     Push(Vec<Frame>),
     /// RESP3 `|N` attributes, followed on the wire by the value they describe
     Attribute(Vec<(Frame, Frame)>, Box<Frame>),
+    /// A reply already in its wire form, written out as it is. The store
+    /// makes one only for a client's own session that asked for them
+    /// (`Session::set_wire_replies`), and only of a shape that reads the
+    /// same in RESP2 and RESP3 (an array of bulk strings): building a
+    /// hundred `Bulk` frames counted two references per element. Nothing
+    /// that takes a reply apart (a script, a proxy, a transaction's
+    /// caller) is handed one.
+    Encoded(Bytes),
 }
 
 impl Frame {
@@ -127,7 +135,39 @@ impl Frame {
                 pairs_out(out, b'|', pairs);
                 value.encode(out);
             }
+            Frame::Encoded(b) => out.put_slice(b),
         }
+    }
+
+    /// An array of bulk strings as one [`Frame::Encoded`]. Written
+    /// element by element into one buffer sized from the lengths (headers
+    /// of short strings without a general integer formatter): a hundred
+    /// elements cost what one `Bulk` frame each did to encode alone.
+    pub fn encoded_bulks<'a, I>(items: I) -> Frame
+    where
+        I: ExactSizeIterator<Item = &'a [u8]> + Clone,
+    {
+        let n = items.len();
+        Frame::encoded_aggregate(b'*', n, items)
+    }
+
+    /// An aggregate of `count` under `tag` (`*` array, `%` map counted in
+    /// pairs, `~` set) whose elements are the bulk strings `items`, as one
+    /// [`Frame::Encoded`].
+    pub fn encoded_aggregate<'a, I>(tag: u8, count: usize, items: I) -> Frame
+    where
+        I: Iterator<Item = &'a [u8]> + Clone,
+    {
+        // `$`, up to three digits, two CRLFs each: longer lengths grow it.
+        let size = items.clone().map(|b| b.len() + 8).sum::<usize>() + 24;
+        let mut out = Vec::with_capacity(size);
+        put_len(&mut out, tag, count);
+        for b in items {
+            put_len(&mut out, b'$', b.len());
+            out.extend_from_slice(b);
+            out.extend_from_slice(b"\r\n");
+        }
+        Frame::Encoded(Bytes::from(out))
     }
 
     /// The wire encoding as a fresh buffer.
@@ -160,6 +200,25 @@ fn pairs_out(out: &mut BytesMut, tag: u8, pairs: &[(Frame, Frame)]) {
     }
 }
 
+/// [`header`] for a `Vec`, lengths under 100 written without a formatter.
+fn put_len(out: &mut Vec<u8>, tag: u8, n: usize) {
+    if n < 10 {
+        out.extend_from_slice(&[tag, b'0' + n as u8, b'\r', b'\n']);
+    } else if n < 100 {
+        out.extend_from_slice(&[
+            tag,
+            b'0' + (n / 10) as u8,
+            b'0' + (n % 10) as u8,
+            b'\r',
+            b'\n',
+        ]);
+    } else {
+        out.push(tag);
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Writes `tag`, the decimal length and CRLF.
 pub(crate) fn header(out: &mut BytesMut, tag: u8, len: usize) {
     out.put_u8(tag);
@@ -183,6 +242,50 @@ pub fn encode_command<B: AsRef<[u8]>>(out: &mut BytesMut, args: &[B]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_bulks_are_the_bytes_of_the_array_of_bulks() {
+        let long = vec![b'x'; 12_345];
+        // Every header width: lengths and counts under 10, under 100, more.
+        let sizes: Vec<Vec<u8>> = [0, 1, 9, 10, 99, 100, 999, 1000]
+            .iter()
+            .map(|&n| vec![b'y'; n])
+            .collect();
+        let many: Vec<Vec<u8>> = (0..150).map(|i| format!("e{i}").into_bytes()).collect();
+        for items in [
+            vec![],
+            vec![&b""[..]],
+            vec![&b"a"[..], &b"bc"[..], &b"0123456789"[..]],
+            vec![&long[..], &b"y"[..]],
+            sizes.iter().map(|v| &v[..]).collect(),
+            many[..10].iter().map(|v| &v[..]).collect(),
+            many.iter().map(|v| &v[..]).collect(),
+        ] {
+            let Frame::Encoded(wire) = Frame::encoded_bulks(items.iter().copied()) else {
+                panic!("not encoded");
+            };
+            let array = Frame::Array(items.iter().map(Frame::bulk).collect());
+            assert_eq!(wire, array.to_bytes());
+            assert_eq!(Frame::Encoded(wire.clone()).to_bytes(), wire);
+        }
+        let pairs = [(&b"f1"[..], &b"v1"[..]), (&b"f2"[..], &b""[..])];
+        let flat = pairs.iter().flat_map(|(f, v)| [*f, *v]);
+        let map = Frame::Map(
+            pairs
+                .iter()
+                .map(|(f, v)| (Frame::bulk(f), Frame::bulk(v)))
+                .collect(),
+        );
+        assert_eq!(
+            Frame::encoded_aggregate(b'%', 2, flat.clone()),
+            Frame::Encoded(map.to_bytes())
+        );
+        let set = Frame::Set(vec![Frame::bulk("a")]);
+        assert_eq!(
+            Frame::encoded_aggregate(b'~', 1, [&b"a"[..]].into_iter()),
+            Frame::Encoded(set.to_bytes())
+        );
+    }
 
     #[test]
     fn integers_encode_in_decimal_including_extremes() {

@@ -167,6 +167,12 @@ impl<'a> Ctx<'a> {
         self.sess.resp == 3
     }
 
+    /// True when this session takes replies already encoded
+    /// ([`Session::set_wire_replies`]); see [`bulks`].
+    pub fn wire_replies(&self) -> bool {
+        self.sess.wire_replies
+    }
+
     /// Null bulk in RESP2, null in RESP3.
     pub fn null(&self) -> Frame {
         if self.resp3() {
@@ -570,4 +576,17 @@ pub(crate) fn resized(key: &[u8], e: &mut Entry) -> usize {
     // A sample too big to keep is taken again next time.
     e.sample = sample.and_then(|s| u32::try_from(s).ok()).unwrap_or(0);
     fixed + size
+}
+
+/// An array of bulk strings: already encoded when `wire` (the caller's
+/// [`Ctx::wire_replies`]), otherwise a frame per element.
+pub fn bulks<'b, I>(wire: bool, items: I) -> Frame
+where
+    I: ExactSizeIterator<Item = &'b Bytes> + Clone,
+{
+    if wire {
+        Frame::encoded_bulks(items.map(|b| &b[..]))
+    } else {
+        Frame::Array(items.cloned().map(Frame::Bulk).collect())
+    }
 }

@@ -98,6 +98,21 @@ fn hmget(ctx: &mut Ctx) -> Reply {
 
 fn hgetall(ctx: &mut Ctx) -> Reply {
     let key = &ctx.args[1];
+    let resp3 = ctx.resp3();
+    if ctx.wire_replies() {
+        let Some(h) = ctx.get_hash(key)? else {
+            return Ok(if resp3 {
+                Frame::Map(Vec::new())
+            } else {
+                Frame::Array(Vec::new())
+            });
+        };
+        let fields = h.iter().flat_map(|(f, v)| [&f[..], &v[..]]);
+        return Ok(match resp3 {
+            true => Frame::encoded_aggregate(b'%', h.len(), fields),
+            false => Frame::encoded_aggregate(b'*', 2 * h.len(), fields),
+        });
+    }
     let pairs: Vec<(Frame, Frame)> = match ctx.get_hash(key)? {
         Some(h) => h
             .iter()
@@ -110,18 +125,20 @@ fn hgetall(ctx: &mut Ctx) -> Reply {
 
 fn hkeys(ctx: &mut Ctx) -> Reply {
     let key = &ctx.args[1];
-    let out = ctx
-        .get_hash(key)?
-        .map_or_else(Vec::new, |h| h.keys().cloned().map(Frame::Bulk).collect());
-    Ok(Frame::Array(out))
+    let wire = ctx.wire_replies();
+    Ok(match ctx.get_hash(key)? {
+        Some(h) => crate::ctx::bulks(wire, h.keys()),
+        None => Frame::Array(Vec::new()),
+    })
 }
 
 fn hvals(ctx: &mut Ctx) -> Reply {
     let key = &ctx.args[1];
-    let out = ctx
-        .get_hash(key)?
-        .map_or_else(Vec::new, |h| h.values().cloned().map(Frame::Bulk).collect());
-    Ok(Frame::Array(out))
+    let wire = ctx.wire_replies();
+    Ok(match ctx.get_hash(key)? {
+        Some(h) => crate::ctx::bulks(wire, h.values()),
+        None => Frame::Array(Vec::new()),
+    })
 }
 
 /// Removes a field keeping the order of the others while the hash is

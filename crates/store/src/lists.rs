@@ -156,13 +156,14 @@ fn llen(ctx: &mut Ctx) -> Reply {
 fn lrange(ctx: &mut Ctx) -> Reply {
     let (s, e) = (ctx.arg_i64(2)?, ctx.arg_i64(3)?);
     let key = &ctx.args[1];
+    let wire = ctx.wire_replies();
     let Some(l) = ctx.get_list(key)? else {
         return Ok(Frame::Array(Vec::new()));
     };
-    Ok(Frame::Array(match clamp_range(s, e, l.len()) {
-        Some((a, b)) => l.range(a..=b).cloned().map(Frame::Bulk).collect(),
-        None => Vec::new(),
-    }))
+    Ok(match clamp_range(s, e, l.len()) {
+        Some((a, b)) => crate::ctx::bulks(wire, l.range(a..=b)),
+        None => Frame::Array(Vec::new()),
+    })
 }
 
 fn index_of(i: i64, len: usize) -> Option<usize> {

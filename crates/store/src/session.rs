@@ -53,6 +53,8 @@ pub struct Session {
     pub(crate) skip_next: bool,
     /// The last command's reply is not to be sent (see [`Session::silenced`]).
     pub(crate) silenced: bool,
+    /// Replies may come as [`Frame::Encoded`] (see [`Session::set_wire_replies`]).
+    pub(crate) wire_replies: bool,
 }
 
 impl Session {
@@ -80,6 +82,14 @@ impl Session {
     /// elsewhere (a proxy serving some commands from this store).
     pub fn set_protocol(&mut self, resp: u8) {
         self.resp = if resp == 3 { 3 } else { 2 };
+    }
+
+    /// Lets replies to this session come already encoded
+    /// ([`Frame::Encoded`]): for a caller that only writes replies out,
+    /// never takes one apart. A transaction's replies are encoded
+    /// with it, a script's client never gets them.
+    pub fn set_wire_replies(&mut self, on: bool) {
+        self.wire_replies = on;
     }
 
     /// True while a MULTI is open.
@@ -172,6 +182,7 @@ impl Drop for Session {
                     reply_off: false,
                     skip_next: false,
                     silenced: false,
+                    wire_replies: false,
                 };
                 s.defer(|d| d.departures.push(gone));
             }

@@ -848,6 +848,7 @@ impl Store {
             reply_off: false,
             skip_next: false,
             silenced: false,
+            wire_replies: false,
         }
     }
 
@@ -875,6 +876,7 @@ impl Store {
             reply_off: false,
             skip_next: false,
             silenced: false,
+            wire_replies: false,
         }
     }
 

@@ -866,3 +866,58 @@ async fn a_big_collection_written_one_element_at_a_time_stays_accounted_close_to
         "HSET: accounted {accounted} bytes, measured {measured}"
     );
 }
+
+#[tokio::test]
+async fn replies_encoded_for_a_wire_session_are_the_bytes_of_the_frames() {
+    let store = Store::new(StoreConfig::default());
+    let mut plain = store.session();
+    let mut wire = store.session();
+    wire.set_wire_replies(true);
+    run(&store, &mut plain, &["RPUSH", "l", "a", "", "0123456789"]).await;
+    run(&store, &mut plain, &["HSET", "h", "f1", "v1", "f2", ""]).await;
+    let reads: &[&[&str]] = &[
+        &["LRANGE", "l", "0", "-1"],
+        &["LRANGE", "l", "1", "1"],
+        &["LRANGE", "l", "5", "9"],
+        &["LRANGE", "nokey", "0", "-1"],
+        &["HGETALL", "h"],
+        &["HGETALL", "nokey"],
+        &["HKEYS", "h"],
+        &["HVALS", "h"],
+        &["HKEYS", "nokey"],
+        &["LRANGE", "h", "0", "-1"],
+        &["HGETALL", "l"],
+        // A script takes the replies apart: a table, whoever runs it.
+        &[
+            "EVAL",
+            "return redis.call('LRANGE', KEYS[1], 0, -1)",
+            "1",
+            "l",
+        ],
+        &["EVAL", "return #redis.call('HGETALL', KEYS[1])", "1", "h"],
+    ];
+    for hello in ["2", "3"] {
+        run(&store, &mut plain, &["HELLO", hello]).await;
+        run(&store, &mut wire, &["HELLO", hello]).await;
+        for cmd in reads {
+            let p = run(&store, &mut plain, cmd).await.reply;
+            let w = run(&store, &mut wire, cmd).await.reply;
+            assert!(!matches!(p, Frame::Encoded(_)), "{cmd:?}: {p:?}");
+            assert_eq!(w.to_bytes(), p.to_bytes(), "{cmd:?} under RESP{hello}");
+        }
+        // Whole lists and hashes do come encoded.
+        for cmd in [&reads[0], &reads[4], &reads[6]] {
+            let w = run(&store, &mut wire, cmd).await.reply;
+            assert!(matches!(w, Frame::Encoded(_)), "{cmd:?}: {w:?}");
+        }
+    }
+    // In a transaction: EXEC's reply holds them, encoded alike.
+    for s in [&mut plain, &mut wire] {
+        run(&store, s, &["MULTI"]).await;
+        run(&store, s, &["LRANGE", "l", "0", "-1"]).await;
+        run(&store, s, &["HGETALL", "h"]).await;
+    }
+    let p = run(&store, &mut plain, &["EXEC"]).await.reply;
+    let w = run(&store, &mut wire, &["EXEC"]).await.reply;
+    assert_eq!(w.to_bytes(), p.to_bytes());
+}

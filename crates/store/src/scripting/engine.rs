@@ -835,6 +835,11 @@ pub(crate) fn frame_to_lua(lua: &Lua, f: &Frame) -> mlua::Result<LuaValue> {
             single("set", LuaValue::Table(s))?
         }
         Frame::Attribute(_, inner) => frame_to_lua(lua, inner)?,
+        // Never made for a script's own client; read back if one arrives.
+        Frame::Encoded(w) => match resp::parse_frame(w, &resp::Limits::upstream()) {
+            Ok(Some((f, _))) => frame_to_lua(lua, &f)?,
+            _ => LuaValue::Boolean(false),
+        },
     })
 }
 
