@@ -252,7 +252,7 @@ impl Engine {
         let (runner, redis): (Function, Table) = lua
             .load(include_str!("prelude.lua"))
             .set_name(INTERNAL)
-            .call((hidden.clone(), globals, ctl.clone(), rust))?;
+            .call((hidden.clone(), globals, ctl.clone(), rust.clone()))?;
         for name in ["sha1hex", "log", "setresp", "set_repl", "acl_check_cmd"] {
             let f: Function = redis.raw_get(name)?;
             redis.raw_set(name, raising(&lua, f, fail.clone(), false)?)?;
@@ -260,9 +260,10 @@ impl Engine {
         // redis.call and redis.pcall are Lua functions: one takes any
         // number of arguments where a C function takes at most 8,000
         // values on its stack (tailcall.rs says why user code never
-        // tail-calls them). Up to 8 strings reach the command as they are,
-        // read straight off the stack; more, or any other value, are packed
-        // in one table with their count in `n`. A failure is raised from a C
+        // tail-calls them). They hand the arguments to the run's command
+        // function (`ctl.raw`) themselves: up to 8 strings as they are,
+        // read straight off the stack; more, or any other value, packed in
+        // one table with their count in `n`. A failure is raised from a C
         // function, as Redis's own redis.call raises it, so the error names
         // the script's line.
         let raise =
@@ -270,13 +271,16 @@ impl Engine {
                 let text = lua_text(&text).unwrap_or_else(|| "ERR unknown error".into());
                 Err(raised(text, counted))
             })?;
+        let stop: Function = rust.raw_get("stop")?;
         for name in ["call", "pcall"] {
             let f: Function = redis.raw_get(name)?;
             let f: Function = lua.load(CALL_WRAPPER).set_name(INTERNAL).call((
                 f,
                 raise.clone(),
-                fail.clone(),
                 hidden.raw_get::<Function>("select")?,
+                ctl.clone(),
+                name == "pcall",
+                stop.clone(),
             ))?;
             redis.raw_set(name, f)?;
         }
@@ -507,26 +511,31 @@ pub(crate) struct Keys<'a> {
 const INLINE_KEYS: usize = 32;
 
 /// `redis.call` / `redis.pcall` as scripts see them (see `Engine::new`).
-const CALL_WRAPPER: &str = "local call, raise, FAIL, select = ...
+const CALL_WRAPPER: &str = "local outside, raise, select, ctl, is_pcall, stop = ...
 local type = type
 return function(...)
+  local raw = ctl.raw
+  if not raw then
+    local _, e = outside()
+    return raise(e, false)
+  end
   local n = select('#', ...)
-  local r, e, c
+  local ok, r
   if n <= 8 then
     local a1, a2, a3, a4, a5, a6, a7, a8 = ...
     if type(a1) == 'string' and (n < 2 or type(a2) == 'string') and (n < 3 or type(a3) == 'string')
       and (n < 4 or type(a4) == 'string') and (n < 5 or type(a5) == 'string')
       and (n < 6 or type(a6) == 'string') and (n < 7 or type(a7) == 'string')
       and (n < 8 or type(a8) == 'string') then
-      r, e, c = call(n, a1, a2, a3, a4, a5, a6, a7, a8)
+      ok, r = raw(ctl.resp, n, a1, a2, a3, a4, a5, a6, a7, a8)
     else
-      r, e, c = call({ n = n, ... })
+      ok, r = raw(ctl.resp, { n = n, ... })
     end
   else
-    r, e, c = call({ n = n, ... })
+    ok, r = raw(ctl.resp, { n = n, ... })
   end
-  if r == FAIL then return raise(e, c == true) end
-  return r
+  if ok or (is_pcall and not stop()) then return r end
+  return raise(r.err, r.ignore_error_stats_update == true)
 end";
 
 /// How a protected call failed.

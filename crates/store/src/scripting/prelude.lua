@@ -63,25 +63,13 @@ end
 
 local R = {}
 
--- The script's arguments come as the wrapper in engine.rs hands them on:
--- their count then up to 8 strings, or one table with the count in `n`
--- (passed on one by one, Redis's maximum of arguments would not fit the
--- stack a C function is given).
-function R.call(...)
-  local raw = ctl.raw
-  if not raw then return fail("redis.call/pcall can only be called inside a script invocation") end
-  local ok, r = raw(ctl.resp, ...)
-  if not ok then return FAIL, r.err, r.ignore_error_stats_update end
-  return r
+-- What redis.call and redis.pcall answer outside a run. Inside one,
+-- engine.rs's wrapper around them hands the arguments to the run's
+-- command function (`ctl.raw`) itself.
+function R.call()
+  return fail("redis.call/pcall can only be called inside a script invocation")
 end
-
-function R.pcall(...)
-  local raw = ctl.raw
-  if not raw then return fail("redis.call/pcall can only be called inside a script invocation") end
-  local ok, r = raw(ctl.resp, ...)
-  if not ok and stop() then return FAIL, r.err, r.ignore_error_stats_update end
-  return r
-end
+R.pcall = R.call
 
 function R.error_reply(...)
   local e = ...
