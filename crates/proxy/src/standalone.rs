@@ -160,7 +160,27 @@ struct ScriptFlight {
 struct ScriptHistory {
     /// By [`ScriptHistory::key`]: a script's name stands for itself only
     /// here, and two that shared a key would only share this heuristic.
-    runs: std::collections::HashMap<u64, u32>,
+    runs: std::collections::HashMap<u64, u32, std::hash::BuildHasherDefault<KeyIsHash>>,
+}
+
+/// The history's keys are hashes already: used as they are, not hashed
+/// again.
+#[derive(Default)]
+struct KeyIsHash(u64);
+
+impl std::hash::Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys reach it; anything else still spreads.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 impl ScriptHistory {
@@ -182,6 +202,13 @@ impl ScriptHistory {
 
     fn inline(&self, key: u64) -> bool {
         self.runs.get(&key).is_some_and(|&n| n >= Self::RUNS)
+    }
+
+    /// Whether a run of `took` can change what the history decides for a
+    /// script that ran `inline`: one inline already that stayed short
+    /// cannot, so its run is not recorded (a lock per run less).
+    fn changes(inline: bool, took: Duration) -> bool {
+        !(inline && took < Self::FAST)
     }
 
     fn ran(&mut self, key: u64, took: Duration) {
@@ -804,8 +831,11 @@ async fn run_session(local: Arc<Local>, stream: tls::Stream, peer: SocketAddr) {
             };
             let Some(mut exec) = exec else { return };
             if let Some(k) = history_key {
-                if let Ok(mut h) = local.script.history.lock() {
-                    h.ran(k, ran_for.unwrap_or_else(|| started.elapsed()));
+                let took = ran_for.unwrap_or_else(|| started.elapsed());
+                if ScriptHistory::changes(inline, took) {
+                    if let Ok(mut h) = local.script.history.lock() {
+                        h.ran(k, took);
+                    }
                 }
             }
             // No await between execute and append: see the module docs.
@@ -945,5 +975,13 @@ mod tests {
             h.ran(slow, Duration::from_micros(50));
         }
         assert!(!h.inline(slow), "never eight short runs in a row");
+        // Short runs of an inline script go unrecorded; a long one is.
+        for _ in 0..ScriptHistory::RUNS {
+            h.ran(fast, Duration::from_micros(50));
+        }
+        assert!(h.inline(fast));
+        assert!(!ScriptHistory::changes(true, Duration::from_micros(50)));
+        assert!(ScriptHistory::changes(false, Duration::from_micros(50)));
+        assert!(ScriptHistory::changes(true, ScriptHistory::FAST));
     }
 }

@@ -588,7 +588,10 @@ pub(crate) fn resolve(args: &[Bytes]) -> Resolved {
 }
 
 /// [`resolve`] with the command's row (`lookup_id`) looked up already.
-fn resolve_row(args: &[Bytes], row: Option<(usize, &'static resp::CommandSpec)>) -> Resolved {
+pub(crate) fn resolve_row(
+    args: &[Bytes],
+    row: Option<(usize, &'static resp::CommandSpec)>,
+) -> Resolved {
     let Some((id, spec)) = row else {
         return Resolved::Reject(unknown_command(args), None);
     };

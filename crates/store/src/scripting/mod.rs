@@ -34,7 +34,7 @@ use resp::Frame;
 
 use crate::ctx::{err, Ctx, Handler, Reply};
 use crate::session::Session;
-use crate::store::{is_container, resolve, run, Inner, Resolved, Shared, Store};
+use crate::store::{is_container, resolve_row, run, Inner, Resolved, Shared, Store};
 use crate::Effect;
 use engine::{err_table, flags, frame_to_lua, lua_to_frame, sha1_hex, Engine, Script};
 use keyhook::KeyGuard;
@@ -351,8 +351,11 @@ impl Run<'_> {
                 "ERR Please specify at least one argument for this redis lib call",
             );
         }
-        let spec = match resp::lookup(&argv) {
-            Some(s) if !(argv.len() >= 2 && !s.name.contains('|') && is_container(s.name)) => s,
+        let row = resp::command::lookup_id(&argv);
+        let spec = match row {
+            Some((_, s)) if !(argv.len() >= 2 && !s.name.contains('|') && is_container(s.name)) => {
+                s
+            }
             _ => return self.refuse(lua, None, "ERR Unknown Redis command called from script"),
         };
         let cmd = Some(spec.name);
@@ -391,7 +394,7 @@ impl Run<'_> {
         if spec.flags & F_WRITE != 0 && self.inner.config.no_replicas {
             return self.refuse(lua, cmd, crate::store::NOREPLICAS);
         }
-        let (name, handler, fl, row) = match resolve(&argv) {
+        let (name, handler, fl, row) = match resolve_row(&argv, row) {
             Resolved::Run(n, h, f, r) => (n, h, f, r),
             Resolved::Reject(e, cmd) => {
                 self.inner.stats.refused(&e, cmd);
