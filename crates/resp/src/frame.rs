@@ -158,16 +158,10 @@ impl Frame {
     where
         I: Iterator<Item = &'a [u8]> + Clone,
     {
-        // `$`, up to three digits, two CRLFs each: longer lengths grow it.
-        let size = items.clone().map(|b| b.len() + 8).sum::<usize>() + 24;
-        let mut out = Vec::with_capacity(size);
-        put_len(&mut out, tag, count);
-        for b in items {
-            put_len(&mut out, b'$', b.len());
-            out.extend_from_slice(b);
-            out.extend_from_slice(b"\r\n");
-        }
-        Frame::Encoded(Bytes::from(out))
+        let size = items.clone().map(<[u8]>::len).sum::<usize>();
+        let mut out = Wire::aggregate(tag, count, size);
+        items.for_each(|b| out.bulk(b));
+        out.finish()
     }
 
     /// The wire encoding as a fresh buffer.
@@ -197,6 +191,41 @@ fn pairs_out(out: &mut BytesMut, tag: u8, pairs: &[(Frame, Frame)]) {
     for (k, v) in pairs {
         k.encode(out);
         v.encode(out);
+    }
+}
+
+/// A [`Frame::Encoded`] written element by element: for a reply whose
+/// elements are only known one at a time (each a lookup), so they are
+/// neither collected nor counted first.
+pub struct Wire(Vec<u8>);
+
+impl Wire {
+    /// Starts an aggregate of `count` elements under `tag` (`*`, `%`
+    /// counted in pairs, `~`); `payload` is the elements' bytes expected,
+    /// for the first allocation (a guess only costs a regrowth).
+    pub fn aggregate(tag: u8, count: usize, payload: usize) -> Wire {
+        // `$`, up to three digits, two CRLFs per element.
+        let mut out = Vec::with_capacity(payload + count * 8 + 24);
+        put_len(&mut out, tag, count);
+        Wire(out)
+    }
+
+    /// A bulk string.
+    pub fn bulk(&mut self, b: &[u8]) {
+        put_len(&mut self.0, b'$', b.len());
+        self.0.extend_from_slice(b);
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// A null: `$-1` in RESP2, `_` in RESP3.
+    pub fn null(&mut self, resp3: bool) {
+        self.0
+            .extend_from_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" });
+    }
+
+    /// The reply written so far.
+    pub fn finish(self) -> Frame {
+        Frame::Encoded(Bytes::from(self.0))
     }
 }
 
@@ -280,6 +309,15 @@ mod tests {
             Frame::encoded_aggregate(b'%', 2, flat.clone()),
             Frame::Encoded(map.to_bytes())
         );
+        for resp3 in [false, true] {
+            let mut w = Wire::aggregate(b'*', 3, 0);
+            w.bulk(b"v");
+            w.null(resp3);
+            w.bulk(b"");
+            let null = if resp3 { Frame::Null } else { Frame::NullBulk };
+            let array = Frame::Array(vec![Frame::bulk("v"), null, Frame::bulk("")]);
+            assert_eq!(w.finish(), Frame::Encoded(array.to_bytes()));
+        }
         let set = Frame::Set(vec![Frame::bulk("a")]);
         assert_eq!(
             Frame::encoded_aggregate(b'~', 1, [&b"a"[..]].into_iter()),

@@ -248,10 +248,21 @@ fn getset(ctx: &mut Ctx) -> Reply {
 }
 
 fn mget(ctx: &mut Ctx) -> Reply {
-    let mut out = Vec::with_capacity(ctx.args.len() - 1);
-    for i in 1..ctx.args.len() {
-        let key = ctx.args[i].clone();
-        let v = match ctx.lookup_read(&key) {
+    let keys = &ctx.args[1..];
+    if ctx.wire_replies() {
+        let resp3 = ctx.resp3();
+        let mut out = resp::frame::Wire::aggregate(b'*', keys.len(), keys.len() * 16);
+        for key in keys {
+            match ctx.lookup_read(key) {
+                Some(Value::Str(s)) => out.bulk(s),
+                _ => out.null(resp3),
+            }
+        }
+        return Ok(out.finish());
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let v = match ctx.lookup_read(key) {
             Some(Value::Str(s)) => Some(s.clone()),
             _ => None,
         };

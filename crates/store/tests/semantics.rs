@@ -875,6 +875,7 @@ async fn replies_encoded_for_a_wire_session_are_the_bytes_of_the_frames() {
     wire.set_wire_replies(true);
     run(&store, &mut plain, &["RPUSH", "l", "a", "", "0123456789"]).await;
     run(&store, &mut plain, &["HSET", "h", "f1", "v1", "f2", ""]).await;
+    run(&store, &mut plain, &["MSET", "s1", "v1", "s2", ""]).await;
     let reads: &[&[&str]] = &[
         &["LRANGE", "l", "0", "-1"],
         &["LRANGE", "l", "1", "1"],
@@ -887,6 +888,8 @@ async fn replies_encoded_for_a_wire_session_are_the_bytes_of_the_frames() {
         &["HKEYS", "nokey"],
         &["LRANGE", "h", "0", "-1"],
         &["HGETALL", "l"],
+        &["MGET", "s1", "nokey", "s2", "l", "s1"],
+        &["MGET", "nokey"],
         // A script takes the replies apart: a table, whoever runs it.
         &[
             "EVAL",
@@ -906,7 +909,7 @@ async fn replies_encoded_for_a_wire_session_are_the_bytes_of_the_frames() {
             assert_eq!(w.to_bytes(), p.to_bytes(), "{cmd:?} under RESP{hello}");
         }
         // Whole lists and hashes do come encoded.
-        for cmd in [&reads[0], &reads[4], &reads[6]] {
+        for cmd in [&reads[0], &reads[4], &reads[6], &reads[11]] {
             let w = run(&store, &mut wire, cmd).await.reply;
             assert!(matches!(w, Frame::Encoded(_)), "{cmd:?}: {w:?}");
         }
@@ -916,6 +919,7 @@ async fn replies_encoded_for_a_wire_session_are_the_bytes_of_the_frames() {
         run(&store, s, &["MULTI"]).await;
         run(&store, s, &["LRANGE", "l", "0", "-1"]).await;
         run(&store, s, &["HGETALL", "h"]).await;
+        run(&store, s, &["MGET", "s1", "nokey"]).await;
     }
     let p = run(&store, &mut plain, &["EXEC"]).await.reply;
     let w = run(&store, &mut wire, &["EXEC"]).await.reply;
