@@ -424,12 +424,14 @@ impl Engine {
                 raw,
                 fcall,
                 nkeys as i64,
+                items.len().saturating_sub(nkeys) as i64,
                 mlua::Variadic::from_iter(values),
             ))
         } else {
             let k = self.array(&items[..nkeys])?;
             let a = self.array(&items[nkeys..])?;
-            self.runner.call((f, &self.handler, raw, fcall, -1, k, a))
+            self.runner
+                .call((f, &self.handler, raw, fcall, -1, 0, k, a))
         }
     }
 

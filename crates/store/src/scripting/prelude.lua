@@ -267,23 +267,28 @@ protected[G] = true
 -- where the error happened; one result, as Redis keeps. Without `raw`
 -- (FUNCTION LOAD's code) nothing else is set. With it, the run's
 -- redis.call, RESP2 to start with, and KEYS and ARGV: for a few, `nkeys`
--- then the keys and the arguments themselves (one call from Rust instead
--- of one per value and table); else -1 then the two tables.
+-- and `nargs` then the keys and the arguments themselves (one call from
+-- Rust instead of one per value and table); else -1, 0 then the two
+-- tables.
 -- Returns ok, the result, and the protocol the script chose.
 local function first(ok, r) return ok, r end
 local function unset(ok, r)
   ctl.raw = nil
   return ok, r, ctl.resp
 end
-return function(f, handler, raw, fcall, nkeys, ...)
+return function(f, handler, raw, fcall, nkeys, nargs, ...)
   if not raw then return first(real_xpcall(f, handler)) end
   ctl.raw, ctl.resp = raw, 2
   local keys, args
   if nkeys < 0 then
     keys, args = ...
+  elseif nargs == 0 then
+    keys, args = { ... }, {}
+  elseif nkeys == 0 then
+    keys, args = {}, { ... }
   else
     keys, args = { ... }, { select(nkeys + 1, ...) }
-    for i = select("#", ...), nkeys + 1, -1 do keys[i] = nil end
+    for i = nkeys + nargs, nkeys + 1, -1 do keys[i] = nil end
   end
   if fcall then
     return unset(real_xpcall(function() return f(keys, args) end, handler))
