@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod near_cache;
 pub mod outage;
 pub mod policy;
+pub(crate) mod prehashed;
 pub(crate) mod pubsub;
 pub mod replay;
 pub mod replica;

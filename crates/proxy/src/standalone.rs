@@ -160,27 +160,12 @@ struct ScriptFlight {
 struct ScriptHistory {
     /// By [`ScriptHistory::key`]: a script's name stands for itself only
     /// here, and two that shared a key would only share this heuristic.
-    runs: std::collections::HashMap<u64, u32, std::hash::BuildHasherDefault<KeyIsHash>>,
-}
-
-/// The history's keys are hashes already: used as they are, not hashed
-/// again.
-#[derive(Default)]
-struct KeyIsHash(u64);
-
-impl std::hash::Hasher for KeyIsHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys reach it; anything else still spreads.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
+    /// Keyed by hashes already: not hashed again.
+    runs: std::collections::HashMap<
+        u64,
+        u32,
+        std::hash::BuildHasherDefault<crate::prehashed::Prehashed>,
+    >,
 }
 
 impl ScriptHistory {

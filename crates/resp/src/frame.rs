@@ -42,13 +42,13 @@ pub enum Frame {
     Push(Vec<Frame>),
     /// RESP3 `|N` attributes, followed on the wire by the value they describe
     Attribute(Vec<(Frame, Frame)>, Box<Frame>),
-    /// A reply already in its wire form, written out as it is. The store
-    /// makes one only for a client's own session that asked for them
-    /// (`Session::set_wire_replies`), and only of a shape that reads the
-    /// same in RESP2 and RESP3 (an array of bulk strings): building a
-    /// hundred `Bulk` frames counted two references per element. Nothing
-    /// that takes a reply apart (a script, a proxy, a transaction's
-    /// caller) is handed one.
+    /// A reply already in its wire form, written out as it is, in the
+    /// protocol of the session it was made for. The store makes one only
+    /// for a client's own session that asked for them
+    /// (`Session::set_wire_replies`), of arrays and maps of bulk strings
+    /// (and nulls): building a hundred `Bulk` frames counted two
+    /// references per element. Nothing that takes a reply apart (a
+    /// script, a proxy, a transaction's caller) is handed one.
     Encoded(Bytes),
 }
 
@@ -139,10 +139,8 @@ impl Frame {
         }
     }
 
-    /// An array of bulk strings as one [`Frame::Encoded`]. Written
-    /// element by element into one buffer sized from the lengths (headers
-    /// of short strings without a general integer formatter): a hundred
-    /// elements cost what one `Bulk` frame each did to encode alone.
+    /// An array of bulk strings as one [`Frame::Encoded`], written into
+    /// one buffer sized from their lengths.
     pub fn encoded_bulks<'a, I>(items: I) -> Frame
     where
         I: ExactSizeIterator<Item = &'a [u8]> + Clone,
@@ -206,21 +204,20 @@ impl Wire {
     pub fn aggregate(tag: u8, count: usize, payload: usize) -> Wire {
         // `$`, up to three digits, two CRLFs per element.
         let mut out = Vec::with_capacity(payload + count * 8 + 24);
-        put_len(&mut out, tag, count);
+        header(&mut out, tag, count);
         Wire(out)
     }
 
     /// A bulk string.
     pub fn bulk(&mut self, b: &[u8]) {
-        put_len(&mut self.0, b'$', b.len());
-        self.0.extend_from_slice(b);
-        self.0.extend_from_slice(b"\r\n");
+        header(&mut self.0, b'$', b.len());
+        self.0.put_slice(b);
+        self.0.put_slice(b"\r\n");
     }
 
     /// A null: `$-1` in RESP2, `_` in RESP3.
     pub fn null(&mut self, resp3: bool) {
-        self.0
-            .extend_from_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" });
+        self.0.put_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" });
     }
 
     /// The reply written so far.
@@ -229,33 +226,22 @@ impl Wire {
     }
 }
 
-/// [`header`] for a `Vec`, lengths under 100 written without a formatter.
-fn put_len(out: &mut Vec<u8>, tag: u8, n: usize) {
-    if n < 10 {
-        out.extend_from_slice(&[tag, b'0' + n as u8, b'\r', b'\n']);
-    } else if n < 100 {
-        out.extend_from_slice(&[
-            tag,
-            b'0' + (n / 10) as u8,
-            b'0' + (n % 10) as u8,
-            b'\r',
-            b'\n',
-        ]);
+/// Writes `tag`, the decimal length and CRLF; a length under 100 (nearly
+/// every element's) without the integer formatter.
+pub(crate) fn header(out: &mut impl BufMut, tag: u8, len: usize) {
+    if len < 10 {
+        out.put_slice(&[tag, b'0' + len as u8, b'\r', b'\n']);
+    } else if len < 100 {
+        let (tens, units) = (b'0' + (len / 10) as u8, b'0' + (len % 10) as u8);
+        out.put_slice(&[tag, tens, units, b'\r', b'\n']);
     } else {
-        out.push(tag);
-        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        out.put_u8(tag);
+        put_int(out, len as i64);
+        out.put_slice(b"\r\n");
     }
 }
 
-/// Writes `tag`, the decimal length and CRLF.
-pub(crate) fn header(out: &mut BytesMut, tag: u8, len: usize) {
-    out.put_u8(tag);
-    put_int(out, len as i64);
-    out.put_slice(b"\r\n");
-}
-
-fn put_int(out: &mut BytesMut, i: i64) {
+fn put_int(out: &mut impl BufMut, i: i64) {
     out.put_slice(itoa::Buffer::new().format(i).as_bytes());
 }
 

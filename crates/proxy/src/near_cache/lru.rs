@@ -11,11 +11,12 @@
 //! 64-bit hash still stay apart.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
 use bytes::Bytes;
 
 use super::Cached;
+use crate::prehashed::Prehashed;
 
 /// "No node": the end of the recency list.
 const NIL: u32 = u32::MAX;
@@ -67,27 +68,6 @@ impl Slots {
             Slots::One(i) => std::slice::from_ref(i),
             Slots::Many(v) => v,
         }
-    }
-}
-
-/// The map's hasher: its keys are already hashes.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64`s are hashed here; fold anything else in regardless.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
     }
 }
 
