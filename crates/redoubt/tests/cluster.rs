@@ -1207,6 +1207,14 @@ fn with_two_redoubts_only_the_lease_holder_takes_a_shards_writes_and_the_other_w
         Duration::from_secs(10),
         || holds(&writer) == true,
     );
+    // A Redoubt reports holding it until Redis says otherwise: the lease
+    // key in the cluster shows the first one has claimed it, so the second
+    // cannot win the claim.
+    wait_for(
+        "the first Redoubt claims the lease",
+        Duration::from_secs(10),
+        || !on_node(&cluster, "redoubt:outage-writer").trim().is_empty(),
+    );
     let other = Redoubt::start_with(dirs[1].path(), &cluster.url(), durable);
     wait_for(
         "the second knows it does not",
