@@ -26,7 +26,7 @@ use crate::recovery::{self, Recovery};
 use crate::segment::{create_segment, segment_path, sync_dir};
 use crate::shared::{SegMeta, Shared, State};
 use crate::snapshot::{self, SnapshotInfo, SnapshotReader};
-use crate::writer::{Request, Tickets, Writer};
+use crate::writer::{Relay, Request, Tickets, Writer};
 
 /// Name of the journal's directory inside the data dir.
 pub const JOURNAL_DIR: &str = "journal";
@@ -50,6 +50,9 @@ pub struct Journal {
     /// The writer callers run themselves (`everysec`, `no`); see the
     /// writer module.
     inline: Option<Arc<Inline>>,
+    /// Under `fsync = always`: hands the writer thread's answers to a task
+    /// on the appenders' runtime ([`relay`](Self::relay)).
+    relay: Option<Arc<Relay>>,
     syncer: Option<(JoinHandle<()>, Arc<StopFlag>)>,
     snapshot_lock: Mutex<()>,
 }
@@ -217,15 +220,17 @@ impl Journal {
             committed.offset,
             scan.next_seq,
         );
-        let (tx, writer, inline) = if cfg.fsync == Fsync::Always {
+        let (tx, writer, inline, relay) = if cfg.fsync == Fsync::Always {
             let (tx, rx) = mpsc::channel();
+            let relay = Arc::new(Relay::new());
+            let w = w.relayed_by(relay.clone());
             let h = std::thread::Builder::new()
                 .name("journal-writer".into())
                 .spawn(move || w.run(rx))
                 .map_err(io("starting the journal writer thread"))?;
-            (Some(tx), Some(h), None)
+            (Some(tx), Some(h), None, Some(relay))
         } else {
-            (None, None, Some(Arc::new(Inline::new(w))))
+            (None, None, Some(Arc::new(Inline::new(w))), None)
         };
         // Under `everysec` and `no`, it also writes what appenders staged
         // and then stopped waiting for (their futures dropped).
@@ -254,6 +259,7 @@ impl Journal {
             tx,
             writer,
             inline,
+            relay,
             syncer,
             snapshot_lock: Mutex::new(()),
         };
@@ -275,6 +281,25 @@ impl Journal {
             }),
             (Stage::Ticket { .. }, None) => Appended(Waiting::Refused(None)),
             (Stage::Waiting(a), _) => a,
+        }
+    }
+
+    /// Under `fsync = always`, answers appends from the task that polls
+    /// this future, until it is dropped: spawn it on the runtime the
+    /// appenders run on. The writer thread then wakes that runtime once per
+    /// group commit, for the whole group, instead of once per append; the
+    /// answers come from within the runtime, where waking a task costs no
+    /// system call. Without it (or after it is dropped) the writer thread
+    /// answers by itself. Under `everysec` and `no` it ends at once:
+    /// appenders are answered on their own thread already. While it runs,
+    /// do not block that runtime's threads waiting for an append
+    /// ([`append_blocking`](Self::append_blocking) is for other threads).
+    pub fn relay(&self) -> impl Future<Output = ()> + Send + 'static {
+        let relay = self.relay.clone();
+        async move {
+            if let Some(relay) = relay {
+                relay.run().await;
+            }
         }
     }
 
@@ -633,8 +658,9 @@ impl Journal {
     }
 
     /// Waits, blocking the thread, until every append called before it
-    /// has been answered. Usable inside an async task (it blocks that
-    /// thread): the writer is a thread of its own.
+    /// has been answered (or, while a [`relay`](Self::relay) runs, handed
+    /// to it). Usable inside an async task (it blocks that thread): the
+    /// writer is a thread of its own, and barriers are not relayed.
     pub fn barrier_blocking(&self) -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let done = Box::new(move || {
@@ -645,7 +671,9 @@ impl Journal {
         rx.recv().map_err(|_| JournalError::Closed)
     }
 
-    /// Resolves once every append called before it has been answered.
+    /// Resolves once every append called before it has been answered (or,
+    /// while a [`relay`](Self::relay) runs, handed to it: their futures
+    /// may resolve just after this one).
     pub fn barrier(&self) -> impl Future<Output = Result<()>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let done = Box::new(move || {

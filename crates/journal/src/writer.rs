@@ -24,6 +24,13 @@
 //! loop turn. Sequence numbers are given when staged, in call order, which
 //! is the journal's one total order.
 //!
+//! Answering each appender from the writer thread woke the appenders'
+//! runtime once per append (a syscall to wake it, and often a switch to
+//! it and back before the next answer): under `always` a batch's answers
+//! go instead to a [`Relay`] task on that runtime, woken once per batch,
+//! which answers them from there, where waking a task is a push on its
+//! own queue. Barriers are still called on the writer thread, in order.
+//!
 //! After a failed write or sync nothing is known about what reached the
 //! disk (and retrying `fsync` after a failure can report success for lost
 //! data), so the journal stops accepting appends until restarted.
@@ -117,6 +124,85 @@ enum Ack {
     Barrier(Box<dyn FnOnce() + Send>),
 }
 
+impl Ack {
+    /// Answers the request: with its result, or with `failure`. An
+    /// appender that stopped waiting needs no answer (the send error is
+    /// ignored).
+    fn answer(self, failure: Option<&JournalError>) {
+        match (self, failure) {
+            (Ack::Append(done, pos), None) => drop(done.send(Ok(pos))),
+            (Ack::Append(done, _), Some(e)) => drop(done.send(Err(e.clone()))),
+            (Ack::Rotate(done, seg), None) => drop(done.send(Ok(seg))),
+            (Ack::Rotate(done, _), Some(e)) => drop(done.send(Err(e.clone()))),
+            (Ack::Barrier(done), _) => done(),
+        }
+    }
+}
+
+/// Answers the writer thread hands to a task on the appenders' runtime
+/// ([`Journal::relay`](crate::Journal::relay)), so that a batch wakes that
+/// runtime once rather than once per append.
+pub(crate) struct Relay {
+    queue: Mutex<Relayed>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Relayed {
+    /// A relay task is running: answers may be left here.
+    running: bool,
+    answers: Vec<(Ack, Option<JournalError>)>,
+}
+
+impl Relay {
+    pub(crate) fn new() -> Relay {
+        Relay {
+            queue: Mutex::new(Relayed::default()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Relayed> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers what the writer relays until dropped; then answers what is
+    /// left and lets the writer answer by itself again. A second relay
+    /// while one runs ends at once.
+    pub(crate) async fn run(self: Arc<Relay>) {
+        struct Running(Arc<Relay>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                let left = {
+                    let mut q = self.0.queue();
+                    q.running = false;
+                    std::mem::take(&mut q.answers)
+                };
+                for (ack, failure) in left {
+                    ack.answer(failure.as_ref());
+                }
+            }
+        }
+        {
+            let mut q = self.queue();
+            if q.running {
+                return;
+            }
+            q.running = true;
+        }
+        let running = Running(self);
+        let relay = &running.0;
+        let mut batch = Vec::new();
+        loop {
+            relay.wake.notified().await;
+            std::mem::swap(&mut relay.queue().answers, &mut batch);
+            for (ack, failure) in batch.drain(..) {
+                ack.answer(failure.as_ref());
+            }
+        }
+    }
+}
+
 /// The writer thread's state.
 pub(crate) struct Writer {
     shared: Arc<Shared>,
@@ -141,6 +227,8 @@ pub(crate) struct Writer {
     issued: u64,
     settled: u64,
     pub(crate) tickets: Arc<Tickets>,
+    /// Where the writer thread leaves its answers while a relay runs.
+    relay: Option<Arc<Relay>>,
 }
 
 impl Writer {
@@ -164,13 +252,28 @@ impl Writer {
             issued: 0,
             settled: 0,
             tickets: Arc::new(Tickets::new()),
+            relay: None,
         }
+    }
+
+    /// Leaves answers to `relay` while it runs (the writer thread).
+    pub(crate) fn relayed_by(mut self, relay: Arc<Relay>) -> Writer {
+        self.relay = Some(relay);
+        self
     }
 
     /// Runs until every sender is gone, then syncs what `everysec` / `no`
     /// left unsynced so a clean shutdown loses nothing.
     pub(crate) fn run(mut self, rx: Receiver<Request>) {
         while let Ok(first) = rx.recv() {
+            // Woken by the first append of a turn of the appenders'
+            // runtime, this thread would otherwise preempt that runtime on
+            // a shared CPU and sync that one append alone. Yielding lets
+            // the turn finish, so its appends share the sync, as Redis
+            // syncs once per event-loop turn (about 20 appends per sync
+            // became 40 with 50 clients, `scripts/bench-outage.sh`; with a
+            // CPU of its own the yield returns at once).
+            std::thread::yield_now();
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -327,13 +430,7 @@ impl Writer {
             }
             // What ran before these appends must be undone by its owner.
             self.shared.set_fence();
-            for ack in acks {
-                match ack {
-                    Ack::Append(done, _) => drop(done.send(Err(err.clone()))),
-                    Ack::Rotate(done, _) => drop(done.send(Err(err.clone()))),
-                    Ack::Barrier(done) => done(),
-                }
-            }
+            self.answer(acks, Some(err));
             return;
         }
         let committed = Position::new(self.segment, self.offset);
@@ -349,19 +446,50 @@ impl Writer {
         if from < to {
             self.tickets.ok_below.store(to, Ordering::Release);
         }
-        for ack in acks {
-            match ack {
-                Ack::Append(done, pos) => drop(done.send(Ok(pos))),
-                Ack::Rotate(done, seg) => drop(done.send(Ok(seg))),
-                Ack::Barrier(done) => done(),
-            }
-        }
+        self.answer(acks, None);
         if std::mem::take(&mut self.rolled) {
             // Rotation is when old segments can have outlived their
             // retention; a failure to delete one is logged, not fatal.
             if let Err(e) = self.shared.gc(Instant::now()) {
                 tracing::warn!(error = %e, "journal: deleting replayed segments failed");
             }
+        }
+    }
+
+    /// Answers a batch, in order: through the relay while one runs (one
+    /// wake for the batch), else here. Barriers are called here either way:
+    /// the test hook that stalls the writer is one.
+    fn answer(&self, acks: Vec<Ack>, failure: Option<JournalError>) {
+        if let Some(relay) = &self.relay {
+            let mut barriers = Vec::new();
+            let relayed = {
+                let mut q = relay.queue();
+                if q.running {
+                    for ack in acks {
+                        match ack {
+                            Ack::Barrier(done) => barriers.push(done),
+                            ack => q.answers.push((ack, failure.clone())),
+                        }
+                    }
+                    true
+                } else {
+                    drop(q);
+                    for ack in acks {
+                        ack.answer(failure.as_ref());
+                    }
+                    false
+                }
+            };
+            if relayed {
+                relay.wake.notify_one();
+                for done in barriers {
+                    done();
+                }
+            }
+            return;
+        }
+        for ack in acks {
+            ack.answer(failure.as_ref());
         }
     }
 

@@ -171,6 +171,77 @@ async fn group_commit_shares_fsyncs_between_concurrent_appenders() {
     assert_eq!(all_records(&j).len() as u64, total);
 }
 
+/// Under `always`, a running relay answers the writer thread's appends
+/// from its own runtime: an append already written waits while that
+/// runtime is held, is answered once it runs again, and once the relay is
+/// gone the writer thread answers by itself again.
+#[test]
+fn a_running_relay_answers_appends_from_its_runtime_and_the_writer_again_once_it_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (j, _) = open(tmp.path(), cfg(Fsync::Always));
+    let j = Arc::new(j);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.spawn(j.relay());
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    // Runs after the relay's first poll (same thread, spawned after it),
+    // then holds the thread as a blocked runtime would.
+    rt.spawn(async move {
+        held_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver = std::thread::spawn(move || {
+        rt.block_on(async {
+            let _ = stop_rx.await;
+        });
+    });
+    held_rx.recv().unwrap();
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let second =
+        local.block_on(async { tokio::time::timeout(Duration::from_secs(10), j.relay()).await });
+    assert!(
+        second.is_ok(),
+        "a second relay kept running beside the first"
+    );
+
+    let mut end = j.watch_end();
+    end.borrow_and_update();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let appender = std::thread::spawn({
+        let j = j.clone();
+        move || done_tx.send(j.append_blocking(set(1))).unwrap()
+    });
+    local
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), end.changed()).await })
+        .expect("the append was written")
+        .unwrap();
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "answered while the relay's runtime was held: the writer did not relay"
+    );
+    release_tx.send(()).unwrap();
+    let first = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("answered once the relay's runtime ran again")
+        .unwrap();
+    appender.join().unwrap();
+
+    stop_tx.send(()).unwrap();
+    driver.join().unwrap();
+    let after = j
+        .append_blocking(set(2))
+        .expect("the writer answers without a relay");
+    assert!(after > first);
+    assert_eq!(all_records(&j).len(), 2);
+}
+
 #[test]
 fn torn_tail_at_every_byte_of_the_last_record_is_truncated_and_reported() {
     let src = tempfile::tempdir().unwrap();

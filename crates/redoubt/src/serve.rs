@@ -193,6 +193,7 @@ async fn serve_standalone(cfg: config::Config) -> anyhow::Result<ExitCode> {
     let limits = config::limits(&cfg).map_err(anyhow::Error::msg)?;
     let jcfg = config::journal(&cfg).map_err(anyhow::Error::msg)?;
     let journal = open_journal(&cfg, jcfg.clone())?;
+    tokio::spawn(journal.relay());
     let journal = Arc::new(journal);
     metrics::gauge!(proxy::metrics::JOURNAL_MAX_BYTES).set(jcfg.max_bytes as f64);
     let store = store::Store::new(store::StoreConfig::default());
@@ -508,6 +509,7 @@ fn local_keyspaces(
     let jcfg = config::journal(cfg).map_err(anyhow::Error::msg)?;
     metrics::gauge!(proxy::metrics::JOURNAL_MAX_BYTES).set(jcfg.max_bytes as f64);
     let journal = open_journal(cfg, jcfg)?;
+    tokio::spawn(journal.relay());
     let replica_keyspaces = keyspaces.clone();
     let outage = proxy::outage::Outage::new(keyspaces, Arc::new(journal), Arc::default())?;
     // In front of a cluster, a failed primary's slots are served from the
