@@ -468,16 +468,21 @@ impl Outage {
     }
 
     fn mark(&self, db: u32, args: &[Bytes]) {
-        let keys = Self::keys(args);
         let overwrite = resp::lookup(args).is_some_and(|s| OVERWRITES.contains(&s.name));
+        self.mark_keys(db, &Self::keys(args), overwrite);
+    }
+
+    /// [`mark`](Self::mark) for a command whose `keys` and name are known
+    /// already: `overwrite` when it replaces their whole values.
+    fn mark_keys(&self, db: u32, keys: &[Bytes], overwrite: bool) {
         if let Ok(mut d) = self.dirty.lock() {
-            for k in &keys {
+            for k in keys {
                 hold(&mut d, db, k);
             }
         }
         if overwrite {
             if let Ok(mut kn) = self.known.lock() {
-                for k in &keys {
+                for k in keys {
                     hold(&mut kn, db, k);
                 }
             }
@@ -737,8 +742,11 @@ impl Outage {
         {
             return Route::Upstream;
         }
-        let r = self.route_slow(state, session, db, args, caller).await;
-        self.count(&r, || Self::keys(args).into_iter().next());
+        let keys = Self::keys(args);
+        let r = self
+            .route_slow(state, session, db, args, &keys, caller)
+            .await;
+        self.count(&r, || keys.first().cloned());
         r
     }
 
@@ -761,10 +769,10 @@ impl Outage {
         session: &mut store::Session,
         db: u32,
         args: &[Bytes],
+        keys: &[Bytes],
         caller: &crate::access::Caller<'_>,
     ) -> Route {
         let era = self.era();
-        let keys = Self::keys(args);
         if keys.is_empty() {
             if state != State::Down {
                 return Route::Upstream;
@@ -790,7 +798,7 @@ impl Outage {
         let policies: Vec<Policy> = keys.iter().map(|k| self.keyspaces.policy(k)).collect();
         let durable = policies.iter().all(|p| *p == Policy::Durable);
         // Looked up only when it decides: while Down everything is local.
-        let dirty = || durable && Self::any_in(&self.dirty, db, &keys);
+        let dirty = || durable && Self::any_in(&self.dirty, db, keys);
         let rule = outage_rule(args);
         // While a Redis that came back is checked for lost durable keys
         // (and they are restored), those keys are served as during the
@@ -814,7 +822,7 @@ impl Outage {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Route::Refused(denied);
         }
-        if let Some(refused) = self.cross_slot(&keys) {
+        if let Some(refused) = self.cross_slot(keys) {
             return refused;
         }
         if !durable {
@@ -823,7 +831,7 @@ impl Outage {
                 return Route::Upstream;
             }
             if policies.iter().all(|p| *p == Policy::Cache) {
-                return self.cache_route(session, db, args, &keys, rule).await;
+                return self.cache_route(session, db, args, keys, rule).await;
             }
             let why = if policies.iter().any(|p| *p != Policy::FailFast) {
                 "the command mixes keyspaces of different policies"
@@ -832,7 +840,8 @@ impl Outage {
             };
             return self.refuse(why);
         }
-        let name = resp::lookup(args).map(|s| s.name).unwrap_or("?");
+        let spec = resp::lookup(args);
+        let name = spec.map(|s| s.name).unwrap_or("?");
         if script::is_script(name) {
             return self
                 .script_route(session, db, args, name, caller.to_owned(), era)
@@ -859,14 +868,14 @@ impl Outage {
         if self.forgotten(era) {
             return Route::Upstream;
         }
-        if rule == OutageRule::Read && self.all_known(db, &keys) {
+        if rule == OutageRule::Read && self.all_known(db, keys) {
             self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
             let out = self.store.execute(session, args.to_vec()).await;
             return Route::Local(out.reply.to_bytes(), None);
         }
-        let seeded = self.materialize(db, &keys);
+        let seeded = self.materialize(db, keys);
         if (exact || matches!(rule, OutageRule::Read | OutageRule::ValueDependent))
-            && !self.all_whole(db, &keys, &seeded)
+            && !self.all_whole(db, keys, &seeded)
         {
             return self.refuse("value unknown locally");
         }
@@ -891,8 +900,8 @@ impl Outage {
         } else {
             Entry::command(db, absolute(args, self.redis_now_ms()), now_ms())
         };
-        let durable = self.append(entry, Self::keys(args));
-        self.mark(db, args);
+        let durable = self.append(entry, keys.to_vec());
+        self.mark_keys(db, keys, OVERWRITES.contains(&name));
         if !seeded.is_empty() {
             // The seeded value plus this write is now the whole value.
             if let Ok(mut k) = self.known.lock() {
