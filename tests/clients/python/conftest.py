@@ -23,7 +23,10 @@ def free_port():
     return port
 
 
-def wait_until(what, cond, timeout=10.0):
+def wait_until(what, cond, timeout=10.0, why=None):
+    """Polls `cond` until true. `why`, if given, says what went wrong
+    (a process that exited, its log), checked on every poll: None while
+    waiting on is still worth it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -31,8 +34,12 @@ def wait_until(what, cond, timeout=10.0):
                 return
         except (redis.ConnectionError, OSError, redis.ResponseError):
             pass
+        if why is not None:
+            gone = why(False)
+            if gone is not None:
+                raise AssertionError("gave up waiting for %s: %s" % (what, gone))
         time.sleep(0.01)
-    raise AssertionError("timed out waiting for " + what)
+    raise AssertionError("timed out waiting for " + what + ("" if why is None else ": " + why(True)))
 
 
 class Redis:
@@ -88,7 +95,18 @@ class Redoubt:
             stderr=open(self.log, "w"),
             env=env,
         )
-        wait_until("redoubt listening", lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None)
+        wait_until("redoubt listening", lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None,
+                   why=self._not_listening)
+
+    def _not_listening(self, timed_out):
+        """Why it is not listening: it exited (said at once), or, once the
+        wait timed out, what its log says."""
+        code = self.proc.poll()
+        if code is not None:
+            return "redoubt exited with %s; its log:\n%s" % (code, self.log_tail())
+        if timed_out:
+            return "still running; its log:\n%s" % self.log_tail()
+        return None
 
     def status(self):
         """`/status` on the admin port, as a dict."""
