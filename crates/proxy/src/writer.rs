@@ -115,6 +115,9 @@ pub struct Writer {
     /// True from an outage another instance held the lease through until
     /// its replay is over (durable keys stay local meanwhile).
     waiting: AtomicBool,
+    /// Redis has answered about the lease at least once: until then
+    /// `holds` is only the default (as if alone).
+    answered: AtomicBool,
 }
 
 impl Writer {
@@ -126,6 +129,7 @@ impl Writer {
             other: Mutex::default(),
             never: false,
             waiting: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
         })
     }
 
@@ -136,12 +140,20 @@ impl Writer {
             other: Mutex::default(),
             never: true,
             waiting: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
         })
     }
 
     /// True when durable writes may be taken during an outage.
     pub fn holds(&self) -> bool {
         self.holds.load(Ordering::Acquire)
+    }
+
+    /// True once Redis has answered about the lease (a claim, a renewal,
+    /// another holder, or a Redis that cannot keep one): before,
+    /// [`holds`](Self::holds) is the default of an instance alone.
+    pub fn answered(&self) -> bool {
+        self.answered.load(Ordering::Acquire)
     }
 
     /// True while this instance keeps its durable keyspaces as during the
@@ -175,6 +187,7 @@ impl Writer {
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::json!({
             "takes_outage_writes": self.holds(),
+            "lease_answered": self.answered(),
             "never": self.never,
             "other_writer": self.other.lock().ok().and_then(|o| o.clone()),
             "waiting_for_writer_replay": self.waiting(),
@@ -362,5 +375,6 @@ impl Writer {
         if let Ok(mut o) = self.other.lock() {
             *o = other;
         }
+        self.answered.store(true, Ordering::Release);
     }
 }

@@ -42,6 +42,10 @@ async fn only_the_lease_holder_takes_durable_writes_during_an_outage() {
     let mut redis = aof_redis();
     redis.cmd(&["SET", "count:visits", "42"]);
     let (wa, wb) = (Writer::alone(), Writer::alone());
+    // Before Redis answers, holding is only the default of one alone, and
+    // `/status` says it is not an answer yet.
+    assert!(wa.holds() && !wa.answered());
+    assert_eq!(wa.status_json()["lease_answered"], false);
     let a = instance(&redis, "node-a", wa.clone()).await;
     a.wait_knows("default");
     test_support::wait_for("node-a to hold the lease", Duration::from_secs(5), || {
@@ -49,6 +53,10 @@ async fn only_the_lease_holder_takes_durable_writes_during_an_outage() {
             .cmd(&["GET", proxy::writer::LEASE_KEY])
             .starts_with("node-a ")
     });
+    test_support::wait_for("node-a's claim answered", Duration::from_secs(5), || {
+        wa.answered()
+    });
+    assert!(!wb.answered());
     let b = instance(&redis, "node-b", wb.clone()).await;
     b.wait_knows("default");
     test_support::wait_for(
@@ -56,6 +64,7 @@ async fn only_the_lease_holder_takes_durable_writes_during_an_outage() {
         Duration::from_secs(5),
         || !wb.holds(),
     );
+    assert!(wb.answered() && wb.status_json()["lease_answered"] == true);
     assert!(wa.holds());
     let (mut ca, mut cb) = (a.f.raw().await, b.f.raw().await);
 
