@@ -74,3 +74,81 @@ fn a_primary_that_answers_as_a_replica_is_a_failover_in_progress() {
     assert_eq!(last.to, format!("127.0.0.1:{}", primary.port()));
     assert!(last.why.contains("slave"), "{}", last.why);
 }
+
+/// The leader of a failover names the new primary first and stops
+/// reporting it in progress; the other Sentinels name the old one until
+/// they hear of it, and the old primary still answers `ROLE master` until
+/// it is reconfigured. Asked first, such a Sentinel must not make the
+/// failover look aborted: the primary followed is the new one.
+#[test]
+fn a_sentinel_naming_the_new_primary_ends_the_failover_there_while_others_still_name_the_old() {
+    let set = SentinelSet::start(60_000);
+    let url = UpstreamUrl::parse(&set.url())
+        .unwrap()
+        .with_sentinel_auth(Some(Credentials {
+            user: None,
+            password: SENTINEL_PASSWORD.into(),
+        }));
+    let sentinel = url.sentinel.clone().unwrap();
+    let health = spawn_prober(
+        url,
+        HealthConfig {
+            interval_ms: 50,
+            timeout_ms: 200,
+            down_after: 2,
+            up_after: 2,
+        },
+    );
+    let primary = set.primary();
+    let old = format!("127.0.0.1:{}", primary.port());
+    wait_for("Up on the primary", Duration::from_secs(10), || {
+        health.state() == State::Up && sentinel.primary().as_deref() == Some(old.as_str())
+    });
+    let other = set
+        .servers
+        .iter()
+        .find(|s| s.port() != primary.port())
+        .unwrap();
+    let new = format!("127.0.0.1:{}", other.port());
+    // A failover under way: the old primary demoted.
+    other.cmd(&["REPLICAOF", "NO", "ONE"]);
+    primary.cmd(&["REPLICAOF", "127.0.0.1", &other.port().to_string()]);
+    wait_for("a failover in progress", Duration::from_secs(10), || {
+        sentinel.failover().is_some()
+    });
+    // The last Sentinel asked (the URL's last) names the new primary, as
+    // a leader done with it would; the others still name the old one,
+    // which answers as a master again (not reconfigured yet).
+    let last = set.sentinels.last().unwrap();
+    assert_eq!(last.cmd(&["SENTINEL", "REMOVE", "mymaster"]), ["OK"]);
+    assert_eq!(
+        last.cmd(&[
+            "SENTINEL",
+            "MONITOR",
+            "mymaster",
+            "127.0.0.1",
+            &other.port().to_string(),
+            "2"
+        ]),
+        ["OK"]
+    );
+    assert_eq!(
+        last.cmd(&[
+            "SENTINEL",
+            "SET",
+            "mymaster",
+            "down-after-milliseconds",
+            "60000"
+        ]),
+        ["OK"]
+    );
+    primary.cmd(&["REPLICAOF", "NO", "ONE"]);
+    wait_for("Up on the new primary", Duration::from_secs(10), || {
+        health.state() == State::Up && sentinel.failover().is_none()
+    });
+    assert_eq!(sentinel.primary().as_deref(), Some(new.as_str()));
+    let status = sentinel.status();
+    let f = status.failovers.last().expect("the failover recorded");
+    assert_eq!(f.from.as_deref(), Some(old.as_str()));
+    assert_eq!(f.to, new);
+}
