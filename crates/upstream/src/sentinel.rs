@@ -444,12 +444,6 @@ impl Sentinel {
         let mut errors = Vec::new();
         let mut in_progress = false;
         let during = self.failover_on.load(Ordering::Acquire);
-        // During a failover, the primaries Sentinels name other than the
-        // one it replaces: the leader switches first and the others follow
-        // a moment later, so a Sentinel still naming the old one beside the
-        // leader's "not in progress any more" is not an abort.
-        let replaced = lock(&self.state).failover.as_ref().map(|f| f.from.clone());
-        let mut moved: Vec<String> = Vec::new();
         for addr in self.known() {
             match self.ask(&addr, during).await {
                 Ok(answer) => {
@@ -459,11 +453,6 @@ impl Sentinel {
                     });
                     self.learn(answer.sentinels);
                     in_progress |= answer.failover_in_progress;
-                    if let (Some(from), Some(p)) = (&replaced, &answer.primary) {
-                        if from.as_ref() != Some(p) && !moved.contains(p) {
-                            moved.push(p.clone());
-                        }
-                    }
                     if found.is_none() {
                         found = answer.primary;
                         if found.is_none() {
@@ -487,14 +476,6 @@ impl Sentinel {
                     });
                     errors.push(format!("{addr}: {e}"));
                 }
-            }
-        }
-        // The first of them that answers as the primary (a lagging
-        // Sentinel may name an older one).
-        for m in moved {
-            if self.role(&m).await.is_ok_and(|r| r == "master") {
-                found = Some(m);
-                break;
             }
         }
         let Some(candidate) = found else {
