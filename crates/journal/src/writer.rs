@@ -460,36 +460,30 @@ impl Writer {
     /// wake for the batch), else here. Barriers are called here either way:
     /// the test hook that stalls the writer is one.
     fn answer(&self, acks: Vec<Ack>, failure: Option<JournalError>) {
-        if let Some(relay) = &self.relay {
-            let mut barriers = Vec::new();
-            let relayed = {
-                let mut q = relay.queue();
-                if q.running {
-                    for ack in acks {
-                        match ack {
-                            Ack::Barrier(done) => barriers.push(done),
-                            ack => q.answers.push((ack, failure.clone())),
-                        }
-                    }
-                    true
-                } else {
-                    drop(q);
-                    for ack in acks {
-                        ack.answer(failure.as_ref());
-                    }
-                    false
-                }
-            };
-            if relayed {
-                relay.wake.notify_one();
-                for done in barriers {
-                    done();
-                }
+        let direct = |acks: Vec<Ack>| {
+            for ack in acks {
+                ack.answer(failure.as_ref());
             }
-            return;
+        };
+        let Some(relay) = &self.relay else {
+            return direct(acks);
+        };
+        let mut q = relay.queue();
+        if !q.running {
+            drop(q);
+            return direct(acks);
         }
+        let mut barriers = Vec::new();
         for ack in acks {
-            ack.answer(failure.as_ref());
+            match ack {
+                Ack::Barrier(done) => barriers.push(done),
+                ack => q.answers.push((ack, failure.clone())),
+            }
+        }
+        drop(q);
+        relay.wake.notify_one();
+        for done in barriers {
+            done();
         }
     }
 

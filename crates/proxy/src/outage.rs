@@ -840,8 +840,7 @@ impl Outage {
             };
             return self.refuse(why);
         }
-        let spec = resp::lookup(args);
-        let name = spec.map(|s| s.name).unwrap_or("?");
+        let name = resp::lookup(args).map(|s| s.name).unwrap_or("?");
         if script::is_script(name) {
             return self
                 .script_route(session, db, args, name, caller.to_owned(), era)
