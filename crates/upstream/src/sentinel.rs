@@ -2,10 +2,16 @@
 //! following it through failovers ([`Sentinel`]).
 //!
 //! Discovery follows Redis's Sentinel client guidelines: ask the Sentinels
-//! in turn (`SENTINEL get-master-addr-by-name`), the first that answers
-//! wins; check the address with `ROLE` (a primary that turned replica is a
-//! failover in progress, not a primary); learn the other Sentinels
-//! (`SENTINEL sentinels`) so a Sentinel list that changes is followed.
+//! (`SENTINEL get-master-addr-by-name`); check the address with `ROLE` (a
+//! primary that turned replica is a failover in progress, not a primary);
+//! learn the other Sentinels (`SENTINEL sentinels`) so a Sentinel list
+//! that changes is followed. Every Sentinel is asked, at once, and the
+//! primary named with the greatest `config-epoch` wins (ties: the primary
+//! in use, then the first Sentinel of the URL): after a failover its leader
+//! names the new primary under a new epoch while the others still name the
+//! old one, which answers `ROLE master` until it is reconfigured. Taking
+//! the first answer then would follow the old primary, or go back to it,
+//! and send writes to a server about to drop them.
 //!
 //! Every connection to Redis reads the primary's address when it is opened
 //! ([`crate::Endpoint::connect`]), and a connection opened to an older
@@ -28,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::future::join_all;
 use resp::{parse_frame, Frame, Limits};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -440,45 +447,42 @@ impl Sentinel {
     /// Asks the Sentinels in turn for the primary, checks it with `ROLE`,
     /// and decides whether a failover began or ended.
     async fn refresh(&self) {
-        let mut found = None;
+        let known = self.known();
+        let answers = join_all(known.iter().map(|a| self.ask(a))).await;
+        let mut named = Vec::new();
         let mut errors = Vec::new();
         let mut in_progress = false;
-        let during = self.failover_on.load(Ordering::Acquire);
-        for addr in self.known() {
-            match self.ask(&addr, during).await {
+        let mut all_answered = true;
+        let mut timeout_ms = 0;
+        for (addr, answer) in known.iter().zip(answers) {
+            match answer {
                 Ok(answer) => {
-                    self.mark(&addr, |s| {
+                    self.mark(addr, |s| {
                         s.reached = true;
                         s.error = None;
                     });
                     self.learn(answer.sentinels);
                     in_progress |= answer.failover_in_progress;
-                    if found.is_none() {
-                        found = answer.primary;
-                        if found.is_none() {
-                            errors.push(format!(
-                                "{addr} does not know master '{}'",
-                                self.spec.master
-                            ));
-                        }
-                    }
-                    // Outside a failover the first answer is enough; during
-                    // one, every Sentinel is asked whether it still runs it
-                    // (only the leader knows).
-                    if found.is_some() && !during {
-                        break;
+                    timeout_ms = timeout_ms.max(answer.failover_timeout_ms);
+                    match answer.primary {
+                        Some(p) => named.push((p, answer.config_epoch)),
+                        None => errors.push(format!(
+                            "{addr} does not know master '{}'",
+                            self.spec.master
+                        )),
                     }
                 }
                 Err(e) => {
-                    self.mark(&addr, |s| {
+                    self.mark(addr, |s| {
                         s.reached = false;
                         s.error = Some(e.clone());
                     });
                     errors.push(format!("{addr}: {e}"));
+                    all_answered = false;
                 }
             }
         }
-        let Some(candidate) = found else {
+        let Some(candidate) = newest(&named, self.primary().as_deref()) else {
             lock(&self.state).error = Some(if errors.is_empty() {
                 "no sentinel given".into()
             } else {
@@ -486,14 +490,23 @@ impl Sentinel {
             });
             return;
         };
+        let candidate = candidate.to_string();
         lock(&self.state).error = None;
         match self.role(&candidate).await {
             Ok(role) if role == "master" => {
-                let from = lock(&self.state).failover.as_ref().map(|f| f.from.clone());
-                match from {
+                let on = lock(&self.state)
+                    .failover
+                    .as_ref()
+                    .map(|f| (f.from.clone(), f.since_unix_ms));
+                match on {
                     // A failover is on: over when the primary moved, or when
-                    // no Sentinel runs it any more (aborted).
-                    Some(from) if from.as_deref() == Some(&candidate) && in_progress => {}
+                    // no Sentinel runs it any more (aborted). Only the leader
+                    // knows, so with a Sentinel unanswered it may be the
+                    // leader, done and not heard of yet: aborted only once
+                    // the Sentinels' failover-timeout has passed.
+                    Some((from, since))
+                        if from.as_deref() == Some(candidate.as_str())
+                            && (in_progress || (!all_answered && !elapsed(since, timeout_ms))) => {}
                     Some(_) => {
                         self.set_primary(&candidate);
                         self.end_failover(&candidate);
@@ -526,9 +539,9 @@ impl Sentinel {
         }
     }
 
-    /// One Sentinel's answers: the primary's address, the other Sentinels,
-    /// and (when `flags`) whether it runs a failover of our master.
-    async fn ask(&self, addr: &str, flags: bool) -> Result<Answer, String> {
+    /// One Sentinel's answers: the primary's address and its epoch, the
+    /// other Sentinels, and whether it runs a failover of our master.
+    async fn ask(&self, addr: &str) -> Result<Answer, String> {
         let conn = Conn::connect(
             &Endpoint::plain(addr.to_string()),
             &self.handshake("redoubt-sentinel"),
@@ -563,11 +576,17 @@ impl Sentinel {
             }
         }
         let mut failover_in_progress = false;
-        if flags && primary.is_some() {
+        let mut config_epoch = 0;
+        let mut failover_timeout_ms = 0;
+        if primary.is_some() {
             if let Ok(f) = call(&conn, &["SENTINEL", "master", master]).await {
-                failover_in_progress = pairs(&f)
+                let fields = pairs(&f);
+                failover_in_progress = fields
                     .get("flags")
                     .is_some_and(|fl| fl.split(',').any(|x| x == "failover_in_progress"));
+                let number = |name: &str| fields.get(name).and_then(|v| v.parse().ok());
+                config_epoch = number("config-epoch").unwrap_or(0);
+                failover_timeout_ms = number("failover-timeout").unwrap_or(0);
             }
         }
         conn.close();
@@ -575,6 +594,8 @@ impl Sentinel {
             primary,
             sentinels,
             failover_in_progress,
+            config_epoch,
+            failover_timeout_ms,
         })
     }
 
@@ -619,6 +640,35 @@ struct Answer {
     primary: Option<String>,
     sentinels: Vec<String>,
     failover_in_progress: bool,
+    /// The epoch of the configuration it names the primary under: a
+    /// failover's leader takes a new one, and the other Sentinels adopt a
+    /// configuration with a greater epoch than theirs when they hear of it.
+    config_epoch: u64,
+    /// Its `failover-timeout` for our master (ms).
+    failover_timeout_ms: u64,
+}
+
+/// The primary named under the greatest epoch; among equals the one in
+/// use, else the first named.
+fn newest<'a>(named: &'a [(String, u64)], current: Option<&str>) -> Option<&'a str> {
+    let top = named.iter().map(|(_, e)| *e).max()?;
+    let tied: Vec<&str> = named
+        .iter()
+        .filter(|(_, e)| *e == top)
+        .map(|(p, _)| p.as_str())
+        .collect();
+    tied.iter()
+        .find(|p| Some(**p) == current)
+        .or(tied.first())
+        .copied()
+}
+
+/// Whether `timeout_ms` has passed since `since_unix_ms`; Sentinel's
+/// default `failover-timeout` when none was read.
+fn elapsed(since_unix_ms: u64, timeout_ms: u64) -> bool {
+    let timeout_ms = if timeout_ms == 0 { 180_000 } else { timeout_ms };
+    let now = crate::health::unix_ms().max(0) as u64;
+    now.saturating_sub(since_unix_ms) > timeout_ms
 }
 
 /// The master an event is about, and the address the event gives it:
@@ -821,5 +871,19 @@ mod tests {
             Some(("other", old))
         );
         assert_eq!(event_master("+sdown", "sentinel a b c"), None);
+    }
+
+    #[test]
+    fn the_newest_configuration_wins_then_the_primary_in_use_then_the_first() {
+        let named = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+            list.iter().map(|(p, e)| (p.to_string(), *e)).collect()
+        };
+        let split = named(&[("old:1", 3), ("old:1", 3), ("new:2", 4)]);
+        assert_eq!(newest(&split, Some("old:1")), Some("new:2"));
+        assert_eq!(newest(&split, None), Some("new:2"));
+        let tied = named(&[("a:1", 2), ("b:2", 2)]);
+        assert_eq!(newest(&tied, Some("b:2")), Some("b:2"));
+        assert_eq!(newest(&tied, Some("c:3")), Some("a:1"));
+        assert_eq!(newest(&[], Some("a:1")), None);
     }
 }
