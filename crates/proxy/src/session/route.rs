@@ -139,7 +139,7 @@ impl Session {
         req: &Request,
         state: State,
     ) -> Option<crate::outage::Route> {
-        let o = self.shared.outage.clone()?;
+        let o = self.shared.outage.as_ref()?;
         let local = self.store_session.get_or_insert_with(|| o.session());
         local.set_protocol(self.proto);
         let caller = self.shared.access.caller(&self.who);
@@ -216,6 +216,12 @@ impl Session {
             state = self.hold_for_redis().await;
             state = self.state_for(state, &req.args);
             route = self.outage_route(&req, state).await;
+        }
+        if route.is_none() && state != State::Down && self.shared.health.state() == State::Down {
+            // Redis went Down while this was routed for Redis: routed again
+            // as during the outage, not refused for a timing the client
+            // could not see.
+            route = self.outage_route(&req, State::Down).await;
         }
         if let Some(r) = route {
             self.answered_locally(r);
