@@ -26,7 +26,7 @@ use crate::recovery::{self, Recovery};
 use crate::segment::{create_segment, segment_path, sync_dir};
 use crate::shared::{SegMeta, Shared, State};
 use crate::snapshot::{self, SnapshotInfo, SnapshotReader};
-use crate::writer::{Relay, Request, Tickets, Writer};
+use crate::writer::{Done, Relay, Request, Then, Tickets, Writer};
 
 /// Name of the journal's directory inside the data dir.
 pub const JOURNAL_DIR: &str = "journal";
@@ -284,6 +284,34 @@ impl Journal {
         }
     }
 
+    /// [`append`](Self::append), and `then` called with the result as soon
+    /// as the journal answers it, whether or not the returned future is
+    /// still held: by the writer thread or the [`relay`](Self::relay)
+    /// under `always`, by whichever appender writes the staged appends
+    /// under `everysec` and `no` (at the latest the once-a-second syncer).
+    /// Called before the future resolves; with
+    /// [`JournalError::Closed`] if the journal goes away without
+    /// answering. For a caller that must act on every outcome (count it,
+    /// undo a refused write) even when nobody waits for it any more,
+    /// without a task of its own per append. `then` must not block: it may
+    /// run on the writer thread, or on an appender's.
+    pub fn append_then(&self, entry: Entry, then: Then) -> Appended {
+        let (tx, rx) = oneshot::channel();
+        let done = Done::new(tx, Some(then));
+        // Refused, the request (and `then`) was dropped: `then` heard
+        // `Closed`, the only refusal of a send.
+        match self.send(Request::Append { entry, done }) {
+            Ok(()) => Appended(match &self.inline {
+                Some(w) => Waiting::Staged {
+                    inline: w.clone(),
+                    rx,
+                },
+                None => Waiting::Channel(rx),
+            }),
+            Err(e) => Appended(Waiting::Refused(Some(e))),
+        }
+    }
+
     /// Under `fsync = always`, answers appends from the task that polls
     /// this future, until it is dropped: spawn it on the runtime the
     /// appenders run on. The writer thread then wakes that runtime once per
@@ -315,7 +343,8 @@ impl Journal {
                 Err(e) => refused(e),
             });
         }
-        let (done, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
+        let done = Done::new(tx, None);
         Staged(match self.send(Request::Append { entry, done }) {
             Ok(()) => Stage::Waiting(Appended(Waiting::Channel(rx))),
             Err(e) => refused(e),
@@ -341,8 +370,11 @@ impl Journal {
             let (pos, ticket) = w.stage_ticket(&entry)?;
             return w.outcome(ticket).map(|()| pos);
         }
-        let (done, rx) = oneshot::channel();
-        self.send(Request::Append { entry, done })?;
+        let (tx, rx) = oneshot::channel();
+        self.send(Request::Append {
+            entry,
+            done: Done::new(tx, None),
+        })?;
         rx.blocking_recv().unwrap_or(Err(JournalError::Closed))
     }
 
@@ -755,6 +787,11 @@ enum Waiting {
     Refused(Option<JournalError>),
     /// Queued for the writer thread.
     Channel(oneshot::Receiver<Result<Position>>),
+    /// Staged in the inline writer, answered on the channel.
+    Staged {
+        inline: Arc<Inline>,
+        rx: oneshot::Receiver<Result<Position>>,
+    },
     /// Staged in the inline writer as `ticket`, at `pos`.
     Ticket {
         inline: Arc<Inline>,
@@ -772,6 +809,15 @@ impl Future for Appended {
             Waiting::Channel(rx) => Pin::new(rx)
                 .poll(cx)
                 .map(|r| r.unwrap_or(Err(JournalError::Closed))),
+            // Written by whoever completes first; this poll, if nobody
+            // has yet (another appender completing it answers the
+            // channel, which wakes this one).
+            Waiting::Staged { inline, rx } => {
+                inline.complete();
+                Pin::new(rx)
+                    .poll(cx)
+                    .map(|r| r.unwrap_or(Err(JournalError::Closed)))
+            }
             // Known once polled: the inline writer writes on the caller's
             // thread.
             Waiting::Ticket {

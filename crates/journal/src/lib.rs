@@ -122,3 +122,4 @@ pub use repair::{repair, RepairReport};
 pub use rfc3339::{rfc3339_millis, rfc3339_secs};
 pub use segment::SegmentInfo;
 pub use snapshot::SnapshotInfo;
+pub use writer::Then;

@@ -60,10 +60,7 @@ pub(crate) const MAX_BATCH: usize = 4096;
 /// Work for the writer thread.
 pub(crate) enum Request {
     /// Append one entry; answered with its position once durable.
-    Append {
-        entry: Entry,
-        done: oneshot::Sender<Result<Position>>,
-    },
+    Append { entry: Entry, done: Done },
     /// Start a new segment (unless the current one is empty); answered with
     /// the number of the segment later appends go to.
     Rotate { done: oneshot::Sender<Result<u64>> },
@@ -76,7 +73,7 @@ impl Request {
         // An appender that stopped waiting (its future dropped) needs no
         // answer: ignoring the send error is right.
         match self {
-            Request::Append { done, .. } => drop(done.send(Err(err))),
+            Request::Append { done, .. } => done.send(Err(err)),
             Request::Rotate { done } => drop(done.send(Err(err))),
             Request::Barrier { done } => done(),
         }
@@ -118,8 +115,45 @@ impl Tickets {
     }
 }
 
+/// What an append's appender is told: its result on its future's
+/// channel, and first to its [`Then`], if it gave one. Dropped unanswered
+/// (the writer gone), the `Then` hears [`JournalError::Closed`].
+pub(crate) struct Done {
+    tx: Option<oneshot::Sender<Result<Position>>>,
+    then: Option<Then>,
+}
+
+/// Called with an append's result as soon as the journal answers it (see
+/// [`crate::Journal::append_then`]).
+pub type Then = Box<dyn FnOnce(&Result<Position>) + Send>;
+
+impl Done {
+    pub(crate) fn new(tx: oneshot::Sender<Result<Position>>, then: Option<Then>) -> Done {
+        Done { tx: Some(tx), then }
+    }
+
+    /// Answers. An appender that stopped waiting (its future dropped)
+    /// needs no answer on the channel: ignoring the send error is right.
+    pub(crate) fn send(mut self, r: Result<Position>) {
+        if let Some(then) = self.then.take() {
+            then(&r);
+        }
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(r);
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(then) = self.then.take() {
+            then(&Err(JournalError::Closed));
+        }
+    }
+}
+
 enum Ack {
-    Append(oneshot::Sender<Result<Position>>, Position),
+    Append(Done, Position),
     Rotate(oneshot::Sender<Result<u64>>, u64),
     Barrier(Box<dyn FnOnce() + Send>),
 }
@@ -130,8 +164,8 @@ impl Ack {
     /// ignored).
     fn answer(self, failure: Option<&JournalError>) {
         match (self, failure) {
-            (Ack::Append(done, pos), None) => drop(done.send(Ok(pos))),
-            (Ack::Append(done, _), Some(e)) => drop(done.send(Err(e.clone()))),
+            (Ack::Append(done, pos), None) => done.send(Ok(pos)),
+            (Ack::Append(done, _), Some(e)) => done.send(Err(e.clone())),
             (Ack::Rotate(done, seg), None) => drop(done.send(Ok(seg))),
             (Ack::Rotate(done, _), Some(e)) => drop(done.send(Err(e.clone()))),
             (Ack::Barrier(done), _) => done(),
@@ -313,7 +347,7 @@ impl Writer {
         if let Request::Append { entry, done } = req {
             match self.place(&entry) {
                 Ok(pos) => self.acks.push(Ack::Append(done, pos)),
-                Err(e) => drop(done.send(Err(e))),
+                Err(e) => done.send(Err(e)),
             }
             return;
         }

@@ -1180,3 +1180,56 @@ fn the_release_point_survives_a_restart() {
         "a point of another epoch is not trusted"
     );
 }
+
+/// `append_then` calls its hook once per append, with the append's
+/// result, before the append's future resolves and also when nobody holds
+/// that future any more: under `always` when the writer answers, under
+/// `everysec` and `no` when any appender writes what is staged (at the
+/// latest the once-a-second syncer); a refused append's hook hears why.
+#[test]
+fn append_then_tells_every_outcome_whether_or_not_the_future_is_held() {
+    for fsync in POLICIES {
+        let tmp = tempfile::tempdir().unwrap();
+        let max = 40 + 3 * journal_record_len();
+        let (j, _) = open(
+            tmp.path(),
+            JournalConfig {
+                max_bytes: max,
+                ..cfg(fsync)
+            },
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let hook = |i: u64| -> journal::Then {
+            let tx = tx.clone();
+            Box::new(move |r: &journal::Result<Position>| {
+                tx.send((i, r.as_ref().map(|p| *p).map_err(|e| e.to_string())))
+                    .unwrap()
+            })
+        };
+        // Dropped at once: nobody waits for it.
+        drop(j.append_then(set(0), hook(0)));
+        let (i, r) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{fsync:?}: no outcome for an append nobody waits for"));
+        assert_eq!(i, 0);
+        let first = r.expect("durable");
+        // Held: its hook is told before it resolves.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let held = j.append_then(set(1), hook(1));
+        let pos = rt.block_on(held).expect("durable");
+        let (i, r) = rx.try_recv().expect("told before the future resolved");
+        assert_eq!((i, r), (1, Ok(pos)));
+        assert!(first < pos, "{fsync:?}");
+        j.append_blocking(set(2)).unwrap();
+        // Refused: the journal is full.
+        let refused = j.append_then(set(3), hook(3));
+        let err = rt.block_on(refused).unwrap_err();
+        assert!(matches!(err, JournalError::Full { .. }), "{fsync:?}: {err}");
+        let (i, r) = rx.try_recv().expect("told the refusal");
+        assert_eq!(i, 3);
+        assert!(r.unwrap_err().starts_with("journal full"), "{fsync:?}");
+        assert!(rx.try_recv().is_err(), "{fsync:?}: told twice");
+    }
+}
