@@ -813,7 +813,7 @@ impl Caller<'_> {
             Some(Known::Missing) if unauthenticated => Some(Refusal::NoAuth),
             Some(Known::Missing) => Some(Refusal::NoPermCommand {
                 user: user.to_string(),
-                command: g.acl_name(args),
+                command: g.acl_name(args).into_owned(),
                 new_wording: new_wording(),
             }),
             Some(Known::Profile(p)) => {
@@ -832,7 +832,7 @@ impl Caller<'_> {
                 if !may_run {
                     return Some(Refusal::NoPermCommand {
                         user: user.to_string(),
-                        command: name,
+                        command: name.into_owned(),
                         new_wording: new_wording(),
                     });
                 }

@@ -44,13 +44,15 @@ pub struct Keys {
 
 impl Gated {
     /// The name ACL rules use: `get`, or `client|list` for a subcommand.
-    pub fn acl_name(&self, args: &[Bytes]) -> String {
+    pub fn acl_name(&self, args: &[Bytes]) -> std::borrow::Cow<'static, str> {
         match self.spec {
-            Some(s) => s.name.to_string(),
+            // The table's name: no allocation for every command judged.
+            Some(s) => s.name.into(),
             None => args
                 .first()
                 .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
         }
     }
 

@@ -164,6 +164,10 @@ impl Frame {
 
     /// The wire encoding as a fresh buffer.
     pub fn to_bytes(&self) -> Bytes {
+        // The most common reply of all, without an allocation.
+        if matches!(self, Frame::Simple(b) if b.as_ref() == b"OK") {
+            return Bytes::from_static(b"+OK\r\n");
+        }
         let mut out = BytesMut::new();
         self.encode(&mut out);
         out.freeze()
