@@ -362,7 +362,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         // Answered or refused by the session itself (connection commands,
         // limits, refusals before any key is looked at): no policy. Outage
-        // routing counts with the key's policy ([`count_routed`]), and
+        // routing counts with the key's policy ([`OutageCounters`]), and
         // forwarded commands by their first key's ([`Metrics::count_upstream`]).
         let c =
             |route: &'static str| counter!(COMMANDS_TOTAL, "route" => route, "policy" => "none");
@@ -471,10 +471,44 @@ impl Default for Metrics {
     }
 }
 
-/// Counts one command routed by keyspace during an outage: `route` is
-/// `local` or `rejected`.
-pub fn count_routed(route: &'static str, policy: &'static str) {
-    counter!(COMMANDS_TOTAL, "route" => route, "policy" => policy).increment(1);
+/// The counters the outage adds to per command, taken once and kept: a
+/// counter looked up by its labels costs an allocation, a hash and a lock.
+pub struct OutageCounters {
+    /// Commands routed by keyspace during an outage, by route (`local`,
+    /// `rejected`) and by the first key's policy
+    /// ([`Policy`](crate::policy::Policy) order, then `none`).
+    pub routed: [[Counter; 4]; 2],
+    /// [`NEAR_CACHE_LOOKUPS`] that found the key.
+    pub near_hit: Counter,
+    /// [`NEAR_CACHE_LOOKUPS`] that did not.
+    pub near_miss: Counter,
+}
+
+impl Default for OutageCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OutageCounters {
+    /// Registers them with the installed recorder.
+    pub fn new() -> OutageCounters {
+        use crate::policy::Policy;
+        let row = |route: &'static str| {
+            [
+                Policy::FailFast.as_str(),
+                Policy::Cache.as_str(),
+                Policy::Durable.as_str(),
+                "none",
+            ]
+            .map(|policy| counter!(COMMANDS_TOTAL, "route" => route, "policy" => policy))
+        };
+        OutageCounters {
+            routed: [row("local"), row("rejected")],
+            near_hit: counter!(NEAR_CACHE_LOOKUPS, "result" => "hit"),
+            near_miss: counter!(NEAR_CACHE_LOOKUPS, "result" => "miss"),
+        }
+    }
 }
 
 /// Counts one write refused for `reason` (`journal-full`,

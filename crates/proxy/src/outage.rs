@@ -38,8 +38,11 @@
 //! local answer passes [`crate::access::Caller::check`] first.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -58,13 +61,52 @@ use crate::replica::Knowledge;
 use crate::reply;
 
 mod blocking;
+mod keys;
 mod script;
-pub use blocking::Try;
 
-/// A reply that may only be sent once its journal entry is durable.
-pub type Durable = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<journal::Position, JournalError>> + Send>,
->;
+pub use blocking::Try;
+use keys::KeyMarks;
+
+/// A reply that may only be sent once its journal entry is durable: the
+/// journal's answer; for a refused write, once every refused write is
+/// undone ([`Settle::answered`]), so the client told of the refusal never
+/// reads the write it was refused afterwards.
+pub struct Durable {
+    appended: journal::Appended,
+    settle: Arc<Settle>,
+    refused: Option<(JournalError, Undone)>,
+}
+
+/// Resolves once no refused write is being undone ([`Settle::undone`]).
+type Undone = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Future for Durable {
+    type Output = Result<journal::Position, JournalError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.refused.is_none() {
+            match Pin::new(&mut this.appended).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(pos)) => return Poll::Ready(Ok(pos)),
+                Poll::Ready(Err(e)) => {
+                    let settle = this.settle.clone();
+                    this.refused = Some((e, Box::pin(async move { settle.undone().await })));
+                }
+            }
+        }
+        let Some((_, undone)) = this.refused.as_mut() else {
+            return Poll::Pending;
+        };
+        if undone.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        match this.refused.take() {
+            Some((e, _)) => Poll::Ready(Err(e)),
+            None => Poll::Pending,
+        }
+    }
+}
 
 /// Where a command goes.
 pub enum Route {
@@ -83,11 +125,10 @@ pub struct Outage {
     store: Store,
     journal: Arc<Journal>,
     order: Arc<tokio::sync::Mutex<()>>,
-    /// Keys whose whole value is local (db, key).
-    known: Arc<Mutex<HashSet<(u32, Bytes)>>>,
-    /// Keys with journal records not replayed yet: served locally even
-    /// when Redis is back, until the replay has drained.
-    dirty: Arc<Mutex<HashSet<(u32, Bytes)>>>,
+    /// Keys whose whole value is local (`known`), and keys with journal
+    /// records not replayed yet (`dirty`: served locally even when Redis is
+    /// back, until the replay has drained).
+    keys: Arc<KeyMarks>,
     /// True while anything is dirty: the Up fast path checks only this.
     active: AtomicBool,
     /// Times the local state was forgotten ([`Outage::forgotten`]).
@@ -100,6 +141,10 @@ pub struct Outage {
     /// the recovery could find the journal drained, forget the dirty keys,
     /// and let later commands on a key reach Redis before its last record.
     appending: Arc<AtomicU64>,
+    /// Settles each append when the journal answers it.
+    settle: Arc<Settle>,
+    /// Metrics added to per command (taken at the first).
+    per_command: OnceLock<crate::metrics::OutageCounters>,
     /// The recovery task's replay progress, for `/status`.
     progress: Mutex<Option<crate::replay::ProgressHandle>>,
     counters: Arc<IncidentCounters>,
@@ -138,21 +183,90 @@ pub struct Fill {
     hash: bool,
 }
 
-/// Adds `key` to one of the outage's key sets (dirty, known). A key new to
-/// the set is copied into an allocation of its own: a slice of a client's
-/// read buffer would keep that whole buffer alive until the outage ends
-/// (100,000 keys written during an outage held over a gigabyte).
-fn hold(set: &mut HashSet<(u32, Bytes)>, db: u32, key: &Bytes) {
-    if !set.contains(&(db, key.clone())) {
-        set.insert((db, Bytes::copy_from_slice(key)));
-    }
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// What settles an append once the journal answers it, wherever that
+/// happens (the journal's relay task, its writer thread, an appender).
+struct Settle {
+    appending: Arc<AtomicU64>,
+    journal: Arc<Journal>,
+    order: Arc<tokio::sync::Mutex<()>>,
+    store: Store,
+    keys: Arc<KeyMarks>,
+    /// Where an undo runs: the runtime of the appends.
+    runtime: OnceLock<tokio::runtime::Handle>,
+    /// Undos begun and not finished.
+    undoing: AtomicU64,
+    /// Told when an undo finishes.
+    undo_done: tokio::sync::Notify,
+}
+
+impl Settle {
+    /// An append's answer. Durable: it no longer counts in `appending`.
+    ///
+    /// Refused: the write already ran in the local store, so it is undone
+    /// before the count falls: its `keys` are forgotten there (reads of
+    /// them are refused as unknown until the replay has drained, never
+    /// served from a write that will not reach Redis). The journal fences
+    /// itself at the refusal, so writes that ran after this one (and may
+    /// have read its effect) are refused and undone too; the fence is
+    /// lifted under the order lock once the keys are forgotten.
+    fn answered(
+        self: Arc<Self>,
+        r: &Result<journal::Position, JournalError>,
+        db: u32,
+        keys: Vec<Bytes>,
+    ) {
+        let Err(e) = r else {
+            self.appending.fetch_sub(1, Ordering::AcqRel);
+            return;
+        };
+        crate::metrics::count_write_refused(match e {
+            JournalError::Full { .. } => "journal-full",
+            _ => "journal-failed",
+        });
+        let Some(runtime) = self.runtime.get().cloned() else {
+            self.appending.fetch_sub(1, Ordering::AcqRel);
+            return;
+        };
+        // Counted before the refusal reaches its future (which waits for
+        // it): this runs before the journal answers the future.
+        self.undoing.fetch_add(1, Ordering::AcqRel);
+        runtime.spawn(async move {
+            let _order = self.order.lock().await;
+            self.keys.unmark_known(db, &keys);
+            for key in keys {
+                let _ = self
+                    .store
+                    .apply(db as usize, &[Bytes::from_static(b"DEL"), key]);
+            }
+            // Every append queued before this point ran before the
+            // undo: it must meet the fence, not slip in after it.
+            let _ = self.journal.barrier().await;
+            self.journal.unfence();
+            self.appending.fetch_sub(1, Ordering::AcqRel);
+            self.undoing.fetch_sub(1, Ordering::AcqRel);
+            self.undo_done.notify_waiters();
+        });
+    }
+
+    /// Resolves once no undo is under way.
+    async fn undone(&self) {
+        loop {
+            let done = self.undo_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.undoing.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
 }
 
 /// Drains in a row that found records appended behind them before the
@@ -179,10 +293,20 @@ pub fn absolute(args: &[Bytes], now: u64) -> Vec<Bytes> {
             .and_then(|ms| ms.checked_add(now as i64))
             .map(|ms| Bytes::from(ms.to_string()))
     };
-    let name = args.first().map(lower).unwrap_or_default();
-    match &name[..] {
+    // Lowered on the stack: every journaled command passes here.
+    let mut buf = [0u8; 8];
+    let name: &[u8] = match args.first() {
+        Some(a) if a.len() <= buf.len() => {
+            let n = &mut buf[..a.len()];
+            n.copy_from_slice(a);
+            n.make_ascii_lowercase();
+            n
+        }
+        _ => b"",
+    };
+    match name {
         b"setex" | b"psetex" if args.len() == 4 => {
-            let unit = if &name[..] == b"setex" { 1000 } else { 1 };
+            let unit = if name == b"setex" { 1000 } else { 1 };
             match num(&args[2]).and_then(|t| at(t, unit)) {
                 Some(when) => vec![
                     Bytes::from_static(b"SET"),
@@ -195,7 +319,7 @@ pub fn absolute(args: &[Bytes], now: u64) -> Vec<Bytes> {
             }
         }
         b"expire" | b"pexpire" if args.len() >= 3 => {
-            let unit = if &name[..] == b"expire" { 1000 } else { 1 };
+            let unit = if name == b"expire" { 1000 } else { 1 };
             match num(&args[2]).and_then(|t| at(t, unit)) {
                 Some(when) => {
                     let mut v = vec![Bytes::from_static(b"PEXPIREAT"), args[1].clone(), when];
@@ -207,7 +331,7 @@ pub fn absolute(args: &[Bytes], now: u64) -> Vec<Bytes> {
         }
         b"set" | b"getex" => {
             let mut v = args.to_vec();
-            let mut i = if &name[..] == b"set" { 3 } else { 2 };
+            let mut i = if name == b"set" { 3 } else { 2 };
             while i + 1 < v.len() {
                 let opt = lower(&v[i]);
                 let unit = match &opt[..] {
@@ -247,15 +371,28 @@ impl Outage {
         counters: Arc<IncidentCounters>,
     ) -> Result<Arc<Outage>, JournalError> {
         let store = Store::new(store::StoreConfig::default());
+        let (order, keys, appending): (_, Arc<KeyMarks>, Arc<AtomicU64>) =
+            (Arc::default(), Arc::default(), Arc::default());
+        let settle = Arc::new(Settle {
+            appending: appending.clone(),
+            journal: journal.clone(),
+            order: Arc::clone(&order),
+            store: store.clone(),
+            keys: keys.clone(),
+            runtime: OnceLock::new(),
+            undoing: AtomicU64::new(0),
+            undo_done: tokio::sync::Notify::new(),
+        });
         let o = Outage {
             keyspaces,
             store,
             journal,
-            order: Arc::default(),
-            known: Arc::default(),
-            dirty: Arc::default(),
+            order,
+            keys,
             active: AtomicBool::new(false),
-            appending: Arc::default(),
+            appending,
+            settle,
+            per_command: OnceLock::new(),
             forgets: AtomicU64::new(0),
             cache_gone: Mutex::default(),
             progress: Mutex::default(),
@@ -475,18 +612,7 @@ impl Outage {
     /// [`mark`](Self::mark) for a command whose `keys` and name are known
     /// already: `overwrite` when it replaces their whole values.
     fn mark_keys(&self, db: u32, keys: &[Bytes], overwrite: bool) {
-        if let Ok(mut d) = self.dirty.lock() {
-            for k in keys {
-                hold(&mut d, db, k);
-            }
-        }
-        if overwrite {
-            if let Ok(mut kn) = self.known.lock() {
-                for k in keys {
-                    hold(&mut kn, db, k);
-                }
-            }
-        }
+        self.keys.mark(db, keys, overwrite);
         self.active.store(true, Ordering::Release);
         if let Some(h) = self.health.get() {
             h.hold_recovering(true);
@@ -497,33 +623,14 @@ impl Outage {
     /// and dirty (a key known but not dirty was only seeded from the
     /// near-cache, possibly in an earlier outage).
     fn all_known(&self, db: u32, keys: &[Bytes]) -> bool {
-        let (Ok(k), Ok(d)) = (self.known.lock(), self.dirty.lock()) else {
-            return false;
-        };
-        keys.iter().all(|key| {
-            let e = (db, key.clone());
-            k.contains(&e) && d.contains(&e)
-        })
+        self.keys.all_written(db, keys)
     }
 
     /// True when every key's whole value is here: seeded just now, or
     /// known from what the outage wrote.
     fn all_whole(&self, db: u32, keys: &[Bytes], seeded: &[Bytes]) -> bool {
-        let (Ok(kn), Ok(d)) = (self.known.lock(), self.dirty.lock()) else {
-            return false;
-        };
-        keys.iter().all(|k| {
-            seeded.contains(k) || {
-                let e = (db, k.clone());
-                kn.contains(&e) && d.contains(&e)
-            }
-        })
-    }
-
-    fn any_in(set: &Mutex<HashSet<(u32, Bytes)>>, db: u32, keys: &[Bytes]) -> bool {
-        set.lock()
-            .map(|s| keys.iter().any(|k| s.contains(&(db, k.clone()))))
-            .unwrap_or(false)
+        keys.iter()
+            .all(|k| seeded.contains(k) || self.keys.written(db, k))
     }
 
     /// Whether a `GET key` / `HGETALL key` going to Redis now should be
@@ -597,9 +704,8 @@ impl Outage {
     /// known absence) or else, when it knows it, the near-cache. Returns
     /// the keys whose state is now known.
     fn materialize(&self, db: u32, keys: &[Bytes]) -> Vec<Bytes> {
-        let dirty: Vec<bool> = match self.dirty.lock() {
-            Ok(d) => keys.iter().map(|k| d.contains(&(db, k.clone()))).collect(),
-            Err(_) => return Vec::new(),
+        let Some(dirty) = self.keys.dirty_each(db, keys) else {
+            return Vec::new();
         };
         let now = self.redis_now_ms();
         let mut seeded = Vec::new();
@@ -643,18 +749,15 @@ impl Outage {
             let Some(near) = self.near.get() else {
                 continue;
             };
-            let lookup = |result: &'static str| {
-                metrics::counter!(crate::metrics::NEAR_CACHE_LOOKUPS, "result" => result)
-                    .increment(1)
-            };
+            let counters = self.per_command();
             let expiry = match near.expire_at(db, key, now) {
                 Lookup::Hit(e) => e,
                 _ => {
-                    lookup("miss");
+                    counters.near_miss.increment(1);
                     continue;
                 }
             };
-            lookup("hit");
+            counters.near_hit.increment(1);
             match near.get(db, key, now) {
                 Lookup::Hit(Cached::String(v)) => {
                     self.store
@@ -756,11 +859,11 @@ impl Outage {
     fn count(&self, r: &Route, key: impl FnOnce() -> Option<Bytes>) {
         let route = match r {
             Route::Upstream => return,
-            Route::Local(..) => "local",
-            Route::Refused(_) => "rejected",
+            Route::Local(..) => 0,
+            Route::Refused(_) => 1,
         };
-        let policy = key().map_or("none", |k| self.keyspaces.policy(&k).as_str());
-        crate::metrics::count_routed(route, policy);
+        let policy = key().map_or(3, |k| self.keyspaces.policy(&k) as usize);
+        self.per_command().routed[route][policy].increment(1);
     }
 
     async fn route_slow(
@@ -795,10 +898,11 @@ impl Outage {
             }
             return self.keyless(session, args, caller).await;
         }
-        let policies: Vec<Policy> = keys.iter().map(|k| self.keyspaces.policy(k)).collect();
-        let durable = policies.iter().all(|p| *p == Policy::Durable);
+        let durable = keys
+            .iter()
+            .all(|k| self.keyspaces.policy(k) == Policy::Durable);
         // Looked up only when it decides: while Down everything is local.
-        let dirty = || durable && Self::any_in(&self.dirty, db, keys);
+        let dirty = || durable && self.keys.any_dirty(db, keys);
         let rule = outage_rule(args);
         // While a Redis that came back is checked for lost durable keys
         // (and they are restored), those keys are served as during the
@@ -830,6 +934,7 @@ impl Outage {
                 // Redis reads and judges them (it may reject the writes).
                 return Route::Upstream;
             }
+            let policies: Vec<Policy> = keys.iter().map(|k| self.keyspaces.policy(k)).collect();
             if policies.iter().all(|p| *p == Policy::Cache) {
                 return self.cache_route(session, db, args, keys, rule).await;
             }
@@ -903,11 +1008,7 @@ impl Outage {
         self.mark_keys(db, keys, OVERWRITES.contains(&name));
         if !seeded.is_empty() {
             // The seeded value plus this write is now the whole value.
-            if let Ok(mut k) = self.known.lock() {
-                for key in &seeded {
-                    hold(&mut k, db, key);
-                }
-            }
+            self.keys.mark_known(db, &seeded);
         }
         self.counters.journaled.fetch_add(1, Ordering::Relaxed);
         Route::Local(out.reply.to_bytes(), Some(durable))
@@ -984,7 +1085,7 @@ impl Outage {
             .map(|c| (Self::keys(c), outage_rule(c)))
             .collect();
         let all_keys: Vec<Bytes> = keyed.iter().flat_map(|(k, _)| k.iter().cloned()).collect();
-        let any_dirty = Self::any_in(&self.dirty, db, &all_keys);
+        let any_dirty = self.keys.any_dirty(db, &all_keys);
         let any_write = keyed
             .iter()
             .any(|(_, r)| matches!(r, OutageRule::Blind | OutageRule::ValueDependent));
@@ -1088,11 +1189,7 @@ impl Outage {
             return Route::Local(out.freeze(), None);
         }
         if !seeded.is_empty() {
-            if let Ok(mut k) = self.known.lock() {
-                for key in &seeded {
-                    hold(&mut k, db, key);
-                }
-            }
+            self.keys.mark_known(db, &seeded);
         }
         self.counters
             .journaled
@@ -1149,12 +1246,7 @@ impl Outage {
         }
         let out = self.store.execute(session, args.to_vec()).await;
         if !out.reply.is_error() {
-            if let (Ok(mut d), Ok(mut k)) = (self.dirty.lock(), self.known.lock()) {
-                for key in &keys {
-                    hold(&mut d, db, key);
-                    hold(&mut k, db, key);
-                }
-            }
+            self.keys.mark(db, &keys, true);
             self.active.store(true, Ordering::Release);
             if let Some(h) = self.health.get() {
                 h.hold_recovering(true);
@@ -1241,11 +1333,7 @@ impl Outage {
         let mut written: Vec<Bytes> = commands.iter().flat_map(|c| Self::keys(c)).collect();
         written.sort();
         written.dedup();
-        if let Ok(mut k) = self.known.lock() {
-            for key in &written {
-                hold(&mut k, db, key);
-            }
-        }
+        self.keys.mark_known(db, &written);
         self.counters.journaled.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
             db,
@@ -1463,53 +1551,29 @@ impl Outage {
     }
 
     /// Appends under the order lock; the reply waits for the returned
-    /// future. Counted in `appending` until the journal has answered.
-    ///
-    /// A refused append is undone before its reply goes: the write already
-    /// ran in the local store, so its `keys` are forgotten there (reads of
-    /// them are refused as unknown until the replay has drained, never
-    /// served from a write that will not reach Redis). The journal fences
-    /// itself at the refusal, so writes that ran after this one (and may
-    /// have read its effect) are refused and undone too; the fence is
-    /// lifted under the order lock once the keys are forgotten.
+    /// future. Counted in `appending` until the journal has answered, and
+    /// settled then ([`Settle::answered`]) even if the client went away
+    /// and its reply was dropped.
     fn append(&self, entry: Entry, keys: Vec<Bytes>) -> Durable {
         let db = entry.db;
-        let append = self.journal.append(entry);
         self.appending.fetch_add(1, Ordering::AcqRel);
-        // Its own task, so the count falls when the journal has answered
-        // even if the client goes away and its reply is dropped.
-        let appending = self.appending.clone();
-        let (journal, order, store, known) = (
-            self.journal.clone(),
-            self.order.clone(),
-            self.store.clone(),
-            self.known.clone(),
-        );
-        let task = tokio::spawn(async move {
-            let r = append.await;
-            if let Err(e) = &r {
-                crate::metrics::count_write_refused(match e {
-                    JournalError::Full { .. } => "journal-full",
-                    _ => "journal-failed",
-                });
-                let _order = order.lock().await;
-                if let Ok(mut k) = known.lock() {
-                    for key in &keys {
-                        k.remove(&(db, key.clone()));
-                    }
-                }
-                for key in keys {
-                    let _ = store.apply(db as usize, &[Bytes::from_static(b"DEL"), key]);
-                }
-                // Every append queued before this point ran before the
-                // undo: it must meet the fence, not slip in after it.
-                let _ = journal.barrier().await;
-                journal.unfence();
-            }
-            appending.fetch_sub(1, Ordering::AcqRel);
-            r
-        });
-        Box::pin(async move { task.await.unwrap_or(Err(JournalError::Closed)) })
+        self.settle
+            .runtime
+            .get_or_init(tokio::runtime::Handle::current);
+        let settle = self.settle.clone();
+        let appended = self
+            .journal
+            .append_then(entry, Box::new(move |r| settle.answered(r, db, keys)));
+        Durable {
+            appended,
+            settle: self.settle.clone(),
+            refused: None,
+        }
+    }
+
+    fn per_command(&self) -> &crate::metrics::OutageCounters {
+        self.per_command
+            .get_or_init(crate::metrics::OutageCounters::new)
     }
 
     fn refuse(&self, why: &str) -> Route {
@@ -1664,7 +1728,8 @@ impl Outage {
     async fn drain_holding_order(&self, replayer: &mut Replayer) -> bool {
         let settled = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = self.journal.barrier().await;
-            // The append tasks count down once they see their answers.
+            // Each append counts down once the journal answers it (a
+            // refused one once it is undone).
             while self.appending.load(Ordering::Acquire) > 0 {
                 tokio::task::yield_now().await;
             }
@@ -1832,12 +1897,7 @@ impl Outage {
             g.clear();
         }
         let _ = self.store.apply(0, &[Bytes::from_static(b"FLUSHALL")]);
-        if let Ok(mut k) = self.known.lock() {
-            k.clear();
-        }
-        if let Ok(mut d) = self.dirty.lock() {
-            d.clear();
-        }
+        self.keys.clear();
         self.active.store(false, Ordering::Release);
         // Last: a command that reads the new era sees the keys no longer
         // dirty and goes to Redis. Counted first, a command reading it
@@ -1914,11 +1974,8 @@ mod tests {
         let left = std::thread::scope(|s| {
             let watcher = s.spawn(|| loop {
                 if o.forgotten(era) {
-                    return (
-                        o.dirty.lock().unwrap().len(),
-                        o.known.lock().unwrap().len(),
-                        o.store.key_count(0),
-                    );
+                    let (dirty, known) = o.keys.counts();
+                    return (dirty, known, o.store.key_count(0));
                 }
                 std::hint::spin_loop();
             });

@@ -129,7 +129,7 @@ impl Outage {
         slot: Option<u16>,
     ) -> KeyHook {
         let keyspaces = self.keyspaces.clone();
-        let (known, dirty) = (self.known.clone(), self.dirty.clone());
+        let marks = self.keys.clone();
         let refuse = |why: String| {
             KeyAccess::Deny(format!(
                 "UNAVAILABLE redis is down and {why}: script not executed, nothing applied"
@@ -157,10 +157,7 @@ impl Outage {
                     shown()
                 ));
             }
-            let entry = (db, Bytes::copy_from_slice(key));
-            let whole = known.lock().is_ok_and(|k| k.contains(&entry))
-                && dirty.lock().is_ok_and(|d| d.contains(&entry));
-            if whole {
+            if marks.written(db, key) {
                 return KeyAccess::Local;
             }
             match replica.lookup(db, key) {

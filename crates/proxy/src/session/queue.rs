@@ -698,12 +698,24 @@ pub(super) async fn wait_front(
         ..
     }) = pending.front_mut()
     {
-        // The append runs in a task of its own: giving up the wait here
-        // does not stop the write from becoming durable (and replayed).
-        return match tokio::time::timeout_at(*deadline, fut.as_mut()).await {
-            Ok(r) => Outcome::Journaled(r.map(|_| ()).map_err(|e| e.to_string())),
-            Err(_) => Outcome::JournalLate,
-        };
+        // The append is the journal's: giving up the wait here does not
+        // stop the write from becoming durable (and replayed).
+        let d = *deadline;
+        let timer = session_timer(timer, d);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut *fut => {
+                    return Outcome::Journaled(r.map(|_| ()).map_err(|e| e.to_string()));
+                }
+                _ = timer.as_mut() => {
+                    if Instant::now() >= d {
+                        return Outcome::JournalLate;
+                    }
+                    timer.as_mut().reset(d);
+                }
+            }
+        }
     }
     let Some(Slot {
         body: Body::Wait(w),
@@ -714,15 +726,8 @@ pub(super) async fn wait_front(
     };
     match w.deadline {
         Some(d) => {
-            // One timer per session, never later than the deadline it
-            // stands for: deadlines of later commands are later, so it is
-            // moved when it fires (or for an earlier deadline), not for
-            // every command, and never made afresh.
-            let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d)));
+            let timer = session_timer(timer, d);
             loop {
-                if timer.deadline() > d || timer.is_elapsed() {
-                    timer.as_mut().reset(d);
-                }
                 tokio::select! {
                     biased;
                     r = w.rx.recv() => return match r {
@@ -733,6 +738,7 @@ pub(super) async fn wait_front(
                         if Instant::now() >= d {
                             return Outcome::Deadline;
                         }
+                        timer.as_mut().reset(d);
                     }
                 }
             }
@@ -748,6 +754,21 @@ pub(super) async fn wait_front(
             }
         }
     }
+}
+
+/// The session's one timer, armed for deadline `d` or earlier: deadlines
+/// of later commands are later, so it is moved when it fires (or for an
+/// earlier deadline), not for every command, and never made afresh. A
+/// wait that finds it fired early resets it to `d` and waits again.
+fn session_timer(
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    d: Instant,
+) -> &mut Pin<Box<tokio::time::Sleep>> {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d)));
+    if timer.deadline() > d || timer.is_elapsed() {
+        timer.as_mut().reset(d);
+    }
+    timer
 }
 
 /// The last of the complete frames in `data` (EXEC's reply after MULTI's
