@@ -383,10 +383,11 @@ impl Replica {
                 }
             }
         }
+        // Usually empty: no key copied just to be looked up.
         if self
             .unknown
             .lock()
-            .map(|u| u.contains(&(db, Bytes::copy_from_slice(key))))
+            .map(|u| !u.is_empty() && u.contains(&(db, Bytes::copy_from_slice(key))))
             .unwrap_or(true)
         {
             return Knowledge::Unknown;
