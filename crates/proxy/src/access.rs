@@ -801,15 +801,24 @@ impl Caller<'_> {
         };
         let unauthenticated = *self.who == Identity::Default;
         let a = self.access;
-        let keys = g.keys(args);
-        let no_keys = keys.named.is_empty() && keys.every_key.is_none();
+        let no_keys = || {
+            let keys = g.keys(args);
+            keys.named.is_empty() && keys.every_key.is_none()
+        };
         // Only a refusal needs it: not read for every command allowed.
         let new_wording = || a.version_at_least_7_2();
-        match a.known(user) {
-            None | Some(Known::Failed(_)) if no_keys => None,
+        // One lock for the user's permissions and the categories they
+        // name, held while judging (nothing here waits or takes it again).
+        let profiles = a.profiles.lock().ok();
+        let known = profiles
+            .as_ref()
+            .and_then(|p| p.users.get(user))
+            .map(|l| &l.known);
+        match known {
+            None | Some(Known::Failed(_)) if no_keys() => None,
             None => Some(a.unknown(user, "never read: redis was not up since redoubt started")),
-            Some(Known::Failed(why)) => Some(a.unknown(user, &why)),
-            Some(Known::NoAcl { open }) => (unauthenticated && !open).then_some(Refusal::NoAuth),
+            Some(Known::Failed(why)) => Some(a.unknown(user, why)),
+            Some(Known::NoAcl { open }) => (unauthenticated && !*open).then_some(Refusal::NoAuth),
             Some(Known::Missing) if unauthenticated => Some(Refusal::NoAuth),
             Some(Known::Missing) => Some(Refusal::NoPermCommand {
                 user: user.to_string(),
@@ -826,9 +835,9 @@ impl Caller<'_> {
                 // Redis lets every user run the commands allowed before
                 // `AUTH` (`AUTH`, `HELLO`, `QUIT`, `RESET`).
                 let may_run = no_auth_cmd
-                    || a.profiles
-                        .lock()
-                        .is_ok_and(|known| p.may_run(&name, &known.categories));
+                    || profiles
+                        .as_ref()
+                        .is_some_and(|known| p.may_run(&name, &known.categories));
                 if !may_run {
                     return Some(Refusal::NoPermCommand {
                         user: user.to_string(),
@@ -836,6 +845,12 @@ impl Caller<'_> {
                         new_wording: new_wording(),
                     });
                 }
+                if p.may_access_every_key() {
+                    // Every key it names, and every key it may touch
+                    // while it runs: nothing to look up.
+                    return None;
+                }
+                let keys = g.keys(args);
                 if !keys
                     .named
                     .iter()
