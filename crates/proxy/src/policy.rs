@@ -46,25 +46,43 @@ impl Policy {
 #[derive(Debug, Clone, Default)]
 pub struct Keyspaces {
     rules: Vec<(Bytes, Policy)>,
+    /// For each rule, the length of its literal prefix when the pattern
+    /// is that prefix and one final `*` (`sess:*`, the usual form): the
+    /// policy of every key a command names is asked several times per
+    /// command, and a prefix compare is a fraction of a glob match.
+    prefix: Vec<Option<usize>>,
+}
+
+/// The literal prefix's length of a pattern that is a prefix and a final
+/// `*` and has no other glob character.
+fn literal_prefix(pattern: &[u8]) -> Option<usize> {
+    let (last, head) = pattern.split_last()?;
+    (*last == b'*' && !head.iter().any(|c| matches!(c, b'*' | b'?' | b'[' | b'\\')))
+        .then_some(head.len())
 }
 
 impl Keyspaces {
     /// Rules in config order; the first match wins.
     pub fn new(rules: Vec<(String, Policy)>) -> Keyspaces {
-        Keyspaces {
-            rules: rules
-                .into_iter()
-                .map(|(p, pol)| (Bytes::from(p), pol))
-                .collect(),
-        }
+        let rules: Vec<(Bytes, Policy)> = rules
+            .into_iter()
+            .map(|(p, pol)| (Bytes::from(p), pol))
+            .collect();
+        let prefix = rules.iter().map(|(p, _)| literal_prefix(p)).collect();
+        Keyspaces { rules, prefix }
     }
 
     /// The policy of `key`.
     pub fn policy(&self, key: &[u8]) -> Policy {
         self.rules
             .iter()
-            .find(|(pat, _)| store::glob_match(pat, key, false))
-            .map(|(_, p)| *p)
+            .zip(&self.prefix)
+            .find(|((pat, _), prefix)| match prefix {
+                // As the glob: `*` alone does not match the empty key.
+                Some(n) => !key.is_empty() && key.starts_with(&pat[..*n]),
+                None => store::glob_match(pat, key, false),
+            })
+            .map(|((_, p), _)| *p)
             .unwrap_or(Policy::FailFast)
     }
 
@@ -183,6 +201,40 @@ pub fn outage_rule(args: &[Bytes]) -> OutageRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_pattern_matches_as_its_glob_does() {
+        assert_eq!(literal_prefix(b"sess:*"), Some(5));
+        assert_eq!(literal_prefix(b"*"), Some(0));
+        for not_prefix in [&b"a*b*"[..], b"a?*", b"a[bc]*", b"a\\**", b"sess:", b""] {
+            assert_eq!(literal_prefix(not_prefix), None, "{not_prefix:?}");
+        }
+        let patterns = ["sess:*", "q:*:jobs", "c?che:*", "*", "[ab]:*", "x\\*y*"];
+        let keys = [
+            "sess:",
+            "sess:1",
+            "ses",
+            "q:1:jobs",
+            "q:1:jobsx",
+            "cache:1",
+            "a:1",
+            "c:1",
+            "x*yz",
+            "xay",
+            "",
+        ];
+        for pat in patterns {
+            let k = Keyspaces::new(vec![(pat.to_string(), Policy::Durable)]);
+            for key in keys {
+                let glob = store::glob_match(pat.as_bytes(), key.as_bytes(), false);
+                assert_eq!(
+                    k.policy(key.as_bytes()) == Policy::Durable,
+                    glob,
+                    "{pat} vs {key}"
+                );
+            }
+        }
+    }
 
     fn a(v: &[&str]) -> Vec<Bytes> {
         v.iter()
