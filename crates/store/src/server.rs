@@ -152,7 +152,9 @@ fn echo(ctx: &mut Ctx) -> Reply {
 }
 
 fn time(ctx: &mut Ctx) -> Reply {
-    let now_us = ctx.now * 1000;
+    // Saturating: a test clock can be far in the future (paused time
+    // advanced past a huge blocking timeout).
+    let now_us = ctx.now.saturating_mul(1000);
     Ok(Frame::Array(vec![
         Frame::Bulk(Bytes::from((now_us / 1_000_000).to_string())),
         Frame::Bulk(Bytes::from((now_us % 1_000_000).to_string())),
@@ -701,7 +703,7 @@ fn info(ctx: &mut Ctx) -> Reply {
             std::process::id(),
             ctx.shared.run_id,
             i.config.get("port").unwrap_or("6380"),
-            ctx.now * 1000,
+            ctx.now.saturating_mul(1000),
             uptime / 86400,
         );
     }
