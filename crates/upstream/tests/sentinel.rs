@@ -6,15 +6,17 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use test_support::sentinel::{query, SentinelSet, MASTER, SENTINEL_PASSWORD};
 use test_support::{wait_for, RedisServer};
 use upstream::health::spawn_prober;
-use upstream::{Credentials, HealthConfig, State, UpstreamUrl};
 
-#[test]
-fn a_primary_that_answers_as_a_replica_is_a_failover_in_progress() {
-    // Sentinel itself must not act during the test: a long down-after.
-    let set = SentinelSet::start(60_000);
+use upstream::sentinel::Sentinel;
+use upstream::{Credentials, HealthConfig, HealthHandle, State, UpstreamUrl};
+
+/// The follower and the prober for `set`, logged in to its Sentinels,
+/// running on a thread of their own.
+fn follow(set: &SentinelSet) -> (Arc<Sentinel>, HealthHandle) {
     let url = UpstreamUrl::parse(&set.url())
         .unwrap()
         .with_sentinel_auth(Some(Credentials {
@@ -22,7 +24,6 @@ fn a_primary_that_answers_as_a_replica_is_a_failover_in_progress() {
             password: SENTINEL_PASSWORD.into(),
         }));
     let sentinel = url.sentinel.clone().unwrap();
-    // The prober and the follower run on a thread of their own.
     let health = spawn_prober(
         url,
         HealthConfig {
@@ -32,6 +33,14 @@ fn a_primary_that_answers_as_a_replica_is_a_failover_in_progress() {
             up_after: 2,
         },
     );
+    (sentinel, health)
+}
+
+#[test]
+fn a_primary_that_answers_as_a_replica_is_a_failover_in_progress() {
+    // Sentinel itself must not act during the test: a long down-after.
+    let set = SentinelSet::start(60_000);
+    let (sentinel, health) = follow(&set);
     let primary = set.primary();
     wait_for("Up on the primary", Duration::from_secs(10), || {
         health.state() == State::Up
@@ -85,22 +94,7 @@ fn a_primary_that_answers_as_a_replica_is_a_failover_in_progress() {
 #[test]
 fn the_primary_named_under_the_newest_epoch_wins_over_the_first_sentinel_asked() {
     let set = SentinelSet::start(60_000);
-    let url = UpstreamUrl::parse(&set.url())
-        .unwrap()
-        .with_sentinel_auth(Some(Credentials {
-            user: None,
-            password: SENTINEL_PASSWORD.into(),
-        }));
-    let sentinel = url.sentinel.clone().unwrap();
-    let health = spawn_prober(
-        url,
-        HealthConfig {
-            interval_ms: 50,
-            timeout_ms: 200,
-            down_after: 2,
-            up_after: 2,
-        },
-    );
+    let (sentinel, health) = follow(&set);
     let old = set.primary();
     let old_addr = format!("127.0.0.1:{}", old.port());
     wait_for("Up on the primary", Duration::from_secs(10), || {
@@ -210,22 +204,7 @@ fn the_primary_named_under_the_newest_epoch_wins_over_the_first_sentinel_asked()
 #[test]
 fn an_aborted_failover_with_a_sentinel_unanswered_ends_after_the_failover_timeout() {
     let mut set = SentinelSet::start(60_000);
-    let url = UpstreamUrl::parse(&set.url())
-        .unwrap()
-        .with_sentinel_auth(Some(Credentials {
-            user: None,
-            password: SENTINEL_PASSWORD.into(),
-        }));
-    let sentinel = url.sentinel.clone().unwrap();
-    let health = spawn_prober(
-        url,
-        HealthConfig {
-            interval_ms: 50,
-            timeout_ms: 200,
-            down_after: 2,
-            up_after: 2,
-        },
-    );
+    let (sentinel, health) = follow(&set);
     let port = set.primary_port();
     let addr = format!("127.0.0.1:{port}");
     wait_for("Up on the primary", Duration::from_secs(10), || {
