@@ -43,6 +43,21 @@ pub struct Keys {
 }
 
 impl Gated {
+    /// The row of an already admitted request, looked up again where the
+    /// gate's answer was not kept (arity is not checked again).
+    pub fn of(args: &[Bytes]) -> Gated {
+        let found = resp::command::lookup_id(args);
+        Gated {
+            spec: found.map(|(_, s)| s),
+            row: found.map(|(i, _)| i),
+        }
+    }
+
+    /// The row and its place in the table, as the local store takes them.
+    pub fn found(&self) -> Option<(usize, &'static CommandSpec)> {
+        self.row.zip(self.spec)
+    }
+
     /// The name ACL rules use: `get`, or `client|list` for a subcommand.
     pub fn acl_name(&self, args: &[Bytes]) -> std::borrow::Cow<'static, str> {
         match self.spec {

@@ -276,6 +276,14 @@ const HAND_BACK_TRIES: u32 = 3;
 /// Commands after which a key's whole value is known.
 pub(crate) const OVERWRITES: &[&str] = &["set", "setex", "psetex", "mset", "del", "unlink"];
 
+/// A command being routed: its arguments, its keys, and its row as the
+/// gate found it.
+struct Cmd<'a> {
+    args: &'a [Bytes],
+    keys: &'a [Bytes],
+    gated: crate::gate::Gated,
+}
+
 /// The journal form of an outage write: relative expiries as absolute
 /// Unix-ms times, so replaying later means the same instant.
 pub fn absolute(args: &[Bytes], now: u64) -> Vec<Bytes> {
@@ -594,14 +602,18 @@ impl Outage {
     }
 
     fn keys(args: &[Bytes]) -> Vec<Bytes> {
-        resp::lookup(args)
-            .map(|s| {
-                s.key_indices(args)
-                    .into_iter()
-                    .map(|i| args[i].clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        Self::keys_of(resp::lookup(args), args)
+    }
+
+    /// [`keys`](Self::keys) of a command whose row is known.
+    fn keys_of(spec: Option<&'static resp::CommandSpec>, args: &[Bytes]) -> Vec<Bytes> {
+        spec.map(|s| {
+            s.key_indices(args)
+                .into_iter()
+                .map(|i| args[i].clone())
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     fn mark(&self, db: u32, args: &[Bytes]) {
@@ -831,6 +843,8 @@ impl Outage {
     /// it stays local. `session` is the client's store session (its db is
     /// kept in step with the client's); `caller` says whether the client
     /// may use what is answered here (Redis judges everything else).
+    /// `gated`: the command's row as the gate found it (not looked up
+    /// again here).
     pub async fn route(
         &self,
         state: State,
@@ -838,6 +852,7 @@ impl Outage {
         db: u32,
         args: &[Bytes],
         caller: &crate::access::Caller<'_>,
+        gated: crate::gate::Gated,
     ) -> Route {
         if matches!(state, State::Up | State::Recovering)
             && !self.active.load(Ordering::Acquire)
@@ -845,9 +860,19 @@ impl Outage {
         {
             return Route::Upstream;
         }
-        let keys = Self::keys(args);
+        let keys = Self::keys_of(gated.spec, args);
         let r = self
-            .route_slow(state, session, db, args, &keys, caller)
+            .route_slow(
+                state,
+                session,
+                db,
+                Cmd {
+                    args,
+                    keys: &keys,
+                    gated,
+                },
+                caller,
+            )
             .await;
         self.count(&r, || keys.first().cloned());
         r
@@ -871,16 +896,17 @@ impl Outage {
         state: State,
         session: &mut store::Session,
         db: u32,
-        args: &[Bytes],
-        keys: &[Bytes],
+        cmd: Cmd<'_>,
         caller: &crate::access::Caller<'_>,
     ) -> Route {
+        let Cmd { args, keys, gated } = cmd;
         let era = self.era();
+        let name = gated.spec.map(|s| s.name);
         if keys.is_empty() {
             if state != State::Down {
                 return Route::Upstream;
             }
-            let name = resp::lookup(args).map(|s| s.name).unwrap_or("");
+            let name = name.unwrap_or("");
             if script::is_script(name) && self.cluster.get().is_some() {
                 // Its keys could be in any slots: no one transaction
                 // replays them.
@@ -889,7 +915,7 @@ impl Outage {
             if script::is_script(name) {
                 // No declared keys: each key it touches is judged as it
                 // comes.
-                if let Some(denied) = caller.check(args) {
+                if let Some(denied) = caller.judge(args, &gated) {
                     return Route::Refused(denied);
                 }
                 return self
@@ -903,7 +929,7 @@ impl Outage {
             .all(|k| self.keyspaces.policy(k) == Policy::Durable);
         // Looked up only when it decides: while Down everything is local.
         let dirty = || durable && self.keys.any_dirty(db, keys);
-        let rule = outage_rule(args);
+        let rule = crate::policy::outage_rule_of(gated.spec, args);
         // While a Redis that came back is checked for lost durable keys
         // (and they are restored), those keys are served as during the
         // outage: Redis may not have them yet.
@@ -922,7 +948,7 @@ impl Outage {
         }
         // Every local answer below, durable store or near-cache, is given
         // only to a client whose Redis user may have it.
-        if let Some(denied) = caller.check(args) {
+        if let Some(denied) = caller.judge(args, &gated) {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Route::Refused(denied);
         }
@@ -945,7 +971,7 @@ impl Outage {
             };
             return self.refuse(why);
         }
-        let name = resp::lookup(args).map(|s| s.name).unwrap_or("?");
+        let name = name.unwrap_or("?");
         if script::is_script(name) {
             return self
                 .script_route(session, db, args, name, caller.to_owned(), era)
@@ -974,7 +1000,10 @@ impl Outage {
         }
         if rule == OutageRule::Read && self.all_known(db, keys) {
             self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
-            let out = self.store.execute(session, args.to_vec()).await;
+            let out = self
+                .store
+                .execute_row(session, args.to_vec(), gated.found())
+                .await;
             return Route::Local(out.reply.to_bytes(), None);
         }
         let seeded = self.materialize(db, keys);
@@ -984,7 +1013,10 @@ impl Outage {
             return self.refuse("value unknown locally");
         }
         self.counters.served_locally.fetch_add(1, Ordering::Relaxed);
-        let mut out = self.store.execute(session, args.to_vec()).await;
+        let mut out = self
+            .store
+            .execute_row(session, args.to_vec(), gated.found())
+            .await;
         if rule == OutageRule::Read || out.reply.is_error() {
             return Route::Local(out.reply.to_bytes(), None);
         }

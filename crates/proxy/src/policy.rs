@@ -179,7 +179,12 @@ fn has_conditional_option(name: &str, args: &[Bytes]) -> bool {
 
 /// The rule for one invocation.
 pub fn outage_rule(args: &[Bytes]) -> OutageRule {
-    let Some(spec) = resp::lookup(args) else {
+    outage_rule_of(resp::lookup(args), args)
+}
+
+/// [`outage_rule`] of a command whose row is known.
+pub fn outage_rule_of(spec: Option<&'static resp::CommandSpec>, args: &[Bytes]) -> OutageRule {
+    let Some(spec) = spec else {
         return OutageRule::Never;
     };
     if let Some((_, rule)) = OUTAGE_TABLE.iter().find(|(n, _)| *n == spec.name) {

@@ -112,8 +112,8 @@ impl Session {
                                     self.db = n;
                                     self.conn = None;
                                     self.publish_row();
-                                    let spec = resp::lookup(&req.args);
-                                    return self.forward(req, false, spec).await;
+                                    let gated = crate::gate::Gated::of(&req.args);
+                                    return self.forward(req, false, gated).await;
                                 }
                                 Ok(()) => {
                                     if n != self.db {

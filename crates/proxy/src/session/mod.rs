@@ -428,9 +428,9 @@ impl Session {
             }
             Kind::ClientUnblock => {
                 let req = self.client_unblock_target(req);
-                self.forward(req, false, gated.spec).await
+                self.forward(req, false, gated).await
             }
-            Kind::Forward(write) => self.forward(req, write, gated.spec).await,
+            Kind::Forward(write) => self.forward(req, write, gated).await,
         }
     }
 }

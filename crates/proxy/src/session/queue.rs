@@ -641,7 +641,10 @@ impl Session {
         }
         self.pop_front();
         for req in reqs {
-            match self.outage_route(&req, State::Down).await {
+            match self
+                .outage_route(&req, State::Down, crate::gate::Gated::of(&req.args))
+                .await
+            {
                 Some(route) => {
                     self.answered_locally(route);
                 }

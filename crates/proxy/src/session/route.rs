@@ -138,12 +138,16 @@ impl Session {
         &mut self,
         req: &Request,
         state: State,
+        gated: crate::gate::Gated,
     ) -> Option<crate::outage::Route> {
         let o = self.shared.outage.as_ref()?;
         let local = self.store_session.get_or_insert_with(|| o.session());
         local.set_protocol(self.proto);
         let caller = self.shared.access.caller(&self.who);
-        match o.route(state, local, self.db, &req.args, &caller).await {
+        match o
+            .route(state, local, self.db, &req.args, &caller, gated)
+            .await
+        {
             crate::outage::Route::Upstream => None,
             r => Some(r),
         }
@@ -175,14 +179,15 @@ impl Session {
         self.shared.limits.hold_during_outage_ms > 0 && self.multi.is_none()
     }
 
-    /// Sends `req` to Redis, or where the outage routes it. `spec`: its
+    /// Sends `req` to Redis, or where the outage routes it. `gated`: its
     /// command's row, as the gate found it.
     pub(super) async fn forward(
         &mut self,
         req: Request,
         write: bool,
-        spec: Option<&'static resp::CommandSpec>,
+        gated: crate::gate::Gated,
     ) -> Flow {
+        let spec = gated.spec;
         let state = self.shared.health.state();
         if state == State::Down
             && req.args.len() == 3
@@ -201,7 +206,7 @@ impl Session {
             return Flow::Go;
         }
         let mut state = self.state_for(state, &req.args);
-        let mut route = self.outage_route(&req, state).await;
+        let mut route = self.outage_route(&req, state, gated).await;
         let refused_down = |r: &Option<crate::outage::Route>, state: State| match r {
             Some(crate::outage::Route::Refused(crate::gate::Refusal::Unavailable(_))) => true,
             None => state == State::Down,
@@ -215,13 +220,13 @@ impl Session {
             }
             state = self.hold_for_redis().await;
             state = self.state_for(state, &req.args);
-            route = self.outage_route(&req, state).await;
+            route = self.outage_route(&req, state, gated).await;
         }
         if route.is_none() && state != State::Down && self.shared.health.state() == State::Down {
             // Redis went Down while this was routed for Redis: routed again
             // as during the outage, not refused for a timing the client
             // could not see.
-            route = self.outage_route(&req, State::Down).await;
+            route = self.outage_route(&req, State::Down, gated).await;
         }
         if let Some(r) = route {
             self.answered_locally(r);
@@ -243,7 +248,7 @@ impl Session {
             Err(Some(e)) if e.is_gone() => {
                 // Redis is not running: whatever the outage serves is
                 // served now, not only once the prober has said Down.
-                if let Some(r) = self.outage_route(&req, State::Down).await {
+                if let Some(r) = self.outage_route(&req, State::Down, gated).await {
                     self.answered_locally(r);
                 } else {
                     let reply = self.connect_error(e);
@@ -510,8 +515,8 @@ impl Session {
                 }
             }
         }
-        let spec = resp::lookup(&req.args);
-        self.forward(req, false, spec).await
+        let gated = crate::gate::Gated::of(&req.args);
+        self.forward(req, false, gated).await
     }
 
     /// Forgets a WATCH the local store holds (EXEC, DISCARD, UNWATCH).
