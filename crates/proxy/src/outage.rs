@@ -276,6 +276,20 @@ const HAND_BACK_TRIES: u32 = 3;
 /// Commands after which a key's whole value is known.
 pub(crate) const OVERWRITES: &[&str] = &["set", "setex", "psetex", "mset", "del", "unlink"];
 
+/// Whether `args` (a blind write named `name`) replaces the whole value of
+/// every key it names whatever was there, type and expiry included:
+/// `SET` without `KEEPTTL`, `SETEX`, `PSETEX`, `MSET`.
+fn replaces_whole(name: &str, args: &[Bytes]) -> bool {
+    match name {
+        "setex" | "psetex" | "mset" => true,
+        "set" => !args
+            .iter()
+            .skip(3)
+            .any(|a| a.eq_ignore_ascii_case(b"keepttl")),
+        _ => false,
+    }
+}
+
 /// A command being routed: its arguments, its keys, and its row as the
 /// gate found it.
 struct Cmd<'a> {
@@ -608,9 +622,9 @@ impl Outage {
     /// [`keys`](Self::keys) of a command whose row is known.
     fn keys_of(spec: Option<&'static resp::CommandSpec>, args: &[Bytes]) -> Vec<Bytes> {
         spec.map(|s| {
-            s.key_indices(args)
+            s.key_positions(args)
                 .into_iter()
-                .map(|i| args[i].clone())
+                .map(|(i, _)| args[i].clone())
                 .collect()
         })
         .unwrap_or_default()
@@ -1006,7 +1020,13 @@ impl Outage {
                 .await;
             return Route::Local(out.reply.to_bytes(), None);
         }
-        let seeded = self.materialize(db, keys);
+        // A write that replaces whole values, expiry included, needs
+        // nothing of what was there: no earlier value is brought here.
+        let seeded = if rule == OutageRule::Blind && replaces_whole(name, args) {
+            Vec::new()
+        } else {
+            self.materialize(db, keys)
+        };
         if (exact || matches!(rule, OutageRule::Read | OutageRule::ValueDependent))
             && !self.all_whole(db, keys, &seeded)
         {

@@ -134,6 +134,79 @@ async fn a_chat_bot_reads_and_rewrites_its_contexts_through_an_outage() {
     assert!((86_000..=86_400).contains(&ttl), "{ttl}");
 }
 
+/// A write that replaces whole values during an outage (`SET`, `SETEX`,
+/// `MSET`) is served without the earlier value, and replaces its expiry
+/// and type too; `SET … KEEPTTL` keeps the expiry Redis had set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_value_writes_during_an_outage_replace_value_type_and_expiry_as_redis_does() {
+    let mut redis = aof_redis();
+    redis.cmd(&["SET", "context:a", "old", "EX", "1000"]);
+    redis.cmd(&["SET", "context:b", "old", "EX", "1000"]);
+    redis.cmd(&["HSET", "context:c", "f", "v"]);
+    redis.cmd(&["SET", "context:d", "old"]);
+    let s = start_local(
+        &redis.url(),
+        keyspaces(),
+        "whole",
+        Default::default(),
+        false,
+    )
+    .await;
+    s.wait_knows("default");
+    let replica = attach_replica(&s, &redis.url(), keyspaces()).await;
+    wait_caught_up(&redis, &replica).await;
+    redis.kill();
+    s.f.wait_state(State::Down, Duration::from_secs(5)).await;
+
+    let mut c = s.f.raw().await;
+    let ok = Frame::simple("OK");
+    let ttl_in = |t: Frame, r: std::ops::RangeInclusive<i64>| matches!(t, Frame::Integer(t) if r.contains(&t));
+    assert_eq!(c.cmd(&["SET", "context:a", "new"]).await, ok);
+    assert_eq!(c.cmd(&["GET", "context:a"]).await, Frame::bulk("new"));
+    assert_eq!(
+        c.cmd(&["TTL", "context:a"]).await,
+        Frame::Integer(-1),
+        "SET drops the expiry"
+    );
+    assert_eq!(c.cmd(&["SET", "context:b", "new", "KEEPTTL"]).await, ok);
+    let t = c.cmd(&["TTL", "context:b"]).await;
+    assert!(
+        ttl_in(t.clone(), 900..=1000),
+        "KEEPTTL keeps Redis's expiry: {t:?}"
+    );
+    assert_eq!(c.cmd(&["SET", "context:c", "str"]).await, ok);
+    assert_eq!(c.cmd(&["TYPE", "context:c"]).await, Frame::simple("string"));
+    assert_eq!(c.cmd(&["GET", "context:c"]).await, Frame::bulk("str"));
+    assert_eq!(c.cmd(&["SETEX", "context:d", "500", "v"]).await, ok);
+    let t = c.cmd(&["TTL", "context:d"]).await;
+    assert!(ttl_in(t.clone(), 400..=500), "{t:?}");
+    assert_eq!(
+        c.cmd(&["MSET", "context:b", "m", "context:e", "y"]).await,
+        ok
+    );
+    assert_eq!(
+        c.cmd(&["TTL", "context:b"]).await,
+        Frame::Integer(-1),
+        "MSET drops it"
+    );
+    assert_eq!(c.cmd(&["GET", "context:b"]).await, Frame::bulk("m"));
+    assert_eq!(c.cmd(&["GET", "context:e"]).await, Frame::bulk("y"));
+
+    redis.restart();
+    s.f.wait_state(State::Up, Duration::from_secs(10)).await;
+    test_support::wait_for("the journal to drain", Duration::from_secs(10), || {
+        s.journal.pending_entries() == 0
+    });
+    assert_eq!(redis.cmd(&["GET", "context:a"]), "new");
+    assert_eq!(redis.cmd(&["TTL", "context:a"]), ":-1");
+    assert_eq!(redis.cmd(&["GET", "context:b"]), "m");
+    assert_eq!(redis.cmd(&["TTL", "context:b"]), ":-1");
+    assert_eq!(redis.cmd(&["TYPE", "context:c"]), "+string");
+    let ttl: i64 = redis.cmd(&["TTL", "context:d"])[1..].parse().unwrap();
+    assert!((400..=500).contains(&ttl), "{ttl}");
+    assert_eq!(redis.cmd(&["GET", "context:e"]), "y");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_link_continues_where_it_stopped() {
     let redis = aof_redis();
