@@ -2,11 +2,14 @@
 //! is local (`known`), and whether it has journal records not replayed yet
 //! (`dirty`). One map under one lock, looked up by `(db, &[u8])` without
 //! building a key: a durable write asks and marks its keys several times,
-//! and each lookup in a set of 100,000 keys is a cache miss or two.
+//! and each lookup in a set of 100,000 keys is a cache miss or two. Each
+//! key is hashed once per call and the map keeps its hash: a new key is
+//! not hashed again to be inserted, nor every key again each time the map
+//! grows (that was most of what marking a new key cost).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -20,36 +23,41 @@ struct Marks {
     dirty: bool,
 }
 
+type Map = HashMap<DbKey, Marks, BuildHasherDefault<Carried>>;
+
 /// The outage's marks on keys, by (db, key).
 #[derive(Default)]
 pub(crate) struct KeyMarks {
-    map: Mutex<HashMap<DbKey, Marks>>,
+    map: Mutex<Map>,
+    /// What keys are hashed with: SipHash under a random key, as std's
+    /// maps hash (the keys are the clients').
+    seed: RandomState,
 }
 
 impl KeyMarks {
-    fn lock(&self) -> Option<MutexGuard<'_, HashMap<DbKey, Marks>>> {
-        self.map.lock().ok()
+    fn lock(&self) -> Option<(MutexGuard<'_, Map>, &RandomState)> {
+        self.map.lock().ok().map(|m| (m, &self.seed))
     }
 
     /// Whether any of `keys` is dirty.
     pub(crate) fn any_dirty(&self, db: u32, keys: &[Bytes]) -> bool {
         self.lock()
-            .is_some_and(|m| keys.iter().any(|k| marks(&m, db, k).dirty))
+            .is_some_and(|(m, seed)| keys.iter().any(|k| marks(&m, seed, db, k).dirty))
     }
 
     /// For each of `keys`, whether it is dirty.
     pub(crate) fn dirty_each(&self, db: u32, keys: &[Bytes]) -> Option<Vec<bool>> {
-        let m = self.lock()?;
-        Some(keys.iter().map(|k| marks(&m, db, k).dirty).collect())
+        let (m, seed) = self.lock()?;
+        Some(keys.iter().map(|k| marks(&m, seed, db, k).dirty).collect())
     }
 
     /// Whether every one of `keys` is whole here as the outage wrote it:
     /// known and dirty (a key known but not dirty was only seeded, possibly
     /// in an earlier outage).
     pub(crate) fn all_written(&self, db: u32, keys: &[Bytes]) -> bool {
-        self.lock().is_some_and(|m| {
+        self.lock().is_some_and(|(m, seed)| {
             keys.iter().all(|k| {
-                let s = marks(&m, db, k);
+                let s = marks(&m, seed, db, k);
                 s.known && s.dirty
             })
         })
@@ -57,8 +65,8 @@ impl KeyMarks {
 
     /// [`all_written`](Self::all_written) for one key.
     pub(crate) fn written(&self, db: u32, key: &[u8]) -> bool {
-        self.lock().is_some_and(|m| {
-            let s = marks(&m, db, key);
+        self.lock().is_some_and(|(m, seed)| {
+            let s = marks(&m, seed, db, key);
             s.known && s.dirty
         })
     }
@@ -66,9 +74,9 @@ impl KeyMarks {
     /// Marks `keys` dirty, and known too when `known` (the write replaced
     /// their whole values).
     pub(crate) fn mark(&self, db: u32, keys: &[Bytes], known: bool) {
-        if let Some(mut m) = self.lock() {
+        if let Some((mut m, seed)) = self.lock() {
             for k in keys {
-                update(&mut m, db, k, |s| {
+                update(&mut m, seed, db, k, |s| {
                     s.dirty = true;
                     s.known |= known;
                 });
@@ -78,18 +86,18 @@ impl KeyMarks {
 
     /// Marks `keys` known (their whole values are local now).
     pub(crate) fn mark_known(&self, db: u32, keys: &[Bytes]) {
-        if let Some(mut m) = self.lock() {
+        if let Some((mut m, seed)) = self.lock() {
             for k in keys {
-                update(&mut m, db, k, |s| s.known = true);
+                update(&mut m, seed, db, k, |s| s.known = true);
             }
         }
     }
 
     /// Takes back `known` from `keys` (their local values are gone).
     pub(crate) fn unmark_known(&self, db: u32, keys: &[Bytes]) {
-        if let Some(mut m) = self.lock() {
+        if let Some((mut m, seed)) = self.lock() {
             for k in keys {
-                let q: &dyn Lookup = &(db, k.as_ref());
+                let q: &dyn Lookup = &Probe::new(seed, db, k);
                 if let Some(s) = m.get_mut(q) {
                     s.known = false;
                     if !s.dirty {
@@ -102,7 +110,7 @@ impl KeyMarks {
 
     /// Forgets every mark.
     pub(crate) fn clear(&self) {
-        if let Some(mut m) = self.lock() {
+        if let Some((mut m, _)) = self.lock() {
             m.clear();
         }
     }
@@ -110,7 +118,7 @@ impl KeyMarks {
     /// How many keys are dirty, and how many known.
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (usize, usize) {
-        self.lock().map_or((0, 0), |m| {
+        self.lock().map_or((0, 0), |(m, _)| {
             (
                 m.values().filter(|s| s.dirty).count(),
                 m.values().filter(|s| s.known).count(),
@@ -119,8 +127,8 @@ impl KeyMarks {
     }
 }
 
-fn marks(m: &HashMap<DbKey, Marks>, db: u32, key: &[u8]) -> Marks {
-    let q: &dyn Lookup = &(db, key);
+fn marks(m: &Map, seed: &RandomState, db: u32, key: &[u8]) -> Marks {
+    let q: &dyn Lookup = &Probe::new(seed, db, key);
     m.get(q).copied().unwrap_or_default()
 }
 
@@ -129,8 +137,9 @@ fn marks(m: &HashMap<DbKey, Marks>, db: u32, key: &[u8]) -> Marks {
 /// allocation of its own: a slice of a client's read buffer would keep
 /// that whole buffer alive until the outage ends (100,000 keys written
 /// during an outage held over a gigabyte).
-fn update(m: &mut HashMap<DbKey, Marks>, db: u32, key: &Bytes, f: impl Fn(&mut Marks)) {
-    let q: &dyn Lookup = &(db, key.as_ref());
+fn update(m: &mut Map, seed: &RandomState, db: u32, key: &Bytes, f: impl Fn(&mut Marks)) {
+    let probe = Probe::new(seed, db, key);
+    let q: &dyn Lookup = &probe;
     if let Some(s) = m.get_mut(q) {
         return f(s);
     }
@@ -138,6 +147,7 @@ fn update(m: &mut HashMap<DbKey, Marks>, db: u32, key: &Bytes, f: impl Fn(&mut M
     f(&mut s);
     m.insert(
         DbKey {
+            hash: probe.hash,
             db,
             key: Bytes::copy_from_slice(key),
         },
@@ -145,20 +155,42 @@ fn update(m: &mut HashMap<DbKey, Marks>, db: u32, key: &Bytes, f: impl Fn(&mut M
     );
 }
 
-/// A key of the map.
+/// A key of the map, with its hash.
 struct DbKey {
+    hash: u64,
     db: u32,
     key: Bytes,
 }
 
+/// A borrowed `(db, key)` to look up, hashed once.
+struct Probe<'a> {
+    hash: u64,
+    db: u32,
+    key: &'a [u8],
+}
+
+impl<'a> Probe<'a> {
+    fn new(seed: &RandomState, db: u32, key: &'a [u8]) -> Probe<'a> {
+        Probe {
+            hash: seed.hash_one((db, key)),
+            db,
+            key,
+        }
+    }
+}
+
 /// What a key is compared and hashed by, so the map can be asked with a
-/// borrowed `(db, &[u8])` as well as with its own keys.
+/// [`Probe`] as well as with its own keys.
 trait Lookup {
+    fn hash_value(&self) -> u64;
     fn db(&self) -> u32;
     fn key(&self) -> &[u8];
 }
 
 impl Lookup for DbKey {
+    fn hash_value(&self) -> u64 {
+        self.hash
+    }
     fn db(&self) -> u32 {
         self.db
     }
@@ -167,25 +199,49 @@ impl Lookup for DbKey {
     }
 }
 
-impl Lookup for (u32, &[u8]) {
+impl Lookup for Probe<'_> {
+    fn hash_value(&self) -> u64 {
+        self.hash
+    }
     fn db(&self) -> u32 {
-        self.0
+        self.db
     }
     fn key(&self) -> &[u8] {
-        self.1
+        self.key
     }
 }
 
 impl Hash for dyn Lookup + '_ {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.db().hash(h);
-        self.key().hash(h);
+        h.write_u64(self.hash_value());
     }
 }
 
 impl PartialEq for dyn Lookup + '_ {
     fn eq(&self, other: &Self) -> bool {
-        self.db() == other.db() && self.key() == other.key()
+        self.hash_value() == other.hash_value()
+            && self.db() == other.db()
+            && self.key() == other.key()
+    }
+}
+
+/// The map's hasher: hands on the hash a key carries.
+#[derive(Default)]
+struct Carried(u64);
+
+impl Hasher for Carried {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    // Only `write_u64` is called (see `Hash for dyn Lookup`); anything
+    // else still spreads, if ever.
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
     }
 }
 
@@ -240,6 +296,20 @@ mod tests {
         assert_eq!(m.counts(), (2, 1), "c had nothing left and went");
         m.clear();
         assert_eq!(m.counts(), (0, 0));
+    }
+
+    #[test]
+    fn marks_survive_the_map_growing_and_keys_alike_in_another_db_stay_apart() {
+        let m = KeyMarks::default();
+        let keys: Vec<Bytes> = (0..20_000).map(|i| b(&format!("key:{i}"))).collect();
+        m.mark(3, &keys, true);
+        m.mark_known(4, &keys[..10]);
+        for k in &keys {
+            assert!(m.written(3, k), "{k:?}");
+            assert!(!m.any_dirty(4, std::slice::from_ref(k)), "{k:?}");
+        }
+        assert!(!m.written(3, b"key:20000"));
+        assert_eq!(m.counts(), (20_000, 20_010));
     }
 
     #[test]
