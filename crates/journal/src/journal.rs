@@ -643,6 +643,10 @@ impl Journal {
     /// Why appends are refused, if they are (corruption found at open, or
     /// an earlier write failure).
     pub fn refusal(&self) -> Option<JournalError> {
+        // Asked before every durable write: the lock only once refused.
+        if !self.shared.refused_now.load(Ordering::Acquire) {
+            return None;
+        }
         self.shared.state().refused.clone()
     }
 
