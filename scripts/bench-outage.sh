@@ -70,6 +70,10 @@ if [[ $ONLY == *a* ]]; then
   A_REDIS=$(grep '^redis,' $D/a.csv | cut -d, -f2 | med)
   A_REDOUBT=$(grep '^redoubt,' $D/a.csv | cut -d, -f2 | med)
   A_RATIO=$(awk -v a=$A_REDOUBT -v b=$A_REDIS 'BEGIN {printf "%.2f", a / b}')
+  # Each Redoubt run against the Redis run just before it: the medians
+  # above are the record; these show how far the machine moved between.
+  A_PAIRS=$(paste -d, <(grep '^redis,' $D/a.csv | cut -d, -f2) <(grep '^redoubt,' $D/a.csv | cut -d, -f2) |
+    awk -F, '{printf "%s%.2f", (NR > 1 ? " " : ""), $2 / $1}')
   cleanup; PIDS=(); wait 2>/dev/null || true
   rm -rf $D/upstream $D/redis $D/redoubt
 fi
@@ -95,4 +99,5 @@ printf '%-58s %14s %14s %7s %s\n' measure redoubt baseline ratio aim
 printf '%-58s %14s %14s %7s %s\n' "(a) durable SET while redis is down, fsync always (ops/s)" $A_REDOUBT $A_REDIS $A_RATIO ">= 1.0 (redis appendfsync always)"
 printf '%-58s %14s %14s %7s %s\n' "(b) replay with checkpointing (commands/s)" $B_REPLAY $B_PIPE $B_RATIO ">= 0.5 (redis-cli --pipe)"
 printf '%-58s %14s %14s %7s %s\n' "(c) redis back -> served upstream, empty journal (ms)" $C_MS $C_AIM $C_RATIO "<= 1.0 (up_after x interval_ms + 100)"
+[ -z "${A_PAIRS:-}" ] || echo "(a) pair by pair, each Redoubt run / the Redis run before it: $A_PAIRS"
 echo "(a: median of $REPS interleaved runs, n=$N, c=50, servers on CPU 0, benchmark on CPU 1; b: median of 9 alternating, ${REPLAY_BENCH_N:-200000} SETs; c: median of $ROUNDS rounds; load after: $(cut -d' ' -f1-3 /proc/loadavg); raw in $D)"
