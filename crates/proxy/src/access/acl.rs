@@ -32,6 +32,10 @@ pub struct AclProfile {
     /// The `commands` rules, lower-case, in order (`+@all`, `-@dangerous`,
     /// `+get`, …).
     commands: Vec<String>,
+    /// The rules grant every command (`+@all` with nothing taken away
+    /// after it): [`may_run`](Self::may_run) need not walk them for each
+    /// command judged.
+    all_commands: bool,
     /// SHA-256 over Redis's own password hashes for the user: when it
     /// changes, passwords were added or revoked.
     passwords: [u8; 32],
@@ -76,6 +80,7 @@ pub fn parse_getuser(reply: &Frame) -> Result<Option<AclProfile>, String> {
         all_keys: false,
         keys: Vec::new(),
         commands: Vec::new(),
+        all_commands: false,
         passwords: [0; 32],
     };
     for (name, value) in pairs {
@@ -138,7 +143,24 @@ pub fn parse_getuser(reply: &Frame) -> Result<Option<AclProfile>, String> {
             _ => {}
         }
     }
+    p.all_commands = grants_all(&p.commands);
     Ok(Some(p))
+}
+
+/// Whether `rules` (as [`AclProfile::may_run`] reads them) end up granting
+/// every command: a `+@all` (or `allcommands`) with no rule after it that
+/// takes anything away. Other grants after it change nothing.
+fn grants_all(rules: &[String]) -> bool {
+    let mut all = false;
+    for rule in rules {
+        match rule.as_str() {
+            "+@all" | "allcommands" => all = true,
+            "nocommands" => all = false,
+            r if r.starts_with('-') => all = false,
+            _ => {}
+        }
+    }
+    all
 }
 
 enum KeyRule {
@@ -201,6 +223,9 @@ impl AclProfile {
     pub fn may_run(&self, name: &str, cats: &Categories) -> bool {
         if !self.enabled {
             return false;
+        }
+        if self.all_commands {
+            return true;
         }
         let top = name.split('|').next().unwrap_or(name);
         let mut allowed = false;
@@ -417,6 +442,52 @@ mod tests {
         let p = parse(&getuser(&["on"], "-@all +@write -del", "~*"));
         assert!(p.may_run("set", &cats) && !p.may_run("del", &cats));
         assert!(!p.may_run("get", &cats));
+    }
+
+    #[test]
+    fn a_profile_that_grants_everything_is_judged_as_its_rules_are() {
+        let mut cats = Categories::new();
+        cats.insert(
+            "dangerous".into(),
+            ["flushall", "keys"].iter().map(|s| s.to_string()).collect(),
+        );
+        let names = [
+            "get",
+            "set",
+            "flushall",
+            "keys",
+            "client|id",
+            "client",
+            "select",
+        ];
+        for rules in [
+            "+@all",
+            "+@all +get",
+            "+@all -@dangerous",
+            "+@all -@unknown",
+            "+@all -select|0",
+            "-@all +@all",
+            "+@all -@all",
+            "+@all -get +get",
+            "-@all +get",
+            "",
+        ] {
+            let p = parse(&getuser(&["on"], rules, "~*"));
+            let mut walked = p.clone();
+            walked.all_commands = false;
+            for name in names {
+                assert_eq!(
+                    p.may_run(name, &cats),
+                    walked.may_run(name, &cats),
+                    "{rules:?} {name}"
+                );
+            }
+        }
+        assert!(parse(&getuser(&["on"], "+@all", "~*")).all_commands);
+        assert!(parse(&getuser(&["on", "allcommands"], "", "~*")).all_commands);
+        assert!(!parse(&getuser(&["on"], "+@all -get +get", "~*")).all_commands);
+        let off = parse(&getuser(&["off"], "+@all", "~*"));
+        assert!(!off.may_run("get", &cats), "a disabled user runs nothing");
     }
 
     #[test]
