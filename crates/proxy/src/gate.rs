@@ -43,8 +43,8 @@ pub struct Keys {
 }
 
 impl Gated {
-    /// The row of an already admitted request, looked up again where the
-    /// gate's answer was not kept (arity is not checked again).
+    /// The row of `args`' command, arity not checked: [`admit`] checks it;
+    /// alone, for a request admitted already whose gating was not kept.
     pub fn of(args: &[Bytes]) -> Gated {
         let found = resp::command::lookup_id(args);
         Gated {
@@ -182,16 +182,11 @@ impl Refusal {
 /// resolved. Unknown commands pass (Redis, or the local store, answers
 /// them).
 pub fn admit(args: &[Bytes]) -> Result<Gated, Refusal> {
-    let found = resp::command::lookup_id(args);
-    if let Some((_, spec)) = found {
-        if !spec.arity_ok(args.len()) {
-            return Err(Refusal::Arity(spec.name));
-        }
+    let g = Gated::of(args);
+    match g.spec {
+        Some(spec) if !spec.arity_ok(args.len()) => Err(Refusal::Arity(spec.name)),
+        _ => Ok(g),
     }
-    Ok(Gated {
-        spec: found.map(|(_, s)| s),
-        row: found.map(|(i, _)| i),
-    })
 }
 
 /// `SORT key [BY pattern] [LIMIT o c] [GET pattern …] [ASC|DESC] [ALPHA]

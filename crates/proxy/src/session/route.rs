@@ -196,7 +196,7 @@ impl Session {
             // Redis is not there to relay it: the subscribers connected
             // here get it, and the reply counts them, as Redis's would.
             let caller = self.shared.access.caller(&self.who);
-            match caller.check(&req.args) {
+            match caller.judge(&req.args, &gated) {
                 Some(denied) => self.push_ready(denied.reply()),
                 None => {
                     let n = self.shared.pubsub.publish(&req.args[1], &req.args[2]);
