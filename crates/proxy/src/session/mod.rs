@@ -40,7 +40,7 @@ use crate::gate::{self, Refusal};
 use crate::reply;
 use crate::server::Shared;
 
-use queue::{has_blocking, has_wait_front, wait_front, Body, Builder, Outcome, Slot};
+use queue::{has_blocking, has_wait_front, wait_front, Body, Builder, Outcome, Slot, Spare};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReplyMode {
@@ -99,6 +99,8 @@ pub(crate) struct Session {
     /// (connection id, slots in flight on it)
     inflight: Vec<(u64, usize)>,
     batch: Option<Builder>,
+    /// The last answered batch's vectors, for the next batch.
+    spare: Spare,
     /// Commands forwarded this turn, added to the metrics when it ends.
     forwarded: crate::metrics::UpstreamTally,
     /// Fires by the deadline of the oldest command waiting on Redis (see
@@ -148,6 +150,7 @@ impl Session {
             pending_cmds: 0,
             inflight: Vec::new(),
             batch: None,
+            spare: Spare::default(),
             forwarded,
             timer: None,
             budget,

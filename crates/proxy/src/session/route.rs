@@ -9,7 +9,7 @@ use resp::{Frame, Request};
 use tokio::time::Instant;
 use upstream::{Conn, ConnectError, State};
 
-use super::queue::{Body, Builder, Wait};
+use super::queue::{Body, Wait};
 use super::{Flow, Session};
 use crate::classify::{is_write, Kind};
 use crate::reply;
@@ -270,12 +270,7 @@ impl Session {
         }
         if !matches!(&self.batch, Some(b) if b.conn.id() == conn.id()) {
             self.flush_batch();
-            self.batch = Some(Builder {
-                conn,
-                raws: Vec::new(),
-                writes: Vec::new(),
-                fills: Vec::new(),
-            });
+            self.batch = Some(self.spare.builder(conn));
         }
         self.add_to_batch(req, write, spec);
         Flow::Go
