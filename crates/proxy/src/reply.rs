@@ -18,10 +18,13 @@ pub const READ_CHUNK: usize = 16 * 1024;
 pub const KEEP_AT_MOST: usize = 64 * 1024;
 
 /// Gives back an emptied read buffer before a client is waited on: an idle
-/// connection then holds none ([`tls::ReadHalf::read_into`] allocates
-/// once bytes arrive; requests still being answered keep their bytes).
+/// connection then holds none ([`tls::ReadHalf::read_into`] takes one once
+/// bytes arrive, lent from those given back on the same thread when it
+/// can, see [`tls::read_buffers`]; requests still being answered keep
+/// their bytes).
 pub fn idle_read_buffer(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 0 {
+        tls::read_buffers::give_back(buf);
         *buf = BytesMut::new();
     }
 }

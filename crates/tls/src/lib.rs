@@ -17,12 +17,15 @@
 //!   errors that name the file.
 //! - [`failure`]: [`Failure`], why a handshake failed, in words (unknown
 //!   CA, name mismatch, expired, not a TLS port, …).
+//! - [`read_buffers`]: emptied read buffers lent to the next read on the
+//!   same thread.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod failure;
 pub mod pem;
+pub mod read_buffers;
 pub mod server;
 pub mod stream;
 

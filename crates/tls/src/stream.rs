@@ -170,10 +170,18 @@ impl ReadHalf {
     /// connection that sits idle holds no read buffer. `Ok(0)`: the peer
     /// closed. Cancel-safe: nothing is read until the socket is readable.
     pub async fn read_into(&mut self, buf: &mut bytes::BytesMut, room: usize) -> io::Result<usize> {
+        // Less room than a quarter of `room` left: more is made.
         let make_room = |buf: &mut bytes::BytesMut| {
-            if buf.capacity() - buf.len() < room / 4 {
-                buf.reserve(room);
+            if buf.capacity() - buf.len() >= room / 4 {
+                return;
             }
+            if buf.capacity() == 0 {
+                if let Some(lent) = crate::read_buffers::lend(room / 4) {
+                    *buf = lent;
+                    return;
+                }
+            }
+            buf.reserve(room);
         };
         match self {
             ReadHalf::Plain(r) => loop {
