@@ -730,6 +730,9 @@ async fn writer(
     // time (locked instructions per command when unpipelined); polled only
     // once woken (see `Woken`).
     let mut died = until_set(dead);
+    // The batches of one write; kept across writes rather than allocated
+    // for each (one per command when clients do not pipeline).
+    let mut raws: Vec<Bytes> = Vec::with_capacity(8);
     loop {
         let first = tokio::select! {
             b = rx.recv() => b,
@@ -742,7 +745,6 @@ async fn writer(
         tokio::task::yield_now().await;
         // Take everything already queued, so a burst from many sessions
         // goes out in one write (and Redis reads it in one go).
-        let mut raws = Vec::with_capacity(8);
         {
             let Ok(mut q) = queue.lock() else { break };
             q.push_back(Pending {
@@ -772,6 +774,9 @@ async fn writer(
             }
             wr.write_all(&out).await
         };
+        // Written: the requests' bytes (slices of their clients' read
+        // buffers) are not held until the next write.
+        raws.clear();
         // TLS may hold back what the socket would not take; plain TCP's
         // flush does nothing.
         if res.is_err() || wr.flush().await.is_err() {
