@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use test_support::{free_port, rss_kib, wait_for, RedisServer};
+use test_support::{free_port, refused_port, rss_kib, wait_for, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
 
@@ -223,7 +223,7 @@ fn serve_logging(
 #[test]
 fn an_unreachable_upstream_is_logged_with_its_reason_and_no_password() {
     let dir = tempfile::tempdir().unwrap();
-    let closed = free_port();
+    let closed = refused_port();
     let upstream = format!("redis://app:hunter2@127.0.0.1:{closed}");
     let (mut child, log) = serve_logging(&upstream, dir.path(), &[]);
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -250,7 +250,7 @@ fn an_unreachable_upstream_is_logged_with_its_reason_and_no_password() {
 #[test]
 fn log_format_json_writes_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = format!("redis://127.0.0.1:{}", free_port());
+    let upstream = format!("redis://127.0.0.1:{}", refused_port());
     let (mut child, log) = serve_logging(&upstream, dir.path(), &["--log-format", "json"]);
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for("the unreachable warning", Duration::from_secs(10), || {

@@ -49,6 +49,20 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
+/// A port on 127.0.0.1 that refuses connections and goes on refusing
+/// them: 1 (tcpmux), which nothing here listens on. A port from
+/// [`free_port`] is free only a moment: a test that wants Redis
+/// unreachable there can find another test's server on it, or the
+/// listener of the process it started.
+pub fn refused_port() -> u16 {
+    const PORT: u16 = 1;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", PORT)).is_err(),
+        "something listens on 127.0.0.1:{PORT}; these tests need it closed"
+    );
+    PORT
+}
+
 /// Polls `cond` every few milliseconds until it is true; panics with `what`
 /// after `timeout`. For conditions that have no event to await (another
 /// process's state), never as a stand-in for one that has.
