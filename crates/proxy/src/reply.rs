@@ -23,10 +23,7 @@ pub const KEEP_AT_MOST: usize = 64 * 1024;
 /// can, see [`tls::read_buffers`]; requests still being answered keep
 /// their bytes).
 pub fn idle_read_buffer(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
-        tls::read_buffers::give_back(buf);
-        *buf = BytesMut::new();
-    }
+    tls::read_buffers::give_back(buf);
 }
 
 /// Empties a client's output buffer once written, giving back a big one.
