@@ -74,8 +74,6 @@ class Redoubt:
     the data dir."""
 
     def __init__(self, upstream_url, *args, env=None, config=None):
-        self.port = free_port()
-        self.admin = free_port()
         self.dir = tempfile.mkdtemp()
         self.conf_dir = None
         if config is not None:
@@ -89,14 +87,27 @@ class Redoubt:
         env = {**os.environ, "REDOUBT_HEALTH_INTERVAL_MS": "50", **(env or {})}
         if upstream_url is None:
             env.pop("REDOUBT_UPSTREAM", None)
-        self.proc = subprocess.Popen(
-            [BIN, "serve", *upstream, "--listen", "127.0.0.1:%d" % self.port,
-             "--admin", "127.0.0.1:%d" % self.admin, "--data-dir", self.dir, *args],
-            stderr=open(self.log, "w"),
-            env=env,
-        )
-        wait_until("redoubt listening", lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None,
-                   why=self._not_listening)
+        # A port from free_port() is free only a moment: another test's
+        # server can take it first. Redoubt then exits saying so, and is
+        # started again on fresh ports.
+        for attempt in range(3):
+            self.port = free_port()
+            self.admin = free_port()
+            self.proc = subprocess.Popen(
+                [BIN, "serve", *upstream, "--listen", "127.0.0.1:%d" % self.port,
+                 "--admin", "127.0.0.1:%d" % self.admin, "--data-dir", self.dir, *args],
+                stderr=open(self.log, "w"),
+                env=env,
+            )
+            try:
+                wait_until("redoubt listening",
+                           lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None,
+                           why=self._not_listening)
+                return
+            except AssertionError:
+                taken = self.proc.poll() is not None and "Address already in use" in self.log_tail()
+                if not taken or attempt == 2:
+                    raise
 
     def _not_listening(self, timed_out):
         """Why it is not listening: it exited (said at once), or, once the
