@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use doctor::{diagnose, DoctorOptions, Report, Severity};
-use test_support::{free_port, RedisServer};
+use test_support::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -21,7 +21,7 @@ fn assert_undiagnosable(r: &Report, id: &str) {
 
 #[tokio::test]
 async fn refused_port_is_diagnosed_as_refused() {
-    let port = free_port();
+    let port = test_support::refused_port();
     let r = diagnose(
         &format!("redis://127.0.0.1:{port}"),
         &DoctorOptions::default(),
@@ -220,7 +220,7 @@ async fn unsupported_and_bad_urls_are_explained() {
     assert_undiagnosable(&r, "connection.unsupported-scheme");
     assert!(!r.target.contains("pw"), "{}", r.target);
     // A cluster none of whose named nodes answers: no primary to diagnose.
-    let port = test_support::free_port();
+    let port = test_support::refused_port();
     let r = diagnose(
         &format!("redis+cluster://:pw@127.0.0.1:{port}"),
         &DoctorOptions::default(),
@@ -229,7 +229,7 @@ async fn unsupported_and_bad_urls_are_explained() {
     assert_undiagnosable(&r, "connection.no-primary");
     assert!(!r.target.contains("pw"), "{}", r.target);
     // Sentinels that cannot be reached name no primary: said as such.
-    let port = test_support::free_port();
+    let port = test_support::refused_port();
     let r = diagnose(
         &format!("redis+sentinel://:pw@127.0.0.1:{port}/mymaster"),
         &DoctorOptions::default(),
@@ -253,7 +253,7 @@ async fn unsupported_and_bad_urls_are_explained() {
 #[tokio::test]
 async fn unreachable_report_renders_causes_and_first_step() {
     let r = diagnose(
-        &format!("redis://127.0.0.1:{}", free_port()),
+        &format!("redis://127.0.0.1:{}", test_support::refused_port()),
         &DoctorOptions::default(),
     )
     .await;

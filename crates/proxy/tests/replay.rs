@@ -585,7 +585,7 @@ async fn unreachable_redis_is_reported_as_connection_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let j = open(tmp.path(), 1 << 20);
     counters_and_queue(&j, 10);
-    let port = test_support::free_port();
+    let port = test_support::refused_port();
     let cfg = ReplayConfig::new(format!("127.0.0.1:{port}"), tmp.path());
     let out = Replayer::new(j.clone(), NODE, cfg)
         .run_until_drained()

@@ -190,7 +190,7 @@ fn kubernetes_service_link_variables_do_not_stop_redoubt() {
 
 #[test]
 fn status_exits_3_when_nothing_answers() {
-    let port = free_port();
+    let port = refused_port();
     let o = redoubt(&["status", "--admin", &format!("127.0.0.1:{port}")]);
     assert_eq!(o.status.code(), Some(3));
     assert!(text(&o).contains("no answer"), "{}", text(&o));
@@ -469,7 +469,7 @@ fn readyz_flips_both_ways_and_metrics_and_status_answer() {
     let o = redoubt(&[
         "incidents",
         "--admin",
-        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", refused_port()),
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 }
@@ -830,7 +830,7 @@ fn journal_inspect_and_export_through_redis_cli_pipe() {
 #[test]
 fn doctor_and_triage_exit_codes() {
     // Nothing listens: could not diagnose, and says why.
-    let port = free_port();
+    let port = refused_port();
     let o = redoubt(&["doctor", &format!("redis://127.0.0.1:{port}")]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("connection.refused"), "{}", text(&o));
