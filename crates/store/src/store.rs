@@ -972,6 +972,12 @@ impl Store {
     ) -> Executed {
         let mut args = detach(args, row.map(|(_, s)| s));
         session.block_counted = false;
+        let mut attempt = self.execute_once(session, &args, row);
+        // Nearly every command is answered by its first try: the waiting
+        // state below is not even set up for it.
+        if attempt.1.is_none() || attempt.2.is_none() {
+            return attempt.0;
+        }
         let mut deadline: Option<tokio::time::Instant> = None;
         // Our place in the wait queues of the keys we block on, kept across
         // wake-ups and left however this call ends.
@@ -984,7 +990,7 @@ impl Store {
             keys: Vec::new(),
         };
         loop {
-            let (mut exec, block, rx) = self.execute_once(session, &args, row);
+            let (mut exec, block, rx) = attempt;
             let (Some(block), Some(mut rx)) = (block, rx) else {
                 return exec;
             };
@@ -1020,12 +1026,13 @@ impl Store {
             guard.release();
             let unblock_error = guard.unblock_error;
             match outcome {
-                None => continue,
+                None => {}
                 Some(true) if unblock_error => {
                     return Executed::reply(err("UNBLOCKED client unblocked via CLIENT UNBLOCK"));
                 }
                 Some(_) => return exec,
             }
+            attempt = self.execute_once(session, &args, row);
         }
     }
 
